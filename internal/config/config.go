@@ -1,0 +1,182 @@
+// Package config loads and validates the mailroomd configuration file.
+//
+// The file is YAML with a version number. Unknown keys are errors, and every
+// problem is reported with the file, line and column of the offending field,
+// all at once, so an operator can fix a broken file in one pass.
+package config
+
+import (
+	"fmt"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Version is the only configuration schema version this build understands.
+const Version = 1
+
+// Config is the whole configuration of one appliance.
+type Config struct {
+	Version   int       `yaml:"version"`
+	Appliance Appliance `yaml:"appliance"`
+	Storage   Storage   `yaml:"storage"`
+	Uplink    Uplink    `yaml:"uplink"`
+	Devices   []Device  `yaml:"devices"`
+	Log       Log       `yaml:"log"`
+
+	// File is the path the configuration was loaded from.
+	File string `yaml:"-"`
+}
+
+// Appliance identifies this box.
+type Appliance struct {
+	// ID is the MQTT client id and the topic segment of this box.
+	ID string `yaml:"id"`
+	// Site names the building or location, informational.
+	Site string `yaml:"site"`
+}
+
+// Storage configures the local event buffer.
+type Storage struct {
+	Path       string   `yaml:"path"`
+	MaxPending int      `yaml:"max_pending"`
+	RetainSent Duration `yaml:"retain_sent"`
+}
+
+// Uplink configures the MQTT connection to the cloud.
+type Uplink struct {
+	Brokers         []string `yaml:"brokers"`
+	CAFile          string   `yaml:"ca_file"`
+	CertFile        string   `yaml:"cert_file"`
+	KeyFile         string   `yaml:"key_file"`
+	TopicPrefix     string   `yaml:"topic_prefix"`
+	Insecure        bool     `yaml:"insecure"`
+	InflightWindow  int      `yaml:"inflight_window"`
+	KeepAlive       Duration `yaml:"keepalive"`
+	ConnectTimeout  Duration `yaml:"connect_timeout"`
+	WriteTimeout    Duration `yaml:"write_timeout"`
+	ReconnectMin    Duration `yaml:"reconnect_min"`
+	ReconnectMax    Duration `yaml:"reconnect_max"`
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Device configures one piece of hardware. Which keys apply depends on the
+// driver; keys of another driver are rejected.
+type Device struct {
+	Name   string `yaml:"name"`
+	Kind   string `yaml:"kind"`
+	Driver string `yaml:"driver"`
+
+	// serial-line
+	Port         string   `yaml:"port"`
+	Baud         int      `yaml:"baud"`
+	DataBits     int      `yaml:"data_bits"`
+	Parity       string   `yaml:"parity"`
+	StopBits     string   `yaml:"stop_bits"`
+	Terminator   string   `yaml:"terminator"`
+	Prefix       string   `yaml:"prefix"`
+	Suffix       string   `yaml:"suffix"`
+	MaxLength    int      `yaml:"max_length"`
+	ControlChars string   `yaml:"control_chars"`
+	ReconnectMax Duration `yaml:"reconnect_max"`
+
+	// sim
+	Interval Duration `yaml:"interval"`
+	Seed     int64    `yaml:"seed"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("2s", "168h").
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats the duration like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML parses a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("expected a duration such as 30s or 168h")
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use units such as 500ms, 30s, 168h)", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Defaults, documented in configs/mailroomd.yaml.
+const (
+	DefaultStoragePath     = "/var/lib/mailroomd/buffer.db"
+	DefaultMaxPending      = 1_000_000
+	DefaultRetainSent      = Duration(168 * time.Hour)
+	DefaultTopicPrefix     = "mailroom/v1"
+	DefaultInflightWindow  = 64
+	DefaultKeepAlive       = Duration(30 * time.Second)
+	DefaultConnectTimeout  = Duration(10 * time.Second)
+	DefaultWriteTimeout    = Duration(10 * time.Second)
+	DefaultReconnectMin    = Duration(1 * time.Second)
+	DefaultReconnectMax    = Duration(60 * time.Second)
+	DefaultShutdownTimeout = Duration(5 * time.Second)
+	DefaultBaud            = 9600
+	DefaultDataBits        = 8
+	DefaultParity          = "none"
+	DefaultStopBits        = "1"
+	DefaultTerminator      = "cr"
+	DefaultMaxLength       = 256
+	DefaultControlChars    = "strip"
+	DefaultDeviceReconnect = Duration(10 * time.Second)
+	DefaultSimInterval     = Duration(2 * time.Second)
+)
+
+func (c *Config) applyDefaults() {
+	s := &c.Storage
+	setDefault(&s.Path, DefaultStoragePath)
+	setDefault(&s.MaxPending, DefaultMaxPending)
+	setDefault(&s.RetainSent, DefaultRetainSent)
+	u := &c.Uplink
+	setDefault(&u.TopicPrefix, DefaultTopicPrefix)
+	setDefault(&u.InflightWindow, DefaultInflightWindow)
+	setDefault(&u.KeepAlive, DefaultKeepAlive)
+	setDefault(&u.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&u.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&u.ReconnectMin, DefaultReconnectMin)
+	setDefault(&u.ReconnectMax, DefaultReconnectMax)
+	setDefault(&u.ShutdownTimeout, DefaultShutdownTimeout)
+	for i := range c.Devices {
+		d := &c.Devices[i]
+		switch d.Driver {
+		case "serial-line":
+			setDefault(&d.Baud, DefaultBaud)
+			setDefault(&d.DataBits, DefaultDataBits)
+			setDefault(&d.Parity, DefaultParity)
+			setDefault(&d.StopBits, DefaultStopBits)
+			setDefault(&d.Terminator, DefaultTerminator)
+			setDefault(&d.MaxLength, DefaultMaxLength)
+			setDefault(&d.ControlChars, DefaultControlChars)
+			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
+		case "sim":
+			setDefault(&d.Interval, DefaultSimInterval)
+		}
+	}
+	setDefault(&c.Log.Level, "info")
+	setDefault(&c.Log.Format, "text")
+}
+
+func setDefault[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}

@@ -1,0 +1,153 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeTLS writes placeholder certificate files; validation only checks that
+// they exist and that the key is private.
+func writeTLS(t *testing.T, dir string, keyMode os.FileMode) {
+	t.Helper()
+	for _, f := range []string{"ca.pem", "client.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := filepath.Join(dir, "client.key")
+	if err := os.WriteFile(k, []byte("x"), keyMode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(k, keyMode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const good = `version: 1
+appliance: {id: mr-berlin-01, site: berlin-hq}
+storage: {path: buffer.db, max_pending: 1000, retain_sent: 24h}
+uplink:
+  brokers: [mqtts://broker.example.com:8883]
+  ca_file: ca.pem
+  cert_file: client.pem
+  key_file: client.key
+devices:
+  - {name: dock-scanner, kind: scanner, driver: serial-line, port: /dev/ttyACM0, baud: 9600, terminator: cr}
+  - {name: demo-scanner, kind: scanner, driver: sim, interval: 2s}
+`
+
+func TestLoadGood(t *testing.T) {
+	dir := t.TempDir()
+	writeTLS(t, dir, 0o600)
+	path := filepath.Join(dir, "mailroomd.yaml")
+	os.WriteFile(path, []byte(good), 0o644)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Storage.Path != filepath.Join(dir, "buffer.db") {
+		t.Errorf("relative storage path not resolved: %s", c.Storage.Path)
+	}
+	if c.Uplink.TopicPrefix != DefaultTopicPrefix || c.Uplink.InflightWindow != 64 {
+		t.Errorf("defaults not applied: %+v", c.Uplink)
+	}
+	if c.Devices[0].DataBits != 8 || c.Devices[0].Parity != "none" || c.Devices[0].MaxLength != 256 {
+		t.Errorf("serial defaults not applied: %+v", c.Devices[0])
+	}
+	if c.Devices[1].Interval.D() != 2*time.Second || c.Storage.RetainSent.D() != 24*time.Hour {
+		t.Errorf("durations wrong: %v %v", c.Devices[1].Interval, c.Storage.RetainSent)
+	}
+}
+
+func TestReferenceConfigsLoad(t *testing.T) {
+	// The commented reference config must stay valid; its TLS files do not
+	// exist here, so only problems about them are tolerated.
+	c, err := Load("../../configs/mailroomd.yaml")
+	if err != nil {
+		var errs Errors
+		if !errors.As(err, &errs) {
+			t.Fatal(err)
+		}
+		for _, p := range errs {
+			if !strings.HasPrefix(p.Field, "uplink.") || !strings.Contains(p.Msg, "cannot read") {
+				t.Errorf("reference config: %s", p)
+			}
+		}
+		return
+	}
+	_ = c
+}
+
+func TestBrokenConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		edit    func(string) string
+		keyMode os.FileMode
+		want    []string
+	}{
+		{"unknown top-level key", func(s string) string { return s + "colour: blue\n" }, 0o600,
+			[]string{":12:1: colour: unknown key (known keys: appliance, devices, log, storage, uplink, version)"}},
+		{"unknown nested key", func(s string) string { return strings.Replace(s, "max_pending: 1000", "max_pendng: 1000", 1) }, 0o600,
+			[]string{":3:28: storage.max_pendng: unknown key"}},
+		{"wrong type", func(s string) string { return strings.Replace(s, "baud: 9600", "baud: fast", 1) }, 0o600,
+			[]string{":10:88: devices[0].baud: expected an integer, got \"fast\""}},
+		{"bad duration", func(s string) string { return strings.Replace(s, "interval: 2s", "interval: 2 seconds", 1) }, 0o600,
+			[]string{":11:64: devices[1].interval: invalid duration \"2 seconds\""}},
+		{"plaintext broker", func(s string) string { return strings.Replace(s, "mqtts://", "mqtt://", 1) }, 0o600,
+			[]string{":5:13: uplink.brokers[0]: mqtt://broker.example.com:8883 is plaintext MQTT and is refused"}},
+		{"key readable by others", func(s string) string { return s }, 0o644,
+			[]string{":8:13: uplink.key_file: ", "is readable by group or others (mode 0644)"}},
+		{"missing version and id", func(s string) string {
+			return strings.Replace(strings.Replace(s, "version: 1\n", "", 1), "id: mr-berlin-01, ", "", 1)
+		}, 0o600, []string{":1:1: version: required", ":1:12: appliance.id: required"}},
+		{"key of another driver", func(s string) string { return strings.Replace(s, "interval: 2s", "interval: 2s, baud: 9600", 1) }, 0o600,
+			[]string{":11:68: devices[1].baud: not used by driver sim"}},
+		{"duplicate device", func(s string) string { return strings.Replace(s, "demo-scanner", "dock-scanner", 1) }, 0o600,
+			[]string{":11:12: devices[1].name: duplicate device name \"dock-scanner\" (also devices[0])"}},
+		{"bad terminator", func(s string) string { return strings.Replace(s, "terminator: cr", "terminator: return", 1) }, 0o600,
+			[]string{"devices[0].terminator: unknown terminator \"return\""}},
+		{"invalid yaml", func(s string) string { return s + "devices: [\n" }, 0o600,
+			[]string{": (document): invalid YAML:"}},
+		{"missing cert file", func(s string) string { return strings.Replace(s, "client.pem", "nope.pem", 1) }, 0o600,
+			[]string{":7:14: uplink.cert_file: cannot read ", "nope.pem: no such file or directory"}},
+		{"several problems at once", func(s string) string {
+			return strings.Replace(strings.Replace(s, "parity", "x", 0), "driver: sim", "driver: laser", 1) + "log: {level: loud}\n"
+		}, 0o600, []string{"devices[1].driver: unknown driver \"laser\"", "log.level: unknown level \"loud\""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeTLS(t, dir, tc.keyMode)
+			path := filepath.Join(dir, "bad.yaml")
+			os.WriteFile(path, []byte(tc.edit(good)), 0o644)
+			_, err := Load(path)
+			if err == nil {
+				t.Fatal("broken config accepted")
+			}
+			msg := err.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error\n%s\nlacks %q", msg, w)
+				}
+			}
+			if !strings.HasPrefix(msg, path+":") {
+				t.Errorf("error does not start with the file name: %s", msg)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("version: 1\ndevices: [{name: a, driver: sim, kind: scanner, interval: -1s}]\n"))
+	f.Add([]byte("{a: &x [*x]}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse("fuzz.yaml", b)
+		if err == nil && c == nil {
+			t.Fatal("nil config without error")
+		}
+	})
+}

@@ -1,0 +1,266 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// driverKeys lists the keys each driver accepts beyond name, kind, driver.
+var driverKeys = map[string]map[string]bool{
+	"serial-line": set("port", "baud", "data_bits", "parity", "stop_bits", "terminator", "prefix", "suffix", "max_length", "control_chars", "reconnect_max"),
+	"sim":         set("interval", "seed"),
+}
+
+// driverKinds lists which kind of device each driver drives.
+var driverKinds = map[string]string{"serial-line": "scanner", "sim": "scanner"}
+
+func set(keys ...string) map[string]bool {
+	m := map[string]bool{"name": true, "kind": true, "driver": true}
+	for _, k := range keys {
+		m[k] = true
+	}
+	return m
+}
+
+func (d *decoder) validate(c *Config) {
+	bad := func(field, format string, args ...any) { d.addf(d.at(field), field, format, args...) }
+	dir := filepath.Dir(c.File)
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+
+	switch c.Version {
+	case Version:
+	case 0:
+		bad("version", "required: set version: %d", Version)
+	default:
+		bad("version", "unsupported version %d (this build understands version %d)", c.Version, Version)
+	}
+
+	if c.Appliance.ID == "" {
+		bad("appliance.id", "required")
+	} else if !nameRE.MatchString(c.Appliance.ID) {
+		bad("appliance.id", "%q is not a valid id: use 1-64 letters, digits, '-', '_' or '.' (it is the MQTT client id and a topic segment)", c.Appliance.ID)
+	}
+
+	c.Storage.Path = abs(c.Storage.Path)
+	if c.Storage.MaxPending < 0 {
+		bad("storage.max_pending", "must be positive")
+	}
+	if c.Storage.RetainSent < 0 {
+		bad("storage.retain_sent", "must not be negative")
+	}
+
+	u := &c.Uplink
+	if len(u.Brokers) == 0 {
+		bad("uplink.brokers", "required: list at least one broker, e.g. mqtts://broker.example.com:8883")
+	}
+	needTLS := false
+	for i, b := range u.Brokers {
+		f := fmt.Sprintf("uplink.brokers[%d]", i)
+		bu, err := url.Parse(b)
+		if err != nil || bu.Host == "" {
+			bad(f, "%q is not a broker URL such as mqtts://broker.example.com:8883", b)
+			continue
+		}
+		switch bu.Scheme {
+		case "mqtts", "ssl", "tls":
+			needTLS = true
+		case "mqtt", "tcp":
+			if !u.Insecure {
+				bad(f, "%s is plaintext MQTT and is refused: use mqtts:// or, for a lab only, set uplink.insecure: true", b)
+			}
+		default:
+			bad(f, "unsupported scheme %q (use mqtts://)", bu.Scheme)
+		}
+		if bu.Path != "" && bu.Path != "/" {
+			bad(f, "a broker URL has no path: %q", b)
+		}
+	}
+	u.CAFile, u.CertFile, u.KeyFile = abs(u.CAFile), abs(u.CertFile), abs(u.KeyFile)
+	if needTLS {
+		for _, f := range []struct{ field, path string }{{"uplink.ca_file", u.CAFile}, {"uplink.cert_file", u.CertFile}, {"uplink.key_file", u.KeyFile}} {
+			if f.path == "" {
+				bad(f.field, "required for mutual TLS")
+				continue
+			}
+			if _, err := os.Stat(f.path); err != nil {
+				bad(f.field, "cannot read %s: %v", f.path, unwrapPathError(err))
+			}
+		}
+		if u.KeyFile != "" {
+			if msg := keyFileProblem(u.KeyFile); msg != "" {
+				bad("uplink.key_file", "%s", msg)
+			}
+		}
+	}
+	if strings.ContainsAny(u.TopicPrefix, "+#") || strings.HasPrefix(u.TopicPrefix, "/") || strings.HasSuffix(u.TopicPrefix, "/") || strings.HasPrefix(u.TopicPrefix, "$") {
+		bad("uplink.topic_prefix", "%q is not a valid topic prefix: no wildcards, no leading '$', no leading or trailing '/'", u.TopicPrefix)
+	}
+	if u.InflightWindow < 1 || u.InflightWindow > 65535 {
+		bad("uplink.inflight_window", "must be between 1 and 65535")
+	}
+	for _, f := range []struct {
+		field string
+		v     Duration
+	}{{"uplink.keepalive", u.KeepAlive}, {"uplink.connect_timeout", u.ConnectTimeout}, {"uplink.write_timeout", u.WriteTimeout}, {"uplink.reconnect_min", u.ReconnectMin}, {"uplink.reconnect_max", u.ReconnectMax}, {"uplink.shutdown_timeout", u.ShutdownTimeout}} {
+		if f.v < 0 {
+			bad(f.field, "must not be negative")
+		}
+	}
+	if u.KeepAlive.D() > 0 && u.KeepAlive.D().Seconds() < 1 {
+		bad("uplink.keepalive", "must be at least 1s")
+	}
+	if u.ReconnectMax < u.ReconnectMin {
+		bad("uplink.reconnect_max", "must not be less than reconnect_min (%s)", u.ReconnectMin)
+	}
+
+	names := map[string]int{}
+	for i := range c.Devices {
+		dev := &c.Devices[i]
+		p := fmt.Sprintf("devices[%d]", i)
+		if dev.Name == "" {
+			bad(p+".name", "required")
+		} else if !nameRE.MatchString(dev.Name) {
+			bad(p+".name", "%q is not a valid name: use letters, digits, '-', '_' or '.'", dev.Name)
+		} else if j, dup := names[dev.Name]; dup {
+			bad(p+".name", "duplicate device name %q (also devices[%d])", dev.Name, j)
+		} else {
+			names[dev.Name] = i
+		}
+		keys, known := driverKeys[dev.Driver]
+		if !known {
+			if dev.Driver == "" {
+				bad(p+".driver", "required (one of: serial-line, sim)")
+			} else {
+				bad(p+".driver", "unknown driver %q (one of: serial-line, sim)", dev.Driver)
+			}
+			continue
+		}
+		if dev.Kind == "" {
+			bad(p+".kind", "required (%s for driver %s)", driverKinds[dev.Driver], dev.Driver)
+		} else if dev.Kind != driverKinds[dev.Driver] {
+			bad(p+".kind", "driver %s drives a %s, not a %q", dev.Driver, driverKinds[dev.Driver], dev.Kind)
+		}
+		for path := range d.where {
+			if key, ok := strings.CutPrefix(path, p+"."); ok && !strings.ContainsAny(key, ".[#") && !keys[key] {
+				d.addf(d.where[path+"#key"], path, "not used by driver %s", dev.Driver)
+			}
+		}
+		switch dev.Driver {
+		case "serial-line":
+			validateSerial(dev, p, bad)
+		case "sim":
+			if dev.Interval <= 0 {
+				bad(p+".interval", "must be positive")
+			}
+		}
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "unknown level %q (debug, info, warn, error)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "unknown format %q (text, json)", c.Log.Format)
+	}
+}
+
+func validateSerial(dev *Device, p string, bad func(string, string, ...any)) {
+	if dev.Port == "" {
+		bad(p+".port", "required: a device path such as /dev/ttyACM0 or /dev/serial/by-id/...")
+	}
+	if dev.Baud <= 0 {
+		bad(p+".baud", "must be positive")
+	}
+	if dev.DataBits < 5 || dev.DataBits > 8 {
+		bad(p+".data_bits", "must be 5, 6, 7 or 8")
+	}
+	switch dev.Parity {
+	case "none", "odd", "even", "mark", "space":
+	default:
+		bad(p+".parity", "unknown parity %q (none, odd, even, mark, space)", dev.Parity)
+	}
+	switch dev.StopBits {
+	case "1", "1.5", "2":
+	default:
+		bad(p+".stop_bits", "unknown stop bits %q (1, 1.5, 2)", dev.StopBits)
+	}
+	if _, err := ParseTerminator(dev.Terminator); err != nil {
+		bad(p+".terminator", "%v", err)
+	}
+	if dev.MaxLength < 1 || dev.MaxLength > 65536 {
+		bad(p+".max_length", "must be between 1 and 65536")
+	}
+	switch dev.ControlChars {
+	case "strip", "keep", "reject":
+	default:
+		bad(p+".control_chars", "unknown policy %q (strip, keep, reject)", dev.ControlChars)
+	}
+	if dev.ReconnectMax <= 0 {
+		bad(p+".reconnect_max", "must be positive")
+	}
+}
+
+// ParseTerminator turns a terminator setting into the bytes that end a line:
+// cr, lf, crlf, tab, etx, a single character, or a byte as 0xNN.
+func ParseTerminator(s string) ([]byte, error) {
+	switch strings.ToLower(s) {
+	case "cr":
+		return []byte{'\r'}, nil
+	case "lf":
+		return []byte{'\n'}, nil
+	case "crlf":
+		return []byte{'\r', '\n'}, nil
+	case "tab":
+		return []byte{'\t'}, nil
+	case "etx":
+		return []byte{0x03}, nil
+	}
+	if len(s) == 1 {
+		return []byte(s), nil
+	}
+	if h, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok && len(h) == 2 {
+		if v, err := strconv.ParseUint(h, 16, 8); err == nil {
+			return []byte{byte(v)}, nil
+		}
+	}
+	return nil, fmt.Errorf("unknown terminator %q (cr, lf, crlf, tab, etx, one character, or a byte as 0xNN)", s)
+}
+
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// keyFileProblem explains why a private key file must not be used, or
+// returns "" when its permissions are acceptable.
+func keyFileProblem(path string) string {
+	if runtime.GOOS == "windows" {
+		return "" // protected by ACLs, not mode bits
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Sprintf("%s is readable by group or others (mode %04o): a private key must be readable by its owner only; run chmod 600 %s", path, perm, path)
+	}
+	return ""
+}

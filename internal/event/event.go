@@ -1,0 +1,106 @@
+// Package event defines the events mailroomd commits to its buffer and
+// publishes to the cloud, and their wire encoding (API version 1).
+package event
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// APIVersion is the payload version carried in the "v" field of every event.
+const APIVersion = 1
+
+// Type names the kind of an event. Types are part of the public MQTT API.
+type Type string
+
+// Event types.
+const (
+	// TypeScan is a barcode read by a scanner.
+	TypeScan Type = "scan"
+)
+
+// Event is one committed fact. ID, Epoch and Seq are assigned by the store
+// when the event is committed; the rest is filled in by whoever creates it.
+type Event struct {
+	ID        string
+	Epoch     string
+	Seq       int64
+	Appliance string
+	Site      string
+	Type      Type
+	Time      time.Time
+	Device    string
+	// Barcode holds the bytes exactly as read from the device.
+	Barcode []byte
+}
+
+// wire is the JSON shape of an event, version 1.
+type wire struct {
+	V         int    `json:"v"`
+	ID        string `json:"id"`
+	Epoch     string `json:"epoch"`
+	Seq       int64  `json:"seq"`
+	Appliance string `json:"appliance"`
+	Site      string `json:"site,omitempty"`
+	Type      Type   `json:"type"`
+	TS        string `json:"ts"`
+	Device    string `json:"device,omitempty"`
+	Barcode   string `json:"barcode,omitempty"`
+	BarcodeB4 string `json:"barcode_b64,omitempty"`
+}
+
+// TimeFormat is the layout of the "ts" field: RFC 3339, UTC, milliseconds.
+const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// MarshalJSON encodes the event as its version 1 wire payload. A barcode that
+// is not valid UTF-8 is carried in barcode_b64 so that no byte is altered.
+func (e Event) MarshalJSON() ([]byte, error) {
+	if e.ID == "" || e.Seq <= 0 || e.Epoch == "" {
+		return nil, errors.New("encode event: id, epoch and seq must be set")
+	}
+	w := wire{
+		V: APIVersion, ID: e.ID, Epoch: e.Epoch, Seq: e.Seq,
+		Appliance: e.Appliance, Site: e.Site, Type: e.Type,
+		TS: e.Time.UTC().Format(TimeFormat), Device: e.Device,
+	}
+	if e.Barcode != nil {
+		if utf8.Valid(e.Barcode) {
+			w.Barcode = string(e.Barcode)
+		} else {
+			w.BarcodeB4 = base64.StdEncoding.EncodeToString(e.Barcode)
+		}
+	}
+	return json.Marshal(w)
+}
+
+// Decode parses a version 1 wire payload. It is what a consumer of the API
+// does, and what tests use to check what reached the broker.
+func Decode(b []byte) (Event, error) {
+	var w wire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	if w.V != APIVersion {
+		return Event{}, fmt.Errorf("decode event: unsupported version %d", w.V)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, w.TS)
+	if err != nil {
+		return Event{}, fmt.Errorf("decode event: ts: %w", err)
+	}
+	e := Event{ID: w.ID, Epoch: w.Epoch, Seq: w.Seq, Appliance: w.Appliance, Site: w.Site,
+		Type: w.Type, Time: ts, Device: w.Device}
+	switch {
+	case w.BarcodeB4 != "":
+		e.Barcode, err = base64.StdEncoding.DecodeString(w.BarcodeB4)
+		if err != nil {
+			return Event{}, fmt.Errorf("decode event: barcode_b64: %w", err)
+		}
+	case w.Barcode != "":
+		e.Barcode = []byte(w.Barcode)
+	}
+	return e, nil
+}

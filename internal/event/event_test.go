@@ -1,0 +1,94 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestIDsNeverGoBackwards(t *testing.T) {
+	g, err := NewIDGenerator("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	steps := []time.Duration{0, time.Millisecond, -time.Hour, 0, 0, 24 * time.Hour, -48 * time.Hour, time.Millisecond}
+	now := base
+	prev := ""
+	for i := 0; i < 10000; i++ {
+		now = now.Add(steps[i%len(steps)])
+		id := g.New(now)
+		if id <= prev {
+			t.Fatalf("id %d %s not greater than %s", i, id, prev)
+		}
+		prev = id
+	}
+	// A generator seeded with the last id keeps going up after a restart
+	// with a clock that is far behind.
+	g2, err := NewIDGenerator(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := g2.New(base.Add(-365 * 24 * time.Hour)); id <= prev {
+		t.Fatalf("seeded generator went backwards: %s <= %s", id, prev)
+	}
+}
+
+func TestIDFormat(t *testing.T) {
+	g, _ := NewIDGenerator("")
+	now := time.UnixMilli(1764237600123)
+	id := g.New(now)
+	if len(id) != 36 || id[14] != '7' || !strings.ContainsAny(id[19:20], "89ab") {
+		t.Fatalf("not a uuidv7: %s", id)
+	}
+	got, err := IDTime(id)
+	if err != nil || !got.Equal(now) {
+		t.Fatalf("IDTime = %v, %v; want %v", got, err, now)
+	}
+	if _, err := NewIDGenerator("not-a-uuid"); err == nil {
+		t.Fatal("seeding with garbage must fail")
+	}
+}
+
+func TestEventWireRoundTrip(t *testing.T) {
+	ts := time.Date(2026, 11, 27, 10, 0, 0, 123456789, time.FixedZone("CET", 3600))
+	for _, tc := range []struct {
+		name    string
+		barcode []byte
+		field   string
+	}{
+		{"utf8", []byte("1Z999AA10123456784"), `"barcode":"1Z999AA10123456784"`},
+		{"gs1 with gs", []byte("]C1420123451\x1d00123"), `"barcode":"]C1420123451\u001d00123"`},
+		{"binary", []byte{0xff, 0x00, 'A'}, `"barcode_b64":"/wBB"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := Event{ID: "019ac4a0-0000-7000-8000-000000000001", Epoch: "e1", Seq: 42,
+				Appliance: "mr-1", Site: "hq", Type: TypeScan, Time: ts, Device: "dock", Barcode: tc.barcode}
+			b, err := json.Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(b, []byte(tc.field)) {
+				t.Fatalf("payload %s lacks %s", b, tc.field)
+			}
+			if !bytes.Contains(b, []byte(`"ts":"2026-11-27T09:00:00.123Z"`)) {
+				t.Fatalf("payload %s: ts not UTC with ms", b)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Barcode, tc.barcode) || got.Seq != 42 || got.ID != e.ID {
+				t.Fatalf("round trip changed the event: %+v", got)
+			}
+		})
+	}
+}
+
+func TestMarshalRefusesUncommitted(t *testing.T) {
+	if _, err := json.Marshal(Event{Type: TypeScan}); err == nil {
+		t.Fatal("an event without id/seq must not encode")
+	}
+}

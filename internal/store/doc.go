@@ -1,0 +1,15 @@
+// Package store is the durable event buffer of mailroomd: an outbox in a
+// local SQLite database (WAL, synchronous=FULL).
+//
+// Every event is committed here before anything else happens to it, and the
+// uplink reads what to publish from here, never from a driver. A single
+// writer goroutine batches whatever is queued into one transaction (group
+// commit), assigns each event its UUIDv7 id and its gapless seq within the
+// buffer's epoch, and answers each caller once the batch is durable.
+//
+// Seq starts at 1 in every epoch, has no gaps and is never reused, across
+// restarts and pruning: the last seq lives in the meta table and moves in the
+// same transaction as the rows. A database that cannot be read at start is
+// moved aside (never deleted), a new epoch begins, and the unsent events that
+// can still be read are carried over unchanged.
+package store

@@ -1,0 +1,626 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/event"
+)
+
+// ErrFull is returned by Append when max_pending unsent events are buffered.
+// The event was not committed; nothing already committed was dropped.
+var ErrFull = errors.New("buffer full: too many unsent events")
+
+// ErrClosed is returned by operations on a closed Outbox.
+var ErrClosed = errors.New("buffer closed")
+
+// Options configure an Outbox.
+type Options struct {
+	// Path of the SQLite database file; its directory is created if missing.
+	Path string
+	// MaxPending is how many unsent events may be buffered before Append
+	// refuses new ones. Zero means no limit.
+	MaxPending int
+	// RetainSent is how long sent events are kept before pruning.
+	RetainSent time.Duration
+	// PruneInterval is how often sent events are pruned; zero disables the
+	// background pruner (Prune can still be called).
+	PruneInterval time.Duration
+	// MaxBatch caps how many queued operations one transaction takes.
+	MaxBatch int
+	// Clock stamps sent_at and seeds ids; nil means the system clock.
+	Clock clock.Clock
+	// Logger receives warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// Recovery describes what happened when the database could not be opened
+// and was replaced.
+type Recovery struct {
+	// MovedTo is where the unreadable database file now lives.
+	MovedTo string
+	// Cause is why it was considered corrupt.
+	Cause error
+	// Salvaged is how many unsent events were carried over.
+	Salvaged int
+	// SalvageErr is why salvage stopped early, if it did.
+	SalvageErr error
+}
+
+// Record is a committed event as the uplink needs it.
+type Record struct {
+	Pos     int64
+	Seq     int64
+	ID      string
+	Payload []byte
+}
+
+// Stats is a snapshot of the buffer.
+type Stats struct {
+	Epoch   string
+	LastSeq int64
+	Pending int64
+	// OldestPending is the event time of the oldest unsent event, zero if none.
+	OldestPending time.Time
+	// Refused counts events refused because the buffer was full or failing.
+	Refused int64
+}
+
+type opKind int
+
+const (
+	opAppend opKind = iota
+	opMarkSent
+	opPrune
+)
+
+type request struct {
+	kind  opKind
+	ev    event.Event
+	pos   []int64
+	reply chan result
+}
+
+type result struct {
+	ev  event.Event
+	n   int64
+	err error
+}
+
+// Outbox is the durable, ordered event buffer.
+type Outbox struct {
+	opts     Options
+	log      *slog.Logger
+	wdb, rdb *sql.DB
+	epoch    string
+	ids      *event.IDGenerator
+	recovery *Recovery
+
+	reqs       chan *request
+	quit       chan struct{}
+	writerDone chan struct{}
+	notify     chan struct{}
+	closeOnce  sync.Once
+	wg         sync.WaitGroup
+
+	lastSeq atomic.Int64
+	pending atomic.Int64
+	refused atomic.Int64
+}
+
+func dsn(path string) string {
+	return "file:" + path + "?_busy_timeout=10000&_synchronous=FULL&_txlock=immediate"
+}
+
+// Open opens or creates the buffer at opts.Path. A database that cannot be
+// read is moved aside and replaced; Recovery then tells what happened.
+func Open(ctx context.Context, opts Options) (*Outbox, error) {
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	o := &Outbox{opts: opts, log: lg}
+	wdb, cause, err := openChecked(ctx, opts.Path)
+	if err != nil {
+		return nil, err
+	}
+	if cause != nil {
+		moved, err := moveAside(opts.Path, opts.Clock.Now())
+		if err != nil {
+			return nil, fmt.Errorf("open buffer: %s is corrupt (%v) and could not be moved aside: %w", opts.Path, cause, err)
+		}
+		o.recovery = &Recovery{MovedTo: moved, Cause: cause}
+		if wdb, cause, err = openChecked(ctx, opts.Path); err != nil || cause != nil {
+			return nil, fmt.Errorf("open buffer: fresh database %s: %w", opts.Path, errors.Join(err, cause))
+		}
+	}
+	o.wdb = wdb
+	if err := o.init(ctx); err != nil {
+		wdb.Close()
+		return nil, err
+	}
+	if o.recovery != nil {
+		o.recovery.Salvaged, o.recovery.SalvageErr = o.salvage(ctx, o.recovery.MovedTo)
+		if err := o.loadCounts(ctx); err != nil {
+			wdb.Close()
+			return nil, err
+		}
+	}
+	rdb, err := sql.Open("sqlite3", dsn(opts.Path)+"&_query_only=1")
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open buffer reader: %w", err)
+	}
+	rdb.SetMaxOpenConns(4)
+	o.rdb = rdb
+
+	o.reqs = make(chan *request, 4096)
+	o.quit = make(chan struct{})
+	o.writerDone = make(chan struct{})
+	o.notify = make(chan struct{}, 1)
+	go o.writer()
+	if opts.PruneInterval > 0 {
+		o.wg.Add(1)
+		go o.pruner()
+	}
+	return o, nil
+}
+
+// openChecked opens the database and checks that it is readable. A non-nil
+// cause means the file is corrupt; err means something else went wrong.
+func openChecked(ctx context.Context, path string) (db *sql.DB, cause, err error) {
+	db, err = sql.Open("sqlite3", dsn(path))
+	if err != nil {
+		return nil, nil, fmt.Errorf("open buffer %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	var res string
+	err = db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res)
+	if err == nil && res != "ok" {
+		err = fmt.Errorf("%w: quick_check: %s", sqlite3.ErrCorrupt, res)
+	}
+	if err == nil {
+		_, err = db.ExecContext(ctx, "PRAGMA journal_mode=WAL")
+	}
+	if err != nil {
+		db.Close()
+		if isCorrupt(err) {
+			return nil, err, nil
+		}
+		return nil, nil, fmt.Errorf("open buffer %s: %w", path, err)
+	}
+	return db, nil, nil
+}
+
+func isCorrupt(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrCorrupt || se.Code == sqlite3.ErrNotADB
+	}
+	var code sqlite3.ErrNo
+	if errors.As(err, &code) {
+		return code == sqlite3.ErrCorrupt || code == sqlite3.ErrNotADB
+	}
+	return false
+}
+
+// moveAside renames a corrupt database and its WAL and shared-memory files
+// to <path>.corrupt-<UTC time>, keeping them for inspection.
+func moveAside(path string, now time.Time) (string, error) {
+	dst := path + ".corrupt-" + now.UTC().Format("20060102T150405.000Z")
+	if err := os.Rename(path, dst); err != nil {
+		return "", err
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Rename(path+suffix, dst+suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
+
+func (o *Outbox) init(ctx context.Context) error {
+	if err := migrate(ctx, o.wdb); err != nil {
+		return fmt.Errorf("open buffer %s: %w", o.opts.Path, err)
+	}
+	meta := map[string]string{}
+	rows, err := o.wdb.QueryContext(ctx, "SELECT key, value FROM meta")
+	if err != nil {
+		return fmt.Errorf("open buffer: read meta: %w", err)
+	}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			rows.Close()
+			return fmt.Errorf("open buffer: read meta: %w", err)
+		}
+		meta[k] = v
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("open buffer: read meta: %w", err)
+	}
+	gen, err := event.NewIDGenerator(meta["last_id"])
+	if err != nil {
+		return fmt.Errorf("open buffer: %w", err)
+	}
+	o.ids = gen
+	o.epoch = meta["epoch"]
+	if o.epoch == "" {
+		o.epoch = gen.New(o.opts.Clock.Now())
+		if _, err := o.wdb.ExecContext(ctx,
+			"INSERT INTO meta(key, value) VALUES ('epoch', ?), ('last_seq', '0'), ('last_id', '')", o.epoch); err != nil {
+			return fmt.Errorf("open buffer: start epoch: %w", err)
+		}
+		meta["last_seq"] = "0"
+	}
+	last, err := strconv.ParseInt(meta["last_seq"], 10, 64)
+	if err != nil {
+		return fmt.Errorf("open buffer: meta last_seq %q: %w", meta["last_seq"], err)
+	}
+	o.lastSeq.Store(last)
+	return o.loadCounts(ctx)
+}
+
+func (o *Outbox) loadCounts(ctx context.Context) error {
+	var n int64
+	if err := o.wdb.QueryRowContext(ctx, "SELECT count(*) FROM events WHERE sent_at IS NULL").Scan(&n); err != nil {
+		return fmt.Errorf("open buffer: count pending: %w", err)
+	}
+	o.pending.Store(n)
+	return nil
+}
+
+// salvage copies the unsent events that can still be read from a corrupt
+// database, unchanged, ahead of anything new.
+func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
+	old, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		return 0, err
+	}
+	defer old.Close()
+	rows, err := old.QueryContext(ctx, "SELECT epoch, seq, id, type, ts, payload FROM events WHERE sent_at IS NULL ORDER BY pos")
+	if err != nil {
+		return 0, fmt.Errorf("salvage from %s: %w", path, err)
+	}
+	defer rows.Close()
+	tx, err := o.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for rows.Next() {
+		var (
+			ep, id, typ string
+			seq, ts     int64
+			payload     []byte
+		)
+		if err = rows.Scan(&ep, &seq, &id, &typ, &ts, &payload); err != nil {
+			break
+		}
+		if _, err = tx.ExecContext(ctx, "INSERT OR IGNORE INTO events(epoch, seq, id, type, ts, payload) VALUES (?,?,?,?,?,?)",
+			ep, seq, id, typ, ts, payload); err != nil {
+			break
+		}
+		n++
+	}
+	if err == nil {
+		err = rows.Err()
+	}
+	if cerr := tx.Commit(); cerr != nil {
+		return 0, fmt.Errorf("salvage from %s: %w", path, cerr)
+	}
+	if err != nil {
+		err = fmt.Errorf("salvage from %s stopped after %d events: %w", path, n, err)
+	}
+	return n, err
+}
+
+// Recovery reports whether the database was replaced at open, or nil.
+func (o *Outbox) Recovery() *Recovery { return o.recovery }
+
+// Epoch returns the id of this database generation.
+func (o *Outbox) Epoch() string { return o.epoch }
+
+// Notify returns a channel that receives a value after events are committed.
+// Only one goroutine should wait on it.
+func (o *Outbox) Notify() <-chan struct{} { return o.notify }
+
+func (o *Outbox) submit(ctx context.Context, r *request) (result, error) {
+	r.reply = make(chan result, 1)
+	select {
+	case o.reqs <- r:
+	case <-o.writerDone:
+		return result{}, ErrClosed
+	case <-ctx.Done():
+		return result{}, ctx.Err()
+	}
+	select {
+	case res := <-r.reply:
+		return res, res.err
+	case <-o.writerDone:
+		// The writer answers everything it took before it exits.
+		select {
+		case res := <-r.reply:
+			return res, res.err
+		default:
+			return result{}, ErrClosed
+		}
+	}
+}
+
+// Append commits an event durably and returns it with its id, epoch and seq.
+// It returns only once the event is on disk, or an error, in which case the
+// event was not committed. ev.ID, ev.Epoch and ev.Seq are ignored.
+func (o *Outbox) Append(ctx context.Context, ev event.Event) (event.Event, error) {
+	res, err := o.submit(ctx, &request{kind: opAppend, ev: ev})
+	if err != nil {
+		if errors.Is(err, ErrFull) || isRefusal(err) {
+			o.refused.Add(1)
+		}
+		return event.Event{}, fmt.Errorf("commit %s event: %w", ev.Type, err)
+	}
+	return res.ev, nil
+}
+
+func isRefusal(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && (se.Code == sqlite3.ErrFull || se.Code == sqlite3.ErrIoErr)
+}
+
+// MarkSent records that the events at the given positions were acknowledged
+// by the broker. Positions already marked are ignored.
+func (o *Outbox) MarkSent(ctx context.Context, pos []int64) error {
+	if len(pos) == 0 {
+		return nil
+	}
+	if _, err := o.submit(ctx, &request{kind: opMarkSent, pos: pos}); err != nil {
+		return fmt.Errorf("mark %d events sent: %w", len(pos), err)
+	}
+	return nil
+}
+
+// Prune deletes sent events older than RetainSent and returns how many.
+func (o *Outbox) Prune(ctx context.Context) (int64, error) {
+	res, err := o.submit(ctx, &request{kind: opPrune})
+	if err != nil {
+		return 0, fmt.Errorf("prune sent events: %w", err)
+	}
+	return res.n, nil
+}
+
+// Pending returns up to limit unsent events after position after, in
+// publish order.
+func (o *Outbox) Pending(ctx context.Context, after int64, limit int) ([]Record, error) {
+	rows, err := o.rdb.QueryContext(ctx,
+		"SELECT pos, seq, id, payload FROM events WHERE sent_at IS NULL AND pos > ? ORDER BY pos LIMIT ?", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read pending events: %w", err)
+	}
+	defer rows.Close()
+	out := make([]Record, 0, limit)
+	for rows.Next() {
+		var r Record
+		if err := rows.Scan(&r.Pos, &r.Seq, &r.ID, &r.Payload); err != nil {
+			return nil, fmt.Errorf("read pending events: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pending events: %w", err)
+	}
+	return out, nil
+}
+
+// Stats returns a snapshot of the buffer's counters.
+func (o *Outbox) Stats(ctx context.Context) (Stats, error) {
+	s := Stats{Epoch: o.epoch, LastSeq: o.lastSeq.Load(), Pending: o.pending.Load(), Refused: o.refused.Load()}
+	if s.Pending > 0 {
+		var ts int64
+		err := o.rdb.QueryRowContext(ctx, "SELECT ts FROM events WHERE sent_at IS NULL ORDER BY pos LIMIT 1").Scan(&ts)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return s, fmt.Errorf("read buffer stats: %w", err)
+		}
+		if err == nil {
+			s.OldestPending = time.UnixMilli(ts)
+		}
+	}
+	return s, nil
+}
+
+// Close stops the writer after it has answered every queued request, and
+// closes the database.
+func (o *Outbox) Close() error {
+	var err error
+	o.closeOnce.Do(func() {
+		close(o.quit)
+		<-o.writerDone
+		o.wg.Wait()
+		err = errors.Join(o.rdb.Close(), o.wdb.Close())
+	})
+	return err
+}
+
+func (o *Outbox) pruner() {
+	defer o.wg.Done()
+	t := time.NewTicker(o.opts.PruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.quit:
+			return
+		case <-t.C:
+			if n, err := o.Prune(context.Background()); err != nil {
+				o.log.Warn("prune sent events", "err", err)
+			} else if n > 0 {
+				o.log.Debug("pruned sent events", "count", n)
+			}
+		}
+	}
+}
+
+// writer is the only goroutine that writes to the database. It takes every
+// queued request, up to MaxBatch, into one transaction.
+func (o *Outbox) writer() {
+	defer close(o.writerDone)
+	batch := make([]*request, 0, o.opts.MaxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-o.reqs:
+			batch = append(batch, r)
+		case <-o.quit:
+			// Answer what is still queued, then stop.
+			for {
+				select {
+				case r := <-o.reqs:
+					batch = append(batch, r)
+					if len(batch) == o.opts.MaxBatch {
+						o.commit(batch)
+						batch = batch[:0]
+					}
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				o.commit(batch)
+			}
+			return
+		}
+	fill:
+		for len(batch) < o.opts.MaxBatch {
+			select {
+			case r := <-o.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		o.commit(batch)
+	}
+}
+
+// commit runs one batch in one transaction and answers every request in it.
+func (o *Outbox) commit(batch []*request) {
+	results := make([]result, len(batch))
+	seq := o.lastSeq.Load()
+	startSeq := seq
+	pending := o.pending.Load()
+	var sentDelta, appended int64
+	var lastID string
+
+	err := func() error {
+		tx, err := o.wdb.Begin()
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		var ins, mark *sql.Stmt
+		now := o.opts.Clock.Now()
+		for i, r := range batch {
+			switch r.kind {
+			case opAppend:
+				if o.opts.MaxPending > 0 && pending+appended >= int64(o.opts.MaxPending) {
+					results[i].err = ErrFull
+					continue
+				}
+				if ins == nil {
+					if ins, err = tx.Prepare("INSERT INTO events(epoch, seq, id, type, ts, payload) VALUES (?,?,?,?,?,?)"); err != nil {
+						return err
+					}
+				}
+				ev := r.ev
+				seq++
+				ev.Seq, ev.Epoch, ev.ID = seq, o.epoch, o.ids.New(now)
+				payload, err := json.Marshal(ev)
+				if err != nil {
+					seq--
+					results[i].err = err
+					continue
+				}
+				if _, err := ins.Exec(ev.Epoch, ev.Seq, ev.ID, string(ev.Type), ev.Time.UnixMilli(), payload); err != nil {
+					return err
+				}
+				results[i].ev = ev
+				lastID = ev.ID
+				appended++
+			case opMarkSent:
+				if mark == nil {
+					if mark, err = tx.Prepare("UPDATE events SET sent_at = ? WHERE pos = ? AND sent_at IS NULL"); err != nil {
+						return err
+					}
+				}
+				for _, p := range r.pos {
+					res, err := mark.Exec(now.UnixMilli(), p)
+					if err != nil {
+						return err
+					}
+					n, _ := res.RowsAffected()
+					sentDelta += n
+				}
+			case opPrune:
+				cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
+				res, err := tx.Exec(`DELETE FROM events WHERE pos IN (
+					SELECT pos FROM events WHERE sent_at IS NOT NULL AND sent_at < ? LIMIT 100000)`, cutoff)
+				if err != nil {
+					return err
+				}
+				results[i].n, _ = res.RowsAffected()
+			}
+		}
+		if appended > 0 {
+			if _, err := tx.Exec("UPDATE meta SET value = ? WHERE key = 'last_seq'", strconv.FormatInt(seq, 10)); err != nil {
+				return err
+			}
+			if _, err := tx.Exec("UPDATE meta SET value = ? WHERE key = 'last_id'", lastID); err != nil {
+				return err
+			}
+		}
+		return tx.Commit()
+	}()
+
+	if err != nil {
+		// Nothing in this batch was committed: seq stays where it was.
+		o.log.Error("buffer commit failed", "err", err, "batch", len(batch))
+		for i := range results {
+			results[i] = result{err: err}
+		}
+		seq = startSeq
+	} else {
+		o.lastSeq.Store(seq)
+		o.pending.Add(appended - sentDelta)
+	}
+	for i, r := range batch {
+		r.reply <- results[i]
+	}
+	if err == nil && appended > 0 {
+		select {
+		case o.notify <- struct{}{}:
+		default:
+		}
+	}
+}

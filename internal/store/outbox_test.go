@@ -1,0 +1,274 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/event"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var t0 = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+
+func open(t testing.TB, path string, opts Options) *Outbox {
+	t.Helper()
+	opts.Path = path
+	o, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func scan(code string) event.Event {
+	return event.Event{Appliance: "mr-test", Type: event.TypeScan, Time: t0, Device: "dock", Barcode: []byte(code)}
+}
+
+func appendN(t testing.TB, o *Outbox, n int) []event.Event {
+	t.Helper()
+	out := make([]event.Event, n)
+	for i := range out {
+		ev, err := o.Append(context.Background(), scan(fmt.Sprintf("CODE%06d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = ev
+	}
+	return out
+}
+
+func TestSeqGaplessAcrossConcurrencyRestartAndPrune(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	fc := clock.NewFake(t0)
+	o := open(t, path, Options{Clock: fc, RetainSent: time.Hour})
+	epoch := o.Epoch()
+
+	// 8 writers at once: group commit must still give 1..N without gaps.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[int64]string{}
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 250; i++ {
+				ev, err := o.Append(ctx, scan(fmt.Sprintf("W%d-%d", w, i)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				seen[ev.Seq] = ev.ID
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	for s := int64(1); s <= 2000; s++ {
+		if seen[s] == "" {
+			t.Fatalf("seq %d missing", s)
+		}
+		if s > 1 && seen[s] <= seen[s-1] {
+			t.Fatalf("id of seq %d (%s) not after seq %d (%s)", s, seen[s], s-1, seen[s-1])
+		}
+	}
+
+	// Everything sent and pruned: seq must still continue, not restart.
+	recs, err := o.Pending(ctx, 0, 5000)
+	if err != nil || len(recs) != 2000 {
+		t.Fatalf("pending = %d, %v", len(recs), err)
+	}
+	pos := make([]int64, len(recs))
+	for i, r := range recs {
+		pos[i] = r.Pos
+		if r.Seq != int64(i+1) {
+			t.Fatalf("pending out of order at %d: seq %d", i, r.Seq)
+		}
+	}
+	if err := o.MarkSent(ctx, pos); err != nil {
+		t.Fatal(err)
+	}
+	fc.Advance(2 * time.Hour)
+	if n, err := o.Prune(ctx); err != nil || n != 2000 {
+		t.Fatalf("prune = %d, %v", n, err)
+	}
+	o.Close()
+
+	o = open(t, path, Options{Clock: fc})
+	defer o.Close()
+	if o.Epoch() != epoch {
+		t.Fatalf("epoch changed on a clean reopen: %s -> %s", epoch, o.Epoch())
+	}
+	ev := appendN(t, o, 1)[0]
+	if ev.Seq != 2001 {
+		t.Fatalf("seq after restart and prune = %d, want 2001", ev.Seq)
+	}
+	if ev.ID <= seen[2000] {
+		t.Fatalf("id went backwards after restart: %s <= %s", ev.ID, seen[2000])
+	}
+}
+
+func TestPruneKeepsRecentAndPending(t *testing.T) {
+	ctx := context.Background()
+	fc := clock.NewFake(t0)
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{Clock: fc, RetainSent: time.Hour})
+	defer o.Close()
+	appendN(t, o, 3)
+	recs, _ := o.Pending(ctx, 0, 10)
+	o.MarkSent(ctx, []int64{recs[0].Pos})
+	fc.Advance(30 * time.Minute)
+	o.MarkSent(ctx, []int64{recs[1].Pos})
+	fc.Advance(45 * time.Minute) // first is 75m old, second 45m
+	if n, err := o.Prune(ctx); err != nil || n != 1 {
+		t.Fatalf("prune = %d, %v; want 1", n, err)
+	}
+	st, _ := o.Stats(ctx)
+	if st.Pending != 1 {
+		t.Fatalf("pending = %d, want 1", st.Pending)
+	}
+}
+
+func TestIDsMonotonicWhenClockJumpsBack(t *testing.T) {
+	fc := clock.NewFake(t0)
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{Clock: fc})
+	defer o.Close()
+	a := appendN(t, o, 1)[0]
+	fc.Advance(-72 * time.Hour)
+	b := appendN(t, o, 1)[0]
+	if b.ID <= a.ID || b.Seq != a.Seq+1 {
+		t.Fatalf("after a clock jump back: %s/%d then %s/%d", a.ID, a.Seq, b.ID, b.Seq)
+	}
+}
+
+func TestFullBufferRefusesLoudlyAndKeepsCommitted(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{MaxPending: 5})
+	defer o.Close()
+	appendN(t, o, 5)
+	_, err := o.Append(ctx, scan("SIXTH"))
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("append beyond max_pending: %v, want ErrFull", err)
+	}
+	st, _ := o.Stats(ctx)
+	if st.Refused != 1 || st.Pending != 5 || st.LastSeq != 5 {
+		t.Fatalf("stats = %+v", st)
+	}
+	recs, _ := o.Pending(ctx, 0, 10)
+	if err := o.MarkSent(ctx, []int64{recs[0].Pos}); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := o.Append(ctx, scan("SIXTH"))
+	if err != nil || ev.Seq != 6 {
+		t.Fatalf("append after space freed: %+v %v (seq must not skip the refused one)", ev, err)
+	}
+}
+
+func TestCorruptDatabaseMovedAsideAndSalvaged(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		corrupt   func(t *testing.T, path string)
+		wantSaved bool
+	}{
+		{"garbage file", func(t *testing.T, path string) {
+			os.WriteFile(path, []byte(strings.Repeat("not a database ", 1000)), 0o600)
+		}, false},
+		{"broken index page", func(t *testing.T, path string) {
+			db, err := sql.Open("sqlite3", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var root, pageSize int64
+			db.QueryRow("SELECT rootpage FROM sqlite_master WHERE name = 'events_sent'").Scan(&root)
+			db.QueryRow("PRAGMA page_size").Scan(&pageSize)
+			db.Close()
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize)
+			f.Close()
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "buffer.db")
+			o := open(t, path, Options{})
+			oldEpoch := o.Epoch()
+			evs := appendN(t, o, 50)
+			recs, _ := o.Pending(ctx, 0, 10)
+			for _, r := range recs {
+				o.MarkSent(ctx, []int64{r.Pos})
+			}
+			o.Close()
+			tc.corrupt(t, path)
+
+			o = open(t, path, Options{})
+			defer o.Close()
+			rec := o.Recovery()
+			if rec == nil {
+				t.Fatal("corruption not detected")
+			}
+			if _, err := os.Stat(rec.MovedTo); err != nil || !strings.HasPrefix(rec.MovedTo, path+".corrupt-") {
+				t.Fatalf("old file not kept: %s: %v", rec.MovedTo, err)
+			}
+			if o.Epoch() == oldEpoch {
+				t.Fatal("a replaced database must start a new epoch")
+			}
+			got, _ := o.Pending(ctx, 0, 100)
+			if tc.wantSaved {
+				if rec.Salvaged != 40 || len(got) != 40 {
+					t.Fatalf("salvaged %d (%v), pending %d; want the 40 unsent", rec.Salvaged, rec.SalvageErr, len(got))
+				}
+				for i, r := range got {
+					if want := evs[10+i]; r.ID != want.ID || r.Seq != want.Seq {
+						t.Fatalf("salvaged event %d changed: %s/%d want %s/%d", i, r.ID, r.Seq, want.ID, want.Seq)
+					}
+				}
+			}
+			// The new epoch starts at seq 1 and is published after what was salvaged.
+			ev := appendN(t, o, 1)[0]
+			if ev.Seq != 1 || ev.Epoch != o.Epoch() {
+				t.Fatalf("first event of new epoch: %+v", ev)
+			}
+			all, _ := o.Pending(ctx, 0, 100)
+			if all[len(all)-1].ID != ev.ID {
+				t.Fatal("new event not after the salvaged ones")
+			}
+		})
+	}
+}
+
+func TestAppendAfterCloseFails(t *testing.T) {
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{})
+	o.Close()
+	if _, err := o.Append(context.Background(), scan("X")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.db")
+	o := open(t, path, Options{})
+	o.Close()
+	db, _ := sql.Open("sqlite3", path)
+	db.Exec("PRAGMA user_version = 99")
+	db.Close()
+	_, err := Open(context.Background(), Options{Path: path})
+	if err == nil || !strings.Contains(err.Error(), "newer than this build") {
+		t.Fatalf("newer schema: %v", err)
+	}
+}

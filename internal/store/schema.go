@@ -1,0 +1,58 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order; PRAGMA user_version records how many ran.
+// Never edit a released migration: append a new one.
+var migrations = []string{
+	// 1: events and meta.
+	`CREATE TABLE events (
+		pos     INTEGER PRIMARY KEY AUTOINCREMENT, -- publish order, never reused
+		epoch   TEXT    NOT NULL,
+		seq     INTEGER NOT NULL,
+		id      TEXT    NOT NULL UNIQUE,
+		type    TEXT    NOT NULL,
+		ts      INTEGER NOT NULL,                  -- event time, unix ms
+		payload BLOB    NOT NULL,                  -- the exact bytes published
+		sent_at INTEGER                            -- unix ms of the PUBACK; NULL while pending
+	);
+	CREATE UNIQUE INDEX events_epoch_seq ON events(epoch, seq);
+	CREATE INDEX events_pending ON events(pos) WHERE sent_at IS NULL;
+	CREATE INDEX events_sent ON events(sent_at) WHERE sent_at IS NOT NULL;
+	CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
+}
+
+// SchemaVersion is the schema version this build writes.
+var SchemaVersion = len(migrations)
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	var v int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this build understands (%d): refusing to touch it", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
