@@ -1,0 +1,154 @@
+// Package devcert issues throwaway X.509 certificates for development and
+// tests: a CA, a broker (server) certificate for loopback, and client
+// certificates whose common name is the appliance id. They are not for
+// production use.
+package devcert
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// CA is a certificate authority that can issue certificates.
+type CA struct {
+	Cert    *x509.Certificate
+	Key     *ecdsa.PrivateKey
+	CertPEM []byte
+}
+
+// Pair is an issued certificate and its private key, PEM-encoded.
+type Pair struct {
+	CertPEM []byte
+	KeyPEM  []byte
+}
+
+// NewCA creates a self-signed CA named name, valid from now for validity.
+func NewCA(name string, now time.Time, validity time.Duration) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate CA key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"mailroomd development"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(validity),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("create CA certificate: %w", err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &CA{Cert: cert, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	return n
+}
+
+// IssueServer issues a server certificate valid for localhost and the
+// loopback addresses.
+func (ca *CA) IssueServer(now time.Time, validity time.Duration) (Pair, error) {
+	return ca.issue("localhost", now, validity, func(t *x509.Certificate) {
+		t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		t.DNSNames = []string{"localhost"}
+		t.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	})
+}
+
+// IssueClient issues a client certificate whose common name is cn.
+func (ca *CA) IssueClient(cn string, now time.Time, validity time.Duration) (Pair, error) {
+	return ca.issue(cn, now, validity, func(t *x509.Certificate) {
+		t.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	})
+}
+
+func (ca *CA) issue(cn string, now time.Time, validity time.Duration, edit func(*x509.Certificate)) (Pair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return Pair{}, fmt.Errorf("generate key for %s: %w", cn, err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	edit(tmpl)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		return Pair{}, fmt.Errorf("issue certificate for %s: %w", cn, err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return Pair{}, fmt.Errorf("encode key for %s: %w", cn, err)
+	}
+	return Pair{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+	}, nil
+}
+
+// Files names the files WriteDir produces.
+type Files struct {
+	CA, ServerCert, ServerKey, ClientCert, ClientKey string
+}
+
+// WriteDir writes a CA, a loopback server pair and a client pair for
+// clientCN into dir (keys mode 0600) and returns their paths. Existing
+// files are left alone, so a development setup keeps its certificates.
+func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
+	f := Files{
+		CA:         filepath.Join(dir, "ca.pem"),
+		ServerCert: filepath.Join(dir, "server.pem"),
+		ServerKey:  filepath.Join(dir, "server.key"),
+		ClientCert: filepath.Join(dir, "client.pem"),
+		ClientKey:  filepath.Join(dir, "client.key"),
+	}
+	if _, err := os.Stat(f.ClientKey); err == nil {
+		return f, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return f, fmt.Errorf("write development certificates: %w", err)
+	}
+	ca, err := NewCA("mailroomd development CA", now, 5*365*24*time.Hour)
+	if err != nil {
+		return f, err
+	}
+	srv, err := ca.IssueServer(now, 2*365*24*time.Hour)
+	if err != nil {
+		return f, err
+	}
+	cli, err := ca.IssueClient(clientCN, now, 2*365*24*time.Hour)
+	if err != nil {
+		return f, err
+	}
+	for _, w := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{
+		{f.CA, ca.CertPEM, 0o644}, {f.ServerCert, srv.CertPEM, 0o644}, {f.ServerKey, srv.KeyPEM, 0o600},
+		{f.ClientCert, cli.CertPEM, 0o644}, {f.ClientKey, cli.KeyPEM, 0o600},
+	} {
+		if err := os.WriteFile(w.path, w.data, w.mode); err != nil {
+			return f, fmt.Errorf("write development certificates: %w", err)
+		}
+	}
+	return f, nil
+}

@@ -1,0 +1,429 @@
+// Package uplink forwards committed events to the cloud over MQTT with
+// mutual TLS, in order and at least once.
+//
+// The store is the only source of what to send: the Publisher reads unsent
+// events in publish order, keeps up to Window QoS 1 publishes in flight, and
+// marks an event sent only when its PUBACK arrives. After any connection
+// loss it reconnects with jittered, capped backoff and resends from the
+// first unacknowledged event, so the first delivery of each seq is in rising
+// order and a duplicate is only ever a resend after a reconnect. paho's own
+// in-memory resend and reconnect logic are deliberately not used.
+package uplink
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+// Source is where the Publisher reads events from and records deliveries.
+// *store.Outbox implements it.
+type Source interface {
+	Pending(ctx context.Context, after int64, limit int) ([]store.Record, error)
+	MarkSent(ctx context.Context, pos []int64) error
+	Notify() <-chan struct{}
+	Stats(ctx context.Context) (store.Stats, error)
+}
+
+var _ Source = (*store.Outbox)(nil)
+
+// Options configure a Publisher.
+type Options struct {
+	// Brokers are endpoints of one broker cluster, tried in order.
+	Brokers []string
+	// TLS is the client TLS configuration; nil only for insecure mqtt:// brokers.
+	TLS *tls.Config
+	// ClientID is the appliance id.
+	ClientID string
+	// Site is reported in the status message.
+	Site string
+	// TopicPrefix is prepended to every topic, e.g. "mailroom/v1".
+	TopicPrefix string
+	// Version is the software version reported in the status message.
+	Version string
+	// Window is how many QoS 1 publishes may await their PUBACK at once.
+	Window          int
+	KeepAlive       time.Duration
+	ConnectTimeout  time.Duration
+	WriteTimeout    time.Duration
+	ReconnectMin    time.Duration
+	ReconnectMax    time.Duration
+	ShutdownTimeout time.Duration
+
+	Clock  clock.Clock
+	Logger *slog.Logger
+	Health health.Reporter
+}
+
+// LinkState describes the connection to the cloud.
+type LinkState struct {
+	Connected bool
+	Broker    string
+	// Since is when the link last changed state.
+	Since     time.Time
+	LastError string
+}
+
+// Publisher owns the MQTT connection.
+type Publisher struct {
+	opts    Options
+	src     Source
+	log     *slog.Logger
+	health  health.Reporter
+	started time.Time
+
+	mu    sync.Mutex
+	state LinkState
+}
+
+// Topics of the public MQTT API, relative to {prefix}/{appliance id}.
+const (
+	TopicEvents = "events"
+	TopicStatus = "status"
+)
+
+// New returns a Publisher reading from src.
+func New(src Source, opts Options) (*Publisher, error) {
+	if len(opts.Brokers) == 0 {
+		return nil, errors.New("new uplink: no broker")
+	}
+	if opts.Window <= 0 || opts.Window > 65535 {
+		return nil, fmt.Errorf("new uplink: window %d out of range 1..65535", opts.Window)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Health == nil {
+		opts.Health = health.Discard{}
+	}
+	if opts.ReconnectMin <= 0 {
+		opts.ReconnectMin = time.Second
+	}
+	if opts.ReconnectMax < opts.ReconnectMin {
+		opts.ReconnectMax = opts.ReconnectMin
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 5 * time.Second
+	}
+	p := &Publisher{opts: opts, src: src, log: opts.Logger, health: opts.Health, started: opts.Clock.Now()}
+	p.state.Since = p.started
+	return p, nil
+}
+
+// Topic returns the full topic for a suffix such as TopicEvents.
+func (p *Publisher) Topic(suffix string) string {
+	return p.opts.TopicPrefix + "/" + p.opts.ClientID + "/" + suffix
+}
+
+// State returns the current link state.
+func (p *Publisher) State() LinkState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state
+}
+
+func (p *Publisher) setState(connected bool, broker string, err error) {
+	p.mu.Lock()
+	if p.state.Connected != connected {
+		p.state.Since = p.opts.Clock.Now()
+	}
+	p.state.Connected, p.state.Broker = connected, broker
+	if err != nil {
+		p.state.LastError = Explain(err)
+	}
+	p.mu.Unlock()
+	if connected {
+		p.health.Clear("uplink.disconnected")
+	} else if err != nil {
+		p.health.Set("uplink.disconnected", health.Critical, "cloud link down: "+Explain(err))
+	}
+}
+
+// statusMessage is the retained payload on the status topic.
+type statusMessage struct {
+	V         int    `json:"v"`
+	State     string `json:"state"`
+	Appliance string `json:"appliance"`
+	Site      string `json:"site,omitempty"`
+	Version   string `json:"version,omitempty"`
+	Started   string `json:"started,omitempty"`
+	Pending   *int64 `json:"pending,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	TS        string `json:"ts"`
+}
+
+const tsFormat = "2006-01-02T15:04:05.000Z07:00"
+
+func (p *Publisher) status(state, reason string, pending *int64) []byte {
+	b, _ := json.Marshal(statusMessage{V: 1, State: state, Appliance: p.opts.ClientID, Site: p.opts.Site,
+		Version: p.opts.Version, Started: p.started.UTC().Format(tsFormat), Pending: pending, Reason: reason,
+		TS: p.opts.Clock.Now().UTC().Format(tsFormat)})
+	return b
+}
+
+// Run keeps the link up and forwards events until ctx is cancelled. It
+// returns nil on cancellation, after in-flight publishes have settled (up to
+// ShutdownTimeout) and the offline status has been published.
+func (p *Publisher) Run(ctx context.Context) error {
+	backoff := p.opts.ReconnectMin
+	for attempt := 0; ; attempt++ {
+		if ctx.Err() != nil {
+			return nil
+		}
+		connected, err := p.connectAndServe(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if connected {
+			backoff = p.opts.ReconnectMin
+		}
+		wait := jitter(backoff)
+		p.log.Warn("uplink down, retrying", "err", Explain(err), "retry_in", wait.Round(time.Millisecond))
+		backoff = min(backoff*2, p.opts.ReconnectMax)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// jitter spreads d over [0.8d, 1.2d) so that a fleet does not reconnect in
+// lockstep after a cloud outage.
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (p *Publisher) clientOptions(broker string, lost chan<- error) *mqtt.ClientOptions {
+	o := mqtt.NewClientOptions().
+		AddBroker(broker).
+		SetClientID(p.opts.ClientID).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetKeepAlive(p.opts.KeepAlive).
+		SetPingTimeout(max(p.opts.KeepAlive/2, time.Second)).
+		SetConnectTimeout(p.opts.ConnectTimeout).
+		SetWriteTimeout(p.opts.WriteTimeout).
+		SetOrderMatters(false).
+		SetWill(p.Topic(TopicStatus), string(p.status("offline", "connection lost", nil)), 1, true).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			select {
+			case lost <- err:
+			default:
+			}
+		})
+	if p.opts.TLS != nil {
+		o.SetTLSConfig(p.opts.TLS.Clone())
+	}
+	return o
+}
+
+// connect tries each broker in order and returns the first connected client.
+func (p *Publisher) connect(ctx context.Context, lost chan error) (mqtt.Client, string, error) {
+	var errs []error
+	for _, b := range p.opts.Brokers {
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		c := mqtt.NewClient(p.clientOptions(b, lost))
+		tok := c.Connect()
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			go func() { <-tok.Done(); c.Disconnect(0) }()
+			return nil, "", ctx.Err()
+		case <-time.After(p.opts.ConnectTimeout + time.Second):
+			go func() { <-tok.Done(); c.Disconnect(0) }()
+			errs = append(errs, fmt.Errorf("connect %s: timed out after %s", redact(b), p.opts.ConnectTimeout))
+			continue
+		}
+		if err := tok.Error(); err != nil {
+			errs = append(errs, fmt.Errorf("connect %s: %w", redact(b), err))
+			continue
+		}
+		return c, b, nil
+	}
+	return nil, "", errors.Join(errs...)
+}
+
+// redact drops any user info from a broker URL before it is logged.
+func redact(broker string) string {
+	u, err := url.Parse(broker)
+	if err != nil {
+		return "(invalid broker URL)"
+	}
+	u.User = nil
+	return u.String()
+}
+
+// connectAndServe runs one connection from dial to loss or shutdown.
+func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err error) {
+	lost := make(chan error, 1)
+	client, broker, err := p.connect(ctx, lost)
+	if err != nil {
+		p.setState(false, "", err)
+		return false, err
+	}
+	p.setState(true, redact(broker), nil)
+	p.log.Info("uplink connected", "broker", redact(broker), "client_id", p.opts.ClientID)
+
+	var pending *int64
+	if st, err := p.src.Stats(ctx); err == nil {
+		pending = &st.Pending
+	}
+	client.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
+
+	err = p.serve(ctx, client, lost)
+	if ctx.Err() != nil {
+		// Clean shutdown: say so ourselves, a will only fires on an unclean drop.
+		tok := client.Publish(p.Topic(TopicStatus), 1, true, p.status("offline", "shutdown", nil))
+		tok.WaitTimeout(time.Second)
+		client.Disconnect(250)
+		p.setState(false, "", nil)
+		p.log.Info("uplink disconnected", "reason", "shutdown")
+		return true, nil
+	}
+	client.Disconnect(0)
+	p.setState(false, "", err)
+	return true, err
+}
+
+// serve publishes pending events with a bounded in-flight window until the
+// connection fails or ctx is cancelled, then waits for in-flight publishes to
+// settle and records their acknowledgements before returning.
+func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan error) error {
+	topic := p.Topic(TopicEvents)
+	window := make(chan struct{}, p.opts.Window)
+	acks := make(chan int64, p.opts.Window)
+	failed := make(chan error, 1)
+	fail := func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+	}
+	ackDone := make(chan struct{})
+	go func() {
+		defer close(ackDone)
+		p.recordAcks(acks)
+	}()
+	var inflight sync.WaitGroup
+	settle := func() {
+		done := make(chan struct{})
+		go func() { inflight.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(p.opts.ShutdownTimeout):
+			p.log.Warn("in-flight publishes did not settle; they stay pending and are resent next time", "timeout", p.opts.ShutdownTimeout)
+			client.Disconnect(0) // completes the remaining tokens with an error
+			<-done
+		}
+		close(acks)
+		<-ackDone
+	}
+
+	var cursor int64
+	batch := max(p.opts.Window, 256)
+	for {
+		recs, err := p.src.Pending(ctx, cursor, batch)
+		if err != nil {
+			settle()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read buffer: %w", err)
+		}
+		if len(recs) == 0 {
+			select {
+			case <-p.src.Notify():
+				continue
+			case <-time.After(time.Second):
+				continue
+			case err := <-lost:
+				settle()
+				return fmt.Errorf("connection lost: %w", err)
+			case err := <-failed:
+				settle()
+				return err
+			case <-ctx.Done():
+				settle()
+				return nil
+			}
+		}
+		for _, r := range recs {
+			select {
+			case window <- struct{}{}:
+			case err := <-lost:
+				settle()
+				return fmt.Errorf("connection lost: %w", err)
+			case err := <-failed:
+				settle()
+				return err
+			case <-ctx.Done():
+				settle()
+				return nil
+			}
+			tok := client.Publish(topic, 1, false, r.Payload)
+			inflight.Add(1)
+			go func(pos int64) {
+				defer inflight.Done()
+				<-tok.Done()
+				<-window
+				if err := tok.Error(); err != nil {
+					fail(fmt.Errorf("publish: %w", err))
+					return
+				}
+				acks <- pos
+			}(r.Pos)
+			cursor = r.Pos
+		}
+	}
+}
+
+// recordAcks marks acknowledged events sent, batching whatever is queued.
+func (p *Publisher) recordAcks(acks <-chan int64) {
+	buf := make([]int64, 0, 1024)
+	for pos := range acks {
+		buf = append(buf[:0], pos)
+	drain:
+		for len(buf) < cap(buf) {
+			select {
+			case pos, ok := <-acks:
+				if !ok {
+					break drain
+				}
+				buf = append(buf, pos)
+			default:
+				break drain
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := p.src.MarkSent(ctx, buf); err != nil {
+			// The events stay pending and are resent: at least once, never lost.
+			p.log.Error("record acknowledged events", "err", err, "count", len(buf))
+		}
+		cancel()
+	}
+}

@@ -1,0 +1,290 @@
+package uplink_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mailroomd/mailroomd/internal/devcert"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/store"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const appliance = "mr-test-01"
+
+func newOutbox(t *testing.T) *store.Outbox {
+	t.Helper()
+	o, err := store.Open(context.Background(), store.Options{Path: filepath.Join(t.TempDir(), "buffer.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	return o
+}
+
+func clientTLS(t *testing.T, b *mqtttest.Broker) *tls.Config {
+	cert, key := b.ClientFiles(t, appliance)
+	cfg, err := uplink.LoadTLS(b.Files.CA, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+type run struct {
+	p      *uplink.Publisher
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+func (r *run) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			t.Fatalf("publisher returned %v", r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("publisher did not stop")
+	}
+}
+
+func start(t *testing.T, src uplink.Source, opts uplink.Options) *run {
+	t.Helper()
+	opts.ClientID = appliance
+	opts.TopicPrefix = "mailroom/v1"
+	if opts.Window == 0 {
+		opts.Window = 64
+	}
+	opts.ReconnectMin, opts.ReconnectMax = 50*time.Millisecond, 200*time.Millisecond
+	opts.KeepAlive, opts.ConnectTimeout = 2*time.Second, 2*time.Second
+	opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	p, err := uplink.New(src, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{p: p, cancel: cancel, done: make(chan struct{})}
+	go func() { r.err = p.Run(ctx); close(r.done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+func appendScans(t *testing.T, o *store.Outbox, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		_, err := o.Append(context.Background(), event.Event{Appliance: appliance, Type: event.TypeScan,
+			Time: time.Now(), Device: "dock", Barcode: []byte(fmt.Sprintf("1Z%016d", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkDelivery decodes what the subscriber got on the events topic and
+// asserts: every seq 1..n arrived, first deliveries in rising order, a seq
+// always carries the same id, and a duplicate is only a resend.
+func checkDelivery(t *testing.T, msgs []mqtttest.Message, n int) (dups int) {
+	t.Helper()
+	ids := map[int64]string{}
+	var lastFirst int64
+	for _, m := range msgs {
+		if !strings.HasSuffix(m.Topic, "/events") {
+			continue
+		}
+		ev, err := event.Decode(m.Payload)
+		if err != nil {
+			t.Fatalf("bad payload %s: %v", m.Payload, err)
+		}
+		if id, seen := ids[ev.Seq]; seen {
+			if id != ev.ID {
+				t.Fatalf("seq %d carries two ids: %s and %s", ev.Seq, id, ev.ID)
+			}
+			dups++
+			continue
+		}
+		if ev.Seq < lastFirst {
+			t.Fatalf("first delivery of seq %d after seq %d", ev.Seq, lastFirst)
+		}
+		lastFirst = ev.Seq
+		ids[ev.Seq] = ev.ID
+	}
+	for s := int64(1); s <= int64(n); s++ {
+		if ids[s] == "" {
+			t.Fatalf("seq %d never arrived (%d distinct of %d)", s, len(ids), n)
+		}
+	}
+	if len(ids) != n {
+		t.Fatalf("%d distinct events arrived, want %d", len(ids), n)
+	}
+	uniq := map[string]bool{}
+	for _, id := range ids {
+		uniq[id] = true
+	}
+	if len(uniq) != n {
+		t.Fatalf("ids not unique: %d ids for %d events", len(uniq), n)
+	}
+	return dups
+}
+
+func countEvents(n int) func([]mqtttest.Message) bool {
+	return func(msgs []mqtttest.Message) bool {
+		seen := map[string]bool{}
+		for _, m := range msgs {
+			if strings.HasSuffix(m.Topic, "/events") {
+				seen[string(m.Payload)] = true
+			}
+		}
+		return len(seen) >= n
+	}
+}
+
+func TestThousandScansArriveInOrder(t *testing.T) {
+	b := mqtttest.Start(t)
+	sub := b.Subscribe(t, "cloud", "mailroom/v1/+/#")
+	o := newOutbox(t)
+	appendScans(t, o, 0, 500) // a backlog before the link is up
+	r := start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b), Version: "test"})
+	appendScans(t, o, 500, 500) // and more while online
+	msgs := sub.WaitFor(t, 30*time.Second, "1000 events", countEvents(1000))
+	if dups := checkDelivery(t, msgs, 1000); dups != 0 {
+		t.Fatalf("%d duplicates without any reconnect", dups)
+	}
+	// Every event is marked sent once acknowledged.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := o.Stats(context.Background())
+		if st.Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events still pending after delivery", st.Pending)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !r.p.State().Connected {
+		t.Fatal("link state not connected")
+	}
+	r.stop(t)
+	// Retained status: online while running, offline after a clean stop.
+	msgs = sub.WaitFor(t, 5*time.Second, "offline status", func(ms []mqtttest.Message) bool {
+		return len(ms) > 0 && strings.Contains(string(ms[len(ms)-1].Payload), `"state":"offline"`)
+	})
+	var sawOnline bool
+	for _, m := range msgs {
+		if m.Topic == "mailroom/v1/"+appliance+"/status" && strings.Contains(string(m.Payload), `"state":"online"`) {
+			sawOnline = true
+		}
+	}
+	if !sawOnline {
+		t.Fatal("no online status published")
+	}
+}
+
+func TestBrokerOutageLosesNothing(t *testing.T) {
+	b := mqtttest.Start(t)
+	sub := b.Subscribe(t, "cloud", "mailroom/v1/+/events")
+	o := newOutbox(t)
+	start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b)})
+	appendScans(t, o, 0, 300)
+	sub.WaitFor(t, 20*time.Second, "first 300", countEvents(300))
+	// Stop the broker mid-stream, keep scanning, bring it back.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); appendScans(t, o, 300, 700) }()
+	time.Sleep(5 * time.Millisecond)
+	b.Stop()
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond)
+	b.Start()
+	msgs := sub.WaitFor(t, 30*time.Second, "all 1000 after the outage", countEvents(1000))
+	dups := checkDelivery(t, msgs, 1000)
+	t.Logf("1000 events through an outage, %d resent duplicates", dups)
+}
+
+func TestRefusedCertificatesAreExplained(t *testing.T) {
+	b := mqtttest.Start(t)
+	otherCA, err := devcert.NewCA("other CA", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignCert, foreignKey := mqtttest.WriteClient(t, otherCA, appliance)
+	foreignTLS, err := uplink.LoadTLS(b.Files.CA, foreignCert, foreignKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCert := clientTLS(t, b)
+	noCert.Certificates = nil
+	otherCAFile := filepath.Join(t.TempDir(), "other-ca.pem")
+	os.WriteFile(otherCAFile, otherCA.CertPEM, 0o644)
+	goodCert, goodKey := b.ClientFiles(t, appliance)
+	wrongTrust, err := uplink.LoadTLS(otherCAFile, goodCert, goodKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		tls  *tls.Config
+		want string
+	}{
+		{"client cert from another CA", foreignTLS, "the broker refused our client certificate"},
+		{"no client cert", noCert, "the broker refused our client certificate"},
+		{"broker not signed by our CA", wrongTrust, "not signed by uplink.ca_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := newOutbox(t)
+			appendScans(t, o, 0, 3)
+			r := start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: tc.tls})
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				st := r.p.State()
+				if st.Connected {
+					t.Fatal("connected with a certificate the broker must refuse")
+				}
+				if strings.Contains(st.LastError, tc.want) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("last error %q does not say %q", st.LastError, tc.want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			// Still buffering: nothing lost, nothing marked sent.
+			if st, _ := o.Stats(context.Background()); st.Pending != 3 {
+				t.Fatalf("pending = %d, want 3", st.Pending)
+			}
+			r.stop(t)
+		})
+	}
+}
+
+func TestFailoverToSecondBroker(t *testing.T) {
+	b := mqtttest.Start(t)
+	sub := b.Subscribe(t, "cloud", "mailroom/v1/+/events")
+	dead := fmt.Sprintf("mqtts://127.0.0.1:%d", mqtttest.FreePort(t))
+	o := newOutbox(t)
+	appendScans(t, o, 0, 10)
+	r := start(t, o, uplink.Options{Brokers: []string{dead, b.URL()}, TLS: clientTLS(t, b)})
+	checkDelivery(t, sub.WaitFor(t, 20*time.Second, "10 events", countEvents(10)), 10)
+	if st := r.p.State(); st.Broker != b.URL() {
+		t.Fatalf("connected broker = %q, want %q", st.Broker, b.URL())
+	}
+}
