@@ -1,0 +1,188 @@
+package serialline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.bug.st/serial"
+
+	"github.com/mailroomd/mailroomd/drivers/scanner"
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/health"
+)
+
+// Config describes one serial-line scanner.
+type Config struct {
+	Name       string
+	Port       string
+	Mode       serial.Mode
+	Terminator []byte
+	Prefix     []byte
+	Suffix     []byte
+	MaxLength  int
+	Control    ControlPolicy
+	// ReconnectMin and ReconnectMax bound the reopen backoff.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+}
+
+// ParseParity maps a config word to a serial.Parity.
+func ParseParity(s string) (serial.Parity, error) {
+	switch s {
+	case "", "none":
+		return serial.NoParity, nil
+	case "odd":
+		return serial.OddParity, nil
+	case "even":
+		return serial.EvenParity, nil
+	case "mark":
+		return serial.MarkParity, nil
+	case "space":
+		return serial.SpaceParity, nil
+	}
+	return 0, fmt.Errorf("unknown parity %q", s)
+}
+
+// ParseStopBits maps "1", "1.5" or "2" to serial.StopBits.
+func ParseStopBits(s string) (serial.StopBits, error) {
+	switch s {
+	case "", "1":
+		return serial.OneStopBit, nil
+	case "1.5":
+		return serial.OnePointFiveStopBits, nil
+	case "2":
+		return serial.TwoStopBits, nil
+	}
+	return 0, fmt.Errorf("unknown stop bits %q", s)
+}
+
+// Opener opens a serial port; serial.Open in production.
+type Opener func(path string, mode *serial.Mode) (serial.Port, error)
+
+// Driver is a serial-line scanner.
+type Driver struct {
+	cfg    Config
+	open   Opener
+	clock  clock.Clock
+	log    *slog.Logger
+	health health.Reporter
+}
+
+var _ scanner.Driver = (*Driver)(nil)
+
+// New returns a driver. open may be nil for serial.Open; c, log and h may be
+// nil for the system clock, no logging and no health reporting.
+func New(cfg Config, open Opener, c clock.Clock, log *slog.Logger, h health.Reporter) *Driver {
+	if open == nil {
+		open = serial.Open
+	}
+	if c == nil {
+		c = clock.Real{}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if h == nil {
+		h = health.Discard{}
+	}
+	if cfg.ReconnectMin <= 0 {
+		cfg.ReconnectMin = 100 * time.Millisecond
+	}
+	if cfg.ReconnectMax < cfg.ReconnectMin {
+		cfg.ReconnectMax = cfg.ReconnectMin
+	}
+	return &Driver{cfg: cfg, open: open, clock: c, log: log.With("device", cfg.Name), health: h}
+}
+
+// Run reads the scanner until ctx is cancelled, reopening the port whenever
+// it goes away.
+func (d *Driver) Run(ctx context.Context, out chan<- scanner.Reading) error {
+	key := scanner.ConditionKey(d.cfg.Name)
+	backoff := d.cfg.ReconnectMin
+	wasUp := true // so the first failure is logged
+	for {
+		port, err := d.open(d.cfg.Port, &d.cfg.Mode)
+		if ctx.Err() != nil {
+			if err == nil {
+				port.Close()
+			}
+			return nil
+		}
+		if err != nil {
+			msg := fmt.Sprintf("cannot open %s: %v", d.cfg.Port, err)
+			d.health.Set(key, health.Warning, msg)
+			if wasUp {
+				d.log.Warn("scanner unavailable, retrying", "port", d.cfg.Port, "err", err)
+				wasUp = false
+			}
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, d.cfg.ReconnectMax)
+			continue
+		}
+		d.health.Clear(key)
+		d.log.Info("scanner connected", "port", d.cfg.Port)
+		wasUp, backoff = true, d.cfg.ReconnectMin
+		err = d.read(ctx, port, out)
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.health.Set(key, health.Warning, fmt.Sprintf("disconnected from %s: %v", d.cfg.Port, err))
+		d.log.Warn("scanner disconnected", "port", d.cfg.Port, "err", err)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// read delivers lines from an open port until it fails or ctx is cancelled.
+func (d *Driver) read(ctx context.Context, port serial.Port, out chan<- scanner.Reading) error {
+	stop := context.AfterFunc(ctx, func() { port.Close() })
+	defer func() {
+		if stop() {
+			port.Close()
+		}
+	}()
+	f := NewFramer(d.cfg.Terminator, d.cfg.Prefix, d.cfg.Suffix, d.cfg.MaxLength, d.cfg.Control)
+	buf := make([]byte, 512)
+	for {
+		n, err := port.Read(buf)
+		if err != nil {
+			var pe *serial.PortError
+			if errors.As(err, &pe) && pe.Code() == serial.PortClosed {
+				return errors.New("port closed (device unplugged?)")
+			}
+			return err
+		}
+		if n == 0 {
+			continue
+		}
+		for _, l := range f.Feed(buf[:n]) {
+			if l.Warning != nil {
+				d.log.Warn("scanner input discarded", "err", l.Warning)
+				continue
+			}
+			r := scanner.Reading{Device: d.cfg.Name, Barcode: l.Data, At: d.clock.Now()}
+			select {
+			case out <- r:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+}

@@ -1,0 +1,86 @@
+// Package serialtest plays a serial barcode scanner on the master side of a
+// real pseudo-terminal pair, so the driver under test opens an actual tty.
+// The scanner is reachable through a stable symlink, like a
+// /dev/serial/by-id link, that Replug points at a fresh tty.
+package serialtest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/creack/pty"
+)
+
+// Scanner is a fake serial scanner behind a PTY.
+type Scanner struct {
+	t      testing.TB
+	Link   string // the stable path to configure
+	mu     sync.Mutex
+	master *os.File
+	Term   []byte
+}
+
+// New creates a PTY and a symlink to its slave at link.
+func New(t testing.TB, link string) *Scanner {
+	t.Helper()
+	s := &Scanner{t: t, Link: link, Term: []byte{'\r'}}
+	s.Replug()
+	t.Cleanup(s.Unplug)
+	return s
+}
+
+// Replug attaches a new tty behind the link, as when a scanner is plugged in
+// again and gets a new device node.
+func (s *Scanner) Replug() {
+	s.t.Helper()
+	master, slave, err := pty.Open()
+	if err != nil {
+		s.t.Fatalf("open pty: %v", err)
+	}
+	name := slave.Name()
+	// The driver opens the slave by name; the test keeps only the master.
+	slave.Close()
+	tmp := s.Link + ".new"
+	os.Remove(tmp)
+	if err := os.Symlink(name, tmp); err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Clean(s.Link)); err != nil {
+		s.t.Fatal(err)
+	}
+	s.mu.Lock()
+	if s.master != nil {
+		s.master.Close()
+	}
+	s.master = master
+	s.mu.Unlock()
+}
+
+// Unplug closes the master side: the driver's reads fail as on a real unplug.
+func (s *Scanner) Unplug() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.master != nil {
+		s.master.Close()
+		s.master = nil
+	}
+}
+
+// Write sends raw bytes, exactly as given.
+func (s *Scanner) Write(b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.master == nil {
+		return fmt.Errorf("scanner unplugged")
+	}
+	_, err := s.master.Write(b)
+	return err
+}
+
+// Scan sends code followed by the terminator.
+func (s *Scanner) Scan(code string) error {
+	return s.Write(append([]byte(code), s.Term...))
+}
