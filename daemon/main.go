@@ -1,0 +1,117 @@
+// Command mailroomd is the mailroom edge daemon: it reads barcode scanners,
+// commits every scan to a local SQLite buffer, and forwards the events to the
+// parcel-tracking cloud over mutual-TLS MQTT.
+//
+// This package holds only the command line and the wiring of subsystems.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/devcert"
+)
+
+// Stamped at build time with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+const usage = `mailroomd: mailroom edge daemon
+
+Usage:
+  mailroomd run --config FILE            run in the foreground (also as an OS service)
+  mailroomd check-config --config FILE   validate a configuration file
+  mailroomd version                      print version and commit
+  mailroomd dev-certs --dir DIR [--client-id ID]
+                                         write throwaway development certificates
+
+Exit status: 0 success, 1 runtime failure, 2 bad usage or bad configuration.
+`
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		path, ok := configFlag("run", rest, stderr)
+		if !ok {
+			return 2
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd: invalid configuration:\n%v\n", err)
+			return 2
+		}
+		return runService(cfg, stderr)
+	case "check-config":
+		path, ok := configFlag("check-config", rest, stderr)
+		if !ok {
+			return 2
+		}
+		if _, err := config.Load(path); err != nil {
+			var errs config.Errors
+			if errors.As(err, &errs) {
+				fmt.Fprintln(stderr, errs.Error())
+			} else {
+				fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+			}
+			return 2
+		}
+		fmt.Fprintf(stdout, "%s: OK\n", path)
+		return 0
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "mailroomd %s (commit %s)\n", version, commit)
+		return 0
+	case "dev-certs":
+		fs := flag.NewFlagSet("dev-certs", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		dir := fs.String("dir", "", "directory to write ca.pem, server.pem/key, client.pem/key into")
+		id := fs.String("client-id", "mr-demo-01", "common name of the client certificate (the appliance id)")
+		if err := fs.Parse(rest); err != nil || *dir == "" {
+			fmt.Fprintln(stderr, "usage: mailroomd dev-certs --dir DIR [--client-id ID]")
+			return 2
+		}
+		f, err := devcert.WriteDir(*dir, *id, time.Now())
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "development certificates in %s (CA %s)\n", filepath.Dir(f.CA), f.CA)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "mailroomd: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "usage: mailroomd %s --config FILE\n", name)
+		return "", false
+	}
+	return *path, true
+}

@@ -1,0 +1,113 @@
+// Package intake turns device readings into committed events: the first
+// thing that happens to a scan is its commit to the store. Nothing is
+// reported as received before that commit succeeded.
+package intake
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/mailroomd/mailroomd/drivers/scanner"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+// Appender commits events; *store.Outbox implements it.
+type Appender interface {
+	Append(ctx context.Context, ev event.Event) (event.Event, error)
+}
+
+var _ Appender = (*store.Outbox)(nil)
+
+// ConditionRefusing is raised while the store refuses new events.
+const ConditionRefusing = "store.refusing"
+
+// Intake commits scanner readings as scan events.
+type Intake struct {
+	store     Appender
+	appliance string
+	site      string
+	log       *slog.Logger
+	health    health.Reporter
+
+	committed atomic.Int64
+	refused   atomic.Int64
+	// OnCommit, if set, is called after each commit (for the status page).
+	OnCommit func(event.Event)
+}
+
+// New returns an Intake that commits into s.
+func New(s Appender, appliance, site string, log *slog.Logger, h health.Reporter) *Intake {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if h == nil {
+		h = health.Discard{}
+	}
+	return &Intake{store: s, appliance: appliance, site: site, log: log, health: h}
+}
+
+// Run commits every reading from in until in is closed or ctx is cancelled.
+// Readings of one device are committed in the order they were read.
+func (in *Intake) Run(ctx context.Context, readings <-chan scanner.Reading) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r, ok := <-readings:
+			if !ok {
+				return
+			}
+			in.Commit(ctx, r)
+		}
+	}
+}
+
+// Commit commits one reading and returns the committed event.
+func (in *Intake) Commit(ctx context.Context, r scanner.Reading) (event.Event, error) {
+	ev, err := in.store.Append(ctx, event.Event{
+		Appliance: in.appliance, Site: in.site, Type: event.TypeScan,
+		Time: r.At, Device: r.Device, Barcode: r.Barcode,
+	})
+	if err != nil {
+		in.refused.Add(1)
+		if errors.Is(err, context.Canceled) {
+			return ev, err
+		}
+		in.log.Error("scan NOT recorded", "device", r.Device, "err", err)
+		msg := "new scans are being refused: " + err.Error()
+		if errors.Is(err, store.ErrFull) {
+			msg = "buffer full: new scans are refused until the cloud link drains the backlog"
+		}
+		in.health.Set(ConditionRefusing, health.Critical, msg)
+		return ev, err
+	}
+	in.committed.Add(1)
+	in.health.Clear(ConditionRefusing)
+	in.log.Info("scan committed", "device", r.Device, "seq", ev.Seq, "id", ev.ID, "barcode", printable(r.Barcode))
+	if in.OnCommit != nil {
+		in.OnCommit(ev)
+	}
+	return ev, nil
+}
+
+// Counts returns how many readings were committed and refused.
+func (in *Intake) Counts() (committed, refused int64) {
+	return in.committed.Load(), in.refused.Load()
+}
+
+// printable renders a barcode for a log line without control bytes.
+func printable(b []byte) string {
+	out := make([]rune, 0, len(b))
+	for _, r := range string(b) {
+		if r < 0x20 || r == 0x7f || r == 0xfffd {
+			out = append(out, '·')
+			continue
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}
