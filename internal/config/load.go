@@ -50,9 +50,14 @@ type decoder struct {
 	file     string
 	problems Errors
 	where    map[string]pos // field path -> position of its value
+	// decodeFailed holds fields whose value could not be decoded.
+	decodeFailed map[string]bool
 }
 
 func (d *decoder) addf(p pos, field, format string, args ...any) {
+	if d.decodeFailed[field] {
+		return
+	}
 	d.problems = append(d.problems, Problem{File: d.file, Line: p.line, Column: p.col, Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -104,8 +109,11 @@ func Parse(name string, b []byte) (*Config, error) {
 		return nil, d.problems
 	}
 	d.decode(root.Content[0], reflect.ValueOf(cfg).Elem(), "")
-	if len(d.problems) > 0 {
-		return nil, d.problems
+	// Go on to semantic checks so that every problem is listed at once, but
+	// not twice for a field that could not even be decoded.
+	d.decodeFailed = map[string]bool{}
+	for _, p := range d.problems {
+		d.decodeFailed[p.Field] = true
 	}
 	cfg.applyDefaults()
 	d.validate(cfg)
