@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -56,25 +57,81 @@ type wire struct {
 // TimeFormat is the layout of the "ts" field: RFC 3339, UTC, milliseconds.
 const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
 
-// MarshalJSON encodes the event as its version 1 wire payload. A barcode that
-// is not valid UTF-8 is carried in barcode_b64 so that no byte is altered.
-func (e Event) MarshalJSON() ([]byte, error) {
+// MarshalJSON encodes the event as its version 1 wire payload.
+func (e Event) MarshalJSON() ([]byte, error) { return e.AppendJSON(nil) }
+
+// AppendJSON appends the version 1 wire payload of the event to b. A barcode
+// that is not valid UTF-8 is carried in barcode_b64 so that no byte is
+// altered. The encoding is written by hand because it sits on the commit
+// path of every scan; TestEventWireRoundTrip checks it against Decode.
+func (e Event) AppendJSON(b []byte) ([]byte, error) {
 	if e.ID == "" || e.Seq <= 0 || e.Epoch == "" {
 		return nil, errors.New("encode event: id, epoch and seq must be set")
 	}
-	w := wire{
-		V: APIVersion, ID: e.ID, Epoch: e.Epoch, Seq: e.Seq,
-		Appliance: e.Appliance, Site: e.Site, Type: e.Type,
-		TS: e.Time.UTC().Format(TimeFormat), Device: e.Device,
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, APIVersion, 10)
+	b = appendField(b, "id", e.ID)
+	b = appendField(b, "epoch", e.Epoch)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendInt(b, e.Seq, 10)
+	b = appendField(b, "appliance", e.Appliance)
+	if e.Site != "" {
+		b = appendField(b, "site", e.Site)
+	}
+	b = appendField(b, "type", string(e.Type))
+	b = append(b, `,"ts":"`...)
+	b = e.Time.UTC().AppendFormat(b, TimeFormat)
+	b = append(b, '"')
+	if e.Device != "" {
+		b = appendField(b, "device", e.Device)
 	}
 	if e.Barcode != nil {
 		if utf8.Valid(e.Barcode) {
-			w.Barcode = string(e.Barcode)
+			b = appendField(b, "barcode", string(e.Barcode))
 		} else {
-			w.BarcodeB4 = base64.StdEncoding.EncodeToString(e.Barcode)
+			b = append(b, `,"barcode_b64":"`...)
+			b = base64.StdEncoding.AppendEncode(b, e.Barcode)
+			b = append(b, '"')
 		}
 	}
-	return json.Marshal(w)
+	return append(b, '}'), nil
+}
+
+func appendField(b []byte, name, value string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendString(b, value)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. s must be valid UTF-8.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != 0x7f {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // Decode parses a version 1 wire payload. It is what a consumer of the API

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestIDsNeverGoBackwards(t *testing.T) {
@@ -91,4 +92,30 @@ func TestMarshalRefusesUncommitted(t *testing.T) {
 	if _, err := json.Marshal(Event{Type: TypeScan}); err == nil {
 		t.Fatal("an event without id/seq must not encode")
 	}
+}
+
+func FuzzEventJSON(f *testing.F) {
+	f.Add([]byte("1Z999AA10123456784"), "dock")
+	f.Add([]byte("a\"b\\c\x00\x1d\x7f\u2028"), "d\"ev")
+	f.Add([]byte{0xff, 0xfe}, "")
+	f.Fuzz(func(t *testing.T, barcode []byte, device string) {
+		if !utf8.ValidString(device) {
+			return
+		}
+		e := Event{ID: "id", Epoch: "ep", Seq: 1, Appliance: "a", Type: TypeScan, Time: time.Unix(0, 0), Device: device, Barcode: barcode}
+		b, err := e.AppendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(b) {
+			t.Fatalf("invalid JSON: %q", b)
+		}
+		got, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Barcode, barcode) && !(len(barcode) == 0 && len(got.Barcode) == 0) || got.Device != device {
+			t.Fatalf("round trip: %q/%q -> %q/%q", barcode, device, got.Barcode, got.Device)
+		}
+	})
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -116,6 +115,8 @@ type Outbox struct {
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
+	insStmt, markStmt *sql.Stmt
+
 	lastSeq atomic.Int64
 	pending atomic.Int64
 	refused atomic.Int64
@@ -175,6 +176,17 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	}
 	rdb.SetMaxOpenConns(4)
 	o.rdb = rdb
+
+	if o.insStmt, err = wdb.Prepare("INSERT INTO events(epoch, seq, id, type, ts, payload) VALUES (?,?,?,?,?,?)"); err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	if o.markStmt, err = wdb.Prepare("UPDATE events SET sent_at = ? WHERE pos = ? AND sent_at IS NULL"); err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
 
 	o.reqs = make(chan *request, 4096)
 	o.quit = make(chan struct{})
@@ -458,7 +470,7 @@ func (o *Outbox) Close() error {
 		close(o.quit)
 		<-o.writerDone
 		o.wg.Wait()
-		err = errors.Join(o.rdb.Close(), o.wdb.Close())
+		err = errors.Join(o.insStmt.Close(), o.markStmt.Close(), o.rdb.Close(), o.wdb.Close())
 	})
 	return err
 }
@@ -549,14 +561,12 @@ func (o *Outbox) commit(batch []*request) {
 					continue
 				}
 				if ins == nil {
-					if ins, err = tx.Prepare("INSERT INTO events(epoch, seq, id, type, ts, payload) VALUES (?,?,?,?,?,?)"); err != nil {
-						return err
-					}
+					ins = tx.Stmt(o.insStmt)
 				}
 				ev := r.ev
 				seq++
 				ev.Seq, ev.Epoch, ev.ID = seq, o.epoch, o.ids.New(now)
-				payload, err := json.Marshal(ev)
+				payload, err := ev.AppendJSON(make([]byte, 0, 320))
 				if err != nil {
 					seq--
 					results[i].err = err
@@ -570,9 +580,7 @@ func (o *Outbox) commit(batch []*request) {
 				appended++
 			case opMarkSent:
 				if mark == nil {
-					if mark, err = tx.Prepare("UPDATE events SET sent_at = ? WHERE pos = ? AND sent_at IS NULL"); err != nil {
-						return err
-					}
+					mark = tx.Stmt(o.markStmt)
 				}
 				for _, p := range r.pos {
 					res, err := mark.Exec(now.UnixMilli(), p)

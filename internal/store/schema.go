@@ -14,13 +14,12 @@ var migrations = []string{
 		pos     INTEGER PRIMARY KEY AUTOINCREMENT, -- publish order, never reused
 		epoch   TEXT    NOT NULL,
 		seq     INTEGER NOT NULL,
-		id      TEXT    NOT NULL UNIQUE,
+		id      TEXT    NOT NULL,                  -- UUIDv7, unique by construction
 		type    TEXT    NOT NULL,
 		ts      INTEGER NOT NULL,                  -- event time, unix ms
 		payload BLOB    NOT NULL,                  -- the exact bytes published
 		sent_at INTEGER                            -- unix ms of the PUBACK; NULL while pending
 	);
-	CREATE UNIQUE INDEX events_epoch_seq ON events(epoch, seq);
 	CREATE INDEX events_pending ON events(pos) WHERE sent_at IS NULL;
 	CREATE INDEX events_sent ON events(sent_at) WHERE sent_at IS NOT NULL;
 	CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,

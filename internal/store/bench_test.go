@@ -1,0 +1,106 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[int(float64(len(d)-1)*p)]
+}
+
+// BenchmarkIngest measures durable ingest (synchronous=FULL) with many
+// scans arriving at once: writers goroutines append concurrently and the
+// single writer batches them into group commits. It reports events/s and
+// the p50/p99 time from Append to durable commit.
+func BenchmarkIngest(b *testing.B) {
+	for _, writers := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			o := open(b, filepath.Join(b.TempDir(), "bench.db"), Options{})
+			defer o.Close()
+			ctx := context.Background()
+			const total = 50000
+			per := total / writers
+			lat := make([][]time.Duration, writers)
+			b.ResetTimer()
+			for it := 0; it < b.N; it++ {
+				var wg sync.WaitGroup
+				start := time.Now()
+				for w := 0; w < writers; w++ {
+					wg.Add(1)
+					go func(w int) {
+						defer wg.Done()
+						l := make([]time.Duration, 0, per)
+						for i := 0; i < per; i++ {
+							t0 := time.Now()
+							if _, err := o.Append(ctx, scan("1Z999AA10123456784")); err != nil {
+								b.Error(err)
+								return
+							}
+							l = append(l, time.Since(t0))
+						}
+						lat[w] = l
+					}(w)
+				}
+				wg.Wait()
+				el := time.Since(start)
+				var all []time.Duration
+				for _, l := range lat {
+					all = append(all, l...)
+				}
+				b.ReportMetric(float64(per*writers)/el.Seconds(), "events/s")
+				b.ReportMetric(float64(percentile(all, 0.50).Microseconds())/1000, "commit-p50-ms")
+				b.ReportMetric(float64(percentile(all, 0.99).Microseconds())/1000, "commit-p99-ms")
+			}
+		})
+	}
+}
+
+// BenchmarkIngestOffered offers scans at a fixed rate, as a burst of
+// scanners would, and reports the commit latency each scan sees and the
+// rate actually committed.
+func BenchmarkIngestOffered(b *testing.B) {
+	for _, rate := range []int{5000, 20000} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			o := open(b, filepath.Join(b.TempDir(), "bench.db"), Options{})
+			defer o.Close()
+			ctx := context.Background()
+			total := rate * 3 // three seconds of load
+			b.ResetTimer()
+			for it := 0; it < b.N; it++ {
+				lat := make([]time.Duration, total)
+				var wg sync.WaitGroup
+				start := time.Now()
+				interval := time.Second / time.Duration(rate)
+				for i := 0; i < total; i++ {
+					due := start.Add(time.Duration(i) * interval)
+					if d := time.Until(due); d > 50*time.Microsecond {
+						time.Sleep(d)
+					}
+					wg.Add(1)
+					go func(i int, due time.Time) {
+						defer wg.Done()
+						if _, err := o.Append(ctx, scan("1Z999AA10123456784")); err != nil {
+							b.Error(err)
+						}
+						lat[i] = time.Since(due)
+					}(i, due)
+				}
+				wg.Wait()
+				el := time.Since(start)
+				b.ReportMetric(float64(total)/el.Seconds(), "events/s")
+				b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "commit-p50-ms")
+				b.ReportMetric(float64(percentile(lat, 0.99).Microseconds())/1000, "commit-p99-ms")
+			}
+		})
+	}
+}
