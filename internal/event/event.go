@@ -6,8 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
