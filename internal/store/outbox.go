@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -116,6 +117,7 @@ type Outbox struct {
 	wg         sync.WaitGroup
 
 	insStmt, markStmt *sql.Stmt
+	relaxed           bool // synchronous=NORMAL is in force (writer only)
 
 	lastSeq atomic.Int64
 	pending atomic.Int64
@@ -182,7 +184,7 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
-	if o.markStmt, err = wdb.Prepare("UPDATE events SET sent_at = ? WHERE pos = ? AND sent_at IS NULL"); err != nil {
+	if o.markStmt, err = wdb.Prepare("UPDATE events SET sent_at = ? WHERE pos BETWEEN ? AND ? AND sent_at IS NULL"); err != nil {
 		wdb.Close()
 		rdb.Close()
 		return nil, fmt.Errorf("open buffer: %w", err)
@@ -545,6 +547,26 @@ func (o *Outbox) commit(batch []*request) {
 	var sentDelta, appended int64
 	var lastID string
 
+	// A batch that only records acknowledgements need not wait for fsync:
+	// losing it to a power cut only means those events are sent again.
+	// The next durable commit flushes it along with its own rows.
+	marksOnly := true
+	for _, r := range batch {
+		if r.kind != opMarkSent {
+			marksOnly = false
+			break
+		}
+	}
+	if marksOnly != o.relaxed {
+		mode := "FULL"
+		if marksOnly {
+			mode = "NORMAL"
+		}
+		if _, err := o.wdb.Exec("PRAGMA synchronous = " + mode); err == nil {
+			o.relaxed = marksOnly
+		}
+	}
+
 	err := func() error {
 		tx, err := o.wdb.Begin()
 		if err != nil {
@@ -582,8 +604,8 @@ func (o *Outbox) commit(batch []*request) {
 				if mark == nil {
 					mark = tx.Stmt(o.markStmt)
 				}
-				for _, p := range r.pos {
-					res, err := mark.Exec(now.UnixMilli(), p)
+				for _, rg := range ranges(r.pos) {
+					res, err := mark.Exec(now.UnixMilli(), rg[0], rg[1])
 					if err != nil {
 						return err
 					}
@@ -631,4 +653,19 @@ func (o *Outbox) commit(batch []*request) {
 		default:
 		}
 	}
+}
+
+// ranges sorts positions and folds them into inclusive [first, last] runs.
+func ranges(pos []int64) [][2]int64 {
+	p := slices.Clone(pos)
+	slices.Sort(p)
+	var out [][2]int64
+	for _, v := range p {
+		if n := len(out); n > 0 && (v == out[n-1][1] || v == out[n-1][1]+1) {
+			out[n-1][1] = v
+			continue
+		}
+		out = append(out, [2]int64{v, v})
+	}
+	return out
 }

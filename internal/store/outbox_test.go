@@ -272,3 +272,32 @@ func TestNewerSchemaRefused(t *testing.T) {
 		t.Fatalf("newer schema: %v", err)
 	}
 }
+
+func TestRanges(t *testing.T) {
+	got := ranges([]int64{7, 3, 4, 5, 9, 10, 1, 4})
+	want := [][2]int64{{1, 1}, {3, 5}, {7, 7}, {9, 10}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ranges = %v, want %v", got, want)
+	}
+}
+
+func TestMarkSentSparse(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{})
+	defer o.Close()
+	appendN(t, o, 10)
+	if err := o.MarkSent(ctx, []int64{2, 3, 4, 8, 3}); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := o.Pending(ctx, 0, 100)
+	var seqs []int64
+	for _, r := range recs {
+		seqs = append(seqs, r.Seq)
+	}
+	if fmt.Sprint(seqs) != "[1 5 6 7 9 10]" {
+		t.Fatalf("pending after sparse marks = %v", seqs)
+	}
+	if st, _ := o.Stats(ctx); st.Pending != 6 {
+		t.Fatalf("pending count = %d, want 6", st.Pending)
+	}
+}

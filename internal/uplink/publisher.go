@@ -66,6 +66,8 @@ type Options struct {
 	Clock  clock.Clock
 	Logger *slog.Logger
 	Health health.Reporter
+	// OnAck, if set, is called when the PUBACK for the event at pos arrives.
+	OnAck func(pos int64)
 }
 
 // LinkState describes the connection to the cloud.
@@ -345,7 +347,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 	}
 
 	var cursor int64
-	batch := max(p.opts.Window, 256)
+	batch := max(p.opts.Window, 1024)
 	for {
 		recs, err := p.src.Pending(ctx, cursor, batch)
 		if err != nil {
@@ -395,6 +397,9 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 					fail(fmt.Errorf("publish: %w", err))
 					return
 				}
+				if p.opts.OnAck != nil {
+					p.opts.OnAck(pos)
+				}
 				acks <- pos
 			}(r.Pos)
 			cursor = r.Pos
@@ -402,23 +407,30 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 	}
 }
 
-// recordAcks marks acknowledged events sent, batching whatever is queued.
+// recordAcks marks acknowledged events sent. It gathers acknowledgements
+// for up to ackFlush before each write, so that a fast drain costs one small
+// transaction per few hundred events instead of one per event.
 func (p *Publisher) recordAcks(acks <-chan int64) {
-	buf := make([]int64, 0, 1024)
+	const ackFlush = 5 * time.Millisecond
+	buf := make([]int64, 0, 4096)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for pos := range acks {
 		buf = append(buf[:0], pos)
-	drain:
+		timer.Reset(ackFlush)
+	gather:
 		for len(buf) < cap(buf) {
 			select {
 			case pos, ok := <-acks:
 				if !ok {
-					break drain
+					break gather
 				}
 				buf = append(buf, pos)
-			default:
-				break drain
+			case <-timer.C:
+				break gather
 			}
 		}
+		timer.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := p.src.MarkSent(ctx, buf); err != nil {
 			// The events stay pending and are resent: at least once, never lost.
