@@ -60,7 +60,7 @@ type proc struct {
 	err  error
 }
 
-func startDaemon(t *testing.T, cfgPath string, extraEnv ...string) *proc {
+func startDaemon(t testing.TB, cfgPath string, extraEnv ...string) *proc {
 	t.Helper()
 	p := &proc{log: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, "run", "--config", cfgPath)
@@ -81,7 +81,7 @@ func startDaemon(t *testing.T, cfgPath string, extraEnv ...string) *proc {
 }
 
 // waitLog waits until the daemon's log contains s.
-func (p *proc) waitLog(t *testing.T, s string, timeout time.Duration) {
+func (p *proc) waitLog(t testing.TB, s string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !strings.Contains(p.log.String(), s) {
@@ -103,7 +103,7 @@ func (p *proc) kill() {
 }
 
 // stop sends SIGTERM and returns the exit code.
-func (p *proc) stop(t *testing.T) int {
+func (p *proc) stop(t testing.TB) int {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -124,14 +124,14 @@ type setup struct {
 	ca     string
 }
 
-func newSetup(t *testing.T, id string) *setup {
+func newSetup(t testing.TB, id string) *setup {
 	b := mqtttest.Start(t)
 	cert, key := b.ClientFiles(t, id)
 	return &setup{dir: t.TempDir(), broker: b, id: id, cert: cert, key: key, ca: b.Files.CA}
 }
 
 // config writes a configuration file with the given devices section.
-func (s *setup) config(t *testing.T, brokerURL, devices string) string {
+func (s *setup) config(t testing.TB, brokerURL, devices string) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`version: 1
 appliance: {id: %s, site: test-site}

@@ -237,7 +237,13 @@ func (p *Publisher) clientOptions(broker string, lost chan<- error) *mqtt.Client
 			}
 		})
 	if p.opts.TLS != nil {
-		o.SetTLSConfig(p.opts.TLS.Clone())
+		// Verify the broker's certificate against the host we dial, on every
+		// dial path (paho's proxy path would not infer it).
+		t := p.opts.TLS.Clone()
+		if u, err := url.Parse(broker); err == nil && t.ServerName == "" {
+			t.ServerName = u.Hostname()
+		}
+		o.SetTLSConfig(t)
 	}
 	return o
 }
