@@ -45,6 +45,9 @@ type Options struct {
 	Clock clock.Clock
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
+	// ObserveCommit, if set, is called by the writer after each transaction
+	// with the number of operations in it and how long it took to commit.
+	ObserveCommit func(ops int, took time.Duration)
 }
 
 // Recovery describes what happened when the database could not be opened
@@ -567,6 +570,7 @@ func (o *Outbox) commit(batch []*request) {
 		}
 	}
 
+	began := time.Now()
 	err := func() error {
 		tx, err := o.wdb.Begin()
 		if err != nil {
@@ -633,6 +637,9 @@ func (o *Outbox) commit(batch []*request) {
 		return tx.Commit()
 	}()
 
+	if o.opts.ObserveCommit != nil {
+		o.opts.ObserveCommit(len(batch), time.Since(began))
+	}
 	if err != nil {
 		// Nothing in this batch was committed: seq stays where it was.
 		o.log.Error("buffer commit failed", "err", err, "batch", len(batch))

@@ -84,47 +84,48 @@ func barePublish(b *testing.B, broker *mqtttest.Broker, payload []byte, n, windo
 
 // BenchmarkDrain measures how fast a 100,000-event backlog drains to
 // mosquitto over mutual TLS (every event PUBACKed and marked sent), next to
-// a bare paho publisher with the same window in the same run.
+// a bare paho QoS 1 publisher with the same window in the same run. The two
+// alternate over two rounds so that a noisy neighbour hits both alike.
 func BenchmarkDrain(b *testing.B) {
-	const n = 100000
-	for _, window := range []int{64} {
-		b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
-			broker := mqtttest.Start(b)
-			for it := 0; it < b.N; it++ {
-				o, err := store.Open(context.Background(), store.Options{Path: filepath.Join(b.TempDir(), "drain.db")})
-				if err != nil {
-					b.Fatal(err)
-				}
-				fill(b, o, n)
-				recs, _ := o.Pending(context.Background(), 0, 1)
-				payload := recs[0].Payload
-
-				cert, key := broker.ClientFiles(b, appliance)
-				tlsCfg, err := uplink.LoadTLS(broker.Files.CA, cert, key)
-				if err != nil {
-					b.Fatal(err)
-				}
-				p, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance,
-					TopicPrefix: "mailroom/v1", Window: window, KeepAlive: 30 * time.Second})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				start := time.Now()
-				go func() { p.Run(ctx); close(done) }()
-				waitDrained(b, o, 5*time.Minute)
-				drain := time.Since(start)
-				cancel()
-				<-done
-				o.Close()
-
-				bare := barePublish(b, broker, payload, n, window)
-				b.ReportMetric(float64(n)/drain.Seconds(), "drain-events/s")
-				b.ReportMetric(float64(n)/bare.Seconds(), "bare-paho-msgs/s")
-				b.ReportMetric(bare.Seconds()/drain.Seconds()*100, "drain-%-of-bare")
+	const n, rounds = 100000, 2
+	const window = 64
+	broker := mqtttest.Start(b)
+	cert, key := broker.ClientFiles(b, appliance)
+	tlsCfg, err := uplink.LoadTLS(broker.Files.CA, cert, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for it := 0; it < b.N; it++ {
+		boxes := make([]*store.Outbox, rounds)
+		for r := range boxes {
+			if boxes[r], err = store.Open(context.Background(), store.Options{Path: filepath.Join(b.TempDir(), "drain.db")}); err != nil {
+				b.Fatal(err)
 			}
-		})
+			fill(b, boxes[r], n)
+		}
+		recs, _ := boxes[0].Pending(context.Background(), 0, 1)
+		payload := recs[0].Payload
+		var drainTotal, bareTotal time.Duration
+		for r, o := range boxes {
+			bareTotal += barePublish(b, broker, payload, n, window)
+			p, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: fmt.Sprintf("%s-%d", appliance, r),
+				TopicPrefix: "mailroom/v1", Window: window, KeepAlive: 30 * time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			start := time.Now()
+			go func() { p.Run(ctx); close(done) }()
+			waitDrained(b, o, 5*time.Minute)
+			drainTotal += time.Since(start)
+			cancel()
+			<-done
+			o.Close()
+		}
+		b.ReportMetric(float64(n*rounds)/drainTotal.Seconds(), "drain-events/s")
+		b.ReportMetric(float64(n*rounds)/bareTotal.Seconds(), "bare-paho-msgs/s")
+		b.ReportMetric(bareTotal.Seconds()/drainTotal.Seconds()*100, "drain-%-of-bare")
 	}
 }
 

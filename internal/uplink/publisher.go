@@ -337,16 +337,33 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 		defer close(ackDone)
 		p.recordAcks(acks)
 	}()
-	var inflight sync.WaitGroup
+	// One goroutine waits for the publishes in the order they were sent
+	// (PUBACKs come back in that order) and frees their window slots.
+	tokens := make(chan published, p.opts.Window)
+	waiterDone := make(chan struct{})
+	go func() {
+		defer close(waiterDone)
+		for pt := range tokens {
+			<-pt.tok.Done()
+			<-window
+			if err := pt.tok.Error(); err != nil {
+				fail(fmt.Errorf("publish: %w", err))
+				continue
+			}
+			if p.opts.OnAck != nil {
+				p.opts.OnAck(pt.pos)
+			}
+			acks <- pt.pos
+		}
+	}()
 	settle := func() {
-		done := make(chan struct{})
-		go func() { inflight.Wait(); close(done) }()
+		close(tokens)
 		select {
-		case <-done:
+		case <-waiterDone:
 		case <-time.After(p.opts.ShutdownTimeout):
 			p.log.Warn("in-flight publishes did not settle; they stay pending and are resent next time", "timeout", p.opts.ShutdownTimeout)
 			client.Disconnect(0) // completes the remaining tokens with an error
-			<-done
+			<-waiterDone
 		}
 		close(acks)
 		<-ackDone
@@ -393,24 +410,16 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 				settle()
 				return nil
 			}
-			tok := client.Publish(topic, 1, false, r.Payload)
-			inflight.Add(1)
-			go func(pos int64) {
-				defer inflight.Done()
-				<-tok.Done()
-				<-window
-				if err := tok.Error(); err != nil {
-					fail(fmt.Errorf("publish: %w", err))
-					return
-				}
-				if p.opts.OnAck != nil {
-					p.opts.OnAck(pos)
-				}
-				acks <- pos
-			}(r.Pos)
+			tokens <- published{tok: client.Publish(topic, 1, false, r.Payload), pos: r.Pos}
 			cursor = r.Pos
 		}
 	}
+}
+
+// published is a publish awaiting its PUBACK.
+type published struct {
+	tok mqtt.Token
+	pos int64
 }
 
 // recordAcks marks acknowledged events sent. It gathers acknowledgements
