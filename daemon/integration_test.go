@@ -11,7 +11,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 
-	"github.com/mailroomd/mailroomd/drivers/scanner/serialline/serialtest"
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
 )

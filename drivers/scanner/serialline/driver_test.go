@@ -12,7 +12,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/drivers/scanner"
 	"github.com/mailroomd/mailroomd/drivers/scanner/serialline"
-	"github.com/mailroomd/mailroomd/drivers/scanner/serialline/serialtest"
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
 	"github.com/mailroomd/mailroomd/internal/health"
 )
 

@@ -1,6 +1,6 @@
-// Package serialtest plays a serial barcode scanner on the master side of a
-// real pseudo-terminal pair, so the driver under test opens an actual tty.
-// The scanner is reachable through a stable symlink, like a
+// Package serialtest plays a serial device (a scanner, a scale) on the
+// master side of a real pseudo-terminal pair, so the driver under test opens
+// an actual tty. The device is reachable through a stable symlink, like a
 // /dev/serial/by-id link, that Replug points at a fresh tty.
 package serialtest
 
@@ -14,7 +14,7 @@ import (
 	"github.com/creack/pty"
 )
 
-// Scanner is a fake serial scanner behind a PTY.
+// Scanner is a fake serial device behind a PTY.
 type Scanner struct {
 	t      testing.TB
 	Link   string // the stable path to configure
@@ -78,6 +78,26 @@ func (s *Scanner) Write(b []byte) error {
 	}
 	_, err := s.master.Write(b)
 	return err
+}
+
+// Read reads what the driver sent to the device. It fails once the device
+// is unplugged.
+func (s *Scanner) Read(p []byte) (int, error) {
+	s.mu.Lock()
+	m := s.master
+	s.mu.Unlock()
+	if m == nil {
+		return 0, fmt.Errorf("device unplugged")
+	}
+	return m.Read(p)
+}
+
+// Master returns the current master side, to read from it while the lock is
+// not held; it is nil while unplugged.
+func (s *Scanner) Master() *os.File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.master
 }
 
 // Scan sends code followed by the terminator.

@@ -1,0 +1,185 @@
+package serialscale_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.bug.st/serial"
+	"go.uber.org/goleak"
+
+	"github.com/mailroomd/mailroomd/drivers/scale"
+	"github.com/mailroomd/mailroomd/drivers/scale/serialscale"
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
+	"github.com/mailroomd/mailroomd/internal/health"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// conditions records active health conditions.
+type conditions struct {
+	mu     sync.Mutex
+	active map[string]string
+}
+
+func (c *conditions) Set(k string, _ health.Severity, msg string) {
+	c.mu.Lock()
+	c.active[k] = msg
+	c.mu.Unlock()
+}
+func (c *conditions) Clear(k string) { c.mu.Lock(); delete(c.active, k); c.mu.Unlock() }
+func (c *conditions) has(k string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.active[k]
+	return ok
+}
+
+func waitCond(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fakeNCI answers "W\r" on the PTY master with the current reply, or stays
+// silent when the reply is empty.
+type fakeNCI struct {
+	stop  chan struct{}
+	dev   *serialtest.Scanner
+	mu    sync.Mutex
+	reply string
+}
+
+func (f *fakeNCI) set(reply string) { f.mu.Lock(); f.reply = reply; f.mu.Unlock() }
+
+func (f *fakeNCI) serve() {
+	buf := make([]byte, 64)
+	for {
+		select {
+		case <-f.stop:
+			return
+		default:
+		}
+		m := f.dev.Master()
+		if m == nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		n, err := m.Read(buf)
+		if err != nil {
+			// EIO while no one has the slave open, or the master was
+			// closed by an unplug: try again shortly.
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		if strings.Contains(string(buf[:n]), "W\r") {
+			f.mu.Lock()
+			r := f.reply
+			f.mu.Unlock()
+			if r != "" {
+				// Send it split in two writes, as slow scales do.
+				m.Write([]byte(r[:len(r)/2]))
+				time.Sleep(2 * time.Millisecond)
+				m.Write([]byte(r[len(r)/2:]))
+			}
+		}
+	}
+}
+
+func next(t *testing.T, out <-chan scale.Reading) scale.Reading {
+	t.Helper()
+	select {
+	case r := <-out:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reading")
+	}
+	return scale.Reading{}
+}
+
+func TestNCIScaleOnPTY(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "ttyScale")
+	dev := serialtest.New(t, link)
+	fake := &fakeNCI{dev: dev, reply: "\n0002.50LB\r\n00\r\x03", stop: make(chan struct{})}
+	go fake.serve()
+	defer close(fake.stop)
+	conds := &conditions{active: map[string]string{}}
+	d := serialscale.New(serialscale.Config{
+		Name: "dock-scale", Port: link, Protocol: serialscale.NCI{},
+		Mode: serial.Mode{BaudRate: 9600, DataBits: 7, Parity: serial.EvenParity, StopBits: serial.OneStopBit},
+		Poll: 20 * time.Millisecond, ReadTimeout: 200 * time.Millisecond,
+		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
+	}, nil, nil, nil, conds)
+	out := make(chan scale.Reading, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, out) }()
+
+	if r := next(t, out); r.Value != 2.5 || r.Unit != scale.Pound || !r.Stable || r.Device != "dock-scale" {
+		t.Fatalf("first reading %+v", r)
+	}
+	fake.set("\n0003.10LB\r\n10\r\x03")
+	if r := next(t, out); r.Status != scale.StatusMotion || r.Stable {
+		t.Fatalf("motion reading %+v", r)
+	}
+	// Silence is reported, not waited on; answering again clears it.
+	fake.set("")
+	waitCond(t, "not answering", func() bool { return conds.has(serialscale.SilentKey("dock-scale")) })
+	fake.set("\n0001.00KG\r\n00\r\x03")
+	if r := next(t, out); r.Value != 1 || r.Unit != scale.Kilogram {
+		t.Fatalf("after silence %+v", r)
+	}
+	waitCond(t, "answering again", func() bool { return !conds.has(serialscale.SilentKey("dock-scale")) })
+
+	// Unplug and replug behind the same path.
+	dev.Unplug()
+	waitCond(t, "disconnected", func() bool { return conds.has(serialscale.DisconnectedKey("dock-scale")) })
+	fake.set("\n0004.00LB\r\n00\r\x03")
+	dev.Replug()
+	if r := next(t, out); r.Value != 4 || r.Unit != scale.Pound {
+		t.Fatalf("after replug %+v", r)
+	}
+	waitCond(t, "reconnected", func() bool { return !conds.has(serialscale.DisconnectedKey("dock-scale")) })
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	dev.Unplug()
+}
+
+func TestContinuousScaleOnPTY(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "ttyScale")
+	dev := serialtest.New(t, link)
+	d := serialscale.New(serialscale.Config{Name: "stream", Port: link, Protocol: serialscale.Continuous{},
+		Mode: serial.Mode{BaudRate: 9600}, ReadTimeout: time.Second}, nil, nil, nil, nil)
+	out := make(chan scale.Reading, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, out) }()
+	time.Sleep(100 * time.Millisecond) // let the driver open the port
+	dev.Write([]byte("US,GS,+  1.230 kg\r\nnoise\x00\r\nST,GS,+  1.234 kg\r\nST,GS,+  1.234 kg\r\n"))
+	if r := next(t, out); r.Status != scale.StatusMotion {
+		t.Fatalf("first %+v", r)
+	}
+	if r := next(t, out); r.Value != 1.234 || !r.Stable {
+		t.Fatalf("second %+v", r)
+	}
+	select {
+	case r := <-out:
+		t.Fatalf("an unchanged frame was sent again: %+v", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
