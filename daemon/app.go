@@ -12,9 +12,14 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/mailroomd/mailroomd/drivers/hid"
+	"github.com/mailroomd/mailroomd/drivers/scale"
+	"github.com/mailroomd/mailroomd/drivers/scale/serialscale"
 	"github.com/mailroomd/mailroomd/drivers/scanner"
 	"github.com/mailroomd/mailroomd/drivers/scanner/serialline"
 	"github.com/mailroomd/mailroomd/drivers/scanner/sim"
+	"github.com/mailroomd/mailroomd/drivers/serialport"
+	"github.com/mailroomd/mailroomd/drivers/usbhid"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/health"
@@ -23,10 +28,11 @@ import (
 	"github.com/mailroomd/mailroomd/internal/uplink"
 )
 
-// device is one configured scanner and its driver.
+// device is one configured device and its driver: a scanner or a scale.
 type device struct {
-	name   string
-	driver scanner.Driver
+	name    string
+	scanner scanner.Driver
+	scale   scale.Driver
 }
 
 // App is the explicit set of subsystems, started in field order and stopped
@@ -98,12 +104,13 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 	a.intake = intake.New(st, cfg.Appliance.ID, cfg.Appliance.Site, log.With("subsystem", "intake"), a.health)
 
 	for _, d := range cfg.Devices {
-		drv, err := newDriver(d, clk, log.With("subsystem", "driver"), a.health)
+		dev, err := newDevice(d, clk, log.With("subsystem", "driver"), a.health)
 		if err != nil {
 			st.Close()
 			return nil, fmt.Errorf("device %s: %w", d.Name, err)
 		}
-		a.devices = append(a.devices, device{name: d.Name, driver: drv})
+		a.health.AddDevice(d.Name, d.Kind, d.Driver)
+		a.devices = append(a.devices, dev)
 	}
 	return a, nil
 }
@@ -117,35 +124,92 @@ func allPlaintext(brokers []string) bool {
 	return true
 }
 
-func newDriver(d config.Device, clk clock.Clock, log *slog.Logger, h health.Reporter) (scanner.Driver, error) {
+func serialMode(d config.Device) (serial.Mode, error) {
+	parity, err := serialline.ParseParity(d.Parity)
+	if err != nil {
+		return serial.Mode{}, err
+	}
+	stop, err := serialline.ParseStopBits(d.StopBits)
+	if err != nil {
+		return serial.Mode{}, err
+	}
+	return serial.Mode{BaudRate: d.Baud, DataBits: d.DataBits, Parity: parity, StopBits: stop}, nil
+}
+
+// serialOpener opens the configured path, or finds the port by USB id.
+func serialOpener(d config.Device) (func(string, *serial.Mode) (serial.Port, error), error) {
+	if d.USB == "" {
+		return nil, nil // serial.Open
+	}
+	m, err := usbhid.ParseMatch(d.USB)
+	if err != nil {
+		return nil, err
+	}
+	return serialport.USBOpener(m), nil
+}
+
+func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Reporter) (device, error) {
+	dev := device{name: d.Name}
 	switch d.Driver {
 	case "sim":
-		return sim.New(d.Name, d.Interval.D(), d.Seed, clk), nil
+		dev.scanner = sim.New(d.Name, d.Interval.D(), d.Seed, clk)
 	case "serial-line":
 		term, err := config.ParseTerminator(d.Terminator)
 		if err != nil {
-			return nil, err
+			return dev, err
 		}
-		parity, err := serialline.ParseParity(d.Parity)
+		mode, err := serialMode(d)
 		if err != nil {
-			return nil, err
-		}
-		stop, err := serialline.ParseStopBits(d.StopBits)
-		if err != nil {
-			return nil, err
+			return dev, err
 		}
 		ctrl, err := serialline.ParseControlPolicy(d.ControlChars)
 		if err != nil {
-			return nil, err
+			return dev, err
 		}
-		return serialline.New(serialline.Config{
-			Name: d.Name, Port: d.Port,
-			Mode:       serial.Mode{BaudRate: d.Baud, DataBits: d.DataBits, Parity: parity, StopBits: stop},
+		open, err := serialOpener(d)
+		if err != nil {
+			return dev, err
+		}
+		dev.scanner = serialline.New(serialline.Config{
+			Name: d.Name, Port: d.Port, Mode: mode,
 			Terminator: term, Prefix: []byte(d.Prefix), Suffix: []byte(d.Suffix), MaxLength: d.MaxLength,
 			Control: ctrl, ReconnectMin: 200 * time.Millisecond, ReconnectMax: d.ReconnectMax.D(),
-		}, nil, clk, log, h), nil
+		}, open, clk, log, h)
+	case "hid-keyboard", "hid-pos":
+		m, err := usbhid.ParseMatch(d.USB)
+		if err != nil {
+			return dev, err
+		}
+		common := usbhid.Common{Name: d.Name, Match: m, Clock: clk, Log: log, Health: h, ReconnectMax: d.ReconnectMax.D()}
+		if d.Kind == "scale" {
+			dev.scale = &usbhid.Scale{Common: common}
+			break
+		}
+		layout, err := hid.LayoutByName(d.Layout)
+		if err != nil {
+			return dev, err
+		}
+		dev.scanner = &usbhid.Scanner{Common: common, Keyboard: d.Driver == "hid-keyboard", Layout: layout, MaxLength: d.MaxLength}
+	case "nci", "mt-sics", "toledo", "continuous":
+		unit, _ := serialscale.ParseUnit(d.Unit)
+		proto, err := serialscale.ByName(d.Driver, unit)
+		if err != nil {
+			return dev, err
+		}
+		mode, err := serialMode(d)
+		if err != nil {
+			return dev, err
+		}
+		open, err := serialOpener(d)
+		if err != nil {
+			return dev, err
+		}
+		dev.scale = serialscale.New(serialscale.Config{Name: d.Name, Port: d.Port, Mode: mode, Protocol: proto,
+			Poll: d.PollInterval.D(), ReadTimeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D()}, open, clk, log, h)
+	default:
+		return dev, errors.New("unknown driver " + strconv.Quote(d.Driver))
 	}
-	return nil, errors.New("unknown driver " + strconv.Quote(d.Driver))
+	return dev, nil
 }
 
 // Start runs the uplink, then the intake and devices. It does not block.
@@ -166,21 +230,49 @@ func (a *App) Start() {
 	dctx, dcancel := context.WithCancel(context.Background())
 	a.devCancel = dcancel
 	for _, d := range a.devices {
+		if d.scale != nil {
+			a.startScale(dctx, d)
+			continue
+		}
 		readings := make(chan scanner.Reading, 64)
 		a.devWG.Add(2)
 		go func() {
 			defer a.devWG.Done()
 			defer close(readings)
-			if err := d.driver.Run(dctx, readings); err != nil {
+			if err := d.scanner.Run(dctx, readings); err != nil {
 				a.log.Error("device stopped", "device", d.name, "err", err)
 			}
 		}()
 		go func() {
 			defer a.devWG.Done()
 			// Commit everything the driver already read, even while stopping.
-			a.intake.Run(context.Background(), readings)
+			for r := range readings {
+				if _, err := a.intake.Commit(context.Background(), r); err == nil {
+					a.health.Seen(r.Device, string(r.Barcode))
+				}
+			}
 		}()
 	}
+}
+
+// startScale runs a scale; its latest reading goes to the health model.
+func (a *App) startScale(ctx context.Context, d device) {
+	readings := make(chan scale.Reading, 16)
+	a.devWG.Add(2)
+	go func() {
+		defer a.devWG.Done()
+		defer close(readings)
+		if err := d.scale.Run(ctx, readings); err != nil {
+			a.log.Error("device stopped", "device", d.name, "err", err)
+		}
+	}()
+	go func() {
+		defer a.devWG.Done()
+		for r := range readings {
+			a.health.Seen(r.Device, r.String())
+			a.log.Debug("weight", "device", r.Device, "value", r.Value, "unit", string(r.Unit), "status", string(r.Status))
+		}
+	}()
 }
 
 // Stop shuts down in reverse order: devices (and the commits of what they

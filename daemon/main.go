@@ -30,6 +30,9 @@ Usage:
   mailroomd run --config FILE            run in the foreground (also as an OS service)
   mailroomd check-config --config FILE   validate a configuration file
   mailroomd version                      print version and commit
+  mailroomd devices                      list serial ports and USB devices, with config snippets
+  mailroomd probe --config FILE [--for D] DEVICE
+                                         print what one configured device reads
   mailroomd dev-certs --dir DIR [--client-id ID]
                                          write throwaway development certificates
 
@@ -94,6 +97,23 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "development certificates in %s (CA %s)\n", filepath.Dir(f.CA), f.CA)
 		return 0
+	case "devices":
+		return listDevices(stdout, stderr)
+	case "probe":
+		fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		path := fs.String("config", "", "configuration file")
+		dur := fs.Duration("for", 0, "stop after this long (default: until interrupted)")
+		if err := fs.Parse(rest); err != nil || *path == "" || fs.NArg() != 1 {
+			fmt.Fprintln(stderr, "usage: mailroomd probe --config FILE [--for DURATION] DEVICE")
+			return 2
+		}
+		cfg, err := config.Load(*path)
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd: invalid configuration:\n%v\n", err)
+			return 2
+		}
+		return probe(cfg, fs.Arg(0), *dur, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -4,6 +4,7 @@
 package scale
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -75,4 +76,11 @@ func (r Reading) Grams() (g float64, ok bool) {
 		return r.Value * 31.1034768, true
 	}
 	return 0, false
+}
+
+// Driver is a scale that sends readings until ctx is cancelled. Run
+// returns nil on cancellation; it handles unplugging and reconnection
+// itself.
+type Driver interface {
+	Run(ctx context.Context, out chan<- Reading) error
 }

@@ -67,7 +67,11 @@ type Device struct {
 	Kind   string `yaml:"kind"`
 	Driver string `yaml:"driver"`
 
-	// serial-line
+	// USB selects a device by USB id, "vid:pid" or "vid:pid/serial" (hex):
+	// for HID drivers always, for serial drivers instead of port.
+	USB string `yaml:"usb"`
+
+	// serial-line and serial scales
 	Port         string   `yaml:"port"`
 	Baud         int      `yaml:"baud"`
 	DataBits     int      `yaml:"data_bits"`
@@ -79,6 +83,14 @@ type Device struct {
 	MaxLength    int      `yaml:"max_length"`
 	ControlChars string   `yaml:"control_chars"`
 	ReconnectMax Duration `yaml:"reconnect_max"`
+
+	// hid-keyboard
+	Layout string `yaml:"layout"`
+
+	// serial scales
+	PollInterval Duration `yaml:"poll_interval"`
+	ReadTimeout  Duration `yaml:"read_timeout"`
+	Unit         string   `yaml:"unit"`
 
 	// sim
 	Interval Duration `yaml:"interval"`
@@ -168,6 +180,25 @@ func (c *Config) applyDefaults() {
 			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
 		case "sim":
 			setDefault(&d.Interval, DefaultSimInterval)
+		case "hid-keyboard", "hid-pos":
+			setDefault(&d.Layout, "us")
+			setDefault(&d.MaxLength, DefaultMaxLength)
+			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
+		case "nci", "toledo":
+			setDefault(&d.DataBits, 7)
+			setDefault(&d.Parity, "even")
+			fallthrough
+		case "mt-sics", "continuous":
+			setDefault(&d.Baud, DefaultBaud)
+			setDefault(&d.DataBits, DefaultDataBits)
+			setDefault(&d.Parity, DefaultParity)
+			setDefault(&d.StopBits, DefaultStopBits)
+			setDefault(&d.PollInterval, Duration(250*time.Millisecond))
+			setDefault(&d.ReadTimeout, Duration(time.Second))
+			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
+			if d.Driver == "toledo" {
+				setDefault(&d.Unit, "lb")
+			}
 		}
 	}
 	setDefault(&c.Log.Level, "info")

@@ -151,3 +151,59 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestHardwareDevices(t *testing.T) {
+	dir := t.TempDir()
+	writeTLS(t, dir, 0o600)
+	base := strings.SplitN(good, "devices:", 2)[0]
+	path := filepath.Join(dir, "hw.yaml")
+	os.WriteFile(path, []byte(base+`devices:
+  - {name: wedge, kind: scanner, driver: hid-keyboard, usb: "0c2e:0200", layout: de}
+  - {name: pos, kind: scanner, driver: hid-pos, usb: "0c2e:0b61/SN1"}
+  - {name: postal, kind: scale, driver: hid-pos, usb: "0922:8003"}
+  - {name: ship, kind: scale, driver: nci, port: /dev/ttyUSB0}
+  - {name: lab, kind: scale, driver: mt-sics, usb: "0eb8:f000"}
+  - {name: old, kind: scale, driver: toledo, port: /dev/ttyS0, unit: kg}
+  - {name: stream, kind: scale, driver: continuous, port: /dev/ttyS1}
+  - {name: cdc, kind: scanner, driver: serial-line, usb: "0c2e:0b6a"}
+`), 0o644)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.Devices[3]; d.DataBits != 7 || d.Parity != "even" || d.PollInterval.D() != 250*time.Millisecond {
+		t.Errorf("nci defaults (7E1, 250ms): %+v", d)
+	}
+	if d := c.Devices[4]; d.DataBits != 8 || d.Parity != "none" {
+		t.Errorf("mt-sics defaults (8N1): %+v", d)
+	}
+	if c.Devices[0].Layout != "de" || c.Devices[1].Layout != "us" {
+		t.Errorf("layouts: %q %q", c.Devices[0].Layout, c.Devices[1].Layout)
+	}
+
+	os.WriteFile(path, []byte(base+`devices:
+  - {name: a, kind: scale, driver: hid-keyboard, usb: "0c2e:0200"}
+  - {name: b, kind: scanner, driver: hid-pos}
+  - {name: c, kind: scale, driver: nci}
+  - {name: d, kind: scale, driver: toledo, port: /dev/ttyS0, unit: stone}
+  - {name: e, kind: scale, driver: nci, port: /dev/ttyS0, terminator: cr}
+  - {name: f, kind: scanner, driver: hid-keyboard, usb: "12:34", layout: fr}
+`), 0o644)
+	_, err = Load(path)
+	if err == nil {
+		t.Fatal("broken hardware config accepted")
+	}
+	for _, want := range []string{
+		`devices[0].kind: driver hid-keyboard drives a scanner, not a "scale"`,
+		"devices[1].usb: required",
+		"devices[2].port: required",
+		`devices[3].unit: unknown unit "stone"`,
+		"devices[4].terminator: not used by driver nci",
+		`devices[5].usb: "12:34" is not a USB id`,
+		`devices[5].layout: unknown keyboard layout "fr"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%s", want, err)
+		}
+	}
+}

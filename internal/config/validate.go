@@ -7,20 +7,36 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
+var scaleKeys = []string{"port", "usb", "baud", "data_bits", "parity", "stop_bits", "poll_interval", "read_timeout", "reconnect_max"}
+
 // driverKeys lists the keys each driver accepts beyond name, kind, driver.
 var driverKeys = map[string]map[string]bool{
-	"serial-line": set("port", "baud", "data_bits", "parity", "stop_bits", "terminator", "prefix", "suffix", "max_length", "control_chars", "reconnect_max"),
-	"sim":         set("interval", "seed"),
+	"serial-line":  set("port", "usb", "baud", "data_bits", "parity", "stop_bits", "terminator", "prefix", "suffix", "max_length", "control_chars", "reconnect_max"),
+	"sim":          set("interval", "seed"),
+	"hid-keyboard": set("usb", "layout", "max_length", "reconnect_max"),
+	"hid-pos":      set("usb", "max_length", "reconnect_max"),
+	"nci":          set(scaleKeys...),
+	"mt-sics":      set(scaleKeys...),
+	"toledo":       set(append([]string{"unit"}, scaleKeys...)...),
+	"continuous":   set(scaleKeys...),
 }
 
-// driverKinds lists which kind of device each driver drives.
-var driverKinds = map[string]string{"serial-line": "scanner", "sim": "scanner"}
+// driverKinds lists which kinds of device each driver drives.
+var driverKinds = map[string][]string{
+	"serial-line": {"scanner"}, "sim": {"scanner"}, "hid-keyboard": {"scanner"}, "hid-pos": {"scanner", "scale"},
+	"nci": {"scale"}, "mt-sics": {"scale"}, "toledo": {"scale"}, "continuous": {"scale"},
+}
+
+const driverNames = "serial-line, sim, hid-keyboard, hid-pos, nci, mt-sics, toledo, continuous"
+
+var usbRE = regexp.MustCompile(`^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(/.+)?$`)
 
 func set(keys ...string) map[string]bool {
 	m := map[string]bool{"name": true, "kind": true, "driver": true}
@@ -142,16 +158,20 @@ func (d *decoder) validate(c *Config) {
 		keys, known := driverKeys[dev.Driver]
 		if !known {
 			if dev.Driver == "" {
-				bad(p+".driver", "required (one of: serial-line, sim)")
+				bad(p+".driver", "required (one of: %s)", driverNames)
 			} else {
-				bad(p+".driver", "unknown driver %q (one of: serial-line, sim)", dev.Driver)
+				bad(p+".driver", "unknown driver %q (one of: %s)", dev.Driver, driverNames)
 			}
 			continue
 		}
+		kinds := driverKinds[dev.Driver]
 		if dev.Kind == "" {
-			bad(p+".kind", "required (%s for driver %s)", driverKinds[dev.Driver], dev.Driver)
-		} else if dev.Kind != driverKinds[dev.Driver] {
-			bad(p+".kind", "driver %s drives a %s, not a %q", dev.Driver, driverKinds[dev.Driver], dev.Kind)
+			bad(p+".kind", "required (%s for driver %s)", strings.Join(kinds, " or "), dev.Driver)
+		} else if !slices.Contains(kinds, dev.Kind) {
+			bad(p+".kind", "driver %s drives a %s, not a %q", dev.Driver, strings.Join(kinds, " or "), dev.Kind)
+		}
+		if dev.USB != "" && !usbRE.MatchString(dev.USB) {
+			bad(p+".usb", "%q is not a USB id: use vid:pid or vid:pid/serial in hex, e.g. 0922:8003", dev.USB)
 		}
 		for path := range d.where {
 			if key, ok := strings.CutPrefix(path, p+"."); ok && !strings.ContainsAny(key, ".[#") && !keys[key] {
@@ -164,6 +184,27 @@ func (d *decoder) validate(c *Config) {
 		case "sim":
 			if dev.Interval <= 0 {
 				bad(p+".interval", "must be positive")
+			}
+		case "hid-keyboard", "hid-pos":
+			if dev.USB == "" {
+				bad(p+".usb", "required: the device's USB id, vid:pid (see `mailroomd devices`)")
+			}
+			if dev.Layout != "us" && dev.Layout != "de" {
+				bad(p+".layout", "unknown keyboard layout %q (us, de)", dev.Layout)
+			}
+			if dev.MaxLength < 1 || dev.MaxLength > 65536 {
+				bad(p+".max_length", "must be between 1 and 65536")
+			}
+		default: // serial scales
+			validatePort(dev, p, bad)
+			if dev.PollInterval <= 0 {
+				bad(p+".poll_interval", "must be positive")
+			}
+			if dev.ReadTimeout <= 0 {
+				bad(p+".read_timeout", "must be positive")
+			}
+			if dev.Driver == "toledo" && !slices.Contains([]string{"g", "kg", "lb", "oz"}, dev.Unit) {
+				bad(p+".unit", "unknown unit %q (g, kg, lb, oz)", dev.Unit)
 			}
 		}
 	}
@@ -181,8 +222,27 @@ func (d *decoder) validate(c *Config) {
 }
 
 func validateSerial(dev *Device, p string, bad func(string, string, ...any)) {
-	if dev.Port == "" {
-		bad(p+".port", "required: a device path such as /dev/ttyACM0 or /dev/serial/by-id/...")
+	validatePort(dev, p, bad)
+	if _, err := ParseTerminator(dev.Terminator); err != nil {
+		bad(p+".terminator", "%v", err)
+	}
+	if dev.MaxLength < 1 || dev.MaxLength > 65536 {
+		bad(p+".max_length", "must be between 1 and 65536")
+	}
+	switch dev.ControlChars {
+	case "strip", "keep", "reject":
+	default:
+		bad(p+".control_chars", "unknown policy %q (strip, keep, reject)", dev.ControlChars)
+	}
+}
+
+// validatePort checks the settings every serial device shares.
+func validatePort(dev *Device, p string, bad func(string, string, ...any)) {
+	switch {
+	case dev.Port == "" && dev.USB == "":
+		bad(p+".port", "required: a device path such as /dev/ttyACM0 or /dev/serial/by-id/..., or usb: vid:pid")
+	case dev.Port != "" && dev.USB != "":
+		bad(p+".usb", "set either port or usb, not both")
 	}
 	if dev.Baud <= 0 {
 		bad(p+".baud", "must be positive")
@@ -199,17 +259,6 @@ func validateSerial(dev *Device, p string, bad func(string, string, ...any)) {
 	case "1", "1.5", "2":
 	default:
 		bad(p+".stop_bits", "unknown stop bits %q (1, 1.5, 2)", dev.StopBits)
-	}
-	if _, err := ParseTerminator(dev.Terminator); err != nil {
-		bad(p+".terminator", "%v", err)
-	}
-	if dev.MaxLength < 1 || dev.MaxLength > 65536 {
-		bad(p+".max_length", "must be between 1 and 65536")
-	}
-	switch dev.ControlChars {
-	case "strip", "keep", "reject":
-	default:
-		bad(p+".control_chars", "unknown policy %q (strip, keep, reject)", dev.ControlChars)
 	}
 	if dev.ReconnectMax <= 0 {
 		bad(p+".reconnect_max", "must be positive")

@@ -59,6 +59,7 @@ type Tracker struct {
 	// OnChange, if set before use, is called (without the lock held) when a
 	// condition is raised, changes its message or severity, or clears.
 	onChange func(c Condition, cleared bool)
+	devices  map[string]*deviceInfo
 }
 
 var _ Reporter = (*Tracker)(nil)

@@ -39,3 +39,27 @@ func TestTrackerRaisesOnceAndClearsOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestDeviceStates(t *testing.T) {
+	fc := clock.NewFake(time.Unix(2000, 0))
+	tr := NewTracker(fc, nil)
+	tr.AddDevice("dock-scale", "scale", "nci")
+	tr.AddDevice("dock-scanner", "scanner", "serial-line")
+	tr.Seen("dock-scale", "2.5 lb stable")
+	tr.Set("device.dock-scanner.disconnected", Warning, "cannot open /dev/ttyACM0")
+	tr.Set("device.dock-scale.not_answering", Warning, "no reply within 1s")
+	got := tr.Devices()
+	if len(got) != 2 {
+		t.Fatalf("devices = %+v", got)
+	}
+	if s := got[0]; s.Name != "dock-scale" || s.State != DeviceError || s.Reason != "no reply within 1s" || s.LastReading != "2.5 lb stable" || !s.LastSeen.Equal(time.Unix(2000, 0)) {
+		t.Fatalf("scale = %+v", s)
+	}
+	if s := got[1]; s.State != DeviceDisconnected || s.Reason != "cannot open /dev/ttyACM0" {
+		t.Fatalf("scanner = %+v", s)
+	}
+	tr.Clear("device.dock-scanner.disconnected")
+	if s := tr.Devices()[1]; s.State != DeviceConnected {
+		t.Fatalf("after clear: %+v", s)
+	}
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mailroomd/mailroomd/drivers/scale"
+	"github.com/mailroomd/mailroomd/drivers/scanner"
+	"github.com/mailroomd/mailroomd/drivers/serialport"
+	"github.com/mailroomd/mailroomd/drivers/usbhid"
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/health"
+)
+
+// listDevices prints the serial ports and USB devices of this machine, with
+// a guess of what each is and a config snippet.
+func listDevices(stdout, stderr io.Writer) int {
+	ports, err := serialport.List()
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+	}
+	byID := serialByID()
+	fmt.Fprintln(stdout, "Serial ports:")
+	if len(ports) == 0 {
+		fmt.Fprintln(stdout, "  (none)")
+	}
+	for _, p := range ports {
+		name := p.Name
+		fmt.Fprintf(stdout, "  %s", name)
+		if p.IsUSB {
+			fmt.Fprintf(stdout, "  usb %04x:%04x", p.VendorID, p.ProductID)
+			if p.Serial != "" {
+				fmt.Fprintf(stdout, " serial %s", p.Serial)
+			}
+			if p.Product != "" {
+				fmt.Fprintf(stdout, " (%s)", p.Product)
+			}
+		}
+		fmt.Fprintln(stdout)
+		if link := byID[name]; link != "" {
+			fmt.Fprintf(stdout, "    by-id: %s\n", link)
+			name = link
+		}
+		fmt.Fprintf(stdout, "    scanner: {name: scanner-1, kind: scanner, driver: serial-line, port: %s, baud: 9600, terminator: cr}\n", name)
+		fmt.Fprintf(stdout, "    scale:   {name: scale-1, kind: scale, driver: nci, port: %s}\n", name)
+	}
+	devs, err := usbhid.List()
+	fmt.Fprintln(stdout, "USB devices:")
+	if err != nil {
+		fmt.Fprintf(stdout, "  (cannot list: %v)\n", err)
+		return 0
+	}
+	if len(devs) == 0 {
+		fmt.Fprintln(stdout, "  (none)")
+	}
+	for _, d := range devs {
+		id := fmt.Sprintf("%04x:%04x", d.VendorID, d.ProductID)
+		if d.Serial != "" {
+			id += "/" + d.Serial
+		}
+		fmt.Fprintf(stdout, "  %s  %s %s (interface %d)\n", id, d.Manufacturer, d.Product, d.Interface)
+		guess := usbhid.Known[[2]uint16{d.VendorID, d.ProductID}]
+		if guess == "" {
+			continue
+		}
+		fmt.Fprintf(stdout, "    looks like: %s\n", guess)
+		switch {
+		case strings.Contains(guess, "hid-pos scale"):
+			fmt.Fprintf(stdout, "    config: {name: scale-1, kind: scale, driver: hid-pos, usb: \"%s\"}\n", id)
+		case strings.Contains(guess, "hid-pos scanner"):
+			fmt.Fprintf(stdout, "    config: {name: scanner-1, kind: scanner, driver: hid-pos, usb: \"%s\"}\n", id)
+		case strings.Contains(guess, "hid-keyboard"):
+			fmt.Fprintf(stdout, "    config: {name: scanner-1, kind: scanner, driver: hid-keyboard, usb: \"%s\", layout: us}\n", id)
+		}
+	}
+	return 0
+}
+
+// serialByID maps tty paths to their /dev/serial/by-id links.
+func serialByID() map[string]string {
+	out := map[string]string{}
+	links, _ := filepath.Glob("/dev/serial/by-id/*")
+	for _, l := range links {
+		if target, err := filepath.EvalSymlinks(l); err == nil {
+			out[target] = l
+		}
+	}
+	return out
+}
+
+// probe opens one configured device and prints what it reads until
+// interrupted or until timeout (0: no timeout).
+func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stderr io.Writer) int {
+	var dc *config.Device
+	for i := range cfg.Devices {
+		if cfg.Devices[i].Name == name {
+			dc = &cfg.Devices[i]
+		}
+	}
+	if dc == nil {
+		fmt.Fprintf(stderr, "mailroomd: no device %q in %s\n", name, cfg.File)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h := health.NewTracker(clock.Real{}, func(c health.Condition, cleared bool) {
+		if cleared {
+			fmt.Fprintf(stdout, "%s  state: ok (%s cleared)\n", time.Now().Format("15:04:05.000"), c.Key)
+		} else {
+			fmt.Fprintf(stdout, "%s  state: %s: %s\n", time.Now().Format("15:04:05.000"), c.Severity, c.Message)
+		}
+	})
+	dev, err := newDevice(*dc, clock.Real{}, log, h)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd: device %s: %v\n", name, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	fmt.Fprintf(stdout, "probing %s (%s, driver %s); Ctrl-C to stop\n", name, dc.Kind, dc.Driver)
+	done := make(chan error, 1)
+	if dev.scale != nil {
+		ch := make(chan scale.Reading)
+		go func() { done <- dev.scale.Run(ctx, ch) }()
+		for {
+			select {
+			case r := <-ch:
+				fmt.Fprintf(stdout, "%s  weight: %s\n", r.At.Format("15:04:05.000"), r)
+			case err := <-done:
+				return exitOf(err, stderr)
+			}
+		}
+	}
+	ch := make(chan scanner.Reading)
+	go func() { done <- dev.scanner.Run(ctx, ch) }()
+	for {
+		select {
+		case r := <-ch:
+			fmt.Fprintf(stdout, "%s  scan: %q", r.At.Format("15:04:05.000"), r.Barcode)
+			if r.Symbology != "" {
+				fmt.Fprintf(stdout, " symbology %s", r.Symbology)
+			}
+			fmt.Fprintf(stdout, " (% x)\n", r.Barcode)
+		case err := <-done:
+			return exitOf(err, stderr)
+		}
+	}
+}
+
+func exitOf(err error, stderr io.Writer) int {
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+		return 1
+	}
+	return 0
+}

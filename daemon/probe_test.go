@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
+)
+
+// answerNCI plays an NCI scale on a PTY until stop is closed.
+func answerNCI(dev *serialtest.Scanner, reply string, stop chan struct{}) {
+	buf := make([]byte, 64)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		m := dev.Master()
+		if m == nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		n, err := m.Read(buf)
+		if err != nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		if bytes.Contains(buf[:n], []byte("W\r")) {
+			m.Write([]byte(reply))
+		}
+	}
+}
+
+func TestProbeScaleAndScanner(t *testing.T) {
+	dir := t.TempDir()
+	scaleDev := serialtest.New(t, filepath.Join(dir, "ttyScale"))
+	scanDev := serialtest.New(t, filepath.Join(dir, "ttyScan"))
+	stop := make(chan struct{})
+	defer close(stop)
+	go answerNCI(scaleDev, "\n0002.50LB\r\n00\r\x03", stop)
+	cfg := filepath.Join(dir, "probe.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
+appliance: {id: mr-probe}
+uplink: {brokers: ["mqtt://127.0.0.1:1"], insecure: true}
+devices:
+  - {name: ship, kind: scale, driver: nci, port: %s, poll_interval: 50ms}
+  - {name: dock, kind: scanner, driver: serial-line, port: %s}
+`, scaleDev.Link, scanDev.Link)), 0o644)
+
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"probe", "--config", cfg, "--for", "700ms", "ship"}, &out, &errOut); code != 0 {
+		t.Fatalf("probe exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "weight: 2.5 lb stable") {
+		t.Fatalf("probe output lacks the weight:\n%s\n%s", out.String(), errOut.String())
+	}
+
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		scanDev.Scan("1Z999AA10123456784")
+	}()
+	out.Reset()
+	if code := Main([]string{"probe", "--config", cfg, "--for", "900ms", "dock"}, &out, &errOut); code != 0 {
+		t.Fatalf("probe exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), `scan: "1Z999AA10123456784"`) {
+		t.Fatalf("probe output lacks the scan:\n%s", out.String())
+	}
+	if code := Main([]string{"probe", "--config", cfg, "nope"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `no device "nope"`) {
+		t.Fatalf("unknown device: %d %s", code, errOut.String())
+	}
+}
+
+func TestDevicesListsSerialPorts(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"devices"}, &out, &errOut); code != 0 {
+		t.Fatalf("devices exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "Serial ports:") || !strings.Contains(out.String(), "USB devices:") {
+		t.Fatalf("devices output:\n%s", out.String())
+	}
+}
