@@ -43,21 +43,27 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-## test: every test, with real mosquitto, PTYs, SQLite files and the real binary
+## test: every test, with real mosquitto, PTYs, SQLite files and the real binary,
+## and a short run of every fuzz target
 test: deps vet
 	$(GO) test -count=1 -timeout 9m ./...
+	$(MAKE) fuzz FUZZTIME=3s
 
 test-race: deps
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-## fuzz: a short run of every fuzz target
+## fuzz: a run of every fuzz target (FUZZTIME each)
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30s ./internal/config
-	$(GO) test -run XXX -fuzz FuzzFramer -fuzztime 30s ./drivers/scanner/serialline
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run XXX -fuzz FuzzEventJSON -fuzztime $(FUZZTIME) ./internal/event
+	$(GO) test -run XXX -fuzz FuzzFramer -fuzztime $(FUZZTIME) ./drivers/scanner/serialline
+	$(GO) test -run XXX -fuzz FuzzDecoders -fuzztime $(FUZZTIME) ./drivers/hid
+	$(GO) test -run XXX -fuzz FuzzProtocols -fuzztime $(FUZZTIME) ./drivers/scale/serialscale
 
 ## bench: ingest, drain, latency and memory benchmarks (see docs/benchmarks.md)
 bench: deps
-	$(GO) test -run XXX -bench . -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
+	$(GO) test -run XXX -bench . -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon ./drivers/...
 
 clean:
 	rm -rf bin var

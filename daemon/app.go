@@ -234,25 +234,25 @@ func (a *App) Start() {
 			a.startScale(dctx, d)
 			continue
 		}
-		readings := make(chan scanner.Reading, 64)
-		a.devWG.Add(2)
+		a.devWG.Add(1)
 		go func() {
 			defer a.devWG.Done()
-			defer close(readings)
-			if err := d.scanner.Run(dctx, readings); err != nil {
+			if err := d.scanner.Run(dctx, a.commitScan); err != nil {
 				a.log.Error("device stopped", "device", d.name, "err", err)
 			}
 		}()
-		go func() {
-			defer a.devWG.Done()
-			// Commit everything the driver already read, even while stopping.
-			for r := range readings {
-				if _, err := a.intake.Commit(context.Background(), r); err == nil {
-					a.health.Seen(r.Device, string(r.Barcode))
-				}
-			}
-		}()
 	}
+}
+
+// commitScan is the sink of every scanner: the driver reads no further
+// until the scan is committed. A code already read is committed even while
+// stopping.
+func (a *App) commitScan(_ context.Context, r scanner.Reading) error {
+	if _, err := a.intake.Commit(context.Background(), r); err != nil {
+		return err
+	}
+	a.health.Seen(r.Device, string(r.Barcode))
+	return nil
 }
 
 // startScale runs a scale; its latest reading goes to the health model.

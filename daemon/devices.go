@@ -145,7 +145,7 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 		}
 	}
 	ch := make(chan scanner.Reading)
-	go func() { done <- dev.scanner.Run(ctx, ch) }()
+	go func() { done <- dev.scanner.Run(ctx, scanner.ToChannel(ch)) }()
 	for {
 		select {
 		case r := <-ch:

@@ -22,11 +22,31 @@ type Reading struct {
 	At time.Time
 }
 
-// Driver is a scanner that sends readings until ctx is cancelled. Run
-// returns nil on cancellation; it handles unplugging and reconnection
+// Sink takes a reading and returns once it has been handled: for the
+// daemon, once the scan is committed to the buffer. A driver does not read
+// the next code from its device before Sink returns, so that codes not yet
+// taken stay in the device's or the kernel's buffer, where a crash of the
+// daemon does not lose them. An error means the reading was refused (and
+// reported by the sink); the driver goes on.
+type Sink func(ctx context.Context, r Reading) error
+
+// Driver is a scanner that hands readings to a sink until ctx is cancelled.
+// Run returns nil on cancellation; it handles unplugging and reconnection
 // itself and returns an error only when it cannot go on at all.
 type Driver interface {
-	Run(ctx context.Context, out chan<- Reading) error
+	Run(ctx context.Context, sink Sink) error
+}
+
+// ToChannel is a Sink that sends readings on ch (for tests and probes).
+func ToChannel(ch chan<- Reading) Sink {
+	return func(ctx context.Context, r Reading) error {
+		select {
+		case ch <- r:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // ConditionKey is the health condition a driver raises while device name is

@@ -53,7 +53,7 @@ type Scanner struct {
 var _ scanner.Driver = (*Scanner)(nil)
 
 // Run reads codes until ctx is cancelled.
-func (s *Scanner) Run(ctx context.Context, out chan<- scanner.Reading) error {
+func (s *Scanner) Run(ctx context.Context, sink scanner.Sink) error {
 	l := s.loop()
 	var kbd *hid.KeyboardDecoder
 	var pos *hid.POSScanner
@@ -77,10 +77,7 @@ func (s *Scanner) Run(ctx context.Context, out chan<- scanner.Reading) error {
 		if code == nil {
 			return
 		}
-		select {
-		case out <- scanner.Reading{Device: s.Name, Barcode: code, Symbology: aim, At: s.now()}:
-		case <-ctx.Done():
-		}
+		sink(ctx, scanner.Reading{Device: s.Name, Barcode: code, Symbology: aim, At: s.now()})
 	}
 	return l.Run(ctx)
 }

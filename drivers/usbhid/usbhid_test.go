@@ -51,7 +51,7 @@ func TestKeyboardScannerAcrossReplug(t *testing.T) {
 	out := make(chan scanner.Reading, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
+	go func() { done <- s.Run(ctx, scanner.ToChannel(out)) }()
 	for _, want := range []string{"1Z999AA10123456784", "JJD00Müller"} {
 		select {
 		case r := <-out:

@@ -50,22 +50,6 @@ func New(s Appender, appliance, site string, log *slog.Logger, h health.Reporter
 	return &Intake{store: s, appliance: appliance, site: site, log: log, health: h}
 }
 
-// Run commits every reading from in until in is closed or ctx is cancelled.
-// Readings of one device are committed in the order they were read.
-func (in *Intake) Run(ctx context.Context, readings <-chan scanner.Reading) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case r, ok := <-readings:
-			if !ok {
-				return
-			}
-			in.Commit(ctx, r)
-		}
-	}
-}
-
 // Commit commits one reading and returns the committed event.
 func (in *Intake) Commit(ctx context.Context, r scanner.Reading) (event.Event, error) {
 	ev, err := in.store.Append(ctx, event.Event{

@@ -99,7 +99,7 @@ func New(cfg Config, open Opener, c clock.Clock, log *slog.Logger, h health.Repo
 
 // Run reads the scanner until ctx is cancelled, reopening the port whenever
 // it goes away.
-func (d *Driver) Run(ctx context.Context, out chan<- scanner.Reading) error {
+func (d *Driver) Run(ctx context.Context, sink scanner.Sink) error {
 	key := scanner.ConditionKey(d.cfg.Name)
 	backoff := d.cfg.ReconnectMin
 	wasUp := true // so the first failure is logged
@@ -125,9 +125,10 @@ func (d *Driver) Run(ctx context.Context, out chan<- scanner.Reading) error {
 			continue
 		}
 		d.health.Clear(key)
-		d.log.Info("scanner connected", "port", d.cfg.Port)
+		lineMode := setLineMode(d.cfg.Port, d.terminator()[len(d.terminator())-1]) == nil
+		d.log.Info("scanner connected", "port", d.cfg.Port, "line_mode", lineMode)
 		wasUp, backoff = true, d.cfg.ReconnectMin
-		err = d.read(ctx, port, out)
+		err = d.read(ctx, port, sink, lineMode)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -151,15 +152,29 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // read delivers lines from an open port until it fails or ctx is cancelled.
-func (d *Driver) read(ctx context.Context, port serial.Port, out chan<- scanner.Reading) error {
+func (d *Driver) terminator() []byte {
+	if len(d.cfg.Terminator) == 0 {
+		return []byte{'\r'}
+	}
+	return d.cfg.Terminator
+}
+
+func (d *Driver) read(ctx context.Context, port serial.Port, sink scanner.Sink, lineMode bool) error {
 	stop := context.AfterFunc(ctx, func() { port.Close() })
 	defer func() {
 		if stop() {
 			port.Close()
 		}
 	}()
-	f := NewFramer(d.cfg.Terminator, d.cfg.Prefix, d.cfg.Suffix, d.cfg.MaxLength, d.cfg.Control)
-	buf := make([]byte, 512)
+	f := NewFramer(d.terminator(), d.cfg.Prefix, d.cfg.Suffix, d.cfg.MaxLength, d.cfg.Control)
+	// In line mode (setLineMode) one read takes exactly one whole line;
+	// otherwise reading one byte at a time leaves complete lines unread.
+	// Either way, what the sink has not taken yet stays in the kernel's tty
+	// buffer, where a crash of the daemon cannot lose it.
+	buf := make([]byte, 1)
+	if lineMode {
+		buf = make([]byte, 8192)
+	}
 	for {
 		n, err := port.Read(buf)
 		if err != nil {
@@ -178,9 +193,7 @@ func (d *Driver) read(ctx context.Context, port serial.Port, out chan<- scanner.
 				continue
 			}
 			r := scanner.Reading{Device: d.cfg.Name, Barcode: l.Data, At: d.clock.Now()}
-			select {
-			case out <- r:
-			case <-ctx.Done():
+			if err := sink(ctx, r); err != nil && ctx.Err() != nil {
 				return ctx.Err()
 			}
 		}

@@ -77,7 +77,7 @@ func TestPTYScanUnplugReplug(t *testing.T) {
 	out := make(chan scanner.Reading, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, out) }()
+	go func() { done <- d.Run(ctx, scanner.ToChannel(out)) }()
 	st.wait(t, true)
 
 	fake.Scan("]C11Z999AA10123456784")
@@ -120,7 +120,7 @@ func TestMissingPortRetries(t *testing.T) {
 	out := make(chan scanner.Reading, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx, out) }()
+	go func() { done <- d.Run(ctx, scanner.ToChannel(out)) }()
 	st.wait(t, false)
 	// Plugging it in later is picked up without a restart.
 	fake := serialtest.New(t, link)

@@ -30,7 +30,7 @@ func New(name string, interval time.Duration, seed int64, c clock.Clock) *Scanne
 }
 
 // Run emits readings until ctx is cancelled.
-func (s *Scanner) Run(ctx context.Context, out chan<- scanner.Reading) error {
+func (s *Scanner) Run(ctx context.Context, sink scanner.Sink) error {
 	t := time.NewTicker(s.Interval)
 	defer t.Stop()
 	for {
@@ -40,9 +40,7 @@ func (s *Scanner) Run(ctx context.Context, out chan<- scanner.Reading) error {
 		case <-t.C:
 		}
 		r := scanner.Reading{Device: s.Name, Barcode: []byte(s.Next()), At: s.clock.Now()}
-		select {
-		case out <- r:
-		case <-ctx.Done():
+		if err := sink(ctx, r); err != nil && ctx.Err() != nil {
 			return nil
 		}
 	}

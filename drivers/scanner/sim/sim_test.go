@@ -47,7 +47,7 @@ func TestRunEmitsAndStops(t *testing.T) {
 	out := make(chan scanner.Reading)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
+	go func() { done <- s.Run(ctx, scanner.ToChannel(out)) }()
 	for i := 0; i < 3; i++ {
 		if r := <-out; r.Device != "demo" || len(r.Barcode) == 0 {
 			t.Fatalf("reading %+v", r)
