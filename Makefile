@@ -63,7 +63,8 @@ fuzz:
 
 ## bench: ingest, drain, latency and memory benchmarks (see docs/benchmarks.md)
 bench: deps
-	$(GO) test -run XXX -bench . -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon ./drivers/...
+	$(GO) test -run XXX -bench . -benchmem ./drivers/...
+	$(GO) test -run XXX -bench . -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
 
 clean:
 	rm -rf bin var
