@@ -23,14 +23,14 @@ type Common struct {
 	ReconnectMax time.Duration
 }
 
-func (c Common) loop() Loop {
+func (c Common) loop(kind string) Loop {
 	if c.Open == nil {
 		c.Open = OpenHID
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
-	return Loop{Name: c.Name, Match: c.Match, Open: c.Open, ReconnectMin: 200 * time.Millisecond,
+	return Loop{Name: c.Name, Kind: kind, Match: c.Match, Open: c.Open, ReconnectMin: 200 * time.Millisecond,
 		ReconnectMax: c.ReconnectMax, Log: c.Log, Health: c.Health}
 }
 
@@ -54,7 +54,7 @@ var _ scanner.Driver = (*Scanner)(nil)
 
 // Run reads codes until ctx is cancelled.
 func (s *Scanner) Run(ctx context.Context, sink scanner.Sink) error {
-	l := s.loop()
+	l := s.loop("scanner")
 	var kbd *hid.KeyboardDecoder
 	var pos *hid.POSScanner
 	l.OnOpen = func() {
@@ -90,7 +90,7 @@ type Scale struct {
 // Run sends a reading whenever weight or status changes, until ctx is
 // cancelled.
 func (s *Scale) Run(ctx context.Context, out chan<- scale.Reading) error {
-	l := s.loop()
+	l := s.loop("scale")
 	var dec *hid.ScaleDecoder
 	var last scale.Reading
 	var have bool

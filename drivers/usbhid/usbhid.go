@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailroomd/mailroomd/drivers/reopen"
 	"github.com/mailroomd/mailroomd/internal/health"
 )
 
@@ -60,6 +61,7 @@ var ErrNotFound = errors.New("no matching USB device attached")
 // report to Handle, and reopens it after an unplug.
 type Loop struct {
 	Name   string
+	Kind   string
 	Match  Match
 	Open   Opener
 	Handle func(report []byte)
@@ -73,69 +75,25 @@ type Loop struct {
 
 // Run reads reports until ctx is cancelled; it returns nil then.
 func (l *Loop) Run(ctx context.Context) error {
-	log, h := l.Log, l.Health
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if h == nil {
-		h = health.Discard{}
-	}
-	key := "device." + l.Name + ".disconnected"
-	backoff := max(l.ReconnectMin, 50*time.Millisecond)
-	capd := max(l.ReconnectMax, backoff)
-	logged := false
-	buf := make([]byte, 64)
-	for ctx.Err() == nil {
-		dev, err := l.Open(l.Match)
-		if err != nil {
-			h.Set(key, health.Warning, fmt.Sprintf("USB %s: %v", l.Match, err))
-			if !logged {
-				log.Warn("USB device unavailable, retrying", "device", l.Name, "usb", l.Match.String(), "err", err)
-				logged = true
+	loop := reopen.Loop[Device]{
+		Name: l.Name, Kind: l.Kind, Where: "USB " + l.Match.String(),
+		Open: func() (Device, error) { return l.Open(l.Match) },
+		Serve: func(ctx context.Context, dev Device) error {
+			if l.OnOpen != nil {
+				l.OnOpen()
 			}
-			if !sleep(ctx, backoff) {
-				return nil
-			}
-			backoff = min(backoff*2, capd)
-			continue
-		}
-		h.Clear(key)
-		if l.OnOpen != nil {
-			l.OnOpen()
-		}
-		log.Info("USB device connected", "device", l.Name, "usb", l.Match.String())
-		logged, backoff = false, max(l.ReconnectMin, 50*time.Millisecond)
-		stop := context.AfterFunc(ctx, func() { dev.Close() })
-		for {
-			n, err := dev.Read(buf)
-			if err != nil {
-				if ctx.Err() == nil {
-					h.Set(key, health.Warning, fmt.Sprintf("USB %s: %v", l.Match, err))
-					log.Warn("USB device disconnected", "device", l.Name, "err", err)
+			buf := make([]byte, 64)
+			for {
+				n, err := dev.Read(buf)
+				if err != nil {
+					return err
 				}
-				break
+				if n > 0 {
+					l.Handle(buf[:n])
+				}
 			}
-			if n > 0 {
-				l.Handle(buf[:n])
-			}
-		}
-		if stop() {
-			dev.Close()
-		}
-		if !sleep(ctx, backoff) {
-			return nil
-		}
+		},
+		Min: max(l.ReconnectMin, 50*time.Millisecond), Max: l.ReconnectMax, Log: l.Log, Health: l.Health,
 	}
-	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return loop.Run(ctx)
 }

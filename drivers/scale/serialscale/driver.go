@@ -9,6 +9,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/mailroomd/mailroomd/drivers/reopen"
 	"github.com/mailroomd/mailroomd/drivers/scale"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/health"
@@ -70,8 +71,8 @@ func New(cfg Config, open Opener, c clock.Clock, log *slog.Logger, h health.Repo
 	return &Driver{cfg: cfg, open: open, clock: c, log: log.With("device", cfg.Name), health: h}
 }
 
-// DisconnectedKey and SilentKey name the health conditions of a scale.
-func DisconnectedKey(name string) string { return "device." + name + ".disconnected" }
+// DisconnectedKey is raised while the scale cannot be opened.
+func DisconnectedKey(name string) string { return reopen.DisconnectedKey(name) }
 
 // SilentKey is raised while a connected scale does not answer.
 func SilentKey(name string) string { return "device." + name + ".not_answering" }
@@ -79,63 +80,20 @@ func SilentKey(name string) string { return "device." + name + ".not_answering" 
 // Run polls the scale until ctx is cancelled, sending a reading whenever
 // the weight or status changes. It reopens the port after an unplug.
 func (d *Driver) Run(ctx context.Context, out chan<- scale.Reading) error {
-	backoff := d.cfg.ReconnectMin
-	logged := false
-	for {
-		port, err := d.open(d.cfg.Port, &d.cfg.Mode)
-		if ctx.Err() != nil {
-			if err == nil {
-				port.Close()
-			}
-			return nil
-		}
-		if err != nil {
-			d.health.Set(DisconnectedKey(d.cfg.Name), health.Warning, fmt.Sprintf("cannot open %s: %v", d.cfg.Port, err))
-			if !logged {
-				d.log.Warn("scale unavailable, retrying", "port", d.cfg.Port, "err", err)
-				logged = true
-			}
-			if !sleep(ctx, backoff) {
-				return nil
-			}
-			backoff = min(backoff*2, d.cfg.ReconnectMax)
-			continue
-		}
-		d.health.Clear(DisconnectedKey(d.cfg.Name))
-		d.log.Info("scale connected", "port", d.cfg.Port, "protocol", d.cfg.Protocol.Name())
-		logged, backoff = false, d.cfg.ReconnectMin
-		err = d.serve(ctx, port, out)
-		d.health.Clear(SilentKey(d.cfg.Name))
-		if ctx.Err() != nil {
-			return nil
-		}
-		d.health.Set(DisconnectedKey(d.cfg.Name), health.Warning, fmt.Sprintf("disconnected from %s: %v", d.cfg.Port, err))
-		d.log.Warn("scale disconnected", "port", d.cfg.Port, "err", err)
-		if !sleep(ctx, backoff) {
-			return nil
-		}
+	loop := reopen.Loop[serial.Port]{
+		Name: d.cfg.Name, Kind: "scale", Where: d.cfg.Port,
+		Open: func() (serial.Port, error) { return d.open(d.cfg.Port, &d.cfg.Mode) },
+		Serve: func(ctx context.Context, port serial.Port) error {
+			defer d.health.Clear(SilentKey(d.cfg.Name))
+			return d.serve(ctx, port, out)
+		},
+		Min: d.cfg.ReconnectMin, Max: d.cfg.ReconnectMax, Log: d.log, Health: d.health,
 	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return loop.Run(ctx)
 }
 
 // serve talks to an open port until it fails or ctx is cancelled.
 func (d *Driver) serve(ctx context.Context, port serial.Port, out chan<- scale.Reading) error {
-	stop := context.AfterFunc(ctx, func() { port.Close() })
-	defer func() {
-		if stop() {
-			port.Close()
-		}
-	}()
 	tick := min(d.cfg.Poll, 50*time.Millisecond)
 	if err := port.SetReadTimeout(tick); err != nil {
 		return fmt.Errorf("set read timeout: %w", err)

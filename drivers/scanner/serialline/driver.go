@@ -9,6 +9,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/mailroomd/mailroomd/drivers/reopen"
 	"github.com/mailroomd/mailroomd/drivers/scanner"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/health"
@@ -100,58 +101,19 @@ func New(cfg Config, open Opener, c clock.Clock, log *slog.Logger, h health.Repo
 // Run reads the scanner until ctx is cancelled, reopening the port whenever
 // it goes away.
 func (d *Driver) Run(ctx context.Context, sink scanner.Sink) error {
-	key := scanner.ConditionKey(d.cfg.Name)
-	backoff := d.cfg.ReconnectMin
-	wasUp := true // so the first failure is logged
-	for {
-		port, err := d.open(d.cfg.Port, &d.cfg.Mode)
-		if ctx.Err() != nil {
-			if err == nil {
-				port.Close()
-			}
-			return nil
-		}
-		if err != nil {
-			msg := fmt.Sprintf("cannot open %s: %v", d.cfg.Port, err)
-			d.health.Set(key, health.Warning, msg)
-			if wasUp {
-				d.log.Warn("scanner unavailable, retrying", "port", d.cfg.Port, "err", err)
-				wasUp = false
-			}
-			if !sleep(ctx, backoff) {
-				return nil
-			}
-			backoff = min(backoff*2, d.cfg.ReconnectMax)
-			continue
-		}
-		d.health.Clear(key)
-		lineMode := setLineMode(d.cfg.Port, d.terminator()[len(d.terminator())-1]) == nil
-		d.log.Info("scanner connected", "port", d.cfg.Port, "line_mode", lineMode)
-		wasUp, backoff = true, d.cfg.ReconnectMin
-		err = d.read(ctx, port, sink, lineMode)
-		if ctx.Err() != nil {
-			return nil
-		}
-		d.health.Set(key, health.Warning, fmt.Sprintf("disconnected from %s: %v", d.cfg.Port, err))
-		d.log.Warn("scanner disconnected", "port", d.cfg.Port, "err", err)
-		if !sleep(ctx, backoff) {
-			return nil
-		}
+	loop := reopen.Loop[serial.Port]{
+		Name: d.cfg.Name, Kind: "scanner", Where: d.cfg.Port,
+		Open: func() (serial.Port, error) { return d.open(d.cfg.Port, &d.cfg.Mode) },
+		Serve: func(ctx context.Context, port serial.Port) error {
+			lineMode := setLineMode(d.cfg.Port, d.terminator()[len(d.terminator())-1]) == nil
+			d.log.Debug("tty line mode", "port", d.cfg.Port, "on", lineMode)
+			return d.read(ctx, port, sink, lineMode)
+		},
+		Min: d.cfg.ReconnectMin, Max: d.cfg.ReconnectMax, Log: d.log, Health: d.health,
 	}
+	return loop.Run(ctx)
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-// read delivers lines from an open port until it fails or ctx is cancelled.
 func (d *Driver) terminator() []byte {
 	if len(d.cfg.Terminator) == 0 {
 		return []byte{'\r'}
@@ -160,12 +122,6 @@ func (d *Driver) terminator() []byte {
 }
 
 func (d *Driver) read(ctx context.Context, port serial.Port, sink scanner.Sink, lineMode bool) error {
-	stop := context.AfterFunc(ctx, func() { port.Close() })
-	defer func() {
-		if stop() {
-			port.Close()
-		}
-	}()
 	f := NewFramer(d.terminator(), d.cfg.Prefix, d.cfg.Suffix, d.cfg.MaxLength, d.cfg.Control)
 	// In line mode (setLineMode) one read takes exactly one whole line;
 	// otherwise reading one byte at a time leaves complete lines unread.
