@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzFramer -fuzztime $(FUZZTIME) ./drivers/scanner/serialline
 	$(GO) test -run XXX -fuzz FuzzDecoders -fuzztime $(FUZZTIME) ./drivers/hid
 	$(GO) test -run XXX -fuzz FuzzProtocols -fuzztime $(FUZZTIME) ./drivers/scale/serialscale
+	$(GO) test -run XXX -fuzz FuzzParseHostStatus -fuzztime $(FUZZTIME) ./drivers/printer/zpl
 
 ## bench: ingest, drain, latency and memory benchmarks (see docs/benchmarks.md)
 bench: deps
