@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"go.bug.st/serial"
 
 	"github.com/mailroomd/mailroomd/drivers/hid"
+	"github.com/mailroomd/mailroomd/drivers/printer"
+	"github.com/mailroomd/mailroomd/drivers/printer/zpl"
 	"github.com/mailroomd/mailroomd/drivers/scale"
 	"github.com/mailroomd/mailroomd/drivers/scale/serialscale"
 	"github.com/mailroomd/mailroomd/drivers/scanner"
@@ -33,6 +36,7 @@ type device struct {
 	name    string
 	scanner scanner.Driver
 	scale   scale.Driver
+	printer *zpl.Printer
 }
 
 // App is the explicit set of subsystems, started in field order and stopped
@@ -190,6 +194,13 @@ func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Repo
 			return dev, err
 		}
 		dev.scanner = &usbhid.Scanner{Common: common, Keyboard: d.Driver == "hid-keyboard", Layout: layout, MaxLength: d.MaxLength}
+	case "zpl":
+		u, err := url.Parse(d.Address)
+		if err != nil {
+			return dev, err
+		}
+		dev.printer = zpl.New(zpl.Config{Name: d.Name, Where: d.Address, Dial: zpl.DialTCP(u.Host, 5*time.Second),
+			Poll: d.PollInterval.D(), Timeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Log: log, Health: h})
 	case "nci", "mt-sics", "toledo", "continuous":
 		unit, _ := serialscale.ParseUnit(d.Unit)
 		proto, err := serialscale.ByName(d.Driver, unit)
@@ -234,6 +245,10 @@ func (a *App) Start() {
 			a.startScale(dctx, d)
 			continue
 		}
+		if d.printer != nil {
+			a.startPrinter(dctx, d)
+			continue
+		}
 		a.devWG.Add(1)
 		go func() {
 			defer a.devWG.Done()
@@ -271,6 +286,25 @@ func (a *App) startScale(ctx context.Context, d device) {
 		for r := range readings {
 			a.health.Seen(r.Device, r.String())
 			a.log.Debug("weight", "device", r.Device, "value", r.Value, "unit", string(r.Unit), "status", string(r.Status))
+		}
+	}()
+}
+
+// startPrinter runs a printer; its status goes to the health model.
+func (a *App) startPrinter(ctx context.Context, d device) {
+	readings := make(chan printer.Reading, 4)
+	a.devWG.Add(2)
+	go func() {
+		defer a.devWG.Done()
+		defer close(readings)
+		if err := d.printer.Run(ctx, readings); err != nil {
+			a.log.Error("device stopped", "device", d.name, "err", err)
+		}
+	}()
+	go func() {
+		defer a.devWG.Done()
+		for r := range readings {
+			a.health.Seen(r.Device, r.Status.String())
 		}
 	}()
 }

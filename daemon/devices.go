@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailroomd/mailroomd/drivers/printer"
 	"github.com/mailroomd/mailroomd/drivers/scale"
 	"github.com/mailroomd/mailroomd/drivers/scanner"
 	"github.com/mailroomd/mailroomd/drivers/serialport"
@@ -132,6 +133,18 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 	}
 	fmt.Fprintf(stdout, "probing %s (%s, driver %s); Ctrl-C to stop\n", name, dc.Kind, dc.Driver)
 	done := make(chan error, 1)
+	if dev.printer != nil {
+		ch := make(chan printer.Reading)
+		go func() { done <- dev.printer.Run(ctx, ch) }()
+		for {
+			select {
+			case r := <-ch:
+				fmt.Fprintf(stdout, "%s  printer: %s\n", r.At.Format("15:04:05.000"), r.Status)
+			case err := <-done:
+				return exitOf(err, stderr)
+			}
+		}
+	}
 	if dev.scale != nil {
 		ch := make(chan scale.Reading)
 		go func() { done <- dev.scale.Run(ctx, ch) }()

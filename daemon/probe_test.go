@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,5 +85,45 @@ func TestDevicesListsSerialPorts(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Serial ports:") || !strings.Contains(out.String(), "USB devices:") {
 		t.Fatalf("devices output:\n%s", out.String())
+	}
+}
+
+func TestProbePrinter(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			if bytes.Contains(buf[:n], []byte("~HS")) { // paper out, head open
+				c.Write([]byte("\x02030,1,0,1245,000,0,0,0,000,0,0,0\x03\r\n\x02000,0,1,0,0,2,6,0,00000000,1,000\x03\r\n\x021234,0\x03\r\n"))
+			}
+		}
+	}()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "probe.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
+appliance: {id: mr-probe}
+uplink: {brokers: ["mqtt://127.0.0.1:1"], insecure: true}
+devices:
+  - {name: dock-printer, kind: printer, driver: zpl, address: "tcp://%s"}
+`, l.Addr())), 0o644)
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"probe", "--config", cfg, "--for", "700ms", "dock-printer"}, &out, &errOut); code != 0 {
+		t.Fatalf("probe exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "printer: paper out, head open") {
+		t.Fatalf("probe output:\n%s\n%s", out.String(), errOut.String())
 	}
 }

@@ -87,6 +87,9 @@ type Device struct {
 	// hid-keyboard
 	Layout string `yaml:"layout"`
 
+	// zpl printers: tcp://host:9100
+	Address string `yaml:"address"`
+
 	// serial scales
 	PollInterval Duration `yaml:"poll_interval"`
 	ReadTimeout  Duration `yaml:"read_timeout"`
@@ -180,6 +183,10 @@ func (c *Config) applyDefaults() {
 			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
 		case "sim":
 			setDefault(&d.Interval, DefaultSimInterval)
+		case "zpl":
+			setDefault(&d.PollInterval, Duration(5*time.Second))
+			setDefault(&d.ReadTimeout, Duration(2*time.Second))
+			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
 		case "hid-keyboard", "hid-pos":
 			setDefault(&d.Layout, "us")
 			setDefault(&d.MaxLength, DefaultMaxLength)

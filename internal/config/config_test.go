@@ -166,6 +166,7 @@ func TestHardwareDevices(t *testing.T) {
   - {name: old, kind: scale, driver: toledo, port: /dev/ttyS0, unit: kg}
   - {name: stream, kind: scale, driver: continuous, port: /dev/ttyS1}
   - {name: cdc, kind: scanner, driver: serial-line, usb: "0c2e:0b6a"}
+  - {name: zebra, kind: printer, driver: zpl, address: "tcp://127.0.0.1:9100"}
 `), 0o644)
 	c, err := Load(path)
 	if err != nil {
@@ -188,6 +189,7 @@ func TestHardwareDevices(t *testing.T) {
   - {name: d, kind: scale, driver: toledo, port: /dev/ttyS0, unit: stone}
   - {name: e, kind: scale, driver: nci, port: /dev/ttyS0, terminator: cr}
   - {name: f, kind: scanner, driver: hid-keyboard, usb: "12:34", layout: fr}
+  - {name: g, kind: printer, driver: zpl, address: "lpd://printer"}
 `), 0o644)
 	_, err = Load(path)
 	if err == nil {
@@ -201,6 +203,7 @@ func TestHardwareDevices(t *testing.T) {
 		"devices[4].terminator: not used by driver nci",
 		`devices[5].usb: "12:34" is not a USB id`,
 		`devices[5].layout: unknown keyboard layout "fr"`,
+		"devices[6].address: required: the printer's address as tcp://host:9100",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%s", want, err)

@@ -26,15 +26,16 @@ var driverKeys = map[string]map[string]bool{
 	"mt-sics":      set(scaleKeys...),
 	"toledo":       set(append([]string{"unit"}, scaleKeys...)...),
 	"continuous":   set(scaleKeys...),
+	"zpl":          set("address", "poll_interval", "read_timeout", "reconnect_max"),
 }
 
 // driverKinds lists which kinds of device each driver drives.
 var driverKinds = map[string][]string{
 	"serial-line": {"scanner"}, "sim": {"scanner"}, "hid-keyboard": {"scanner"}, "hid-pos": {"scanner", "scale"},
-	"nci": {"scale"}, "mt-sics": {"scale"}, "toledo": {"scale"}, "continuous": {"scale"},
+	"nci": {"scale"}, "mt-sics": {"scale"}, "toledo": {"scale"}, "continuous": {"scale"}, "zpl": {"printer"},
 }
 
-const driverNames = "serial-line, sim, hid-keyboard, hid-pos, nci, mt-sics, toledo, continuous"
+const driverNames = "serial-line, sim, hid-keyboard, hid-pos, nci, mt-sics, toledo, continuous, zpl"
 
 var usbRE = regexp.MustCompile(`^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(/.+)?$`)
 
@@ -184,6 +185,16 @@ func (d *decoder) validate(c *Config) {
 		case "sim":
 			if dev.Interval <= 0 {
 				bad(p+".interval", "must be positive")
+			}
+		case "zpl":
+			if u, err := url.Parse(dev.Address); dev.Address == "" || err != nil || u.Scheme != "tcp" || u.Port() == "" {
+				bad(p+".address", "required: the printer's address as tcp://host:9100")
+			}
+			if dev.PollInterval <= 0 {
+				bad(p+".poll_interval", "must be positive")
+			}
+			if dev.ReadTimeout <= 0 {
+				bad(p+".read_timeout", "must be positive")
 			}
 		case "hid-keyboard", "hid-pos":
 			if dev.USB == "" {
