@@ -369,12 +369,21 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 		<-ackDone
 	}
 
+	// A lost connection and a failed publish end the session alike.
+	go func() {
+		select {
+		case err := <-lost:
+			fail(fmt.Errorf("connection lost: %w", err))
+		case <-waiterDone:
+		}
+	}()
+	defer settle()
+
 	var cursor int64
 	batch := max(p.opts.Window, 1024)
 	for {
 		recs, err := p.src.Pending(ctx, cursor, batch)
 		if err != nil {
-			settle()
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -383,31 +392,20 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 		if len(recs) == 0 {
 			select {
 			case <-p.src.Notify():
-				continue
 			case <-time.After(time.Second):
-				continue
-			case err := <-lost:
-				settle()
-				return fmt.Errorf("connection lost: %w", err)
 			case err := <-failed:
-				settle()
 				return err
 			case <-ctx.Done():
-				settle()
 				return nil
 			}
+			continue
 		}
 		for _, r := range recs {
 			select {
 			case window <- struct{}{}:
-			case err := <-lost:
-				settle()
-				return fmt.Errorf("connection lost: %w", err)
 			case err := <-failed:
-				settle()
 				return err
 			case <-ctx.Done():
-				settle()
 				return nil
 			}
 			tokens <- published{tok: client.Publish(topic, 1, false, r.Payload), pos: r.Pos}
