@@ -20,51 +20,6 @@ func serialDevice(link string) string {
 	return fmt.Sprintf("  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, baud: 9600, terminator: cr, reconnect_max: 200ms}", link)
 }
 
-// delivered decodes the events the subscriber received, checking that a
-// seq never carries two different events and that first deliveries come in
-// rising seq order. It returns the distinct events by seq and the count of
-// duplicate deliveries.
-func delivered(t *testing.T, msgs []mqtttest.Message) (map[int64]event.Event, int) {
-	t.Helper()
-	bySeq := map[int64]event.Event{}
-	var last int64
-	dups := 0
-	for _, m := range msgs {
-		if !strings.HasSuffix(m.Topic, "/events") {
-			continue
-		}
-		ev, err := event.Decode(m.Payload)
-		if err != nil {
-			t.Fatalf("undecodable event %q: %v", m.Payload, err)
-		}
-		if prev, ok := bySeq[ev.Seq]; ok {
-			if prev.ID != ev.ID || string(prev.Barcode) != string(ev.Barcode) {
-				t.Fatalf("seq %d carries two events: %s/%q and %s/%q", ev.Seq, prev.ID, prev.Barcode, ev.ID, ev.Barcode)
-			}
-			dups++
-			continue
-		}
-		if ev.Seq < last {
-			t.Fatalf("first delivery of seq %d came after seq %d", ev.Seq, last)
-		}
-		last = ev.Seq
-		bySeq[ev.Seq] = ev
-	}
-	return bySeq, dups
-}
-
-func distinctEvents(n int) func([]mqtttest.Message) bool {
-	return func(msgs []mqtttest.Message) bool {
-		seen := map[string]bool{}
-		for _, m := range msgs {
-			if strings.HasSuffix(m.Topic, "/events") {
-				seen[string(m.Payload)] = true
-			}
-		}
-		return len(seen) >= n
-	}
-}
-
 func TestScansFromSerialScannerReachBroker(t *testing.T) {
 	s := newSetup(t, "mr-e2e-01")
 	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-e2e-01/#")
@@ -78,8 +33,8 @@ func TestScansFromSerialScannerReachBroker(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	msgs := sub.WaitFor(t, 15*time.Second, "4 events", distinctEvents(4))
-	evs, _ := delivered(t, msgs)
+	msgs := sub.WaitFor(t, 15*time.Second, "4 events", mqtttest.DistinctEvents(4))
+	evs, _ := mqtttest.Delivered(t, msgs)
 	for i, c := range codes {
 		ev := evs[int64(i+1)]
 		if string(ev.Barcode) != c || ev.Device != "dock-scanner" || ev.Appliance != "mr-e2e-01" || ev.Site != "test-site" || ev.Type != event.TypeScan {
@@ -192,8 +147,8 @@ func TestCrashLosesNothingCommitted(t *testing.T) {
 		}
 	}
 
-	msgs := sub.WaitFor(t, 60*time.Second, "every committed event", distinctEvents(len(committed)))
-	evs, dups := delivered(t, msgs)
+	msgs := sub.WaitFor(t, 60*time.Second, "every committed event", mqtttest.DistinctEvents(len(committed)))
+	evs, dups := mqtttest.Delivered(t, msgs)
 	if len(evs) != len(committed) {
 		t.Fatalf("broker has %d distinct events, buffer committed %d", len(evs), len(committed))
 	}

@@ -13,38 +13,18 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/serialtest"
 )
 
-// answerNCI plays an NCI scale on a PTY until stop is closed.
-func answerNCI(dev *serialtest.Scanner, reply string, stop chan struct{}) {
-	buf := make([]byte, 64)
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		m := dev.Master()
-		if m == nil {
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-		n, err := m.Read(buf)
-		if err != nil {
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-		if bytes.Contains(buf[:n], []byte("W\r")) {
-			m.Write([]byte(reply))
-		}
-	}
-}
-
 func TestProbeScaleAndScanner(t *testing.T) {
 	dir := t.TempDir()
 	scaleDev := serialtest.New(t, filepath.Join(dir, "ttyScale"))
 	scanDev := serialtest.New(t, filepath.Join(dir, "ttyScan"))
 	stop := make(chan struct{})
 	defer close(stop)
-	go answerNCI(scaleDev, "\n0002.50LB\r\n00\r\x03", stop)
+	go scaleDev.Answer(stop, func(req []byte) []byte {
+		if bytes.Contains(req, []byte("W\r")) {
+			return []byte("\n0002.50LB\r\n00\r\x03")
+		}
+		return nil
+	})
 	cfg := filepath.Join(dir, "probe.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`version: 1
 appliance: {id: mr-probe}

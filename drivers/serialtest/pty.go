@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/creack/pty"
 )
@@ -103,4 +104,35 @@ func (s *Scanner) Master() *os.File {
 // Scan sends code followed by the terminator.
 func (s *Scanner) Scan(code string) error {
 	return s.Write(append([]byte(code), s.Term...))
+}
+
+// Answer plays a polled device until stop is closed: whenever the driver
+// sends bytes, reply is called with them and what it returns is written
+// back in two halves, as slow devices split their frames. An empty reply is
+// silence. Reads fail with EIO while no one has the slave open and after an
+// unplug; Answer then waits and tries again, so it follows Replug.
+func (s *Scanner) Answer(stop <-chan struct{}, reply func(req []byte) []byte) {
+	buf := make([]byte, 256)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		m := s.Master()
+		if m == nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		n, err := m.Read(buf)
+		if err != nil {
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		if r := reply(buf[:n]); len(r) > 0 {
+			m.Write(r[:len(r)/2])
+			time.Sleep(2 * time.Millisecond)
+			m.Write(r[len(r)/2:])
+		}
+	}
 }

@@ -99,62 +99,27 @@ func appendScans(t *testing.T, o *store.Outbox, from, n int) {
 	}
 }
 
-// checkDelivery decodes what the subscriber got on the events topic and
-// asserts: every seq 1..n arrived, first deliveries in rising order, a seq
-// always carries the same id, and a duplicate is only a resend.
+// checkDelivery asserts the delivery contract (mqtttest.Delivered) and
+// that every seq 1..n arrived with a unique id; it returns the number of
+// duplicate deliveries.
 func checkDelivery(t *testing.T, msgs []mqtttest.Message, n int) (dups int) {
 	t.Helper()
-	ids := map[int64]string{}
-	var lastFirst int64
-	for _, m := range msgs {
-		if !strings.HasSuffix(m.Topic, "/events") {
-			continue
-		}
-		ev, err := event.Decode(m.Payload)
-		if err != nil {
-			t.Fatalf("bad payload %s: %v", m.Payload, err)
-		}
-		if id, seen := ids[ev.Seq]; seen {
-			if id != ev.ID {
-				t.Fatalf("seq %d carries two ids: %s and %s", ev.Seq, id, ev.ID)
-			}
-			dups++
-			continue
-		}
-		if ev.Seq < lastFirst {
-			t.Fatalf("first delivery of seq %d after seq %d", ev.Seq, lastFirst)
-		}
-		lastFirst = ev.Seq
-		ids[ev.Seq] = ev.ID
-	}
-	for s := int64(1); s <= int64(n); s++ {
-		if ids[s] == "" {
-			t.Fatalf("seq %d never arrived (%d distinct of %d)", s, len(ids), n)
-		}
-	}
-	if len(ids) != n {
-		t.Fatalf("%d distinct events arrived, want %d", len(ids), n)
-	}
+	evs, dups := mqtttest.Delivered(t, msgs)
 	uniq := map[string]bool{}
-	for _, id := range ids {
-		uniq[id] = true
+	for s := int64(1); s <= int64(n); s++ {
+		ev, ok := evs[s]
+		if !ok {
+			t.Fatalf("seq %d never arrived (%d distinct of %d)", s, len(evs), n)
+		}
+		uniq[ev.ID] = true
+	}
+	if len(evs) != n {
+		t.Fatalf("%d distinct events arrived, want %d", len(evs), n)
 	}
 	if len(uniq) != n {
 		t.Fatalf("ids not unique: %d ids for %d events", len(uniq), n)
 	}
 	return dups
-}
-
-func countEvents(n int) func([]mqtttest.Message) bool {
-	return func(msgs []mqtttest.Message) bool {
-		seen := map[string]bool{}
-		for _, m := range msgs {
-			if strings.HasSuffix(m.Topic, "/events") {
-				seen[string(m.Payload)] = true
-			}
-		}
-		return len(seen) >= n
-	}
 }
 
 func TestThousandScansArriveInOrder(t *testing.T) {
@@ -164,7 +129,7 @@ func TestThousandScansArriveInOrder(t *testing.T) {
 	appendScans(t, o, 0, 500) // a backlog before the link is up
 	r := start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b), Version: "test"})
 	appendScans(t, o, 500, 500) // and more while online
-	msgs := sub.WaitFor(t, 30*time.Second, "1000 events", countEvents(1000))
+	msgs := sub.WaitFor(t, 30*time.Second, "1000 events", mqtttest.DistinctEvents(1000))
 	if dups := checkDelivery(t, msgs, 1000); dups != 0 {
 		t.Fatalf("%d duplicates without any reconnect", dups)
 	}
@@ -205,7 +170,7 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 	o := newOutbox(t)
 	start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b)})
 	appendScans(t, o, 0, 300)
-	sub.WaitFor(t, 20*time.Second, "first 300", countEvents(300))
+	sub.WaitFor(t, 20*time.Second, "first 300", mqtttest.DistinctEvents(300))
 	// Stop the broker mid-stream, keep scanning, bring it back.
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -215,7 +180,7 @@ func TestBrokerOutageLosesNothing(t *testing.T) {
 	wg.Wait()
 	time.Sleep(300 * time.Millisecond)
 	b.Start()
-	msgs := sub.WaitFor(t, 30*time.Second, "all 1000 after the outage", countEvents(1000))
+	msgs := sub.WaitFor(t, 30*time.Second, "all 1000 after the outage", mqtttest.DistinctEvents(1000))
 	dups := checkDelivery(t, msgs, 1000)
 	t.Logf("1000 events through an outage, %d resent duplicates", dups)
 }
@@ -283,7 +248,7 @@ func TestFailoverToSecondBroker(t *testing.T) {
 	o := newOutbox(t)
 	appendScans(t, o, 0, 10)
 	r := start(t, o, uplink.Options{Brokers: []string{dead, b.URL()}, TLS: clientTLS(t, b)})
-	checkDelivery(t, sub.WaitFor(t, 20*time.Second, "10 events", countEvents(10)), 10)
+	checkDelivery(t, sub.WaitFor(t, 20*time.Second, "10 events", mqtttest.DistinctEvents(10)), 10)
 	if st := r.p.State(); st.Broker != b.URL() {
 		t.Fatalf("connected broker = %q, want %q", st.Broker, b.URL())
 	}

@@ -49,8 +49,8 @@ func waitCond(t *testing.T, what string, f func() bool) {
 	}
 }
 
-// fakeNCI answers "W\r" on the PTY master with the current reply, or stays
-// silent when the reply is empty.
+// fakeNCI answers "W\r" with the current reply, or stays silent when the
+// reply is empty.
 type fakeNCI struct {
 	stop  chan struct{}
 	dev   *serialtest.Scanner
@@ -61,37 +61,14 @@ type fakeNCI struct {
 func (f *fakeNCI) set(reply string) { f.mu.Lock(); f.reply = reply; f.mu.Unlock() }
 
 func (f *fakeNCI) serve() {
-	buf := make([]byte, 64)
-	for {
-		select {
-		case <-f.stop:
-			return
-		default:
+	f.dev.Answer(f.stop, func(req []byte) []byte {
+		if !strings.Contains(string(req), "W\r") {
+			return nil
 		}
-		m := f.dev.Master()
-		if m == nil {
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-		n, err := m.Read(buf)
-		if err != nil {
-			// EIO while no one has the slave open, or the master was
-			// closed by an unplug: try again shortly.
-			time.Sleep(5 * time.Millisecond)
-			continue
-		}
-		if strings.Contains(string(buf[:n]), "W\r") {
-			f.mu.Lock()
-			r := f.reply
-			f.mu.Unlock()
-			if r != "" {
-				// Send it split in two writes, as slow scales do.
-				m.Write([]byte(r[:len(r)/2]))
-				time.Sleep(2 * time.Millisecond)
-				m.Write([]byte(r[len(r)/2:]))
-			}
-		}
-	}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return []byte(f.reply)
+	})
 }
 
 func next(t *testing.T, out <-chan scale.Reading) scale.Reading {
