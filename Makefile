@@ -61,10 +61,11 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecoders -fuzztime $(FUZZTIME) ./drivers/hid
 	$(GO) test -run XXX -fuzz FuzzProtocols -fuzztime $(FUZZTIME) ./drivers/scale/serialscale
 	$(GO) test -run XXX -fuzz FuzzParseHostStatus -fuzztime $(FUZZTIME) ./drivers/printer/zpl
+	$(GO) test -run XXX -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./internal/barcode
 
 ## bench: ingest, drain, latency and memory benchmarks (see docs/benchmarks.md)
 bench: deps
-	$(GO) test -run XXX -bench . -benchmem ./drivers/...
+	$(GO) test -run XXX -bench . -benchmem ./drivers/... ./internal/barcode
 	$(GO) test -run XXX -bench . -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
 
 clean:
