@@ -111,7 +111,7 @@ func candidates(s string) []candidate {
 		}
 		add(candidate{carrier: USPS, service: service, check: checked(holds(gs1Mod10, s[:n-1], last))})
 	case (n == 30 || n == 34) && strings.HasPrefix(s, "420"):
-		zip := s[3:n-22]
+		zip := s[3 : n-22]
 		serial := s[n-22:]
 		add(candidate{carrier: USPS, service: "impb", tracking: serial,
 			check: checked(uspsPrefix(serial) && holds(gs1Mod10, serial[:21], last)),
