@@ -20,9 +20,59 @@ type Type string
 
 // Event types.
 const (
-	// TypeScan is a barcode read by a scanner.
+	// TypeScan is a barcode read by a scanner (or typed in by a clerk).
 	TypeScan Type = "scan"
+	// TypeParcelReceived is a parcel taken in at a station.
+	TypeParcelReceived Type = "parcel.received"
+	// TypeParcelUpdated adds what was learnt after a parcel was received
+	// (a recipient or location scanned right after it).
+	TypeParcelUpdated Type = "parcel.updated"
+	// TypeLabelPrinted is a receiving label handed to a printer.
+	TypeLabelPrinted Type = "label.printed"
 )
+
+// Weight is a scale reading attached to a parcel.
+type Weight struct {
+	// Value and Unit are as the scale reported them.
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	// Grams is Value converted to grams.
+	Grams float64 `json:"grams"`
+	// Stable is false when the scale had not settled within the window.
+	Stable bool   `json:"stable"`
+	Scale  string `json:"scale,omitempty"`
+}
+
+// Parcel is what a station recognised in a parcel scan.
+type Parcel struct {
+	Carrier  string `json:"carrier"`
+	Service  string `json:"service,omitempty"`
+	Tracking string `json:"tracking"`
+	// Check is valid, invalid or none.
+	Check     string            `json:"check"`
+	Raw       string            `json:"raw"`
+	Symbology string            `json:"symbology,omitempty"`
+	Country   string            `json:"country,omitempty"`
+	GS1       map[string]string `json:"gs1,omitempty"`
+	// Candidates names the carriers whose formats fit equally well when
+	// the code is ambiguous (carrier is then "unknown").
+	Candidates []string `json:"candidates,omitempty"`
+	// Weight is nil when no weight was available.
+	Weight *Weight `json:"weight"`
+}
+
+// ext holds the fields added to scan events at stations and the fields of
+// the business events. They are encoded after the core fields.
+type ext struct {
+	Station  string `json:"station,omitempty"`
+	Manual   bool   `json:"manual,omitempty"`
+	ScanID   string `json:"scan_id,omitempty"`
+	ParcelID string `json:"parcel_id,omitempty"`
+	*Parcel
+	Recipient string `json:"recipient,omitempty"`
+	Location  string `json:"location,omitempty"`
+	Printer   string `json:"printer,omitempty"`
+}
 
 // Event is one committed fact. ID, Epoch and Seq are assigned by the store
 // when the event is committed; the rest is filled in by whoever creates it.
@@ -37,6 +87,35 @@ type Event struct {
 	Device    string
 	// Barcode holds the bytes exactly as read from the device.
 	Barcode []byte
+
+	// Station is the receiving station the event belongs to.
+	Station string
+	// Manual marks a code typed in by a clerk instead of scanned.
+	Manual bool
+	// ScanID is the id of the scan event this event resolves.
+	ScanID string
+	// ParcelID is the id of the parcel.received event this event is about.
+	ParcelID string
+	// Parcel is set on parcel.received.
+	Parcel *Parcel
+	// Recipient and Location are internal codes attached to a parcel.
+	Recipient string
+	Location  string
+	// Printer is the device a label went to.
+	Printer string
+
+	// Resolves lists scan ids that this event completes at its station. The
+	// store records them in the same transaction; they are not published.
+	Resolves []string
+}
+
+func (e *Event) ext() *ext {
+	if e.Station == "" && !e.Manual && e.ScanID == "" && e.ParcelID == "" && e.Parcel == nil &&
+		e.Recipient == "" && e.Location == "" && e.Printer == "" {
+		return nil
+	}
+	return &ext{Station: e.Station, Manual: e.Manual, ScanID: e.ScanID, ParcelID: e.ParcelID, Parcel: e.Parcel,
+		Recipient: e.Recipient, Location: e.Location, Printer: e.Printer}
 }
 
 // wire is the JSON shape of an event, version 1.
@@ -52,6 +131,7 @@ type wire struct {
 	Device    string `json:"device,omitempty"`
 	Barcode   string `json:"barcode,omitempty"`
 	BarcodeB4 string `json:"barcode_b64,omitempty"`
+	ext
 }
 
 // TimeFormat is the layout of the "ts" field: RFC 3339, UTC, milliseconds.
@@ -92,6 +172,17 @@ func (e Event) AppendJSON(b []byte) ([]byte, error) {
 			b = append(b, `,"barcode_b64":"`...)
 			b = base64.StdEncoding.AppendEncode(b, e.Barcode)
 			b = append(b, '"')
+		}
+	}
+	if x := e.ext(); x != nil {
+		// Business events are few; encoding/json is fine for them.
+		xb, err := json.Marshal(x)
+		if err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		if len(xb) > 2 {
+			b = append(b, ',')
+			b = append(b, xb[1:len(xb)-1]...)
 		}
 	}
 	return append(b, '}'), nil
@@ -149,7 +240,9 @@ func Decode(b []byte) (Event, error) {
 		return Event{}, fmt.Errorf("decode event: ts: %w", err)
 	}
 	e := Event{ID: w.ID, Epoch: w.Epoch, Seq: w.Seq, Appliance: w.Appliance, Site: w.Site,
-		Type: w.Type, Time: ts, Device: w.Device}
+		Type: w.Type, Time: ts, Device: w.Device,
+		Station: w.Station, Manual: w.Manual, ScanID: w.ScanID, ParcelID: w.ParcelID, Parcel: w.Parcel,
+		Recipient: w.Recipient, Location: w.Location, Printer: w.Printer}
 	switch {
 	case w.BarcodeB4 != "":
 		e.Barcode, err = base64.StdEncoding.DecodeString(w.BarcodeB4)

@@ -119,3 +119,60 @@ func FuzzEventJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestBusinessEventsRoundTrip(t *testing.T) {
+	ts := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	base := Event{ID: "019ac4a0-0000-7000-8000-000000000002", Epoch: "e1", Seq: 7, Appliance: "mr-1", Time: ts}
+	received := base
+	received.Type, received.Station, received.ScanID = TypeParcelReceived, "dock-1", "019ac4a0-0000-7000-8000-000000000001"
+	received.Recipient = "EMP-0042"
+	received.Resolves = []string{received.ScanID}
+	received.Parcel = &Parcel{Carrier: "ups", Service: "ground", Tracking: "1Z999AA10123456784", Check: "valid",
+		Raw: "1Z999AA10123456784", Weight: &Weight{Value: 1.25, Unit: "kg", Grams: 1250, Stable: true, Scale: "dock-scale"}}
+	noWeight := received
+	noWeight.Parcel = &Parcel{Carrier: "unknown", Tracking: "X", Check: "none", Raw: "X"}
+	manual := base
+	manual.Type, manual.Station, manual.Manual, manual.Barcode = TypeScan, "dock-1", true, []byte("1Z999AA10123456784")
+	printed := base
+	printed.Type, printed.Station, printed.ParcelID, printed.Printer = TypeLabelPrinted, "dock-1", received.ID, "dock-printer"
+
+	for _, tc := range []struct {
+		name  string
+		ev    Event
+		parts []string
+	}{
+		{"parcel.received", received, []string{`"type":"parcel.received"`, `"station":"dock-1"`, `"scan_id":"019ac4a0-0000-7000-8000-000000000001"`,
+			`"carrier":"ups"`, `"service":"ground"`, `"check":"valid"`, `"recipient":"EMP-0042"`,
+			`"weight":{"value":1.25,"unit":"kg","grams":1250,"stable":true,"scale":"dock-scale"}`}},
+		{"no weight", noWeight, []string{`"weight":null`, `"carrier":"unknown"`}},
+		{"manual scan", manual, []string{`"manual":true`, `"barcode":"1Z999AA10123456784"`}},
+		{"label.printed", printed, []string{`"parcel_id":"` + received.ID + `"`, `"printer":"dock-printer"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.ev.AppendJSON(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !json.Valid(b) {
+				t.Fatalf("invalid JSON %s", b)
+			}
+			for _, p := range tc.parts {
+				if !bytes.Contains(b, []byte(p)) {
+					t.Errorf("payload %s lacks %s", b, p)
+				}
+			}
+			if bytes.Contains(b, []byte("resolves")) {
+				t.Errorf("payload %s carries the store-only resolves list", b)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got.Resolves = tc.ev.Resolves
+			again, _ := got.AppendJSON(nil)
+			if !bytes.Equal(again, b) {
+				t.Fatalf("round trip changed the payload:\n%s\n%s", b, again)
+			}
+		})
+	}
+}

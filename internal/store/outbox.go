@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,12 +89,14 @@ const (
 	opAppend opKind = iota
 	opMarkSent
 	opPrune
+	opResolve
 )
 
 type request struct {
 	kind  opKind
 	ev    event.Event
 	pos   []int64
+	ids   []string
 	reply chan result
 }
 
@@ -419,6 +422,91 @@ func (o *Outbox) MarkSent(ctx context.Context, pos []int64) error {
 	return nil
 }
 
+// Resolve records that the given scans need no further work at their
+// station although no event names them (a duplicate, a recipient code that
+// nothing followed). Unknown ids are ignored.
+func (o *Outbox) Resolve(ctx context.Context, scanIDs ...string) error {
+	if len(scanIDs) == 0 {
+		return nil
+	}
+	if _, err := o.submit(ctx, &request{kind: opResolve, ids: scanIDs}); err != nil {
+		return fmt.Errorf("resolve %d scans: %w", len(scanIDs), err)
+	}
+	return nil
+}
+
+// Unresolved returns the scans committed at a station that no event has
+// resolved yet, in commit order.
+func (o *Outbox) Unresolved(ctx context.Context, station string) ([]event.Event, error) {
+	rows, err := o.rdb.QueryContext(ctx, "SELECT payload FROM unresolved WHERE station = ? ORDER BY pos", station)
+	if err != nil {
+		return nil, fmt.Errorf("read unresolved scans: %w", err)
+	}
+	defer rows.Close()
+	var out []event.Event
+	for rows.Next() {
+		var payload []byte
+		if err := rows.Scan(&payload); err != nil {
+			return nil, fmt.Errorf("read unresolved scans: %w", err)
+		}
+		ev, err := event.Decode(payload)
+		if err != nil {
+			return nil, fmt.Errorf("read unresolved scans: %w", err)
+		}
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read unresolved scans: %w", err)
+	}
+	return out, nil
+}
+
+// Stored is a committed event with its delivery state.
+type Stored struct {
+	event.Event
+	// Sent is true once the broker acknowledged the event.
+	Sent bool
+}
+
+// Recent returns up to limit of the most recent events, newest first,
+// optionally only of the given types. Pruned events are gone.
+func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]Stored, error) {
+	q := "SELECT payload, sent_at IS NOT NULL FROM events"
+	args := make([]any, 0, len(types)+1)
+	if len(types) > 0 {
+		q += " WHERE type IN (?" + strings.Repeat(",?", len(types)-1) + ")"
+		for _, t := range types {
+			args = append(args, string(t))
+		}
+	}
+	q += " ORDER BY pos DESC LIMIT ?"
+	args = append(args, limit)
+	rows, err := o.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read recent events: %w", err)
+	}
+	defer rows.Close()
+	var out []Stored
+	for rows.Next() {
+		var (
+			payload []byte
+			sent    bool
+		)
+		if err := rows.Scan(&payload, &sent); err != nil {
+			return nil, fmt.Errorf("read recent events: %w", err)
+		}
+		ev, err := event.Decode(payload)
+		if err != nil {
+			return nil, fmt.Errorf("read recent events: %w", err)
+		}
+		out = append(out, Stored{Event: ev, Sent: sent})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read recent events: %w", err)
+	}
+	return out, nil
+}
+
 // Prune deletes sent events older than RetainSent and returns how many.
 func (o *Outbox) Prune(ctx context.Context) (int64, error) {
 	res, err := o.submit(ctx, &request{kind: opPrune})
@@ -598,8 +686,14 @@ func (o *Outbox) commit(batch []*request) {
 					results[i].err = err
 					continue
 				}
-				if _, err := ins.Exec(ev.Epoch, ev.Seq, ev.ID, string(ev.Type), ev.Time.UnixMilli(), payload); err != nil {
+				res, err := ins.Exec(ev.Epoch, ev.Seq, ev.ID, string(ev.Type), ev.Time.UnixMilli(), payload)
+				if err != nil {
 					return err
+				}
+				if ev.Station != "" {
+					if err := trackResolution(tx, ev, res, payload); err != nil {
+						return err
+					}
 				}
 				results[i].ev = ev
 				lastID = ev.ID
@@ -615,6 +709,10 @@ func (o *Outbox) commit(batch []*request) {
 					}
 					n, _ := res.RowsAffected()
 					sentDelta += n
+				}
+			case opResolve:
+				if err := deleteUnresolved(tx, r.ids); err != nil {
+					return err
 				}
 			case opPrune:
 				cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
@@ -660,6 +758,31 @@ func (o *Outbox) commit(batch []*request) {
 		default:
 		}
 	}
+}
+
+// trackResolution keeps the unresolved table in step with an event at a
+// station: a scan becomes unresolved, an event resolving scans removes them.
+func trackResolution(tx *sql.Tx, ev event.Event, res sql.Result, payload []byte) error {
+	if ev.Type == event.TypeScan {
+		pos, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec("INSERT INTO unresolved(scan_id, station, pos, payload) VALUES (?,?,?,?)",
+			ev.ID, ev.Station, pos, payload); err != nil {
+			return err
+		}
+	}
+	return deleteUnresolved(tx, ev.Resolves)
+}
+
+func deleteUnresolved(tx *sql.Tx, ids []string) error {
+	for _, id := range ids {
+		if _, err := tx.Exec("DELETE FROM unresolved WHERE scan_id = ?", id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ranges sorts positions and folds them into inclusive [first, last] runs.

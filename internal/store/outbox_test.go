@@ -301,3 +301,81 @@ func TestMarkSentSparse(t *testing.T) {
 		t.Fatalf("pending count = %d, want 6", st.Pending)
 	}
 }
+
+func TestUnresolvedScansSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{})
+	atStation := func(code string) event.Event {
+		ev := scan(code)
+		ev.Station = "dock-1"
+		got, err := o.Append(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	a, b, c := atStation("A"), atStation("B"), atStation("C")
+	other := scan("D")
+	other.Station = "dock-2"
+	if _, err := o.Append(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Append(ctx, scan("no station")); err != nil {
+		t.Fatal(err)
+	}
+	// a is resolved by a business event, b by Resolve alone.
+	rcv := event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: t0, Station: "dock-1",
+		ScanID: a.ID, Resolves: []string{a.ID}, Parcel: &event.Parcel{Carrier: "unknown", Tracking: "A", Check: "none", Raw: "A"}}
+	if _, err := o.Append(ctx, rcv); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Resolve(ctx, b.ID, "no-such-id"); err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+
+	o = open(t, path, Options{})
+	defer o.Close()
+	got, err := o.Unresolved(ctx, "dock-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != c.ID || string(got[0].Barcode) != "C" || got[0].Seq != c.Seq {
+		t.Fatalf("unresolved at dock-1 = %+v; want only scan C", got)
+	}
+	if got, _ := o.Unresolved(ctx, "dock-2"); len(got) != 1 || string(got[0].Barcode) != "D" {
+		t.Fatalf("unresolved at dock-2 = %+v", got)
+	}
+}
+
+func TestRecentNewestFirstWithSentState(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	evs := appendN(t, o, 5)
+	rcv := event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: t0, Station: "s",
+		Parcel: &event.Parcel{Carrier: "ups", Tracking: "1Z", Check: "valid", Raw: "1Z"}}
+	if _, err := o.Append(ctx, rcv); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := o.Pending(ctx, 0, 2)
+	if err := o.MarkSent(ctx, []int64{recs[0].Pos, recs[1].Pos}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := o.Recent(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Type != event.TypeParcelReceived || got[1].ID != evs[4].ID || got[2].ID != evs[3].ID || got[0].Sent {
+		t.Fatalf("recent = %+v", got)
+	}
+	all, _ := o.Recent(ctx, 10, event.TypeScan)
+	if len(all) != 5 || !all[4].Sent || !all[3].Sent || all[2].Sent {
+		t.Fatalf("recent scans = %d, sent flags wrong: %+v", len(all), all)
+	}
+	parcels, _ := o.Recent(ctx, 10, event.TypeParcelReceived)
+	if len(parcels) != 1 || parcels[0].Parcel == nil || parcels[0].Parcel.Carrier != "ups" {
+		t.Fatalf("recent parcels = %+v", parcels)
+	}
+}

@@ -23,6 +23,16 @@ var migrations = []string{
 	CREATE INDEX events_pending ON events(pos) WHERE sent_at IS NULL;
 	CREATE INDEX events_sent ON events(sent_at) WHERE sent_at IS NOT NULL;
 	CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
+	// 2: scans at a station that no business event has resolved yet. A row
+	// is written with its scan and deleted in the transaction of the event
+	// that resolves it, so a restart finds exactly the unfinished work.
+	`CREATE TABLE unresolved (
+		scan_id TEXT    PRIMARY KEY,
+		station TEXT    NOT NULL,
+		pos     INTEGER NOT NULL,
+		payload BLOB    NOT NULL
+	) WITHOUT ROWID;
+	CREATE INDEX unresolved_station ON unresolved(station, pos);`,
 }
 
 // SchemaVersion is the schema version this build writes.
