@@ -22,6 +22,8 @@ type Config struct {
 	Storage   Storage   `yaml:"storage"`
 	Uplink    Uplink    `yaml:"uplink"`
 	Devices   []Device  `yaml:"devices"`
+	Stations  []Station `yaml:"stations"`
+	Barcodes  Barcodes  `yaml:"barcodes"`
 	Log       Log       `yaml:"log"`
 
 	// File is the path the configuration was loaded from.
@@ -100,6 +102,41 @@ type Device struct {
 	Seed     int64    `yaml:"seed"`
 }
 
+// Station is a receiving station: the scanner a clerk uses, and the scale
+// and label printer beside it. A device belongs to at most one station.
+type Station struct {
+	Name    string `yaml:"name"`
+	Scanner string `yaml:"scanner"`
+	Scale   string `yaml:"scale"`
+	Printer string `yaml:"printer"`
+	// WeightWindow is how long a parcel scan waits for the scale to settle.
+	WeightWindow Duration `yaml:"weight_window"`
+	// DuplicateWindow: the same code again within it is a duplicate.
+	DuplicateWindow Duration `yaml:"duplicate_window"`
+	// AttachWindow: a recipient or location code within it of a parcel scan
+	// is attached to that parcel.
+	AttachWindow Duration `yaml:"attach_window"`
+	// LabelTemplate is a ZPL template file; empty means the built-in label.
+	LabelTemplate string `yaml:"label_template"`
+	// LabelCode is the symbology of the id on the label: code128 or qr.
+	LabelCode string `yaml:"label_code"`
+}
+
+// Barcodes configures how codes are recognised.
+type Barcodes struct {
+	// Internal lists the mailroom's own codes, tried before carrier formats.
+	Internal []InternalCode `yaml:"internal"`
+}
+
+// InternalCode recognises one family of internal codes by prefix or by
+// regular expression.
+type InternalCode struct {
+	// Kind is recipient, location or parcel.
+	Kind    string `yaml:"kind"`
+	Prefix  string `yaml:"prefix"`
+	Pattern string `yaml:"pattern"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`
@@ -153,6 +190,10 @@ const (
 	DefaultControlChars    = "strip"
 	DefaultDeviceReconnect = Duration(10 * time.Second)
 	DefaultSimInterval     = Duration(2 * time.Second)
+	DefaultWeightWindow    = Duration(3 * time.Second)
+	DefaultDuplicateWindow = Duration(30 * time.Second)
+	DefaultAttachWindow    = Duration(30 * time.Second)
+	DefaultLabelCode       = "code128"
 )
 
 func (c *Config) applyDefaults() {
@@ -207,6 +248,13 @@ func (c *Config) applyDefaults() {
 				setDefault(&d.Unit, "lb")
 			}
 		}
+	}
+	for i := range c.Stations {
+		st := &c.Stations[i]
+		setDefault(&st.WeightWindow, DefaultWeightWindow)
+		setDefault(&st.DuplicateWindow, DefaultDuplicateWindow)
+		setDefault(&st.AttachWindow, DefaultAttachWindow)
+		setDefault(&st.LabelCode, DefaultLabelCode)
 	}
 	setDefault(&c.Log.Level, "info")
 	setDefault(&c.Log.Format, "text")

@@ -90,7 +90,7 @@ func TestBrokenConfigs(t *testing.T) {
 		want    []string
 	}{
 		{"unknown top-level key", func(s string) string { return s + "colour: blue\n" }, 0o600,
-			[]string{":12:1: colour: unknown key (known keys: appliance, devices, log, storage, uplink, version)"}},
+			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, devices, log, stations, storage, uplink, version)"}},
 		{"unknown nested key", func(s string) string { return strings.Replace(s, "max_pending: 1000", "max_pendng: 1000", 1) }, 0o600,
 			[]string{":3:28: storage.max_pendng: unknown key"}},
 		{"wrong type", func(s string) string { return strings.Replace(s, "baud: 9600", "baud: fast", 1) }, 0o600,
@@ -114,6 +114,20 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{": (document): invalid YAML:"}},
 		{"missing cert file", func(s string) string { return strings.Replace(s, "client.pem", "nope.pem", 1) }, 0o600,
 			[]string{":7:14: uplink.cert_file: cannot read ", "nope.pem: no such file or directory"}},
+		{"station with a scale that is a scanner", func(s string) string {
+			return s + "stations:\n  - {name: dock-1, scanner: dock-scanner, scale: demo-scanner, printer: nope}\n"
+		}, 0o600, []string{":13:50: stations[0].scale: device \"demo-scanner\" is a scanner, not a scale",
+			":13:73: stations[0].printer: no device named \"nope\" in devices"}},
+		{"device in two stations", func(s string) string {
+			return s + "stations:\n  - {name: a, scanner: dock-scanner}\n  - {name: b, scanner: dock-scanner, weight_window: -1s}\n"
+		}, 0o600, []string{":14:24: stations[1].scanner: device \"dock-scanner\" already belongs to station \"a\"",
+			"stations[1].weight_window: must not be negative"}},
+		{"station without scanner", func(s string) string { return s + "stations:\n  - {name: a, label_code: datamatrix}\n" }, 0o600,
+			[]string{"stations[0].scanner: required", "stations[0].label_code: unknown code \"datamatrix\""}},
+		{"bad internal code rules", func(s string) string {
+			return s + "barcodes:\n  internal:\n    - {kind: badge, prefix: EMP}\n    - {kind: location, pattern: \"(\"}\n"
+		}, 0o600, []string{":14:7: barcodes.internal[0]: kind \"badge\" is not recipient, location or parcel",
+			":15:7: barcodes.internal[1]: pattern: error parsing regexp"}},
 		{"several problems at once", func(s string) string {
 			return strings.Replace(strings.Replace(s, "parity", "x", 0), "driver: sim", "driver: laser", 1) + "log: {level: loud}\n"
 		}, 0o600, []string{"devices[1].driver: unknown driver \"laser\"", "log.level: unknown level \"loud\""}},

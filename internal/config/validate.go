@@ -10,6 +10,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/label"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -220,6 +223,8 @@ func (d *decoder) validate(c *Config) {
 		}
 	}
 
+	d.validateStations(c, bad, abs)
+
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -323,4 +328,86 @@ func keyFileProblem(path string) string {
 		return fmt.Sprintf("%s is readable by group or others (mode %04o): a private key must be readable by its owner only; run chmod 600 %s", path, perm, path)
 	}
 	return ""
+}
+
+func (d *decoder) validateStations(c *Config, bad func(string, string, ...any), abs func(string) string) {
+	kinds := map[string]string{}
+	for _, dev := range c.Devices {
+		kinds[dev.Name] = dev.Kind
+	}
+	owner := map[string]string{}
+	names := map[string]bool{}
+	for i := range c.Stations {
+		st := &c.Stations[i]
+		p := fmt.Sprintf("stations[%d]", i)
+		switch {
+		case st.Name == "":
+			bad(p+".name", "required")
+		case !nameRE.MatchString(st.Name):
+			bad(p+".name", "%q is not a valid name: use letters, digits, '-', '_' or '.'", st.Name)
+		case names[st.Name]:
+			bad(p+".name", "duplicate station name %q", st.Name)
+		}
+		names[st.Name] = true
+		for _, ref := range []struct{ key, dev, kind string }{
+			{"scanner", st.Scanner, "scanner"}, {"scale", st.Scale, "scale"}, {"printer", st.Printer, "printer"},
+		} {
+			f := p + "." + ref.key
+			if ref.dev == "" {
+				if ref.key == "scanner" {
+					bad(f, "required: the name of a scanner in devices")
+				}
+				continue
+			}
+			kind, ok := kinds[ref.dev]
+			switch {
+			case !ok:
+				bad(f, "no device named %q in devices", ref.dev)
+			case kind != ref.kind:
+				bad(f, "device %q is a %s, not a %s", ref.dev, kind, ref.kind)
+			case owner[ref.dev] != "":
+				bad(f, "device %q already belongs to station %q: a device belongs to at most one station", ref.dev, owner[ref.dev])
+			default:
+				owner[ref.dev] = st.Name
+			}
+		}
+		for _, w := range []struct {
+			key string
+			v   Duration
+		}{{"weight_window", st.WeightWindow}, {"duplicate_window", st.DuplicateWindow}, {"attach_window", st.AttachWindow}} {
+			if w.v < 0 {
+				bad(p+"."+w.key, "must not be negative")
+			}
+		}
+		if st.LabelCode != "code128" && st.LabelCode != "qr" {
+			bad(p+".label_code", "unknown code %q (code128, qr)", st.LabelCode)
+		}
+		if st.LabelTemplate != "" {
+			st.LabelTemplate = abs(st.LabelTemplate)
+			if st.Printer == "" {
+				bad(p+".label_template", "set, but the station has no printer")
+			}
+			if b, err := os.ReadFile(st.LabelTemplate); err != nil {
+				bad(p+".label_template", "cannot read %s: %v", st.LabelTemplate, unwrapPathError(err))
+			} else if _, err := label.Parse(string(b)); err != nil {
+				bad(p+".label_template", "%v", err)
+			}
+		}
+	}
+	rules := make([]barcode.Rule, 0, len(c.Barcodes.Internal))
+	for i, r := range c.Barcodes.Internal {
+		rules = append(rules, barcode.Rule{Kind: barcode.Kind(r.Kind), Prefix: r.Prefix, Pattern: r.Pattern})
+		if _, err := barcode.NewClassifier(rules[i : i+1]); err != nil {
+			bad(fmt.Sprintf("barcodes.internal[%d]", i), "%s", strings.TrimPrefix(err.Error(), "barcode rule 1: "))
+		}
+	}
+}
+
+// Rules returns the internal barcode rules in the form the classifier takes.
+func (b Barcodes) Rules() []barcode.Rule {
+	out := make([]barcode.Rule, len(b.Internal))
+	for i, r := range b.Internal {
+		out[i] = barcode.Rule{Kind: barcode.Kind(r.Kind), Prefix: r.Prefix, Pattern: r.Pattern}
+	}
+	return out
 }
