@@ -53,7 +53,7 @@ type Config struct {
 type Printer struct {
 	cfg   Config
 	mu    sync.Mutex
-	queue [][]byte
+	queue []job
 	wake  chan struct{}
 	sent  int
 }
@@ -75,10 +75,17 @@ func New(cfg Config) *Printer {
 	return &Printer{cfg: cfg, wake: make(chan struct{}, 1)}
 }
 
-// Submit queues a job (one or more complete formats).
-func (p *Printer) Submit(job []byte) {
+type job struct {
+	data []byte
+	sent func()
+}
+
+// Submit queues a job (one or more complete formats). sent, if not nil, is
+// called once the whole job was written to the printer; a job cut off by a
+// lost connection is sent again whole, and sent is called only once.
+func (p *Printer) Submit(data []byte, sent func()) {
 	p.mu.Lock()
-	p.queue = append(p.queue, job)
+	p.queue = append(p.queue, job{data: data, sent: sent})
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -124,14 +131,17 @@ func (p *Printer) Run(ctx context.Context, out chan<- printer.Reading) error {
 			defer t.Stop()
 			for {
 				for {
-					job, ok := p.next()
+					j, ok := p.next()
 					if !ok {
 						break
 					}
-					if err := writeAll(c, job); err != nil {
+					if err := writeAll(c, j.data); err != nil {
 						return fmt.Errorf("send job: %w", err) // stays queued, sent again whole
 					}
 					p.done()
+					if j.sent != nil {
+						j.sent()
+					}
 				}
 				s, err := p.status(c)
 				if err != nil {
@@ -151,11 +161,11 @@ func (p *Printer) Run(ctx context.Context, out chan<- printer.Reading) error {
 	return loop.Run(ctx)
 }
 
-func (p *Printer) next() ([]byte, bool) {
+func (p *Printer) next() (job, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.queue) == 0 {
-		return nil, false
+		return job{}, false
 	}
 	return p.queue[0], true
 }
