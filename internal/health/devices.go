@@ -71,3 +71,18 @@ func (t *Tracker) Devices() []DeviceStatus {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
+
+// DeviceConnectedNow reports whether a registered device has no active
+// condition, i.e. is connected and working.
+func (t *Tracker) DeviceConnectedNow(name string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	prefix := "device." + name + "."
+	for key := range t.active {
+		if strings.HasPrefix(key, prefix) {
+			return false
+		}
+	}
+	_, ok := t.devices[name]
+	return ok
+}

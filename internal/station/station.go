@@ -1,0 +1,566 @@
+// Package station turns committed scans at a receiving station into
+// business events: it recognises the carrier and tracking number, takes the
+// weight from the station's scale, suppresses duplicates, attaches
+// recipient and location codes, and prints a receiving label.
+//
+// A scan is committed by the intake before the station sees it. The events
+// a station writes name the scan they resolve and are committed in the same
+// transaction that marks it resolved, so after a power cut Recover finds
+// exactly the scans whose work was not finished and resolves them again.
+package station
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/mailroomd/mailroomd/drivers/scale"
+	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/label"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+// Store is what a station needs of the event buffer.
+type Store interface {
+	Append(ctx context.Context, ev event.Event) (event.Event, error)
+	Resolve(ctx context.Context, scanIDs ...string) error
+	Unresolved(ctx context.Context, station string) ([]event.Event, error)
+	Recent(ctx context.Context, limit int, types ...event.Type) ([]store.Stored, error)
+}
+
+var _ Store = (*store.Outbox)(nil)
+
+// LabelPrinter queues label jobs; sent is called once a job was handed to
+// the printer.
+type LabelPrinter interface {
+	Submit(job []byte, sent func())
+}
+
+// Config describes one station.
+type Config struct {
+	Name      string
+	Appliance string
+	Site      string
+	// Scale and Printer name the station's devices; empty when it has none.
+	Scale   string
+	Printer string
+	// WeightWindow is how long a parcel scan waits for a settled weight.
+	WeightWindow time.Duration
+	// DuplicateWindow: the same code again within it is a duplicate.
+	DuplicateWindow time.Duration
+	// AttachWindow: recipient and location codes within it are attached.
+	AttachWindow time.Duration
+	// Label is the receiving label template; nil means label.Default.
+	Label *label.Template
+	// QR prints the parcel id as a QR code instead of Code 128.
+	QR         bool
+	Classifier *barcode.Classifier
+	// ScaleReady reports whether the scale is connected and answering; a
+	// reading of a scale that is not is no weight at all. Nil means ready.
+	ScaleReady func() bool
+	Clock      clock.Clock
+	Log        *slog.Logger
+	Health     health.Reporter
+	// OnEvent, if set, is called with every event the station committed.
+	OnEvent func(event.Event)
+}
+
+// Stats counts what a station did since it started.
+type Stats struct {
+	Received   int64 // parcel.received events
+	Updated    int64 // parcel.updated events
+	Duplicates int64 // scans suppressed as duplicates
+	Printed    int64 // labels handed to the printer
+}
+
+// Parcel is a recently received parcel, enough to print its label again.
+type Parcel struct {
+	ID        string
+	Time      time.Time
+	Parcel    event.Parcel
+	Recipient string
+	Location  string
+}
+
+// recentLimit is how many parcels a station remembers for reprints.
+const recentLimit = 200
+
+type hold struct {
+	scanID string
+	value  string
+	at     time.Time
+}
+
+type lastParcel struct {
+	id  string
+	at  time.Time
+	has map[barcode.Kind]bool
+}
+
+// Station resolves the scans of one receiving station, one at a time and
+// in commit order.
+type Station struct {
+	cfg     Config
+	store   Store
+	printer LabelPrinter
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	queue    []event.Event
+	wake     chan struct{}
+	weight   scale.Reading
+	weighed  bool
+	weightCh chan struct{} // closed and replaced on every reading
+	recent   []*Parcel
+	stats    Stats
+
+	// Owned by the goroutine that resolves scans.
+	seen  map[string]time.Time
+	holds map[barcode.Kind]hold
+	last  *lastParcel
+}
+
+// New returns a station. pr may be nil when the station has no printer.
+func New(cfg Config, st Store, pr LabelPrinter) *Station {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Health == nil {
+		cfg.Health = health.Discard{}
+	}
+	if cfg.Label == nil {
+		cfg.Label = label.MustDefault()
+	}
+	if cfg.ScaleReady == nil {
+		cfg.ScaleReady = func() bool { return true }
+	}
+	return &Station{cfg: cfg, store: st, printer: pr, log: cfg.Log.With("station", cfg.Name),
+		wake: make(chan struct{}, 1), weightCh: make(chan struct{}),
+		seen: map[string]time.Time{}, holds: map[barcode.Kind]hold{}}
+}
+
+// Name returns the station's name.
+func (s *Station) Name() string { return s.cfg.Name }
+
+// Weigh records a reading of the station's scale.
+func (s *Station) Weigh(r scale.Reading) {
+	s.mu.Lock()
+	s.weight, s.weighed = r, true
+	close(s.weightCh)
+	s.weightCh = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// Submit hands a committed scan of the station's scanner to the station.
+// It never blocks; the scan is resolved by Run.
+func (s *Station) Submit(scan event.Event) {
+	s.mu.Lock()
+	s.queue = append(s.queue, scan)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the station's counters.
+func (s *Station) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Recent returns the parcels the station remembers, newest first.
+func (s *Station) Recent() []Parcel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Parcel, 0, len(s.recent))
+	for i := len(s.recent) - 1; i >= 0; i-- {
+		out = append(out, *s.recent[i])
+	}
+	return out
+}
+
+// Recover loads the station's recent parcels and resolves every scan that
+// was committed but not resolved before the last stop. Call it before Run
+// and before the station's scanner starts.
+func (s *Station) Recover(ctx context.Context) error {
+	recent, err := s.store.Recent(ctx, 5000, event.TypeParcelReceived, event.TypeParcelUpdated)
+	if err != nil {
+		return fmt.Errorf("station %s: %w", s.cfg.Name, err)
+	}
+	updates := map[string][]event.Event{}
+	for i := len(recent) - 1; i >= 0; i-- {
+		ev := recent[i].Event
+		if ev.Station != s.cfg.Name {
+			continue
+		}
+		switch {
+		case ev.Type == event.TypeParcelUpdated:
+			updates[ev.ParcelID] = append(updates[ev.ParcelID], ev)
+		case ev.Parcel != nil:
+			p := &Parcel{ID: ev.ID, Time: ev.Time, Parcel: *ev.Parcel, Recipient: ev.Recipient, Location: ev.Location}
+			s.mu.Lock()
+			s.remember(p)
+			s.mu.Unlock()
+			s.seen[dupKey(ev.Parcel.Carrier, ev.Parcel.Tracking)] = ev.Time
+			s.last = &lastParcel{id: ev.ID, at: ev.Time, has: map[barcode.Kind]bool{
+				barcode.KindRecipient: ev.Recipient != "", barcode.KindLocation: ev.Location != ""}}
+		}
+	}
+	for id, ups := range updates {
+		for _, u := range ups {
+			s.mu.Lock()
+			s.applyUpdate(id, u.Recipient, u.Location)
+			s.mu.Unlock()
+			if s.last != nil && s.last.id == id {
+				s.last.has[barcode.KindRecipient] = s.last.has[barcode.KindRecipient] || u.Recipient != ""
+				s.last.has[barcode.KindLocation] = s.last.has[barcode.KindLocation] || u.Location != ""
+			}
+		}
+	}
+
+	scans, err := s.store.Unresolved(ctx, s.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("station %s: %w", s.cfg.Name, err)
+	}
+	if len(scans) > 0 {
+		s.log.Info("resolving scans left unresolved at the last stop", "count", len(scans))
+	}
+	for _, scan := range scans {
+		if err := s.resolve(ctx, scan, false); err != nil {
+			return fmt.Errorf("station %s: resolve scan %s: %w", s.cfg.Name, scan.ID, err)
+		}
+	}
+	return s.expireHolds(ctx, s.cfg.Clock.Now())
+}
+
+// Run resolves submitted scans in order until ctx is cancelled. A scan
+// whose events cannot be committed is retried; it stays unresolved in the
+// store until they are.
+func (s *Station) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		var scan event.Event
+		have := len(s.queue) > 0
+		if have {
+			scan = s.queue[0]
+			s.queue = s.queue[1:]
+		}
+		s.mu.Unlock()
+		if have {
+			for {
+				err := s.resolve(ctx, scan, true)
+				if err == nil {
+					s.cfg.Health.Clear(s.conditionKey())
+					break
+				}
+				if ctx.Err() != nil {
+					return nil // unresolved; Recover finishes it after the restart
+				}
+				s.log.Error("scan not resolved; retrying", "scan", scan.ID, "err", err)
+				s.cfg.Health.Set(s.conditionKey(), health.Critical,
+					fmt.Sprintf("station %s cannot record parcels: %v", s.cfg.Name, err))
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		if err := s.expireHolds(ctx, s.cfg.Clock.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("expire held codes", "err", err)
+		}
+		timer.Reset(s.nextExpiry())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (s *Station) conditionKey() string { return "station." + s.cfg.Name + ".stuck" }
+
+func (s *Station) nextExpiry() time.Duration {
+	next := time.Hour
+	now := s.cfg.Clock.Now()
+	for _, h := range s.holds {
+		if d := h.at.Add(s.cfg.AttachWindow).Sub(now); d < next {
+			next = max(d, time.Millisecond)
+		}
+	}
+	return next
+}
+
+// expireHolds resolves held recipient and location codes that no parcel
+// followed within the window.
+func (s *Station) expireHolds(ctx context.Context, now time.Time) error {
+	for kind, h := range s.holds {
+		if now.Sub(h.at) < s.cfg.AttachWindow {
+			continue
+		}
+		if err := s.store.Resolve(ctx, h.scanID); err != nil {
+			return err
+		}
+		delete(s.holds, kind)
+		s.log.Info("code not attached: no parcel followed in time", "kind", string(kind), "code", h.value)
+	}
+	return nil
+}
+
+func dupKey(carrier, tracking string) string { return carrier + "/" + tracking }
+
+// resolve turns one scan into its events. live is false while recovering,
+// when the scale's reading at scan time is no longer known.
+func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) error {
+	res := s.cfg.Classifier.Classify(scan.Barcode)
+	at := scan.Time
+	if err := s.expireHolds(ctx, at); err != nil {
+		return err
+	}
+	if !res.IsParcel() {
+		return s.attach(ctx, scan, res)
+	}
+
+	key := dupKey(string(res.Carrier), res.Tracking)
+	if prev, ok := s.seen[key]; ok && at.Sub(prev) >= 0 && at.Sub(prev) < s.cfg.DuplicateWindow {
+		if err := s.store.Resolve(ctx, scan.ID); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.stats.Duplicates++
+		s.mu.Unlock()
+		s.log.Info("duplicate scan ignored", "tracking", res.Tracking, "first", prev, "scan", scan.ID)
+		return nil
+	}
+
+	p := &event.Parcel{Carrier: string(res.Carrier), Service: res.Service, Tracking: res.Tracking, Check: string(res.Check),
+		Raw: res.Raw, Symbology: res.Symbology, Country: res.Country, GS1: res.GS1}
+	for _, c := range res.Candidates {
+		p.Candidates = append(p.Candidates, string(c))
+	}
+	if live && s.cfg.Scale != "" {
+		p.Weight = s.weigh(ctx)
+	}
+	ev := event.Event{Appliance: s.cfg.Appliance, Site: s.cfg.Site, Type: event.TypeParcelReceived, Time: at,
+		Device: scan.Device, Station: s.cfg.Name, Manual: scan.Manual, ScanID: scan.ID, Parcel: p,
+		Resolves: []string{scan.ID}}
+	var used []barcode.Kind
+	for kind, h := range s.holds {
+		if at.Sub(h.at) < 0 || at.Sub(h.at) >= s.cfg.AttachWindow {
+			continue
+		}
+		switch kind {
+		case barcode.KindRecipient:
+			ev.Recipient = h.value
+		case barcode.KindLocation:
+			ev.Location = h.value
+		}
+		ev.Resolves = append(ev.Resolves, h.scanID)
+		used = append(used, kind)
+	}
+	committed, err := s.store.Append(ctx, ev)
+	if err != nil {
+		return err
+	}
+	for _, k := range used {
+		delete(s.holds, k)
+	}
+	s.seen[key] = at
+	s.last = &lastParcel{id: committed.ID, at: at, has: map[barcode.Kind]bool{
+		barcode.KindRecipient: ev.Recipient != "", barcode.KindLocation: ev.Location != ""}}
+	rec := &Parcel{ID: committed.ID, Time: at, Parcel: *p, Recipient: ev.Recipient, Location: ev.Location}
+	s.mu.Lock()
+	s.stats.Received++
+	s.remember(rec)
+	s.mu.Unlock()
+	s.log.Info("parcel received", "carrier", p.Carrier, "tracking", p.Tracking, "check", p.Check,
+		"weight", weightText(p.Weight), "recipient", ev.Recipient, "location", ev.Location, "id", committed.ID)
+	s.emit(committed)
+	if live {
+		s.print(*rec)
+	}
+	return nil
+}
+
+// attach handles a recipient or location code: it updates the parcel just
+// received if that has none of its kind yet, or is held for the next one.
+func (s *Station) attach(ctx context.Context, scan event.Event, res barcode.Result) error {
+	at := scan.Time
+	kind := res.Kind
+	if l := s.last; l != nil && at.Sub(l.at) >= 0 && at.Sub(l.at) < s.cfg.AttachWindow && !l.has[kind] {
+		ev := event.Event{Appliance: s.cfg.Appliance, Site: s.cfg.Site, Type: event.TypeParcelUpdated, Time: at,
+			Device: scan.Device, Station: s.cfg.Name, Manual: scan.Manual, ScanID: scan.ID, ParcelID: l.id,
+			Resolves: []string{scan.ID}}
+		if kind == barcode.KindRecipient {
+			ev.Recipient = res.Tracking
+		} else {
+			ev.Location = res.Tracking
+		}
+		committed, err := s.store.Append(ctx, ev)
+		if err != nil {
+			return err
+		}
+		l.has[kind] = true
+		s.mu.Lock()
+		s.stats.Updated++
+		s.applyUpdate(l.id, ev.Recipient, ev.Location)
+		s.mu.Unlock()
+		s.log.Info("parcel updated", "parcel", l.id, string(kind), res.Tracking)
+		s.emit(committed)
+		return nil
+	}
+	if old, ok := s.holds[kind]; ok {
+		if err := s.store.Resolve(ctx, old.scanID); err != nil {
+			return err
+		}
+		s.log.Info("held code replaced by a newer one", "kind", string(kind), "old", old.value, "new", res.Tracking)
+	}
+	s.holds[kind] = hold{scanID: scan.ID, value: res.Tracking, at: at}
+	return nil
+}
+
+// applyUpdate records a recipient or location on a remembered parcel.
+func (s *Station) applyUpdate(id, recipient, location string) {
+	for _, p := range s.recent {
+		if p.ID == id {
+			if recipient != "" {
+				p.Recipient = recipient
+			}
+			if location != "" {
+				p.Location = location
+			}
+			return
+		}
+	}
+}
+
+func (s *Station) remember(p *Parcel) {
+	s.recent = append(s.recent, p)
+	if len(s.recent) > recentLimit {
+		s.recent = append(s.recent[:0:0], s.recent[len(s.recent)-recentLimit:]...)
+	}
+}
+
+func (s *Station) emit(ev event.Event) {
+	if s.cfg.OnEvent != nil {
+		s.cfg.OnEvent(ev)
+	}
+}
+
+// weigh returns the settled weight on the scale, waiting up to the weight
+// window for it; at the end of the window it takes what the scale shows,
+// marked unstable, or nil when the scale shows nothing or is not ready.
+func (s *Station) weigh(ctx context.Context) *event.Weight {
+	timer := time.NewTimer(s.cfg.WeightWindow)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		r, ok, changed := s.weight, s.weighed, s.weightCh
+		s.mu.Unlock()
+		ready := s.cfg.ScaleReady()
+		if ok && ready && r.Stable && r.Value > 0 {
+			return toWeight(r)
+		}
+		select {
+		case <-changed:
+			continue
+		case <-ctx.Done():
+		case <-timer.C:
+		}
+		if ok && ready && r.Value > 0 && (r.Status == scale.StatusStable || r.Status == scale.StatusMotion) {
+			w := toWeight(r)
+			w.Stable = false
+			s.log.Warn("scale did not settle in time; recording the unsettled weight", "weight", weightText(w), "window", s.cfg.WeightWindow)
+			return w
+		}
+		s.log.Warn("no weight available for the parcel", "scale", s.cfg.Scale, "ready", ready, "status", string(r.Status))
+		return nil
+	}
+}
+
+func toWeight(r scale.Reading) *event.Weight {
+	g, _ := r.Grams()
+	return &event.Weight{Value: r.Value, Unit: string(r.Unit), Grams: math.Round(g*100) / 100, Stable: r.Stable, Scale: r.Device}
+}
+
+func weightText(w *event.Weight) string {
+	if w == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%g %s", w.Value, w.Unit)
+}
+
+// print queues the receiving label of a parcel; label.printed is committed
+// once the printer took it.
+func (s *Station) print(p Parcel) {
+	if s.printer == nil {
+		return
+	}
+	w := ""
+	if p.Parcel.Weight != nil {
+		w = weightText(p.Parcel.Weight)
+	}
+	job, err := s.cfg.Label.Render(label.Fields{ID: p.ID, Carrier: p.Parcel.Carrier, Service: p.Parcel.Service,
+		Tracking: p.Parcel.Tracking, Recipient: p.Recipient, Location: p.Location, Station: s.cfg.Name,
+		Weight: w, Time: p.Time.In(time.Local), QR: s.cfg.QR})
+	if err != nil {
+		s.log.Error("label not printed", "parcel", p.ID, "err", err)
+		return
+	}
+	s.printer.Submit(job, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ev, err := s.store.Append(ctx, event.Event{Appliance: s.cfg.Appliance, Site: s.cfg.Site, Type: event.TypeLabelPrinted,
+			Time: s.cfg.Clock.Now(), Device: s.cfg.Printer, Station: s.cfg.Name, ParcelID: p.ID, Printer: s.cfg.Printer})
+		if err != nil {
+			s.log.Error("label printed but not recorded", "parcel", p.ID, "err", err)
+			return
+		}
+		s.mu.Lock()
+		s.stats.Printed++
+		s.mu.Unlock()
+		s.emit(ev)
+	})
+}
+
+// ErrUnknownParcel is returned by Reprint for a parcel the station does not
+// remember.
+var ErrUnknownParcel = errors.New("no recent parcel with that id at this station")
+
+// Reprint queues the label of a recent parcel again.
+func (s *Station) Reprint(id string) error {
+	if s.printer == nil {
+		return fmt.Errorf("reprint at station %s: the station has no printer", s.cfg.Name)
+	}
+	s.mu.Lock()
+	var found *Parcel
+	for _, p := range s.recent {
+		if p.ID == id {
+			c := *p
+			found = &c
+		}
+	}
+	s.mu.Unlock()
+	if found == nil {
+		return fmt.Errorf("reprint %s: %w", id, ErrUnknownParcel)
+	}
+	s.log.Info("reprinting label", "parcel", id)
+	s.print(*found)
+	return nil
+}

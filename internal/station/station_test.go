@@ -1,0 +1,339 @@
+package station
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/mailroomd/mailroomd/drivers/scale"
+	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	upsCode  = "1Z999AA10123456784"
+	uspsCode = "9400111899223855718403"
+)
+
+// jobs is a label printer that takes every job at once.
+type jobs struct {
+	mu   sync.Mutex
+	got  []string
+	hold bool
+}
+
+func (j *jobs) Submit(job []byte, sent func()) {
+	j.mu.Lock()
+	j.got = append(j.got, string(job))
+	j.mu.Unlock()
+	sent()
+}
+
+func (j *jobs) labels() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return append([]string(nil), j.got...)
+}
+
+type rig struct {
+	t       *testing.T
+	path    string
+	store   *store.Outbox
+	st      *Station
+	printer *jobs
+	cancel  context.CancelFunc
+	done    chan error
+	t0      time.Time
+}
+
+func newRig(t *testing.T, path string, mod func(*Config)) *rig {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "buffer.db")
+	}
+	o, err := store.Open(context.Background(), store.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cls, err := barcode.NewClassifier([]barcode.Rule{{Kind: barcode.KindRecipient, Prefix: "EMP-"}, {Kind: barcode.KindLocation, Prefix: "MS-"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Name: "dock-1", Appliance: "mr-test", Scale: "dock-scale", Printer: "dock-printer",
+		WeightWindow: 300 * time.Millisecond, DuplicateWindow: 30 * time.Second, AttachWindow: 30 * time.Second, Classifier: cls}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r := &rig{t: t, path: path, store: o, printer: &jobs{}, t0: time.Now()}
+	r.st = New(cfg, o, r.printer)
+	t.Cleanup(func() { r.stop(); o.Close() })
+	return r
+}
+
+func (r *rig) run() {
+	r.t.Helper()
+	if err := r.st.Recover(context.Background()); err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan error, 1)
+	go func() { r.done <- r.st.Run(ctx) }()
+}
+
+func (r *rig) stop() {
+	if r.cancel != nil {
+		r.cancel()
+		if err := <-r.done; err != nil {
+			r.t.Error(err)
+		}
+		r.cancel = nil
+	}
+}
+
+// scan commits a scan at the station, as the intake does, at t0+offset.
+func (r *rig) scan(code string, offset time.Duration, submit bool) event.Event {
+	r.t.Helper()
+	ev, err := r.store.Append(context.Background(), event.Event{Appliance: "mr-test", Type: event.TypeScan,
+		Time: r.t0.Add(offset), Device: "dock-scanner", Station: "dock-1", Barcode: []byte(code)})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if submit {
+		r.st.Submit(ev)
+	}
+	return ev
+}
+
+// events returns the committed events of the given type, oldest first.
+func (r *rig) events(typ event.Type) []event.Event {
+	r.t.Helper()
+	got, err := r.store.Recent(context.Background(), 1000, typ)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out := make([]event.Event, len(got))
+	for i := range got {
+		out[len(got)-1-i] = got[i].Event
+	}
+	return out
+}
+
+func (r *rig) waitEvents(typ event.Type, n int) []event.Event {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := r.events(typ)
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%d %s events after 10s, want %d", len(got), typ, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (r *rig) unresolved() int {
+	got, err := r.store.Unresolved(context.Background(), "dock-1")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return len(got)
+}
+
+func kg(v float64, stable bool) scale.Reading {
+	st := scale.StatusStable
+	if !stable {
+		st = scale.StatusMotion
+	}
+	return scale.Reading{Device: "dock-scale", Value: v, Unit: scale.Kilogram, Stable: stable, Status: st, At: time.Now()}
+}
+
+func TestParcelWithSettledWeightAndLabel(t *testing.T) {
+	r := newRig(t, "", nil)
+	r.run()
+	r.st.Weigh(kg(1.25, true))
+	scan := r.scan(upsCode, 0, true)
+	got := r.waitEvents(event.TypeParcelReceived, 1)[0]
+	p := got.Parcel
+	if p.Carrier != "ups" || p.Tracking != upsCode || p.Check != "valid" || p.Raw != upsCode || got.ScanID != scan.ID || got.Station != "dock-1" {
+		t.Fatalf("parcel.received = %+v %+v", got, p)
+	}
+	if p.Weight == nil || p.Weight.Value != 1.25 || p.Weight.Unit != "kg" || p.Weight.Grams != 1250 || !p.Weight.Stable {
+		t.Fatalf("weight = %+v", p.Weight)
+	}
+	printed := r.waitEvents(event.TypeLabelPrinted, 1)[0]
+	if printed.ParcelID != got.ID || printed.Printer != "dock-printer" {
+		t.Fatalf("label.printed = %+v", printed)
+	}
+	labels := r.printer.labels()
+	if len(labels) != 1 || !strings.Contains(labels[0], got.ID) || !strings.Contains(labels[0], upsCode) {
+		t.Fatalf("labels = %q", labels)
+	}
+	if n := r.unresolved(); n != 0 {
+		t.Fatalf("%d scans unresolved", n)
+	}
+}
+
+func TestWeightSettlesWithinWindow(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.WeightWindow = 5 * time.Second })
+	r.run()
+	r.st.Weigh(kg(0, true)) // empty scale
+	r.scan(upsCode, 0, true)
+	time.Sleep(50 * time.Millisecond)
+	r.st.Weigh(kg(0.8, false))
+	r.st.Weigh(kg(2.1, false))
+	r.st.Weigh(kg(2.04, true))
+	got := r.waitEvents(event.TypeParcelReceived, 1)[0]
+	if w := got.Parcel.Weight; w == nil || w.Value != 2.04 || !w.Stable {
+		t.Fatalf("weight = %+v, want the settled 2.04 kg", w)
+	}
+}
+
+func TestUnstableScaleRecordsWhatItHas(t *testing.T) {
+	r := newRig(t, "", nil)
+	r.run()
+	r.st.Weigh(kg(3.3, false))
+	r.scan(upsCode, 0, true)
+	got := r.waitEvents(event.TypeParcelReceived, 1)[0]
+	if w := got.Parcel.Weight; w == nil || w.Value != 3.3 || w.Stable {
+		t.Fatalf("weight = %+v, want 3.3 kg unstable", w)
+	}
+}
+
+func TestNoWeightWhenScaleSilentOrNotReady(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.ScaleReady = func() bool { return false } })
+	r.run()
+	r.st.Weigh(kg(1, true)) // a reading from before the scale went away
+	r.scan(upsCode, 0, true)
+	got := r.waitEvents(event.TypeParcelReceived, 1)[0]
+	if got.Parcel.Weight != nil {
+		t.Fatalf("weight = %+v from a scale that is not ready", got.Parcel.Weight)
+	}
+}
+
+func TestDuplicateWithinWindow(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.DuplicateWindow = "", 10*time.Second })
+	r.run()
+	r.scan(upsCode, 0, true)
+	r.scan(strings.ToLower(upsCode), 2*time.Second, true) // same parcel, read differently
+	r.scan(uspsCode, 3*time.Second, true)
+	r.scan(upsCode, 11*time.Second, true) // outside the window: received again
+	got := r.waitEvents(event.TypeParcelReceived, 3)
+	time.Sleep(100 * time.Millisecond)
+	if got = r.events(event.TypeParcelReceived); len(got) != 3 {
+		t.Fatalf("%d parcel.received, want 3", len(got))
+	}
+	if got[0].Parcel.Tracking != upsCode || got[1].Parcel.Carrier != "usps" || got[2].Parcel.Tracking != upsCode {
+		t.Fatalf("parcels = %v %v %v", got[0].Parcel, got[1].Parcel, got[2].Parcel)
+	}
+	if s := r.st.Stats(); s.Duplicates != 1 || s.Received != 3 {
+		t.Fatalf("stats = %+v", s)
+	}
+	if n := r.unresolved(); n != 0 {
+		t.Fatalf("%d scans unresolved; the duplicate must be resolved too", n)
+	}
+}
+
+func TestRecipientBeforeAndAfter(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale = "" })
+	r.run()
+	badge := r.scan("EMP-0042", 0, true)
+	r.scan(upsCode, time.Second, true)
+	r.scan("MS-4.12", 2*time.Second, true) // right after: updates the parcel
+	r.scan("EMP-0077", 3*time.Second, true)
+	r.scan(uspsCode, 4*time.Second, true) // takes the held badge
+	got := r.waitEvents(event.TypeParcelReceived, 2)
+	if got[0].Recipient != "EMP-0042" || got[0].Location != "" || got[1].Recipient != "EMP-0077" {
+		t.Fatalf("recipients = %q %q", got[0].Recipient, got[1].Recipient)
+	}
+	upd := r.waitEvents(event.TypeParcelUpdated, 1)
+	if len(upd) != 1 || upd[0].ParcelID != got[0].ID || upd[0].Location != "MS-4.12" {
+		t.Fatalf("parcel.updated = %+v", upd)
+	}
+	if n := r.unresolved(); n != 0 {
+		t.Fatalf("%d scans unresolved", n)
+	}
+	_ = badge
+	recent := r.st.Recent()
+	if len(recent) != 2 || recent[1].Location != "MS-4.12" || recent[1].Recipient != "EMP-0042" {
+		t.Fatalf("recent = %+v", recent)
+	}
+}
+
+func TestHeldCodeExpires(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.AttachWindow = "", 200*time.Millisecond })
+	r.t0 = time.Now()
+	r.run()
+	r.scan("EMP-0042", 0, true)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.unresolved() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("held badge never resolved after its window")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.scan(upsCode, time.Second, true)
+	if got := r.waitEvents(event.TypeParcelReceived, 1); got[0].Recipient != "" {
+		t.Fatalf("expired badge attached: %+v", got[0])
+	}
+}
+
+func TestRecoverResolvesLeftoverScans(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	r := newRig(t, path, func(c *Config) { c.Scale = "" })
+	// Committed, but the station never saw them (a power cut).
+	r.scan("EMP-0042", 0, false)
+	r.scan(upsCode, time.Second, false)
+	r.scan(upsCode, 2*time.Second, false) // duplicate
+	r.scan(uspsCode, 3*time.Second, false)
+	r.store.Close()
+
+	r2 := newRig(t, path, func(c *Config) { c.Scale = "" })
+	r2.run()
+	got := r2.events(event.TypeParcelReceived)
+	if len(got) != 2 || got[0].Recipient != "EMP-0042" || got[0].Parcel.Tracking != upsCode || got[1].Parcel.Carrier != "usps" {
+		t.Fatalf("recovered parcels = %+v", got)
+	}
+	if got[0].Parcel.Weight != nil {
+		t.Fatalf("a recovered parcel has a weight it cannot know: %+v", got[0].Parcel.Weight)
+	}
+	if n := r2.unresolved(); n != 0 {
+		t.Fatalf("%d scans still unresolved", n)
+	}
+	if len(r2.printer.labels()) != 0 {
+		t.Fatal("labels printed for recovered parcels; a reprint is the clerk's choice")
+	}
+	// A rescan of the same parcel right after the restart is still a duplicate.
+	r2.t0 = r.t0
+	r2.scan(upsCode, 4*time.Second, true)
+	time.Sleep(200 * time.Millisecond)
+	if n := len(r2.events(event.TypeParcelReceived)); n != 2 {
+		t.Fatalf("%d parcels after a rescan, want 2", n)
+	}
+	r2.stop()
+	r2.store.Close()
+
+	r3 := newRig(t, path, func(c *Config) { c.Scale = "" })
+	r3.run()
+	if n := len(r3.events(event.TypeParcelReceived)); n != 2 {
+		t.Fatalf("second recovery produced %d parcels, want still 2", n)
+	}
+	if err := r3.st.Reprint(got[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	if l := r3.printer.labels(); len(l) != 1 || !strings.Contains(l[0], uspsCode) {
+		t.Fatalf("reprint labels = %q", l)
+	}
+	if err := r3.st.Reprint("nope"); err == nil {
+		t.Fatal("reprint of an unknown parcel accepted")
+	}
+}
