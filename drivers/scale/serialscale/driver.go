@@ -92,6 +92,10 @@ func (d *Driver) Run(ctx context.Context, out chan<- scale.Reading) error {
 	return loop.Run(ctx)
 }
 
+// maxPending is how many unparsed bytes the driver keeps waiting for a
+// frame end.
+const maxPending = 512
+
 // serve talks to an open port until it fails or ctx is cancelled.
 func (d *Driver) serve(ctx context.Context, port serial.Port, out chan<- scale.Reading) error {
 	tick := min(d.cfg.Poll, 50*time.Millisecond)
@@ -100,7 +104,8 @@ func (d *Driver) serve(ctx context.Context, port serial.Port, out chan<- scale.R
 	}
 	req := d.cfg.Protocol.Request()
 	var (
-		buf       = make([]byte, 0, 512)
+		frame     = make([]byte, 2*maxPending)
+		buf       = frame[:0]
 		rd        = make([]byte, 256)
 		last      scale.Reading
 		haveLast  bool
@@ -161,7 +166,10 @@ func (d *Driver) serve(ctx context.Context, port serial.Port, out chan<- scale.R
 				return ctx.Err()
 			}
 		}
-		if len(buf) == cap(buf) {
+		// Move the unparsed rest to the front, so the buffer keeps its
+		// full capacity however many frames went through it.
+		buf = frame[:copy(frame, buf)]
+		if len(buf) >= maxPending {
 			buf = buf[:0] // never hold more than one buffer of noise
 		}
 		if !silent && time.Since(lastHeard) > d.cfg.ReadTimeout {

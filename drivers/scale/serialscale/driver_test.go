@@ -1,6 +1,7 @@
 package serialscale_test
 
 import (
+	"fmt"
 	"context"
 	"path/filepath"
 	"strings"
@@ -159,4 +160,46 @@ func TestContinuousScaleOnPTY(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestScaleKeepsParsingAfterManyFrames runs hundreds of split frames through
+// the driver: the receive buffer must not shrink until frames are cut.
+func TestScaleKeepsParsingAfterManyFrames(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "ttyScale")
+	dev := serialtest.New(t, link)
+	stop := make(chan struct{})
+	defer close(stop)
+	var mu sync.Mutex
+	n := 0
+	go dev.Answer(stop, func(req []byte) []byte {
+		if !strings.Contains(string(req), "W\r") {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		return []byte(fmt.Sprintf("\n%07.2fLB\r\n00\r\x03", float64(n)))
+	})
+	d := serialscale.New(serialscale.Config{
+		Name: "dock-scale", Port: link, Protocol: serialscale.NCI{},
+		Mode: serial.Mode{BaudRate: 9600, DataBits: 7, Parity: serial.EvenParity, StopBits: serial.OneStopBit},
+		Poll: 2 * time.Millisecond, ReadTimeout: time.Second, ReconnectMin: 20 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
+	}, nil, nil, nil, nil)
+	out := make(chan scale.Reading, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, out) }()
+	prev := 0.0
+	for i := 0; i < 300; i++ {
+		r := next(t, out)
+		if r.Value <= prev || !r.Stable {
+			t.Fatalf("reading %d = %+v after %g", i, r, prev)
+		}
+		prev = r.Value
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	dev.Unplug()
 }
