@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -23,10 +24,13 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/scanner/sim"
 	"github.com/mailroomd/mailroomd/drivers/serialport"
 	"github.com/mailroomd/mailroomd/drivers/usbhid"
+	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/intake"
+	"github.com/mailroomd/mailroomd/internal/label"
+	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
 )
@@ -40,22 +44,28 @@ type device struct {
 }
 
 // App is the explicit set of subsystems, started in field order and stopped
-// in reverse: store, uplink, intake, devices.
+// in reverse: store, uplink, intake, stations, devices.
 type App struct {
 	cfg    *config.Config
 	log    *slog.Logger
 	clock  clock.Clock
 	health *health.Tracker
 
-	store   *store.Outbox
-	uplink  *uplink.Publisher
-	intake  *intake.Intake
-	devices []device
+	store    *store.Outbox
+	uplink   *uplink.Publisher
+	intake   *intake.Intake
+	stations []*station.Station
+	devices  []device
+	// byScanner and byScale find the station a device belongs to.
+	byScanner map[string]*station.Station
+	byScale   map[string]*station.Station
 
 	uplinkCancel context.CancelFunc
 	uplinkDone   chan struct{}
 	devCancel    context.CancelFunc
 	devWG        sync.WaitGroup
+	stCancel     context.CancelFunc
+	stWG         sync.WaitGroup
 }
 
 // NewApp builds every subsystem from cfg and opens the store. Nothing runs
@@ -105,8 +115,13 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		st.Close()
 		return nil, err
 	}
-	a.intake = intake.New(st, cfg.Appliance.ID, cfg.Appliance.Site, log.With("subsystem", "intake"), a.health)
+	scannerStation := map[string]string{}
+	for _, sc := range cfg.Stations {
+		scannerStation[sc.Scanner] = sc.Name
+	}
+	a.intake = intake.New(st, cfg.Appliance.ID, cfg.Appliance.Site, scannerStation, log.With("subsystem", "intake"), a.health)
 
+	printers := map[string]*zpl.Printer{}
 	for _, d := range cfg.Devices {
 		dev, err := newDevice(d, clk, log.With("subsystem", "driver"), a.health)
 		if err != nil {
@@ -115,8 +130,59 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		}
 		a.health.AddDevice(d.Name, d.Kind, d.Driver)
 		a.devices = append(a.devices, dev)
+		if dev.printer != nil {
+			printers[d.Name] = dev.printer
+		}
+	}
+	if err := a.buildStations(printers); err != nil {
+		st.Close()
+		return nil, err
 	}
 	return a, nil
+}
+
+// buildStations creates a station for every configured one.
+func (a *App) buildStations(printers map[string]*zpl.Printer) error {
+	cls, err := barcode.NewClassifier(a.cfg.Barcodes.Rules())
+	if err != nil {
+		return err
+	}
+	a.byScanner, a.byScale = map[string]*station.Station{}, map[string]*station.Station{}
+	for _, sc := range a.cfg.Stations {
+		tmpl := label.MustDefault()
+		if sc.LabelTemplate != "" {
+			b, err := os.ReadFile(sc.LabelTemplate)
+			if err != nil {
+				return fmt.Errorf("station %s: %w", sc.Name, err)
+			}
+			if tmpl, err = label.Parse(string(b)); err != nil {
+				return fmt.Errorf("station %s: %w", sc.Name, err)
+			}
+		}
+		scaleName := sc.Scale
+		s := station.New(station.Config{
+			Name: sc.Name, Appliance: a.cfg.Appliance.ID, Site: a.cfg.Appliance.Site,
+			Scale: sc.Scale, Printer: sc.Printer, WeightWindow: sc.WeightWindow.D(),
+			DuplicateWindow: sc.DuplicateWindow.D(), AttachWindow: sc.AttachWindow.D(),
+			Label: tmpl, QR: sc.LabelCode == "qr", Classifier: cls,
+			ScaleReady: func() bool { return a.health.DeviceConnectedNow(scaleName) },
+			Clock:      a.clock, Log: a.log.With("subsystem", "station"), Health: a.health,
+		}, a.store, labelPrinter(printers[sc.Printer]))
+		a.stations = append(a.stations, s)
+		a.byScanner[sc.Scanner] = s
+		if sc.Scale != "" {
+			a.byScale[sc.Scale] = s
+		}
+	}
+	return nil
+}
+
+// labelPrinter keeps a nil *zpl.Printer from becoming a non-nil interface.
+func labelPrinter(p *zpl.Printer) station.LabelPrinter {
+	if p == nil {
+		return nil
+	}
+	return p
 }
 
 func allPlaintext(brokers []string) bool {
@@ -238,6 +304,23 @@ func (a *App) Start() {
 		}
 	}()
 
+	// Stations first finish what the last run left unresolved, before any
+	// new scan arrives.
+	sctx, scancel := context.WithCancel(context.Background())
+	a.stCancel = scancel
+	for _, s := range a.stations {
+		if err := s.Recover(sctx); err != nil {
+			a.log.Error("station recovery incomplete; the scans stay unresolved until the next start", "err", err)
+		}
+		a.stWG.Add(1)
+		go func() {
+			defer a.stWG.Done()
+			if err := s.Run(sctx); err != nil {
+				a.log.Error("station stopped", "station", s.Name(), "err", err)
+			}
+		}()
+	}
+
 	dctx, dcancel := context.WithCancel(context.Background())
 	a.devCancel = dcancel
 	for _, d := range a.devices {
@@ -263,10 +346,14 @@ func (a *App) Start() {
 // until the scan is committed. A code already read is committed even while
 // stopping.
 func (a *App) commitScan(_ context.Context, r scanner.Reading) error {
-	if _, err := a.intake.Commit(context.Background(), r); err != nil {
+	ev, err := a.intake.Commit(context.Background(), r)
+	if err != nil {
 		return err
 	}
 	a.health.Seen(r.Device, string(r.Barcode))
+	if s := a.byScanner[r.Device]; s != nil {
+		s.Submit(ev)
+	}
 	return nil
 }
 
@@ -283,8 +370,12 @@ func (a *App) startScale(ctx context.Context, d device) {
 	}()
 	go func() {
 		defer a.devWG.Done()
+		st := a.byScale[d.name]
 		for r := range readings {
 			a.health.Seen(r.Device, r.String())
+			if st != nil {
+				st.Weigh(r)
+			}
 			a.log.Debug("weight", "device", r.Device, "value", r.Value, "unit", string(r.Unit), "status", string(r.Status))
 		}
 	}()
@@ -315,6 +406,9 @@ func (a *App) Stop() error {
 	a.log.Info("stopping devices")
 	a.devCancel()
 	a.devWG.Wait()
+	a.log.Info("stopping stations")
+	a.stCancel()
+	a.stWG.Wait()
 	a.log.Info("stopping uplink")
 	a.uplinkCancel()
 	<-a.uplinkDone

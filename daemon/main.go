@@ -6,6 +6,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/devcert"
 )
@@ -33,6 +35,8 @@ Usage:
   mailroomd devices                      list serial ports and USB devices, with config snippets
   mailroomd probe --config FILE [--for D] DEVICE
                                          print what one configured device reads
+  mailroomd decode [--config FILE] BARCODE...
+                                         print what each code is recognised as, one JSON object per line
   mailroomd dev-certs --dir DIR [--client-id ID]
                                          write throwaway development certificates
 
@@ -114,6 +118,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return probe(cfg, fs.Arg(0), *dur, stdout, stderr)
+	case "decode":
+		return decode(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -134,4 +140,39 @@ func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
 		return "", false
 	}
 	return *path, true
+}
+
+// decode prints the classification of each argument as one JSON object per
+// line. With --config, the configured internal code rules apply too.
+func decode(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("decode", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file whose barcodes.internal rules apply")
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "usage: mailroomd decode [--config FILE] BARCODE...")
+		return 2
+	}
+	var rules []barcode.Rule
+	if *path != "" {
+		cfg, err := config.Load(*path)
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd: invalid configuration:\n%v\n", err)
+			return 2
+		}
+		rules = cfg.Barcodes.Rules()
+	}
+	cls, err := barcode.NewClassifier(rules)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+		return 2
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	for _, code := range fs.Args() {
+		if err := enc.Encode(cls.Classify([]byte(code))); err != nil {
+			fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+			return 1
+		}
+	}
+	return 0
 }

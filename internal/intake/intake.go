@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/mailroomd/mailroomd/drivers/scanner"
 	"github.com/mailroomd/mailroomd/internal/event"
@@ -32,6 +33,7 @@ type Intake struct {
 	site      string
 	log       *slog.Logger
 	health    health.Reporter
+	stations  map[string]string
 
 	committed atomic.Int64
 	refused   atomic.Int64
@@ -39,23 +41,44 @@ type Intake struct {
 	OnCommit func(event.Event)
 }
 
-// New returns an Intake that commits into s.
-func New(s Appender, appliance, site string, log *slog.Logger, h health.Reporter) *Intake {
+// New returns an Intake that commits into s. stations maps a scanner's name
+// to the station it belongs to, if any; its scans carry the station.
+func New(s Appender, appliance, site string, stations map[string]string, log *slog.Logger, h health.Reporter) *Intake {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if h == nil {
 		h = health.Discard{}
 	}
-	return &Intake{store: s, appliance: appliance, site: site, log: log, health: h}
+	return &Intake{store: s, appliance: appliance, site: site, stations: stations, log: log, health: h}
 }
 
 // Commit commits one reading and returns the committed event.
 func (in *Intake) Commit(ctx context.Context, r scanner.Reading) (event.Event, error) {
-	ev, err := in.store.Append(ctx, event.Event{
+	return in.commit(ctx, event.Event{
 		Appliance: in.appliance, Site: in.site, Type: event.TypeScan,
-		Time: r.At, Device: r.Device, Barcode: r.Barcode,
+		Time: r.At, Device: r.Device, Barcode: r.Barcode, Station: in.stations[r.Device],
 	})
+}
+
+// CommitManual commits a code a clerk typed in at a station, exactly as a
+// scan of it, marked as manual.
+func (in *Intake) CommitManual(ctx context.Context, station, code string, at time.Time) (event.Event, error) {
+	return in.commit(ctx, event.Event{
+		Appliance: in.appliance, Site: in.site, Type: event.TypeScan,
+		Time: at, Barcode: []byte(code), Station: station, Manual: true,
+	})
+}
+
+func (in *Intake) commit(ctx context.Context, e event.Event) (event.Event, error) {
+	r := struct {
+		Device  string
+		Barcode []byte
+	}{e.Device, e.Barcode}
+	if e.Manual {
+		r.Device = "manual@" + e.Station
+	}
+	ev, err := in.store.Append(ctx, e)
 	if err != nil {
 		in.refused.Add(1)
 		if errors.Is(err, context.Canceled) {
@@ -71,7 +94,7 @@ func (in *Intake) Commit(ctx context.Context, r scanner.Reading) (event.Event, e
 	}
 	in.committed.Add(1)
 	in.health.Clear(ConditionRefusing)
-	in.log.Info("scan committed", "device", r.Device, "seq", ev.Seq, "id", ev.ID, "barcode", printable(r.Barcode))
+	in.log.Info("scan committed", "device", r.Device, "station", e.Station, "seq", ev.Seq, "id", ev.ID, "barcode", printable(r.Barcode))
 	if in.OnCommit != nil {
 		in.OnCommit(ev)
 	}

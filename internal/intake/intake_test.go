@@ -21,7 +21,7 @@ func TestCommitAndRefusal(t *testing.T) {
 	}
 	defer o.Close()
 	h := health.NewTracker(clock.Real{}, nil)
-	in := New(o, "mr-1", "hq", nil, h)
+	in := New(o, "mr-1", "hq", nil, nil, h)
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i, code := range []string{"A", "B"} {
 		ev, err := in.Commit(ctx, scanner.Reading{Device: "dock", Barcode: []byte(code), At: at})

@@ -1,8 +1,8 @@
 package serialscale_test
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
