@@ -31,6 +31,7 @@ deps:
 	@need=(); \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto); \
 	command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients); \
+	command -v chromium >/dev/null || need+=(chromium); \
 	if [ $${#need[@]} -gt 0 ]; then \
 	  echo "installing: $${need[*]}"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

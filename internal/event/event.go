@@ -72,6 +72,8 @@ type ext struct {
 	Recipient string `json:"recipient,omitempty"`
 	Location  string `json:"location,omitempty"`
 	Printer   string `json:"printer,omitempty"`
+	// EnteredWeight is a weight a clerk typed in with a manual entry.
+	EnteredWeight *Weight `json:"entered_weight,omitempty"`
 }
 
 // Event is one committed fact. ID, Epoch and Seq are assigned by the store
@@ -103,6 +105,8 @@ type Event struct {
 	Location  string
 	// Printer is the device a label went to.
 	Printer string
+	// EnteredWeight is a weight typed in by a clerk with a manual entry.
+	EnteredWeight *Weight
 
 	// Resolves lists scan ids that this event completes at its station. The
 	// store records them in the same transaction; they are not published.
@@ -111,11 +115,11 @@ type Event struct {
 
 func (e *Event) ext() *ext {
 	if e.Station == "" && !e.Manual && e.ScanID == "" && e.ParcelID == "" && e.Parcel == nil &&
-		e.Recipient == "" && e.Location == "" && e.Printer == "" {
+		e.Recipient == "" && e.Location == "" && e.Printer == "" && e.EnteredWeight == nil {
 		return nil
 	}
 	return &ext{Station: e.Station, Manual: e.Manual, ScanID: e.ScanID, ParcelID: e.ParcelID, Parcel: e.Parcel,
-		Recipient: e.Recipient, Location: e.Location, Printer: e.Printer}
+		Recipient: e.Recipient, Location: e.Location, Printer: e.Printer, EnteredWeight: e.EnteredWeight}
 }
 
 // wire is the JSON shape of an event, version 1.
@@ -242,7 +246,7 @@ func Decode(b []byte) (Event, error) {
 	e := Event{ID: w.ID, Epoch: w.Epoch, Seq: w.Seq, Appliance: w.Appliance, Site: w.Site,
 		Type: w.Type, Time: ts, Device: w.Device,
 		Station: w.Station, Manual: w.Manual, ScanID: w.ScanID, ParcelID: w.ParcelID, Parcel: w.Parcel,
-		Recipient: w.Recipient, Location: w.Location, Printer: w.Printer}
+		Recipient: w.Recipient, Location: w.Location, Printer: w.Printer, EnteredWeight: w.EnteredWeight}
 	switch {
 	case w.BarcodeB4 != "":
 		e.Barcode, err = base64.StdEncoding.DecodeString(w.BarcodeB4)

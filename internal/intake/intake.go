@@ -61,12 +61,23 @@ func (in *Intake) Commit(ctx context.Context, r scanner.Reading) (event.Event, e
 	})
 }
 
+// Manual is what a clerk typed in instead of scanning.
+type Manual struct {
+	Station   string
+	Code      string
+	Recipient string
+	// Weight is optional.
+	Weight *event.Weight
+	At     time.Time
+}
+
 // CommitManual commits a code a clerk typed in at a station, exactly as a
-// scan of it, marked as manual.
-func (in *Intake) CommitManual(ctx context.Context, station, code string, at time.Time) (event.Event, error) {
+// scan of it, marked as manual, with the recipient and weight typed in.
+func (in *Intake) CommitManual(ctx context.Context, m Manual) (event.Event, error) {
 	return in.commit(ctx, event.Event{
 		Appliance: in.appliance, Site: in.site, Type: event.TypeScan,
-		Time: at, Barcode: []byte(code), Station: station, Manual: true,
+		Time: m.At, Barcode: []byte(m.Code), Station: m.Station, Manual: true,
+		Recipient: m.Recipient, EnteredWeight: m.Weight,
 	})
 }
 

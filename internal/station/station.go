@@ -354,7 +354,10 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	for _, c := range res.Candidates {
 		p.Candidates = append(p.Candidates, string(c))
 	}
-	if live && s.cfg.Scale != "" {
+	switch {
+	case scan.EnteredWeight != nil:
+		p.Weight = scan.EnteredWeight
+	case live && s.cfg.Scale != "":
 		p.Weight = s.weigh(ctx)
 	}
 	ev := event.Event{Appliance: s.cfg.Appliance, Site: s.cfg.Site, Type: event.TypeParcelReceived, Time: at,
@@ -373,6 +376,9 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 		}
 		ev.Resolves = append(ev.Resolves, h.scanID)
 		used = append(used, kind)
+	}
+	if scan.Recipient != "" { // typed in with a manual entry
+		ev.Recipient = scan.Recipient
 	}
 	committed, err := s.store.Append(ctx, ev)
 	if err != nil {

@@ -337,3 +337,19 @@ func TestRecoverResolvesLeftoverScans(t *testing.T) {
 		t.Fatal("reprint of an unknown parcel accepted")
 	}
 }
+
+func TestManualEntryCarriesRecipientAndWeight(t *testing.T) {
+	r := newRig(t, "", nil)
+	r.run()
+	ev, err := r.store.Append(context.Background(), event.Event{Appliance: "mr-test", Type: event.TypeScan, Time: r.t0,
+		Station: "dock-1", Manual: true, Barcode: []byte(uspsCode), Recipient: "Frau Müller",
+		EnteredWeight: &event.Weight{Value: 750, Unit: "g", Grams: 750, Stable: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.st.Submit(ev)
+	got := r.waitEvents(event.TypeParcelReceived, 1)[0]
+	if !got.Manual || got.Recipient != "Frau Müller" || got.Parcel.Weight == nil || got.Parcel.Weight.Grams != 750 || got.Parcel.Carrier != "usps" {
+		t.Fatalf("manual parcel = %+v %+v", got, got.Parcel)
+	}
+}

@@ -435,6 +435,15 @@ func (o *Outbox) Resolve(ctx context.Context, scanIDs ...string) error {
 	return nil
 }
 
+// Check runs an empty write transaction through the writer: it fails when
+// the buffer is closed or cannot be written.
+func (o *Outbox) Check(ctx context.Context) error {
+	if _, err := o.submit(ctx, &request{kind: opResolve}); err != nil {
+		return fmt.Errorf("check buffer: %w", err)
+	}
+	return nil
+}
+
 // Unresolved returns the scans committed at a station that no event has
 // resolved yet, in commit order.
 func (o *Outbox) Unresolved(ctx context.Context, station string) ([]event.Event, error) {

@@ -155,7 +155,7 @@ func BenchmarkScanToPuback(b *testing.B) {
 	}
 	p, _ := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance,
 		TopicPrefix: "mailroom/v1", Window: 64, KeepAlive: 30 * time.Second,
-		OnAck: func(pos int64) { close(ackCh(pos)) }})
+		OnAck: func(pos int64, _ time.Duration) { close(ackCh(pos)) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()

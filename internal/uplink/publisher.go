@@ -66,8 +66,9 @@ type Options struct {
 	Clock  clock.Clock
 	Logger *slog.Logger
 	Health health.Reporter
-	// OnAck, if set, is called when the PUBACK for the event at pos arrives.
-	OnAck func(pos int64)
+	// OnAck, if set, is called when the PUBACK for the event at pos arrives,
+	// with the time from handing the publish to the client to its PUBACK.
+	OnAck func(pos int64, latency time.Duration)
 }
 
 // LinkState describes the connection to the cloud.
@@ -89,6 +90,16 @@ type Publisher struct {
 
 	mu    sync.Mutex
 	state LinkState
+	// connects counts successful connections; all but the first are
+	// reconnects.
+	connects int64
+}
+
+// Connects returns how many times the uplink has connected since start.
+func (p *Publisher) Connects() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.connects
 }
 
 // Topics of the public MQTT API, relative to {prefix}/{appliance id}.
@@ -147,6 +158,9 @@ func (p *Publisher) setState(connected bool, broker string, err error) {
 	p.mu.Lock()
 	if p.state.Connected != connected {
 		p.state.Since = p.opts.Clock.Now()
+		if connected {
+			p.connects++
+		}
 	}
 	p.state.Connected, p.state.Broker = connected, broker
 	if err != nil {
@@ -351,7 +365,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 				continue
 			}
 			if p.opts.OnAck != nil {
-				p.opts.OnAck(pt.pos)
+				p.opts.OnAck(pt.pos, time.Since(pt.at))
 			}
 			acks <- pt.pos
 		}
@@ -408,7 +422,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 			case <-ctx.Done():
 				return nil
 			}
-			tokens <- published{tok: client.Publish(topic, 1, false, r.Payload), pos: r.Pos}
+			tokens <- published{tok: client.Publish(topic, 1, false, r.Payload), pos: r.Pos, at: time.Now()}
 			cursor = r.Pos
 		}
 	}
@@ -418,6 +432,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 type published struct {
 	tok mqtt.Token
 	pos int64
+	at  time.Time
 }
 
 // recordAcks marks acknowledged events sent. It gathers acknowledgements
