@@ -24,6 +24,7 @@ type Config struct {
 	Devices   []Device  `yaml:"devices"`
 	Stations  []Station `yaml:"stations"`
 	Barcodes  Barcodes  `yaml:"barcodes"`
+	Web       Web       `yaml:"web"`
 	Log       Log       `yaml:"log"`
 
 	// File is the path the configuration was loaded from.
@@ -135,6 +136,31 @@ type InternalCode struct {
 	Kind    string `yaml:"kind"`
 	Prefix  string `yaml:"prefix"`
 	Pattern string `yaml:"pattern"`
+}
+
+// Web configures the clerk status page, metrics and health endpoints.
+type Web struct {
+	// Listen is host:port; empty disables the web server.
+	Listen string `yaml:"listen"`
+	// CertFile and KeyFile serve HTTPS. Without them a non-loopback listen
+	// address gets a self-signed certificate generated on first start.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// SessionTTL is how long a login lasts.
+	SessionTTL Duration `yaml:"session_ttl"`
+	// MaxFailures failed logins for a user within Lockout lock it for Lockout.
+	MaxFailures int      `yaml:"max_failures"`
+	Lockout     Duration `yaml:"lockout"`
+	Users       []User   `yaml:"users"`
+}
+
+// User is a login of the status page. Only a password hash is stored.
+type User struct {
+	Name string `yaml:"name"`
+	// Role is clerk (view, manual entry, reprint) or admin (also device tests).
+	Role string `yaml:"role"`
+	// PasswordHash is a bcrypt hash, as printed by `mailroomd passwd`.
+	PasswordHash string `yaml:"password_hash"`
 }
 
 // Log configures logging.
@@ -255,6 +281,11 @@ func (c *Config) applyDefaults() {
 		setDefault(&st.DuplicateWindow, DefaultDuplicateWindow)
 		setDefault(&st.AttachWindow, DefaultAttachWindow)
 		setDefault(&st.LabelCode, DefaultLabelCode)
+	}
+	if c.Web.Listen != "" {
+		setDefault(&c.Web.SessionTTL, Duration(12*time.Hour))
+		setDefault(&c.Web.MaxFailures, 5)
+		setDefault(&c.Web.Lockout, Duration(15*time.Minute))
 	}
 	setDefault(&c.Log.Level, "info")
 	setDefault(&c.Log.Format, "text")

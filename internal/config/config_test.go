@@ -90,7 +90,7 @@ func TestBrokenConfigs(t *testing.T) {
 		want    []string
 	}{
 		{"unknown top-level key", func(s string) string { return s + "colour: blue\n" }, 0o600,
-			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, devices, log, stations, storage, uplink, version)"}},
+			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, devices, log, stations, storage, uplink, version, web)"}},
 		{"unknown nested key", func(s string) string { return strings.Replace(s, "max_pending: 1000", "max_pendng: 1000", 1) }, 0o600,
 			[]string{":3:28: storage.max_pendng: unknown key"}},
 		{"wrong type", func(s string) string { return strings.Replace(s, "baud: 9600", "baud: fast", 1) }, 0o600,
@@ -128,6 +128,11 @@ func TestBrokenConfigs(t *testing.T) {
 			return s + "barcodes:\n  internal:\n    - {kind: badge, prefix: EMP}\n    - {kind: location, pattern: \"(\"}\n"
 		}, 0o600, []string{":14:7: barcodes.internal[0]: kind \"badge\" is not recipient, location or parcel",
 			":15:7: barcodes.internal[1]: pattern: error parsing regexp"}},
+		{"password instead of a hash", func(s string) string {
+			return s + "web:\n  listen: 127.0.0.1:8080\n  users:\n    - {name: anna, role: boss, password_hash: hunter2}\n"
+		}, 0o600, []string{"web.users[0].role: unknown role \"boss\"", "web.users[0].password_hash: not a bcrypt hash; store hashes only"}},
+		{"web without users or with a bad address", func(s string) string { return s + "web: {listen: localhost}\n" }, 0o600,
+			[]string{"web.listen: \"localhost\" is not host:port", "web.users: required"}},
 		{"several problems at once", func(s string) string {
 			return strings.Replace(strings.Replace(s, "parity", "x", 0), "driver: sim", "driver: laser", 1) + "log: {level: loud}\n"
 		}, 0o600, []string{"devices[1].driver: unknown driver \"laser\"", "log.level: unknown level \"loud\""}},
@@ -146,6 +151,9 @@ func TestBrokenConfigs(t *testing.T) {
 				if !strings.Contains(msg, w) {
 					t.Errorf("error\n%s\nlacks %q", msg, w)
 				}
+			}
+			if strings.Contains(msg, "hunter2") {
+				t.Errorf("error echoes a password: %s", msg)
 			}
 			if !strings.HasPrefix(msg, path+":") {
 				t.Errorf("error does not start with the file name: %s", msg)

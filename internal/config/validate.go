@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -224,6 +225,7 @@ func (d *decoder) validate(c *Config) {
 	}
 
 	d.validateStations(c, bad, abs)
+	validateWeb(&c.Web, bad, abs)
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -410,4 +412,64 @@ func (b Barcodes) Rules() []barcode.Rule {
 		out[i] = barcode.Rule{Kind: barcode.Kind(r.Kind), Prefix: r.Prefix, Pattern: r.Pattern}
 	}
 	return out
+}
+
+var bcryptRE = regexp.MustCompile(`^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$`)
+
+func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) string) {
+	if w.Listen == "" {
+		if len(w.Users) > 0 {
+			bad("web.listen", "required when web.users are set, e.g. 127.0.0.1:8080 or :8443")
+		}
+		return
+	}
+	if _, port, err := net.SplitHostPort(w.Listen); err != nil || port == "" {
+		bad("web.listen", "%q is not host:port, e.g. 127.0.0.1:8080 or :8443", w.Listen)
+	}
+	w.CertFile, w.KeyFile = abs(w.CertFile), abs(w.KeyFile)
+	switch {
+	case (w.CertFile == "") != (w.KeyFile == ""):
+		bad("web.cert_file", "set both cert_file and key_file, or neither")
+	case w.KeyFile != "":
+		for _, f := range []struct{ field, path string }{{"web.cert_file", w.CertFile}, {"web.key_file", w.KeyFile}} {
+			if _, err := os.Stat(f.path); err != nil {
+				bad(f.field, "cannot read %s: %v", f.path, unwrapPathError(err))
+			}
+		}
+		if msg := keyFileProblem(w.KeyFile); msg != "" {
+			bad("web.key_file", "%s", msg)
+		}
+	}
+	if w.SessionTTL <= 0 {
+		bad("web.session_ttl", "must be positive")
+	}
+	if w.MaxFailures < 1 {
+		bad("web.max_failures", "must be at least 1")
+	}
+	if w.Lockout <= 0 {
+		bad("web.lockout", "must be positive")
+	}
+	if len(w.Users) == 0 {
+		bad("web.users", "required: at least one user (create a password hash with `mailroomd passwd NAME`)")
+	}
+	seen := map[string]bool{}
+	for i, u := range w.Users {
+		p := fmt.Sprintf("web.users[%d]", i)
+		switch {
+		case u.Name == "":
+			bad(p+".name", "required")
+		case !nameRE.MatchString(u.Name):
+			bad(p+".name", "%q is not a valid user name: use letters, digits, '-', '_' or '.'", u.Name)
+		case seen[u.Name]:
+			bad(p+".name", "duplicate user %q", u.Name)
+		}
+		seen[u.Name] = true
+		if u.Role != "clerk" && u.Role != "admin" {
+			bad(p+".role", "unknown role %q (clerk, admin)", u.Role)
+		}
+		if !bcryptRE.MatchString(u.PasswordHash) {
+			// Never echo the value: it may be a password typed in by mistake.
+			bad(p+".password_hash", "not a bcrypt hash; store hashes only, never passwords: create one with `mailroomd passwd %s`", u.Name)
+		}
+	}
 }
