@@ -27,12 +27,15 @@ import (
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/intake"
 	"github.com/mailroomd/mailroomd/internal/label"
+	"github.com/mailroomd/mailroomd/internal/metrics"
 	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
+	"github.com/mailroomd/mailroomd/internal/web"
 )
 
 // device is one configured device and its driver: a scanner or a scale.
@@ -56,6 +59,10 @@ type App struct {
 	intake   *intake.Intake
 	stations []*station.Station
 	devices  []device
+	metrics  *metrics.Metrics
+	web      *web.Server
+	history  *web.History
+	changed  chan struct{}
 	// byScanner and byScale find the station a device belongs to.
 	byScanner map[string]*station.Station
 	byScale   map[string]*station.Station
@@ -66,12 +73,14 @@ type App struct {
 	devWG        sync.WaitGroup
 	stCancel     context.CancelFunc
 	stWG         sync.WaitGroup
+	webCancel    context.CancelFunc
+	webDone      chan struct{}
 }
 
 // NewApp builds every subsystem from cfg and opens the store. Nothing runs
 // until Start.
 func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*App, error) {
-	a := &App{cfg: cfg, log: log, clock: clk}
+	a := &App{cfg: cfg, log: log, clock: clk, changed: make(chan struct{}, 1), history: web.NewHistory()}
 	a.health = health.NewTracker(clk, func(c health.Condition, cleared bool) {
 		if cleared {
 			log.Info("condition cleared", "key", c.Key)
@@ -110,6 +119,12 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		WriteTimeout: cfg.Uplink.WriteTimeout.D(), ReconnectMin: cfg.Uplink.ReconnectMin.D(),
 		ReconnectMax: cfg.Uplink.ReconnectMax.D(), ShutdownTimeout: cfg.Uplink.ShutdownTimeout.D(),
 		Clock: clk, Logger: log.With("subsystem", "uplink"), Health: a.health,
+		OnAck: func(_ int64, latency time.Duration) {
+			if a.metrics != nil {
+				a.metrics.Acked(latency)
+			}
+			a.notifyChanged()
+		},
 	})
 	if err != nil {
 		st.Close()
@@ -120,6 +135,10 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		scannerStation[sc.Scanner] = sc.Name
 	}
 	a.intake = intake.New(st, cfg.Appliance.ID, cfg.Appliance.Site, scannerStation, log.With("subsystem", "intake"), a.health)
+	a.intake.OnCommit = func(ev event.Event) {
+		a.history.Scan(ev.Time)
+		a.notifyChanged()
+	}
 
 	printers := map[string]*zpl.Printer{}
 	for _, d := range cfg.Devices {
@@ -138,7 +157,27 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		st.Close()
 		return nil, err
 	}
+	a.metrics = metrics.New(metrics.Sources{
+		Stats: st.Stats, Ingested: func() int64 { n, _ := a.intake.Counts(); return n },
+		Refused:   func() int64 { _, n := a.intake.Counts(); return n },
+		Connected: func() bool { return a.uplink.State().Connected }, Connects: a.uplink.Connects,
+		Devices: a.health.Devices, Now: clk.Now,
+	})
+	if cfg.Web.Listen != "" {
+		if err := a.buildWeb(); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	return a, nil
+}
+
+// notifyChanged tells the status page that something changed.
+func (a *App) notifyChanged() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
 }
 
 // buildStations creates a station for every configured one.
@@ -289,7 +328,8 @@ func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Repo
 	return dev, nil
 }
 
-// Start runs the uplink, then the intake and devices. It does not block.
+// Start runs the uplink, the stations, the devices and the web server. It
+// does not block.
 func (a *App) Start() {
 	st, _ := a.store.Stats(context.Background())
 	a.log.Info("mailroomd starting", "version", version, "appliance", a.cfg.Appliance.ID,
@@ -337,6 +377,17 @@ func (a *App) Start() {
 			defer a.devWG.Done()
 			if err := d.scanner.Run(dctx, a.commitScan); err != nil {
 				a.log.Error("device stopped", "device", d.name, "err", err)
+			}
+		}()
+	}
+
+	if a.web != nil {
+		wctx, wcancel := context.WithCancel(context.Background())
+		a.webCancel, a.webDone = wcancel, make(chan struct{})
+		go func() {
+			defer close(a.webDone)
+			if err := a.web.Run(wctx); err != nil {
+				a.log.Error("web server stopped", "err", err)
 			}
 		}()
 	}
@@ -403,6 +454,11 @@ func (a *App) startPrinter(ctx context.Context, d device) {
 // Stop shuts down in reverse order: devices (and the commits of what they
 // read), the uplink (letting in-flight publishes settle), then the store.
 func (a *App) Stop() error {
+	if a.web != nil {
+		a.log.Info("stopping web server")
+		a.webCancel()
+		<-a.webDone
+	}
 	a.log.Info("stopping devices")
 	a.devCancel()
 	a.devWG.Wait()

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,11 +14,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/devcert"
+	"github.com/mailroomd/mailroomd/internal/web"
 )
 
 // Stamped at build time with -ldflags "-X main.version=... -X main.commit=...".
@@ -37,6 +42,8 @@ Usage:
                                          print what one configured device reads
   mailroomd decode [--config FILE] BARCODE...
                                          print what each code is recognised as, one JSON object per line
+  mailroomd passwd [--role clerk|admin] NAME
+                                         read a password without echo and print the user line for web.users
   mailroomd dev-certs --dir DIR [--client-id ID]
                                          write throwaway development certificates
 
@@ -120,6 +127,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return probe(cfg, fs.Arg(0), *dur, stdout, stderr)
 	case "decode":
 		return decode(rest, stdout, stderr)
+	case "passwd":
+		return passwd(rest, os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -175,4 +184,63 @@ func decode(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// passwd reads a password twice (without echo on a terminal; one line each
+// from a pipe) and prints the web.users line with its bcrypt hash. The
+// password itself is never printed or logged.
+func passwd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("passwd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	role := fs.String("role", "clerk", "clerk or admin")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || (*role != "clerk" && *role != "admin") {
+		fmt.Fprintln(stderr, "usage: mailroomd passwd [--role clerk|admin] NAME")
+		return 2
+	}
+	read := lineReader(stdin, stderr)
+	pw, err := read("Password: ")
+	if err == nil && len(pw) < 8 {
+		err = errors.New("a password needs at least 8 characters")
+	}
+	var again string
+	if err == nil {
+		again, err = read("Again: ")
+	}
+	if err == nil && again != pw {
+		err = errors.New("the passwords differ")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+		return 1
+	}
+	hash, err := web.HashPassword(pw)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "    - {name: %s, role: %s, password_hash: \"%s\"}\n", fs.Arg(0), *role, hash)
+	return 0
+}
+
+// lineReader reads secrets from a terminal without echo, or lines from a
+// pipe.
+func lineReader(f *os.File, prompt io.Writer) func(string) (string, error) {
+	if term.IsTerminal(int(f.Fd())) {
+		return func(p string) (string, error) {
+			fmt.Fprint(prompt, p)
+			b, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(prompt)
+			return string(b), err
+		}
+	}
+	sc := bufio.NewScanner(f)
+	return func(string) (string, error) {
+		if !sc.Scan() {
+			if err := sc.Err(); err != nil {
+				return "", err
+			}
+			return "", errors.New("no password given on standard input")
+		}
+		return strings.TrimRight(sc.Text(), "\r"), nil
+	}
 }

@@ -1,0 +1,222 @@
+// mailroomd status page: renders the status pushed by the daemon over
+// Server-Sent Events. No external code; CSP allows only this file.
+"use strict";
+
+const T = {
+  de: {
+    logout: "Abmelden", link: "Cloud", queue: "Warteschlange", lastHour: "Letzte Stunde", alerts: "Warnungen",
+    devices: "Geräte", device: "Gerät", state: "Zustand", reading: "Letzter Wert", manual: "Manuelle Eingabe",
+    station: "Station", tracking: "Sendungsnummer", recipient: "Empfänger", weight: "Gewicht", record: "Erfassen",
+    chart: "Letzte 24 Stunden", recent: "Letzte Sendungen", time: "Zeit", carrier: "Dienst", delivery: "Übertragen",
+    connected: "Verbunden", disconnected: "Getrennt", since: "seit", pending: "wartend", oldest: "älteste",
+    sent: "übertragen", waiting: "wartet", none: "Keine Warnungen", reprint: "Nachdrucken", test: "Testen",
+    noticeLost: "Verbindung zum Gerät unterbrochen – die Anzeige ist nicht aktuell. Neuer Versuch läuft …",
+    recorded: "Erfasst als Nr.", notRecorded: "Nicht erfasst:", scans: "Scans pro Stunde", pendingLine: "wartend",
+    connected_state: "verbunden", disconnected_state: "getrennt", error_state: "Fehler", reprinted: "Etikett wird gedruckt",
+    manualMark: "manuell", lastError: "Fehler", events: "Ereignisse",
+  },
+  en: {
+    logout: "Sign out", link: "Cloud", queue: "Queue", lastHour: "Last hour", alerts: "Alerts",
+    devices: "Devices", device: "Device", state: "State", reading: "Last reading", manual: "Manual entry",
+    station: "Station", tracking: "Tracking number", recipient: "Recipient", weight: "Weight", record: "Record",
+    chart: "Last 24 hours", recent: "Recent parcels", time: "Time", carrier: "Carrier", delivery: "Delivered",
+    connected: "Connected", disconnected: "Disconnected", since: "since", pending: "pending", oldest: "oldest",
+    sent: "sent", waiting: "pending", none: "No alerts", reprint: "Reprint", test: "Test",
+    noticeLost: "Connection to the box lost – the page is not up to date. Reconnecting …",
+    recorded: "Recorded as no.", notRecorded: "Not recorded:", scans: "scans per hour", pendingLine: "pending",
+    connected_state: "connected", disconnected_state: "disconnected", error_state: "error", reprinted: "Label is printing",
+    manualMark: "manual", lastError: "error", events: "events",
+  },
+};
+
+let lang = document.documentElement.lang === "de" ? "de" : "en";
+let session = null;
+let last = null;
+
+const $ = (id) => document.getElementById(id);
+const t = (k) => (T[lang][k] || k);
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c ?? "")));
+  return e;
+}
+
+function fmtTime(iso) {
+  const d = new Date(iso);
+  return d.toLocaleString(lang === "de" ? "de-DE" : "en-GB", { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function fmtAge(s) {
+  if (s < 90) return Math.round(s) + " s";
+  if (s < 5400) return Math.round(s / 60) + " min";
+  return (s / 3600).toFixed(1) + " h";
+}
+
+function setLang(l) {
+  lang = l;
+  document.documentElement.lang = l;
+  document.cookie = "lang=" + l + "; path=/; samesite=strict; max-age=31536000";
+  for (const e of document.querySelectorAll("[data-t]")) e.textContent = t(e.dataset.t);
+  for (const b of document.querySelectorAll("button.lang")) b.classList.toggle("active", b.dataset.lang === l);
+  if (last) render(last);
+}
+
+async function post(path, body) {
+  const r = await fetch(path, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": session.csrf },
+    body: JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({ error: r.statusText }));
+  if (r.status === 401) location.href = "/login";
+  if (!r.ok) throw new Error(data.error || r.statusText);
+  return data;
+}
+
+function render(s) {
+  last = s;
+  const link = s.link;
+  $("link-state").textContent = link.connected ? t("connected") : t("disconnected");
+  $("link-state").className = "big " + (link.connected ? "ok" : "bad");
+  $("link-detail").textContent = link.connected ? (link.broker || "") :
+    t("since") + " " + fmtTime(link.since) + (link.last_error ? " · " + t("lastError") + ": " + link.last_error : "");
+  $("pending").textContent = s.queue.pending;
+  $("pending").className = "big " + (s.queue.pending > 100 ? "warn" : "ok");
+  $("queue-detail").textContent = s.queue.pending > 0 ? t("oldest") + ": " + fmtAge(s.queue.oldest_age_s) : "";
+  $("last-hour").textContent = s.queue.last_hour;
+
+  const alerts = $("alerts");
+  alerts.replaceChildren(...(s.alerts.length ? s.alerts.map((a) => el("li", { class: a.severity }, a.message)) : [el("li", { class: "none" }, t("none"))]));
+
+  const devs = $("devices").tBodies[0];
+  devs.replaceChildren(...s.devices.map((d) => {
+    const cls = d.state === "connected" ? "ok" : d.state === "error" ? "warn" : "bad";
+    const test = session && session.role === "admin" && d.kind === "printer" ?
+      el("button", { type: "button", class: "device-test", "data-device": d.name }, t("test")) : "";
+    return el("tr", { "data-device": d.name },
+      el("td", {}, d.name + " (" + d.kind + ")"),
+      el("td", { class: cls }, t(d.state + "_state") + (d.reason ? " – " + d.reason : "")),
+      el("td", {}, d.last_reading || ""), el("td", {}, test));
+  }));
+
+  const sel = $("manual-station");
+  if (sel.options.length !== s.stations.length) {
+    sel.replaceChildren(...s.stations.map((st) => el("option", { value: st.name }, st.name)));
+  }
+  $("manual-section").hidden = s.stations.length === 0;
+
+  const printers = new Set(s.stations.filter((st) => st.has_printer).map((st) => st.name));
+  const rows = $("events").tBodies[0];
+  rows.replaceChildren(...s.events.map((e) => el("tr", { "data-id": e.id, "data-seq": e.seq },
+    el("td", {}, fmtTime(e.time)),
+    el("td", {}, e.station || ""),
+    el("td", {}, (e.carrier || "–") + (e.manual ? " (" + t("manualMark") + ")" : "")),
+    el("td", { class: "tracking" }, e.tracking + (e.recipient ? " → " + e.recipient : "")),
+    el("td", {}, e.weight || ""),
+    el("td", { class: e.sent ? "ok" : "warn" }, e.sent ? t("sent") : t("waiting")),
+    el("td", {}, e.type === "parcel.received" && printers.has(e.station) ?
+      el("button", { type: "button", class: "reprint", "data-station": e.station, "data-id": e.id }, t("reprint")) : ""))));
+  drawChart(s.chart);
+}
+
+function drawChart(c) {
+  const ns = "http://www.w3.org/2000/svg";
+  const W = 720, H = 180, P = 24;
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", t("chart"));
+  const maxScans = Math.max(1, ...c.scans), maxPending = Math.max(1, ...c.pending);
+  const bw = (W - 2 * P) / c.scans.length;
+  const mk = (tag, attrs) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); return e; };
+  c.scans.forEach((n, i) => {
+    const h = (H - 2 * P) * n / maxScans;
+    const r = mk("rect", { class: "bar", x: P + i * bw + 1, y: H - P - h, width: bw - 2, height: h });
+    r.append(mk("title", {}));
+    r.firstChild.textContent = n + " " + t("scans");
+    svg.append(r);
+    if (i % 3 === 0) {
+      const lbl = mk("text", { x: P + i * bw, y: H - 6 });
+      lbl.textContent = new Date(c.hours[i]).getHours() + ":00";
+      svg.append(lbl);
+    }
+  });
+  const pts = c.pending.map((n, i) => `${P + (i + 0.5) * bw},${H - P - (H - 2 * P) * n / maxPending}`).join(" ");
+  svg.append(mk("polyline", { class: "line", points: pts }));
+  const legend = mk("text", { x: P, y: 14 });
+  legend.textContent = `▮ ${t("scans")} (max ${maxScans})   — ${t("pendingLine")} (max ${maxPending})`;
+  svg.append(legend);
+  $("chart").replaceChildren(svg);
+}
+
+function connect() {
+  const es = new EventSource("/api/stream");
+  es.addEventListener("status", (m) => {
+    $("notice").hidden = true;
+    render(JSON.parse(m.data));
+  });
+  es.onopen = () => { $("notice").hidden = true; };
+  es.onerror = async () => {
+    $("notice").textContent = t("noticeLost");
+    $("notice").hidden = false;
+    if (es.readyState === EventSource.CLOSED) {
+      // The server refused the stream (e.g. the session expired): check the
+      // session, then open a new stream.
+      try {
+        const r = await fetch("/api/session", { credentials: "same-origin" });
+        if (r.status === 401) { location.href = "/login"; return; }
+      } catch (e) { /* the box is unreachable; try again */ }
+      setTimeout(connect, 2000);
+    }
+  };
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  for (const b of document.querySelectorAll("button.lang")) b.addEventListener("click", () => setLang(b.dataset.lang));
+  setLang(lang);
+  const r = await fetch("/api/session", { credentials: "same-origin" });
+  if (r.status === 401) { location.href = "/login"; return; }
+  session = await r.json();
+  $("who").textContent = session.user + " (" + session.role + ")";
+  $("logout").addEventListener("click", async () => { await post("/logout", {}).catch(() => {}); location.href = "/login"; });
+  $("manual").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const out = $("manual-result");
+    try {
+      const w = parseFloat($("manual-weight").value);
+      const res = await post("/api/manual", {
+        station: $("manual-station").value, tracking: $("manual-tracking").value,
+        recipient: $("manual-recipient").value, weight: isNaN(w) ? 0 : w, unit: $("manual-unit").value,
+      });
+      out.textContent = t("recorded") + " " + res.seq;
+      out.className = "ok";
+      $("manual-tracking").value = ""; $("manual-recipient").value = ""; $("manual-weight").value = "";
+      $("manual-tracking").focus();
+    } catch (e) {
+      out.textContent = t("notRecorded") + " " + e.message;
+      out.className = "bad";
+    }
+  });
+  document.body.addEventListener("click", async (ev) => {
+    const b = ev.target.closest("button.reprint, button.device-test");
+    if (!b) return;
+    try {
+      if (b.classList.contains("reprint")) {
+        await post("/api/reprint", { station: b.dataset.station, parcel_id: b.dataset.id });
+        $("manual-result").textContent = t("reprinted");
+      } else {
+        const res = await post("/api/device-test", { device: b.dataset.device });
+        $("manual-result").textContent = b.dataset.device + ": " + res.result;
+      }
+      $("manual-result").className = "ok";
+    } catch (e) {
+      $("manual-result").textContent = e.message;
+      $("manual-result").className = "bad";
+    }
+  });
+  connect();
+});
