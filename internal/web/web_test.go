@@ -1,0 +1,446 @@
+package web
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/intake"
+	"github.com/mailroomd/mailroomd/internal/store"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fakeStore struct {
+	mu     sync.Mutex
+	events []store.Stored
+	broken bool
+}
+
+func (f *fakeStore) Stats(context.Context) (store.Stats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var s store.Stats
+	for _, e := range f.events {
+		if !e.Sent {
+			s.Pending++
+		}
+	}
+	return s, nil
+}
+
+func (f *fakeStore) Recent(_ context.Context, limit int, _ ...event.Type) ([]store.Stored, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []store.Stored
+	for i := len(f.events) - 1; i >= 0 && len(out) < limit; i-- {
+		out = append(out, f.events[i])
+	}
+	return out, nil
+}
+
+func (f *fakeStore) Check(context.Context) error {
+	if f.broken {
+		return errors.New("buffer closed")
+	}
+	return nil
+}
+
+type fakeHealth struct{}
+
+func (fakeHealth) Active() []health.Condition {
+	return []health.Condition{{Key: "uplink.disconnected", Severity: health.Critical, Message: "cloud unreachable"}}
+}
+func (fakeHealth) Devices() []health.DeviceStatus {
+	return []health.DeviceStatus{{Name: "dock-printer", Kind: "printer", State: health.DeviceConnected}}
+}
+
+type fakeLink struct{}
+
+func (fakeLink) State() uplink.LinkState { return uplink.LinkState{Connected: true, Broker: "mqtts://b:8883"} }
+
+type fakeActions struct {
+	mu      sync.Mutex
+	manual  []intake.Manual
+	tests   []string
+	reprint []string
+}
+
+func (f *fakeActions) Manual(_ context.Context, m intake.Manual) (event.Event, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.manual = append(f.manual, m)
+	return event.Event{ID: "id-1", Seq: int64(len(f.manual))}, nil
+}
+func (f *fakeActions) Reprint(st, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reprint = append(f.reprint, st+"/"+id)
+	return nil
+}
+func (f *fakeActions) DeviceTest(_ context.Context, d string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tests = append(f.tests, d)
+	return "test label queued", nil
+}
+
+type rig struct {
+	t       *testing.T
+	srv     *Server
+	base    string
+	actions *fakeActions
+	store   *fakeStore
+	fails   []string
+	mu      sync.Mutex
+}
+
+func hash(t testing.TB, pw string) string {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+func start(t *testing.T) *rig {
+	t.Helper()
+	r := &rig{t: t, actions: &fakeActions{}, store: &fakeStore{}}
+	srv, err := New(Options{Listen: "127.0.0.1:0", Appliance: "mr-test", Version: "test",
+		Users: []User{{Name: "clara", Role: RoleClerk, PasswordHash: hash(t, "clerk-password")},
+			{Name: "adam", Role: RoleAdmin, PasswordHash: hash(t, "admin-password")}},
+		MaxFailures: 3, Lockout: time.Minute, FailureDelay: time.Millisecond,
+		Store: r.store, Health: fakeHealth{}, Link: fakeLink{}, Actions: r.actions,
+		Stations: []StationRef{{Name: "dock-1", HasPrinter: true}},
+		Metrics:  http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("mailroomd_up 1\n")) }),
+		OnLoginFailure: func(user, _ string, locked bool) {
+			r.mu.Lock()
+			r.fails = append(r.fails, user)
+			r.mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	r.srv, r.base = srv, "http://"+srv.Addr()
+	return r
+}
+
+// client is a browser-like HTTP client with its own cookies.
+func (r *rig) client() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	tr := &http.Transport{DisableKeepAlives: true}
+	r.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Jar: jar, Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// login submits the login form as a browser does and returns the response.
+func (r *rig) login(c *http.Client, user, pw string) *http.Response {
+	r.t.Helper()
+	resp, err := c.Get(r.base + "/login")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := csrfField.FindSubmatch(body)
+	if m == nil {
+		r.t.Fatalf("login form without CSRF field:\n%s", body)
+	}
+	resp, err = c.PostForm(r.base+"/login", url.Values{"user": {user}, "password": {pw}, "csrf": {string(m[1])}})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// get returns the response of a GET with its body read and closed.
+func (r *rig) get(c *http.Client, path string) *http.Response {
+	r.t.Helper()
+	resp, err := c.Get(r.base + path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func (r *rig) csrf(c *http.Client) string {
+	r.t.Helper()
+	resp, err := c.Get(r.base + "/api/session")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s struct{ CSRF, Role string }
+	json.NewDecoder(resp.Body).Decode(&s)
+	return s.CSRF
+}
+
+func (r *rig) post(c *http.Client, path, csrf, body string) *http.Response {
+	r.t.Helper()
+	req, _ := http.NewRequest("POST", r.base+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if csrf != "" {
+		req.Header.Set("X-CSRF-Token", csrf)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+func TestLoginRightAndWrongPassword(t *testing.T) {
+	r := start(t)
+	c := r.client()
+	if resp := r.get(c, "/"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+		t.Fatalf("page without login: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp := r.login(c, "clara", "wrong"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("wrong password: %d", resp.StatusCode)
+	}
+	if resp := r.login(c, "nobody", "clerk-password"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("unknown user: %d", resp.StatusCode)
+	}
+	resp := r.login(c, "clara", "clerk-password")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("right password: %d", resp.StatusCode)
+	}
+	var cookie *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == sessionCookie {
+			cookie = ck
+		}
+	}
+	if cookie == nil || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("session cookie = %+v, want HttpOnly SameSite=Strict", cookie)
+	}
+	if resp := r.get(c, "/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("page after login: %d", resp.StatusCode)
+	}
+	if len(r.fails) != 2 {
+		t.Fatalf("failed logins counted %d, want 2", len(r.fails))
+	}
+	// Logging out ends the session.
+	r.post(c, "/logout", r.csrf(c), "{}")
+	if resp := r.get(c, "/api/status"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status after logout: %d", resp.StatusCode)
+	}
+}
+
+func TestLockoutAfterRepeatedFailures(t *testing.T) {
+	r := start(t)
+	c := r.client()
+	for i := 0; i < 2; i++ {
+		if resp := r.login(c, "clara", "guess"); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d", i, resp.StatusCode)
+		}
+	}
+	if resp := r.login(c, "clara", "guess"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third failure: %d, want 429 (locked)", resp.StatusCode)
+	}
+	// Locked: even the right password is refused now.
+	if resp := r.login(c, "clara", "clerk-password"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("right password while locked: %d", resp.StatusCode)
+	}
+	// Another user is not affected.
+	if resp := r.login(r.client(), "adam", "admin-password"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("other user: %d", resp.StatusCode)
+	}
+}
+
+func TestCSRFAndRoles(t *testing.T) {
+	r := start(t)
+	clerk, admin := r.client(), r.client()
+	r.login(clerk, "clara", "clerk-password")
+	r.login(admin, "adam", "admin-password")
+	tok := r.csrf(clerk)
+	body := `{"station":"dock-1","tracking":"1Z999AA10123456784","recipient":"EMP-1","weight":1.5,"unit":"kg"}`
+	if resp := r.post(clerk, "/api/manual", "", body); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("manual entry without CSRF token: %d", resp.StatusCode)
+	}
+	if resp := r.post(clerk, "/api/manual", "forged", body); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("manual entry with a wrong token: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest("POST", r.base+"/api/manual", strings.NewReader(body))
+	req.Header.Set("X-CSRF-Token", tok)
+	req.Header.Set("Origin", "https://evil.example")
+	if resp, _ := clerk.Do(req); resp.Body.Close() != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin manual entry: %d", resp.StatusCode)
+	}
+	if len(r.actions.manual) != 0 {
+		t.Fatal("a refused request reached the daemon")
+	}
+	if resp := r.post(clerk, "/api/manual", tok, body); resp.StatusCode != http.StatusOK {
+		t.Fatalf("manual entry: %d", resp.StatusCode)
+	}
+	m := r.actions.manual[0]
+	if m.Station != "dock-1" || m.Code != "1Z999AA10123456784" || m.Recipient != "EMP-1" || m.Weight == nil || m.Weight.Grams != 1500 {
+		t.Fatalf("manual entry = %+v %+v", m, m.Weight)
+	}
+	for _, bad := range []string{`{"station":"nope","tracking":"X"}`, `{"station":"dock-1","tracking":""}`,
+		`{"station":"dock-1","tracking":"X","weight":2,"unit":"stone"}`, `{not json`} {
+		if resp := r.post(clerk, "/api/manual", tok, bad); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("manual %s: %d, want 400", bad, resp.StatusCode)
+		}
+	}
+	if resp := r.post(clerk, "/api/reprint", tok, `{"station":"dock-1","parcel_id":"p1"}`); resp.StatusCode != http.StatusOK || r.actions.reprint[0] != "dock-1/p1" {
+		t.Fatalf("reprint by a clerk: %d %v", resp.StatusCode, r.actions.reprint)
+	}
+	if resp := r.post(clerk, "/api/device-test", tok, `{"device":"dock-printer"}`); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("device test by a clerk: %d", resp.StatusCode)
+	}
+	if resp := r.post(admin, "/api/device-test", r.csrf(admin), `{"device":"dock-printer"}`); resp.StatusCode != http.StatusOK || len(r.actions.tests) != 1 {
+		t.Fatalf("device test by an admin: %d", resp.StatusCode)
+	}
+	// A session's token does not work for another session.
+	if resp := r.post(admin, "/api/reprint", tok, `{"station":"dock-1","parcel_id":"p1"}`); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("another session's token: %d", resp.StatusCode)
+	}
+}
+
+func TestSecurityHeadersAndOpenEndpoints(t *testing.T) {
+	r := start(t)
+	c := r.client()
+	for _, path := range []string{"/login", "/healthz", "/readyz", "/metrics", "/static/app.js"} {
+		resp, err := c.Get(r.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s without login: %d", path, resp.StatusCode)
+		}
+		csp := resp.Header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
+			t.Errorf("%s: CSP %q", path, csp)
+		}
+		if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("%s: headers %v", path, resp.Header)
+		}
+	}
+	for _, path := range []string{"/", "/api/status", "/api/stream", "/api/session"} {
+		resp := r.get(c, path)
+		if resp.StatusCode != http.StatusSeeOther && resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s without login: %d", path, resp.StatusCode)
+		}
+	}
+	r.store.broken = true
+	if resp := r.get(c, "/readyz"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz with a broken store: %d", resp.StatusCode)
+	}
+}
+
+func TestLanguageFromAcceptLanguage(t *testing.T) {
+	for _, tc := range []struct{ header, cookie, want string }{
+		{"de-DE,de;q=0.9,en;q=0.8", "", "de"}, {"en-US,en;q=0.9", "", "en"}, {"fr-FR,de;q=0.5,en;q=0.4", "", "de"},
+		{"", "", "en"}, {"de-DE", "en", "en"},
+	} {
+		req, _ := http.NewRequest("GET", "/", nil)
+		req.Header.Set("Accept-Language", tc.header)
+		if tc.cookie != "" {
+			req.AddCookie(&http.Cookie{Name: "lang", Value: tc.cookie})
+		}
+		if got := lang(req); got != tc.want {
+			t.Errorf("lang(%q, cookie %q) = %s, want %s", tc.header, tc.cookie, got, tc.want)
+		}
+	}
+}
+
+func TestStreamPushesStatus(t *testing.T) {
+	r := start(t)
+	c := r.client()
+	r.login(c, "clara", "clerk-password")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", r.base+"/api/stream", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	next := func() Status {
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				var s Status
+				if err := json.Unmarshal([]byte(data), &s); err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+		}
+		t.Fatal("stream ended")
+		return Status{}
+	}
+	first := next()
+	if first.Appliance != "mr-test" || !first.Link.Connected || len(first.Alerts) != 1 || len(first.Chart.Scans) != 24 {
+		t.Fatalf("first status = %+v", first)
+	}
+	r.store.mu.Lock()
+	r.store.events = append(r.store.events, store.Stored{Event: event.Event{ID: "e1", Seq: 1, Type: event.TypeParcelReceived,
+		Station: "dock-1", Parcel: &event.Parcel{Carrier: "ups", Tracking: "1Z999AA10123456784",
+			Weight: &event.Weight{Value: 2.5, Unit: "lb", Stable: true}}}})
+	r.store.mu.Unlock()
+	for {
+		s := next()
+		if len(s.Events) == 1 {
+			if e := s.Events[0]; e.Carrier != "ups" || e.Weight != "2.5 lb" || e.Sent || s.Queue.Pending != 1 {
+				t.Fatalf("pushed row = %+v, queue %+v", e, s.Queue)
+			}
+			break
+		}
+	}
+}
+
+func TestHistoryChart(t *testing.T) {
+	h := NewHistory()
+	now := time.Date(2026, 11, 27, 10, 30, 0, 0, time.UTC)
+	h.Scan(now.Add(-10 * time.Minute))
+	h.Scan(now.Add(-50 * time.Minute))
+	h.Scan(now.Add(-70 * time.Minute))
+	h.Scan(now.Add(-30 * time.Hour)) // outside the chart
+	h.Pending(now.Add(-2*time.Hour), 7)
+	h.Pending(now.Add(-2*time.Hour), 3)
+	c, lastHour := h.chart(now)
+	if lastHour != 2 || len(c.Scans) != 24 || c.Scans[23] != 1 || c.Scans[22] != 2 || c.Pending[21] != 7 {
+		t.Fatalf("chart %v pending %v last hour %d", c.Scans, c.Pending, lastHour)
+	}
+}
