@@ -73,7 +73,9 @@ func (fakeHealth) Devices() []health.DeviceStatus {
 
 type fakeLink struct{}
 
-func (fakeLink) State() uplink.LinkState { return uplink.LinkState{Connected: true, Broker: "mqtts://b:8883"} }
+func (fakeLink) State() uplink.LinkState {
+	return uplink.LinkState{Connected: true, Broker: "mqtts://b:8883"}
+}
 
 type fakeActions struct {
 	mu      sync.Mutex

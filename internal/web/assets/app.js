@@ -125,7 +125,7 @@ function render(s) {
 
 function drawChart(c) {
   const ns = "http://www.w3.org/2000/svg";
-  const W = 720, H = 180, P = 24;
+  const W = Math.max(320, $("chart").clientWidth || 720), H = 180, P = 24;
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("role", "img");

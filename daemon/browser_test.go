@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+)
+
+// chromiumPath finds Debian's chromium. Without it the test fails: make
+// test installs it, and CI must never skip the browser test.
+func chromiumPath(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium not found: run `make deps` (installs Debian's chromium)")
+	return ""
+}
+
+// proxy is a loopback TCP proxy whose link the test can cut and restore,
+// as when the clerk's PC loses the network to the box.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	up     bool
+	conns  []net.Conn
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, up: true}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			up := p.up
+			p.mu.Unlock()
+			if !up {
+				c.Close()
+				continue
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.up = false
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) restore() {
+	p.mu.Lock()
+	p.up = true
+	p.mu.Unlock()
+}
+
+// artifactDir is where screenshots go: $TEST_ARTIFACTS, or var/test-artifacts.
+func artifactDir(t *testing.T) string {
+	dir := os.Getenv("TEST_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "var", "test-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestStatusPageInChromium(t *testing.T) {
+	chrome := chromiumPath(t)
+	s := newSetup(t, "mr-web-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-web-01/events")
+	scanDev := serialtest.New(t, filepath.Join(s.dir, "ttyScanner"))
+	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
+	webPort := mqtttest.FreePort(t)
+	devices := fmt.Sprintf(`  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, reconnect_max: 200ms}
+stations:
+  - {name: dock-1, scanner: dock-scanner}
+web:
+  listen: 127.0.0.1:%d
+  users:
+    - {name: clara, role: clerk, password_hash: "%s"}`, scanDev.Link, webPort, hash)
+	p := startDaemon(t, s.config(t, s.broker.URL(), devices))
+	p.waitLog(t, "status page", 10*time.Second)
+	p.waitLog(t, "uplink connected", 10*time.Second)
+	px := startProxy(t, fmt.Sprintf("127.0.0.1:%d", webPort))
+	base := "http://" + px.ln.Addr().String()
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
+		chromedp.Flag("headless", "new"), chromedp.WindowSize(1100, 1400), chromedp.Flag("lang", "de-DE"),
+		chromedp.Flag("accept-lang", "de-DE,de"))
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer acancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, tcancel := context.WithTimeout(ctx, 90*time.Second)
+	defer tcancel()
+	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			png, _ := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			os.WriteFile(filepath.Join(artifactDir(t), "status-page-failure.png"), png, 0o644)
+			t.Fatalf("%s: %v\ndaemon log:\n%s", what, err, p.log.String())
+		}
+	}
+	waitText := func(sel, want string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			for {
+				got, err := chromedp.TextContent(chromedp.CSS(sel), chromedp.NodeVisible)(ctx, tg)
+				if err == nil && strings.Contains(got, want) {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("waiting for %q in %s: %w", want, sel, ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		})
+	}
+
+	// Log in; a wrong password first.
+	run("wrong password",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#login-submit")),
+		chromedp.SendKeys(chromedp.CSS("#user"), "clara"),
+		chromedp.SendKeys(chromedp.CSS("#password"), "wrong"),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		waitText("#login-error", "falsch"))
+	run("log in",
+		chromedp.SendKeys(chromedp.CSS("#user"), "clara"),
+		chromedp.SendKeys(chromedp.CSS("#password"), "clerk-password"),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		waitText("#link-state", "Verbunden"),
+		waitText("[data-t=devices]", "Geräte"))
+
+	// A scan on the PTY appears without a reload.
+	if err := scanDev.Scan("1Z999AA10123456784"); err != nil {
+		t.Fatal(err)
+	}
+	run("scan appears", waitText("#events tbody", "1Z999AA10123456784"), waitText("#events tbody", "ups"))
+
+	// A manual entry goes through the same path and reaches the broker.
+	run("manual entry",
+		chromedp.SendKeys(chromedp.CSS("#manual-tracking"), "9400111899223855718403"),
+		chromedp.SendKeys(chromedp.CSS("#manual-recipient"), "Frau Müller"),
+		chromedp.SendKeys(chromedp.CSS("#manual-weight"), "1.2"),
+		chromedp.Click(chromedp.CSS("#manual-submit")),
+		waitText("#manual-result", "Erfasst"),
+		waitText("#events tbody", "9400111899223855718403"))
+	msgs := sub.WaitFor(t, 15*time.Second, "the manual parcel", func(ms []mqtttest.Message) bool {
+		for _, m := range ms {
+			if ev, err := event.Decode(m.Payload); err == nil && ev.Type == event.TypeParcelReceived && ev.Manual {
+				return true
+			}
+		}
+		return false
+	})
+	for _, m := range msgs {
+		ev, _ := event.Decode(m.Payload)
+		if ev.Type == event.TypeParcelReceived && ev.Manual {
+			if ev.Parcel.Carrier != "usps" || ev.Recipient != "Frau Müller" || ev.Parcel.Weight == nil || ev.Parcel.Weight.Grams != 1200 {
+				t.Fatalf("manual parcel at the broker = %+v %+v", ev, ev.Parcel)
+			}
+		}
+	}
+
+	// The language switch.
+	run("switch to English", chromedp.Click(chromedp.CSS("#lang-en")), waitText("[data-t=devices]", "Devices"),
+		waitText("#link-state", "Connected"))
+
+	// The link to the box drops: a notice; it comes back: updates resume.
+	px.cut()
+	run("notice on drop", waitText("#notice", "Connection to the box lost"))
+	px.restore()
+	run("back", chromedp.WaitNotVisible(chromedp.CSS("#notice")))
+	scanDev.Scan("RB123456785GB")
+	run("scan after reconnect", waitText("#events tbody", "RB123456785GB"))
+
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = os.WriteFile(filepath.Join(artifactDir(t), "status-page.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(p.log.String(), "clerk-password") {
+		t.Fatal("a password appears in the daemon log")
+	}
+}
