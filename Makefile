@@ -67,6 +67,8 @@ fuzz:
 ## bench: ingest, drain, latency and memory benchmarks (see docs/benchmarks.md)
 bench: deps
 	$(GO) test -run XXX -bench . -benchmem ./drivers/... ./internal/barcode
+	$(GO) test -run XXX -bench PageTTFB -benchmem ./internal/web
+	$(GO) test -run XXX -bench Stream20 -benchtime 1x ./internal/web
 	$(GO) test -run XXX -bench . -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
 
 clean:

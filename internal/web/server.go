@@ -220,7 +220,7 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
-// pusher rebuilds the status on every change (at most every 100 ms) and at
+// pusher rebuilds the status on every change (at most every 250 ms) and at
 // least every PushInterval, and wakes the open streams when it changed.
 func (s *Server) pusher(ctx context.Context) {
 	t := time.NewTicker(s.opts.PushInterval)
@@ -252,7 +252,7 @@ func (s *Server) pusher(ctx context.Context) {
 		case <-t.C:
 		case <-s.opts.Changed:
 			select { // let a burst of commits settle into one push
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(250 * time.Millisecond):
 			case <-ctx.Done():
 			}
 		}

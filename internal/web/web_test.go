@@ -168,19 +168,29 @@ var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 // login submits the login form as a browser does and returns the response.
 func (r *rig) login(c *http.Client, user, pw string) *http.Response {
 	r.t.Helper()
+	return r.loginB(r.t, c, user, pw)
+}
+
+func newJar() http.CookieJar {
+	jar, _ := cookiejar.New(nil)
+	return jar
+}
+
+func (r *rig) loginB(t testing.TB, c *http.Client, user, pw string) *http.Response {
+	t.Helper()
 	resp, err := c.Get(r.base + "/login")
 	if err != nil {
-		r.t.Fatal(err)
+		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	m := csrfField.FindSubmatch(body)
 	if m == nil {
-		r.t.Fatalf("login form without CSRF field:\n%s", body)
+		t.Fatalf("login form without CSRF field:\n%s", body)
 	}
 	resp, err = c.PostForm(r.base+"/login", url.Values{"user": {user}, "password": {pw}, "csrf": {string(m[1])}})
 	if err != nil {
-		r.t.Fatal(err)
+		t.Fatal(err)
 	}
 	resp.Body.Close()
 	return resp
