@@ -3,12 +3,16 @@ package web
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -454,5 +458,64 @@ func TestHistoryChart(t *testing.T) {
 	c, lastHour := h.chart(now)
 	if lastHour != 2 || len(c.Scans) != 24 || c.Scans[23] != 1 || c.Scans[22] != 2 || c.Pending[21] != 7 {
 		t.Fatalf("chart %v pending %v last hour %d", c.Scans, c.Pending, lastHour)
+	}
+}
+
+func TestHTTPSWithSelfSignedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	cert, fp, fresh, err := SelfSigned(dir, "0.0.0.0:8443", time.Now())
+	if err != nil || !fresh || len(fp) != 95 {
+		t.Fatalf("SelfSigned = %q %v %v", fp, fresh, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "web-selfsigned.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode: %v %v", fi.Mode(), err)
+	}
+	_, fp2, fresh2, err := SelfSigned(dir, "0.0.0.0:8443", time.Now())
+	if err != nil || fresh2 || fp2 != fp {
+		t.Fatalf("second start made a new certificate: %q %v %v", fp2, fresh2, err)
+	}
+
+	srv, err := New(Options{Listen: "127.0.0.1:0", TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
+		Users: []User{{Name: "clara", Role: RoleClerk, PasswordHash: hash(t, "clerk-password")}},
+		Store: &fakeStore{}, Health: fakeHealth{}, Link: fakeLink{}, Actions: &fakeActions{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	pool := x509.NewCertPool()
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	pool.AddCert(leaf)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	r := &rig{t: t, srv: srv, base: "https://" + srv.Addr()}
+	resp := r.login(c, "clara", "clerk-password")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login over HTTPS: %d", resp.StatusCode)
+	}
+	for _, ck := range resp.Cookies() {
+		if ck.Name == sessionCookie && !ck.Secure {
+			t.Fatal("session cookie not Secure over HTTPS")
+		}
+	}
+	if resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatal("no HSTS over HTTPS")
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:8080": true, "localhost:80": true, "[::1]:8080": true,
+		":8443": false, "0.0.0.0:8443": false, "192.168.1.5:8443": false, "mailroom.local:8443": false} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v", addr, got)
+		}
 	}
 }
