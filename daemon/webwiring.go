@@ -45,6 +45,14 @@ func (a *App) buildWeb() error {
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	// The chart starts with the scans of the last 24 hours in the buffer.
+	times, err := a.store.EventTimes(context.Background(), event.TypeScan, a.clock.Now().Add(-24*time.Hour))
+	if err != nil {
+		a.log.Warn("status page chart starts empty", "err", err)
+	}
+	for _, t := range times {
+		a.history.Scan(t)
+	}
 	users := make([]web.User, len(wc.Users))
 	for i, u := range wc.Users {
 		users[i] = web.User{Name: u.Name, Role: web.Role(u.Role), PasswordHash: u.PasswordHash}

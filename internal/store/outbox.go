@@ -470,6 +470,25 @@ func (o *Outbox) Unresolved(ctx context.Context, station string) ([]event.Event,
 	return out, nil
 }
 
+// EventTimes returns the event times of the events of type typ since t,
+// for charts. It reads the whole table; use it at start-up, not per request.
+func (o *Outbox) EventTimes(ctx context.Context, typ event.Type, since time.Time) ([]time.Time, error) {
+	rows, err := o.rdb.QueryContext(ctx, "SELECT ts FROM events WHERE type = ? AND ts >= ?", string(typ), since.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("read event times: %w", err)
+	}
+	defer rows.Close()
+	var out []time.Time
+	for rows.Next() {
+		var ms int64
+		if err := rows.Scan(&ms); err != nil {
+			return nil, fmt.Errorf("read event times: %w", err)
+		}
+		out = append(out, time.UnixMilli(ms))
+	}
+	return out, rows.Err()
+}
+
 // Stored is a committed event with its delivery state.
 type Stored struct {
 	event.Event

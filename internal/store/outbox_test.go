@@ -374,6 +374,13 @@ func TestRecentNewestFirstWithSentState(t *testing.T) {
 	if len(all) != 5 || !all[4].Sent || !all[3].Sent || all[2].Sent {
 		t.Fatalf("recent scans = %d, sent flags wrong: %+v", len(all), all)
 	}
+	times, err := o.EventTimes(ctx, event.TypeScan, t0.Add(-time.Minute))
+	if err != nil || len(times) != 5 || !times[0].Equal(t0) {
+		t.Fatalf("EventTimes = %v, %v", times, err)
+	}
+	if times, _ := o.EventTimes(ctx, event.TypeScan, t0.Add(time.Minute)); len(times) != 0 {
+		t.Fatalf("EventTimes after t0 = %v", times)
+	}
 	parcels, _ := o.Recent(ctx, 10, event.TypeParcelReceived)
 	if len(parcels) != 1 || parcels[0].Parcel == nil || parcels[0].Parcel.Carrier != "ups" {
 		t.Fatalf("recent parcels = %+v", parcels)
