@@ -63,6 +63,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzProtocols -fuzztime $(FUZZTIME) ./drivers/scale/serialscale
 	$(GO) test -run XXX -fuzz FuzzParseHostStatus -fuzztime $(FUZZTIME) ./drivers/printer/zpl
 	$(GO) test -run XXX -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./internal/barcode
+	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime $(FUZZTIME) ./internal/envelope
 
 ## bench: ingest, drain, latency and memory benchmarks (see docs/benchmarks.md)
 bench: deps

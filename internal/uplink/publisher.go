@@ -66,10 +66,26 @@ type Options struct {
 	Clock  clock.Clock
 	Logger *slog.Logger
 	Health health.Reporter
+	// Subscriptions are (re)made on every connection.
+	Subscriptions []Subscription
+	// OnConnect, if set, is called after each connection is up and
+	// subscribed.
+	OnConnect func()
 	// OnAck, if set, is called when the PUBACK for the event at pos arrives,
 	// with the time from handing the publish to the client to its PUBACK.
 	OnAck func(pos int64, latency time.Duration)
 }
+
+// Subscription is a topic filter below {prefix}/{id}/ and the function
+// that receives its messages. Handlers run on the MQTT client's goroutines
+// and must return quickly.
+type Subscription struct {
+	Filter  string
+	Handler func(topic string, payload []byte)
+}
+
+// ErrOffline is returned by Publish while no broker is connected.
+var ErrOffline = errors.New("not connected to a broker")
 
 // LinkState describes the connection to the cloud.
 type LinkState struct {
@@ -93,6 +109,43 @@ type Publisher struct {
 	// connects counts successful connections; all but the first are
 	// reconnects.
 	connects int64
+	client   mqtt.Client // the connected client, nil while offline
+}
+
+// Publish sends a message (not an event) to {prefix}/{id}/{suffix} with
+// QoS 1 and waits for its PUBACK. It fails with ErrOffline while no broker
+// is connected: telemetry, alerts and command results are not buffered.
+func (p *Publisher) Publish(ctx context.Context, suffix string, payload []byte, retain bool) error {
+	p.mu.Lock()
+	c := p.client
+	p.mu.Unlock()
+	if c == nil {
+		return ErrOffline
+	}
+	tok := c.Publish(p.Topic(suffix), 1, retain, payload)
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(p.opts.WriteTimeout + p.opts.KeepAlive):
+		return fmt.Errorf("publish %s: no PUBACK", suffix)
+	}
+}
+
+// subscribe makes every subscription on a new connection.
+func (p *Publisher) subscribe(c mqtt.Client) error {
+	for _, sub := range p.opts.Subscriptions {
+		h := sub.Handler
+		tok := c.Subscribe(p.Topic(sub.Filter), 1, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
+		if !tok.WaitTimeout(p.opts.WriteTimeout) {
+			return fmt.Errorf("subscribe %s: no SUBACK", sub.Filter)
+		}
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("subscribe %s: %w", sub.Filter, err)
+		}
+	}
+	return nil
 }
 
 // Connects returns how many times the uplink has connected since start.
@@ -316,8 +369,20 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 		pending = &st.Pending
 	}
 	client.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
+	if err := p.subscribe(client); err != nil {
+		p.log.Warn("remote instructions unavailable on this connection", "err", err)
+	}
+	p.mu.Lock()
+	p.client = client
+	p.mu.Unlock()
+	if p.opts.OnConnect != nil {
+		go p.opts.OnConnect()
+	}
 
 	err = p.serve(ctx, client, lost)
+	p.mu.Lock()
+	p.client = nil
+	p.mu.Unlock()
 	if ctx.Err() != nil {
 		// Clean shutdown: say so ourselves, a will only fires on an unclean drop.
 		tok := client.Publish(p.Topic(TopicStatus), 1, true, p.status("offline", "shutdown", nil))
