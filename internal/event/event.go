@@ -29,7 +29,25 @@ const (
 	TypeParcelUpdated Type = "parcel.updated"
 	// TypeLabelPrinted is a receiving label handed to a printer.
 	TypeLabelPrinted Type = "label.printed"
+	// TypeAudit records a remote instruction or admin action and its
+	// outcome.
+	TypeAudit Type = "audit"
 )
+
+// Audit is what an audit event records.
+type Audit struct {
+	// Action is "command" or "config".
+	Action string `json:"action"`
+	// Name is the command's name.
+	Name      string `json:"name,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	Version   int64  `json:"version,omitempty"`
+	// KeyID names the fleet key that signed the instruction, if known.
+	KeyID string `json:"key_id,omitempty"`
+	// Outcome is applied, failed or rejected.
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason,omitempty"`
+}
 
 // Weight is a scale reading attached to a parcel.
 type Weight struct {
@@ -74,6 +92,7 @@ type ext struct {
 	Printer   string `json:"printer,omitempty"`
 	// EnteredWeight is a weight a clerk typed in with a manual entry.
 	EnteredWeight *Weight `json:"entered_weight,omitempty"`
+	Audit         *Audit  `json:"audit,omitempty"`
 }
 
 // Event is one committed fact. ID, Epoch and Seq are assigned by the store
@@ -107,6 +126,8 @@ type Event struct {
 	Printer string
 	// EnteredWeight is a weight typed in by a clerk with a manual entry.
 	EnteredWeight *Weight
+	// Audit is set on audit events.
+	Audit *Audit
 
 	// Resolves lists scan ids that this event completes at its station. The
 	// store records them in the same transaction; they are not published.
@@ -115,11 +136,11 @@ type Event struct {
 
 func (e *Event) ext() *ext {
 	if e.Station == "" && !e.Manual && e.ScanID == "" && e.ParcelID == "" && e.Parcel == nil &&
-		e.Recipient == "" && e.Location == "" && e.Printer == "" && e.EnteredWeight == nil {
+		e.Recipient == "" && e.Location == "" && e.Printer == "" && e.EnteredWeight == nil && e.Audit == nil {
 		return nil
 	}
 	return &ext{Station: e.Station, Manual: e.Manual, ScanID: e.ScanID, ParcelID: e.ParcelID, Parcel: e.Parcel,
-		Recipient: e.Recipient, Location: e.Location, Printer: e.Printer, EnteredWeight: e.EnteredWeight}
+		Recipient: e.Recipient, Location: e.Location, Printer: e.Printer, EnteredWeight: e.EnteredWeight, Audit: e.Audit}
 }
 
 // wire is the JSON shape of an event, version 1.
@@ -246,7 +267,7 @@ func Decode(b []byte) (Event, error) {
 	e := Event{ID: w.ID, Epoch: w.Epoch, Seq: w.Seq, Appliance: w.Appliance, Site: w.Site,
 		Type: w.Type, Time: ts, Device: w.Device,
 		Station: w.Station, Manual: w.Manual, ScanID: w.ScanID, ParcelID: w.ParcelID, Parcel: w.Parcel,
-		Recipient: w.Recipient, Location: w.Location, Printer: w.Printer, EnteredWeight: w.EnteredWeight}
+		Recipient: w.Recipient, Location: w.Location, Printer: w.Printer, EnteredWeight: w.EnteredWeight, Audit: w.Audit}
 	switch {
 	case w.BarcodeB4 != "":
 		e.Barcode, err = base64.StdEncoding.DecodeString(w.BarcodeB4)

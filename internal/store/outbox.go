@@ -90,6 +90,7 @@ const (
 	opMarkSent
 	opPrune
 	opResolve
+	opNonce
 )
 
 type request struct {
@@ -97,6 +98,7 @@ type request struct {
 	ev    event.Event
 	pos   []int64
 	ids   []string
+	until time.Time
 	reply chan result
 }
 
@@ -435,6 +437,37 @@ func (o *Outbox) Resolve(ctx context.Context, scanIDs ...string) error {
 	return nil
 }
 
+// UseNonce records a command's nonce until it expires. fresh is false when
+// the nonce was already used: the command is a replay.
+func (o *Outbox) UseNonce(ctx context.Context, nonce string, expires time.Time) (fresh bool, err error) {
+	res, err := o.submit(ctx, &request{kind: opNonce, ids: []string{nonce}, until: expires})
+	if err != nil {
+		return false, fmt.Errorf("record nonce: %w", err)
+	}
+	return res.n == 1, nil
+}
+
+// BySeq returns the events of the current epoch with from <= seq <= to
+// that are still in the buffer (sent events are kept for retain_sent), in
+// seq order, for a resend the cloud asked for.
+func (o *Outbox) BySeq(ctx context.Context, from, to int64) ([]Record, error) {
+	rows, err := o.rdb.QueryContext(ctx,
+		"SELECT pos, seq, id, payload FROM events WHERE epoch = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT 100000", o.epoch, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("read events by seq: %w", err)
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var r Record
+		if err := rows.Scan(&r.Pos, &r.Seq, &r.ID, &r.Payload); err != nil {
+			return nil, fmt.Errorf("read events by seq: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
 // Check runs an empty write transaction through the writer: it fails when
 // the buffer is closed or cannot be written.
 func (o *Outbox) Check(ctx context.Context) error {
@@ -742,6 +775,12 @@ func (o *Outbox) commit(batch []*request) {
 				if err := deleteUnresolved(tx, r.ids); err != nil {
 					return err
 				}
+			case opNonce:
+				res, err := tx.Exec("INSERT OR IGNORE INTO nonces(nonce, expires) VALUES (?, ?)", r.ids[0], r.until.UnixMilli())
+				if err != nil {
+					return err
+				}
+				results[i].n, _ = res.RowsAffected()
 			case opPrune:
 				cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
 				res, err := tx.Exec(`DELETE FROM events WHERE pos IN (
@@ -750,6 +789,9 @@ func (o *Outbox) commit(batch []*request) {
 					return err
 				}
 				results[i].n, _ = res.RowsAffected()
+				if _, err := tx.Exec("DELETE FROM nonces WHERE expires < ?", now.UnixMilli()); err != nil {
+					return err
+				}
 			}
 		}
 		if appended > 0 {

@@ -33,6 +33,12 @@ var migrations = []string{
 		payload BLOB    NOT NULL
 	) WITHOUT ROWID;
 	CREATE INDEX unresolved_station ON unresolved(station, pos);`,
+	// 3: nonces of remote commands already run, kept until they expire, so
+	// a replay is refused even after a restart.
+	`CREATE TABLE nonces (
+		nonce   TEXT    PRIMARY KEY,
+		expires INTEGER NOT NULL
+	) WITHOUT ROWID;`,
 }
 
 // SchemaVersion is the schema version this build writes.
