@@ -25,6 +25,7 @@ type Config struct {
 	Stations  []Station `yaml:"stations"`
 	Barcodes  Barcodes  `yaml:"barcodes"`
 	Web       Web       `yaml:"web"`
+	Fleet     Fleet     `yaml:"fleet"`
 	Log       Log       `yaml:"log"`
 
 	// File is the path the configuration was loaded from.
@@ -163,6 +164,40 @@ type User struct {
 	PasswordHash string `yaml:"password_hash"`
 }
 
+// Fleet configures telemetry, alerts and remote instructions over the
+// uplink's MQTT connection.
+type Fleet struct {
+	// PublicKeys verify remote configs and commands; without any, every
+	// remote instruction is refused.
+	PublicKeys []FleetKey `yaml:"public_keys"`
+	// TelemetryInterval is how often telemetry is published; 0 disables it.
+	TelemetryInterval Duration `yaml:"telemetry_interval"`
+	// ProbeInterval is how often the synthetic round trip runs; 0 disables it.
+	ProbeInterval Duration `yaml:"probe_interval"`
+	// ProbeTimeout is when a probe that has not come back counts as failed.
+	ProbeTimeout Duration `yaml:"probe_timeout"`
+	Alerts       Alerts   `yaml:"alerts"`
+}
+
+// FleetKey is one fleet public key: an id and the key, inline (base64 of
+// the 32 raw bytes) or in a PEM file.
+type FleetKey struct {
+	ID      string `yaml:"id"`
+	Key     string `yaml:"key"`
+	KeyFile string `yaml:"key_file"`
+}
+
+// Alerts holds the thresholds of the built-in alert rules.
+type Alerts struct {
+	BrokerUnreachable  Duration `yaml:"broker_unreachable"`
+	PendingAbove       int64    `yaml:"pending_above"`
+	OldestPending      Duration `yaml:"oldest_pending"`
+	DiskFreeBelowMB    int64    `yaml:"disk_free_below_mb"`
+	DeviceDisconnected Duration `yaml:"device_disconnected"`
+	CertExpiresWithin  Duration `yaml:"cert_expires_within"`
+	ProbeSlowerThan    Duration `yaml:"probe_slower_than"`
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`
@@ -287,6 +322,18 @@ func (c *Config) applyDefaults() {
 		setDefault(&c.Web.MaxFailures, 5)
 		setDefault(&c.Web.Lockout, Duration(15*time.Minute))
 	}
+	f := &c.Fleet
+	setDefault(&f.TelemetryInterval, Duration(time.Minute))
+	setDefault(&f.ProbeInterval, Duration(time.Minute))
+	setDefault(&f.ProbeTimeout, Duration(10*time.Second))
+	al := &f.Alerts
+	setDefault(&al.BrokerUnreachable, Duration(5*time.Minute))
+	setDefault(&al.PendingAbove, 10000)
+	setDefault(&al.OldestPending, Duration(time.Hour))
+	setDefault(&al.DiskFreeBelowMB, 500)
+	setDefault(&al.DeviceDisconnected, Duration(5*time.Minute))
+	setDefault(&al.CertExpiresWithin, Duration(30*24*time.Hour))
+	setDefault(&al.ProbeSlowerThan, Duration(2*time.Second))
 	setDefault(&c.Log.Level, "info")
 	setDefault(&c.Log.Format, "text")
 }

@@ -90,7 +90,7 @@ func TestBrokenConfigs(t *testing.T) {
 		want    []string
 	}{
 		{"unknown top-level key", func(s string) string { return s + "colour: blue\n" }, 0o600,
-			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, devices, log, stations, storage, uplink, version, web)"}},
+			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, devices, fleet, log, stations, storage, uplink, version, web)"}},
 		{"unknown nested key", func(s string) string { return strings.Replace(s, "max_pending: 1000", "max_pendng: 1000", 1) }, 0o600,
 			[]string{":3:28: storage.max_pendng: unknown key"}},
 		{"wrong type", func(s string) string { return strings.Replace(s, "baud: 9600", "baud: fast", 1) }, 0o600,
@@ -133,6 +133,10 @@ func TestBrokenConfigs(t *testing.T) {
 		}, 0o600, []string{"web.users[0].role: unknown role \"boss\"", "web.users[0].password_hash: not a bcrypt hash; store hashes only"}},
 		{"web without users or with a bad address", func(s string) string { return s + "web: {listen: localhost}\n" }, 0o600,
 			[]string{"web.listen: \"localhost\" is not host:port", "web.users: required"}},
+		{"bad fleet key", func(s string) string {
+			return s + "fleet:\n  public_keys:\n    - {id: it, key: bm90IGEga2V5}\n    - {id: it, key_file: nope.pub}\n"
+		}, 0o600, []string{"fleet.public_keys[0].key: parse public key", "fleet.public_keys[1].id: duplicate key id \"it\"",
+			"fleet.public_keys[1].key_file: cannot read"}},
 		{"several problems at once", func(s string) string {
 			return strings.Replace(strings.Replace(s, "parity", "x", 0), "driver: sim", "driver: laser", 1) + "log: {level: loud}\n"
 		}, 0o600, []string{"devices[1].driver: unknown driver \"laser\"", "log.level: unknown level \"loud\""}},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"net"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/label"
 )
 
@@ -226,6 +228,7 @@ func (d *decoder) validate(c *Config) {
 
 	d.validateStations(c, bad, abs)
 	validateWeb(&c.Web, bad, abs)
+	validateFleet(&c.Fleet, bad, abs)
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -472,4 +475,75 @@ func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) stri
 			bad(p+".password_hash", "not a bcrypt hash; store hashes only, never passwords: create one with `mailroomd passwd %s`", u.Name)
 		}
 	}
+}
+
+func validateFleet(f *Fleet, bad func(string, string, ...any), abs func(string) string) {
+	ids := map[string]bool{}
+	for i := range f.PublicKeys {
+		k := &f.PublicKeys[i]
+		p := fmt.Sprintf("fleet.public_keys[%d]", i)
+		switch {
+		case k.ID == "":
+			bad(p+".id", "required: the key id that envelopes name in key_id")
+		case ids[k.ID]:
+			bad(p+".id", "duplicate key id %q", k.ID)
+		}
+		ids[k.ID] = true
+		switch {
+		case (k.Key == "") == (k.KeyFile == ""):
+			bad(p+".key", "give key (base64 of the 32-byte Ed25519 public key) or key_file (PEM), not both or neither")
+		case k.KeyFile != "":
+			k.KeyFile = abs(k.KeyFile)
+			b, err := os.ReadFile(k.KeyFile)
+			if err != nil {
+				bad(p+".key_file", "cannot read %s: %v", k.KeyFile, unwrapPathError(err))
+			} else if _, err := envelope.ParsePublicKey(string(b)); err != nil {
+				bad(p+".key_file", "%v", err)
+			}
+		default:
+			if _, err := envelope.ParsePublicKey(k.Key); err != nil {
+				bad(p+".key", "%v", err)
+			}
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"fleet.telemetry_interval", f.TelemetryInterval}, {"fleet.probe_interval", f.ProbeInterval}, {"fleet.probe_timeout", f.ProbeTimeout}} {
+		if d.v < 0 {
+			bad(d.key, "must not be negative")
+		}
+	}
+	if f.PendingAboveOK() != "" {
+		bad("fleet.alerts.pending_above", "%s", f.PendingAboveOK())
+	}
+}
+
+// PendingAboveOK explains a bad pending threshold, or returns "".
+func (f *Fleet) PendingAboveOK() string {
+	if f.Alerts.PendingAbove < 1 {
+		return "must be at least 1"
+	}
+	return ""
+}
+
+// Keys returns the fleet keys by id; the config was validated.
+func (f *Fleet) Keys() (map[string]ed25519.PublicKey, error) {
+	out := map[string]ed25519.PublicKey{}
+	for _, k := range f.PublicKeys {
+		text := k.Key
+		if k.KeyFile != "" {
+			b, err := os.ReadFile(k.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("fleet key %s: %w", k.ID, err)
+			}
+			text = string(b)
+		}
+		pk, err := envelope.ParsePublicKey(text)
+		if err != nil {
+			return nil, fmt.Errorf("fleet key %s: %w", k.ID, err)
+		}
+		out[k.ID] = pk
+	}
+	return out, nil
 }
