@@ -1,0 +1,306 @@
+// Package fleet connects a box to central IT over the uplink's MQTT
+// connection: it publishes telemetry and alerts, runs a synthetic round
+// trip through the broker, and runs remote commands, each authenticated as
+// a signed envelope (package envelope), refused when replayed, answered on
+// a result topic and recorded as an audit event.
+package fleet
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/envelope"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/store"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+)
+
+// Link is the uplink as the fleet uses it.
+type Link interface {
+	Publish(ctx context.Context, suffix string, payload []byte, retain bool) error
+	State() uplink.LinkState
+}
+
+var _ Link = (*uplink.Publisher)(nil)
+
+// Store is the event buffer as the fleet uses it.
+type Store interface {
+	Append(ctx context.Context, ev event.Event) (event.Event, error)
+	UseNonce(ctx context.Context, nonce string, expires time.Time) (bool, error)
+	BySeq(ctx context.Context, from, to int64) ([]store.Record, error)
+	Stats(ctx context.Context) (store.Stats, error)
+}
+
+var _ Store = (*store.Outbox)(nil)
+
+// Command runs one remote command and returns its result.
+type Command func(ctx context.Context, args json.RawMessage) (any, error)
+
+// Thresholds of the built-in alert rules.
+type Thresholds struct {
+	BrokerUnreachable  time.Duration
+	PendingAbove       int64
+	OldestPending      time.Duration
+	DiskFreeBelowMB    int64
+	DeviceDisconnected time.Duration
+	CertExpiresWithin  time.Duration
+	ProbeSlowerThan    time.Duration
+}
+
+// Options configure the fleet link of one box.
+type Options struct {
+	Appliance, Site, Version string
+	// Keys verify remote instructions; empty refuses them all.
+	Keys   map[string]ed25519.PublicKey
+	Link   Link
+	Store  Store
+	Health *health.Tracker
+	// Commands beyond the built-in ping and resend.
+	Commands map[string]Command
+
+	TelemetryInterval time.Duration
+	ProbeInterval     time.Duration
+	ProbeTimeout      time.Duration
+	Thresholds        Thresholds
+	// BufferDir is the directory whose volume's free space is watched.
+	BufferDir string
+	// CertFile is the client certificate whose expiry is watched.
+	CertFile string
+	// Ingested counts committed scans, for events per minute.
+	Ingested func() int64
+	// Latency returns the last publish-to-PUBACK latency.
+	Latency func() time.Duration
+	Clock   clock.Clock
+	Log     *slog.Logger
+}
+
+// Fleet is the box's side of fleet management.
+type Fleet struct {
+	opts     Options
+	log      *slog.Logger
+	verifier *envelope.Verifier
+	started  time.Time
+	inbox    chan message
+
+	mu       sync.Mutex
+	alerts   map[string]*Alert // active, by key
+	outbox   [][]byte          // alert messages waiting for the link
+	probe    probeState
+	rejected time.Time
+	lastIngested int64
+	lastIngestAt time.Time
+	rate         float64
+}
+
+type message struct {
+	topic   string
+	payload []byte
+}
+
+// Topic suffixes below {prefix}/{id}/.
+const (
+	TopicTelemetry = "telemetry"
+	TopicAlerts    = "alerts"
+	TopicProbe     = "probe"
+	TopicCommand   = "cmd"
+)
+
+// ConditionRejected is raised when a remote instruction was refused.
+const ConditionRejected = "security.rejected_instruction"
+
+// New returns the fleet link; Subscriptions go into the uplink's options
+// and Run must run.
+func New(opts Options) *Fleet {
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ProbeTimeout <= 0 {
+		opts.ProbeTimeout = 10 * time.Second
+	}
+	f := &Fleet{opts: opts, log: opts.Log, started: opts.Clock.Now(), inbox: make(chan message, 64),
+		alerts: map[string]*Alert{}}
+	f.verifier = &envelope.Verifier{Keys: opts.Keys, Appliance: opts.Appliance, Site: opts.Site,
+		Now: opts.Clock.Now, Skew: 5 * time.Minute}
+	return f
+}
+
+// Subscriptions are the topics the fleet receives.
+func (f *Fleet) Subscriptions() []uplink.Subscription {
+	take := func(topic string, payload []byte) {
+		select {
+		case f.inbox <- message{topic: topic, payload: append([]byte(nil), payload...)}:
+		default:
+			f.log.Warn("remote instruction dropped: too many queued", "topic", topic)
+		}
+	}
+	return []uplink.Subscription{{Filter: TopicCommand + "/+", Handler: take}, {Filter: TopicProbe, Handler: take}}
+}
+
+// OnConnect publishes what waited for the link: alert changes made while
+// offline, in order.
+func (f *Fleet) OnConnect() {
+	f.flushAlerts(context.Background())
+}
+
+// Run handles remote instructions and publishes telemetry and alerts until
+// ctx is cancelled.
+func (f *Fleet) Run(ctx context.Context) error {
+	tick := func(d time.Duration) <-chan time.Time {
+		if d <= 0 {
+			return nil
+		}
+		t := time.NewTicker(d)
+		go func() { <-ctx.Done(); t.Stop() }()
+		return t.C
+	}
+	telemetry := tick(f.opts.TelemetryInterval)
+	probe := tick(f.opts.ProbeInterval)
+	evaluate := tick(2 * time.Second)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-f.inbox:
+			f.handle(ctx, m)
+		case <-telemetry:
+			f.publishTelemetry(ctx)
+		case <-probe:
+			f.sendProbe(ctx)
+		case <-evaluate:
+			f.evaluate(ctx)
+		}
+	}
+}
+
+func (f *Fleet) handle(ctx context.Context, m message) {
+	i := strings.Index(m.topic, "/"+TopicCommand+"/")
+	switch {
+	case strings.HasSuffix(m.topic, "/"+TopicProbe):
+		f.probeReturned(m.payload)
+	case i >= 0:
+		f.command(ctx, m.topic[i+len(TopicCommand)+2:], m.payload)
+	}
+}
+
+// Result is published on cmd/{name}/result.
+type Result struct {
+	V      int       `json:"v"`
+	ID     string    `json:"id,omitempty"`
+	Name   string    `json:"name"`
+	OK     bool      `json:"ok"`
+	Error  string    `json:"error,omitempty"`
+	Result any       `json:"result,omitempty"`
+	TS     time.Time `json:"ts"`
+}
+
+// command verifies and runs one command.
+func (f *Fleet) command(ctx context.Context, name string, msg []byte) {
+	res := Result{V: 1, Name: name}
+	audit := &event.Audit{Action: "command", Name: name}
+	p, keyID, err := f.open(ctx, name, msg)
+	res.ID, audit.RequestID, audit.KeyID = p.ID, p.ID, keyID
+	if err != nil {
+		res.Error, audit.Outcome, audit.Reason = err.Error(), "rejected", err.Error()
+		f.log.Warn("remote command rejected", "name", name, "key_id", keyID, "reason", err)
+		f.mu.Lock()
+		f.rejected = f.opts.Clock.Now()
+		f.mu.Unlock()
+		f.opts.Health.Set(ConditionRejected, health.Warning, fmt.Sprintf("rejected remote command %q: %v", name, err))
+	} else {
+		out, err := f.run(ctx, name, p.Args)
+		if err != nil {
+			res.Error, audit.Outcome, audit.Reason = err.Error(), "failed", err.Error()
+			f.log.Warn("remote command failed", "name", name, "id", p.ID, "key_id", keyID, "err", err)
+		} else {
+			res.OK, res.Result, audit.Outcome = true, out, "applied"
+			f.log.Info("remote command done", "name", name, "id", p.ID, "key_id", keyID)
+		}
+	}
+	f.audit(ctx, audit)
+	res.TS = f.opts.Clock.Now().UTC()
+	b, _ := json.Marshal(res)
+	if err := f.opts.Link.Publish(ctx, TopicCommand+"/"+name+"/result", b, false); err != nil {
+		f.log.Warn("command result not published", "name", name, "err", err)
+	}
+}
+
+// open checks an envelope, its topic and its nonce.
+func (f *Fleet) open(ctx context.Context, name string, msg []byte) (envelope.Payload, string, error) {
+	if len(f.opts.Keys) == 0 {
+		return envelope.Payload{}, "", errors.New("remote instructions are disabled: no fleet.public_keys configured")
+	}
+	p, keyID, err := f.verifier.Open(msg, envelope.KindCommand)
+	if err != nil {
+		return p, keyID, err
+	}
+	if p.Name != name {
+		return p, keyID, fmt.Errorf("signed for command %q but sent to %q", p.Name, name)
+	}
+	fresh, err := f.opts.Store.UseNonce(ctx, p.Nonce, p.Expires)
+	if err != nil {
+		return p, keyID, err
+	}
+	if !fresh {
+		return p, keyID, fmt.Errorf("replayed: nonce %q was already used", p.Nonce)
+	}
+	return p, keyID, nil
+}
+
+func (f *Fleet) run(ctx context.Context, name string, args json.RawMessage) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	switch name {
+	case "ping":
+		return map[string]any{"pong": true, "version": f.opts.Version,
+			"uptime_s": int64(f.opts.Clock.Now().Sub(f.started).Seconds())}, nil
+	case "resend":
+		return f.resend(ctx, args)
+	}
+	cmd, ok := f.opts.Commands[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown command %q", name)
+	}
+	return cmd(ctx, args)
+}
+
+// resend publishes the events of a seq range again, byte for byte, so the
+// cloud can fill a gap it detected.
+func (f *Fleet) resend(ctx context.Context, args json.RawMessage) (any, error) {
+	var a struct {
+		From int64 `json:"from"`
+		To   int64 `json:"to"`
+	}
+	if err := json.Unmarshal(args, &a); err != nil || a.From < 1 || a.To < a.From || a.To-a.From >= 100000 {
+		return nil, errors.New(`resend needs {"from": N, "to": M} with 1 <= N <= M and at most 100000 events`)
+	}
+	recs, err := f.opts.Store.BySeq(ctx, a.From, a.To)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		if err := f.opts.Link.Publish(ctx, uplink.TopicEvents, r.Payload, false); err != nil {
+			return nil, fmt.Errorf("resend seq %d: %w", r.Seq, err)
+		}
+	}
+	missing := a.To - a.From + 1 - int64(len(recs))
+	return map[string]int64{"resent": int64(len(recs)), "missing": missing}, nil
+}
+
+func (f *Fleet) audit(ctx context.Context, a *event.Audit) {
+	if _, err := f.opts.Store.Append(ctx, event.Event{Appliance: f.opts.Appliance, Site: f.opts.Site,
+		Type: event.TypeAudit, Time: f.opts.Clock.Now(), Audit: a}); err != nil {
+		f.log.Error("audit event not recorded", "err", err)
+	}
+}
