@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.bug.st/serial"
@@ -28,9 +29,11 @@ import (
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/fleet"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/intake"
 	"github.com/mailroomd/mailroomd/internal/label"
+	"github.com/mailroomd/mailroomd/internal/logring"
 	"github.com/mailroomd/mailroomd/internal/metrics"
 	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/store"
@@ -60,9 +63,15 @@ type App struct {
 	stations []*station.Station
 	devices  []device
 	metrics  *metrics.Metrics
+	fleet    *fleet.Fleet
 	web      *web.Server
-	history  *web.History
-	changed  chan struct{}
+	// logs holds the recent log lines for the logs command; restart asks
+	// the service wrapper for a restart.
+	logs    *logring.Ring
+	restart func()
+	latency atomic.Int64 // last publish latency, ns
+	history *web.History
+	changed chan struct{}
 	// byScanner and byScale find the station a device belongs to.
 	byScanner map[string]*station.Station
 	byScale   map[string]*station.Station
@@ -75,12 +84,23 @@ type App struct {
 	stWG         sync.WaitGroup
 	webCancel    context.CancelFunc
 	webDone      chan struct{}
+	fleetCancel  context.CancelFunc
+	fleetDone    chan struct{}
+}
+
+// Hooks are what the service wrapper gives the app.
+type Hooks struct {
+	// Logs holds recent log lines for the logs command; nil disables it.
+	Logs *logring.Ring
+	// Restart asks for a graceful restart; nil disables the command.
+	Restart func()
 }
 
 // NewApp builds every subsystem from cfg and opens the store. Nothing runs
 // until Start.
-func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock) (*App, error) {
-	a := &App{cfg: cfg, log: log, clock: clk, changed: make(chan struct{}, 1), history: web.NewHistory()}
+func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock, hooks Hooks) (*App, error) {
+	a := &App{cfg: cfg, log: log, clock: clk, changed: make(chan struct{}, 1), history: web.NewHistory(),
+		logs: hooks.Logs, restart: hooks.Restart}
 	a.health = health.NewTracker(clk, func(c health.Condition, cleared bool) {
 		if cleared {
 			log.Info("condition cleared", "key", c.Key)
@@ -112,6 +132,12 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 			fmt.Sprintf("buffer database was corrupt and moved to %s; %d unsent events salvaged", rec.MovedTo, rec.Salvaged))
 	}
 
+	keys, err := cfg.Fleet.Keys()
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	a.fleet = a.newFleet(keys)
 	a.uplink, err = uplink.New(st, uplink.Options{
 		Brokers: cfg.Uplink.Brokers, TLS: tlsCfg, ClientID: cfg.Appliance.ID, Site: cfg.Appliance.Site,
 		TopicPrefix: cfg.Uplink.TopicPrefix, Version: version, Window: cfg.Uplink.InflightWindow,
@@ -123,8 +149,10 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 			if a.metrics != nil {
 				a.metrics.Acked(latency)
 			}
+			a.latency.Store(int64(latency))
 			a.notifyChanged()
 		},
+		Subscriptions: a.fleet.Subscriptions(), OnConnect: a.fleet.OnConnect,
 	})
 	if err != nil {
 		st.Close()
@@ -346,6 +374,13 @@ func (a *App) Start() {
 
 	// Stations first finish what the last run left unresolved, before any
 	// new scan arrives.
+	fctx, fcancel := context.WithCancel(context.Background())
+	a.fleetCancel, a.fleetDone = fcancel, make(chan struct{})
+	go func() {
+		defer close(a.fleetDone)
+		a.fleet.Run(fctx)
+	}()
+
 	sctx, scancel := context.WithCancel(context.Background())
 	a.stCancel = scancel
 	for _, s := range a.stations {
@@ -465,6 +500,8 @@ func (a *App) Stop() error {
 	a.log.Info("stopping stations")
 	a.stCancel()
 	a.stWG.Wait()
+	a.fleetCancel()
+	<-a.fleetDone
 	a.log.Info("stopping uplink")
 	a.uplinkCancel()
 	<-a.uplinkDone

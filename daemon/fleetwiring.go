@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/fleet"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+)
+
+// lazyLink lets the fleet be built before the uplink it publishes through.
+type lazyLink struct{ a *App }
+
+func (l lazyLink) Publish(ctx context.Context, suffix string, payload []byte, retain bool) error {
+	return l.a.uplink.Publish(ctx, suffix, payload, retain)
+}
+
+func (l lazyLink) State() uplink.LinkState { return l.a.uplink.State() }
+
+// newFleet builds the fleet link with the daemon's remote commands.
+func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
+	fc, al := a.cfg.Fleet, a.cfg.Fleet.Alerts
+	x := actions{a}
+	commands := map[string]fleet.Command{
+		"reprint": func(_ context.Context, args json.RawMessage) (any, error) {
+			var r struct {
+				Station  string `json:"station"`
+				ParcelID string `json:"parcel_id"`
+			}
+			if err := json.Unmarshal(args, &r); err != nil {
+				return nil, errors.New(`reprint needs {"station": "...", "parcel_id": "..."}`)
+			}
+			return map[string]bool{"queued": true}, x.Reprint(r.Station, r.ParcelID)
+		},
+		"device-test": func(ctx context.Context, args json.RawMessage) (any, error) {
+			var r struct {
+				Device string `json:"device"`
+			}
+			if err := json.Unmarshal(args, &r); err != nil {
+				return nil, errors.New(`device-test needs {"device": "..."}`)
+			}
+			msg, err := x.DeviceTest(ctx, r.Device)
+			return map[string]string{"result": msg}, err
+		},
+		"logs": func(_ context.Context, args json.RawMessage) (any, error) {
+			if a.logs == nil {
+				return nil, errors.New("logs are not kept in this mode")
+			}
+			var r struct {
+				Lines int `json:"lines"`
+			}
+			json.Unmarshal(args, &r)
+			if r.Lines <= 0 || r.Lines > 1000 {
+				r.Lines = 100
+			}
+			return map[string][]string{"lines": a.logs.Last(r.Lines)}, nil
+		},
+		"restart": func(context.Context, json.RawMessage) (any, error) {
+			if a.restart == nil {
+				return nil, errors.New("restart is not available in this mode")
+			}
+			time.AfterFunc(500*time.Millisecond, a.restart) // after the result is published
+			return map[string]bool{"restarting": true}, nil
+		},
+	}
+	return fleet.New(fleet.Options{
+		Appliance: a.cfg.Appliance.ID, Site: a.cfg.Appliance.Site, Version: version, Keys: keys,
+		Link: lazyLink{a}, Store: a.store, Health: a.health, Commands: commands,
+		TelemetryInterval: fc.TelemetryInterval.D(), ProbeInterval: fc.ProbeInterval.D(), ProbeTimeout: fc.ProbeTimeout.D(),
+		Thresholds: fleet.Thresholds{BrokerUnreachable: al.BrokerUnreachable.D(), PendingAbove: al.PendingAbove,
+			OldestPending: al.OldestPending.D(), DiskFreeBelowMB: al.DiskFreeBelowMB, DeviceDisconnected: al.DeviceDisconnected.D(),
+			CertExpiresWithin: al.CertExpiresWithin.D(), ProbeSlowerThan: al.ProbeSlowerThan.D()},
+		BufferDir: filepath.Dir(a.cfg.Storage.Path), CertFile: a.cfg.Uplink.CertFile,
+		Ingested: func() int64 { n, _ := a.intake.Counts(); return n },
+		Latency:  func() time.Duration { return time.Duration(a.latency.Load()) },
+		Clock:    a.clock, Log: a.log.With("subsystem", "fleet"),
+	})
+}
