@@ -91,11 +91,11 @@ type Fleet struct {
 	started  time.Time
 	inbox    chan message
 
-	mu       sync.Mutex
-	alerts   map[string]*Alert // active, by key
-	outbox   [][]byte          // alert messages waiting for the link
-	probe    probeState
-	rejected time.Time
+	mu           sync.Mutex
+	alerts       map[string]*Alert // active, by key
+	outbox       [][]byte          // alert messages waiting for the link
+	probe        probeState
+	rejected     time.Time
 	lastIngested int64
 	lastIngestAt time.Time
 	rate         float64
