@@ -42,6 +42,7 @@ Usage:
                                          print what one configured device reads
   mailroomd decode [--config FILE] BARCODE...
                                          print what each code is recognised as, one JSON object per line
+  mailroomd fleet SUBCOMMAND ...         IT's fleet tools: keygen, status, cmd, config push, alerts, events
   mailroomd passwd [--role clerk|admin] NAME
                                          read a password without echo and print the user line for web.users
   mailroomd dev-certs --dir DIR [--client-id ID]
@@ -127,6 +128,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return probe(cfg, fs.Arg(0), *dur, stdout, stderr)
 	case "decode":
 		return decode(rest, stdout, stderr)
+	case "fleet":
+		return fleetMain(rest, stdout, stderr)
 	case "passwd":
 		return passwd(rest, os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":

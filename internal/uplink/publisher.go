@@ -362,7 +362,6 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 		return false, err
 	}
 	p.setState(true, redact(broker), nil)
-	p.log.Info("uplink connected", "broker", redact(broker), "client_id", p.opts.ClientID)
 
 	var pending *int64
 	if st, err := p.src.Stats(ctx); err == nil {
@@ -372,6 +371,7 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 	if err := p.subscribe(client); err != nil {
 		p.log.Warn("remote instructions unavailable on this connection", "err", err)
 	}
+	p.log.Info("uplink connected", "broker", redact(broker), "client_id", p.opts.ClientID)
 	p.mu.Lock()
 	p.client = client
 	p.mu.Unlock()

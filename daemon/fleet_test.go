@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
+	"github.com/mailroomd/mailroomd/internal/envelope"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/fleet"
+	"github.com/mailroomd/mailroomd/internal/fleetop"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+)
+
+// fleetRig is one broker, an operator and the fleet's signing key.
+type fleetRig struct {
+	broker *mqtttest.Broker
+	pub    ed25519.PublicKey
+	priv   ed25519.PrivateKey
+	op     *fleetop.Client
+}
+
+func newFleetRig(t *testing.T) *fleetRig {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	b := mqtttest.Start(t)
+	op, err := fleetop.Dial(fleetop.Options{Broker: b.URL(), TLS: b.TLSConfig(t, "operator"), ClientID: "operator",
+		Key: priv, KeyID: "it"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(op.Close)
+	return &fleetRig{broker: b, pub: pub, priv: priv, op: op}
+}
+
+// box sets up one appliance on the rig's broker.
+func (r *fleetRig) box(t *testing.T, id string) *setup {
+	cert, key := r.broker.ClientFiles(t, id)
+	return &setup{dir: t.TempDir(), broker: r.broker, id: id, cert: cert, key: key, ca: r.broker.Files.CA}
+}
+
+func (r *fleetRig) fleetSection() string {
+	return fmt.Sprintf(`fleet:
+  public_keys: [{id: it, key: %s}]
+  telemetry_interval: 300ms
+  probe_interval: 300ms
+  probe_timeout: 2s
+  alerts: {device_disconnected: 500ms}`, base64.StdEncoding.EncodeToString(r.pub))
+}
+
+func (r *fleetRig) envelope(t *testing.T, key ed25519.PrivateKey, p envelope.Payload) []byte {
+	b, err := envelope.Sign(key, "it", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func command(target, name, nonce string, args string) envelope.Payload {
+	now := time.Now()
+	p := envelope.Payload{V: 1, Kind: envelope.KindCommand, Target: target, Name: name, ID: "req-" + nonce, Nonce: nonce,
+		Issued: now.Add(-time.Second).UTC(), Expires: now.Add(time.Minute).UTC()}
+	if args != "" {
+		p.Args = json.RawMessage(args)
+	}
+	return p
+}
+
+func TestFleetTelemetryCommandsAndAlerts(t *testing.T) {
+	r := newFleetRig(t)
+	a, b := r.box(t, "mr-fleet-a"), r.box(t, "mr-fleet-b")
+	scanDev := serialtest.New(t, filepath.Join(a.dir, "ttyScanner"))
+	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
+	cfgA := a.config(t, r.broker.URL(), fmt.Sprintf(`  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, reconnect_max: 200ms}
+web:
+  listen: 127.0.0.1:%d
+  users: [{name: clara, role: clerk, password_hash: "%s"}]
+%s`, scanDev.Link, mqtttest.FreePort(t), hash, r.fleetSection()))
+	cfgB := b.config(t, r.broker.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 500ms}\n"+r.fleetSection())
+	events := r.broker.Subscribe(t, "cloud", "mailroom/v1/+/events")
+	alerts := r.broker.Subscribe(t, "alerts-watch", "mailroom/v1/+/alerts")
+	pa := startDaemon(t, cfgA)
+	pb := startDaemon(t, cfgB)
+	pa.waitLog(t, "uplink connected", 10*time.Second)
+	pb.waitLog(t, "uplink connected", 10*time.Second)
+
+	// Telemetry from both boxes, with the probe's round trip.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		msgs, err := r.op.Collect("+/telemetry", 400*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]fleet.Telemetry{}
+		for _, m := range msgs {
+			var tm fleet.Telemetry
+			if json.Unmarshal(m.Payload, &tm) == nil {
+				seen[tm.Appliance] = tm
+			}
+		}
+		ta, okA := seen["mr-fleet-a"]
+		_, okB := seen["mr-fleet-b"]
+		if okA && okB && ta.ProbeRTTMS > 0 && len(ta.Devices) == 1 && ta.LinkConnected && !ta.CertExpires.IsZero() && ta.DiskFreeBytes > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("telemetry incomplete: %+v", seen)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := r.op.Command(ctx, "mr-fleet-a", "ping", nil, time.Minute)
+	if err != nil || !res.OK {
+		t.Fatalf("ping: %+v %v", res, err)
+	}
+
+	// Every kind of bad envelope is refused with its reason.
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	captured := r.envelope(t, r.priv, command("mr-fleet-a", "ping", "n-captured", ""))
+	expired := command("mr-fleet-a", "ping", "n-expired", "")
+	expired.Issued, expired.Expires = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+	for _, tc := range []struct {
+		name, want string
+		env        []byte
+	}{
+		{"unsigned", "malformed envelope", []byte(`{"name":"ping"}`)},
+		{"not JSON", "malformed envelope", []byte("\x00\xffgarbage")},
+		{"wrongly signed", "bad signature", r.envelope(t, otherKey, command("mr-fleet-a", "ping", "n-other", ""))},
+		{"wrong target", "not addressed to this appliance", r.envelope(t, r.priv, command("mr-fleet-b", "ping", "n-target", ""))},
+		{"expired", "expired", r.envelope(t, r.priv, expired)},
+		{"first use", "", captured},
+		{"replayed", "replayed", captured},
+	} {
+		res, err := r.op.Send(ctx, "mr-fleet-a", "ping", "", tc.env)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if tc.want == "" {
+			if !res.OK {
+				t.Fatalf("%s: %+v", tc.name, res)
+			}
+			continue
+		}
+		if res.OK || !strings.Contains(res.Error, tc.want) {
+			t.Errorf("%s: result %+v, want an error with %q", tc.name, res, tc.want)
+		}
+	}
+	pa.waitLog(t, "remote command rejected", 5*time.Second)
+
+	// Scans, then a resend of seq 2-4 that a cloud would ask for after
+	// finding a gap.
+	for _, c := range []string{"1Z999AA10123456784", "RB123456785GB", "9400111899223855718403", "TBA123456789012"} {
+		scanDev.Scan(c)
+	}
+	events.WaitFor(t, 15*time.Second, "scans of box a", func(ms []mqtttest.Message) bool {
+		n := 0
+		for _, m := range ms {
+			if strings.Contains(m.Topic, "mr-fleet-a") && strings.Contains(string(m.Payload), `"type":"scan"`) {
+				n++
+			}
+		}
+		return n >= 4
+	})
+	g := fleetop.NewGapDetector()
+	for _, m := range events.Messages() {
+		ev, _ := event.Decode(m.Payload)
+		if ev.Appliance == "mr-fleet-a" && (ev.Seq < 2 || ev.Seq > 4) {
+			g.Add(ev) // the cloud "lost" seq 2-4
+		}
+	}
+	gaps := g.Gaps()
+	if len(gaps) != 1 {
+		t.Fatalf("gaps = %v, want 2-4 of box a", gaps)
+	}
+	before := len(events.Messages())
+	res, err = r.op.Command(ctx, "mr-fleet-a", "resend", map[string]int{"from": 2, "to": 4}, time.Minute)
+	if err != nil || !res.OK {
+		t.Fatalf("resend: %+v %v", res, err)
+	}
+	events.WaitFor(t, 10*time.Second, "the resent events", func(ms []mqtttest.Message) bool { return len(ms) >= before+3 })
+	for _, m := range events.Messages()[before:] {
+		if ev, err := event.Decode(m.Payload); err == nil && ev.Appliance == "mr-fleet-a" {
+			g.Add(ev)
+		}
+	}
+	if gaps := g.Gaps(); len(gaps) != 0 {
+		t.Fatalf("gaps after resend: %v", gaps)
+	}
+
+	// Logs come back without secrets or personal data.
+	res, err = r.op.Command(ctx, "mr-fleet-a", "logs", map[string]int{"lines": 200}, time.Minute)
+	if err != nil || !res.OK {
+		t.Fatalf("logs: %+v %v", res, err)
+	}
+	logs, _ := json.Marshal(res.Result)
+	if !strings.Contains(string(logs), "remote command rejected") || strings.Contains(string(logs), string(hash)) ||
+		strings.Contains(string(logs), "PRIVATE KEY") {
+		t.Fatalf("logs = %s", logs)
+	}
+
+	// An unplugged scanner raises one alert; plugging it back clears it once.
+	scanDev.Unplug()
+	alerts.WaitFor(t, 10*time.Second, "the alert", func(ms []mqtttest.Message) bool {
+		return strings.Contains(joined(ms), `"key":"device.dock-scanner.disconnected"`)
+	})
+	time.Sleep(time.Second) // several evaluations while it stays active
+	scanDev.Replug()
+	alerts.WaitFor(t, 10*time.Second, "the clearance", func(ms []mqtttest.Message) bool {
+		return strings.Contains(joined(ms), `"cleared_at"`)
+	})
+	time.Sleep(time.Second)
+	raised, cleared := 0, 0
+	for _, m := range alerts.Messages() {
+		var al fleet.Alert
+		json.Unmarshal(m.Payload, &al)
+		if al.Key == "device.dock-scanner.disconnected" {
+			if al.ClearedAt == nil {
+				raised++
+			} else {
+				cleared++
+			}
+		}
+	}
+	if raised != 1 || cleared != 1 {
+		t.Fatalf("alert raised %d and cleared %d times, want once each", raised, cleared)
+	}
+
+	// Every instruction, accepted or refused, is an audit event.
+	audits := map[string]int{}
+	for _, m := range events.Messages() {
+		if ev, err := event.Decode(m.Payload); err == nil && ev.Type == event.TypeAudit && ev.Appliance == "mr-fleet-a" {
+			audits[ev.Audit.Outcome]++
+		}
+	}
+	if audits["applied"] < 4 || audits["rejected"] < 6 {
+		t.Fatalf("audit events by outcome: %v", audits)
+	}
+
+	// A captured command replayed after a restart is still refused.
+	if code := pa.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	pa = startDaemon(t, cfgA)
+	pa.waitLog(t, "uplink connected", 10*time.Second)
+	res, err = r.op.Send(ctx, "mr-fleet-a", "ping", "", captured)
+	if err != nil || res.OK || !strings.Contains(res.Error, "replayed") {
+		t.Fatalf("replay after restart: %+v %v", res, err)
+	}
+}
+
+func joined(ms []mqtttest.Message) string {
+	var b strings.Builder
+	for _, m := range ms {
+		b.Write(m.Payload)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}

@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/envelope"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/fleet"
+	"github.com/mailroomd/mailroomd/internal/fleetop"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+)
+
+const fleetUsage = `usage: mailroomd fleet SUBCOMMAND [flags]
+
+  keygen --out DIR [--id ID]                 a new fleet signing key pair (fleet.key, fleet.pub)
+  status                                     a table of every appliance: online, version, pending, alerts, last seen
+  cmd --target ID NAME [ARGS_JSON]           sign and send a command, wait for its result
+  config push --target T --version N FILE    sign and publish a desired config (retained) to an appliance
+  alerts                                     alert messages (retained and new) for --for
+  events --follow                            print events; report seq gaps and duplicates per appliance and epoch
+
+Connection flags (all but keygen): --broker mqtts://HOST:8883 --ca FILE --cert FILE --key FILE
+  [--prefix mailroom/v1] [--client-id ID]; signing: --sign-key FILE --key-id ID
+`
+
+func fleetMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, fleetUsage)
+		return 2
+	}
+	sub, rest := args[0], args[1:]
+	if sub == "config" && len(rest) > 0 && rest[0] == "push" {
+		sub, rest = "config push", rest[1:]
+	}
+	fs := flag.NewFlagSet("fleet "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	broker := fs.String("broker", "", "broker URL, mqtts://host:8883")
+	ca := fs.String("ca", "", "CA certificate of the broker")
+	cert := fs.String("cert", "", "operator client certificate")
+	key := fs.String("key", "", "operator client key")
+	prefix := fs.String("prefix", "mailroom/v1", "topic prefix")
+	clientID := fs.String("client-id", "", "MQTT client id (default: fleet-<pid>)")
+	signKey := fs.String("sign-key", "", "fleet signing key (PEM)")
+	keyID := fs.String("key-id", "", "id of the signing key, as the boxes know it")
+	target := fs.String("target", "", "appliance id (cmd), or appliance id, site:NAME or * (config push)")
+	ttl := fs.Duration("ttl", 5*time.Minute, "how long a command stays valid")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for a result")
+	dur := fs.Duration("for", 3*time.Second, "how long to listen (status, alerts, events)")
+	follow := fs.Bool("follow", false, "events: keep following until interrupted")
+	out := fs.String("out", "", "keygen: directory for the key pair")
+	id := fs.String("id", "fleet", "keygen: key id")
+	cfgVersion := fs.Int64("version", 0, "config push: version, greater than the last one applied")
+	if err := fs.Parse(rest); err != nil {
+		return 2
+	}
+	if sub == "keygen" {
+		return fleetKeygen(*out, *id, stdout, stderr)
+	}
+	if *broker == "" {
+		fmt.Fprintln(stderr, "mailroomd fleet: --broker is required")
+		return 2
+	}
+	opts := fleetop.Options{Broker: *broker, Prefix: *prefix, ClientID: *clientID, KeyID: *keyID}
+	if opts.ClientID == "" {
+		opts.ClientID = fmt.Sprintf("fleet-%d", os.Getpid())
+	}
+	if !strings.HasPrefix(*broker, "mqtt://") && !strings.HasPrefix(*broker, "tcp://") {
+		t, err := uplink.LoadTLS(*ca, *cert, *key)
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+			return 2
+		}
+		opts.TLS = t
+	}
+	if *signKey != "" {
+		b, err := os.ReadFile(*signKey)
+		if err == nil {
+			opts.Key, err = envelope.ParsePrivateKey(b)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd fleet: signing key: %v\n", err)
+			return 2
+		}
+		if *keyID == "" {
+			fmt.Fprintln(stderr, "mailroomd fleet: --key-id is required with --sign-key")
+			return 2
+		}
+	}
+	c, err := fleetop.Dial(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+	switch sub {
+	case "cmd":
+		if *target == "" || fs.NArg() < 1 || fs.NArg() > 2 || opts.Key == nil {
+			fmt.Fprintln(stderr, "usage: mailroomd fleet cmd --sign-key F --key-id ID --target APPLIANCE NAME [ARGS_JSON]")
+			return 2
+		}
+		var args any
+		if fs.NArg() == 2 {
+			var raw json.RawMessage
+			if err := json.Unmarshal([]byte(fs.Arg(1)), &raw); err != nil {
+				fmt.Fprintf(stderr, "mailroomd fleet: ARGS_JSON: %v\n", err)
+				return 2
+			}
+			args = raw
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), *wait)
+		defer cancel()
+		res, err := c.Command(ctx, *target, fs.Arg(0), args, *ttl)
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+			return 1
+		}
+		b, _ := json.MarshalIndent(res, "", "  ")
+		fmt.Fprintln(stdout, string(b))
+		if !res.OK {
+			return 1
+		}
+		return 0
+	case "config push":
+		if *target == "" || fs.NArg() != 1 || opts.Key == nil || *cfgVersion <= 0 {
+			fmt.Fprintln(stderr, "usage: mailroomd fleet config push --sign-key F --key-id ID --target T --version N FILE")
+			return 2
+		}
+		body, err := os.ReadFile(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+			return 2
+		}
+		if err := c.PushConfig(*target, *cfgVersion, string(body), 365*24*time.Hour); err != nil {
+			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "config version %d published for %s (retained)\n", *cfgVersion, *target)
+		return 0
+	case "status":
+		return fleetStatus(c, *dur, stdout, stderr)
+	case "alerts":
+		msgs, err := c.Collect("+/"+fleet.TopicAlerts, *dur)
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+			return 1
+		}
+		for _, m := range msgs {
+			fmt.Fprintf(stdout, "%s %s\n", c.Appliance(m.Topic), m.Payload)
+		}
+		return 0
+	case "events":
+		return fleetEvents(c, *follow, *dur, stdout)
+	}
+	fmt.Fprintf(stderr, "mailroomd fleet: unknown subcommand %q\n\n%s", sub, fleetUsage)
+	return 2
+}
+
+func fleetKeygen(dir, id string, stdout, stderr io.Writer) int {
+	if dir == "" {
+		fmt.Fprintln(stderr, "usage: mailroomd fleet keygen --out DIR [--id ID]")
+		return 2
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	var der []byte
+	if err == nil {
+		der, err = x509.MarshalPKCS8PrivateKey(priv)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "fleet.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	}
+	var pubDER []byte
+	if err == nil {
+		pubDER, err = x509.MarshalPKIXPublicKey(pub)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "fleet.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd fleet keygen: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "signing key: %s (keep it off the boxes)\nfor each box's config:\nfleet:\n  public_keys:\n    - {id: %s, key: %s}\n",
+		filepath.Join(dir, "fleet.key"), id, base64.StdEncoding.EncodeToString(pub))
+	return 0
+}
+
+func fleetStatus(c *fleetop.Client, d time.Duration, stdout, stderr io.Writer) int {
+	msgs, err := c.Collect("+/+", d)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+		return 1
+	}
+	type row struct {
+		state, version, lastSeen string
+		pending                  int64
+		alerts                   int
+	}
+	rows := map[string]*row{}
+	get := func(id string) *row {
+		if rows[id] == nil {
+			rows[id] = &row{state: "?", version: "?"}
+		}
+		return rows[id]
+	}
+	for _, m := range msgs {
+		id := c.Appliance(m.Topic)
+		switch {
+		case strings.HasSuffix(m.Topic, "/"+uplink.TopicStatus):
+			var s struct {
+				State   string    `json:"state"`
+				Version string    `json:"version"`
+				TS      time.Time `json:"ts"`
+			}
+			if json.Unmarshal(m.Payload, &s) == nil {
+				r := get(id)
+				r.state, r.version = s.State, s.Version
+				if r.lastSeen == "" {
+					r.lastSeen = s.TS.Local().Format(time.DateTime)
+				}
+			}
+		case strings.HasSuffix(m.Topic, "/"+fleet.TopicTelemetry):
+			var t fleet.Telemetry
+			if json.Unmarshal(m.Payload, &t) == nil {
+				r := get(id)
+				r.version, r.pending, r.alerts = t.Version, t.Pending, len(t.Alerts)
+				r.lastSeen = t.TS.Local().Format(time.DateTime)
+			}
+		}
+	}
+	ids := make([]string, 0, len(rows))
+	for id := range rows {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APPLIANCE\tSTATE\tVERSION\tPENDING\tALERTS\tLAST SEEN")
+	for _, id := range ids {
+		r := rows[id]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", id, r.state, r.version, r.pending, r.alerts, r.lastSeen)
+	}
+	tw.Flush()
+	return 0
+}
+
+func fleetEvents(c *fleetop.Client, follow bool, d time.Duration, stdout io.Writer) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if follow {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt)
+		go func() { <-sig; cancel() }()
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	g := fleetop.NewGapDetector()
+	err := c.Follow(ctx, "+/"+uplink.TopicEvents, func(m fleetop.Message) {
+		ev, err := event.Decode(m.Payload)
+		if err != nil {
+			fmt.Fprintf(stdout, "UNDECODABLE %s: %v\n", m.Topic, err)
+			return
+		}
+		f := g.Add(ev)
+		note := ""
+		switch {
+		case f.Conflict:
+			note = "  CONFLICT: seq already seen with another id"
+		case f.Duplicate:
+			note = "  duplicate (resend)"
+		case f.NewGap[0] > 0:
+			note = fmt.Sprintf("  GAP: seq %d-%d missing", f.NewGap[0], f.NewGap[1])
+		case f.Filled:
+			note = "  fills a gap"
+		}
+		fmt.Fprintf(stdout, "%s %s seq=%d %s %s%s\n", ev.Appliance, ev.Epoch, ev.Seq, ev.Type, ev.ID, note)
+	})
+	for _, line := range g.Summary() {
+		fmt.Fprintln(stdout, "summary:", line)
+	}
+	if err != nil {
+		return 1
+	}
+	if len(g.Gaps()) > 0 {
+		return 3
+	}
+	return 0
+}

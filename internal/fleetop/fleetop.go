@@ -1,0 +1,220 @@
+// Package fleetop is the operator's side of fleet management: the MQTT
+// client IT's `mailroomd fleet` commands use to sign and send
+// instructions, read status, telemetry and alerts, and follow events while
+// checking the delivery contract (gaps and duplicates per appliance and
+// epoch).
+package fleetop
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mailroomd/mailroomd/internal/envelope"
+	"github.com/mailroomd/mailroomd/internal/fleet"
+)
+
+// Options say how the operator connects and signs.
+type Options struct {
+	Broker   string
+	TLS      *tls.Config
+	ClientID string
+	Prefix   string
+	// Key and KeyID sign instructions.
+	Key   ed25519.PrivateKey
+	KeyID string
+	Now   func() time.Time
+}
+
+// Client is a connected operator.
+type Client struct {
+	opts Options
+	c    mqtt.Client
+}
+
+// Dial connects to the broker.
+func Dial(opts Options) (*Client, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = "mailroom/v1"
+	}
+	o := mqtt.NewClientOptions().AddBroker(opts.Broker).SetClientID(opts.ClientID).SetCleanSession(true).
+		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).SetOrderMatters(true)
+	if opts.TLS != nil {
+		t := opts.TLS.Clone()
+		if u, err := url.Parse(opts.Broker); err == nil && t.ServerName == "" {
+			t.ServerName = u.Hostname()
+		}
+		o.SetTLSConfig(t)
+	}
+	c := mqtt.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(15 * time.Second) {
+		return nil, fmt.Errorf("connect %s: timed out", opts.Broker)
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", opts.Broker, err)
+	}
+	return &Client{opts: opts, c: c}, nil
+}
+
+// Close disconnects.
+func (c *Client) Close() { c.c.Disconnect(250) }
+
+// Topic returns {prefix}/{appliance}/{suffix}.
+func (c *Client) Topic(appliance, suffix string) string {
+	return c.opts.Prefix + "/" + appliance + "/" + suffix
+}
+
+func nonce() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Command signs and sends a command to one appliance and waits for its
+// result.
+func (c *Client) Command(ctx context.Context, appliance, name string, args any, ttl time.Duration) (fleet.Result, error) {
+	var res fleet.Result
+	if c.opts.Key == nil {
+		return res, errors.New("no signing key")
+	}
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return res, err
+	}
+	if args == nil {
+		raw = nil
+	}
+	now := c.opts.Now()
+	p := envelope.Payload{V: 1, Kind: envelope.KindCommand, Target: appliance, Name: name, ID: nonce()[:12],
+		Nonce: nonce(), Issued: now.UTC(), Expires: now.Add(ttl).UTC(), Args: raw}
+	env, err := envelope.Sign(c.opts.Key, c.opts.KeyID, p)
+	if err != nil {
+		return res, err
+	}
+	return c.Send(ctx, appliance, name, p.ID, env)
+}
+
+// Send publishes a ready envelope and waits for the result naming id (any
+// result when id is empty).
+func (c *Client) Send(ctx context.Context, appliance, name, id string, env []byte) (fleet.Result, error) {
+	var res fleet.Result
+	results := make(chan fleet.Result, 16)
+	topic := c.Topic(appliance, fleet.TopicCommand+"/"+name+"/result")
+	st := c.c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		var r fleet.Result
+		if json.Unmarshal(m.Payload(), &r) == nil {
+			select {
+			case results <- r:
+			default:
+			}
+		}
+	})
+	if !st.WaitTimeout(10*time.Second) || st.Error() != nil {
+		return res, fmt.Errorf("subscribe %s: %v", topic, st.Error())
+	}
+	defer c.c.Unsubscribe(topic)
+	pt := c.c.Publish(c.Topic(appliance, fleet.TopicCommand+"/"+name), 1, false, env)
+	if !pt.WaitTimeout(10*time.Second) || pt.Error() != nil {
+		return res, fmt.Errorf("publish: %v", pt.Error())
+	}
+	for {
+		select {
+		case r := <-results:
+			if id == "" || r.ID == id {
+				return r, nil
+			}
+		case <-ctx.Done():
+			return res, fmt.Errorf("no result from %s: %w", appliance, ctx.Err())
+		}
+	}
+}
+
+// Message is one received message.
+type Message struct {
+	Topic   string
+	Payload []byte
+}
+
+// Collect subscribes to filter below the prefix for d and returns what
+// arrived (retained messages first).
+func (c *Client) Collect(filter string, d time.Duration) ([]Message, error) {
+	var mu sync.Mutex
+	var out []Message
+	topic := c.opts.Prefix + "/" + filter
+	st := c.c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		mu.Lock()
+		out = append(out, Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...)})
+		mu.Unlock()
+	})
+	if !st.WaitTimeout(10*time.Second) || st.Error() != nil {
+		return nil, fmt.Errorf("subscribe %s: %v", topic, st.Error())
+	}
+	time.Sleep(d)
+	c.c.Unsubscribe(topic)
+	mu.Lock()
+	defer mu.Unlock()
+	return out, nil
+}
+
+// Follow calls fn for every message on filter until ctx ends.
+func (c *Client) Follow(ctx context.Context, filter string, fn func(Message)) error {
+	ch := make(chan Message, 1024)
+	topic := c.opts.Prefix + "/" + filter
+	st := c.c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		ch <- Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...)}
+	})
+	if !st.WaitTimeout(10*time.Second) || st.Error() != nil {
+		return fmt.Errorf("subscribe %s: %v", topic, st.Error())
+	}
+	defer c.c.Unsubscribe(topic)
+	for {
+		select {
+		case m := <-ch:
+			fn(m)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// Appliance returns the appliance segment of a topic below the prefix.
+func (c *Client) Appliance(topic string) string {
+	rest := strings.TrimPrefix(topic, c.opts.Prefix+"/")
+	return strings.SplitN(rest, "/", 2)[0]
+}
+
+// PushConfig signs a desired config for target and publishes it, retained,
+// on the config/desired topic of the appliance named by target. (Boxes only
+// read their own topics, so a site-wide push is one publish per box, each
+// signed for that box.)
+func (c *Client) PushConfig(target string, version int64, yaml string, ttl time.Duration) error {
+	if c.opts.Key == nil {
+		return errors.New("no signing key")
+	}
+	now := c.opts.Now()
+	env, err := envelope.Sign(c.opts.Key, c.opts.KeyID, envelope.Payload{V: 1, Kind: envelope.KindConfig, Target: target,
+		Version: version, Issued: now.UTC(), Expires: now.Add(ttl).UTC(), Config: yaml})
+	if err != nil {
+		return err
+	}
+	pt := c.c.Publish(c.Topic(target, "config/desired"), 1, true, env)
+	if !pt.WaitTimeout(10*time.Second) || pt.Error() != nil {
+		return fmt.Errorf("publish config: %v", pt.Error())
+	}
+	return nil
+}
