@@ -177,6 +177,12 @@ type Fleet struct {
 	// ProbeTimeout is when a probe that has not come back counts as failed.
 	ProbeTimeout Duration `yaml:"probe_timeout"`
 	Alerts       Alerts   `yaml:"alerts"`
+	// ConfigTrial is how long a remotely applied config has to reconnect
+	// the uplink before it is rolled back.
+	ConfigTrial Duration `yaml:"config_trial"`
+	// RemoteLocalSettings lets a remote config change the local-only
+	// settings (key and certificate paths, fleet keys, buffer path).
+	RemoteLocalSettings bool `yaml:"remote_local_settings"`
 }
 
 // FleetKey is one fleet public key: an id and the key, inline (base64 of
@@ -326,6 +332,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&f.TelemetryInterval, Duration(time.Minute))
 	setDefault(&f.ProbeInterval, Duration(time.Minute))
 	setDefault(&f.ProbeTimeout, Duration(10*time.Second))
+	setDefault(&f.ConfigTrial, Duration(time.Minute))
 	al := &f.Alerts
 	setDefault(&al.BrokerUnreachable, Duration(5*time.Minute))
 	setDefault(&al.PendingAbove, 10000)

@@ -1,0 +1,292 @@
+// Package remoteconfig keeps the configuration IT pushes to a box: it
+// checks a desired config (version, schema, local-only settings), keeps it
+// under the state directory (never in /etc), tracks the trial after which
+// it is either kept or rolled back, and produces the report the box
+// publishes on config/reported.
+package remoteconfig
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/config"
+)
+
+// Statuses of a report.
+const (
+	StatusApplying   = "applying"    // accepted; the box is switching to it
+	StatusApplied    = "applied"     // running, and the uplink reconnected with it
+	StatusRejected   = "rejected"    // invalid or not allowed; Errors say why
+	StatusRolledBack = "rolled_back" // applied, but the box went back to the previous config
+	StatusCurrent    = "current"     // this version is already the one in use
+	StatusIgnored    = "ignored"     // older than the version in use
+)
+
+// Report is published, retained, on {prefix}/{id}/config/reported.
+type Report struct {
+	V       int       `json:"v"`
+	Version int64     `json:"version"`
+	Hash    string    `json:"hash,omitempty"`
+	Status  string    `json:"status"`
+	Errors  []string  `json:"errors,omitempty"`
+	Applied int64     `json:"applied_version"`
+	TS      time.Time `json:"ts"`
+}
+
+// state is kept in remote-state.json.
+type state struct {
+	// InUse is the version of the remote config running; 0 means the local
+	// config file.
+	InUse     int64  `json:"in_use"`
+	InUseHash string `json:"in_use_hash,omitempty"`
+	KeyID     string `json:"key_id,omitempty"`
+	// Highest is the highest version tried: older or equal versions are
+	// ignored, so a config that was rolled back is not tried again.
+	Highest int64 `json:"highest"`
+	// Trial is true between switching to a config and confirming it.
+	Trial bool `json:"trial,omitempty"`
+	// PrevInUse is what a rollback returns to.
+	PrevInUse int64  `json:"prev_in_use,omitempty"`
+	Report    Report `json:"report"`
+}
+
+// Manager keeps the remote config of one box.
+type Manager struct {
+	dir   string
+	local *config.Config
+	// AllowLocalOnly lets a remote config change local-only settings.
+	allowLocalOnly bool
+	now            func() time.Time
+
+	mu sync.Mutex
+	st state
+}
+
+const (
+	currentFile  = "remote-config.yaml"
+	previousFile = "remote-config.prev.yaml"
+	stateFile    = "remote-state.json"
+)
+
+// Open reads the state kept in dir. local is the box's own config file.
+func Open(dir string, local *config.Config, now func() time.Time) (*Manager, error) {
+	m := &Manager{dir: dir, local: local, allowLocalOnly: local.Fleet.RemoteLocalSettings, now: now}
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("remote config state: %w", err)
+	default:
+		if err := json.Unmarshal(b, &m.st); err != nil {
+			return nil, fmt.Errorf("remote config state %s: %w", filepath.Join(dir, stateFile), err)
+		}
+	}
+	return m, nil
+}
+
+// Effective returns the config to run: the remote one in use, or the local
+// one. trial is true when the remote one still has to prove itself.
+func (m *Manager) Effective() (cfg *config.Config, trial bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.st.InUse == 0 {
+		return m.local, false, nil
+	}
+	cfg, err = m.load(currentFile)
+	if err != nil {
+		return nil, false, fmt.Errorf("remote config version %d: %w", m.st.InUse, err)
+	}
+	return cfg, m.st.Trial, nil
+}
+
+func (m *Manager) load(name string) (*config.Config, error) {
+	path := filepath.Join(m.dir, name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return m.check(path, b)
+}
+
+// check validates a remote config and its local-only settings.
+func (m *Manager) check(path string, b []byte) (*config.Config, error) {
+	cfg, err := config.Parse(path, b)
+	if err != nil {
+		return nil, err
+	}
+	if m.allowLocalOnly {
+		return cfg, nil
+	}
+	var errs []string
+	same := func(field, remote, local string) {
+		if remote != local {
+			errs = append(errs, fmt.Sprintf("%s: a local-only setting, it cannot be changed remotely (it is %q on this box)", field, local))
+		}
+	}
+	l := m.local
+	same("storage.path", cfg.Storage.Path, l.Storage.Path)
+	same("uplink.ca_file", cfg.Uplink.CAFile, l.Uplink.CAFile)
+	same("uplink.cert_file", cfg.Uplink.CertFile, l.Uplink.CertFile)
+	same("uplink.key_file", cfg.Uplink.KeyFile, l.Uplink.KeyFile)
+	same("web.cert_file", cfg.Web.CertFile, l.Web.CertFile)
+	same("web.key_file", cfg.Web.KeyFile, l.Web.KeyFile)
+	if cfg.Appliance.ID != l.Appliance.ID {
+		errs = append(errs, fmt.Sprintf("appliance.id: a local-only setting, it cannot be changed remotely (it is %q on this box)", l.Appliance.ID))
+	}
+	if cfg.Fleet.RemoteLocalSettings != l.Fleet.RemoteLocalSettings {
+		errs = append(errs, "fleet.remote_local_settings: a local-only setting")
+	}
+	if !slices.Equal(cfg.Fleet.PublicKeys, l.Fleet.PublicKeys) {
+		errs = append(errs, "fleet.public_keys: a local-only setting, the fleet keys cannot be changed remotely")
+	}
+	if len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	return cfg, nil
+}
+
+// Hash is the SHA-256 of a config's bytes.
+func Hash(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Consider checks a desired config. It returns the config to switch to,
+// or nil and the report to publish when there is nothing to switch to.
+func (m *Manager) Consider(version int64, keyID string, yaml []byte) (*config.Config, Report) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := Report{V: 1, Version: version, Hash: Hash(yaml), Applied: m.st.InUse, TS: m.now().UTC()}
+	switch {
+	case version == m.st.InUse && r.Hash == m.st.InUseHash:
+		r.Status = StatusCurrent
+		return nil, r
+	case version <= m.st.Highest:
+		r.Status = StatusIgnored
+		r.Errors = []string{fmt.Sprintf("version %d is not newer than version %d, the last one tried", version, m.st.Highest)}
+		return nil, r
+	}
+	cfg, err := m.check(filepath.Join(m.dir, currentFile), yaml)
+	if err != nil {
+		r.Status = StatusRejected
+		r.Errors = strings.Split(err.Error(), "\n")
+		m.st.Highest = version
+		m.st.Report = r
+		m.save()
+		return nil, r
+	}
+	r.Status = StatusApplying
+	return cfg, r
+}
+
+// Begin switches to a checked config: it is kept, and in trial, until
+// Confirm or Rollback.
+func (m *Manager) Begin(version int64, keyID string, yaml []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := filepath.Join(m.dir, currentFile)
+	if m.st.InUse > 0 {
+		if err := os.Rename(cur, filepath.Join(m.dir, previousFile)); err != nil {
+			return fmt.Errorf("keep previous config: %w", err)
+		}
+	}
+	if err := writeFile(cur, yaml); err != nil {
+		return err
+	}
+	m.st = state{InUse: version, InUseHash: Hash(yaml), KeyID: keyID, Highest: max(version, m.st.Highest), Trial: true,
+		PrevInUse: m.st.InUse,
+		Report:    Report{V: 1, Version: version, Hash: Hash(yaml), Status: StatusApplying, Applied: version, TS: m.now().UTC()}}
+	return m.save()
+}
+
+// Confirm keeps the config in trial.
+func (m *Manager) Confirm() Report {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.st.Trial = false
+	m.st.Report = Report{V: 1, Version: m.st.InUse, Hash: m.st.InUseHash, Status: StatusApplied, Applied: m.st.InUse, TS: m.now().UTC()}
+	m.save()
+	return m.st.Report
+}
+
+// Rollback returns to the config in use before the trial and says why.
+func (m *Manager) Rollback(reason string) (*config.Config, Report) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	failed := Report{V: 1, Version: m.st.InUse, Hash: m.st.InUseHash, Status: StatusRolledBack, Errors: []string{reason},
+		Applied: m.st.PrevInUse, TS: m.now().UTC()}
+	cfg := m.local
+	back := m.st.PrevInUse
+	if back > 0 {
+		os.Rename(filepath.Join(m.dir, previousFile), filepath.Join(m.dir, currentFile))
+		c, err := m.load(currentFile)
+		if err == nil {
+			cfg = c
+		} else {
+			back = 0 // unreadable: back to the local config
+		}
+	}
+	if back == 0 {
+		os.Remove(filepath.Join(m.dir, currentFile))
+	}
+	var hash string
+	if back > 0 {
+		if b, err := os.ReadFile(filepath.Join(m.dir, currentFile)); err == nil {
+			hash = Hash(b)
+		}
+	}
+	failed.Applied = back
+	m.st = state{InUse: back, InUseHash: hash, Highest: m.st.Highest, Report: failed}
+	m.save()
+	return cfg, failed
+}
+
+// LastReport is the report to publish (retained) on every connection.
+func (m *Manager) LastReport() ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.st.Report.Status == "" {
+		return nil, false
+	}
+	b, _ := json.Marshal(m.st.Report)
+	return b, true
+}
+
+func (m *Manager) save() error {
+	b, _ := json.MarshalIndent(m.st, "", "  ")
+	return writeFile(filepath.Join(m.dir, stateFile), b)
+}
+
+// writeFile replaces a file atomically: a power cut leaves the old or the
+// new content, never a mix.
+func writeFile(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

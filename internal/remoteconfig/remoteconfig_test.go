@@ -1,0 +1,86 @@
+package remoteconfig
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/config"
+)
+
+func cfgText(dir string, interval string) []byte {
+	return []byte(fmt.Sprintf(`version: 1
+appliance: {id: mr-1}
+storage: {path: %s}
+uplink: {brokers: ["mqtt://127.0.0.1:1883"], insecure: true}
+devices:
+  - {name: sim, kind: scanner, driver: sim, interval: %s}
+`, filepath.Join(dir, "buffer.db"), interval))
+}
+
+func TestTrialConfirmRollback(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)
+	local, err := config.Load(filepath.Join(dir, "local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := func() time.Time { return time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC) }
+	m, err := Open(dir, local, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, trial, _ := m.Effective(); c != local || trial {
+		t.Fatal("a fresh box does not run its local config")
+	}
+	// A broken config is rejected with the exact errors.
+	if c, r := m.Consider(1, "it", []byte("version: 1\nappliance: {id: mr-1, colour: red}\n")); c != nil || r.Status != StatusRejected ||
+		!strings.Contains(strings.Join(r.Errors, "\n"), "appliance.colour: unknown key") {
+		t.Fatalf("broken config: %+v", r)
+	}
+	// Local-only settings cannot change.
+	other := strings.Replace(string(cfgText(dir, "2s")), "appliance: {id: mr-1}", "appliance: {id: mr-9}", 1)
+	if c, r := m.Consider(2, "it", []byte(other)); c != nil || r.Status != StatusRejected || !strings.Contains(r.Errors[0], "appliance.id: a local-only setting") {
+		t.Fatalf("local-only change: %+v", r)
+	}
+	// A good one is tried, confirmed, kept across a restart.
+	v3 := cfgText(dir, "1s")
+	c, r := m.Consider(3, "it", v3)
+	if c == nil || r.Status != StatusApplying || c.Devices[0].Interval.D() != time.Second {
+		t.Fatalf("good config: %+v", r)
+	}
+	if err := m.Begin(3, "it", v3); err != nil {
+		t.Fatal(err)
+	}
+	if r := m.Confirm(); r.Status != StatusApplied || r.Applied != 3 {
+		t.Fatalf("confirm: %+v", r)
+	}
+	m, _ = Open(dir, local, now)
+	if c, trial, err := m.Effective(); err != nil || trial || c.Devices[0].Interval.D() != time.Second {
+		t.Fatalf("after restart: %v %v", trial, err)
+	}
+	if _, r := m.Consider(3, "it", v3); r.Status != StatusCurrent {
+		t.Fatalf("same version again: %+v", r)
+	}
+	if _, r := m.Consider(2, "it", cfgText(dir, "5s")); r.Status != StatusIgnored {
+		t.Fatalf("older version: %+v", r)
+	}
+	// Version 4 fails its trial: back to version 3, and 4 is not tried again.
+	v4 := cfgText(dir, "3s")
+	m.Consider(4, "it", v4)
+	m.Begin(4, "it", v4)
+	back, r := m.Rollback("uplink did not reconnect within 1m0s")
+	if r.Status != StatusRolledBack || r.Applied != 3 || back.Devices[0].Interval.D() != time.Second {
+		t.Fatalf("rollback: %+v", r)
+	}
+	m, _ = Open(dir, local, now)
+	if c, _, _ := m.Effective(); c.Devices[0].Interval.D() != time.Second {
+		t.Fatal("rollback not kept across a restart")
+	}
+	if _, r := m.Consider(4, "it", v4); r.Status != StatusIgnored {
+		t.Fatalf("the rolled-back version again: %+v", r)
+	}
+}
