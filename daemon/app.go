@@ -28,6 +28,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleet"
 	"github.com/mailroomd/mailroomd/internal/health"
@@ -69,6 +70,7 @@ type App struct {
 	// the service wrapper for a restart.
 	logs    *logring.Ring
 	restart func()
+	hooks   Hooks
 	latency atomic.Int64 // last publish latency, ns
 	history *web.History
 	changed chan struct{}
@@ -94,13 +96,17 @@ type Hooks struct {
 	Logs *logring.Ring
 	// Restart asks for a graceful restart; nil disables the command.
 	Restart func()
+	// OnConfig takes a verified desired config; nil refuses remote configs.
+	OnConfig func(ctx context.Context, p envelope.Payload, keyID string) fleet.ConfigOutcome
+	// Reported returns the last config report.
+	Reported func() ([]byte, bool)
 }
 
 // NewApp builds every subsystem from cfg and opens the store. Nothing runs
 // until Start.
 func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock, hooks Hooks) (*App, error) {
 	a := &App{cfg: cfg, log: log, clock: clk, changed: make(chan struct{}, 1), history: web.NewHistory(),
-		logs: hooks.Logs, restart: hooks.Restart}
+		logs: hooks.Logs, restart: hooks.Restart, hooks: hooks}
 	a.health = health.NewTracker(clk, func(c health.Condition, cleared bool) {
 		if cleared {
 			log.Info("condition cleared", "key", c.Key)
@@ -510,3 +516,9 @@ func (a *App) Stop() error {
 	a.log.Info("mailroomd stopped", "last_seq", st.LastSeq, "pending", st.Pending)
 	return err
 }
+
+// LinkUp reports whether the uplink is connected.
+func (a *App) LinkUp() bool { return a.uplink.State().Connected }
+
+// Fleet returns the fleet link, to report and audit remote configs.
+func (a *App) Fleet() *fleet.Fleet { return a.fleet }

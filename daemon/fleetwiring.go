@@ -70,6 +70,7 @@ func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
 	return fleet.New(fleet.Options{
 		Appliance: a.cfg.Appliance.ID, Site: a.cfg.Appliance.Site, Version: version, Keys: keys,
 		Link: lazyLink{a}, Store: a.store, Health: a.health, Commands: commands,
+		OnConfig: a.hooks.OnConfig, Reported: a.hooks.Reported,
 		TelemetryInterval: fc.TelemetryInterval.D(), ProbeInterval: fc.ProbeInterval.D(), ProbeTimeout: fc.ProbeTimeout.D(),
 		Thresholds: fleet.Thresholds{BrokerUnreachable: al.BrokerUnreachable.D(), PendingAbove: al.PendingAbove,
 			OldestPending: al.OldestPending.D(), DiskFreeBelowMB: al.DiskFreeBelowMB, DeviceDisconnected: al.DeviceDisconnected.D(),

@@ -133,7 +133,16 @@ func newSetup(t testing.TB, id string) *setup {
 // config writes a configuration file with the given devices section.
 func (s *setup) config(t testing.TB, brokerURL, devices string) string {
 	t.Helper()
-	cfg := fmt.Sprintf(`version: 1
+	path := filepath.Join(s.dir, "mailroomd.yaml")
+	if err := os.WriteFile(path, []byte(s.configText(brokerURL, devices)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// configText is the configuration config writes.
+func (s *setup) configText(brokerURL, devices string) string {
+	return fmt.Sprintf(`version: 1
 appliance: {id: %s, site: test-site}
 storage: {path: %s, retain_sent: 720h}
 uplink:
@@ -149,9 +158,4 @@ devices:
 %s
 log: {level: info}
 `, s.id, filepath.Join(s.dir, "buffer.db"), brokerURL, s.ca, s.cert, s.key, devices)
-	path := filepath.Join(s.dir, "mailroomd.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

@@ -2,50 +2,172 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/kardianos/service"
 
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/envelope"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/fleet"
 	"github.com/mailroomd/mailroomd/internal/logring"
+	"github.com/mailroomd/mailroomd/internal/remoteconfig"
 )
 
 // program adapts App to kardianos/service, so that the same code path runs
-// in a terminal, under systemd and as a Windows service.
+// in a terminal, under systemd and as a Windows service. It also switches
+// the App to a remotely pushed config and back when that config fails.
 type program struct {
-	cfg     *config.Config
+	local   *config.Config
 	log     *slog.Logger
 	logs    *logring.Ring
 	restart chan struct{}
+	remote  *remoteconfig.Manager
+
+	mu      sync.Mutex
 	app     *App
+	cfg     *config.Config
+	stopped bool
 }
 
-func (p *program) Start(service.Service) error {
-	app, err := NewApp(context.Background(), p.cfg, p.log, clock.Real{}, Hooks{Logs: p.logs, Restart: func() {
+func (p *program) hooks() Hooks {
+	return Hooks{Logs: p.logs, Restart: func() {
 		select {
 		case p.restart <- struct{}{}:
 		default:
 		}
-	}})
+	}, OnConfig: p.onConfig, Reported: p.remote.LastReport}
+}
+
+func (p *program) Start(service.Service) error {
+	cfg, trial, err := p.remote.Effective()
+	if err != nil {
+		p.log.Error("remote config unreadable; running the local config", "err", err)
+		cfg, trial = p.local, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	app, err := NewApp(context.Background(), cfg, p.log, clock.Real{}, p.hooks())
+	if err != nil && cfg != p.local {
+		p.log.Error("remote config does not start; rolling back", "err", err)
+		cfg, _ = p.remote.Rollback("the config did not start: " + err.Error())
+		app, err = NewApp(context.Background(), cfg, p.log, clock.Real{}, p.hooks())
+		trial = false
+	}
 	if err != nil {
 		return err
 	}
-	p.app = app
+	p.app, p.cfg = app, cfg
 	app.Start()
+	if trial {
+		go p.watch(app, cfg.Fleet.ConfigTrial.D())
+	}
 	return nil
 }
 
 func (p *program) Stop(service.Service) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopped = true
 	if p.app == nil {
 		return nil
 	}
 	return p.app.Stop()
+}
+
+// onConfig runs on the fleet's goroutine: it decides, and leaves the switch
+// to another goroutine (stopping the App waits for that fleet goroutine).
+func (p *program) onConfig(_ context.Context, pl envelope.Payload, keyID string) fleet.ConfigOutcome {
+	cfg, r := p.remote.Consider(pl.Version, keyID, []byte(pl.Config))
+	out := fleet.ConfigOutcome{Status: r.Status, Errors: r.Errors}
+	if cfg != nil {
+		if err := p.remote.Begin(pl.Version, keyID, []byte(pl.Config)); err != nil {
+			out.Status, out.Errors = remoteconfig.StatusRejected, []string{"cannot keep the config: " + err.Error()}
+		} else {
+			p.log.Info("switching to remote config", "version", pl.Version, "key_id", keyID)
+			go p.swap(cfg, true)
+		}
+	}
+	out.Report, _ = p.remote.LastReport()
+	if cfg == nil {
+		out.Report = mustJSON(r)
+	}
+	return out
+}
+
+// swap stops the running App and starts one with cfg. The buffer is closed
+// and reopened in between: nothing committed is lost, nothing is sent twice
+// that was acknowledged.
+func (p *program) swap(cfg *config.Config, trial bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	if err := p.app.Stop(); err != nil {
+		p.log.Error("stop for a config switch", "err", err)
+	}
+	app, err := NewApp(context.Background(), cfg, p.log, clock.Real{}, p.hooks())
+	if err != nil && trial {
+		p.log.Error("remote config does not start; rolling back", "err", err)
+		cfg, _ = p.remote.Rollback("the config did not start: " + err.Error())
+		app, err = NewApp(context.Background(), cfg, p.log, clock.Real{}, p.hooks())
+		trial = false
+	}
+	if err != nil {
+		p.log.Error("cannot start after a config switch; exiting for the service manager", "err", err)
+		os.Exit(1)
+	}
+	p.app, p.cfg = app, cfg
+	app.Start()
+	if trial {
+		go p.watch(app, cfg.Fleet.ConfigTrial.D())
+	}
+}
+
+// watch keeps a config in trial when the uplink connects with it within d,
+// and rolls back otherwise.
+func (p *program) watch(app *App, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if app.LinkUp() {
+			r := p.remote.Confirm()
+			p.log.Info("remote config applied", "version", r.Version)
+			app.Fleet().Audit(context.Background(), &event.Audit{Action: "config", Version: r.Version, Outcome: r.Status})
+			app.Fleet().PublishReport(context.Background(), mustJSON(r))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+		p.mu.Lock()
+		gone := p.app != app || p.stopped
+		p.mu.Unlock()
+		if gone {
+			return
+		}
+	}
+	reason := fmt.Sprintf("the uplink did not reconnect within %s", d)
+	p.log.Error("remote config rolled back", "reason", reason)
+	cfg, r := p.remote.Rollback(reason)
+	p.swap(cfg, false) // the report goes out when the uplink connects
+	p.mu.Lock()
+	now := p.app
+	p.mu.Unlock()
+	now.Fleet().Audit(context.Background(), &event.Audit{Action: "config", Version: r.Version, Outcome: r.Status, Reason: reason})
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
 }
 
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
@@ -63,7 +185,12 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 func runService(cfg *config.Config, stderr io.Writer) int {
 	ring := logring.New(1000)
 	log := newLogger(cfg.Log, io.MultiWriter(stderr, ring))
-	prg := &program{cfg: cfg, log: log, logs: ring, restart: make(chan struct{}, 1)}
+	remote, err := remoteconfig.Open(filepath.Dir(cfg.Storage.Path), cfg, time.Now)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+		return 1
+	}
+	prg := &program{local: cfg, log: log, logs: ring, restart: make(chan struct{}, 1), remote: remote}
 	restarting := false
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

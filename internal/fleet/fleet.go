@@ -66,6 +66,11 @@ type Options struct {
 	Health *health.Tracker
 	// Commands beyond the built-in ping and resend.
 	Commands map[string]Command
+	// OnConfig is given a verified desired config and returns the outcome.
+	OnConfig func(ctx context.Context, p envelope.Payload, keyID string) ConfigOutcome
+	// Reported returns the last config report, published retained on every
+	// connection.
+	Reported func() ([]byte, bool)
 
 	TelemetryInterval time.Duration
 	ProbeInterval     time.Duration
@@ -114,6 +119,20 @@ const (
 	TopicCommand   = "cmd"
 )
 
+// TopicConfigDesired and TopicConfigReported carry remote configuration.
+const (
+	TopicConfigDesired  = "config/desired"
+	TopicConfigReported = "config/reported"
+)
+
+// ConfigOutcome is what became of a desired config.
+type ConfigOutcome struct {
+	Status string
+	Errors []string
+	// Report is the message for config/reported.
+	Report []byte
+}
+
 // ConditionRejected is raised when a remote instruction was refused.
 const ConditionRejected = "security.rejected_instruction"
 
@@ -145,13 +164,26 @@ func (f *Fleet) Subscriptions() []uplink.Subscription {
 			f.log.Warn("remote instruction dropped: too many queued", "topic", topic)
 		}
 	}
-	return []uplink.Subscription{{Filter: TopicCommand + "/+", Handler: take}, {Filter: TopicProbe, Handler: take}}
+	return []uplink.Subscription{{Filter: TopicCommand + "/+", Handler: take}, {Filter: TopicProbe, Handler: take},
+		{Filter: TopicConfigDesired, Handler: take}}
 }
 
 // OnConnect publishes what waited for the link: alert changes made while
 // offline, in order.
 func (f *Fleet) OnConnect() {
 	f.flushAlerts(context.Background())
+	if f.opts.Reported != nil {
+		if b, ok := f.opts.Reported(); ok {
+			f.PublishReport(context.Background(), b)
+		}
+	}
+}
+
+// PublishReport publishes a config report, retained.
+func (f *Fleet) PublishReport(ctx context.Context, b []byte) {
+	if err := f.opts.Link.Publish(ctx, TopicConfigReported, b, true); err != nil {
+		f.log.Debug("config report not published", "err", err)
+	}
 }
 
 // Run handles remote instructions and publishes telemetry and alerts until
@@ -189,6 +221,8 @@ func (f *Fleet) handle(ctx context.Context, m message) {
 	switch {
 	case strings.HasSuffix(m.topic, "/"+TopicProbe):
 		f.probeReturned(m.payload)
+	case strings.HasSuffix(m.topic, "/"+TopicConfigDesired):
+		f.desiredConfig(ctx, m.payload)
 	case i >= 0:
 		f.command(ctx, m.topic[i+len(TopicCommand)+2:], m.payload)
 	}
@@ -297,6 +331,49 @@ func (f *Fleet) resend(ctx context.Context, args json.RawMessage) (any, error) {
 	missing := a.To - a.From + 1 - int64(len(recs))
 	return map[string]int64{"resent": int64(len(recs)), "missing": missing}, nil
 }
+
+// desiredConfig verifies a desired config and hands it on.
+func (f *Fleet) desiredConfig(ctx context.Context, msg []byte) {
+	if len(msg) == 0 {
+		return // the retained config was deleted
+	}
+	audit := &event.Audit{Action: "config"}
+	var out ConfigOutcome
+	p, keyID, err := envelope.Payload{}, "", error(nil)
+	if len(f.opts.Keys) == 0 {
+		err = errors.New("remote instructions are disabled: no fleet.public_keys configured")
+	} else {
+		p, keyID, err = f.verifier.Open(msg, envelope.KindConfig)
+	}
+	audit.KeyID, audit.Version = keyID, p.Version
+	if err != nil {
+		f.log.Warn("remote config rejected", "key_id", keyID, "reason", err)
+		f.mu.Lock()
+		f.rejected = f.opts.Clock.Now()
+		f.mu.Unlock()
+		f.opts.Health.Set(ConditionRejected, health.Warning, fmt.Sprintf("rejected remote config: %v", err))
+		out.Status, out.Errors = "rejected", []string{err.Error()}
+		out.Report, _ = json.Marshal(map[string]any{"v": 1, "version": p.Version, "status": "rejected",
+			"errors": out.Errors, "ts": f.opts.Clock.Now().UTC()})
+	} else if f.opts.OnConfig == nil {
+		out.Status, out.Errors = "rejected", []string{"remote configuration is not available in this mode"}
+	} else {
+		out = f.opts.OnConfig(ctx, p, keyID)
+		f.log.Info("remote config", "version", p.Version, "key_id", keyID, "status", out.Status, "errors", strings.Join(out.Errors, "; "))
+	}
+	audit.Outcome = out.Status
+	audit.Reason = strings.Join(out.Errors, "; ")
+	if out.Status == "current" || out.Status == "ignored" {
+		return // a retained config seen again: nothing happened, nothing to audit
+	}
+	f.audit(ctx, audit)
+	if out.Report != nil {
+		f.PublishReport(ctx, out.Report)
+	}
+}
+
+// Audit records an audit event.
+func (f *Fleet) Audit(ctx context.Context, a *event.Audit) { f.audit(ctx, a) }
 
 func (f *Fleet) audit(ctx context.Context, a *event.Audit) {
 	if _, err := f.opts.Store.Append(ctx, event.Event{Appliance: f.opts.Appliance, Site: f.opts.Site,
