@@ -90,8 +90,8 @@ web:
 	alerts := r.broker.Subscribe(t, "alerts-watch", "mailroom/v1/+/alerts")
 	pa := startDaemon(t, cfgA)
 	pb := startDaemon(t, cfgB)
-	pa.waitLog(t, "uplink connected", 10*time.Second)
-	pb.waitLog(t, "uplink connected", 10*time.Second)
+	pa.waitLog(t, "remote instructions ready", 10*time.Second)
+	pb.waitLog(t, "remote instructions ready", 10*time.Second)
 
 	// Telemetry from both boxes, with the probe's round trip.
 	deadline := time.Now().Add(15 * time.Second)
@@ -251,7 +251,7 @@ web:
 		t.Fatalf("exit %d", code)
 	}
 	pa = startDaemon(t, cfgA)
-	pa.waitLog(t, "uplink connected", 10*time.Second)
+	pa.waitLog(t, "remote instructions ready", 10*time.Second)
 	res, err = r.op.Send(ctx, "mr-fleet-a", "ping", "", captured)
 	if err != nil || res.OK || !strings.Contains(res.Error, "replayed") {
 		t.Fatalf("replay after restart: %+v %v", res, err)
@@ -277,7 +277,7 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 	reports := r.broker.Subscribe(t, "reports", "mailroom/v1/mr-remote-a/config/reported")
 	events := r.broker.Subscribe(t, "cloud", "mailroom/v1/mr-remote-a/events")
 	p := startDaemon(t, cfg)
-	p.waitLog(t, "uplink connected", 10*time.Second)
+	p.waitLog(t, "remote instructions ready", 10*time.Second)
 
 	waitReport := func(version int64, status string) map[string]any {
 		t.Helper()
@@ -327,7 +327,7 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	p = startDaemon(t, cfg)
-	p.waitLog(t, "uplink connected", 10*time.Second)
+	p.waitLog(t, "remote instructions ready", 10*time.Second)
 	time.Sleep(time.Second)
 	if strings.Contains(p.log.String(), "switching to remote config") {
 		t.Fatalf("a rolled-back config was tried again:\n%s", p.log.String())
@@ -357,5 +357,64 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 	}
 	if audits["applied"] != 1 || audits["rejected"] != 1 || audits["rolled_back"] != 1 {
 		t.Fatalf("config audit events by outcome: %v", audits)
+	}
+}
+
+func TestCertificateRenewalWithoutRestart(t *testing.T) {
+	r := newFleetRig(t)
+	a := r.box(t, "mr-renew-a")
+	p := startDaemon(t, a.config(t, r.broker.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 1s}\n"+r.fleetSection()))
+	p.waitLog(t, "remote instructions ready", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := r.op.Command(ctx, "mr-renew-a", "renew-cert", nil, time.Minute)
+	if err != nil || !res.OK {
+		t.Fatalf("renew-cert: %+v %v", res, err)
+	}
+	csr := res.Result.(map[string]any)["csr"].(string)
+	if !strings.Contains(csr, "CERTIFICATE REQUEST") || strings.Contains(csr, "PRIVATE KEY") {
+		t.Fatalf("renew-cert result: %s", csr)
+	}
+	// A certificate for another key is refused.
+	other, _ := r.broker.CA.IssueClient("mr-renew-a", time.Now(), 90*24*time.Hour)
+	if res, _ := r.op.Command(ctx, "mr-renew-a", "install-cert", map[string]string{"cert": string(other.CertPEM)}, time.Minute); res.OK {
+		t.Fatal("a certificate for another key was installed")
+	}
+	signed, err := r.broker.CA.SignCSR([]byte(csr), time.Now(), 90*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = r.op.Command(ctx, "mr-renew-a", "install-cert", map[string]string{"cert": string(signed)}, time.Minute)
+	if err != nil || !res.OK {
+		t.Fatalf("install-cert: %+v %v", res, err)
+	}
+	// The next connection uses the new certificate: telemetry shows its
+	// expiry, and the box reconnects after a broker restart.
+	r.broker.Stop()
+	r.broker.Start()
+	op, err := fleetop.Dial(fleetop.Options{Broker: r.broker.URL(), TLS: r.broker.TLSConfig(t, "operator2"), ClientID: "operator2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		msgs, _ := op.Collect("mr-renew-a/telemetry", 500*time.Millisecond)
+		ok := false
+		for _, m := range msgs {
+			var tm fleet.Telemetry
+			if json.Unmarshal(m.Payload, &tm) == nil && tm.CertExpires.After(time.Now().Add(80*24*time.Hour)) && tm.LinkConnected {
+				ok = true
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("telemetry never showed the renewed certificate:\n%s", p.log.String())
+		}
+	}
+	if strings.Count(p.log.String(), "mailroomd starting") != 1 {
+		t.Fatal("the daemon restarted")
 	}
 }

@@ -25,6 +25,8 @@ func (l lazyLink) State() uplink.LinkState { return l.a.uplink.State() }
 func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
 	fc, al := a.cfg.Fleet, a.cfg.Fleet.Alerts
 	x := actions{a}
+	renewal := fleet.CertRenewal{CertFile: a.cfg.Uplink.CertFile, KeyFile: a.cfg.Uplink.KeyFile,
+		CAFile: a.cfg.Uplink.CAFile, CommonName: a.cfg.Appliance.ID}
 	commands := map[string]fleet.Command{
 		"reprint": func(_ context.Context, args json.RawMessage) (any, error) {
 			var r struct {
@@ -58,6 +60,27 @@ func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
 				r.Lines = 100
 			}
 			return map[string][]string{"lines": a.logs.Last(r.Lines)}, nil
+		},
+		"renew-cert": func(context.Context, json.RawMessage) (any, error) {
+			csr, err := renewal.Request()
+			if err != nil {
+				return nil, err
+			}
+			return map[string]string{"csr": string(csr)}, nil
+		},
+		"install-cert": func(_ context.Context, args json.RawMessage) (any, error) {
+			var r struct {
+				Cert string `json:"cert"`
+			}
+			if err := json.Unmarshal(args, &r); err != nil {
+				return nil, errors.New(`install-cert needs {"cert": "<PEM>"}`)
+			}
+			notAfter, err := renewal.Install([]byte(r.Cert), a.clock.Now())
+			if err != nil {
+				return nil, err
+			}
+			a.log.Info("client certificate renewed; used from the next connection", "not_after", notAfter)
+			return map[string]time.Time{"not_after": notAfter}, nil
 		},
 		"restart": func(context.Context, json.RawMessage) (any, error) {
 			if a.restart == nil {

@@ -54,7 +54,7 @@ func (f *Fleet) classify(key string) (category string, after time.Duration) {
 		return Application, 0 // printer out of paper, head open, …
 	case strings.HasPrefix(key, "security."):
 		return Security, 0
-	case strings.HasPrefix(key, "disk.") || strings.HasPrefix(key, "probe."):
+	case strings.HasPrefix(key, "disk.") || strings.HasPrefix(key, "probe.") || strings.HasPrefix(key, "clock."):
 		return Infrastructure, 0
 	}
 	return Application, 0
@@ -86,6 +86,7 @@ func (f *Fleet) evaluate(ctx context.Context) {
 			fmt.Sprintf("the client certificate expires on %s (in %s)", exp.Format(time.DateOnly), left.Round(time.Hour)))
 	}
 	f.checkProbe(now)
+	f.checkClock(now)
 	f.mu.Lock()
 	if !f.rejected.IsZero() && now.Sub(f.rejected) > 15*time.Minute {
 		f.rejected = time.Time{}

@@ -101,6 +101,7 @@ type Fleet struct {
 	outbox       [][]byte          // alert messages waiting for the link
 	probe        probeState
 	rejected     time.Time
+	clockWatch   clockWatch
 	lastIngested int64
 	lastIngestAt time.Time
 	rate         float64

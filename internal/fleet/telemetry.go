@@ -43,7 +43,9 @@ type Telemetry struct {
 	Alerts  []Alert       `json:"alerts"`
 
 	CertExpires time.Time `json:"cert_expires,omitempty"`
-	ProbeRTTMS  float64   `json:"probe_rtt_ms,omitempty"`
+	// ClockSynced is null when the system cannot tell.
+	ClockSynced *bool   `json:"clock_synced"`
+	ProbeRTTMS  float64 `json:"probe_rtt_ms,omitempty"`
 }
 
 // DeviceState is one device in telemetry.
@@ -101,6 +103,9 @@ func (f *Fleet) Collect(ctx context.Context) Telemetry {
 		t.Devices = append(t.Devices, DeviceState{Name: d.Name, Kind: d.Kind, State: d.State, Reason: d.Reason})
 	}
 	t.CertExpires = certExpiry(f.opts.CertFile)
+	if synced, known := clockSynchronized(); known {
+		t.ClockSynced = &synced
+	}
 	f.mu.Lock()
 	t.ProbeRTTMS = round1(float64(f.probe.lastRTT.Microseconds()) / 1000)
 	f.mu.Unlock()

@@ -368,16 +368,24 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 		pending = &st.Pending
 	}
 	client.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
-	if err := p.subscribe(client); err != nil {
-		p.log.Warn("remote instructions unavailable on this connection", "err", err)
-	}
 	p.log.Info("uplink connected", "broker", redact(broker), "client_id", p.opts.ClientID)
 	p.mu.Lock()
 	p.client = client
 	p.mu.Unlock()
-	if p.opts.OnConnect != nil {
-		go p.opts.OnConnect()
-	}
+	// Subscriptions must not hold up the events: a broker slow to SUBACK
+	// delays remote instructions only.
+	go func() {
+		if len(p.opts.Subscriptions) > 0 {
+			if err := p.subscribe(client); err != nil {
+				p.log.Warn("remote instructions unavailable on this connection", "err", err)
+			} else {
+				p.log.Info("remote instructions ready", "topics", len(p.opts.Subscriptions))
+			}
+		}
+		if p.opts.OnConnect != nil {
+			p.opts.OnConnect()
+		}
+	}()
 
 	err = p.serve(ctx, client, lost)
 	p.mu.Lock()

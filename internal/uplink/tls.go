@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"time"
 )
 
 // LoadTLS builds the mutual-TLS client configuration: the broker must present
@@ -22,15 +24,47 @@ func LoadTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("load uplink CA: %s holds no PEM certificate", caFile)
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load uplink client certificate: %w", err)
+	rc := &reloadingCert{certFile: certFile, keyFile: keyFile}
+	if _, err := rc.get(nil); err != nil {
+		return nil, err
 	}
 	return &tls.Config{
-		RootCAs:      pool,
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		RootCAs:              pool,
+		GetClientCertificate: rc.get,
+		MinVersion:           tls.VersionTLS12,
 	}, nil
+}
+
+// reloadingCert serves the client certificate from its files and reads
+// them again when either changes on disk, so that a renewed certificate is
+// used from the next connection on, without a restart.
+type reloadingCert struct {
+	certFile, keyFile string
+	mu                sync.Mutex
+	cert              *tls.Certificate
+	certMod, keyMod   time.Time
+}
+
+func (r *reloadingCert) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cs, err1 := os.Stat(r.certFile)
+	ks, err2 := os.Stat(r.keyFile)
+	if r.cert != nil && err1 == nil && err2 == nil && cs.ModTime().Equal(r.certMod) && ks.ModTime().Equal(r.keyMod) {
+		return r.cert, nil
+	}
+	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		if r.cert != nil {
+			return r.cert, nil // a half-written renewal: keep the working pair
+		}
+		return nil, fmt.Errorf("load uplink client certificate: %w", err)
+	}
+	r.cert = &cert
+	if err1 == nil && err2 == nil {
+		r.certMod, r.keyMod = cs.ModTime(), ks.ModTime()
+	}
+	return r.cert, nil
 }
 
 // Explain turns a connection error into a sentence an operator can act on.
