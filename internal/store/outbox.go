@@ -569,6 +569,7 @@ func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]
 }
 
 // Prune deletes sent events older than RetainSent and returns how many.
+// Audit events are kept: they are the box's append-only audit log.
 func (o *Outbox) Prune(ctx context.Context) (int64, error) {
 	res, err := o.submit(ctx, &request{kind: opPrune})
 	if err != nil {
@@ -784,7 +785,7 @@ func (o *Outbox) commit(batch []*request) {
 			case opPrune:
 				cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
 				res, err := tx.Exec(`DELETE FROM events WHERE pos IN (
-					SELECT pos FROM events WHERE sent_at IS NOT NULL AND sent_at < ? LIMIT 100000)`, cutoff)
+					SELECT pos FROM events WHERE sent_at IS NOT NULL AND sent_at < ? AND type != 'audit' LIMIT 100000)`, cutoff)
 				if err != nil {
 					return err
 				}

@@ -197,7 +197,7 @@ func TestRefusedCertificatesAreExplained(t *testing.T) {
 		t.Fatal(err)
 	}
 	noCert := clientTLS(t, b)
-	noCert.Certificates = nil
+	noCert.Certificates, noCert.GetClientCertificate = nil, nil
 	otherCAFile := filepath.Join(t.TempDir(), "other-ca.pem")
 	os.WriteFile(otherCAFile, otherCA.CertPEM, 0o644)
 	goodCert, goodKey := b.ClientFiles(t, appliance)
