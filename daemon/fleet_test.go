@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -297,14 +299,14 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 	}
 
 	// Version 1: a faster simulated scanner. Applied, reported, kept.
-	if err := r.op.PushConfig("mr-remote-a", 1, a.configText(r.broker.URL(), devices("50ms")), time.Hour); err != nil {
+	if _, err := r.op.PushConfig("mr-remote-a", 1, a.configText(r.broker.URL(), devices("50ms")), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	waitReport(1, "applied")
 	p.waitLog(t, "remote config applied", 5*time.Second)
 
 	// Version 2: broken; rejected with the exact errors, nothing changes.
-	if err := r.op.PushConfig("mr-remote-a", 2, "version: 1\nappliance: {id: mr-remote-a, colour: red}\n", time.Hour); err != nil {
+	if _, err := r.op.PushConfig("mr-remote-a", 2, "version: 1\nappliance: {id: mr-remote-a, colour: red}\n", time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	rep := waitReport(2, "rejected")
@@ -314,7 +316,7 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 
 	// Version 3 points the uplink at a dead broker: rolled back to 1.
 	dead := fmt.Sprintf("mqtts://127.0.0.1:%d", mqtttest.FreePort(t))
-	if err := r.op.PushConfig("mr-remote-a", 3, a.configText(dead, devices("50ms")), time.Hour); err != nil {
+	if _, err := r.op.PushConfig("mr-remote-a", 3, a.configText(dead, devices("50ms")), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	rep = waitReport(3, "rolled_back")
@@ -418,3 +420,49 @@ func TestCertificateRenewalWithoutRestart(t *testing.T) {
 		t.Fatal("the daemon restarted")
 	}
 }
+
+// TestFleetCLI drives `mailroomd fleet` as IT would, against a real daemon.
+func TestFleetCLI(t *testing.T) {
+	keys := t.TempDir()
+	var out, errOut strings.Builder
+	if code := Main([]string{"fleet", "keygen", "--out", keys, "--id", "ops"}, &out, &errOut); code != 0 {
+		t.Fatalf("keygen: %d %s", code, errOut.String())
+	}
+	line := out.String()[strings.Index(out.String(), "fleet:"):]
+	b := mqtttest.Start(t)
+	cert, key := b.ClientFiles(t, "mr-cli-a")
+	s := &setup{dir: t.TempDir(), broker: b, id: "mr-cli-a", cert: cert, key: key, ca: b.Files.CA}
+	devices := "  - {name: sim, kind: scanner, driver: sim, interval: 200ms}\n" + line + "  telemetry_interval: 200ms"
+	p := startDaemon(t, s.config(t, b.URL(), devices))
+	p.waitLog(t, "remote instructions ready", 10*time.Second)
+	opCert, opKey := b.ClientFiles(t, "operator-cli")
+	conn := []string{"--broker", b.URL(), "--ca", b.Files.CA, "--cert", opCert, "--key", opKey}
+	sign := []string{"--sign-key", filepath.Join(keys, "fleet.key"), "--key-id", "ops"}
+	run := func(args ...string) (int, string) {
+		var out, errOut strings.Builder
+		code := Main(args, &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+	time.Sleep(500 * time.Millisecond) // the first telemetry
+	if code, out := run(append(append([]string{"fleet", "status"}, conn...), "--for", "1s")...); code != 0 ||
+		!regexpMatch(`mr-cli-a\s+online\s+dev\s+\d+\s+\d+`, out) {
+		t.Fatalf("status: %d\n%s", code, out)
+	}
+	if code, out := run(append(append(append([]string{"fleet", "cmd"}, conn...), sign...), "--target", "mr-cli-a", "ping")...); code != 0 ||
+		!strings.Contains(out, `"pong": true`) {
+		t.Fatalf("cmd ping: %d\n%s", code, out)
+	}
+	newCfg := filepath.Join(t.TempDir(), "new.yaml")
+	os.WriteFile(newCfg, []byte(s.configText(b.URL(), strings.Replace(devices, "200ms}", "100ms}", 1))), 0o600)
+	if code, out := run(append(append(append([]string{"fleet", "config", "push"}, conn...), sign...),
+		"--target", "site:test-site", "--version", "5", newCfg)...); code != 0 || !strings.Contains(out, "mr-cli-a") {
+		t.Fatalf("config push: %d\n%s", code, out)
+	}
+	p.waitLog(t, "remote config applied", 15*time.Second)
+	if code, out := run(append(append([]string{"fleet", "events"}, conn...), "--for", "1s")...); code != 0 ||
+		!strings.Contains(out, "summary: mr-cli-a epoch") {
+		t.Fatalf("events: %d\n%s", code, out)
+	}
+}
+
+func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }

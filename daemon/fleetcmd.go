@@ -63,6 +63,7 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	wait := fs.Duration("wait", time.Minute, "how long to wait for a result")
 	dur := fs.Duration("for", 3*time.Second, "how long to listen (status, alerts, events)")
 	follow := fs.Bool("follow", false, "events: keep following until interrupted")
+	fromStart := fs.Bool("from-start", false, "events: expect every epoch to start at seq 1 (default: at the first seq seen)")
 	out := fs.String("out", "", "keygen: directory for the key pair")
 	id := fs.String("id", "fleet", "keygen: key id")
 	cfgVersion := fs.Int64("version", 0, "config push: version, greater than the last one applied")
@@ -146,11 +147,12 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
 			return 2
 		}
-		if err := c.PushConfig(*target, *cfgVersion, string(body), 365*24*time.Hour); err != nil {
+		ids, err := c.PushConfig(*target, *cfgVersion, string(body), 365*24*time.Hour)
+		if err != nil {
 			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "config version %d published for %s (retained)\n", *cfgVersion, *target)
+		fmt.Fprintf(stdout, "config version %d published (retained) for %s: %s\n", *cfgVersion, *target, strings.Join(ids, ", "))
 		return 0
 	case "status":
 		return fleetStatus(c, *dur, stdout, stderr)
@@ -165,7 +167,7 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case "events":
-		return fleetEvents(c, *follow, *dur, stdout)
+		return fleetEvents(c, *follow, !*fromStart, *dur, stdout)
 	}
 	fmt.Fprintf(stderr, "mailroomd fleet: unknown subcommand %q\n\n%s", sub, fleetUsage)
 	return 2
@@ -261,7 +263,7 @@ func fleetStatus(c *fleetop.Client, d time.Duration, stdout, stderr io.Writer) i
 	return 0
 }
 
-func fleetEvents(c *fleetop.Client, follow bool, d time.Duration, stdout io.Writer) int {
+func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration, stdout io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if follow {
@@ -273,6 +275,7 @@ func fleetEvents(c *fleetop.Client, follow bool, d time.Duration, stdout io.Writ
 		defer cancel()
 	}
 	g := fleetop.NewGapDetector()
+	g.FromFirstSeen = fromFirstSeen
 	err := c.Follow(ctx, "+/"+uplink.TopicEvents, func(m fleetop.Message) {
 		ev, err := event.Decode(m.Payload)
 		if err != nil {

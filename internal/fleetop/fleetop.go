@@ -198,23 +198,45 @@ func (c *Client) Appliance(topic string) string {
 	return strings.SplitN(rest, "/", 2)[0]
 }
 
-// PushConfig signs a desired config for target and publishes it, retained,
-// on the config/desired topic of the appliance named by target. (Boxes only
-// read their own topics, so a site-wide push is one publish per box, each
-// signed for that box.)
-func (c *Client) PushConfig(target string, version int64, yaml string, ttl time.Duration) error {
+// PushConfig signs a desired config for target (an appliance id,
+// site:NAME or *) and publishes it, retained, on the config/desired topic
+// of each appliance it addresses. Appliances of a site or of the whole
+// fleet are found from their retained telemetry; it returns their ids.
+func (c *Client) PushConfig(target string, version int64, yaml string, ttl time.Duration) ([]string, error) {
 	if c.opts.Key == nil {
-		return errors.New("no signing key")
+		return nil, errors.New("no signing key")
+	}
+	ids := []string{target}
+	if target == "*" || strings.HasPrefix(target, "site:") {
+		msgs, err := c.Collect("+/"+fleet.TopicTelemetry, 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		ids = nil
+		for _, m := range msgs {
+			var t fleet.Telemetry
+			if json.Unmarshal(m.Payload, &t) != nil {
+				continue
+			}
+			if target == "*" || "site:"+t.Site == target {
+				ids = append(ids, t.Appliance)
+			}
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("no appliance of %s has published telemetry", target)
+		}
 	}
 	now := c.opts.Now()
 	env, err := envelope.Sign(c.opts.Key, c.opts.KeyID, envelope.Payload{V: 1, Kind: envelope.KindConfig, Target: target,
 		Version: version, Issued: now.UTC(), Expires: now.Add(ttl).UTC(), Config: yaml})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	pt := c.c.Publish(c.Topic(target, "config/desired"), 1, true, env)
-	if !pt.WaitTimeout(10*time.Second) || pt.Error() != nil {
-		return fmt.Errorf("publish config: %v", pt.Error())
+	for _, id := range ids {
+		pt := c.c.Publish(c.Topic(id, fleet.TopicConfigDesired), 1, true, env)
+		if !pt.WaitTimeout(10*time.Second) || pt.Error() != nil {
+			return ids, fmt.Errorf("publish config to %s: %v", id, pt.Error())
+		}
 	}
-	return nil
+	return ids, nil
 }

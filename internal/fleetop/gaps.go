@@ -12,13 +12,16 @@ import (
 // a seq seen again with the same id is a duplicate (a resend), with another
 // id a violation.
 type GapDetector struct {
-	streams map[string]*stream
+	// FromFirstSeen starts each stream at the first seq seen instead of 1,
+	// for a follower that joins while events flow.
+	FromFirstSeen bool
+	streams       map[string]*stream
 }
 
 type stream struct {
 	appliance, epoch string
 	ids              map[int64]string
-	max              int64
+	min, max         int64
 	duplicates       int
 }
 
@@ -44,7 +47,10 @@ func (g *GapDetector) Add(ev event.Event) Finding {
 	key := ev.Appliance + "/" + ev.Epoch
 	s := g.streams[key]
 	if s == nil {
-		s = &stream{appliance: ev.Appliance, epoch: ev.Epoch, ids: map[int64]string{}}
+		s = &stream{appliance: ev.Appliance, epoch: ev.Epoch, ids: map[int64]string{}, min: 1}
+		if g.FromFirstSeen {
+			s.min, s.max = ev.Seq, ev.Seq-1
+		}
 		g.streams[key] = s
 	}
 	f := Finding{Appliance: ev.Appliance, Epoch: ev.Epoch, Seq: ev.Seq}
@@ -63,6 +69,7 @@ func (g *GapDetector) Add(ev event.Event) Finding {
 		f.NewGap = [2]int64{s.max + 1, ev.Seq - 1}
 	case ev.Seq < s.max:
 		f.Filled = true
+		s.min = min(s.min, ev.Seq)
 	}
 	s.max = max(s.max, ev.Seq)
 	return f
@@ -73,7 +80,7 @@ func (g *GapDetector) Gaps() map[string][][2]int64 {
 	out := map[string][][2]int64{}
 	for key, s := range g.streams {
 		var gaps [][2]int64
-		for seq := int64(1); seq <= s.max; seq++ {
+		for seq := s.min; seq <= s.max; seq++ {
 			if _, ok := s.ids[seq]; ok {
 				continue
 			}

@@ -31,6 +31,16 @@ func TestGapDetector(t *testing.T) {
 	if gaps := g.Gaps(); len(gaps) != 0 {
 		t.Fatalf("gaps after fill = %v", gaps)
 	}
+	late := NewGapDetector()
+	late.FromFirstSeen = true
+	late.Add(ev(40, "i40"))
+	late.Add(ev(41, "i41"))
+	if gaps := late.Gaps(); len(gaps) != 0 {
+		t.Fatalf("a follower joining at seq 40 sees gaps %v", gaps)
+	}
+	if f := late.Add(ev(43, "i43")); f.NewGap != [2]int64{42, 42} {
+		t.Fatalf("gap after joining = %v", f.NewGap)
+	}
 	g.Add(event.Event{Appliance: "a", Epoch: "e2", Seq: 2, ID: "x"})
 	if gaps := g.Gaps()["a/e2"]; len(gaps) != 1 || gaps[0] != [2]int64{1, 1} {
 		t.Fatalf("second epoch gaps = %v", gaps)
