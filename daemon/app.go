@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,7 @@ type App struct {
 	devWG        sync.WaitGroup
 	stCancel     context.CancelFunc
 	stWG         sync.WaitGroup
+	frontMu      sync.RWMutex // held to swap the front (devices, stations, web)
 	webCancel    context.CancelFunc
 	webDone      chan struct{}
 	fleetCancel  context.CancelFunc
@@ -174,12 +176,35 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		a.notifyChanged()
 	}
 
+	a.metrics = metrics.New(metrics.Sources{
+		Stats: st.Stats, Ingested: func() int64 { n, _ := a.intake.Counts(); return n },
+		Refused:   func() int64 { _, n := a.intake.Counts(); return n },
+		Connected: func() bool { return a.uplink.State().Connected }, Connects: a.uplink.Connects,
+		Devices: a.health.Devices, Now: clk.Now,
+	})
+	if err := a.buildFront(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// buildFront builds the devices, stations and web server of a.cfg: the part
+// of the app that a config change can rebuild while the buffer, the uplink
+// and the fleet link keep running.
+func (a *App) buildFront() error {
+	cfg := a.cfg
+	scannerStation := map[string]string{}
+	for _, sc := range cfg.Stations {
+		scannerStation[sc.Scanner] = sc.Name
+	}
+	a.intake.SetStations(scannerStation)
+	a.devices, a.web = nil, nil
 	printers := map[string]*zpl.Printer{}
 	for _, d := range cfg.Devices {
-		dev, err := newDevice(d, clk, log.With("subsystem", "driver"), a.health)
+		dev, err := newDevice(d, a.clock, a.log.With("subsystem", "driver"), a.health)
 		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("device %s: %w", d.Name, err)
+			return fmt.Errorf("device %s: %w", d.Name, err)
 		}
 		a.health.AddDevice(d.Name, d.Kind, d.Driver)
 		a.devices = append(a.devices, dev)
@@ -188,22 +213,14 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		}
 	}
 	if err := a.buildStations(printers); err != nil {
-		st.Close()
-		return nil, err
+		return err
 	}
-	a.metrics = metrics.New(metrics.Sources{
-		Stats: st.Stats, Ingested: func() int64 { n, _ := a.intake.Counts(); return n },
-		Refused:   func() int64 { _, n := a.intake.Counts(); return n },
-		Connected: func() bool { return a.uplink.State().Connected }, Connects: a.uplink.Connects,
-		Devices: a.health.Devices, Now: clk.Now,
-	})
 	if cfg.Web.Listen != "" {
 		if err := a.buildWeb(); err != nil {
-			st.Close()
-			return nil, err
+			return err
 		}
 	}
-	return a, nil
+	return nil
 }
 
 // notifyChanged tells the status page that something changed.
@@ -387,6 +404,12 @@ func (a *App) Start() {
 		a.fleet.Run(fctx)
 	}()
 
+	a.startFront()
+}
+
+// startFront starts the stations (after they finished what was left
+// unresolved), the devices and the web server.
+func (a *App) startFront() {
 	sctx, scancel := context.WithCancel(context.Background())
 	a.stCancel = scancel
 	for _, s := range a.stations {
@@ -495,6 +518,20 @@ func (a *App) startPrinter(ctx context.Context, d device) {
 // Stop shuts down in reverse order: devices (and the commits of what they
 // read), the uplink (letting in-flight publishes settle), then the store.
 func (a *App) Stop() error {
+	a.stopFront()
+	a.fleetCancel()
+	<-a.fleetDone
+	a.log.Info("stopping uplink")
+	a.uplinkCancel()
+	<-a.uplinkDone
+	st, _ := a.store.Stats(context.Background())
+	err := a.store.Close()
+	a.log.Info("mailroomd stopped", "last_seq", st.LastSeq, "pending", st.Pending)
+	return err
+}
+
+// stopFront stops the web server, the devices and the stations.
+func (a *App) stopFront() {
 	if a.web != nil {
 		a.log.Info("stopping web server")
 		a.webCancel()
@@ -506,14 +543,41 @@ func (a *App) Stop() error {
 	a.log.Info("stopping stations")
 	a.stCancel()
 	a.stWG.Wait()
-	a.fleetCancel()
-	<-a.fleetDone
-	a.log.Info("stopping uplink")
-	a.uplinkCancel()
-	<-a.uplinkDone
-	st, _ := a.store.Stats(context.Background())
-	err := a.store.Close()
-	a.log.Info("mailroomd stopped", "last_seq", st.LastSeq, "pending", st.Pending)
+}
+
+// FrontOnly reports whether n differs from the running config only in
+// devices, stations, barcodes or the web server, so that Reconfigure can
+// apply it without touching the buffer, the uplink or the fleet link.
+func (a *App) FrontOnly(n *config.Config) bool {
+	o := a.cfg
+	return reflect.DeepEqual(o.Appliance, n.Appliance) && reflect.DeepEqual(o.Storage, n.Storage) &&
+		reflect.DeepEqual(o.Uplink, n.Uplink) && reflect.DeepEqual(o.Fleet, n.Fleet) && reflect.DeepEqual(o.Log, n.Log)
+}
+
+// Reconfigure rebuilds devices, stations and the web server from n (see
+// FrontOnly). On failure the previous config is rebuilt and the error
+// returned.
+func (a *App) Reconfigure(n *config.Config) error {
+	a.frontMu.Lock()
+	defer a.frontMu.Unlock()
+	a.log.Info("reconfiguring devices, stations and status page")
+	a.stopFront()
+	old := a.cfg
+	for _, d := range old.Devices {
+		a.health.DropDevice(d.Name)
+	}
+	a.cfg = n
+	err := a.buildFront()
+	if err != nil {
+		for _, d := range n.Devices {
+			a.health.DropDevice(d.Name)
+		}
+		a.cfg = old
+		if rerr := a.buildFront(); rerr != nil {
+			a.log.Error("cannot rebuild the previous devices either", "err", rerr)
+		}
+	}
+	a.startFront()
 	return err
 }
 

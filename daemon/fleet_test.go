@@ -304,6 +304,11 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 	}
 	waitReport(1, "applied")
 	p.waitLog(t, "remote config applied", 5*time.Second)
+	// Only the scanner changed: the buffer and the uplink kept running.
+	if !strings.Contains(p.log.String(), "reconfiguring devices, stations and status page") ||
+		strings.Count(p.log.String(), "mailroomd starting") != 1 || strings.Contains(p.log.String(), "stopping uplink") {
+		t.Fatalf("a scanner change restarted more than the devices:\n%s", p.log.String())
+	}
 
 	// Version 2: broken; rejected with the exact errors, nothing changes.
 	if _, err := r.op.PushConfig("mr-remote-a", 2, "version: 1\nappliance: {id: mr-remote-a, colour: red}\n", time.Hour); err != nil {

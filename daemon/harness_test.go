@@ -24,7 +24,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "mailroomd")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	args := []string{"build", "-o", binary}
+	if os.Getenv("MAILROOMD_RACE") != "" {
+		args = append(args, "-race") // the binary itself under the race detector
+	}
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build mailroomd: %v\n%s", err, out)
 		os.Exit(1)
@@ -73,6 +77,9 @@ func startDaemon(t testing.TB, cfgPath string, extraEnv ...string) *proc {
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
+		if strings.Contains(p.log.String(), "WARNING: DATA RACE") {
+			t.Error("the race detector found a data race in the daemon")
+		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", p.log.String())
 		}

@@ -95,7 +95,14 @@ func (p *program) onConfig(_ context.Context, pl envelope.Payload, keyID string)
 			out.Status, out.Errors = remoteconfig.StatusRejected, []string{"cannot keep the config: " + err.Error()}
 		} else {
 			p.log.Info("switching to remote config", "version", pl.Version, "key_id", keyID)
-			go p.swap(cfg, true)
+			p.mu.Lock()
+			app := p.app
+			p.mu.Unlock()
+			if app.FrontOnly(cfg) {
+				go p.reconfigure(app, cfg)
+			} else {
+				go p.swap(cfg, true)
+			}
 		}
 	}
 	out.Report, _ = p.remote.LastReport()
@@ -133,6 +140,31 @@ func (p *program) swap(cfg *config.Config, trial bool) {
 	if trial {
 		go p.watch(app, cfg.Fleet.ConfigTrial.D())
 	}
+}
+
+// reconfigure applies a config that changes only devices, stations or the
+// web server: the buffer, the uplink and the fleet link keep running.
+func (p *program) reconfigure(app *App, cfg *config.Config) {
+	if err := app.Reconfigure(cfg); err != nil {
+		reason := "the config did not start: " + err.Error()
+		p.log.Error("remote config rolled back", "reason", reason)
+		prev, r := p.remote.Rollback(reason)
+		if app.FrontOnly(prev) {
+			app.Reconfigure(prev)
+		} else {
+			p.swap(prev, false)
+		}
+		p.mu.Lock()
+		now := p.app
+		p.mu.Unlock()
+		now.Fleet().Audit(context.Background(), &event.Audit{Action: "config", Version: r.Version, Outcome: r.Status, Reason: reason})
+		now.Fleet().PublishReport(context.Background(), mustJSON(r))
+		return
+	}
+	p.mu.Lock()
+	p.cfg = cfg
+	p.mu.Unlock()
+	p.watch(app, cfg.Fleet.ConfigTrial.D())
 }
 
 // watch keeps a config in trial when the uplink connects with it within d,

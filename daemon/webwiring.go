@@ -97,6 +97,8 @@ type actions struct{ a *App }
 var _ web.Actions = actions{}
 
 func (x actions) station(name string) *station.Station {
+	x.a.frontMu.RLock()
+	defer x.a.frontMu.RUnlock()
 	for _, s := range x.a.stations {
 		if s.Name() == name {
 			return s
@@ -131,6 +133,8 @@ func (x actions) Reprint(stationName, parcelID string) error {
 
 // DeviceTest prints a test label on a printer, or reports a device's state.
 func (x actions) DeviceTest(_ context.Context, name string) (string, error) {
+	x.a.frontMu.RLock()
+	defer x.a.frontMu.RUnlock()
 	for _, d := range x.a.devices {
 		if d.name != name {
 			continue

@@ -86,3 +86,20 @@ func (t *Tracker) DeviceConnectedNow(name string) bool {
 	_, ok := t.devices[name]
 	return ok
 }
+
+// DropDevice forgets a device and clears its conditions, when a config
+// change removes or replaces it.
+func (t *Tracker) DropDevice(name string) {
+	t.mu.Lock()
+	delete(t.devices, name)
+	var keys []string
+	for key := range t.active {
+		if strings.HasPrefix(key, "device."+name+".") {
+			keys = append(keys, key)
+		}
+	}
+	t.mu.Unlock()
+	for _, k := range keys {
+		t.Clear(k)
+	}
+}

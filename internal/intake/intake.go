@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,7 @@ type Intake struct {
 	site      string
 	log       *slog.Logger
 	health    health.Reporter
+	mu        sync.RWMutex
 	stations  map[string]string
 
 	committed atomic.Int64
@@ -57,8 +59,21 @@ func New(s Appender, appliance, site string, stations map[string]string, log *sl
 func (in *Intake) Commit(ctx context.Context, r scanner.Reading) (event.Event, error) {
 	return in.commit(ctx, event.Event{
 		Appliance: in.appliance, Site: in.site, Type: event.TypeScan,
-		Time: r.At, Device: r.Device, Barcode: r.Barcode, Station: in.stations[r.Device],
+		Time: r.At, Device: r.Device, Barcode: r.Barcode, Station: in.station(r.Device),
 	})
+}
+
+func (in *Intake) station(device string) string {
+	in.mu.RLock()
+	defer in.mu.RUnlock()
+	return in.stations[device]
+}
+
+// SetStations replaces the map of scanners to stations.
+func (in *Intake) SetStations(m map[string]string) {
+	in.mu.Lock()
+	in.stations = m
+	in.mu.Unlock()
 }
 
 // Manual is what a clerk typed in instead of scanning.
