@@ -6,7 +6,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEMO    := var/demo
 
-.PHONY: all build run broker deps test test-race fuzz bench vet clean
+.PHONY: all build run broker deps test test-race fuzz bench vet clean cross package sign package-test
 
 all: build
 
@@ -32,6 +32,11 @@ deps:
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto); \
 	command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients); \
 	command -v chromium >/dev/null || need+=(chromium); \
+	command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross); \
+	command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64); \
+	command -v osslsigncode >/dev/null || need+=(osslsigncode); \
+	command -v dpkg-deb >/dev/null || need+=(dpkg); \
+	command -v openssl >/dev/null || need+=(openssl); \
 	if [ $${#need[@]} -gt 0 ]; then \
 	  echo "installing: $${need[*]}"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -49,6 +54,7 @@ vet:
 test: deps vet
 	$(GO) test -count=1 -timeout 9m ./...
 	$(MAKE) fuzz FUZZTIME=3s
+	$(MAKE) package-test
 
 test-race: deps
 	$(GO) test -race -count=1 -timeout 15m ./...
@@ -65,6 +71,48 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./internal/barcode
 	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime $(FUZZTIME) ./internal/envelope
 
+## cross: linux/amd64, linux/arm64 and windows/amd64 binaries, with cgo
+## (Debian's cross compilers), version and commit stamped
+NFPM       ?= $(shell $(GO) env GOPATH)/bin/nfpm
+NFPM_VER   := v2.45.2
+DEB_VER    ?= $(shell v=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^v//'); echo "$${v:-0.1.0}+git$(COMMIT)")
+RELEASE_PUB ?= packaging/release.pub
+cross:
+	CGO_ENABLED=1 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux-amd64/mailroomd ./daemon
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux-arm64/mailroomd ./daemon
+	CGO_ENABLED=1 GOOS=windows GOARCH=amd64 CC=x86_64-w64-mingw32-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/windows-amd64/mailroomd.exe ./daemon
+
+$(NFPM):
+	cd /tmp && GOFLAGS= $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VER)
+
+## package: Debian packages for amd64 and arm64 in dist/
+package: cross $(NFPM)
+	@mkdir -p dist
+	@if [ "$(RELEASE_PUB)" = packaging/release.pub ]; then echo "note: packaging the development release key (set RELEASE_PUB for a release)"; fi
+	cp $(RELEASE_PUB) bin/release.pub
+	for arch in amd64 arm64; do \
+	  sed -e 's#./packaging/release.pub#./bin/release.pub#' -e 's#[$$]{BINARY}#./bin/linux-'$$arch'/mailroomd#' packaging/nfpm.yaml > bin/nfpm-$$arch.yaml; \
+	  ARCH=$$arch VERSION=$(DEB_VER) \
+	    $(NFPM) package --config bin/nfpm-$$arch.yaml --packager deb --target dist/ || exit 1; \
+	done
+
+## sign: sign the Windows executable (osslsigncode; WIN_CERT/WIN_KEY, or a
+## test certificate) and list every artifact in a signed SHA256SUMS
+## (RELEASE_KEY, the Ed25519 release key)
+WIN_CERT ?=
+WIN_KEY  ?=
+RELEASE_KEY ?=
+sign: package
+	@test -n "$(RELEASE_KEY)" || { echo "set RELEASE_KEY to the release signing key"; exit 2; }
+	@test -n "$(WIN_CERT)" || { echo "set WIN_CERT and WIN_KEY to the code signing certificate and key"; exit 2; }
+	osslsigncode sign -certs $(WIN_CERT) -key $(WIN_KEY) -n mailroomd -h sha256 \
+	  -in bin/windows-amd64/mailroomd.exe -out dist/mailroomd.exe
+	./bin/linux-amd64/mailroomd release sign --key $(RELEASE_KEY) --out dist dist/*.deb dist/mailroomd.exe
+
+## package-test: build, sign, inspect, install and purge the packages
+package-test:
+	packaging/test-package.sh
+
 ## bench: ingest, drain, latency and memory benchmarks (see docs/benchmarks.md)
 bench: deps
 	$(GO) test -run XXX -bench . -benchmem ./drivers/... ./internal/barcode
@@ -73,4 +121,5 @@ bench: deps
 	$(GO) test -run XXX -bench . -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
 
 clean:
+	rm -rf dist
 	rm -rf bin var

@@ -37,12 +37,17 @@ Usage:
   mailroomd run --config FILE            run in the foreground (also as an OS service)
   mailroomd check-config --config FILE   validate a configuration file
   mailroomd version                      print version and commit
+  mailroomd install --config FILE        install as an OS service (systemd, Windows, launchd)
+  mailroomd uninstall | start | stop | restart | status
+                                         control the installed service
   mailroomd devices                      list serial ports and USB devices, with config snippets
   mailroomd probe --config FILE [--for D] DEVICE
                                          print what one configured device reads
   mailroomd decode [--config FILE] BARCODE...
                                          print what each code is recognised as, one JSON object per line
   mailroomd fleet SUBCOMMAND ...         IT's fleet tools: keygen, status, cmd, config push, alerts, events
+  mailroomd release sign|verify ...      sign release artifacts (SHA256SUMS + Ed25519 signature), or verify one
+  mailroomd udev-rules                   print the udev rules that give the service its devices
   mailroomd passwd [--role clerk|admin] NAME
                                          read a password without echo and print the user line for web.users
   mailroomd dev-certs --dir DIR [--client-id ID]
@@ -128,8 +133,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return probe(cfg, fs.Arg(0), *dur, stdout, stderr)
 	case "decode":
 		return decode(rest, stdout, stderr)
+	case "install", "uninstall", "start", "stop", "restart", "status":
+		return control(cmd, rest, stdout, stderr)
+	case "udev-rules":
+		fmt.Fprint(stdout, udevRules())
+		return 0
 	case "fleet":
 		return fleetMain(rest, stdout, stderr)
+	case "release":
+		return releaseMain(rest, stdout, stderr)
 	case "passwd":
 		return passwd(rest, os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":

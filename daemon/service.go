@@ -22,6 +22,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/fleet"
 	"github.com/mailroomd/mailroomd/internal/logring"
 	"github.com/mailroomd/mailroomd/internal/remoteconfig"
+	"github.com/mailroomd/mailroomd/internal/sdnotify"
 )
 
 // program adapts App to kardianos/service, so that the same code path runs
@@ -72,10 +73,14 @@ func (p *program) Start(service.Service) error {
 	if trial {
 		go p.watch(app, cfg.Fleet.ConfigTrial.D())
 	}
+	if _, err := sdnotify.Notify("READY=1"); err != nil {
+		p.log.Warn("systemd readiness not sent", "err", err)
+	}
 	return nil
 }
 
 func (p *program) Stop(service.Service) error {
+	sdnotify.Notify("STOPPING=1")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.stopped = true
@@ -227,9 +232,9 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	svc, err := service.New(prg, &service.Config{
-		Name:        "mailroomd",
-		DisplayName: "mailroomd",
-		Description: "Mailroom edge daemon: scanners to the parcel-tracking cloud",
+		Name:        serviceName,
+		DisplayName: serviceName,
+		Description: serviceDescription,
 		Arguments:   []string{"run", "--config", cfg.File},
 		Option: service.KeyValue{
 			"RunWait": func() {
