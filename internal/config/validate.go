@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -319,21 +318,6 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// keyFileProblem explains why a private key file must not be used, or
-// returns "" when its permissions are acceptable.
-func keyFileProblem(path string) string {
-	if runtime.GOOS == "windows" {
-		return "" // protected by ACLs, not mode bits
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return ""
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Sprintf("%s is readable by group or others (mode %04o): a private key must be readable by its owner only; run chmod 600 %s", path, perm, path)
-	}
-	return ""
-}
 
 func (d *decoder) validateStations(c *Config, bad func(string, string, ...any), abs func(string) string) {
 	kinds := map[string]string{}
