@@ -318,7 +318,6 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-
 func (d *decoder) validateStations(c *Config, bad func(string, string, ...any), abs func(string) string) {
 	kinds := map[string]string{}
 	for _, dev := range c.Devices {
