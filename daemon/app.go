@@ -69,12 +69,13 @@ type App struct {
 	web      *web.Server
 	// logs holds the recent log lines for the logs command; restart asks
 	// the service wrapper for a restart.
-	logs    *logring.Ring
-	restart func()
-	hooks   Hooks
-	latency atomic.Int64 // last publish latency, ns
-	history *web.History
-	changed chan struct{}
+	logs     *logring.Ring
+	restart  func()
+	handover func()
+	hooks    Hooks
+	latency  atomic.Int64 // last publish latency, ns
+	history  *web.History
+	changed  chan struct{}
 	// byScanner and byScale find the station a device belongs to.
 	byScanner map[string]*station.Station
 	byScale   map[string]*station.Station
@@ -98,6 +99,8 @@ type Hooks struct {
 	Logs *logring.Ring
 	// Restart asks for a graceful restart; nil disables the command.
 	Restart func()
+	// Handover asks for a clean stop without restart: an updater takes over.
+	Handover func()
 	// OnConfig takes a verified desired config; nil refuses remote configs.
 	OnConfig func(ctx context.Context, p envelope.Payload, keyID string) fleet.ConfigOutcome
 	// Reported returns the last config report.
@@ -108,7 +111,7 @@ type Hooks struct {
 // until Start.
 func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock, hooks Hooks) (*App, error) {
 	a := &App{cfg: cfg, log: log, clock: clk, changed: make(chan struct{}, 1), history: web.NewHistory(),
-		logs: hooks.Logs, restart: hooks.Restart, hooks: hooks}
+		logs: hooks.Logs, restart: hooks.Restart, handover: hooks.Handover, hooks: hooks}
 	a.health = health.NewTracker(clk, func(c health.Condition, cleared bool) {
 		if cleared {
 			log.Info("condition cleared", "key", c.Key)

@@ -82,6 +82,7 @@ func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
 			a.log.Info("client certificate renewed; used from the next connection", "not_after", notAfter)
 			return map[string]time.Time{"not_after": notAfter}, nil
 		},
+		"update": a.updateCommand,
 		"restart": func(context.Context, json.RawMessage) (any, error) {
 			if a.restart == nil {
 				return nil, errors.New("restart is not available in this mode")

@@ -142,6 +142,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return fleetMain(rest, stdout, stderr)
 	case "release":
 		return releaseMain(rest, stdout, stderr)
+	case "update-apply":
+		return updateApply(rest, stdout, stderr)
 	case "passwd":
 		return passwd(rest, os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":

@@ -23,17 +23,19 @@ import (
 	"github.com/mailroomd/mailroomd/internal/logring"
 	"github.com/mailroomd/mailroomd/internal/remoteconfig"
 	"github.com/mailroomd/mailroomd/internal/sdnotify"
+	"github.com/mailroomd/mailroomd/internal/update"
 )
 
 // program adapts App to kardianos/service, so that the same code path runs
 // in a terminal, under systemd and as a Windows service. It also switches
 // the App to a remotely pushed config and back when that config fails.
 type program struct {
-	local   *config.Config
-	log     *slog.Logger
-	logs    *logring.Ring
-	restart chan struct{}
-	remote  *remoteconfig.Manager
+	local    *config.Config
+	log      *slog.Logger
+	logs     *logring.Ring
+	restart  chan struct{}
+	handover chan struct{}
+	remote   *remoteconfig.Manager
 
 	mu      sync.Mutex
 	app     *App
@@ -47,7 +49,34 @@ func (p *program) hooks() Hooks {
 		case p.restart <- struct{}{}:
 		default:
 		}
+	}, Handover: func() {
+		select {
+		case p.handover <- struct{}{}:
+		default:
+		}
 	}, OnConfig: p.onConfig, Reported: p.remote.LastReport}
+}
+
+// reportHealth records, once the uplink is connected, that this version is
+// healthy (an updater waits for it), and publishes the last update's
+// outcome.
+func (p *program) reportHealth(app *App) {
+	for {
+		p.mu.Lock()
+		gone := p.app != app || p.stopped
+		p.mu.Unlock()
+		if gone {
+			return
+		}
+		if app.LinkUp() {
+			if err := update.WriteHealth(app.stateDir(), version, time.Now()); err != nil {
+				p.log.Warn("health record not written", "err", err)
+			}
+			app.reportUpdate(context.Background())
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func (p *program) Start(service.Service) error {
@@ -73,6 +102,7 @@ func (p *program) Start(service.Service) error {
 	if trial {
 		go p.watch(app, cfg.Fleet.ConfigTrial.D())
 	}
+	go p.reportHealth(app)
 	if _, err := sdnotify.Notify("READY=1"); err != nil {
 		p.log.Warn("systemd readiness not sent", "err", err)
 	}
@@ -142,6 +172,7 @@ func (p *program) swap(cfg *config.Config, trial bool) {
 	}
 	p.app, p.cfg = app, cfg
 	app.Start()
+	go p.reportHealth(app)
 	if trial {
 		go p.watch(app, cfg.Fleet.ConfigTrial.D())
 	}
@@ -227,7 +258,7 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
 		return 1
 	}
-	prg := &program{local: cfg, log: log, logs: ring, restart: make(chan struct{}, 1), remote: remote}
+	prg := &program{local: cfg, log: log, logs: ring, restart: make(chan struct{}, 1), handover: make(chan struct{}, 1), remote: remote}
 	restarting := false
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -245,6 +276,8 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 				case <-prg.restart:
 					restarting = true
 					log.Info("restarting on a remote command")
+				case <-prg.handover:
+					log.Info("stopping for an update; the updater starts the new version")
 				}
 				go func() {
 					s := <-sigs

@@ -30,7 +30,9 @@ SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", ATTR{idVendor}=="0a5f", GROUP="mai
 		}
 		devs = append(devs, dev{k[0], k[1], name})
 	}
-	sort.Slice(devs, func(i, j int) bool { return devs[i].vid < devs[j].vid || devs[i].vid == devs[j].vid && devs[i].pid < devs[j].pid })
+	sort.Slice(devs, func(i, j int) bool {
+		return devs[i].vid < devs[j].vid || devs[i].vid == devs[j].vid && devs[i].pid < devs[j].pid
+	})
 	for _, d := range devs {
 		fmt.Fprintf(&b, "# %s\n", d.name)
 		fmt.Fprintf(&b, "SUBSYSTEM==\"usb\", ENV{DEVTYPE}==\"usb_device\", ATTR{idVendor}==\"%04x\", ATTR{idProduct}==\"%04x\", GROUP=\"mailroomd\", MODE=\"0660\"\n", d.vid, d.pid)

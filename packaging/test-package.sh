@@ -39,6 +39,8 @@ for arch in amd64 arm64; do
 		'-rw-r----- root/root .* ./etc/mailroomd/mailroomd.yaml$' \
 		'-rw-r--r-- root/root .* ./usr/lib/systemd/system/mailroomd.service$' \
 		'-rw-r--r-- root/root .* ./usr/lib/udev/rules.d/60-mailroomd.rules$' \
+		'-rw-r--r-- root/root .* ./usr/lib/systemd/system/mailroomd-update.path$' \
+		'-rw-r--r-- root/root .* ./usr/lib/systemd/system/mailroomd-update.service$' \
 		'-rw-r--r-- root/root .* ./usr/share/mailroomd/release.pub$' \
 		'./usr/share/doc/mailroomd/docs/mqtt-api.md$'; do
 		grep -Eq -- "$want" <<<"$listing" || fail "$deb lacks $want"
@@ -73,7 +75,7 @@ YAML
 /usr/bin/mailroomd check-config --config "$work/check.yaml" >/dev/null || fail "check-config from /usr/bin"
 /usr/bin/mailroomd install --config "$work/check.yaml" | grep -q "already installed its hardened unit" || fail "install did not defer to the package's unit"
 if command -v systemd-analyze >/dev/null; then
-	out=$(systemd-analyze verify /usr/lib/systemd/system/mailroomd.service 2>&1) || fail "systemd-analyze verify: $out"
+	out=$(systemd-analyze verify /usr/lib/systemd/system/mailroomd.service /usr/lib/systemd/system/mailroomd-update.service /usr/lib/systemd/system/mailroomd-update.path 2>&1) || fail "systemd-analyze verify: $out"
 	ok "systemd-analyze verify"
 fi
 $SUDO dpkg -r mailroomd >/dev/null || fail "dpkg -r"

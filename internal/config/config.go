@@ -183,6 +183,10 @@ type Fleet struct {
 	// RemoteLocalSettings lets a remote config change the local-only
 	// settings (key and certificate paths, fleet keys, buffer path).
 	RemoteLocalSettings bool `yaml:"remote_local_settings"`
+	// ReleaseKeyFile is the release public key updates must be signed with.
+	ReleaseKeyFile string `yaml:"release_key_file"`
+	// UpdateTimeout is how long a new version has to become healthy.
+	UpdateTimeout Duration `yaml:"update_timeout"`
 }
 
 // FleetKey is one fleet public key: an id and the key, inline (base64 of
@@ -333,6 +337,8 @@ func (c *Config) applyDefaults() {
 	setDefault(&f.ProbeInterval, Duration(time.Minute))
 	setDefault(&f.ProbeTimeout, Duration(10*time.Second))
 	setDefault(&f.ConfigTrial, Duration(time.Minute))
+	setDefault(&f.ReleaseKeyFile, "/usr/share/mailroomd/release.pub")
+	setDefault(&f.UpdateTimeout, Duration(2*time.Minute))
 	al := &f.Alerts
 	setDefault(&al.BrokerUnreachable, Duration(5*time.Minute))
 	setDefault(&al.PendingAbove, 10000)

@@ -461,6 +461,7 @@ func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) stri
 }
 
 func validateFleet(f *Fleet, bad func(string, string, ...any), abs func(string) string) {
+	f.ReleaseKeyFile = abs(f.ReleaseKeyFile)
 	ids := map[string]bool{}
 	for i := range f.PublicKeys {
 		k := &f.PublicKeys[i]

@@ -13,6 +13,7 @@ if getent group dialout >/dev/null; then
 	adduser mailroomd dialout >/dev/null 2>&1 || true
 fi
 install -d -o mailroomd -g mailroomd -m 0700 /var/lib/mailroomd
+install -d -o mailroomd -g mailroomd -m 0700 /var/lib/mailroomd/update
 install -d -o root -g mailroomd -m 0750 /etc/mailroomd
 install -d -o mailroomd -g mailroomd -m 0700 /etc/mailroomd/tls
 chown root:mailroomd /etc/mailroomd/mailroomd.yaml
@@ -23,7 +24,8 @@ if command -v udevadm >/dev/null && [ -d /run/udev ]; then
 fi
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null || true
-	systemctl enable mailroomd.service >/dev/null 2>&1 || true
+	systemctl enable mailroomd.service mailroomd-update.path >/dev/null 2>&1 || true
+	systemctl start mailroomd-update.path >/dev/null 2>&1 || true
 	# Started by the administrator once the configuration and certificates
 	# are in place; restarted on upgrade when it was running.
 	if [ "$1" = "configure" ] && [ -n "$2" ]; then

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/fleet"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/release"
+	"github.com/mailroomd/mailroomd/internal/update"
+)
+
+// releaseDir signs one artifact into its own directory.
+func releaseDir(t *testing.T, key ed25519.PrivateKey, name string, content []byte) string {
+	dir := t.TempDir()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, content, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := release.Sign(key, dir, []string{path}); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestSelfUpdateAppliedRefusedRolledBack(t *testing.T) {
+	r := newFleetRig(t)
+	box := r.box(t, "mr-update-a")
+	relPub, relKey, _ := ed25519.GenerateKey(rand.Reader)
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(relPub)
+	pubFile := filepath.Join(box.dir, "release.pub")
+	os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+
+	// The installed binary, and version 2 of it.
+	installed := filepath.Join(t.TempDir(), "mailroomd")
+	b, _ := os.ReadFile(binary)
+	os.WriteFile(installed, b, 0o755)
+	v2 := filepath.Join(t.TempDir(), "mailroomd")
+	if out, err := exec.Command("go", "build", "-ldflags", "-X main.version=2.0.0-test", "-o", v2, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build v2: %v %s", err, out)
+	}
+	v2bytes, _ := os.ReadFile(v2)
+	good := releaseDir(t, relKey, "mailroomd", v2bytes)
+	badlySigned := releaseDir(t, otherKey, "mailroomd", v2bytes)
+	hangs := releaseDir(t, relKey, "mailroomd", []byte("#!/bin/sh\nexec sleep 600\n"))
+
+	cfg := box.config(t, r.broker.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 200ms}\n"+r.fleetSection()+
+		fmt.Sprintf("\n  release_key_file: %s\n  update_timeout: 4s", pubFile))
+	stateDir := box.dir
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, f := range []string{"update.log", "daemon.log", "result.json"} {
+				b, _ := os.ReadFile(filepath.Join(stateDir, update.Dir, f))
+				t.Logf("%s:\n%s", f, b)
+			}
+		}
+		if h, err := update.ReadHealth(stateDir); err == nil {
+			update.StopProcess(h.PID, 5*time.Second)
+		}
+		exec.Command("pkill", "-f", "sleep 600").Run()
+	})
+	p := &proc{log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(installed, "run", "--config", cfg)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	p.waitLog(t, "remote instructions ready", 10*time.Second)
+	results := r.broker.Subscribe(t, "update-results", "mailroom/v1/mr-update-a/cmd/update/result")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ping := func() string {
+		res, err := r.op.Command(ctx, "mr-update-a", "ping", nil, time.Minute)
+		if err != nil || !res.OK {
+			t.Fatalf("ping: %+v %v", res, err)
+		}
+		return res.Result.(map[string]any)["version"].(string)
+	}
+
+	// Signed by another key: refused, nothing changes.
+	res, err := r.op.Command(ctx, "mr-update-a", "update", map[string]string{"path": badlySigned}, time.Minute)
+	if err != nil || res.OK || !strings.Contains(res.Error, "not signed by the release key") {
+		t.Fatalf("badly signed update: %+v %v", res, err)
+	}
+	if v := ping(); v != "dev" {
+		t.Fatalf("version %q after a refused update", v)
+	}
+
+	// A good one: the daemon hands over, version 2 runs and reports.
+	res, err = r.op.Command(ctx, "mr-update-a", "update", map[string]string{"path": good}, time.Minute)
+	if err != nil || !res.OK {
+		t.Fatalf("update: %+v %v", res, err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the old daemon did not hand over")
+	}
+	waitOutcome := func(status string) {
+		t.Helper()
+		results.WaitFor(t, 60*time.Second, "update "+status, func(ms []mqtttest.Message) bool {
+			for _, m := range ms {
+				var fr fleet.Result
+				json.Unmarshal(m.Payload, &fr)
+				if b, _ := json.Marshal(fr.Result); strings.Contains(string(b), `"status":"`+status+`"`) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	waitOutcome("applied")
+	if v := ping(); v != "2.0.0-test" {
+		t.Fatalf("version %q after the update", v)
+	}
+	if got, _ := os.ReadFile(installed); string(got) != string(v2bytes) {
+		t.Fatal("the installed binary is not version 2")
+	}
+
+	// One that never becomes healthy: rolled back to version 2.
+	res, err = r.op.Command(ctx, "mr-update-a", "update", map[string]string{"path": hangs}, time.Minute)
+	if err != nil || !res.OK {
+		t.Fatalf("update to a hanging version: %+v %v", res, err)
+	}
+	waitOutcome("rolled_back")
+	if v := ping(); v != "2.0.0-test" {
+		t.Fatalf("version %q after the rollback", v)
+	}
+	if got, _ := os.ReadFile(installed); string(got) != string(v2bytes) {
+		t.Fatal("the rollback did not restore version 2")
+	}
+}

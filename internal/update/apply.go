@@ -1,0 +1,123 @@
+package update
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/release"
+)
+
+// Plan is what the updater process does.
+type Plan struct {
+	Pub      ed25519.PublicKey
+	Artifact string // verified against SHA256SUMS in its directory
+	StateDir string
+	Buffer   string // the buffer database file
+	// Exe is the binary to replace (binary installs); Deb selects dpkg.
+	Exe  string
+	Deb  bool
+	Args []string // the daemon's arguments, to start it again
+	// OldPID is the daemon that handed over; the updater waits for it to exit.
+	OldPID        int
+	From          string
+	RequestID     string
+	HealthTimeout time.Duration
+	// Start starts the daemon and returns its PID (nil: as a detached
+	// process for binary installs, systemctl for packages).
+	Start func() (int, error)
+	// Stop stops the daemon started by Start.
+	Stop func(pid int)
+	Log  func(format string, args ...any)
+}
+
+// Apply installs the artifact, starts it, and keeps it only if it becomes
+// healthy. It always writes a Result.
+func Apply(p Plan) Result {
+	r := Result{RequestID: p.RequestID, Artifact: filepath.Base(p.Artifact), From: p.From, TS: time.Now().UTC()}
+	fail := func(status string, err error) Result {
+		r.Status, r.Error, r.TS = status, err.Error(), time.Now().UTC()
+		p.Log("update %s: %v", status, err)
+		writeResult(p.StateDir, r)
+		return r
+	}
+	if err := release.VerifyFile(p.Pub, p.Artifact); err != nil {
+		return fail("failed", err)
+	}
+	waitExit(p.OldPID, 30*time.Second)
+	dir := filepath.Join(p.StateDir, Dir)
+	saved, err := backupBuffer(p.Buffer, dir)
+	if err != nil {
+		return fail("failed", err)
+	}
+	prev := p.Exe + ".prev"
+	if p.Deb {
+		// dpkg keeps no previous package: keep the previous binary, so that
+		// a rollback can put it back.
+		prev = filepath.Join(dir, "mailroomd.prev")
+		if err := copyFile(p.Exe, prev, 0o755); err != nil {
+			return fail("failed", fmt.Errorf("keep the previous binary: %w", err))
+		}
+	}
+	install := func() error {
+		if p.Deb {
+			out, err := exec.Command("dpkg", "-i", p.Artifact).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("dpkg -i: %v: %s", err, out)
+			}
+			return nil
+		}
+		if err := copyFile(p.Artifact, p.Exe+".new", 0o755); err != nil {
+			return err
+		}
+		if err := os.Rename(p.Exe, prev); err != nil {
+			return err
+		}
+		return os.Rename(p.Exe+".new", p.Exe)
+	}
+	rollback := func(pid int, cause error) Result {
+		if pid > 0 {
+			p.Stop(pid)
+		}
+		r.Status = "installing"
+		writeResult(p.StateDir, r)
+		if p.Deb {
+			copyFile(prev, p.Exe+".rollback", 0o755)
+			os.Rename(p.Exe+".rollback", p.Exe)
+		} else {
+			os.Rename(prev, p.Exe)
+		}
+		if err := restoreBuffer(p.Buffer, dir, saved); err != nil {
+			p.Log("restore buffer: %v", err)
+		}
+		if _, err := p.Start(); err != nil {
+			p.Log("start the previous version: %v", err)
+		}
+		return fail("rolled_back", cause)
+	}
+	if err := install(); err != nil {
+		return rollback(0, fmt.Errorf("install: %w", err))
+	}
+	os.Remove(filepath.Join(p.StateDir, HealthFile))
+	r.Status = "installing" // the new daemon waits for the outcome
+	writeResult(p.StateDir, r)
+	started := time.Now()
+	pid, err := p.Start()
+	if err != nil {
+		return rollback(0, fmt.Errorf("start the new version: %w", err))
+	}
+	deadline := started.Add(p.HealthTimeout)
+	for time.Now().Before(deadline) {
+		if h, err := ReadHealth(p.StateDir); err == nil && h.PID == pid && h.TS.After(started.Add(-time.Second)) {
+			r.Status, r.To, r.TS = "applied", h.Version, time.Now().UTC()
+			p.Log("update applied: %s -> %s", p.From, h.Version)
+			writeResult(p.StateDir, r)
+			return r
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return rollback(pid, fmt.Errorf("the new version did not become healthy (buffer open, uplink connected) within %s", p.HealthTimeout))
+}

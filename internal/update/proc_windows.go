@@ -1,0 +1,32 @@
+//go:build windows
+
+package update
+
+import (
+	"os"
+	"os/exec"
+	"time"
+)
+
+// waitExit gives the old process time to end (Windows: the service
+// manager restarts the service; the handover is best effort).
+func waitExit(pid int, max time.Duration) {
+	if p, err := os.FindProcess(pid); err == nil && pid > 0 {
+		done := make(chan struct{})
+		go func() { p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(max):
+		}
+	}
+}
+
+// Detach is a no-op on Windows: the child already outlives its parent.
+func Detach(cmd *exec.Cmd) {}
+
+// StopProcess kills a process.
+func StopProcess(pid int, grace time.Duration) {
+	if p, err := os.FindProcess(pid); err == nil {
+		p.Kill()
+	}
+}
