@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -238,6 +240,34 @@ func mustJSON(v any) []byte {
 	return b
 }
 
+// systemLogWriter hands log lines to the service manager's log (the
+// Windows event log). Under systemd stderr already goes to the journal.
+type systemLogWriter struct {
+	mu sync.Mutex
+	l  service.Logger
+}
+
+func (w *systemLogWriter) set(l service.Logger) { w.mu.Lock(); w.l = l; w.mu.Unlock() }
+
+func (w *systemLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	l := w.l
+	w.mu.Unlock()
+	if l == nil {
+		return len(p), nil
+	}
+	line := strings.TrimRight(string(p), "\n")
+	switch {
+	case strings.Contains(line, "level=ERROR") || strings.Contains(line, `"level":"ERROR"`):
+		l.Error(line)
+	case strings.Contains(line, "level=WARN") || strings.Contains(line, `"level":"WARN"`):
+		l.Warning(line)
+	default:
+		l.Info(line)
+	}
+	return len(p), nil
+}
+
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(cfg.Level))
@@ -252,7 +282,12 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 // shutting down aborts the shutdown at once.
 func runService(cfg *config.Config, stderr io.Writer) int {
 	ring := logring.New(1000)
-	log := newLogger(cfg.Log, io.MultiWriter(stderr, ring))
+	sysLog := &systemLogWriter{}
+	out := io.Writer(stderr)
+	if runtime.GOOS == "windows" && !service.Interactive() {
+		out = sysLog // a Windows service has no console: the event log
+	}
+	log := newLogger(cfg.Log, io.MultiWriter(out, ring))
 	remote, err := remoteconfig.Open(filepath.Dir(cfg.Storage.Path), cfg, time.Now)
 	if err != nil {
 		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
@@ -290,6 +325,9 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
 		return 1
+	}
+	if l, err := svc.SystemLogger(nil); err == nil {
+		sysLog.set(l)
 	}
 	if err := svc.Run(); err != nil {
 		log.Error("mailroomd failed", "err", err)
