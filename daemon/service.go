@@ -272,6 +272,19 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(cfg.Level))
 	opts := &slog.HandlerOptions{Level: lvl}
+	if !cfg.PersonalData {
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			switch a.Key {
+			case "recipient", "location", "barcode", "code":
+			default:
+				return a
+			}
+			if a.Value.String() != "" {
+				a.Value = slog.StringValue("[redacted]")
+			}
+			return a
+		}
+	}
 	if cfg.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

@@ -69,7 +69,7 @@ barcodes:
 	p.waitLog(t, "parcel updated", 10*time.Second)
 	scanDev.Scan("EMP-0077")
 	scanDev.Scan("]C1420100011234\x1d9400111899223855718403")
-	p.waitLog(t, "recipient=EMP-0077", 10*time.Second)
+	p.waitLog(t, "recipient=[redacted]", 10*time.Second)
 
 	// 4. A parcel on a scale that never settles: the unsettled weight.
 	shown.Store("\n0000.90LB\r\n10\r\x03")
@@ -136,6 +136,9 @@ barcodes:
 	}
 	if n := strings.Count(p.log.String(), "not understood"); n > 0 {
 		t.Fatalf("%d scale replies not understood", n)
+	}
+	if strings.Contains(p.log.String(), "EMP-0077") {
+		t.Fatal("a recipient appears in the log (personal data is redacted by default)")
 	}
 	if !strings.Contains(labels[1], "EMP-0077") {
 		t.Fatalf("label lacks the recipient:\n%s", labels[1])

@@ -212,6 +212,9 @@ type Alerts struct {
 type Log struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+	// PersonalData keeps recipients and locations in log lines; by default
+	// they are redacted.
+	PersonalData bool `yaml:"personal_data"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("2s", "168h").

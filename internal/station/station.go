@@ -435,7 +435,7 @@ func (s *Station) attach(ctx context.Context, scan event.Event, res barcode.Resu
 		if err := s.store.Resolve(ctx, old.scanID); err != nil {
 			return err
 		}
-		s.log.Info("held code replaced by a newer one", "kind", string(kind), "old", old.value, "new", res.Tracking)
+		s.log.Info("held code replaced by a newer one", "kind", string(kind), "code", res.Tracking)
 	}
 	s.holds[kind] = hold{scanID: scan.ID, value: res.Tracking, at: at}
 	return nil
