@@ -37,6 +37,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/label"
 	"github.com/mailroomd/mailroomd/internal/logring"
 	"github.com/mailroomd/mailroomd/internal/metrics"
+	"github.com/mailroomd/mailroomd/internal/seal"
 	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
@@ -128,8 +129,15 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		}
 	}
 
+	var keys *seal.Keys
+	if cfg.Storage.EncryptionKeyFile != "" {
+		var err error
+		if keys, err = seal.Load(cfg.Storage.EncryptionKeyFile); err != nil {
+			return nil, err
+		}
+	}
 	st, err := store.Open(ctx, store.Options{
-		Path: cfg.Storage.Path, MaxPending: cfg.Storage.MaxPending, RetainSent: cfg.Storage.RetainSent.D(),
+		Path: cfg.Storage.Path, MaxPending: cfg.Storage.MaxPending, RetainSent: cfg.Storage.RetainSent.D(), Seal: keys,
 		PruneInterval: time.Minute, Clock: clk, Logger: log.With("subsystem", "store"),
 	})
 	if err != nil {
@@ -143,12 +151,12 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 			fmt.Sprintf("buffer database was corrupt and moved to %s; %d unsent events salvaged", rec.MovedTo, rec.Salvaged))
 	}
 
-	keys, err := cfg.Fleet.Keys()
+	fleetKeys, err := cfg.Fleet.Keys()
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	a.fleet = a.newFleet(keys)
+	a.fleet = a.newFleet(fleetKeys)
 	a.uplink, err = uplink.New(st, uplink.Options{
 		Brokers: cfg.Uplink.Brokers, TLS: tlsCfg, ClientID: cfg.Appliance.ID, Site: cfg.Appliance.Site,
 		TopicPrefix: cfg.Uplink.TopicPrefix, Version: version, Window: cfg.Uplink.InflightWindow,

@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -186,5 +187,49 @@ func TestCrashLosesNothingCommitted(t *testing.T) {
 	}
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit code %d after the final SIGTERM", code)
+	}
+}
+
+func TestEncryptedBufferEndToEnd(t *testing.T) {
+	s := newSetup(t, "mr-sealed-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-sealed-01/events")
+	keyFile := filepath.Join(s.dir, "buffer.key")
+	var out strings.Builder
+	Main([]string{"buffer-key", "--id", "k1"}, &out, &out)
+	os.WriteFile(keyFile, []byte(out.String()), 0o600)
+	base := s.configText(s.broker.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 20ms, seed: 7}")
+	sealed := strings.Replace(base, "storage: {path: ", "storage: {encryption_key_file: "+keyFile+", path: ", 1)
+	cfg := filepath.Join(s.dir, "sealed.yaml")
+	os.WriteFile(cfg, []byte(sealed), 0o644)
+	p := startDaemon(t, cfg)
+	p.waitLog(t, "seq=30 ", 15*time.Second)
+	msgs := sub.WaitFor(t, 15*time.Second, "30 events in clear", mqtttest.DistinctEvents(30))
+	evs, _ := mqtttest.Delivered(t, msgs)
+	if len(evs[1].Barcode) == 0 {
+		t.Fatalf("event 1 without its barcode: %+v", evs[1])
+	}
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	db, _ := os.ReadFile(filepath.Join(s.dir, "buffer.db"))
+	if strings.Contains(string(db), string(evs[1].Barcode)) {
+		t.Fatal("a barcode is in the buffer file in clear")
+	}
+	// A wrong key is a clear error at start; nothing is touched.
+	var wrong strings.Builder
+	Main([]string{"buffer-key", "--id", "k1"}, &wrong, &wrong)
+	os.WriteFile(keyFile, []byte(wrong.String()), 0o600)
+	p = startDaemon(t, cfg)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the daemon started with a wrong key")
+	}
+	if !strings.Contains(p.log.String(), `cannot be opened: sealed payload does not open with its key`) {
+		t.Fatalf("no clear error:\n%s", p.log.String())
+	}
+	after, _ := os.ReadFile(filepath.Join(s.dir, "buffer.db"))
+	if len(after) != len(db) {
+		t.Fatal("the buffer changed when opened with a wrong key")
 	}
 }

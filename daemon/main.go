@@ -22,6 +22,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/devcert"
+	"github.com/mailroomd/mailroomd/internal/seal"
 	"github.com/mailroomd/mailroomd/internal/web"
 )
 
@@ -48,6 +49,7 @@ Usage:
   mailroomd fleet SUBCOMMAND ...         IT's fleet tools: keygen, status, cmd, config push, alerts, events
   mailroomd release sign|verify ...      sign release artifacts (SHA256SUMS + Ed25519 signature), or verify one
   mailroomd udev-rules                   print the udev rules that give the service its devices
+  mailroomd buffer-key [--id ID]         print a new key line for storage.encryption_key_file
   mailroomd passwd [--role clerk|admin] NAME
                                          read a password without echo and print the user line for web.users
   mailroomd dev-certs --dir DIR [--client-id ID]
@@ -135,6 +137,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return decode(rest, stdout, stderr)
 	case "install", "uninstall", "start", "stop", "restart", "status":
 		return control(cmd, rest, stdout, stderr)
+	case "buffer-key":
+		id := "k1"
+		if len(rest) == 2 && rest[0] == "--id" {
+			id = rest[1]
+		}
+		fmt.Fprintln(stdout, seal.NewKeyLine(id))
+		return 0
 	case "udev-rules":
 		fmt.Fprint(stdout, udevRules())
 		return 0

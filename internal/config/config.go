@@ -45,6 +45,9 @@ type Storage struct {
 	Path       string   `yaml:"path"`
 	MaxPending int      `yaml:"max_pending"`
 	RetainSent Duration `yaml:"retain_sent"`
+	// EncryptionKeyFile, when set, seals event payloads at rest with
+	// AES-256-GCM (`mailroomd buffer-key` makes a key line).
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
 }
 
 // Uplink configures the MQTT connection to the cloud.

@@ -15,6 +15,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/label"
+	"github.com/mailroomd/mailroomd/internal/seal"
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -77,6 +78,12 @@ func (d *decoder) validate(c *Config) {
 	}
 
 	c.Storage.Path = abs(c.Storage.Path)
+	if c.Storage.EncryptionKeyFile != "" {
+		c.Storage.EncryptionKeyFile = abs(c.Storage.EncryptionKeyFile)
+		if _, err := seal.Load(c.Storage.EncryptionKeyFile); err != nil {
+			bad("storage.encryption_key_file", "%v", err)
+		}
+	}
 	if c.Storage.MaxPending < 0 {
 		bad("storage.max_pending", "must be positive")
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/seal"
 )
 
 // ErrFull is returned by Append when max_pending unsent events are buffered.
@@ -46,6 +47,9 @@ type Options struct {
 	Clock clock.Clock
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
+	// Seal, if set, encrypts payloads at rest (AES-256-GCM) with its current
+	// key; rows sealed with any of its keys are opened.
+	Seal *seal.Keys
 	// ObserveCommit, if set, is called by the writer after each transaction
 	// with the number of operations in it and how long it took to commit.
 	ObserveCommit func(ops int, took time.Duration)
@@ -172,6 +176,10 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 		wdb.Close()
 		return nil, err
 	}
+	if err := o.checkKeys(ctx); err != nil {
+		wdb.Close()
+		return nil, err
+	}
 	if o.recovery != nil {
 		o.recovery.Salvaged, o.recovery.SalvageErr = o.salvage(ctx, o.recovery.MovedTo)
 		if err := o.loadCounts(ctx); err != nil {
@@ -187,7 +195,7 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	rdb.SetMaxOpenConns(4)
 	o.rdb = rdb
 
-	if o.insStmt, err = wdb.Prepare("INSERT INTO events(epoch, seq, id, type, ts, payload) VALUES (?,?,?,?,?,?)"); err != nil {
+	if o.insStmt, err = wdb.Prepare("INSERT INTO events(epoch, seq, id, type, ts, payload, key_id) VALUES (?,?,?,?,?,?,?)"); err != nil {
 		wdb.Close()
 		rdb.Close()
 		return nil, fmt.Errorf("open buffer: %w", err)
@@ -323,7 +331,10 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 		return 0, err
 	}
 	defer old.Close()
-	rows, err := old.QueryContext(ctx, "SELECT epoch, seq, id, type, ts, payload FROM events WHERE sent_at IS NULL ORDER BY pos")
+	rows, err := old.QueryContext(ctx, "SELECT epoch, seq, id, type, ts, payload, key_id FROM events WHERE sent_at IS NULL ORDER BY pos")
+	if err != nil {
+		rows, err = old.QueryContext(ctx, "SELECT epoch, seq, id, type, ts, payload, NULL FROM events WHERE sent_at IS NULL ORDER BY pos")
+	}
 	if err != nil {
 		return 0, fmt.Errorf("salvage from %s: %w", path, err)
 	}
@@ -338,12 +349,13 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 			ep, id, typ string
 			seq, ts     int64
 			payload     []byte
+			keyID       sql.NullString
 		)
-		if err = rows.Scan(&ep, &seq, &id, &typ, &ts, &payload); err != nil {
+		if err = rows.Scan(&ep, &seq, &id, &typ, &ts, &payload, &keyID); err != nil {
 			break
 		}
-		if _, err = tx.ExecContext(ctx, "INSERT OR IGNORE INTO events(epoch, seq, id, type, ts, payload) VALUES (?,?,?,?,?,?)",
-			ep, seq, id, typ, ts, payload); err != nil {
+		if _, err = tx.ExecContext(ctx, "INSERT OR IGNORE INTO events(epoch, seq, id, type, ts, payload, key_id) VALUES (?,?,?,?,?,?,?)",
+			ep, seq, id, typ, ts, payload, keyID); err != nil {
 			break
 		}
 		n++
@@ -358,6 +370,45 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 		err = fmt.Errorf("salvage from %s stopped after %d events: %w", path, n, err)
 	}
 	return n, err
+}
+
+// open returns a row's payload in clear.
+func (o *Outbox) open(keyID sql.NullString, eventID string, payload []byte) ([]byte, error) {
+	if !keyID.Valid {
+		return payload, nil
+	}
+	if o.opts.Seal == nil {
+		return nil, fmt.Errorf("event %s is sealed with key %q but no storage.encryption_key_file is configured", eventID, keyID.String)
+	}
+	return o.opts.Seal.Open(keyID.String, eventID, payload)
+}
+
+// checkKeys makes sure every sealed row can be opened: each key id in use
+// is in the key file, and opens one of its rows. A missing or wrong key is
+// an error at start, not a surprise at the first resend.
+func (o *Outbox) checkKeys(ctx context.Context) error {
+	rows, err := o.wdb.QueryContext(ctx, "SELECT DISTINCT key_id FROM events WHERE key_id IS NOT NULL")
+	if err != nil {
+		return fmt.Errorf("open buffer: check keys: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		var eid string
+		var payload []byte
+		if err := o.wdb.QueryRowContext(ctx, "SELECT id, payload FROM events WHERE key_id = ? LIMIT 1", id).Scan(&eid, &payload); err != nil {
+			return fmt.Errorf("open buffer: check key %q: %w", id, err)
+		}
+		if _, err := o.open(sql.NullString{String: id, Valid: true}, eid, payload); err != nil {
+			return fmt.Errorf("open buffer %s: events sealed with key %q cannot be opened: %w", o.opts.Path, id, err)
+		}
+	}
+	return nil
 }
 
 // Recovery reports whether the database was replaced at open, or nil.
@@ -452,7 +503,7 @@ func (o *Outbox) UseNonce(ctx context.Context, nonce string, expires time.Time) 
 // seq order, for a resend the cloud asked for.
 func (o *Outbox) BySeq(ctx context.Context, from, to int64) ([]Record, error) {
 	rows, err := o.rdb.QueryContext(ctx,
-		"SELECT pos, seq, id, payload FROM events WHERE epoch = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT 100000", o.epoch, from, to)
+		"SELECT pos, seq, id, payload, key_id FROM events WHERE epoch = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT 100000", o.epoch, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("read events by seq: %w", err)
 	}
@@ -460,7 +511,11 @@ func (o *Outbox) BySeq(ctx context.Context, from, to int64) ([]Record, error) {
 	var out []Record
 	for rows.Next() {
 		var r Record
-		if err := rows.Scan(&r.Pos, &r.Seq, &r.ID, &r.Payload); err != nil {
+		var keyID sql.NullString
+		if err := rows.Scan(&r.Pos, &r.Seq, &r.ID, &r.Payload, &keyID); err != nil {
+			return nil, fmt.Errorf("read events by seq: %w", err)
+		}
+		if r.Payload, err = o.open(keyID, r.ID, r.Payload); err != nil {
 			return nil, fmt.Errorf("read events by seq: %w", err)
 		}
 		out = append(out, r)
@@ -480,15 +535,23 @@ func (o *Outbox) Check(ctx context.Context) error {
 // Unresolved returns the scans committed at a station that no event has
 // resolved yet, in commit order.
 func (o *Outbox) Unresolved(ctx context.Context, station string) ([]event.Event, error) {
-	rows, err := o.rdb.QueryContext(ctx, "SELECT payload FROM unresolved WHERE station = ? ORDER BY pos", station)
+	rows, err := o.rdb.QueryContext(ctx, "SELECT scan_id, payload, key_id FROM unresolved WHERE station = ? ORDER BY pos", station)
 	if err != nil {
 		return nil, fmt.Errorf("read unresolved scans: %w", err)
 	}
 	defer rows.Close()
 	var out []event.Event
 	for rows.Next() {
-		var payload []byte
-		if err := rows.Scan(&payload); err != nil {
+		var (
+			id      string
+			payload []byte
+			keyID   sql.NullString
+		)
+		if err := rows.Scan(&id, &payload, &keyID); err != nil {
+			return nil, fmt.Errorf("read unresolved scans: %w", err)
+		}
+		payload, err := o.open(keyID, id, payload)
+		if err != nil {
 			return nil, fmt.Errorf("read unresolved scans: %w", err)
 		}
 		ev, err := event.Decode(payload)
@@ -532,7 +595,7 @@ type Stored struct {
 // Recent returns up to limit of the most recent events, newest first,
 // optionally only of the given types. Pruned events are gone.
 func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]Stored, error) {
-	q := "SELECT payload, sent_at IS NOT NULL FROM events"
+	q := "SELECT id, payload, key_id, sent_at IS NOT NULL FROM events"
 	args := make([]any, 0, len(types)+1)
 	if len(types) > 0 {
 		q += " WHERE type IN (?" + strings.Repeat(",?", len(types)-1) + ")"
@@ -550,10 +613,16 @@ func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]
 	var out []Stored
 	for rows.Next() {
 		var (
+			id      string
 			payload []byte
+			keyID   sql.NullString
 			sent    bool
 		)
-		if err := rows.Scan(&payload, &sent); err != nil {
+		if err := rows.Scan(&id, &payload, &keyID, &sent); err != nil {
+			return nil, fmt.Errorf("read recent events: %w", err)
+		}
+		payload, err := o.open(keyID, id, payload)
+		if err != nil {
 			return nil, fmt.Errorf("read recent events: %w", err)
 		}
 		ev, err := event.Decode(payload)
@@ -582,7 +651,7 @@ func (o *Outbox) Prune(ctx context.Context) (int64, error) {
 // publish order.
 func (o *Outbox) Pending(ctx context.Context, after int64, limit int) ([]Record, error) {
 	rows, err := o.rdb.QueryContext(ctx,
-		"SELECT pos, seq, id, payload FROM events WHERE sent_at IS NULL AND pos > ? ORDER BY pos LIMIT ?", after, limit)
+		"SELECT pos, seq, id, payload, key_id FROM events WHERE sent_at IS NULL AND pos > ? ORDER BY pos LIMIT ?", after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read pending events: %w", err)
 	}
@@ -590,7 +659,11 @@ func (o *Outbox) Pending(ctx context.Context, after int64, limit int) ([]Record,
 	out := make([]Record, 0, limit)
 	for rows.Next() {
 		var r Record
-		if err := rows.Scan(&r.Pos, &r.Seq, &r.ID, &r.Payload); err != nil {
+		var keyID sql.NullString
+		if err := rows.Scan(&r.Pos, &r.Seq, &r.ID, &r.Payload, &keyID); err != nil {
+			return nil, fmt.Errorf("read pending events: %w", err)
+		}
+		if r.Payload, err = o.open(keyID, r.ID, r.Payload); err != nil {
 			return nil, fmt.Errorf("read pending events: %w", err)
 		}
 		out = append(out, r)
@@ -748,12 +821,16 @@ func (o *Outbox) commit(batch []*request) {
 					results[i].err = err
 					continue
 				}
-				res, err := ins.Exec(ev.Epoch, ev.Seq, ev.ID, string(ev.Type), ev.Time.UnixMilli(), payload)
+				var keyID any
+				if o.opts.Seal != nil {
+					payload, keyID = o.opts.Seal.Seal(ev.ID, payload), o.opts.Seal.Current()
+				}
+				res, err := ins.Exec(ev.Epoch, ev.Seq, ev.ID, string(ev.Type), ev.Time.UnixMilli(), payload, keyID)
 				if err != nil {
 					return err
 				}
 				if ev.Station != "" {
-					if err := trackResolution(tx, ev, res, payload); err != nil {
+					if err := trackResolution(tx, ev, res, payload, keyID); err != nil {
 						return err
 					}
 				}
@@ -833,14 +910,14 @@ func (o *Outbox) commit(batch []*request) {
 
 // trackResolution keeps the unresolved table in step with an event at a
 // station: a scan becomes unresolved, an event resolving scans removes them.
-func trackResolution(tx *sql.Tx, ev event.Event, res sql.Result, payload []byte) error {
+func trackResolution(tx *sql.Tx, ev event.Event, res sql.Result, payload []byte, keyID any) error {
 	if ev.Type == event.TypeScan {
 		pos, err := res.LastInsertId()
 		if err != nil {
 			return err
 		}
-		if _, err := tx.Exec("INSERT INTO unresolved(scan_id, station, pos, payload) VALUES (?,?,?,?)",
-			ev.ID, ev.Station, pos, payload); err != nil {
+		if _, err := tx.Exec("INSERT INTO unresolved(scan_id, station, pos, payload, key_id) VALUES (?,?,?,?,?)",
+			ev.ID, ev.Station, pos, payload, keyID); err != nil {
 			return err
 		}
 	}

@@ -39,6 +39,9 @@ var migrations = []string{
 		nonce   TEXT    PRIMARY KEY,
 		expires INTEGER NOT NULL
 	) WITHOUT ROWID;`,
+	// 4: payloads sealed at rest name their key (NULL: plaintext).
+	`ALTER TABLE events ADD COLUMN key_id TEXT;
+	ALTER TABLE unresolved ADD COLUMN key_id TEXT;`,
 }
 
 // SchemaVersion is the schema version this build writes.
