@@ -6,7 +6,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEMO    := var/demo
 
-.PHONY: all build run broker deps test test-race fuzz bench vet clean cross package sign package-test
+.PHONY: all build run broker deps test test-race fuzz bench vet lint staticcheck clean cross package sign package-test
 
 all: build
 
@@ -49,9 +49,18 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
+## lint: go vet, gofmt, staticcheck, and govulncheck (which needs vuln.go.dev)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOVULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
+lint: vet staticcheck
+	$(GO) run $(GOVULNCHECK) ./...
+
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
 ## test: every test, with real mosquitto, PTYs, SQLite files and the real binary,
 ## and a short run of every fuzz target
-test: deps vet
+test: deps vet staticcheck
 	$(GO) test -count=1 -timeout 9m ./...
 	$(MAKE) fuzz FUZZTIME=3s
 	$(MAKE) package-test

@@ -25,9 +25,8 @@ const (
 
 // jobs is a label printer that takes every job at once.
 type jobs struct {
-	mu   sync.Mutex
-	got  []string
-	hold bool
+	mu  sync.Mutex
+	got []string
 }
 
 func (j *jobs) Submit(job []byte, sent func()) {
@@ -227,9 +226,10 @@ func TestDuplicateWithinWindow(t *testing.T) {
 	r.scan(strings.ToLower(upsCode), 2*time.Second, true) // same parcel, read differently
 	r.scan(uspsCode, 3*time.Second, true)
 	r.scan(upsCode, 11*time.Second, true) // outside the window: received again
-	got := r.waitEvents(event.TypeParcelReceived, 3)
+	r.waitEvents(event.TypeParcelReceived, 3)
 	time.Sleep(100 * time.Millisecond)
-	if got = r.events(event.TypeParcelReceived); len(got) != 3 {
+	got := r.events(event.TypeParcelReceived)
+	if len(got) != 3 {
 		t.Fatalf("%d parcel.received, want 3", len(got))
 	}
 	if got[0].Parcel.Tracking != upsCode || got[1].Parcel.Carrier != "usps" || got[2].Parcel.Tracking != upsCode {

@@ -85,7 +85,7 @@ func (f *Printer) serve(c net.Conn) {
 		}
 		buf = append(buf, rd[:n]...)
 		for {
-			if i := bytes.Index(buf, []byte("~HS")); i >= 0 && (bytes.Index(buf, []byte("^XA")) < 0 || i < bytes.Index(buf, []byte("^XA"))) {
+			if i, xa := bytes.Index(buf, []byte("~HS")), bytes.Index(buf, []byte("^XA")); i >= 0 && (xa < 0 || i < xa) {
 				buf = append(buf[:i], buf[i+3:]...)
 				f.mu.Lock()
 				silent, paper, head := f.silent, f.paperOut, f.headOpen
