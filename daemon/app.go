@@ -366,7 +366,20 @@ func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Repo
 		if err != nil {
 			return dev, err
 		}
-		dev.printer = zpl.New(zpl.Config{Name: d.Name, Where: d.Address, Dial: zpl.DialTCP(u.Host, 5*time.Second),
+		var dial func(context.Context) (zpl.Conn, error)
+		switch u.Scheme {
+		case "serial":
+			baud := 9600
+			if b, err := strconv.Atoi(u.Query().Get("baud")); err == nil && b > 0 {
+				baud = b
+			}
+			dial = zpl.DialSerial(u.Path, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit}, nil)
+		case "usb":
+			dial = zpl.DialDevice(u.Path)
+		default:
+			dial = zpl.DialTCP(u.Host, 5*time.Second)
+		}
+		dev.printer = zpl.New(zpl.Config{Name: d.Name, Where: d.Address, Dial: dial,
 			Poll: d.PollInterval.D(), Timeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Log: log, Health: h})
 	case "nci", "mt-sics", "toledo", "continuous":
 		unit, _ := serialscale.ParseUnit(d.Unit)

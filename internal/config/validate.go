@@ -199,8 +199,9 @@ func (d *decoder) validate(c *Config) {
 				bad(p+".interval", "must be positive")
 			}
 		case "zpl":
-			if u, err := url.Parse(dev.Address); dev.Address == "" || err != nil || u.Scheme != "tcp" || u.Port() == "" {
-				bad(p+".address", "required: the printer's address as tcp://host:9100")
+			if u, err := url.Parse(dev.Address); dev.Address == "" || err != nil ||
+				!(u.Scheme == "tcp" && u.Port() != "" || (u.Scheme == "serial" || u.Scheme == "usb") && u.Path != "") {
+				bad(p+".address", "required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600, or usb:///dev/usb/lp0 (a USB printer through Linux's usblp)")
 			}
 			if dev.PollInterval <= 0 {
 				bad(p+".poll_interval", "must be positive")

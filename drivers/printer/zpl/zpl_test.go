@@ -1,14 +1,23 @@
 package zpl
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.bug.st/serial"
+	"golang.org/x/term"
+
 	"github.com/mailroomd/mailroomd/drivers/printer"
 	"github.com/mailroomd/mailroomd/drivers/printer/zpl/zpltest"
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -117,5 +126,99 @@ func TestPrinterOverTCP(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// ptyPrinter plays a ZPL printer on a PTY master: it collects formats and
+// answers ~HS, like a printer on a serial port or a USB printer device.
+type ptyPrinter struct {
+	mu     sync.Mutex
+	buf    []byte
+	labels []string
+	paper  bool
+}
+
+func (f *ptyPrinter) reply(req []byte) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.buf = append(f.buf, req...)
+	var out []byte
+	for {
+		hs := bytes.Index(f.buf, []byte("~HS"))
+		xa := bytes.Index(f.buf, []byte("^XA"))
+		xz := bytes.Index(f.buf, []byte("^XZ"))
+		switch {
+		case hs >= 0 && (xa < 0 || hs < xa):
+			f.buf = append(f.buf[:hs], f.buf[hs+3:]...)
+			paper := 0
+			if f.paper {
+				paper = 1
+			}
+			out = append(out, fmt.Sprintf("\x02030,%d,0,1245,000,0,0,0,000,0,0,0\x03\r\n\x02000,0,0,0,0,2,6,0,00000000,1,000\x03\r\n\x021234,0\x03\r\n", paper)...)
+		case xa >= 0 && xz > xa:
+			f.labels = append(f.labels, string(f.buf[xa:xz+3]))
+			f.buf = f.buf[xz+3:]
+		default:
+			return out
+		}
+	}
+}
+
+func (f *ptyPrinter) got() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.labels...)
+}
+
+func TestPrinterOverSerialAndDevice(t *testing.T) {
+	for _, transport := range []string{"serial", "device"} {
+		t.Run(transport, func(t *testing.T) {
+			link := filepath.Join(t.TempDir(), "ttyPrinter")
+			dev := serialtest.New(t, link)
+			fake := &ptyPrinter{}
+			stop := make(chan struct{})
+			go dev.Answer(stop, fake.reply)
+			defer close(stop)
+			dial := DialSerial(link, &serial.Mode{BaudRate: 9600}, nil)
+			if transport == "device" {
+				// A raw-mode tty stands in for /dev/usb/lp0: a character
+				// device that is written, read and polled.
+				target, _ := os.Readlink(link)
+				f, err := os.OpenFile(target, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := term.MakeRaw(int(f.Fd())); err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				dial = DialDevice(target)
+			}
+			p := New(Config{Name: "desk-printer", Where: transport, Dial: dial, Poll: 50 * time.Millisecond,
+				Timeout: 300 * time.Millisecond, ReconnectMin: 20 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+			out := make(chan printer.Reading, 32)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx, out) }()
+			nextStatus(t, out, func(s printer.Status) bool { return s.OK() })
+			label := string(Label(Field(10, 10, 30, "über serial ^XZ")))
+			var sent atomic.Int32
+			p.Submit([]byte(label), func() { sent.Add(1) })
+			waitFor(t, "the label", func() bool { return len(fake.got()) == 1 })
+			if got := fake.got()[0] + "\n"; got != label {
+				t.Fatalf("label arrived as %q", got)
+			}
+			fake.mu.Lock()
+			fake.paper = true
+			fake.mu.Unlock()
+			nextStatus(t, out, func(s printer.Status) bool { return s.PaperOut })
+			if sent.Load() != 1 {
+				t.Fatalf("sent callback %d times", sent.Load())
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
