@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/mailroomd/mailroomd/drivers/scale"
 )
@@ -56,35 +55,69 @@ const (
 )
 
 // ParseUnit maps a unit as scales print it to a scale.Unit.
-func ParseUnit(s string) (scale.Unit, bool) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "g":
+func ParseUnit(s string) (scale.Unit, bool) { return unitOf([]byte(s)) }
+
+// unitOf is ParseUnit on bytes, without allocating.
+func unitOf(b []byte) (scale.Unit, bool) {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.EqualFold(b, []byte("g")):
 		return scale.Gram, true
-	case "kg":
+	case bytes.EqualFold(b, []byte("kg")):
 		return scale.Kilogram, true
-	case "lb", "lbs":
+	case bytes.EqualFold(b, []byte("lb")), bytes.EqualFold(b, []byte("lbs")):
 		return scale.Pound, true
-	case "oz":
+	case bytes.EqualFold(b, []byte("oz")):
 		return scale.Ounce, true
-	case "mg":
+	case bytes.EqualFold(b, []byte("mg")):
 		return scale.Milligram, true
 	}
 	return scale.Unknown, false
 }
 
+// parseFloat parses a number without allocating for short inputs.
+func parseFloat(b []byte) (float64, error) {
+	return strconv.ParseFloat(string(b), 64) // does not escape: no copy for short inputs
+}
+
+// fields splits b at runs of spaces into out and returns how many fields
+// it found (at most len(out)); it does not allocate.
+func fields(b []byte, out [][]byte) int {
+	n := 0
+	for i := 0; i < len(b) && n < len(out); {
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+			i++
+		}
+		start := i
+		for i < len(b) && b[i] != ' ' && b[i] != '\t' {
+			i++
+		}
+		if i > start {
+			out[n] = b[start:i]
+			n++
+		}
+	}
+	return n
+}
+
 // splitWeight splits "  -12.50 kg" into value and unit text.
-func splitWeight(s string) (float64, string, error) {
-	s = strings.TrimSpace(s)
+func splitWeight(s []byte) (float64, []byte, error) {
+	s = bytes.TrimSpace(s)
 	i := 0
+	var num [32]byte
+	n := 0
 	for i < len(s) && (s[i] == '+' || s[i] == '-' || s[i] == '.' || s[i] == ' ' || (s[i] >= '0' && s[i] <= '9')) {
+		if s[i] != ' ' && n < len(num) {
+			num[n] = s[i]
+			n++
+		}
 		i++
 	}
-	num := strings.ReplaceAll(s[:i], " ", "")
-	v, err := strconv.ParseFloat(num, 64)
+	v, err := parseFloat(num[:n])
 	if err != nil {
-		return 0, "", fmt.Errorf("bad weight %q", s)
+		return 0, nil, fmt.Errorf("bad weight %q", s)
 	}
-	return v, strings.TrimSpace(s[i:]), nil
+	return v, bytes.TrimSpace(s[i:]), nil
 }
 
 // NCI is the NCI / Weigh-Tronix SCP-01 protocol.
@@ -109,22 +142,36 @@ func (NCI) Parse(buf []byte) (int, scale.Reading, bool, error) {
 		return 0, scale.Reading{}, false, nil
 	}
 	n := end + 1
-	var fields []string
-	for _, f := range bytes.FieldsFunc(buf[:end], func(r rune) bool { return r == '\r' || r == '\n' }) {
-		if printable(f) {
-			fields = append(fields, string(f)) // line noise between frames is dropped
+	var lines [3][]byte
+	count := 0
+	rest := buf[:end]
+	for len(rest) > 0 {
+		i := bytes.IndexAny(rest, "\r\n")
+		var f []byte
+		if i < 0 {
+			f, rest = rest, nil
+		} else {
+			f, rest = rest[:i], rest[i+1:]
 		}
+		if len(f) == 0 || !printable(f) {
+			continue // line noise between frames is dropped
+		}
+		if count == len(lines) {
+			return n, scale.Reading{}, false, fmt.Errorf("unexpected NCI reply %q", buf[:end])
+		}
+		lines[count] = f
+		count++
 	}
-	if len(fields) == 1 && strings.TrimSpace(fields[0]) == "?" {
+	if count == 1 && bytes.Equal(bytes.TrimSpace(lines[0]), []byte("?")) {
 		return n, scale.Reading{}, false, ErrUnknownCommand
 	}
-	var weight, status string
-	switch len(fields) {
+	var weight, status []byte
+	switch count {
 	case 2:
-		weight, status = fields[0], fields[1]
+		weight, status = lines[0], lines[1]
 	case 1:
 		// Status glued to the weight line: "0002.50LB00" or "0002.50LBS00".
-		f := fields[0]
+		f := lines[0]
 		if len(f) < 3 {
 			return n, scale.Reading{}, false, fmt.Errorf("short NCI reply %q", f)
 		}
@@ -132,7 +179,7 @@ func (NCI) Parse(buf []byte) (int, scale.Reading, bool, error) {
 	default:
 		return n, scale.Reading{}, false, fmt.Errorf("unexpected NCI reply %q", buf[:end])
 	}
-	status = strings.TrimPrefix(strings.TrimSpace(status), "S")
+	status = bytes.TrimPrefix(bytes.TrimSpace(status), []byte("S"))
 	if len(status) != 2 || status[0] < '0' || status[0] > '?' || status[1] < '0' || status[1] > '?' {
 		return n, scale.Reading{}, false, fmt.Errorf("bad NCI status %q", status)
 	}
@@ -156,11 +203,11 @@ func (NCI) Parse(buf []byte) (int, scale.Reading, bool, error) {
 		r.Status = scale.StatusStable
 	}
 	if r.Status == scale.StatusStable || r.Status == scale.StatusMotion || r.Status == scale.StatusZero {
-		v, unitText, err := splitWeight(strings.TrimSuffix(strings.TrimSpace(weight), "S"))
+		v, unitText, err := splitWeight(bytes.TrimSuffix(bytes.TrimSpace(weight), []byte("S")))
 		if err != nil {
 			return n, scale.Reading{}, false, err
 		}
-		u, ok := ParseUnit(unitText)
+		u, ok := unitOf(unitText)
 		if !ok {
 			return n, scale.Reading{}, false, fmt.Errorf("unknown unit %q", unitText)
 		}
@@ -185,11 +232,13 @@ func (SICS) Parse(buf []byte) (int, scale.Reading, bool, error) {
 	if n == 0 {
 		return 0, scale.Reading{}, false, nil
 	}
-	f := strings.Fields(line)
-	if len(f) == 0 {
+	var fa [4][]byte
+	nf := fields(line, fa[:])
+	f := fa[:nf]
+	if nf == 0 {
 		return n, scale.Reading{}, false, nil
 	}
-	switch f[0] {
+	switch string(f[0]) {
 	case "ES":
 		return n, scale.Reading{}, false, errors.New("MT-SICS syntax error (ES)")
 	case "ET":
@@ -205,7 +254,7 @@ func (SICS) Parse(buf []byte) (int, scale.Reading, bool, error) {
 	if len(f) < 2 {
 		return n, scale.Reading{}, false, fmt.Errorf("short MT-SICS reply %q", line)
 	}
-	switch f[1] {
+	switch string(f[1]) {
 	case "I":
 		return n, scale.Reading{}, false, errors.New("MT-SICS scale busy (S I)")
 	case "+":
@@ -219,16 +268,16 @@ func (SICS) Parse(buf []byte) (int, scale.Reading, bool, error) {
 	if len(f) < 4 {
 		return n, scale.Reading{}, false, fmt.Errorf("short MT-SICS weight %q", line)
 	}
-	v, err := strconv.ParseFloat(f[2], 64)
+	v, err := parseFloat(f[2])
 	if err != nil {
 		return n, scale.Reading{}, false, fmt.Errorf("bad MT-SICS weight %q", f[2])
 	}
-	u, ok := ParseUnit(f[3])
+	u, ok := unitOf(f[3])
 	if !ok {
 		return n, scale.Reading{}, false, fmt.Errorf("unknown unit %q", f[3])
 	}
 	r := scale.Reading{Value: v, Unit: u, Status: scale.StatusMotion}
-	if f[1] == "S" {
+	if f[1][0] == 'S' {
 		r.Status, r.Stable = scale.StatusStable, true
 		if v == 0 {
 			r.Status = scale.StatusZero
@@ -239,19 +288,19 @@ func (SICS) Parse(buf []byte) (int, scale.Reading, bool, error) {
 
 // cutLine returns the first line ending in CR, LF or CR LF, and how many
 // bytes it took (0 if no line end yet). Overlong input is consumed.
-func cutLine(buf []byte) (string, int) {
+func cutLine(buf []byte) ([]byte, int) {
 	i := bytes.IndexAny(buf, "\r\n")
 	if i < 0 {
 		if len(buf) > 256 {
-			return "", len(buf)
+			return nil, len(buf)
 		}
-		return "", 0
+		return nil, 0
 	}
 	n := i + 1
 	if buf[i] == '\r' && n < len(buf) && buf[n] == '\n' {
 		n++
 	}
-	return string(buf[:i]), n
+	return buf[:i], n
 }
 
 // Toledo is the 8217-style protocol.
@@ -279,9 +328,9 @@ func (t Toledo) Parse(buf []byte) (int, scale.Reading, bool, error) {
 		}
 		return 0, scale.Reading{}, false, nil
 	}
-	body := string(buf[1:e])
+	body := buf[1:e]
 	n := e + 1
-	if strings.HasPrefix(body, "?") {
+	if len(body) > 0 && body[0] == '?' {
 		if len(body) < 2 {
 			return n, scale.Reading{}, false, errors.New("toledo status frame without status")
 		}
@@ -304,8 +353,8 @@ func (t Toledo) Parse(buf []byte) (int, scale.Reading, bool, error) {
 		return n, scale.Reading{}, false, err
 	}
 	u := t.Unit
-	if rest != "" {
-		if pu, ok := ParseUnit(rest); ok {
+	if len(rest) > 0 {
+		if pu, ok := unitOf(rest); ok {
 			u = pu
 		}
 	}
@@ -331,29 +380,30 @@ func (Continuous) Parse(buf []byte) (int, scale.Reading, bool, error) {
 	if n == 0 {
 		return 0, scale.Reading{}, false, nil
 	}
-	line = strings.Trim(line, "\x02\x03 ")
-	if line == "" {
+	line = bytes.Trim(line, "\x02\x03 ")
+	if len(line) == 0 {
 		return n, scale.Reading{}, false, nil
 	}
-	parts := strings.Split(line, ",")
-	head := ""
-	if len(parts) >= 2 {
-		head = strings.TrimSpace(parts[0])
+	var head []byte
+	last := line
+	if i := bytes.IndexByte(line, ','); i >= 0 {
+		head = bytes.TrimSpace(line[:i])
+		last = line[bytes.LastIndexByte(line, ',')+1:]
 	}
-	if head == "OL" {
+	if string(head) == "OL" {
 		return n, scale.Reading{Status: scale.StatusOverload}, true, nil
 	}
-	v, unitText, err := splitWeight(parts[len(parts)-1])
+	v, unitText, err := splitWeight(last)
 	if err != nil {
 		return n, scale.Reading{}, false, err
 	}
-	u, ok := ParseUnit(unitText)
+	u, ok := unitOf(unitText)
 	if !ok {
 		return n, scale.Reading{}, false, fmt.Errorf("unknown unit %q", unitText)
 	}
 	r := scale.Reading{Value: v, Unit: u, Status: scale.StatusStable, Stable: true}
 	switch {
-	case head == "US":
+	case string(head) == "US":
 		r.Status, r.Stable = scale.StatusMotion, false
 	case v < 0:
 		r.Status, r.Stable, r.Value = scale.StatusUnderZero, false, 0
