@@ -79,6 +79,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParseHostStatus -fuzztime $(FUZZTIME) ./drivers/printer/zpl
 	$(GO) test -run XXX -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./internal/barcode
 	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime $(FUZZTIME) ./internal/envelope
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./drivers/hotplug
 
 ## cross: linux/amd64, linux/arm64 and windows/amd64 binaries, with cgo
 ## (Debian's cross compilers), version and commit stamped

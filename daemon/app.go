@@ -17,6 +17,7 @@ import (
 	"go.bug.st/serial"
 
 	"github.com/mailroomd/mailroomd/drivers/hid"
+	"github.com/mailroomd/mailroomd/drivers/hotplug"
 	"github.com/mailroomd/mailroomd/drivers/printer"
 	"github.com/mailroomd/mailroomd/drivers/printer/zpl"
 	"github.com/mailroomd/mailroomd/drivers/scale"
@@ -66,6 +67,7 @@ type App struct {
 	stations []*station.Station
 	devices  []device
 	metrics  *metrics.Metrics
+	hotplug  *hotplug.Watcher
 	fleet    *fleet.Fleet
 	web      *web.Server
 	// logs holds the recent log lines for the logs command; restart asks
@@ -81,17 +83,19 @@ type App struct {
 	byScanner map[string]*station.Station
 	byScale   map[string]*station.Station
 
-	uplinkCancel context.CancelFunc
-	uplinkDone   chan struct{}
-	devCancel    context.CancelFunc
-	devWG        sync.WaitGroup
-	stCancel     context.CancelFunc
-	stWG         sync.WaitGroup
-	frontMu      sync.RWMutex // held to swap the front (devices, stations, web)
-	webCancel    context.CancelFunc
-	webDone      chan struct{}
-	fleetCancel  context.CancelFunc
-	fleetDone    chan struct{}
+	uplinkCancel  context.CancelFunc
+	uplinkDone    chan struct{}
+	devCancel     context.CancelFunc
+	devWG         sync.WaitGroup
+	stCancel      context.CancelFunc
+	stWG          sync.WaitGroup
+	frontMu       sync.RWMutex // held to swap the front (devices, stations, web)
+	webCancel     context.CancelFunc
+	webDone       chan struct{}
+	fleetCancel   context.CancelFunc
+	fleetDone     chan struct{}
+	hotplugCancel context.CancelFunc
+	hotplugDone   chan struct{}
 }
 
 // Hooks are what the service wrapper gives the app.
@@ -112,7 +116,8 @@ type Hooks struct {
 // until Start.
 func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock.Clock, hooks Hooks) (*App, error) {
 	a := &App{cfg: cfg, log: log, clock: clk, changed: make(chan struct{}, 1), history: web.NewHistory(),
-		logs: hooks.Logs, restart: hooks.Restart, handover: hooks.Handover, hooks: hooks}
+		hotplug: hotplug.NewWatcher(log.With("subsystem", "hotplug")),
+		logs:    hooks.Logs, restart: hooks.Restart, handover: hooks.Handover, hooks: hooks}
 	a.health = health.NewTracker(clk, func(c health.Condition, cleared bool) {
 		if cleared {
 			log.Info("condition cleared", "key", c.Key)
@@ -213,7 +218,7 @@ func (a *App) buildFront() error {
 	a.devices, a.web = nil, nil
 	printers := map[string]*zpl.Printer{}
 	for _, d := range cfg.Devices {
-		dev, err := newDevice(d, a.clock, a.log.With("subsystem", "driver"), a.health)
+		dev, err := newDevice(d, a.clock, a.log.With("subsystem", "driver"), a.health, a.hotplug.Subscribe())
 		if err != nil {
 			return fmt.Errorf("device %s: %w", d.Name, err)
 		}
@@ -319,7 +324,7 @@ func serialOpener(d config.Device) (func(string, *serial.Mode) (serial.Port, err
 	return serialport.USBOpener(m), nil
 }
 
-func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Reporter) (device, error) {
+func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Reporter, wake <-chan struct{}) (device, error) {
 	dev := device{name: d.Name}
 	switch d.Driver {
 	case "sim":
@@ -344,14 +349,14 @@ func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Repo
 		dev.scanner = serialline.New(serialline.Config{
 			Name: d.Name, Port: d.Port, Mode: mode,
 			Terminator: term, Prefix: []byte(d.Prefix), Suffix: []byte(d.Suffix), MaxLength: d.MaxLength,
-			Control: ctrl, ReconnectMin: 200 * time.Millisecond, ReconnectMax: d.ReconnectMax.D(),
+			Control: ctrl, ReconnectMin: 200 * time.Millisecond, ReconnectMax: d.ReconnectMax.D(), Wake: wake,
 		}, open, clk, log, h)
 	case "hid-keyboard", "hid-pos":
 		m, err := usbhid.ParseMatch(d.USB)
 		if err != nil {
 			return dev, err
 		}
-		common := usbhid.Common{Name: d.Name, Match: m, Clock: clk, Log: log, Health: h, ReconnectMax: d.ReconnectMax.D()}
+		common := usbhid.Common{Name: d.Name, Match: m, Clock: clk, Log: log, Health: h, ReconnectMax: d.ReconnectMax.D(), Wake: wake}
 		if d.Kind == "scale" {
 			dev.scale = &usbhid.Scale{Common: common}
 			break
@@ -380,7 +385,7 @@ func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Repo
 			dial = zpl.DialTCP(u.Host, 5*time.Second)
 		}
 		dev.printer = zpl.New(zpl.Config{Name: d.Name, Where: d.Address, Dial: dial,
-			Poll: d.PollInterval.D(), Timeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Log: log, Health: h})
+			Poll: d.PollInterval.D(), Timeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Log: log, Health: h, Wake: wake})
 	case "nci", "mt-sics", "toledo", "continuous":
 		unit, _ := serialscale.ParseUnit(d.Unit)
 		proto, err := serialscale.ByName(d.Driver, unit)
@@ -396,7 +401,7 @@ func newDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Repo
 			return dev, err
 		}
 		dev.scale = serialscale.New(serialscale.Config{Name: d.Name, Port: d.Port, Mode: mode, Protocol: proto,
-			Poll: d.PollInterval.D(), ReadTimeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D()}, open, clk, log, h)
+			Poll: d.PollInterval.D(), ReadTimeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Wake: wake}, open, clk, log, h)
 	default:
 		return dev, errors.New("unknown driver " + strconv.Quote(d.Driver))
 	}
@@ -426,6 +431,12 @@ func (a *App) Start() {
 	go func() {
 		defer close(a.fleetDone)
 		a.fleet.Run(fctx)
+	}()
+	hctx, hcancel := context.WithCancel(context.Background())
+	a.hotplugCancel, a.hotplugDone = hcancel, make(chan struct{})
+	go func() {
+		defer close(a.hotplugDone)
+		a.hotplug.Run(hctx)
 	}()
 
 	a.startFront()
@@ -543,6 +554,8 @@ func (a *App) startPrinter(ctx context.Context, d device) {
 // read), the uplink (letting in-flight publishes settle), then the store.
 func (a *App) Stop() error {
 	a.stopFront()
+	a.hotplugCancel()
+	<-a.hotplugDone
 	a.fleetCancel()
 	<-a.fleetDone
 	a.log.Info("stopping uplink")

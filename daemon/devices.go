@@ -119,7 +119,7 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 			fmt.Fprintf(stdout, "%s  state: %s: %s\n", time.Now().Format("15:04:05.000"), c.Severity, c.Message)
 		}
 	})
-	dev, err := newDevice(*dc, clock.Real{}, log, h)
+	dev, err := newDevice(*dc, clock.Real{}, log, h, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "mailroomd: device %s: %v\n", name, err)
 		return 2

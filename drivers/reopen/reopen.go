@@ -32,6 +32,8 @@ type Loop[T io.Closer] struct {
 	Min, Max time.Duration
 	Log      *slog.Logger
 	Health   health.Reporter
+	// Wake, if set, cuts a backoff wait short: a device appeared (hot-plug).
+	Wake <-chan struct{}
 }
 
 // DisconnectedKey is the condition a Loop raises while device name is not
@@ -66,7 +68,7 @@ func (l *Loop[T]) Run(ctx context.Context) error {
 				log.Warn(l.Kind+" unavailable, retrying", "device", l.Name, "at", l.Where, "err", err)
 				logged = true
 			}
-			if !sleep(ctx, backoff) {
+			if !sleep(ctx, backoff, l.Wake) {
 				return nil
 			}
 			backoff = min(backoff*2, maxB)
@@ -85,19 +87,22 @@ func (l *Loop[T]) Run(ctx context.Context) error {
 		}
 		h.Set(key, health.Warning, fmt.Sprintf("disconnected from %s: %v", l.Where, err))
 		log.Warn(l.Kind+" disconnected", "device", l.Name, "at", l.Where, "err", err)
-		if !sleep(ctx, backoff) {
+		if !sleep(ctx, backoff, l.Wake) {
 			return nil
 		}
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d, or until wake fires, or ctx ends (false).
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
+		return true
+	case <-wake:
 		return true
 	}
 }

@@ -21,6 +21,8 @@ type Common struct {
 	Log          *slog.Logger
 	Health       health.Reporter
 	ReconnectMax time.Duration
+	// Wake cuts the reconnect backoff short when a device appears.
+	Wake <-chan struct{}
 }
 
 func (c Common) loop(kind string) Loop {
@@ -31,7 +33,7 @@ func (c Common) loop(kind string) Loop {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 	return Loop{Name: c.Name, Kind: kind, Match: c.Match, Open: c.Open, ReconnectMin: 200 * time.Millisecond,
-		ReconnectMax: c.ReconnectMax, Log: c.Log, Health: c.Health}
+		ReconnectMax: c.ReconnectMax, Log: c.Log, Health: c.Health, Wake: c.Wake}
 }
 
 func (c Common) now() time.Time {

@@ -71,6 +71,8 @@ type Loop struct {
 	ReconnectMax time.Duration
 	Log          *slog.Logger
 	Health       health.Reporter
+	// Wake cuts the reconnect backoff short when a device appears.
+	Wake <-chan struct{}
 }
 
 // Run reads reports until ctx is cancelled; it returns nil then.
@@ -94,6 +96,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 		},
 		Min: max(l.ReconnectMin, 50*time.Millisecond), Max: l.ReconnectMax, Log: l.Log, Health: l.Health,
+		Wake: l.Wake,
 	}
 	return loop.Run(ctx)
 }

@@ -47,6 +47,8 @@ type Config struct {
 	ReconnectMax time.Duration
 	Log          *slog.Logger
 	Health       health.Reporter
+	// Wake cuts the reconnect backoff short when a device appears (hot-plug).
+	Wake <-chan struct{}
 }
 
 // Printer queues jobs for one printer and reports its status.
@@ -157,6 +159,7 @@ func (p *Printer) Run(ctx context.Context, out chan<- printer.Reading) error {
 			}
 		},
 		Min: p.cfg.ReconnectMin, Max: p.cfg.ReconnectMax, Log: p.cfg.Log, Health: p.cfg.Health,
+		Wake: p.cfg.Wake,
 	}
 	return loop.Run(ctx)
 }

@@ -28,6 +28,8 @@ type Config struct {
 	ReadTimeout  time.Duration
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
+	// Wake cuts the reconnect backoff short when a device appears (hot-plug).
+	Wake <-chan struct{}
 }
 
 // Opener opens a serial port; serial.Open in production.
@@ -88,6 +90,7 @@ func (d *Driver) Run(ctx context.Context, out chan<- scale.Reading) error {
 			return d.serve(ctx, port, out)
 		},
 		Min: d.cfg.ReconnectMin, Max: d.cfg.ReconnectMax, Log: d.log, Health: d.health,
+		Wake: d.cfg.Wake,
 	}
 	return loop.Run(ctx)
 }

@@ -28,6 +28,8 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the reopen backoff.
 	ReconnectMin time.Duration
 	ReconnectMax time.Duration
+	// Wake cuts the reconnect backoff short when a device appears (hot-plug).
+	Wake <-chan struct{}
 }
 
 // ParseParity maps a config word to a serial.Parity.
@@ -110,6 +112,7 @@ func (d *Driver) Run(ctx context.Context, sink scanner.Sink) error {
 			return d.read(ctx, port, sink, lineMode)
 		},
 		Min: d.cfg.ReconnectMin, Max: d.cfg.ReconnectMax, Log: d.log, Health: d.health,
+		Wake: d.cfg.Wake,
 	}
 	return loop.Run(ctx)
 }
