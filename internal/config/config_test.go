@@ -229,7 +229,7 @@ func TestHardwareDevices(t *testing.T) {
 		"devices[4].terminator: not used by driver nci",
 		`devices[5].usb: "12:34" is not a USB id`,
 		`devices[5].layout: unknown keyboard layout "fr"`,
-		"devices[6].address: required: the printer's address as tcp://host:9100",
+		"devices[6].address: required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600, or usb:///dev/usb/lp0",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%s", want, err)
