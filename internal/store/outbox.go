@@ -114,9 +114,9 @@ type result struct {
 
 // Outbox is the durable, ordered event buffer.
 type Outbox struct {
-	opts          Options
-	log           *slog.Logger
-	wdb, rdb, cdb *sql.DB
+	opts     Options
+	log      *slog.Logger
+	wdb, rdb *sql.DB
 	epoch    string
 	ids      *event.IDGenerator
 	recovery *Recovery
@@ -206,31 +206,11 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
 
-	// Checkpoints move the WAL into the database file and fsync it: run on
-	// the committing connection (SQLite's default) they land on the commit
-	// that crosses the threshold and make the latency tail. A background
-	// connection does them instead.
-	if _, err := wdb.ExecContext(ctx, "PRAGMA wal_autocheckpoint=0"); err != nil {
-		wdb.Close()
-		rdb.Close()
-		return nil, fmt.Errorf("open buffer: %w", err)
-	}
-	cdb, err := sql.Open("sqlite3", dsn(opts.Path))
-	if err != nil {
-		wdb.Close()
-		rdb.Close()
-		return nil, fmt.Errorf("open buffer checkpointer: %w", err)
-	}
-	cdb.SetMaxOpenConns(1)
-	o.cdb = cdb
-
 	o.reqs = make(chan *request, 4096)
 	o.quit = make(chan struct{})
 	o.writerDone = make(chan struct{})
 	o.notify = make(chan struct{}, 1)
 	go o.writer()
-	o.wg.Add(1)
-	go o.checkpointer()
 	if opts.PruneInterval > 0 {
 		o.wg.Add(1)
 		go o.pruner()
@@ -718,28 +698,9 @@ func (o *Outbox) Close() error {
 		close(o.quit)
 		<-o.writerDone
 		o.wg.Wait()
-		err = errors.Join(o.insStmt.Close(), o.markStmt.Close(), o.rdb.Close(), o.cdb.Close(), o.wdb.Close())
+		err = errors.Join(o.insStmt.Close(), o.markStmt.Close(), o.rdb.Close(), o.wdb.Close())
 	})
 	return err
-}
-
-// checkpointer copies the WAL back into the database file from its own
-// connection: PASSIVE (never blocks the writer) every 200 ms while the WAL
-// grows, and a TRUNCATE at close.
-func (o *Outbox) checkpointer() {
-	defer o.wg.Done()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-o.quit:
-			<-o.writerDone
-			o.cdb.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
-			return
-		case <-t.C:
-			o.cdb.Exec("PRAGMA wal_checkpoint(PASSIVE)")
-		}
-	}
 }
 
 func (o *Outbox) pruner() {
