@@ -63,7 +63,6 @@ staticcheck:
 test: deps vet staticcheck
 	$(GO) test -count=1 -timeout 9m ./...
 	$(MAKE) fuzz FUZZTIME=3s
-	$(MAKE) package-test
 
 test-race: deps
 	$(GO) test -race -count=1 -timeout 15m ./...
