@@ -119,7 +119,7 @@ sign: package
 	./bin/linux-amd64/mailroomd release sign --key $(RELEASE_KEY) --out dist dist/*.deb dist/mailroomd.exe
 
 ## package-test: build, sign, inspect, install and purge the packages
-package-test:
+package-test: deps
 	packaging/test-package.sh
 
 ## bench: ingest, drain, latency and memory benchmarks (see docs/benchmarks.md)
