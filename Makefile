@@ -6,7 +6,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 DEMO    := var/demo
 
-.PHONY: all build run broker deps test test-race fuzz bench vet lint staticcheck clean cross package sign package-test
+.PHONY: chaos all build run broker deps test test-race fuzz bench vet lint staticcheck clean cross package sign package-test
 
 all: build
 
@@ -79,6 +79,11 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./internal/barcode
 	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./drivers/hotplug
+
+## chaos: the chaos suite with many faults (a short run is part of make test)
+CHAOS_ROUNDS ?= 200
+chaos: deps
+	MAILROOMD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -count=1 -timeout 60m -run 'TestChaos|TestDiskFull' -v ./daemon
 
 ## cross: linux/amd64, linux/arm64 and windows/amd64 binaries, with cgo
 ## (Debian's cross compilers), version and commit stamped
