@@ -224,3 +224,50 @@ func TestDiskFull(t *testing.T) {
 func execCommand(name string, args ...string) ([]byte, error) {
 	return exec.Command(name, args...).CombinedOutput()
 }
+
+// TestClockJumps shifts the daemon's wall clock back and forth while scans
+// stream in: ids never go backwards, seqs stay gapless, and the event
+// times follow the clock honestly.
+func TestClockJumps(t *testing.T) {
+	s := newSetup(t, "mr-clock-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-clock-01/events")
+	offsetFile := filepath.Join(s.dir, "offset")
+	os.WriteFile(offsetFile, []byte("0s"), 0o644)
+	cfg := s.config(t, s.broker.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 10ms}")
+	p := startDaemon(t, cfg, "MAILROOMD_TEST_CLOCK_OFFSET_FILE="+offsetFile)
+	p.waitLog(t, "uplink connected", 10*time.Second)
+	for _, off := range []string{"-2h", "3h", "-30m", "0s"} {
+		time.Sleep(400 * time.Millisecond)
+		os.WriteFile(offsetFile, []byte(off), 0o644)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	msgs := sub.WaitFor(t, 10*time.Second, "events", mqtttest.DistinctEvents(100))
+	evs, _ := mqtttest.Delivered(t, msgs)
+	var last int64
+	for seq := range evs {
+		last = max(last, seq)
+	}
+	backwards, forwards := 0, 0
+	for seq := int64(2); seq <= last; seq++ {
+		prev, cur := evs[seq-1], evs[seq]
+		if cur.ID == "" || prev.ID == "" {
+			t.Fatalf("seq %d or %d missing of %d", seq-1, seq, last)
+		}
+		if cur.ID <= prev.ID {
+			t.Fatalf("id went backwards at seq %d: %s <= %s", seq, cur.ID, prev.ID)
+		}
+		switch d := cur.Time.Sub(prev.Time); {
+		case d < -time.Hour:
+			backwards++
+		case d > time.Hour:
+			forwards++
+		}
+	}
+	if backwards == 0 || forwards == 0 {
+		t.Fatalf("event times did not follow the clock jumps (back %d, forward %d)", backwards, forwards)
+	}
+	t.Logf("clock jumps: %d events, ts jumped back %d and forward %d times, ids and seqs monotonic", last, backwards, forwards)
+}

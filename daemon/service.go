@@ -39,6 +39,10 @@ type program struct {
 	handover chan struct{}
 	remote   *remoteconfig.Manager
 
+	// clk is the daemon's clock: the system clock, or for the chaos tests
+	// one shifted by MAILROOMD_TEST_CLOCK_OFFSET_FILE.
+	clk clock.Clock
+
 	mu      sync.Mutex
 	app     *App
 	cfg     *config.Config
@@ -89,11 +93,11 @@ func (p *program) Start(service.Service) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	app, err := NewApp(context.Background(), cfg, p.log, clock.Real{}, p.hooks())
+	app, err := NewApp(context.Background(), cfg, p.log, p.clk, p.hooks())
 	if err != nil && cfg != p.local {
 		p.log.Error("remote config does not start; rolling back", "err", err)
 		cfg, _ = p.remote.Rollback("the config did not start: " + err.Error())
-		app, err = NewApp(context.Background(), cfg, p.log, clock.Real{}, p.hooks())
+		app, err = NewApp(context.Background(), cfg, p.log, p.clk, p.hooks())
 		trial = false
 	}
 	if err != nil {
@@ -161,11 +165,11 @@ func (p *program) swap(cfg *config.Config, trial bool) {
 	if err := p.app.Stop(); err != nil {
 		p.log.Error("stop for a config switch", "err", err)
 	}
-	app, err := NewApp(context.Background(), cfg, p.log, clock.Real{}, p.hooks())
+	app, err := NewApp(context.Background(), cfg, p.log, p.clk, p.hooks())
 	if err != nil && trial {
 		p.log.Error("remote config does not start; rolling back", "err", err)
 		cfg, _ = p.remote.Rollback("the config did not start: " + err.Error())
-		app, err = NewApp(context.Background(), cfg, p.log, clock.Real{}, p.hooks())
+		app, err = NewApp(context.Background(), cfg, p.log, p.clk, p.hooks())
 		trial = false
 	}
 	if err != nil {
@@ -268,6 +272,29 @@ func (w *systemLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testClock returns the system clock, or, when a test names an offset file,
+// a clock shifted by the duration written in it (re-read every 100 ms).
+// Go reads the time without libc, so a test cannot fake it from outside;
+// the chaos suite uses this to make the wall clock jump.
+func testClock(offsetFile string, log *slog.Logger) clock.Clock {
+	if offsetFile == "" {
+		return clock.Real{}
+	}
+	off := clock.NewOffset(clock.Real{}, 0)
+	log.Warn("test clock: the wall clock is shifted by the offset in the file", "file", offsetFile)
+	go func() {
+		for {
+			if b, err := os.ReadFile(offsetFile); err == nil {
+				if d, err := time.ParseDuration(strings.TrimSpace(string(b))); err == nil {
+					off.Set(d)
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return off
+}
+
 func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(cfg.Level))
@@ -306,7 +333,8 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
 		return 1
 	}
-	prg := &program{local: cfg, log: log, logs: ring, restart: make(chan struct{}, 1), handover: make(chan struct{}, 1), remote: remote}
+	prg := &program{local: cfg, log: log, logs: ring, restart: make(chan struct{}, 1), handover: make(chan struct{}, 1), remote: remote,
+		clk: testClock(os.Getenv("MAILROOMD_TEST_CLOCK_OFFSET_FILE"), log)}
 	restarting := false
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
