@@ -133,7 +133,8 @@ bench: deps
 	$(GO) test -run XXX -bench . -benchmem ./drivers/... ./internal/barcode
 	$(GO) test -run XXX -bench PageTTFB -benchmem ./internal/web
 	$(GO) test -run XXX -bench Stream20 -benchtime 1x ./internal/web
-	$(GO) test -run XXX -bench . -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
+	$(GO) test -run XXX -bench Fleet -benchtime 1x -timeout 20m ./internal/uplink
+	$(GO) test -run XXX -bench 'Ingest|Drain|ScanToPuback|BacklogRSS' -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
 
 clean:
 	rm -rf dist
