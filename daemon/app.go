@@ -164,7 +164,7 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 	a.fleet = a.newFleet(fleetKeys)
 	a.uplink, err = uplink.New(st, uplink.Options{
 		Brokers: cfg.Uplink.Brokers, TLS: tlsCfg, ClientID: cfg.Appliance.ID, Site: cfg.Appliance.Site,
-		TopicPrefix: cfg.Uplink.TopicPrefix, Version: version, Window: cfg.Uplink.InflightWindow,
+		TopicPrefix: cfg.Uplink.TopicPrefix, Version: version, Window: cfg.Uplink.InflightWindow, BatchMax: cfg.Uplink.BatchMax,
 		KeepAlive: cfg.Uplink.KeepAlive.D(), ConnectTimeout: cfg.Uplink.ConnectTimeout.D(),
 		WriteTimeout: cfg.Uplink.WriteTimeout.D(), ReconnectMin: cfg.Uplink.ReconnectMin.D(),
 		ReconnectMax: cfg.Uplink.ReconnectMax.D(), ShutdownTimeout: cfg.Uplink.ShutdownTimeout.D(),

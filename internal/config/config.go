@@ -59,6 +59,7 @@ type Uplink struct {
 	TopicPrefix     string   `yaml:"topic_prefix"`
 	Insecure        bool     `yaml:"insecure"`
 	InflightWindow  int      `yaml:"inflight_window"`
+	BatchMax        int      `yaml:"batch_max"`
 	KeepAlive       Duration `yaml:"keepalive"`
 	ConnectTimeout  Duration `yaml:"connect_timeout"`
 	WriteTimeout    Duration `yaml:"write_timeout"`

@@ -140,6 +140,9 @@ func (d *decoder) validate(c *Config) {
 	if u.InflightWindow < 1 || u.InflightWindow > 65535 {
 		bad("uplink.inflight_window", "must be between 1 and 65535")
 	}
+	if u.BatchMax < 0 || u.BatchMax > 1000 {
+		bad("uplink.batch_max", "must be between 0 (no batching) and 1000")
+	}
 	for _, f := range []struct {
 		field string
 		v     Duration

@@ -66,6 +66,10 @@ type Options struct {
 	Clock  clock.Clock
 	Logger *slog.Logger
 	Health health.Reporter
+	// BatchMax > 1 packs up to that many events into one message on
+	// {prefix}/{id}/events/batch (a JSON array), for brokers that limit
+	// publishes per second per connection. 0 or 1: one event per message.
+	BatchMax int
 	// Subscriptions are (re)made on every connection.
 	Subscriptions []Subscription
 	// OnConnect, if set, is called after each connection is up and
@@ -437,10 +441,12 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 				fail(fmt.Errorf("publish: %w", err))
 				continue
 			}
-			if p.opts.OnAck != nil {
-				p.opts.OnAck(pt.pos, time.Since(pt.at))
+			for _, pos := range pt.pos {
+				if p.opts.OnAck != nil {
+					p.opts.OnAck(pos, time.Since(pt.at))
+				}
+				acks <- pos
 			}
-			acks <- pt.pos
 		}
 	}()
 	settle := func() {
@@ -487,7 +493,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 			}
 			continue
 		}
-		for _, r := range recs {
+		for i := 0; i < len(recs); {
 			select {
 			case window <- struct{}{}:
 			case err := <-failed:
@@ -495,18 +501,44 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 			case <-ctx.Done():
 				return nil
 			}
-			tokens <- published{tok: client.Publish(topic, 1, false, r.Payload), pos: r.Pos, at: time.Now()}
-			cursor = r.Pos
+			if p.opts.BatchMax <= 1 {
+				r := recs[i]
+				tokens <- published{tok: client.Publish(topic, 1, false, r.Payload), pos: []int64{r.Pos}, at: time.Now()}
+				cursor = r.Pos
+				i++
+				continue
+			}
+			// One message of as many events as fit, in order.
+			body := append(make([]byte, 0, 4096), '[')
+			var pos []int64
+			for i < len(recs) && len(pos) < p.opts.BatchMax && (len(pos) == 0 || len(body)+len(recs[i].Payload) < maxBatchBytes) {
+				if len(pos) > 0 {
+					body = append(body, ',')
+				}
+				body = append(body, recs[i].Payload...)
+				pos = append(pos, recs[i].Pos)
+				cursor = recs[i].Pos
+				i++
+			}
+			body = append(body, ']')
+			tokens <- published{tok: client.Publish(p.Topic(TopicEventBatch), 1, false, body), pos: pos, at: time.Now()}
 		}
 	}
 }
 
-// published is a publish awaiting its PUBACK.
+// published is a publish awaiting its PUBACK: one event, or a batch.
 type published struct {
 	tok mqtt.Token
-	pos int64
+	pos []int64
 	at  time.Time
 }
+
+// TopicEventBatch carries batches of events when batching is on.
+const TopicEventBatch = "events/batch"
+
+// maxBatchBytes keeps a batch under the 128 KiB message limit of common
+// cloud brokers.
+const maxBatchBytes = 120 << 10
 
 // recordAcks marks acknowledged events sent. It gathers acknowledgements
 // for up to ackFlush before each write, so that a fast drain costs one small

@@ -3,6 +3,7 @@ package uplink_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -252,4 +253,58 @@ func TestFailoverToSecondBroker(t *testing.T) {
 	if st := r.p.State(); st.Broker != b.URL() {
 		t.Fatalf("connected broker = %q, want %q", st.Broker, b.URL())
 	}
+}
+
+func TestBatchesDrainInOrder(t *testing.T) {
+	b := mqtttest.Start(t)
+	sub := b.Subscribe(t, "cloud", "mailroom/v1/"+appliance+"/events/batch")
+	o := newOutbox(t)
+	appendScans(t, o, 0, 1000)
+	r := start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b), BatchMax: 50, Window: 4})
+	count := func(ms []mqtttest.Message) int {
+		n := 0
+		for _, m := range ms {
+			var arr []json.RawMessage
+			json.Unmarshal(m.Payload, &arr)
+			n += len(arr)
+		}
+		return n
+	}
+	msgs := sub.WaitFor(t, 30*time.Second, "1000 events in batches", func(ms []mqtttest.Message) bool { return count(ms) >= 1000 })
+	var last int64
+	seen := map[int64]bool{}
+	for _, m := range msgs {
+		var arr []json.RawMessage
+		if err := json.Unmarshal(m.Payload, &arr); err != nil {
+			t.Fatalf("batch is not a JSON array: %v", err)
+		}
+		if len(arr) > 50 {
+			t.Fatalf("batch of %d events, max 50", len(arr))
+		}
+		for _, raw := range arr {
+			ev, err := event.Decode(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !seen[ev.Seq] && ev.Seq < last {
+				t.Fatalf("seq %d after %d", ev.Seq, last)
+			}
+			seen[ev.Seq] = true
+			last = max(last, ev.Seq)
+		}
+	}
+	if len(seen) != 1000 || len(msgs) > 40 {
+		t.Fatalf("%d distinct events in %d messages", len(seen), len(msgs))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if st, _ := o.Stats(context.Background()); st.Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("events not marked sent after their batch's PUBACK")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.stop(t)
 }
