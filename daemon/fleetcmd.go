@@ -276,12 +276,7 @@ func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration,
 	}
 	g := fleetop.NewGapDetector()
 	g.FromFirstSeen = fromFirstSeen
-	err := c.Follow(ctx, "+/"+uplink.TopicEvents, func(m fleetop.Message) {
-		ev, err := event.Decode(m.Payload)
-		if err != nil {
-			fmt.Fprintf(stdout, "UNDECODABLE %s: %v\n", m.Topic, err)
-			return
-		}
+	show := func(ev event.Event) {
 		f := g.Add(ev)
 		note := ""
 		switch {
@@ -295,6 +290,29 @@ func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration,
 			note = "  fills a gap"
 		}
 		fmt.Fprintf(stdout, "%s %s seq=%d %s %s%s\n", ev.Appliance, ev.Epoch, ev.Seq, ev.Type, ev.ID, note)
+	}
+	// events/# also takes batches (events/batch, a JSON array).
+	err := c.Follow(ctx, "+/"+uplink.TopicEvents+"/#", func(m fleetop.Message) {
+		payloads := [][]byte{m.Payload}
+		if strings.HasSuffix(m.Topic, "/"+uplink.TopicEventBatch) {
+			var arr []json.RawMessage
+			if err := json.Unmarshal(m.Payload, &arr); err != nil {
+				fmt.Fprintf(stdout, "UNDECODABLE batch %s: %v\n", m.Topic, err)
+				return
+			}
+			payloads = payloads[:0]
+			for _, raw := range arr {
+				payloads = append(payloads, raw)
+			}
+		}
+		for _, b := range payloads {
+			ev, err := event.Decode(b)
+			if err != nil {
+				fmt.Fprintf(stdout, "UNDECODABLE %s: %v\n", m.Topic, err)
+				continue
+			}
+			show(ev)
+		}
 	})
 	for _, line := range g.Summary() {
 		fmt.Fprintln(stdout, "summary:", line)
