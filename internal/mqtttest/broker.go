@@ -62,7 +62,11 @@ func FreePort(t testing.TB) int {
 // Start generates a CA and certificates in a temporary directory and starts
 // mosquitto with require_certificate and persistence. It is stopped at the
 // end of the test.
-func Start(t testing.TB) *Broker {
+func Start(t testing.TB) *Broker { return StartWithACL(t, "") }
+
+// StartWithACL starts a broker that enforces the given mosquitto ACL file
+// contents (empty: no ACL, everything allowed).
+func StartWithACL(t testing.TB, acl string) *Broker {
 	t.Helper()
 	dir := t.TempDir()
 	now := time.Now()
@@ -100,6 +104,11 @@ func Start(t testing.TB) *Broker {
 	}
 	if os.Geteuid() == 0 {
 		conf = append(conf, "user root")
+	}
+	if acl != "" {
+		aclFile := filepath.Join(dir, "acl")
+		must(t, os.WriteFile(aclFile, []byte(acl), 0o644))
+		conf = append(conf, "acl_file "+aclFile)
 	}
 	must(t, os.WriteFile(filepath.Join(dir, "mosquitto.conf"), []byte(strings.Join(conf, "\n")+"\n"), 0o644))
 	b.Start()

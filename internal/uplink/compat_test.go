@@ -1,0 +1,79 @@
+package uplink_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+)
+
+// TestNATSCompatibility runs the uplink against nats-server's MQTT
+// interface (mutual TLS, QoS 1, retained status): every event arrives once
+// in order and is marked sent.
+func TestNATSCompatibility(t *testing.T) {
+	n := mqtttest.StartNATS(t)
+	var mu sync.Mutex
+	var events []event.Event
+	status := ""
+	o := mqtt.NewClientOptions().AddBroker(n.URL()).SetClientID("cloud").SetTLSConfig(n.TLSConfig(t, "cloud")).
+		SetCleanSession(true).SetOrderMatters(true)
+	c := mqtt.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	tok := c.Subscribe("mailroom/v1/"+appliance+"/#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case strings.HasSuffix(m.Topic(), "/events"):
+			ev, err := event.Decode(m.Payload())
+			if err == nil {
+				events = append(events, ev)
+			}
+		case strings.HasSuffix(m.Topic(), "/status"):
+			status = string(m.Payload())
+		}
+	})
+	if !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	out := newOutbox(t)
+	appendScans(t, out, 0, 300)
+	r := start(t, out, uplink.Options{Brokers: []string{n.URL()}, TLS: n.TLSConfig(t, appliance), Window: 32})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		got := len(events)
+		mu.Unlock()
+		if st, _ := out.Stats(context.Background()); st.Pending == 0 && got >= 300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 300 events arrived through NATS", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	seen := map[int64]bool{}
+	var last int64
+	for _, ev := range events {
+		if !seen[ev.Seq] && ev.Seq < last {
+			t.Fatalf("seq %d after %d", ev.Seq, last)
+		}
+		seen[ev.Seq] = true
+		last = max(last, ev.Seq)
+	}
+	if len(seen) != 300 || !strings.Contains(status, `"state":"online"`) {
+		t.Fatalf("%d distinct events, status %q", len(seen), status)
+	}
+	r.stop(t)
+}
