@@ -36,6 +36,7 @@ deps:
 	command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64); \
 	command -v osslsigncode >/dev/null || need+=(osslsigncode); \
 	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server); \
+	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server); \
 	command -v dpkg-deb >/dev/null || need+=(dpkg); \
 	command -v openssl >/dev/null || need+=(openssl); \
 	if [ $${#need[@]} -gt 0 ]; then \
@@ -45,7 +46,7 @@ deps:
 	fi
 	@# The packaged service would hold port 1883 and is not what the tests use.
 	@if command -v systemctl >/dev/null && systemctl is-active -q mosquitto 2>/dev/null; then systemctl stop mosquitto || true; fi
-	@if command -v systemctl >/dev/null && systemctl is-active -q nats-server 2>/dev/null; then systemctl stop nats-server || true; fi
+	@for s in nats-server rabbitmq-server; do if command -v systemctl >/dev/null && systemctl is-active -q $$s 2>/dev/null; then systemctl stop $$s || true; fi; done
 
 vet:
 	$(GO) vet ./...

@@ -2,6 +2,7 @@ package uplink_test
 
 import (
 	"context"
+	"crypto/tls"
 	"strings"
 	"sync"
 	"testing"
@@ -14,11 +15,22 @@ import (
 	"github.com/mailroomd/mailroomd/internal/uplink"
 )
 
+// compatBroker is a broker other than mosquitto.
+type compatBroker interface {
+	URL() string
+	TLSConfig(t testing.TB, cn string) *tls.Config
+}
+
 // TestNATSCompatibility runs the uplink against nats-server's MQTT
-// interface (mutual TLS, QoS 1, retained status): every event arrives once
-// in order and is marked sent.
-func TestNATSCompatibility(t *testing.T) {
-	n := mqtttest.StartNATS(t)
+// interface (mutual TLS, QoS 1, retained status).
+func TestNATSCompatibility(t *testing.T) { checkCompatible(t, mqtttest.StartNATS(t)) }
+
+// TestRabbitMQCompatibility runs the uplink against RabbitMQ's MQTT plugin.
+func TestRabbitMQCompatibility(t *testing.T) { checkCompatible(t, mqtttest.StartRabbitMQ(t)) }
+
+// checkCompatible: every event arrives once in order, is marked sent, and
+// the retained status is there.
+func checkCompatible(t *testing.T, n compatBroker) {
 	var mu sync.Mutex
 	var events []event.Event
 	status := ""
