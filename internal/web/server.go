@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -517,39 +518,50 @@ type ManualRequest struct {
 var gramsPer = map[string]float64{"g": 1, "kg": 1000, "lb": 453.59237, "oz": 28.349523125}
 
 func (s *Server) manual(w http.ResponseWriter, r *http.Request, sess *session) {
-	var req ManualRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8192)).Decode(&req); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 8192))
+	if err != nil {
 		jsonError(w, http.StatusBadRequest, "malformed request: "+err.Error())
 		return
 	}
-	req.Tracking, req.Recipient = strings.TrimSpace(req.Tracking), strings.TrimSpace(req.Recipient)
-	switch {
-	case req.Tracking == "" || len(req.Tracking) > 128:
-		jsonError(w, http.StatusBadRequest, "a tracking number of 1 to 128 characters is required")
+	m, err := s.parseManual(body)
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, err.Error())
 		return
-	case len(req.Recipient) > 128:
-		jsonError(w, http.StatusBadRequest, "the recipient is longer than 128 characters")
-		return
-	case !s.hasStation(req.Station):
-		jsonError(w, http.StatusBadRequest, "unknown station "+strconv.Quote(req.Station))
-		return
-	}
-	m := intake.Manual{Station: req.Station, Code: req.Tracking, Recipient: req.Recipient, At: s.opts.Now()}
-	if req.Weight != 0 {
-		per, ok := gramsPer[req.Unit]
-		if !ok || req.Weight < 0 || req.Weight > 1e6 {
-			jsonError(w, http.StatusBadRequest, "the weight must be a positive number in g, kg, lb or oz")
-			return
-		}
-		m.Weight = &event.Weight{Value: req.Weight, Unit: req.Unit, Grams: float64(int64(req.Weight*per*100+0.5)) / 100, Stable: true}
 	}
 	ev, err := s.opts.Actions.Manual(r.Context(), m)
 	if err != nil {
 		jsonError(w, http.StatusServiceUnavailable, "not recorded: "+err.Error())
 		return
 	}
-	s.opts.Log.Info("manual entry", "user", sess.user, "station", req.Station, "seq", ev.Seq, "id", ev.ID)
+	s.opts.Log.Info("manual entry", "user", sess.user, "station", m.Station, "seq", ev.Seq, "id", ev.ID)
 	writeJSON(w, map[string]any{"id": ev.ID, "seq": ev.Seq})
+}
+
+// parseManual checks a manual entry request and turns it into an intake
+// entry; the error says what is wrong.
+func (s *Server) parseManual(body []byte) (intake.Manual, error) {
+	var req ManualRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return intake.Manual{}, fmt.Errorf("malformed request: %w", err)
+	}
+	req.Tracking, req.Recipient = strings.TrimSpace(req.Tracking), strings.TrimSpace(req.Recipient)
+	switch {
+	case req.Tracking == "" || len(req.Tracking) > 128:
+		return intake.Manual{}, errors.New("a tracking number of 1 to 128 characters is required")
+	case len(req.Recipient) > 128:
+		return intake.Manual{}, errors.New("the recipient is longer than 128 characters")
+	case !s.hasStation(req.Station):
+		return intake.Manual{}, errors.New("unknown station " + strconv.Quote(req.Station))
+	}
+	m := intake.Manual{Station: req.Station, Code: req.Tracking, Recipient: req.Recipient, At: s.opts.Now()}
+	if req.Weight != 0 {
+		per, ok := gramsPer[req.Unit]
+		if !ok || req.Weight < 0 || req.Weight > 1e6 {
+			return intake.Manual{}, errors.New("the weight must be a positive number in g, kg, lb or oz")
+		}
+		m.Weight = &event.Weight{Value: req.Weight, Unit: req.Unit, Grams: float64(int64(req.Weight*per*100+0.5)) / 100, Stable: true}
+	}
+	return m, nil
 }
 
 func (s *Server) hasStation(name string) bool {
