@@ -71,23 +71,7 @@ func TestChaos(t *testing.T) {
 	os.WriteFile(cfg, []byte(drain), 0o644)
 	p = startDaemon(t, cfg)
 	p.waitLog(t, "uplink connected", 15*time.Second)
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(s.dir, "buffer.db")+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var pending int
-		db.QueryRow("SELECT count(*) FROM events WHERE sent_at IS NULL").Scan(&pending)
-		if pending == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events still pending after the drain", pending)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	db := waitDrained(t, filepath.Join(s.dir, "buffer.db"))
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
@@ -184,23 +168,7 @@ func TestDiskFull(t *testing.T) {
 	os.WriteFile(cfg, []byte(drain), 0o644)
 	p = startDaemon(t, cfg)
 	p.waitLog(t, "uplink connected", 15*time.Second)
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(vol, "buffer.db")+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var pending int
-		db.QueryRow("SELECT count(*) FROM events WHERE sent_at IS NULL").Scan(&pending)
-		if pending == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events still pending", pending)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	db := waitDrained(t, filepath.Join(vol, "buffer.db"))
 	p.stop(t)
 	var committed int64
 	db.QueryRow("SELECT value FROM meta WHERE key = 'last_seq'").Scan(&committed)
@@ -270,4 +238,27 @@ func TestClockJumps(t *testing.T) {
 		t.Fatalf("event times did not follow the clock jumps (back %d, forward %d)", backwards, forwards)
 	}
 	t.Logf("clock jumps: %d events, ts jumped back %d and forward %d times, ids and seqs monotonic", last, backwards, forwards)
+}
+
+// waitDrained opens a daemon's buffer read-only and waits until nothing in
+// it is pending.
+func waitDrained(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var pending int
+		db.QueryRow("SELECT count(*) FROM events WHERE sent_at IS NULL").Scan(&pending)
+		if pending == 0 {
+			return db
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events still pending after the drain", pending)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -141,19 +141,7 @@ func (b *Broker) Start() {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	must(b.t, cmd.Start())
 	b.cmd, b.log = cmd, logf
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", b.Port), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(b.Dir, "mosquitto.log"))
-			b.t.Fatalf("mosquitto did not start listening on %d: %v\n%s", b.Port, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitListening(b.t, "mosquitto", b.Port, 10*time.Second, filepath.Join(b.Dir, "mosquitto.log"))
 }
 
 // Stop stops the broker gracefully (SIGTERM), letting it save its
@@ -201,14 +189,37 @@ func WriteClient(t testing.TB, ca *devcert.CA, cn string) (certFile, keyFile str
 
 // TLSConfig returns a client TLS configuration trusting the broker's CA with
 // a fresh client certificate for cn.
-func (b *Broker) TLSConfig(t testing.TB, cn string) *tls.Config {
+func (b *Broker) TLSConfig(t testing.TB, cn string) *tls.Config { return clientTLS(t, b.CA, cn) }
+
+// clientTLS is a client configuration trusting ca, with a fresh client
+// certificate for cn from it.
+func clientTLS(t testing.TB, ca *devcert.CA, cn string) *tls.Config {
 	t.Helper()
-	certFile, keyFile := b.ClientFiles(t, cn)
+	certFile, keyFile := WriteClient(t, ca, cn)
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	must(t, err)
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(b.CA.CertPEM)
+	pool.AppendCertsFromPEM(ca.CertPEM)
 	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+}
+
+// waitListening waits until something accepts connections on port, and
+// fails the test with the log at logPath otherwise.
+func waitListening(t testing.TB, what string, port int, timeout time.Duration, logPath string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("%s did not start listening on %d: %v\n%s", what, port, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Message is one message a Subscriber received.

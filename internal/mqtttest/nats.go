@@ -2,9 +2,7 @@ package mqtttest
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,31 +66,12 @@ mqtt {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	must(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.Port), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return n
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "nats.log"))
-			t.Fatalf("nats-server did not start: %s", log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitListening(t, "nats-server", n.Port, 15*time.Second, filepath.Join(dir, "nats.log"))
+	return n
 }
 
 // URL is the MQTT broker URL.
 func (n *NATS) URL() string { return fmt.Sprintf("mqtts://127.0.0.1:%d", n.Port) }
 
 // TLSConfig is a client configuration with a certificate for cn.
-func (n *NATS) TLSConfig(t testing.TB, cn string) *tls.Config {
-	t.Helper()
-	certFile, keyFile := WriteClient(t, n.CA, cn)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	must(t, err)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(n.CA.CertPEM)
-	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost", MinVersion: tls.VersionTLS12}
-}
+func (n *NATS) TLSConfig(t testing.TB, cn string) *tls.Config { return clientTLS(t, n.CA, cn) }

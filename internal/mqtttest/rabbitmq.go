@@ -2,9 +2,7 @@ package mqtttest
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,31 +67,12 @@ loopback_users = none
 		cmd.Wait()
 		logf.Close()
 	})
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.Port), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return r
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "rabbitmq.log"))
-			t.Fatalf("rabbitmq did not start: %s", log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitListening(t, "rabbitmq", r.Port, 90*time.Second, filepath.Join(dir, "rabbitmq.log"))
+	return r
 }
 
 // URL is the MQTT broker URL.
 func (r *RabbitMQ) URL() string { return fmt.Sprintf("mqtts://127.0.0.1:%d", r.Port) }
 
 // TLSConfig is a client configuration with a certificate for cn.
-func (r *RabbitMQ) TLSConfig(t testing.TB, cn string) *tls.Config {
-	t.Helper()
-	certFile, keyFile := WriteClient(t, r.CA, cn)
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	must(t, err)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(r.CA.CertPEM)
-	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost", MinVersion: tls.VersionTLS12}
-}
+func (r *RabbitMQ) TLSConfig(t testing.TB, cn string) *tls.Config { return clientTLS(t, r.CA, cn) }
