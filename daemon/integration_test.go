@@ -125,6 +125,17 @@ func TestCrashLosesNothingCommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	// The final run first commits the lines still waiting in the tty: read
+	// the buffer once its count has stopped moving.
+	for stable, last := 0, -1; stable < 4; time.Sleep(250 * time.Millisecond) {
+		var n int
+		db.QueryRow("SELECT count(*) FROM events").Scan(&n)
+		if n == last {
+			stable++
+		} else {
+			stable, last = 0, n
+		}
+	}
 	committed := map[int64]string{}
 	var epochs int
 	db.QueryRow("SELECT count(DISTINCT epoch) FROM events").Scan(&epochs)
