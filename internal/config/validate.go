@@ -339,15 +339,7 @@ func (d *decoder) validateStations(c *Config, bad func(string, string, ...any), 
 	for i := range c.Stations {
 		st := &c.Stations[i]
 		p := fmt.Sprintf("stations[%d]", i)
-		switch {
-		case st.Name == "":
-			bad(p+".name", "required")
-		case !nameRE.MatchString(st.Name):
-			bad(p+".name", "%q is not a valid name: use letters, digits, '-', '_' or '.'", st.Name)
-		case names[st.Name]:
-			bad(p+".name", "duplicate station name %q", st.Name)
-		}
-		names[st.Name] = true
+		checkName(bad, p+".name", "station", st.Name, names)
 		for _, ref := range []struct{ key, dev, kind string }{
 			{"scanner", st.Scanner, "scanner"}, {"scale", st.Scale, "scale"}, {"printer", st.Printer, "printer"},
 		} {
@@ -452,15 +444,7 @@ func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) stri
 	seen := map[string]bool{}
 	for i, u := range w.Users {
 		p := fmt.Sprintf("web.users[%d]", i)
-		switch {
-		case u.Name == "":
-			bad(p+".name", "required")
-		case !nameRE.MatchString(u.Name):
-			bad(p+".name", "%q is not a valid user name: use letters, digits, '-', '_' or '.'", u.Name)
-		case seen[u.Name]:
-			bad(p+".name", "duplicate user %q", u.Name)
-		}
-		seen[u.Name] = true
+		checkName(bad, p+".name", "user", u.Name, seen)
 		if u.Role != "clerk" && u.Role != "admin" {
 			bad(p+".role", "unknown role %q (clerk, admin)", u.Role)
 		}
@@ -509,17 +493,9 @@ func validateFleet(f *Fleet, bad func(string, string, ...any), abs func(string) 
 			bad(d.key, "must not be negative")
 		}
 	}
-	if f.PendingAboveOK() != "" {
-		bad("fleet.alerts.pending_above", "%s", f.PendingAboveOK())
-	}
-}
-
-// PendingAboveOK explains a bad pending threshold, or returns "".
-func (f *Fleet) PendingAboveOK() string {
 	if f.Alerts.PendingAbove < 1 {
-		return "must be at least 1"
+		bad("fleet.alerts.pending_above", "must be at least 1")
 	}
-	return ""
 }
 
 // Keys returns the fleet keys by id; the config was validated.
@@ -541,4 +517,18 @@ func (f *Fleet) Keys() (map[string]ed25519.PublicKey, error) {
 		out[k.ID] = pk
 	}
 	return out, nil
+}
+
+// checkName reports a missing, malformed or duplicate name of a station or
+// user, and records it in seen.
+func checkName(bad func(string, string, ...any), field, what, name string, seen map[string]bool) {
+	switch {
+	case name == "":
+		bad(field, "required")
+	case !nameRE.MatchString(name):
+		bad(field, "%q is not a valid %s name: use letters, digits, '-', '_' or '.'", name, what)
+	case seen[name]:
+		bad(field, "duplicate %s name %q", what, name)
+	}
+	seen[name] = true
 }

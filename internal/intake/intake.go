@@ -97,12 +97,9 @@ func (in *Intake) CommitManual(ctx context.Context, m Manual) (event.Event, erro
 }
 
 func (in *Intake) commit(ctx context.Context, e event.Event) (event.Event, error) {
-	r := struct {
-		Device  string
-		Barcode []byte
-	}{e.Device, e.Barcode}
+	device := e.Device
 	if e.Manual {
-		r.Device = "manual@" + e.Station
+		device = "manual@" + e.Station
 	}
 	ev, err := in.store.Append(ctx, e)
 	if err != nil {
@@ -110,7 +107,7 @@ func (in *Intake) commit(ctx context.Context, e event.Event) (event.Event, error
 		if errors.Is(err, context.Canceled) {
 			return ev, err
 		}
-		in.log.Error("scan NOT recorded", "device", r.Device, "err", err)
+		in.log.Error("scan NOT recorded", "device", device, "err", err)
 		msg := "new scans are being refused: " + err.Error()
 		if errors.Is(err, store.ErrFull) {
 			msg = "buffer full: new scans are refused until the cloud link drains the backlog"
@@ -120,7 +117,7 @@ func (in *Intake) commit(ctx context.Context, e event.Event) (event.Event, error
 	}
 	in.committed.Add(1)
 	in.health.Clear(ConditionRefusing)
-	in.log.Info("scan committed", "device", r.Device, "station", e.Station, "seq", ev.Seq, "id", ev.ID, "barcode", printable(r.Barcode))
+	in.log.Info("scan committed", "device", device, "station", e.Station, "seq", ev.Seq, "id", ev.ID, "barcode", printable(e.Barcode))
 	if in.OnCommit != nil {
 		in.OnCommit(ev)
 	}
