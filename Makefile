@@ -39,6 +39,7 @@ deps:
 	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server); \
 	command -v dpkg-deb >/dev/null || need+=(dpkg); \
 	command -v openssl >/dev/null || need+=(openssl); \
+	command -v file >/dev/null || need+=(file); \
 	if [ $${#need[@]} -gt 0 ]; then \
 	  echo "installing: $${need[*]}"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

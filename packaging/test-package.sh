@@ -8,12 +8,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
 ok() { echo "package-test: ok: $*"; }
+# says PATTERN COMMAND...: whether COMMAND's output matches PATTERN. The
+# output is read whole first: piping into grep -q would let grep exit at the
+# first match and kill the writer with SIGPIPE, which pipefail reports as
+# a failure.
+says() { local pattern=$1 out; shift; out=$("$@") || return 1; grep -q -- "$pattern" <<<"$out"; }
 SUDO=
 if [ "$(id -u)" != 0 ]; then
 	command -v sudo >/dev/null || fail "installing the package needs root or sudo"
 	SUDO=sudo
 fi
-for tool in dpkg-deb dpkg osslsigncode openssl aarch64-linux-gnu-gcc x86_64-w64-mingw32-gcc; do
+for tool in dpkg-deb dpkg file osslsigncode openssl aarch64-linux-gnu-gcc x86_64-w64-mingw32-gcc; do
 	command -v "$tool" >/dev/null || fail "$tool is missing (make deps installs it)"
 done
 
@@ -33,7 +38,7 @@ commit=$(git rev-parse --short HEAD)
 
 for arch in amd64 arm64; do
 	deb=$(ls dist/mailroomd_*_"$arch".deb)
-	dpkg-deb -I "$deb" | grep -q "Architecture: $arch" || fail "$deb: wrong architecture"
+	says "Architecture: $arch" dpkg-deb -I "$deb" || fail "$deb: wrong architecture"
 	listing=$(dpkg-deb -c "$deb")
 	for want in '-rwxr-xr-x root/root .* ./usr/bin/mailroomd$' \
 		'-rw-r----- root/root .* ./etc/mailroomd/mailroomd.yaml$' \
@@ -52,7 +57,7 @@ for arch in amd64 arm64; do
 	grep -qx /etc/mailroomd/mailroomd.yaml "$work/control-$arch/conffiles" || fail "$deb: the config is not a conffile"
 	dpkg-deb -x "$deb" "$work/root-$arch"
 	want=$([ "$arch" = arm64 ] && echo "ARM aarch64" || echo "x86-64")
-	file "$work/root-$arch/usr/bin/mailroomd" | grep -q "$want" || fail "$deb: the binary is not $want"
+	says "$want" file "$work/root-$arch/usr/bin/mailroomd" || fail "$deb: the binary is not $want"
 	cmp -s "$work/root-$arch/usr/share/mailroomd/release.pub" "$work/release/fleet.pub" || fail "$deb: not the release key"
 	ok "$deb: files, modes, conffile, scripts, architecture"
 done
@@ -61,7 +66,7 @@ done
 deb=$(ls dist/mailroomd_*_amd64.deb)
 $SUDO dpkg --purge mailroomd >/dev/null 2>&1 || true
 $SUDO dpkg -i "$deb" >/dev/null || fail "dpkg -i $deb"
-/usr/bin/mailroomd version | grep -q "$commit" || fail "mailroomd version does not name commit $commit"
+says "$commit" /usr/bin/mailroomd version || fail "mailroomd version does not name commit $commit"
 getent passwd mailroomd >/dev/null || fail "no mailroomd user"
 [ "$(stat -c '%a %U:%G' /etc/mailroomd/mailroomd.yaml)" = "640 root:mailroomd" ] || fail "config mode $(stat -c '%a %U:%G' /etc/mailroomd/mailroomd.yaml)"
 [ "$(stat -c '%a %U:%G' /var/lib/mailroomd)" = "700 mailroomd:mailroomd" ] || fail "state dir mode $(stat -c '%a %U:%G' /var/lib/mailroomd)"
@@ -73,7 +78,7 @@ uplink: {brokers: ["mqtt://127.0.0.1:1883"], insecure: true}
 devices: [{name: sim, kind: scanner, driver: sim}]
 YAML
 /usr/bin/mailroomd check-config --config "$work/check.yaml" >/dev/null || fail "check-config from /usr/bin"
-/usr/bin/mailroomd install --config "$work/check.yaml" | grep -q "already installed its hardened unit" || fail "install did not defer to the package's unit"
+says "already installed its hardened unit" /usr/bin/mailroomd install --config "$work/check.yaml" || fail "install did not defer to the package's unit"
 if command -v systemd-analyze >/dev/null; then
 	out=$(systemd-analyze verify /usr/lib/systemd/system/mailroomd.service /usr/lib/systemd/system/mailroomd-update.service /usr/lib/systemd/system/mailroomd-update.path 2>&1) || fail "systemd-analyze verify: $out"
 	ok "systemd-analyze verify"
