@@ -5,6 +5,8 @@ if ! getent group mailroomd >/dev/null; then
 	addgroup --system mailroomd >/dev/null
 fi
 if ! getent passwd mailroomd >/dev/null; then
+	# The home must exist before adduser looks at it; its owner is set below.
+	install -d -m 0700 /var/lib/mailroomd
 	adduser --system --ingroup mailroomd --home /var/lib/mailroomd --no-create-home \
 		--shell /usr/sbin/nologin --gecos "mailroomd" mailroomd >/dev/null
 fi
