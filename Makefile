@@ -173,7 +173,9 @@ bench: deps
 	$(GO) test -run XXX -bench PageTTFB -benchmem ./internal/web
 	$(GO) test -run XXX -bench Stream20 -benchtime 1x ./internal/web
 	$(GO) test -run XXX -bench Fleet -benchtime 1x -timeout 20m ./internal/uplink
+	$(GO) test -run XXX -bench DiskSync -benchtime 5000x ./internal/store
 	$(GO) test -run XXX -bench 'Ingest|Drain|ScanToPuback|BacklogRSS' -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
+	TMPDIR=/dev/shm $(GO) test -run XXX -bench IngestOffered -benchtime 1x ./internal/store
 
 clean:
 	rm -rf dist
