@@ -13,7 +13,7 @@ DEMO    := var/demo
 GO_TOOLCHAIN ?= go1.27.3
 export GOTOOLCHAIN := $(GO_TOOLCHAIN)
 
-.PHONY: chaos all build run broker deps test prebuild unit test-race fuzz bench vet lint staticcheck vulncheck clean cross package sign package-test
+.PHONY: chaos all build run broker deps test prebuild tests test-race fuzz bench vet lint staticcheck vulncheck clean cross package sign package-test
 
 all: build
 
@@ -95,14 +95,14 @@ vulncheck:
 ## the tests and a short pass of every fuzz target run in parallel.
 test: deps
 	$(MAKE) --no-print-directory prebuild
-	$(MAKE) --no-print-directory -j3 -Otarget lint unit fuzz FUZZTIME=3s
+	$(MAKE) --no-print-directory -j3 -Otarget lint tests fuzz FUZZTIME=3s
 
 prebuild:
 	$(GO) build ./...
 	$(GO) test -count=1 -exec /bin/true ./... >/dev/null
 
-## unit: the tests alone (real mosquitto, PTYs, SQLite files, the real binary)
-unit:
+## tests: the Go tests alone (real mosquitto, PTYs, SQLite files, the real binary)
+tests:
 	$(GO) test -count=1 -timeout 9m ./...
 
 test-race: deps
