@@ -207,7 +207,7 @@ web:
 
 	// The language switch.
 	run("switch to English", chromedp.Click(chromedp.CSS("#lang-en")), waitText("[data-t=devices]", "Devices"),
-		waitText("#link-state", "Connected"))
+		waitText("#link-state", "Connected"), waitText("#manual-result", "Recorded as no."))
 
 	// The link to the box drops: a notice; it comes back: updates resume.
 	px.cut()

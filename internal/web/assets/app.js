@@ -62,7 +62,19 @@ function setLang(l) {
   document.cookie = "lang=" + l + "; path=/; samesite=strict; max-age=31536000";
   for (const e of document.querySelectorAll("[data-t]")) e.textContent = t(e.dataset.t);
   for (const b of document.querySelectorAll("button.lang")) b.classList.toggle("active", b.dataset.lang === l);
+  showResult();
   if (last) render(last);
+}
+
+// The answer to the clerk's last action, kept as a message key and its
+// detail so that a language switch translates it too.
+let result = null;
+function showResult(key, detail, ok) {
+  if (key !== undefined) result = { key, detail: detail == null ? "" : String(detail), ok };
+  if (!result) return;
+  const out = $("manual-result");
+  out.textContent = [result.key ? t(result.key) : "", result.detail].filter(Boolean).join(" ");
+  out.className = result.ok ? "ok" : "bad";
 }
 
 async function post(path, body) {
@@ -185,20 +197,17 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("logout").addEventListener("click", async () => { await post("/logout", {}).catch(() => {}); location.href = "/login"; });
   $("manual").addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const out = $("manual-result");
     try {
       const w = parseFloat($("manual-weight").value);
       const res = await post("/api/manual", {
         station: $("manual-station").value, tracking: $("manual-tracking").value,
         recipient: $("manual-recipient").value, weight: isNaN(w) ? 0 : w, unit: $("manual-unit").value,
       });
-      out.textContent = t("recorded") + " " + res.seq;
-      out.className = "ok";
+      showResult("recorded", res.seq, true);
       $("manual-tracking").value = ""; $("manual-recipient").value = ""; $("manual-weight").value = "";
       $("manual-tracking").focus();
     } catch (e) {
-      out.textContent = t("notRecorded") + " " + e.message;
-      out.className = "bad";
+      showResult("notRecorded", e.message, false);
     }
   });
   document.body.addEventListener("click", async (ev) => {
@@ -207,15 +216,13 @@ document.addEventListener("DOMContentLoaded", async () => {
     try {
       if (b.classList.contains("reprint")) {
         await post("/api/reprint", { station: b.dataset.station, parcel_id: b.dataset.id });
-        $("manual-result").textContent = t("reprinted");
+        showResult("reprinted", "", true);
       } else {
         const res = await post("/api/device-test", { device: b.dataset.device });
-        $("manual-result").textContent = b.dataset.device + ": " + res.result;
+        showResult("", b.dataset.device + ": " + res.result, true);
       }
-      $("manual-result").className = "ok";
     } catch (e) {
-      $("manual-result").textContent = e.message;
-      $("manual-result").className = "bad";
+      showResult("", e.message, false);
     }
   });
   connect();
