@@ -152,7 +152,7 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 	if rec := st.Recovery(); rec != nil {
 		log.Error("buffer database was unreadable: moved aside and replaced; a new epoch starts",
 			"moved_to", rec.MovedTo, "cause", rec.Cause, "salvaged_unsent", rec.Salvaged, "salvage_err", rec.SalvageErr, "epoch", st.Epoch())
-		a.health.Set("store.recovered", health.Warning,
+		a.health.Set(ConditionStoreRecovered, health.Warning,
 			fmt.Sprintf("buffer database was corrupt and moved to %s; %d unsent events salvaged", rec.MovedTo, rec.Salvaged))
 	}
 

@@ -172,7 +172,11 @@ web:
 		chromedp.SendKeys(chromedp.CSS("#password"), "clerk-password"),
 		chromedp.Click(chromedp.CSS("#login-submit")),
 		waitText("#link-state", "Verbunden"),
-		waitText("[data-t=devices]", "Geräte"))
+		waitText("[data-t=devices]", "Geräte"),
+		// The test's client certificate expires within a day: the alert
+		// has a German headline above the box's own text.
+		waitText("#alerts", "Client-Zertifikat läuft bald ab"),
+		waitText("#alerts", "the client certificate expires on"))
 
 	// A scan on the PTY appears without a reload.
 	if err := scanDev.Scan("1Z999AA10123456784"); err != nil {
@@ -207,7 +211,8 @@ web:
 
 	// The language switch.
 	run("switch to English", chromedp.Click(chromedp.CSS("#lang-en")), waitText("[data-t=devices]", "Devices"),
-		waitText("#link-state", "Connected"), waitText("#manual-result", "Recorded as no."))
+		waitText("#link-state", "Connected"), waitText("#manual-result", "Recorded as no."),
+		waitText("#alerts", "Client certificate expires soon"))
 
 	// The link to the box drops: a notice; it comes back: updates resume.
 	px.cut()

@@ -21,6 +21,10 @@ import (
 // after repeated failed logins.
 const ConditionLoginLockout = "security.login_lockout"
 
+// ConditionStoreRecovered is raised when the buffer database was unreadable
+// at start and has been moved aside and replaced.
+const ConditionStoreRecovered = "store.recovered"
+
 // buildWeb creates the status page server, with HTTPS when a certificate
 // is configured or the listen address is reachable from other machines.
 func (a *App) buildWeb() error {

@@ -11,6 +11,7 @@ import (
 	"github.com/shirou/gopsutil/v4/disk"
 
 	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/uplink"
 )
 
 // Alert is published on {prefix}/{id}/alerts when raised and when cleared.
@@ -46,7 +47,7 @@ const (
 func (f *Fleet) classify(key string) (category string, after time.Duration) {
 	th := f.opts.Thresholds
 	switch {
-	case key == "uplink.disconnected":
+	case key == uplink.ConditionDisconnected:
 		return Infrastructure, th.BrokerUnreachable
 	case strings.HasPrefix(key, "device.") && (strings.HasSuffix(key, ".disconnected") || strings.HasSuffix(key, ".not_answering")):
 		return Infrastructure, th.DeviceDisconnected

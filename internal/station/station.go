@@ -294,7 +294,11 @@ func (s *Station) Run(ctx context.Context) error {
 	}
 }
 
-func (s *Station) conditionKey() string { return "station." + s.cfg.Name + ".stuck" }
+// StuckKey is raised while committed scans at the station cannot be
+// resolved.
+func StuckKey(station string) string { return "station." + station + ".stuck" }
+
+func (s *Station) conditionKey() string { return StuckKey(s.cfg.Name) }
 
 func (s *Station) nextExpiry() time.Duration {
 	next := time.Hour

@@ -100,6 +100,9 @@ type LinkState struct {
 	LastError string
 }
 
+// ConditionDisconnected is raised while no broker can be reached.
+const ConditionDisconnected = "uplink.disconnected"
+
 // Publisher owns the MQTT connection.
 type Publisher struct {
 	opts    Options
@@ -225,9 +228,9 @@ func (p *Publisher) setState(connected bool, broker string, err error) {
 	}
 	p.mu.Unlock()
 	if connected {
-		p.health.Clear("uplink.disconnected")
+		p.health.Clear(ConditionDisconnected)
 	} else if err != nil {
-		p.health.Set("uplink.disconnected", health.Critical, "cloud link down: "+Explain(err))
+		p.health.Set(ConditionDisconnected, health.Critical, "cloud link down: "+Explain(err))
 	}
 }
 

@@ -14,6 +14,15 @@ const T = {
     recorded: "Erfasst als Nr.", notRecorded: "Nicht erfasst:", scans: "Scans pro Stunde", pendingLine: "wartend",
     connected_state: "verbunden", disconnected_state: "getrennt", error_state: "Fehler", reprinted: "Etikett wird gedruckt",
     manualMark: "manuell", lastError: "Fehler", events: "Ereignisse",
+    alertUplink: "Keine Verbindung zur Cloud – Scans werden gespeichert und später gesendet",
+    alertDeviceGone: "{0} ist nicht verbunden", alertDeviceSilent: "{0} antwortet nicht",
+    alertPrinter: "Drucker {0} meldet ein Problem", alertStation: "Station {0}: Scans bleiben liegen",
+    alertRefusing: "Neue Scans werden abgelehnt", alertRecovered: "Pufferdatenbank war beschädigt und wurde ersetzt",
+    alertPending: "Viele Ereignisse warten auf Übertragung", alertOldest: "Ereignisse warten schon lange auf Übertragung",
+    alertDisk: "Wenig freier Speicherplatz", alertCert: "Client-Zertifikat läuft bald ab",
+    alertRejected: "Ferngesteuerte Anweisung abgelehnt", alertLockout: "Anmeldung nach Fehlversuchen gesperrt",
+    alertProbeFailed: "Testnachricht über die Cloud kam nicht zurück", alertProbeSlow: "Cloud antwortet langsam",
+    alertClockUnsynced: "Systemuhr nicht synchronisiert", alertClockJumped: "Systemuhr ist gesprungen",
   },
   en: {
     logout: "Sign out", link: "Cloud", queue: "Queue", lastHour: "Last hour", alerts: "Alerts",
@@ -26,6 +35,15 @@ const T = {
     recorded: "Recorded as no.", notRecorded: "Not recorded:", scans: "scans per hour", pendingLine: "pending",
     connected_state: "connected", disconnected_state: "disconnected", error_state: "error", reprinted: "Label is printing",
     manualMark: "manual", lastError: "error", events: "events",
+    alertUplink: "No connection to the cloud – scans are kept and sent later",
+    alertDeviceGone: "{0} is not connected", alertDeviceSilent: "{0} does not answer",
+    alertPrinter: "Printer {0} reports a problem", alertStation: "Station {0}: scans are not being processed",
+    alertRefusing: "New scans are refused", alertRecovered: "The buffer database was damaged and has been replaced",
+    alertPending: "Many events are waiting to be sent", alertOldest: "Events have been waiting a long time",
+    alertDisk: "Little free disk space", alertCert: "Client certificate expires soon",
+    alertRejected: "Remote instruction refused", alertLockout: "Sign-in locked after failed attempts",
+    alertProbeFailed: "Test message through the cloud did not come back", alertProbeSlow: "The cloud answers slowly",
+    alertClockUnsynced: "System clock not synchronised", alertClockJumped: "System clock jumped",
   },
 };
 
@@ -35,6 +53,40 @@ let last = null;
 
 const $ = (id) => document.getElementById(id);
 const t = (k) => (T[lang][k] || k);
+
+// A headline in the clerk's language for each alert the box raises, found
+// by the alert's key; the box's own text (English, with the details)
+// follows it. An alert with no headline here shows its text alone.
+const ALERTS = [
+  [/^uplink\.disconnected$/, "alertUplink"],
+  [/^device\.(.+)\.disconnected$/, "alertDeviceGone"],
+  [/^device\.(.+)\.not_answering$/, "alertDeviceSilent"],
+  [/^device\.(.+)\.printer$/, "alertPrinter"],
+  [/^station\.(.+)\.stuck$/, "alertStation"],
+  [/^store\.refusing$/, "alertRefusing"],
+  [/^store\.recovered$/, "alertRecovered"],
+  [/^queue\.pending_high$/, "alertPending"],
+  [/^queue\.oldest_pending$/, "alertOldest"],
+  [/^disk\.free_low$/, "alertDisk"],
+  [/^security\.cert_expiring$/, "alertCert"],
+  [/^security\.rejected_instruction$/, "alertRejected"],
+  [/^security\.login_lockout$/, "alertLockout"],
+  [/^probe\.failed$/, "alertProbeFailed"],
+  [/^probe\.slow$/, "alertProbeSlow"],
+  [/^clock\.unsynchronized$/, "alertClockUnsynced"],
+  [/^clock\.jumped$/, "alertClockJumped"],
+];
+
+function alertItem(a) {
+  for (const [re, k] of ALERTS) {
+    const m = re.exec(a.key);
+    if (m) {
+      const head = t(k).replace("{0}", m[1] || "");
+      return el("li", { class: a.severity }, el("strong", {}, head), el("span", { class: "detail" }, a.message));
+    }
+  }
+  return el("li", { class: a.severity }, a.message);
+}
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -102,7 +154,7 @@ function render(s) {
   $("last-hour").textContent = s.queue.last_hour;
 
   const alerts = $("alerts");
-  alerts.replaceChildren(...(s.alerts.length ? s.alerts.map((a) => el("li", { class: a.severity }, a.message)) : [el("li", { class: "none" }, t("none"))]));
+  alerts.replaceChildren(...(s.alerts.length ? s.alerts.map(alertItem) : [el("li", { class: "none" }, t("none"))]));
 
   const devs = $("devices").tBodies[0];
   devs.replaceChildren(...s.devices.map((d) => {
