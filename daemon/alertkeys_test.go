@@ -55,7 +55,7 @@ func TestEveryAlertHasAHeadline(t *testing.T) {
 			continue
 		}
 		// Both languages name it: the key appears once per language table.
-		if n := len(regexp.MustCompile(`\b` + found + `: "`).FindAll(js, -1)); n != 2 {
+		if n := len(regexp.MustCompile(`\b`+found+`: "`).FindAll(js, -1)); n != 2 {
 			t.Errorf("headline %s of %q is in %d language tables, want 2", found, k, n)
 		}
 	}
