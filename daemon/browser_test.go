@@ -184,8 +184,16 @@ web:
 	}
 	run("scan appears", waitText("#events tbody", "1Z999AA10123456784"), waitText("#events tbody", "ups"))
 
+	// A refused manual entry is explained in the clerk's language (blanks
+	// pass the browser's own check; the box says what is wrong).
+	run("manual entry refused",
+		chromedp.SendKeys(chromedp.CSS("#manual-tracking"), "   "),
+		chromedp.Click(chromedp.CSS("#manual-submit")),
+		waitText("#manual-result", "Nicht erfasst: Bitte eine Sendungsnummer"))
+
 	// A manual entry goes through the same path and reaches the broker.
 	run("manual entry",
+		chromedp.Clear(chromedp.CSS("#manual-tracking")),
 		chromedp.SendKeys(chromedp.CSS("#manual-tracking"), "9400111899223855718403"),
 		chromedp.SendKeys(chromedp.CSS("#manual-recipient"), "Frau Müller"),
 		chromedp.SendKeys(chromedp.CSS("#manual-weight"), "1.2"),

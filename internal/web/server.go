@@ -319,11 +319,21 @@ func (s *Server) csrfOK(r *http.Request, want string) bool {
 	return sameToken(got, want)
 }
 
-func jsonError(w http.ResponseWriter, code int, msg string) {
+func jsonError(w http.ResponseWriter, status int, msg string) {
+	jsonErrorCode(w, status, "", msg)
+}
+
+// jsonErrorCode answers with an error; a non-empty code is a stable name
+// for it that the page translates.
+func jsonErrorCode(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	w.WriteHeader(status)
+	body := map[string]string{"error": msg}
+	if code != "" {
+		body["code"] = code
+	}
+	json.NewEncoder(w).Encode(body)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -525,17 +535,29 @@ func (s *Server) manual(w http.ResponseWriter, r *http.Request, sess *session) {
 	}
 	m, err := s.parseManual(body)
 	if err != nil {
-		jsonError(w, http.StatusBadRequest, err.Error())
+		code := "malformed"
+		var ee *entryError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		jsonErrorCode(w, http.StatusBadRequest, code, err.Error())
 		return
 	}
 	ev, err := s.opts.Actions.Manual(r.Context(), m)
 	if err != nil {
-		jsonError(w, http.StatusServiceUnavailable, "not recorded: "+err.Error())
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", "not recorded: "+err.Error())
 		return
 	}
 	s.opts.Log.Info("manual entry", "user", sess.user, "station", m.Station, "seq", ev.Seq, "id", ev.ID)
 	writeJSON(w, map[string]any{"id": ev.ID, "seq": ev.Seq})
 }
+
+// entryError is a manual entry the page refuses. code is a stable name for
+// what is wrong (tracking_required, recipient_too_long, unknown_station,
+// bad_weight) that the page says in the clerk's language.
+type entryError struct{ code, msg string }
+
+func (e *entryError) Error() string { return e.msg }
 
 // parseManual checks a manual entry request and turns it into an intake
 // entry; the error says what is wrong.
@@ -547,17 +569,17 @@ func (s *Server) parseManual(body []byte) (intake.Manual, error) {
 	req.Tracking, req.Recipient = strings.TrimSpace(req.Tracking), strings.TrimSpace(req.Recipient)
 	switch {
 	case req.Tracking == "" || len(req.Tracking) > 128:
-		return intake.Manual{}, errors.New("a tracking number of 1 to 128 characters is required")
+		return intake.Manual{}, &entryError{"tracking_required", "a tracking number of 1 to 128 characters is required"}
 	case len(req.Recipient) > 128:
-		return intake.Manual{}, errors.New("the recipient is longer than 128 characters")
+		return intake.Manual{}, &entryError{"recipient_too_long", "the recipient is longer than 128 characters"}
 	case !s.hasStation(req.Station):
-		return intake.Manual{}, errors.New("unknown station " + strconv.Quote(req.Station))
+		return intake.Manual{}, &entryError{"unknown_station", "unknown station " + strconv.Quote(req.Station)}
 	}
 	m := intake.Manual{Station: req.Station, Code: req.Tracking, Recipient: req.Recipient, At: s.opts.Now()}
 	if req.Weight != 0 {
 		per, ok := gramsPer[req.Unit]
 		if !ok || req.Weight < 0 || req.Weight > 1e6 {
-			return intake.Manual{}, errors.New("the weight must be a positive number in g, kg, lb or oz")
+			return intake.Manual{}, &entryError{"bad_weight", "the weight must be a positive number in g, kg, lb or oz"}
 		}
 		m.Weight = &event.Weight{Value: req.Weight, Unit: req.Unit, Grams: float64(int64(req.Weight*per*100+0.5)) / 100, Stable: true}
 	}

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -224,6 +225,16 @@ func (r *rig) csrf(c *http.Client) string {
 	return s.CSRF
 }
 
+// postBody sends a POST as a logged-in page would and returns the answer's
+// status and body.
+func (r *rig) postBody(c *http.Client, path, csrf, body string) (int, string) {
+	r.t.Helper()
+	resp := r.post(c, path, csrf, body)
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// post sends a POST; the answer's body is read and kept in the response.
 func (r *rig) post(c *http.Client, path, csrf, body string) *http.Response {
 	r.t.Helper()
 	req, _ := http.NewRequest("POST", r.base+path, strings.NewReader(body))
@@ -235,7 +246,9 @@ func (r *rig) post(c *http.Client, path, csrf, body string) *http.Response {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
 	return resp
 }
 
@@ -327,11 +340,23 @@ func TestCSRFAndRoles(t *testing.T) {
 	if m.Station != "dock-1" || m.Code != "1Z999AA10123456784" || m.Recipient != "EMP-1" || m.Weight == nil || m.Weight.Grams != 1500 {
 		t.Fatalf("manual entry = %+v %+v", m, m.Weight)
 	}
-	for _, bad := range []string{`{"station":"nope","tracking":"X"}`, `{"station":"dock-1","tracking":""}`,
-		`{"station":"dock-1","tracking":"X","weight":2,"unit":"stone"}`, `{not json`} {
-		if resp := r.post(clerk, "/api/manual", tok, bad); resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("manual %s: %d, want 400", bad, resp.StatusCode)
+	// Each refusal names what is wrong by a stable code the page translates.
+	for _, bad := range []struct{ body, code string }{
+		{`{"station":"nope","tracking":"X"}`, "unknown_station"},
+		{`{"station":"dock-1","tracking":"  "}`, "tracking_required"},
+		{`{"station":"dock-1","tracking":"X","recipient":"` + strings.Repeat("r", 129) + `"}`, "recipient_too_long"},
+		{`{"station":"dock-1","tracking":"X","weight":2,"unit":"stone"}`, "bad_weight"},
+		{`{"station":"dock-1","tracking":"X","weight":-2,"unit":"kg"}`, "bad_weight"},
+		{`{not json`, "malformed"},
+	} {
+		status, body := r.postBody(clerk, "/api/manual", tok, bad.body)
+		var got struct{ Error, Code string }
+		if err := json.Unmarshal([]byte(body), &got); err != nil || status != http.StatusBadRequest || got.Code != bad.code || got.Error == "" {
+			t.Errorf("manual %s: %d %s, want 400 with code %s", bad.body, status, body, bad.code)
 		}
+	}
+	if len(r.actions.manual) != 1 {
+		t.Fatalf("refused entries reached the intake: %+v", r.actions.manual)
 	}
 	if resp := r.post(clerk, "/api/reprint", tok, `{"station":"dock-1","parcel_id":"p1"}`); resp.StatusCode != http.StatusOK || r.actions.reprint[0] != "dock-1/p1" {
 		t.Fatalf("reprint by a clerk: %d %v", resp.StatusCode, r.actions.reprint)

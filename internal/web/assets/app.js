@@ -14,6 +14,11 @@ const T = {
     recorded: "Erfasst als Nr.", notRecorded: "Nicht erfasst:", scans: "Scans pro Stunde", pendingLine: "wartend",
     connected_state: "verbunden", disconnected_state: "getrennt", error_state: "Fehler", reprinted: "Etikett wird gedruckt",
     manualMark: "manuell", lastError: "Fehler", events: "Ereignisse",
+    err_tracking_required: "Bitte eine Sendungsnummer (1 bis 128 Zeichen) eingeben.",
+    err_recipient_too_long: "Der Empfänger ist länger als 128 Zeichen.",
+    err_unknown_station: "Diese Station gibt es nicht (mehr). Bitte die Seite neu laden.",
+    err_bad_weight: "Das Gewicht muss eine positive Zahl in g, kg, lb oder oz sein.",
+    err_refused: "Der Puffer nimmt gerade nichts an – bitte die Warnungen beachten.",
     alertUplink: "Keine Verbindung zur Cloud – Scans werden gespeichert und später gesendet",
     alertDeviceGone: "{0} ist nicht verbunden", alertDeviceSilent: "{0} antwortet nicht",
     alertPrinter: "Drucker {0} meldet ein Problem", alertStation: "Station {0}: Scans bleiben liegen",
@@ -35,6 +40,11 @@ const T = {
     recorded: "Recorded as no.", notRecorded: "Not recorded:", scans: "scans per hour", pendingLine: "pending",
     connected_state: "connected", disconnected_state: "disconnected", error_state: "error", reprinted: "Label is printing",
     manualMark: "manual", lastError: "error", events: "events",
+    err_tracking_required: "Enter a tracking number (1 to 128 characters).",
+    err_recipient_too_long: "The recipient is longer than 128 characters.",
+    err_unknown_station: "This station does not exist (any more). Please reload the page.",
+    err_bad_weight: "The weight must be a positive number in g, kg, lb or oz.",
+    err_refused: "The buffer is not accepting anything right now – see the alerts.",
     alertUplink: "No connection to the cloud – scans are kept and sent later",
     alertDeviceGone: "{0} is not connected", alertDeviceSilent: "{0} does not answer",
     alertPrinter: "Printer {0} reports a problem", alertStation: "Station {0}: scans are not being processed",
@@ -120,12 +130,15 @@ function setLang(l) {
 
 // The answer to the clerk's last action, kept as a message key and its
 // detail so that a language switch translates it too.
+// An error the box names by code is said in the clerk's language; others
+// show the box's own text.
 let result = null;
-function showResult(key, detail, ok) {
-  if (key !== undefined) result = { key, detail: detail == null ? "" : String(detail), ok };
+function showResult(key, detail, ok, code) {
+  if (key !== undefined) result = { key, detail: detail == null ? "" : String(detail), ok, code };
   if (!result) return;
   const out = $("manual-result");
-  out.textContent = [result.key ? t(result.key) : "", result.detail].filter(Boolean).join(" ");
+  const said = result.code && T[lang]["err_" + result.code] ? t("err_" + result.code) : result.detail;
+  out.textContent = [result.key ? t(result.key) : "", said].filter(Boolean).join(" ");
   out.className = result.ok ? "ok" : "bad";
 }
 
@@ -137,7 +150,11 @@ async function post(path, body) {
   });
   const data = await r.json().catch(() => ({ error: r.statusText }));
   if (r.status === 401) location.href = "/login";
-  if (!r.ok) throw new Error(data.error || r.statusText);
+  if (!r.ok) {
+    const e = new Error(data.error || r.statusText);
+    e.code = data.code;
+    throw e;
+  }
   return data;
 }
 
@@ -259,7 +276,7 @@ document.addEventListener("DOMContentLoaded", async () => {
       $("manual-tracking").value = ""; $("manual-recipient").value = ""; $("manual-weight").value = "";
       $("manual-tracking").focus();
     } catch (e) {
-      showResult("notRecorded", e.message, false);
+      showResult("notRecorded", e.message, false, e.code);
     }
   });
   document.body.addEventListener("click", async (ev) => {
