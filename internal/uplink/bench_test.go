@@ -87,7 +87,10 @@ func barePublish(b *testing.B, broker *mqtttest.Broker, payload []byte, n, windo
 // a bare paho QoS 1 publisher with the same window in the same run. The two
 // alternate over two rounds so that a noisy neighbour hits both alike.
 func BenchmarkDrain(b *testing.B) {
-	const n, rounds = 100000, 2
+	// Rounds alternate the bare publisher and the uplink; the ratio
+	// reported is the median of the rounds' ratios, so that one burst of
+	// the disk's or the host's noise does not decide it.
+	const n, rounds = 100000, 4
 	const window = 64
 	broker := mqtttest.Start(b)
 	cert, key := broker.ClientFiles(b, appliance)
@@ -106,8 +109,10 @@ func BenchmarkDrain(b *testing.B) {
 		recs, _ := boxes[0].Pending(context.Background(), 0, 1)
 		payload := recs[0].Payload
 		var drainTotal, bareTotal time.Duration
+		var ratios []float64
 		for r, o := range boxes {
-			bareTotal += barePublish(b, broker, payload, n, window)
+			bare := barePublish(b, broker, payload, n, window)
+			bareTotal += bare
 			p, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: fmt.Sprintf("%s-%d", appliance, r),
 				TopicPrefix: "mailroom/v1", Window: window, KeepAlive: 30 * time.Second})
 			if err != nil {
@@ -118,14 +123,18 @@ func BenchmarkDrain(b *testing.B) {
 			start := time.Now()
 			go func() { p.Run(ctx); close(done) }()
 			waitDrained(b, o, 5*time.Minute)
-			drainTotal += time.Since(start)
+			drain := time.Since(start)
+			drainTotal += drain
+			ratios = append(ratios, bare.Seconds()/drain.Seconds()*100)
 			cancel()
 			<-done
 			o.Close()
 		}
 		b.ReportMetric(float64(n*rounds)/drainTotal.Seconds(), "drain-events/s")
 		b.ReportMetric(float64(n*rounds)/bareTotal.Seconds(), "bare-paho-msgs/s")
-		b.ReportMetric(bareTotal.Seconds()/drainTotal.Seconds()*100, "drain-%-of-bare")
+		sort.Float64s(ratios)
+		b.ReportMetric((ratios[rounds/2-1]+ratios[rounds/2])/2, "drain-%-of-bare")
+		b.ReportMetric(ratios[0], "worst-round-%")
 	}
 }
 
