@@ -143,19 +143,29 @@ web:
 			t.Fatalf("%s: %v\ndaemon log:\n%s", what, err, p.log.String())
 		}
 	}
-	waitText := func(sel, want string) chromedp.Action[chromedp.Void] {
+	// until polls the page until ok holds or the step's time runs out.
+	until := func(what string, ok func(ctx context.Context, tg *chromedp.Target) bool) chromedp.Action[chromedp.Void] {
 		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			for {
-				got, err := chromedp.TextContent(chromedp.CSS(sel), chromedp.NodeVisible)(ctx, tg)
-				if err == nil && strings.Contains(got, want) {
-					return nil
-				}
+			for !ok(ctx, tg) {
 				select {
 				case <-ctx.Done():
-					return fmt.Errorf("waiting for %q in %s: %w", want, sel, ctx.Err())
+					return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 				case <-time.After(100 * time.Millisecond):
 				}
 			}
+			return nil
+		})
+	}
+	waitText := func(sel, want string) chromedp.Action[chromedp.Void] {
+		return until(fmt.Sprintf("%q in %s", want, sel), func(ctx context.Context, tg *chromedp.Target) bool {
+			got, err := chromedp.TextContent(chromedp.CSS(sel), chromedp.NodeVisible)(ctx, tg)
+			return err == nil && strings.Contains(got, want)
+		})
+	}
+	waitAttr := func(sel, name, want string) chromedp.Action[chromedp.Void] {
+		return until(fmt.Sprintf("%s=%q on %s", name, want, sel), func(ctx context.Context, tg *chromedp.Target) bool {
+			got, err := chromedp.AttributeValue(chromedp.CSS(sel), name)(ctx, tg)
+			return err == nil && got.Value == want
 		})
 	}
 
@@ -219,7 +229,7 @@ web:
 
 	// The language switch.
 	run("switch to English", chromedp.Click(chromedp.CSS("#lang-en")), waitText("[data-t=devices]", "Devices"),
-		waitText("#link-state", "Connected"), waitText("#manual-result", "Recorded as no."),
+		waitText("#link-state", "Connected"), waitText("#manual-result", "Recorded as no."), waitAttr("#lang-en", "aria-pressed", "true"),
 		waitText("#alerts", "Client certificate expires soon"))
 
 	// The link to the box drops: a notice; it comes back: updates resume.

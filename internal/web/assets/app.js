@@ -123,7 +123,10 @@ function setLang(l) {
   document.documentElement.lang = l;
   document.cookie = "lang=" + l + "; path=/; samesite=strict; max-age=31536000";
   for (const e of document.querySelectorAll("[data-t]")) e.textContent = t(e.dataset.t);
-  for (const b of document.querySelectorAll("button.lang")) b.classList.toggle("active", b.dataset.lang === l);
+  for (const b of document.querySelectorAll("button.lang")) {
+    b.classList.toggle("active", b.dataset.lang === l);
+    b.setAttribute("aria-pressed", String(b.dataset.lang === l));
+  }
   showResult();
   if (last) render(last);
 }
