@@ -131,6 +131,9 @@ type Outbox struct {
 
 	insStmt, markStmt *sql.Stmt
 	relaxed           bool // synchronous=NORMAL is in force (writer only)
+	// payloadBuf is reused for every event the writer encodes: SQLite
+	// copies what is bound to a statement (writer only).
+	payloadBuf []byte
 
 	lastSeq atomic.Int64
 	pending atomic.Int64
@@ -822,7 +825,8 @@ func (o *Outbox) commit(batch []*request) {
 				ev := r.ev
 				seq++
 				ev.Seq, ev.Epoch, ev.ID = seq, o.epoch, o.ids.New(now)
-				payload, err := ev.AppendJSON(make([]byte, 0, 320))
+				payload, err := ev.AppendJSON(o.payloadBuf[:0])
+				o.payloadBuf = payload
 				if err != nil {
 					seq--
 					results[i].err = err

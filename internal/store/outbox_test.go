@@ -98,6 +98,11 @@ func TestSeqGaplessAcrossConcurrencyRestartAndPrune(t *testing.T) {
 		if r.Seq != int64(i+1) {
 			t.Fatalf("pending out of order at %d: seq %d", i, r.Seq)
 		}
+		// Each row holds its own event's bytes, though a batch encodes
+		// every event into one reused buffer.
+		if ev, err := event.Decode(r.Payload); err != nil || ev.ID != r.ID || ev.Seq != r.Seq || ev.ID != seen[r.Seq] {
+			t.Fatalf("payload of seq %d = %+v, %v", r.Seq, ev, err)
+		}
 	}
 	if err := o.MarkSent(ctx, pos); err != nil {
 		t.Fatal(err)
