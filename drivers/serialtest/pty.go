@@ -136,3 +136,17 @@ func (s *Scanner) Answer(stop <-chan struct{}, reply func(req []byte) []byte) {
 		}
 	}
 }
+
+// Next returns the next reading a driver sends on out, failing the test
+// when none comes within five seconds.
+func Next[R any](t testing.TB, out <-chan R) R {
+	t.Helper()
+	select {
+	case r := <-out:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reading")
+	}
+	var zero R
+	return zero
+}

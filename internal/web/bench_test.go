@@ -31,6 +31,7 @@ func startBench(b *testing.B) *benchRig {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { o.Close() }) // after the server has stopped
 	br := &benchRig{outbox: o, changed: make(chan struct{}, 1), history: NewHistory()}
 	srv, err := New(Options{Listen: "127.0.0.1:0", Appliance: "mr-bench", Version: "bench",
 		Users: []User{{Name: "clara", Role: RoleClerk, PasswordHash: hash(b, "clerk-password")}},
@@ -39,13 +40,7 @@ func startBench(b *testing.B) *benchRig {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := srv.Listen(); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Run(ctx); close(done) }()
-	b.Cleanup(func() { cancel(); <-done; o.Close() })
+	serve(b, srv)
 	br.rig = &rig{srv: srv, base: "http://" + srv.Addr()}
 	return br
 }

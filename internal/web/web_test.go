@@ -144,6 +144,15 @@ func start(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serve(t, srv)
+	r.srv, r.base = srv, "http://"+srv.Addr()
+	return r
+}
+
+// serve makes srv listen and serve until the test ends; a Run error then
+// fails the test.
+func serve(t testing.TB, srv *Server) {
+	t.Helper()
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +165,6 @@ func start(t *testing.T) *rig {
 			t.Error(err)
 		}
 	})
-	r.srv, r.base = srv, "http://"+srv.Addr()
-	return r
 }
 
 // client is a browser-like HTTP client with its own cookies.
@@ -506,13 +513,7 @@ func TestHTTPSWithSelfSignedCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	serve(t, srv)
 
 	pool := x509.NewCertPool()
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])

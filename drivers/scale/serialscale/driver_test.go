@@ -72,17 +72,6 @@ func (f *fakeNCI) serve() {
 	})
 }
 
-func next(t *testing.T, out <-chan scale.Reading) scale.Reading {
-	t.Helper()
-	select {
-	case r := <-out:
-		return r
-	case <-time.After(5 * time.Second):
-		t.Fatal("no reading")
-	}
-	return scale.Reading{}
-}
-
 func TestNCIScaleOnPTY(t *testing.T) {
 	link := filepath.Join(t.TempDir(), "ttyScale")
 	dev := serialtest.New(t, link)
@@ -101,18 +90,18 @@ func TestNCIScaleOnPTY(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx, out) }()
 
-	if r := next(t, out); r.Value != 2.5 || r.Unit != scale.Pound || !r.Stable || r.Device != "dock-scale" {
+	if r := serialtest.Next(t, out); r.Value != 2.5 || r.Unit != scale.Pound || !r.Stable || r.Device != "dock-scale" {
 		t.Fatalf("first reading %+v", r)
 	}
 	fake.set("\n0003.10LB\r\n10\r\x03")
-	if r := next(t, out); r.Status != scale.StatusMotion || r.Stable {
+	if r := serialtest.Next(t, out); r.Status != scale.StatusMotion || r.Stable {
 		t.Fatalf("motion reading %+v", r)
 	}
 	// Silence is reported, not waited on; answering again clears it.
 	fake.set("")
 	waitCond(t, "not answering", func() bool { return conds.has(serialscale.SilentKey("dock-scale")) })
 	fake.set("\n0001.00KG\r\n00\r\x03")
-	if r := next(t, out); r.Value != 1 || r.Unit != scale.Kilogram {
+	if r := serialtest.Next(t, out); r.Value != 1 || r.Unit != scale.Kilogram {
 		t.Fatalf("after silence %+v", r)
 	}
 	waitCond(t, "answering again", func() bool { return !conds.has(serialscale.SilentKey("dock-scale")) })
@@ -122,7 +111,7 @@ func TestNCIScaleOnPTY(t *testing.T) {
 	waitCond(t, "disconnected", func() bool { return conds.has(serialscale.DisconnectedKey("dock-scale")) })
 	fake.set("\n0004.00LB\r\n00\r\x03")
 	dev.Replug()
-	if r := next(t, out); r.Value != 4 || r.Unit != scale.Pound {
+	if r := serialtest.Next(t, out); r.Value != 4 || r.Unit != scale.Pound {
 		t.Fatalf("after replug %+v", r)
 	}
 	waitCond(t, "reconnected", func() bool { return !conds.has(serialscale.DisconnectedKey("dock-scale")) })
@@ -145,10 +134,10 @@ func TestContinuousScaleOnPTY(t *testing.T) {
 	go func() { done <- d.Run(ctx, out) }()
 	time.Sleep(100 * time.Millisecond) // let the driver open the port
 	dev.Write([]byte("US,GS,+  1.230 kg\r\nnoise\x00\r\nST,GS,+  1.234 kg\r\nST,GS,+  1.234 kg\r\n"))
-	if r := next(t, out); r.Status != scale.StatusMotion {
+	if r := serialtest.Next(t, out); r.Status != scale.StatusMotion {
 		t.Fatalf("first %+v", r)
 	}
-	if r := next(t, out); r.Value != 1.234 || !r.Stable {
+	if r := serialtest.Next(t, out); r.Value != 1.234 || !r.Stable {
 		t.Fatalf("second %+v", r)
 	}
 	select {
@@ -191,7 +180,7 @@ func TestScaleKeepsParsingAfterManyFrames(t *testing.T) {
 	go func() { done <- d.Run(ctx, out) }()
 	prev := 0.0
 	for i := 0; i < 300; i++ {
-		r := next(t, out)
+		r := serialtest.Next(t, out)
 		if r.Value <= prev || !r.Stable {
 			t.Fatalf("reading %d = %+v after %g", i, r, prev)
 		}

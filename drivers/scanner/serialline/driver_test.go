@@ -52,17 +52,6 @@ func (s *states) wait(t *testing.T, up bool) {
 	}
 }
 
-func recv(t *testing.T, out <-chan scanner.Reading) scanner.Reading {
-	t.Helper()
-	select {
-	case r := <-out:
-		return r
-	case <-time.After(5 * time.Second):
-		t.Fatal("no reading")
-		return scanner.Reading{}
-	}
-}
-
 func TestPTYScanUnplugReplug(t *testing.T) {
 	link := filepath.Join(t.TempDir(), "scanner")
 	fake := serialtest.New(t, link)
@@ -81,13 +70,13 @@ func TestPTYScanUnplugReplug(t *testing.T) {
 	st.wait(t, true)
 
 	fake.Scan("]C11Z999AA10123456784")
-	if r := recv(t, out); string(r.Barcode) != "1Z999AA10123456784" || r.Device != "dock" {
+	if r := serialtest.Next(t, out); string(r.Barcode) != "1Z999AA10123456784" || r.Device != "dock" {
 		t.Fatalf("reading = %q from %q", r.Barcode, r.Device)
 	}
 	// Garbage and an oversize line are dropped; the next code still arrives.
 	fake.Write([]byte("\x00\x01\r\n" + "X123456789012345678901234567890\r\n"))
 	fake.Scan("9400111899223197428490")
-	if r := recv(t, out); string(r.Barcode) != "9400111899223197428490" {
+	if r := serialtest.Next(t, out); string(r.Barcode) != "9400111899223197428490" {
 		t.Fatalf("after garbage: %q", r.Barcode)
 	}
 
@@ -97,7 +86,7 @@ func TestPTYScanUnplugReplug(t *testing.T) {
 	fake.Replug()
 	st.wait(t, true)
 	fake.Scan("JJD0099999999")
-	if r := recv(t, out); string(r.Barcode) != "JJD0099999999" {
+	if r := serialtest.Next(t, out); string(r.Barcode) != "JJD0099999999" {
 		t.Fatalf("after replug: %q", r.Barcode)
 	}
 
@@ -126,7 +115,7 @@ func TestMissingPortRetries(t *testing.T) {
 	fake := serialtest.New(t, link)
 	st.wait(t, true)
 	fake.Scan("LATE")
-	if r := recv(t, out); string(r.Barcode) != "LATE" {
+	if r := serialtest.Next(t, out); string(r.Barcode) != "LATE" {
 		t.Fatalf("reading = %q", r.Barcode)
 	}
 	cancel()
