@@ -8,8 +8,12 @@
 // buffer's epoch, and answers each caller once the batch is durable.
 //
 // Seq starts at 1 in every epoch, has no gaps and is never reused, across
-// restarts and pruning: the last seq lives in the meta table and moves in the
-// same transaction as the rows. A database that cannot be read at start is
+// restarts and pruning: pruning never removes the newest row, which
+// carries the last position, seq and id, so a restart after any stop finds
+// them in the same transaction's rows (the meta table keeps them as of the
+// last clean close). A connection of its own copies committed pages from
+// the WAL into the database file in the background, so commits rarely wait
+// for a checkpoint. A database that cannot be read at start is
 // moved aside (never deleted), a new epoch begins, and the unsent events that
 // can still be read are carried over unchanged.
 package store

@@ -87,7 +87,8 @@ func TestSeqGaplessAcrossConcurrencyRestartAndPrune(t *testing.T) {
 		}
 	}
 
-	// Everything sent and pruned: seq must still continue, not restart.
+	// Everything sent and pruned but the newest row, which carries the
+	// last position and seq: seq must continue, not restart.
 	recs, err := o.Pending(ctx, 0, 5000)
 	if err != nil || len(recs) != 2000 {
 		t.Fatalf("pending = %d, %v", len(recs), err)
@@ -108,8 +109,8 @@ func TestSeqGaplessAcrossConcurrencyRestartAndPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	fc.Advance(2 * time.Hour)
-	if n, err := o.Prune(ctx); err != nil || n != 2000 {
-		t.Fatalf("prune = %d, %v", n, err)
+	if n, err := o.Prune(ctx); err != nil || n != 1999 {
+		t.Fatalf("prune = %d, %v; want all but the newest", n, err)
 	}
 	o.Close()
 
@@ -144,6 +145,130 @@ func TestPruneKeepsRecentAndPending(t *testing.T) {
 	st, _ := o.Stats(ctx)
 	if st.Pending != 1 {
 		t.Fatalf("pending = %d, want 1", st.Pending)
+	}
+}
+
+// snapshot copies the database as a power cut would leave it now: every
+// committed transaction, and nothing Close would have written.
+func snapshot(t *testing.T, path string) string {
+	t.Helper()
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	dst := filepath.Join(t.TempDir(), "snapshot.db")
+	if _, err := db.Exec("VACUUM INTO ?", dst); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func TestSeqPosAndIDContinueAfterUncleanStop(t *testing.T) {
+	ctx := context.Background()
+	fc := clock.NewFake(t0)
+	path := filepath.Join(t.TempDir(), "b.db")
+	o := open(t, path, Options{Clock: fc, RetainSent: time.Minute})
+	evs := appendN(t, o, 30)
+	recs, _ := o.Pending(ctx, 0, 100)
+	var pos []int64
+	for _, r := range recs {
+		pos = append(pos, r.Pos)
+	}
+	o.MarkSent(ctx, pos)
+	fc.Advance(time.Hour)
+	if n, err := o.Prune(ctx); err != nil || n != 29 {
+		t.Fatalf("prune = %d, %v; want all but the newest", n, err)
+	}
+	crashed := snapshot(t, path)
+	o.Close()
+
+	// The snapshot's meta still says what the last clean close said
+	// (nothing): the newest row must tell where to go on.
+	fc.Advance(-48 * time.Hour) // and the clock went back meanwhile
+	o = open(t, crashed, Options{Clock: fc})
+	defer o.Close()
+	ev := appendN(t, o, 1)[0]
+	last := evs[len(evs)-1]
+	if ev.Seq != last.Seq+1 || ev.Epoch != last.Epoch {
+		t.Fatalf("after an unclean stop: seq %d epoch %s; want %d in %s", ev.Seq, ev.Epoch, last.Seq+1, last.Epoch)
+	}
+	if ev.ID <= last.ID {
+		t.Fatalf("id went backwards after an unclean stop: %s <= %s", ev.ID, last.ID)
+	}
+	got, _ := o.Pending(ctx, 0, 10)
+	if len(got) != 1 || got[0].Pos != recs[len(recs)-1].Pos+1 {
+		t.Fatalf("pending after restart = %+v; want one event at position %d", got, recs[len(recs)-1].Pos+1)
+	}
+}
+
+func TestPruneNeverReusesPositions(t *testing.T) {
+	ctx := context.Background()
+	fc := clock.NewFake(t0)
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{Clock: fc, RetainSent: time.Minute})
+	defer o.Close()
+	appendN(t, o, 3)
+	recs, _ := o.Pending(ctx, 0, 10)
+	o.MarkSent(ctx, []int64{recs[0].Pos, recs[1].Pos, recs[2].Pos})
+	fc.Advance(time.Hour)
+	if n, err := o.Prune(ctx); err != nil || n != 2 {
+		t.Fatalf("prune = %d, %v; want 2 (the newest stays)", n, err)
+	}
+	// The uplink's cursor is at the last position it published: a new
+	// event must come after it, or it would never be sent.
+	appendN(t, o, 1)
+	got, _ := o.Pending(ctx, recs[2].Pos, 10)
+	if len(got) != 1 || got[0].Seq != 4 {
+		t.Fatalf("pending after the cursor = %+v; want seq 4", got)
+	}
+}
+
+func TestMigrationFromAutoincrementKeepsPositionsAndSeq(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "b.db")
+	// A schema-4 buffer whose newest rows were pruned: AUTOINCREMENT
+	// remembers position 7 and meta seq 7, the table ends at 5.
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range migrations[:4] {
+		if _, err := db.Exec(m); err != nil {
+			t.Fatalf("migration %d: %v", i+1, err)
+		}
+	}
+	epoch := "01900000-0000-7000-8000-000000000000"
+	lastID := "01900000-0000-7000-8000-000000000007"
+	for _, q := range []string{
+		"PRAGMA user_version = 4",
+		"INSERT INTO meta(key, value) VALUES ('epoch', '" + epoch + "'), ('last_seq', '7'), ('last_id', '" + lastID + "')",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := int64(1); i <= 7; i++ {
+		if _, err := db.Exec("INSERT INTO events(epoch, seq, id, type, ts, payload) VALUES (?, ?, ?, 'scan', 0, ?)",
+			epoch, i, fmt.Sprintf("01900000-0000-7000-8000-%012d", i), fmt.Sprintf(`{"seq":%d}`, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Exec("DELETE FROM events WHERE pos > 5")
+	db.Close()
+
+	o := open(t, path, Options{})
+	defer o.Close()
+	got, _ := o.Pending(ctx, 0, 10)
+	if len(got) != 5 || got[4].Pos != 5 || string(got[4].Payload) != `{"seq":5}` {
+		t.Fatalf("rows after migration = %+v", got)
+	}
+	ev := appendN(t, o, 1)[0]
+	if ev.Seq != 8 || ev.Epoch != epoch || ev.ID <= lastID {
+		t.Fatalf("first event after migration: seq %d epoch %s id %s", ev.Seq, ev.Epoch, ev.ID)
+	}
+	got, _ = o.Pending(ctx, 5, 10)
+	if len(got) != 1 || got[0].Pos != 8 {
+		t.Fatalf("new event at %+v; want position 8, above every position handed out", got)
 	}
 }
 

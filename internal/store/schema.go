@@ -42,6 +42,30 @@ var migrations = []string{
 	// 4: payloads sealed at rest name their key (NULL: plaintext).
 	`ALTER TABLE events ADD COLUMN key_id TEXT;
 	ALTER TABLE unresolved ADD COLUMN key_id TEXT;`,
+	// 5: events without AUTOINCREMENT, whose sqlite_sequence row was one
+	// more page written by every commit. The writer hands out positions
+	// itself; the high-water mark AUTOINCREMENT kept moves to meta
+	// last_pos. Pruning always keeps the newest row, which carries the
+	// last position, the epoch's last seq and the last id (see loadLast),
+	// so the meta table no longer changes with every commit.
+	`CREATE TABLE events_v5 (
+		pos     INTEGER PRIMARY KEY,               -- publish order, never reused
+		epoch   TEXT    NOT NULL,
+		seq     INTEGER NOT NULL,
+		id      TEXT    NOT NULL,                  -- UUIDv7, unique by construction
+		type    TEXT    NOT NULL,
+		ts      INTEGER NOT NULL,                  -- event time, unix ms
+		payload BLOB    NOT NULL,                  -- the exact bytes published
+		sent_at INTEGER,                           -- unix ms of the PUBACK; NULL while pending
+		key_id  TEXT                               -- sealing key; NULL: plaintext
+	);
+	INSERT INTO events_v5 SELECT pos, epoch, seq, id, type, ts, payload, sent_at, key_id FROM events;
+	INSERT OR REPLACE INTO meta(key, value)
+		SELECT 'last_pos', seq FROM sqlite_sequence WHERE name = 'events';
+	DROP TABLE events;
+	ALTER TABLE events_v5 RENAME TO events;
+	CREATE INDEX events_pending ON events(pos) WHERE sent_at IS NULL;
+	CREATE INDEX events_sent ON events(sent_at) WHERE sent_at IS NOT NULL;`,
 }
 
 // SchemaVersion is the schema version this build writes.
