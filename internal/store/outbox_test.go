@@ -272,6 +272,37 @@ func TestMigrationFromAutoincrementKeepsPositionsAndSeq(t *testing.T) {
 	}
 }
 
+func TestCheckpointerCopiesCommitsIntoTheDatabaseFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.db")
+	o := open(t, path, Options{})
+	defer o.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.Size()
+	// A few pages' worth of events in separate commits: far below the
+	// writer's own checkpoint at 4,000 WAL pages, so only the background
+	// checkpointer can have copied them into the database file.
+	for range 2 * checkpointEvery {
+		appendN(t, o, 1)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Size() > before {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes after %d commits: nothing checkpointed", st.Size(), 2*checkpointEvery)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestIDsMonotonicWhenClockJumpsBack(t *testing.T) {
 	fc := clock.NewFake(t0)
 	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{Clock: fc})
