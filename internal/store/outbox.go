@@ -307,7 +307,7 @@ func moveAside(path string, now time.Time) (string, error) {
 }
 
 func (o *Outbox) init(ctx context.Context) error {
-	if err := migrate(ctx, o.wdb); err != nil {
+	if err := migrate(ctx, o.wdb, o.log); err != nil {
 		return fmt.Errorf("open buffer %s: %w", o.opts.Path, err)
 	}
 	err := o.wdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'epoch'").Scan(&o.epoch)

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,8 +258,12 @@ func TestMigrationFromAutoincrementKeepsPositionsAndSeq(t *testing.T) {
 	db.Exec("DELETE FROM events WHERE pos > 5")
 	db.Close()
 
-	o := open(t, path, Options{})
+	var logged bytes.Buffer
+	o := open(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	defer o.Close()
+	if !strings.Contains(logged.String(), "buffer schema migrated from=4 to=5") {
+		t.Fatalf("the migration was not logged:\n%s", logged.String())
+	}
 	got, _ := o.Pending(ctx, 0, 10)
 	if len(got) != 5 || got[4].Pos != 5 || string(got[4].Payload) != `{"seq":5}` {
 		t.Fatalf("rows after migration = %+v", got)

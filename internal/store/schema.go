@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
+	"time"
 )
 
 // migrations are applied in order; PRAGMA user_version records how many ran.
@@ -71,7 +73,9 @@ var migrations = []string{
 // SchemaVersion is the schema version this build writes.
 var SchemaVersion = len(migrations)
 
-func migrate(ctx context.Context, db *sql.DB) error {
+// migrate brings the schema up to date, logging each migration it runs:
+// one that rebuilds a table takes seconds on a large backlog.
+func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	var v int
 	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
@@ -80,6 +84,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("database schema version %d is newer than this build understands (%d): refusing to touch it", v, len(migrations))
 	}
 	for i := v; i < len(migrations); i++ {
+		began := time.Now()
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
@@ -94,6 +99,9 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		}
 		if err := tx.Commit(); err != nil {
 			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+		}
+		if v > 0 {
+			log.Info("buffer schema migrated", "from", i, "to", i+1, "took", time.Since(began).Round(time.Millisecond))
 		}
 	}
 	return nil
