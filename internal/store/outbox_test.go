@@ -261,7 +261,7 @@ func TestMigrationFromAutoincrementKeepsPositionsAndSeq(t *testing.T) {
 	var logged bytes.Buffer
 	o := open(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 	defer o.Close()
-	if !strings.Contains(logged.String(), "buffer schema migrated from=4 to=5") {
+	if !strings.Contains(logged.String(), `msg="buffer schema migrated" from=4 to=5`) {
 		t.Fatalf("the migration was not logged:\n%s", logged.String())
 	}
 	got, _ := o.Pending(ctx, 0, 10)
