@@ -150,6 +150,24 @@ func TestPruneKeepsRecentAndPending(t *testing.T) {
 	}
 }
 
+// sendAll marks every pending event sent, as PUBACKs would, and returns
+// them.
+func sendAll(t *testing.T, o *Outbox) []Record {
+	t.Helper()
+	recs, err := o.Pending(context.Background(), 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := make([]int64, len(recs))
+	for i, r := range recs {
+		pos[i] = r.Pos
+	}
+	if err := o.MarkSent(context.Background(), pos); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
 // snapshot copies the database as a power cut would leave it now: every
 // committed transaction, and nothing Close would have written.
 func snapshot(t *testing.T, path string) string {
@@ -172,12 +190,7 @@ func TestSeqPosAndIDContinueAfterUncleanStop(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "b.db")
 	o := open(t, path, Options{Clock: fc, RetainSent: time.Minute})
 	evs := appendN(t, o, 30)
-	recs, _ := o.Pending(ctx, 0, 100)
-	var pos []int64
-	for _, r := range recs {
-		pos = append(pos, r.Pos)
-	}
-	o.MarkSent(ctx, pos)
+	recs := sendAll(t, o)
 	fc.Advance(time.Hour)
 	if n, err := o.Prune(ctx); err != nil || n != 29 {
 		t.Fatalf("prune = %d, %v; want all but the newest", n, err)
@@ -210,8 +223,7 @@ func TestPruneNeverReusesPositions(t *testing.T) {
 	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{Clock: fc, RetainSent: time.Minute})
 	defer o.Close()
 	appendN(t, o, 3)
-	recs, _ := o.Pending(ctx, 0, 10)
-	o.MarkSent(ctx, []int64{recs[0].Pos, recs[1].Pos, recs[2].Pos})
+	recs := sendAll(t, o)
 	fc.Advance(time.Hour)
 	if n, err := o.Prune(ctx); err != nil || n != 2 {
 		t.Fatalf("prune = %d, %v; want 2 (the newest stays)", n, err)
