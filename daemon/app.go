@@ -141,9 +141,19 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 			return nil, err
 		}
 	}
+	// The sources are read at scrape time only, once everything is wired.
+	a.metrics = metrics.New(metrics.Sources{
+		Stats:     func(ctx context.Context) (store.Stats, error) { return a.store.Stats(ctx) },
+		Ingested:  func() int64 { n, _ := a.intake.Counts(); return n },
+		Refused:   func() int64 { _, n := a.intake.Counts(); return n },
+		Connected: func() bool { return a.uplink.State().Connected },
+		Connects:  func() int64 { return a.uplink.Connects() },
+		Devices:   a.health.Devices, Now: clk.Now,
+	})
 	st, err := store.Open(ctx, store.Options{
 		Path: cfg.Storage.Path, MaxPending: cfg.Storage.MaxPending, RetainSent: cfg.Storage.RetainSent.D(), Seal: keys,
 		PruneInterval: time.Minute, Clock: clk, Logger: log.With("subsystem", "store"),
+		ObserveCommit: a.metrics.Committed,
 	})
 	if err != nil {
 		return nil, err
@@ -170,9 +180,7 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		ReconnectMax: cfg.Uplink.ReconnectMax.D(), ShutdownTimeout: cfg.Uplink.ShutdownTimeout.D(),
 		Clock: clk, Logger: log.With("subsystem", "uplink"), Health: a.health,
 		OnAck: func(_ int64, latency time.Duration) {
-			if a.metrics != nil {
-				a.metrics.Acked(latency)
-			}
+			a.metrics.Acked(latency)
 			a.latency.Store(int64(latency))
 			a.notifyChanged()
 		},
@@ -192,12 +200,6 @@ func NewApp(ctx context.Context, cfg *config.Config, log *slog.Logger, clk clock
 		a.notifyChanged()
 	}
 
-	a.metrics = metrics.New(metrics.Sources{
-		Stats: st.Stats, Ingested: func() int64 { n, _ := a.intake.Counts(); return n },
-		Refused:   func() int64 { _, n := a.intake.Counts(); return n },
-		Connected: func() bool { return a.uplink.State().Connected }, Connects: a.uplink.Connects,
-		Devices: a.health.Devices, Now: clk.Now,
-	})
 	if err := a.buildFront(); err != nil {
 		st.Close()
 		return nil, err

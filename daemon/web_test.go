@@ -63,10 +63,17 @@ web:
 		"mailroomd_oldest_pending_age_seconds ", "mailroomd_publish_latency_seconds_bucket{le=\"0.01\"}",
 		`mailroomd_device_up{device="sim",kind="scanner"} 1`, "mailroomd_uplink_connected 1",
 		"mailroomd_uplink_reconnects_total 0", "mailroomd_login_failures_total 0",
+		`mailroomd_buffer_commit_seconds_bucket{le="0.002"}`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	// Every scan was a commit: the histogram counted them.
+	if m := regexp.MustCompile(`(?m)^mailroomd_buffer_commit_seconds_count (\d+)`).FindStringSubmatch(metrics); m == nil {
+		t.Error("metrics lack the buffer commit histogram's count")
+	} else if n, _ := strconv.Atoi(m[1]); n < 20 {
+		t.Errorf("buffer commits counted: %d; want at least the 20 events sent", n)
 	}
 	if code, _ := get("/api/status"); code != http.StatusUnauthorized {
 		t.Fatalf("status without login: %d", code)
