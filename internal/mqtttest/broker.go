@@ -69,15 +69,7 @@ func Start(t testing.TB) *Broker { return StartWithACL(t, "") }
 func StartWithACL(t testing.TB, acl string) *Broker {
 	t.Helper()
 	dir := t.TempDir()
-	now := time.Now()
-	ca, err := devcert.NewCA("test CA", now, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.IssueServer(now, 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, srv := serverPKI(t, "test CA")
 	b := &Broker{t: t, Dir: dir, Port: FreePort(t), CA: ca, Files: devcert.Files{
 		CA: filepath.Join(dir, "ca.pem"), ServerCert: filepath.Join(dir, "server.pem"), ServerKey: filepath.Join(dir, "server.key"),
 	}}
@@ -114,6 +106,18 @@ func StartWithACL(t testing.TB, acl string) *Broker {
 	b.Start()
 	t.Cleanup(b.Kill)
 	return b
+}
+
+// serverPKI makes a throwaway CA named name and a server certificate for
+// loopback signed by it, valid for a day.
+func serverPKI(t testing.TB, name string) (*devcert.CA, devcert.Pair) {
+	t.Helper()
+	now := time.Now()
+	ca, err := devcert.NewCA(name, now, 24*time.Hour)
+	must(t, err)
+	srv, err := ca.IssueServer(now, 24*time.Hour)
+	must(t, err)
+	return ca, srv
 }
 
 func must(t testing.TB, err error) {

@@ -36,11 +36,7 @@ func StartNATS(t testing.TB) *NATS {
 		}
 	}
 	dir := t.TempDir()
-	now := time.Now()
-	ca, err := devcert.NewCA("nats test CA", now, 24*time.Hour)
-	must(t, err)
-	srv, err := ca.IssueServer(now, 24*time.Hour)
-	must(t, err)
+	ca, srv := serverPKI(t, "nats test CA")
 	n := &NATS{Port: FreePort(t), CA: ca, CAFile: filepath.Join(dir, "ca.pem"), dir: dir}
 	must(t, os.WriteFile(n.CAFile, ca.CertPEM, 0o644))
 	must(t, os.WriteFile(filepath.Join(dir, "server.pem"), srv.CertPEM, 0o644))

@@ -30,11 +30,7 @@ func StartRabbitMQ(t testing.TB) *RabbitMQ {
 		t.Fatal("rabbitmq-server is not installed: run `make deps` (Debian package rabbitmq-server)")
 	}
 	dir := t.TempDir()
-	now := time.Now()
-	ca, err := devcert.NewCA("rabbitmq test CA", now, 24*time.Hour)
-	must(t, err)
-	srv, err := ca.IssueServer(now, 24*time.Hour)
-	must(t, err)
+	ca, srv := serverPKI(t, "rabbitmq test CA")
 	r := &RabbitMQ{Port: FreePort(t), CA: ca}
 	for name, b := range map[string][]byte{"ca.pem": ca.CertPEM, "server.pem": srv.CertPEM, "server.key": srv.KeyPEM} {
 		must(t, os.WriteFile(filepath.Join(dir, name), b, 0o600))
