@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -131,8 +132,8 @@ type Outbox struct {
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
-	insStmt, markStmt *sql.Stmt
-	relaxed           bool // synchronous=NORMAL is in force (writer only)
+	wc      *writeConn // the writer's connection, pinned from wdb
+	relaxed bool       // synchronous=NORMAL is in force (writer only)
 	// payloadBuf is reused for every event the writer encodes: SQLite
 	// copies what is bound to a statement (writer only).
 	payloadBuf []byte
@@ -146,6 +147,12 @@ type Outbox struct {
 	pending atomic.Int64
 	refused atomic.Int64
 }
+
+// The writer's two statements on every commit.
+const (
+	insertEvent = "INSERT INTO events(pos, epoch, seq, id, type, ts, payload, key_id) VALUES (?,?,?,?,?,?,?,?)"
+	markSent    = "UPDATE events SET sent_at = ? WHERE pos BETWEEN ? AND ? AND sent_at IS NULL"
+)
 
 func dsn(path string) string {
 	return "file:" + path + "?_busy_timeout=10000&_synchronous=FULL&_txlock=immediate"
@@ -216,12 +223,7 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	rdb.SetMaxOpenConns(4)
 	o.rdb = rdb
 
-	if o.insStmt, err = wdb.Prepare("INSERT INTO events(pos, epoch, seq, id, type, ts, payload, key_id) VALUES (?,?,?,?,?,?,?,?)"); err != nil {
-		wdb.Close()
-		rdb.Close()
-		return nil, fmt.Errorf("open buffer: %w", err)
-	}
-	if o.markStmt, err = wdb.Prepare("UPDATE events SET sent_at = ? WHERE pos BETWEEN ? AND ? AND sent_at IS NULL"); err != nil {
+	if o.wc, err = newWriteConn(ctx, wdb); err != nil {
 		wdb.Close()
 		rdb.Close()
 		return nil, fmt.Errorf("open buffer: %w", err)
@@ -229,8 +231,7 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 
 	cdb, err := sql.Open("sqlite3", dsn(opts.Path))
 	if err != nil {
-		o.insStmt.Close()
-		o.markStmt.Close()
+		o.wc.close()
 		wdb.Close()
 		rdb.Close()
 		return nil, fmt.Errorf("open buffer checkpointer: %w", err)
@@ -385,8 +386,11 @@ func (o *Outbox) loadLast(ctx context.Context) error {
 
 // saveLast records where the buffer left off in meta, on a clean close.
 func (o *Outbox) saveLast() error {
-	_, err := o.wdb.Exec("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?), ('last_id', ?), ('last_pos', ?)",
-		strconv.FormatInt(o.lastSeq.Load(), 10), o.lastID, strconv.FormatInt(o.lastPos, 10))
+	err := o.wc.run(func() error {
+		_, err := o.wc.exec("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?), ('last_id', ?), ('last_pos', ?)",
+			strconv.FormatInt(o.lastSeq.Load(), 10), o.lastID, strconv.FormatInt(o.lastPos, 10))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("close buffer: record last seq: %w", err)
 	}
@@ -777,7 +781,7 @@ func (o *Outbox) Close() error {
 		close(o.quit)
 		<-o.writerDone
 		o.wg.Wait()
-		err = errors.Join(o.insStmt.Close(), o.markStmt.Close(), o.cdb.Close(), o.rdb.Close(), o.wdb.Close())
+		err = errors.Join(o.wc.close(), o.cdb.Close(), o.rdb.Close(), o.wdb.Close())
 	})
 	return err
 }
@@ -897,100 +901,89 @@ func (o *Outbox) commit(batch []*request) {
 			break
 		}
 	}
-	if marksOnly != o.relaxed {
-		mode := "FULL"
-		if marksOnly {
-			mode = "NORMAL"
-		}
-		if _, err := o.wdb.Exec("PRAGMA synchronous = " + mode); err == nil {
-			o.relaxed = marksOnly
-		}
-	}
-
 	began := time.Now()
-	err := func() error {
-		tx, err := o.wdb.Begin()
-		if err != nil {
-			return err
+	err := o.wc.run(func() error {
+		if marksOnly != o.relaxed {
+			mode := "FULL"
+			if marksOnly {
+				mode = "NORMAL"
+			}
+			if _, err := o.wc.exec("PRAGMA synchronous = " + mode); err == nil {
+				o.relaxed = marksOnly
+			}
 		}
-		defer tx.Rollback()
-		var ins, mark *sql.Stmt
-		now := o.opts.Clock.Now()
-		for i, r := range batch {
-			switch r.kind {
-			case opAppend:
-				if o.opts.MaxPending > 0 && pending+appended >= int64(o.opts.MaxPending) {
-					results[i].err = ErrFull
-					continue
-				}
-				if ins == nil {
-					ins = tx.Stmt(o.insStmt)
-				}
-				ev := r.ev
-				ev.Seq, ev.Epoch, ev.ID = seq+1, o.epoch, o.ids.New(now)
-				payload, err := ev.AppendJSON(o.payloadBuf[:0])
-				o.payloadBuf = payload
-				if err != nil {
-					results[i].err = err
-					continue
-				}
-				seq++
-				pos++
-				var keyID any
-				if o.opts.Seal != nil {
-					payload, keyID = o.opts.Seal.Seal(ev.ID, payload), o.opts.Seal.Current()
-				}
-				if _, err := ins.Exec(pos, ev.Epoch, ev.Seq, ev.ID, string(ev.Type), ev.Time.UnixMilli(), payload, keyID); err != nil {
-					return err
-				}
-				if ev.Station != "" {
-					if err := trackResolution(tx, ev, pos, payload, keyID); err != nil {
+		return o.wc.tx(func() error {
+			now := o.opts.Clock.Now()
+			for i, r := range batch {
+				switch r.kind {
+				case opAppend:
+					if o.opts.MaxPending > 0 && pending+appended >= int64(o.opts.MaxPending) {
+						results[i].err = ErrFull
+						continue
+					}
+					ev := r.ev
+					ev.Seq, ev.Epoch, ev.ID = seq+1, o.epoch, o.ids.New(now)
+					payload, err := ev.AppendJSON(o.payloadBuf[:0])
+					o.payloadBuf = payload
+					if err != nil {
+						results[i].err = err
+						continue
+					}
+					seq++
+					pos++
+					var keyID driver.Value
+					if o.opts.Seal != nil {
+						payload, keyID = o.opts.Seal.Seal(ev.ID, payload), o.opts.Seal.Current()
+					}
+					if _, err := o.wc.exec(insertEvent, pos, ev.Epoch, ev.Seq, ev.ID, string(ev.Type), ev.Time.UnixMilli(), payload, keyID); err != nil {
 						return err
 					}
-				}
-				results[i].ev = ev
-				lastID = ev.ID
-				appended++
-			case opMarkSent:
-				if mark == nil {
-					mark = tx.Stmt(o.markStmt)
-				}
-				for _, rg := range ranges(r.pos) {
-					res, err := mark.Exec(now.UnixMilli(), rg[0], rg[1])
+					if ev.Station != "" {
+						if err := o.trackResolution(ev, pos, payload, keyID); err != nil {
+							return err
+						}
+					}
+					results[i].ev = ev
+					lastID = ev.ID
+					appended++
+				case opMarkSent:
+					for _, rg := range ranges(r.pos) {
+						res, err := o.wc.exec(markSent, now.UnixMilli(), rg[0], rg[1])
+						if err != nil {
+							return err
+						}
+						n, _ := res.RowsAffected()
+						sentDelta += n
+					}
+				case opResolve:
+					if err := o.deleteUnresolved(r.ids); err != nil {
+						return err
+					}
+				case opNonce:
+					res, err := o.wc.exec("INSERT OR IGNORE INTO nonces(nonce, expires) VALUES (?, ?)", r.ids[0], r.until.UnixMilli())
 					if err != nil {
 						return err
 					}
-					n, _ := res.RowsAffected()
-					sentDelta += n
-				}
-			case opResolve:
-				if err := deleteUnresolved(tx, r.ids); err != nil {
-					return err
-				}
-			case opNonce:
-				res, err := tx.Exec("INSERT OR IGNORE INTO nonces(nonce, expires) VALUES (?, ?)", r.ids[0], r.until.UnixMilli())
-				if err != nil {
-					return err
-				}
-				results[i].n, _ = res.RowsAffected()
-			case opPrune:
-				cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
-				// The newest row is never pruned: it carries the last
-				// position, seq and id (loadLast).
-				res, err := tx.Exec(`DELETE FROM events WHERE pos IN (
-					SELECT pos FROM events WHERE sent_at IS NOT NULL AND sent_at < ? AND type != 'audit'
-					AND pos < (SELECT max(pos) FROM events) LIMIT 100000)`, cutoff)
-				if err != nil {
-					return err
-				}
-				results[i].n, _ = res.RowsAffected()
-				if _, err := tx.Exec("DELETE FROM nonces WHERE expires < ?", now.UnixMilli()); err != nil {
-					return err
+					results[i].n, _ = res.RowsAffected()
+				case opPrune:
+					cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
+					// The newest row is never pruned: it carries the last
+					// position, seq and id (loadLast).
+					res, err := o.wc.exec(`DELETE FROM events WHERE pos IN (
+						SELECT pos FROM events WHERE sent_at IS NOT NULL AND sent_at < ? AND type != 'audit'
+						AND pos < (SELECT max(pos) FROM events) LIMIT 100000)`, cutoff)
+					if err != nil {
+						return err
+					}
+					results[i].n, _ = res.RowsAffected()
+					if _, err := o.wc.exec("DELETE FROM nonces WHERE expires < ?", now.UnixMilli()); err != nil {
+						return err
+					}
 				}
 			}
-		}
-		return tx.Commit()
-	}()
+			return nil
+		})
+	})
 
 	if o.opts.ObserveCommit != nil {
 		o.opts.ObserveCommit(len(batch), time.Since(began))
@@ -1036,19 +1029,19 @@ func (o *Outbox) commit(batch []*request) {
 
 // trackResolution keeps the unresolved table in step with an event at a
 // station: a scan becomes unresolved, an event resolving scans removes them.
-func trackResolution(tx *sql.Tx, ev event.Event, pos int64, payload []byte, keyID any) error {
+func (o *Outbox) trackResolution(ev event.Event, pos int64, payload []byte, keyID driver.Value) error {
 	if ev.Type == event.TypeScan {
-		if _, err := tx.Exec("INSERT INTO unresolved(scan_id, station, pos, payload, key_id) VALUES (?,?,?,?,?)",
+		if _, err := o.wc.exec("INSERT INTO unresolved(scan_id, station, pos, payload, key_id) VALUES (?,?,?,?,?)",
 			ev.ID, ev.Station, pos, payload, keyID); err != nil {
 			return err
 		}
 	}
-	return deleteUnresolved(tx, ev.Resolves)
+	return o.deleteUnresolved(ev.Resolves)
 }
 
-func deleteUnresolved(tx *sql.Tx, ids []string) error {
+func (o *Outbox) deleteUnresolved(ids []string) error {
 	for _, id := range ids {
-		if _, err := tx.Exec("DELETE FROM unresolved WHERE scan_id = ?", id); err != nil {
+		if _, err := o.wc.exec("DELETE FROM unresolved WHERE scan_id = ?", id); err != nil {
 			return err
 		}
 	}

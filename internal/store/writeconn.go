@@ -1,0 +1,97 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// writeConn is the writer's connection to SQLite, used through the driver
+// rather than through database/sql. database/sql gives every transaction a
+// cancellable context and a goroutine that watches it, and the driver runs
+// a statement under such a context, BEGIN among them, on a goroutine of its
+// own: three goroutine hand-offs per commit, each one taking the writer off
+// its locked thread. Through the driver every statement runs on the
+// writer's thread, one cgo call each, from statements prepared once.
+type writeConn struct {
+	conn  *sql.Conn
+	stmts map[string]driver.Stmt
+	args  []driver.NamedValue
+	sc    *sqlite3.SQLiteConn // set only inside run
+}
+
+// newWriteConn pins one connection of db for the writer. db must allow no
+// other use of it meanwhile.
+func newWriteConn(ctx context.Context, db *sql.DB) (*writeConn, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &writeConn{conn: conn, stmts: make(map[string]driver.Stmt)}, nil
+}
+
+// run calls f with the driver's connection at hand for exec.
+func (w *writeConn) run(f func() error) error {
+	return w.conn.Raw(func(dc any) error {
+		sc, ok := dc.(*sqlite3.SQLiteConn)
+		if !ok {
+			return fmt.Errorf("buffer writer: unexpected driver connection %T", dc)
+		}
+		w.sc = sc
+		defer func() { w.sc = nil }()
+		return f()
+	})
+}
+
+// exec runs one statement with positional arguments, preparing it on first
+// use. Only within run.
+func (w *writeConn) exec(query string, args ...driver.Value) (driver.Result, error) {
+	s, ok := w.stmts[query]
+	if !ok {
+		var err error
+		if s, err = w.sc.Prepare(query); err != nil {
+			return nil, err
+		}
+		w.stmts[query] = s
+	}
+	w.args = w.args[:0]
+	for i, a := range args {
+		w.args = append(w.args, driver.NamedValue{Ordinal: i + 1, Value: a})
+	}
+	// A context that cannot be cancelled keeps the driver on this thread.
+	return s.(driver.StmtExecContext).ExecContext(context.Background(), w.args)
+}
+
+// tx runs f in a transaction, committed if f returns nil and rolled back
+// otherwise. Only within run.
+func (w *writeConn) tx(f func() error) error {
+	if _, err := w.exec("BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	err := f()
+	if err == nil {
+		if _, err = w.exec("COMMIT"); err == nil {
+			return nil
+		}
+	}
+	// A failed COMMIT may leave the transaction open; ROLLBACK ends it
+	// either way, and fails harmlessly if nothing is open.
+	w.exec("ROLLBACK")
+	return err
+}
+
+// close finalizes the prepared statements and returns the connection.
+func (w *writeConn) close() error {
+	errs := []error{w.run(func() error {
+		var errs []error
+		for _, s := range w.stmts {
+			errs = append(errs, s.Close())
+		}
+		return errors.Join(errs...)
+	})}
+	return errors.Join(append(errs, w.conn.Close())...)
+}
