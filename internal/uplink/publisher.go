@@ -302,6 +302,7 @@ func (p *Publisher) clientOptions(broker string, lost chan<- error) *mqtt.Client
 		SetPingTimeout(max(p.opts.KeepAlive/2, time.Second)).
 		SetConnectTimeout(p.opts.ConnectTimeout).
 		SetWriteTimeout(p.opts.WriteTimeout).
+		SetCustomOpenConnectionFn(dialer(p.opts.ConnectTimeout, p.opts.WriteTimeout)).
 		SetOrderMatters(false).
 		SetWill(p.Topic(TopicStatus), string(p.status("offline", "connection lost", nil)), 1, true).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
