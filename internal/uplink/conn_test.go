@@ -164,7 +164,7 @@ func TestCoalescingConnWriteWaitsWhileTheBufferIsFull(t *testing.T) {
 	g := newGatedConn(t)
 	c := newCoalescingConn(g, time.Second)
 	c.Write(packet(0)) // taken by the flusher, held at the gate
-	waitTaken(c) // so what follows is gathered behind it
+	waitTaken(c)       // so what follows is gathered behind it
 	big := bytes.Repeat([]byte{'x'}, maxBuffered)
 	if _, err := c.Write(big); err != nil {
 		t.Fatal(err)
