@@ -105,7 +105,9 @@ type request struct {
 	pos   []int64
 	ids   []string
 	until time.Time
-	reply chan result
+	// res is the writer's answer, valid once done has a value.
+	res  result
+	done chan struct{}
 }
 
 type result struct {
@@ -129,6 +131,7 @@ type Outbox struct {
 	notify     chan struct{}
 	checkpoint chan struct{} // wakes the checkpointer
 	cdb        *sql.DB       // the checkpointer's connection
+	requests   sync.Pool     // of *request, each with its answer channel
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
@@ -239,6 +242,7 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	cdb.SetMaxOpenConns(1)
 	o.cdb = cdb
 
+	o.requests.New = func() any { return &request{done: make(chan struct{}, 1)} }
 	o.reqs = make(chan *request, 4096)
 	o.quit = make(chan struct{})
 	o.writerDone = make(chan struct{})
@@ -504,34 +508,50 @@ func (o *Outbox) Epoch() string { return o.epoch }
 // Only one goroutine should wait on it.
 func (o *Outbox) Notify() <-chan struct{} { return o.notify }
 
-func (o *Outbox) submit(ctx context.Context, r *request) (result, error) {
-	r.reply = make(chan result, 1)
+// submit hands req to the writer and waits for its answer. The request
+// travels in a pooled struct with its own answer channel: at 20,000 scans/s
+// allocating them was most of the garbage, and the collector's pauses a
+// visible part of the commit latency's tail.
+func (o *Outbox) submit(ctx context.Context, req request) (result, error) {
+	r := o.requests.Get().(*request)
+	done := r.done
+	*r = req
+	r.done = done
 	select {
 	case o.reqs <- r:
 	case <-o.writerDone:
+		o.release(r)
 		return result{}, ErrClosed
 	case <-ctx.Done():
+		o.release(r)
 		return result{}, ctx.Err()
 	}
 	select {
-	case res := <-r.reply:
-		return res, res.err
+	case <-r.done:
 	case <-o.writerDone:
 		// The writer answers everything it took before it exits.
 		select {
-		case res := <-r.reply:
-			return res, res.err
+		case <-r.done:
 		default:
 			return result{}, ErrClosed
 		}
 	}
+	res := r.res
+	o.release(r)
+	return res, res.err
+}
+
+// release returns an answered (or never queued) request to the pool.
+func (o *Outbox) release(r *request) {
+	*r = request{done: r.done}
+	o.requests.Put(r)
 }
 
 // Append commits an event durably and returns it with its id, epoch and seq.
 // It returns only once the event is on disk, or an error, in which case the
 // event was not committed. ev.ID, ev.Epoch and ev.Seq are ignored.
 func (o *Outbox) Append(ctx context.Context, ev event.Event) (event.Event, error) {
-	res, err := o.submit(ctx, &request{kind: opAppend, ev: ev})
+	res, err := o.submit(ctx, request{kind: opAppend, ev: ev})
 	if err != nil {
 		if errors.Is(err, ErrFull) || isRefusal(err) {
 			o.refused.Add(1)
@@ -552,7 +572,7 @@ func (o *Outbox) MarkSent(ctx context.Context, pos []int64) error {
 	if len(pos) == 0 {
 		return nil
 	}
-	if _, err := o.submit(ctx, &request{kind: opMarkSent, pos: pos}); err != nil {
+	if _, err := o.submit(ctx, request{kind: opMarkSent, pos: pos}); err != nil {
 		return fmt.Errorf("mark %d events sent: %w", len(pos), err)
 	}
 	return nil
@@ -565,7 +585,7 @@ func (o *Outbox) Resolve(ctx context.Context, scanIDs ...string) error {
 	if len(scanIDs) == 0 {
 		return nil
 	}
-	if _, err := o.submit(ctx, &request{kind: opResolve, ids: scanIDs}); err != nil {
+	if _, err := o.submit(ctx, request{kind: opResolve, ids: scanIDs}); err != nil {
 		return fmt.Errorf("resolve %d scans: %w", len(scanIDs), err)
 	}
 	return nil
@@ -574,7 +594,7 @@ func (o *Outbox) Resolve(ctx context.Context, scanIDs ...string) error {
 // UseNonce records a command's nonce until it expires. fresh is false when
 // the nonce was already used: the command is a replay.
 func (o *Outbox) UseNonce(ctx context.Context, nonce string, expires time.Time) (fresh bool, err error) {
-	res, err := o.submit(ctx, &request{kind: opNonce, ids: []string{nonce}, until: expires})
+	res, err := o.submit(ctx, request{kind: opNonce, ids: []string{nonce}, until: expires})
 	if err != nil {
 		return false, fmt.Errorf("record nonce: %w", err)
 	}
@@ -609,7 +629,7 @@ func (o *Outbox) BySeq(ctx context.Context, from, to int64) ([]Record, error) {
 // Check runs an empty write transaction through the writer: it fails when
 // the buffer is closed or cannot be written.
 func (o *Outbox) Check(ctx context.Context) error {
-	if _, err := o.submit(ctx, &request{kind: opResolve}); err != nil {
+	if _, err := o.submit(ctx, request{kind: opResolve}); err != nil {
 		return fmt.Errorf("check buffer: %w", err)
 	}
 	return nil
@@ -723,7 +743,7 @@ func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]
 // Prune deletes sent events older than RetainSent and returns how many.
 // Audit events are kept: they are the box's append-only audit log.
 func (o *Outbox) Prune(ctx context.Context) (int64, error) {
-	res, err := o.submit(ctx, &request{kind: opPrune})
+	res, err := o.submit(ctx, request{kind: opPrune})
 	if err != nil {
 		return 0, fmt.Errorf("prune sent events: %w", err)
 	}
@@ -885,7 +905,6 @@ func (o *Outbox) writer() {
 
 // commit runs one batch in one transaction and answers every request in it.
 func (o *Outbox) commit(batch []*request) {
-	results := make([]result, len(batch))
 	seq, pos := o.lastSeq.Load(), o.lastPos
 	pending := o.pending.Load()
 	var sentDelta, appended int64
@@ -918,7 +937,7 @@ func (o *Outbox) commit(batch []*request) {
 				switch r.kind {
 				case opAppend:
 					if o.opts.MaxPending > 0 && pending+appended >= int64(o.opts.MaxPending) {
-						results[i].err = ErrFull
+						batch[i].res.err = ErrFull
 						continue
 					}
 					ev := r.ev
@@ -926,7 +945,7 @@ func (o *Outbox) commit(batch []*request) {
 					payload, err := ev.AppendJSON(o.payloadBuf[:0])
 					o.payloadBuf = payload
 					if err != nil {
-						results[i].err = err
+						batch[i].res.err = err
 						continue
 					}
 					seq++
@@ -943,7 +962,7 @@ func (o *Outbox) commit(batch []*request) {
 							return err
 						}
 					}
-					results[i].ev = ev
+					batch[i].res.ev = ev
 					lastID = ev.ID
 					appended++
 				case opMarkSent:
@@ -964,7 +983,7 @@ func (o *Outbox) commit(batch []*request) {
 					if err != nil {
 						return err
 					}
-					results[i].n, _ = res.RowsAffected()
+					batch[i].res.n, _ = res.RowsAffected()
 				case opPrune:
 					cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
 					// The newest row is never pruned: it carries the last
@@ -975,7 +994,7 @@ func (o *Outbox) commit(batch []*request) {
 					if err != nil {
 						return err
 					}
-					results[i].n, _ = res.RowsAffected()
+					batch[i].res.n, _ = res.RowsAffected()
 					if _, err := o.wc.exec("DELETE FROM nonces WHERE expires < ?", now.UnixMilli()); err != nil {
 						return err
 					}
@@ -991,8 +1010,8 @@ func (o *Outbox) commit(batch []*request) {
 	if err != nil {
 		// Nothing in this batch was committed: seq stays where it was.
 		o.log.Error("buffer commit failed", "err", err, "batch", len(batch))
-		for i := range results {
-			results[i] = result{err: err}
+		for _, r := range batch {
+			r.res = result{err: err}
 		}
 	} else {
 		o.lastSeq.Store(seq)
@@ -1007,8 +1026,8 @@ func (o *Outbox) commit(batch []*request) {
 			}
 		}
 	}
-	for i, r := range batch {
-		r.reply <- results[i]
+	for _, r := range batch {
+		r.done <- struct{}{} // r belongs to its caller from here on
 	}
 	// The callers just answered wait in this P's run queue. If more work
 	// is queued, the writer's next cgo call would hold the P, and them, for
