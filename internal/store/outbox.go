@@ -933,11 +933,11 @@ func (o *Outbox) commit(batch []*request) {
 		}
 		return o.wc.tx(func() error {
 			now := o.opts.Clock.Now()
-			for i, r := range batch {
+			for _, r := range batch {
 				switch r.kind {
 				case opAppend:
 					if o.opts.MaxPending > 0 && pending+appended >= int64(o.opts.MaxPending) {
-						batch[i].res.err = ErrFull
+						r.res.err = ErrFull
 						continue
 					}
 					ev := r.ev
@@ -945,7 +945,7 @@ func (o *Outbox) commit(batch []*request) {
 					payload, err := ev.AppendJSON(o.payloadBuf[:0])
 					o.payloadBuf = payload
 					if err != nil {
-						batch[i].res.err = err
+						r.res.err = err
 						continue
 					}
 					seq++
@@ -962,7 +962,7 @@ func (o *Outbox) commit(batch []*request) {
 							return err
 						}
 					}
-					batch[i].res.ev = ev
+					r.res.ev = ev
 					lastID = ev.ID
 					appended++
 				case opMarkSent:
@@ -983,7 +983,7 @@ func (o *Outbox) commit(batch []*request) {
 					if err != nil {
 						return err
 					}
-					batch[i].res.n, _ = res.RowsAffected()
+					r.res.n, _ = res.RowsAffected()
 				case opPrune:
 					cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
 					// The newest row is never pruned: it carries the last
@@ -994,7 +994,7 @@ func (o *Outbox) commit(batch []*request) {
 					if err != nil {
 						return err
 					}
-					batch[i].res.n, _ = res.RowsAffected()
+					r.res.n, _ = res.RowsAffected()
 					if _, err := o.wc.exec("DELETE FROM nonces WHERE expires < ?", now.UnixMilli()); err != nil {
 						return err
 					}

@@ -14,9 +14,10 @@ import (
 // rather than through database/sql. database/sql gives every transaction a
 // cancellable context and a goroutine that watches it, and the driver runs
 // a statement under such a context, BEGIN among them, on a goroutine of its
-// own: three goroutine hand-offs per commit, each one taking the writer off
-// its locked thread. Through the driver every statement runs on the
-// writer's thread, one cgo call each, from statements prepared once.
+// own: two goroutines started and woken per commit, and the writer parked
+// off its locked thread while BEGIN runs elsewhere. Through the driver
+// every statement runs on the writer's thread, one cgo call each, from
+// statements prepared once.
 type writeConn struct {
 	conn  *sql.Conn
 	stmts map[string]driver.Stmt
