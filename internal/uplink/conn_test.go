@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -186,5 +187,53 @@ func TestCoalescingConnWriteWaitsWhileTheBufferIsFull(t *testing.T) {
 	c.Close()
 	if got, want := len(bytes.Join(g.recorded(), nil)), 2*len(packet(0))+maxBuffered; got != want {
 		t.Fatalf("%d bytes on the wire, want %d", got, want)
+	}
+}
+
+func TestCoalescingConnDropsABrokerThatStopsReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c // held open, never read
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	defer peer.Close()
+	c := newCoalescingConn(raw, 200*time.Millisecond)
+	defer c.Close()
+	failed := make(chan error, 1)
+	go func() {
+		chunk := bytes.Repeat([]byte{'p'}, 64<<10)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				failed <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-failed:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("write to a stalled broker failed with %v, want a write timeout", err)
+		}
+	case <-time.After(20 * time.Second):
+		c.Conn.Close() // ends the writer goroutine
+		<-failed
+		t.Fatal("writes to a broker that reads nothing never failed: the write timeout is not enforced")
+	}
+	// The connection is closed, so paho's reader sees the loss too.
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := raw.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after the write timed out: %v, want the connection closed", err)
 	}
 }
