@@ -3,34 +3,18 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/kardianos/service"
 
 	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/update"
 )
 
 const (
 	serviceName        = "mailroomd"
 	serviceDescription = "Mailroom edge daemon: scanners to the parcel-tracking cloud"
-	// packageUnitMarker is in the systemd unit the Debian package installs.
-	packageUnitMarker = "# installed by the mailroomd package"
 )
-
-// packageUnits are where the Debian package's unit lives.
-var packageUnits = []string{"/usr/lib/systemd/system/mailroomd.service", "/lib/systemd/system/mailroomd.service"}
-
-// packagedUnit returns the path of the package's hardened unit, if present.
-func packagedUnit() string {
-	for _, p := range packageUnits {
-		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), packageUnitMarker) {
-			return p
-		}
-	}
-	return ""
-}
 
 // control runs install, uninstall, start, stop, restart and status through
 // the platform's service manager (systemd, the Windows service manager,
@@ -52,7 +36,7 @@ func control(action string, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		cfgFile = abs
-		if unit := packagedUnit(); unit != "" {
+		if unit := update.PackagedUnit(); unit != "" {
 			fmt.Fprintf(stdout, "The mailroomd package already installed its hardened unit (%s).\n"+
 				"Put the configuration in /etc/mailroomd/mailroomd.yaml and run: systemctl enable --now mailroomd\n", unit)
 			return 0

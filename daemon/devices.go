@@ -17,6 +17,7 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/scanner"
 	"github.com/mailroomd/mailroomd/drivers/serialport"
 	"github.com/mailroomd/mailroomd/drivers/usbhid"
+	"github.com/mailroomd/mailroomd/internal/app"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/health"
@@ -119,7 +120,7 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 			fmt.Fprintf(stdout, "%s  state: %s: %s\n", time.Now().Format("15:04:05.000"), c.Severity, c.Message)
 		}
 	})
-	dev, err := newDevice(*dc, clock.Real{}, log, h, nil)
+	dev, err := app.NewDevice(*dc, clock.Real{}, log, h, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "mailroomd: device %s: %v\n", name, err)
 		return 2
@@ -133,9 +134,9 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 	}
 	fmt.Fprintf(stdout, "probing %s (%s, driver %s); Ctrl-C to stop\n", name, dc.Kind, dc.Driver)
 	done := make(chan error, 1)
-	if dev.printer != nil {
+	if dev.Printer != nil {
 		ch := make(chan printer.Reading)
-		go func() { done <- dev.printer.Run(ctx, ch) }()
+		go func() { done <- dev.Printer.Run(ctx, ch) }()
 		for {
 			select {
 			case r := <-ch:
@@ -145,9 +146,9 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 			}
 		}
 	}
-	if dev.scale != nil {
+	if dev.Scale != nil {
 		ch := make(chan scale.Reading)
-		go func() { done <- dev.scale.Run(ctx, ch) }()
+		go func() { done <- dev.Scale.Run(ctx, ch) }()
 		for {
 			select {
 			case r := <-ch:
@@ -158,7 +159,7 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 		}
 	}
 	ch := make(chan scanner.Reading)
-	go func() { done <- dev.scanner.Run(ctx, scanner.ToChannel(ch)) }()
+	go func() { done <- dev.Scanner.Run(ctx, scanner.ToChannel(ch)) }()
 	for {
 		select {
 		case r := <-ch:

@@ -71,16 +71,28 @@ func NewWatcher(log *slog.Logger) *Watcher {
 }
 
 // Subscribe returns a channel that receives a value when a relevant device
-// appears (coalesced: one pending wake at most).
-func (w *Watcher) Subscribe() <-chan struct{} {
+// appears (coalesced: one pending wake at most), and the function that
+// removes the subscription again.
+func (w *Watcher) Subscribe() (<-chan struct{}, func()) {
 	if w == nil {
-		return nil
+		return nil, func() {}
 	}
 	ch := make(chan struct{}, 1)
 	w.mu.Lock()
 	w.sub[ch] = struct{}{}
 	w.mu.Unlock()
-	return ch
+	return ch, func() {
+		w.mu.Lock()
+		delete(w.sub, ch)
+		w.mu.Unlock()
+	}
+}
+
+// Subscribers returns how many subscriptions are in place.
+func (w *Watcher) Subscribers() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.sub)
 }
 
 // Notify wakes every subscriber.

@@ -36,7 +36,8 @@ func TestParse(t *testing.T) {
 
 func TestWatcherWakesSubscribers(t *testing.T) {
 	w := NewWatcher(nil)
-	a, b := w.Subscribe(), w.Subscribe()
+	a, _ := w.Subscribe()
+	b, _ := w.Subscribe()
 	w.handle([]byte("remove@/x\x00ACTION=remove\x00SUBSYSTEM=tty\x00"))
 	select {
 	case <-a:
@@ -51,6 +52,21 @@ func TestWatcherWakesSubscribers(t *testing.T) {
 		case <-time.After(time.Second):
 			t.Fatal("subscriber not woken")
 		}
+	}
+	// An unsubscribed channel is no longer woken, and no longer counted.
+	c, unsubscribe := w.Subscribe()
+	if n := w.Subscribers(); n != 3 {
+		t.Fatalf("%d subscribers, want 3", n)
+	}
+	unsubscribe()
+	if n := w.Subscribers(); n != 2 {
+		t.Fatalf("%d subscribers after unsubscribe, want 2", n)
+	}
+	w.handle(acmAdd)
+	select {
+	case <-c:
+		t.Fatal("an unsubscribed channel was woken")
+	default:
 	}
 	// Run returns when cancelled, with or without netlink access.
 	ctx, cancel := context.WithCancel(context.Background())

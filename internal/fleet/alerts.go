@@ -95,46 +95,66 @@ func (f *Fleet) evaluate(ctx context.Context) {
 	}
 	f.mu.Unlock()
 
-	want := map[string]health.Condition{}
-	for _, c := range h.Active() {
-		if _, after := f.classify(c.Key); now.Sub(c.Since) >= after {
-			want[c.Key] = c
-		}
+	f.updateAlerts(ctx, now)
+	f.flushAlerts(ctx)
+}
+
+// updateAlerts turns the health model's conditions into alert changes and
+// records each in the store before it counts: an alert is raised when its
+// condition has lasted its threshold, stays raised while the condition is
+// active, and is cleared once the condition is gone (but not within the
+// settle time after a start or a config switch). A change the store does
+// not take is tried again at the next evaluation.
+func (f *Fleet) updateAlerts(ctx context.Context, now time.Time) {
+	active := map[string]health.Condition{}
+	for _, c := range f.opts.Health.Active() {
+		active[c.Key] = c
 	}
 	f.mu.Lock()
+	hold := now.Before(f.holdUntil)
 	var changes []Alert
-	for key, c := range want {
+	for key, c := range active {
 		if a, ok := f.alerts[key]; ok {
 			a.Text, a.Severity = c.Message, c.Severity.String() // updated quietly, not raised again
 			continue
 		}
-		cat, _ := f.classify(key)
-		a := &Alert{V: 1, Key: key, Severity: c.Severity.String(), Category: cat, Text: c.Message, RaisedAt: now.UTC()}
-		f.alerts[key] = a
-		changes = append(changes, *a)
+		cat, after := f.classify(key)
+		if now.Sub(c.Since) < after {
+			continue
+		}
+		changes = append(changes, Alert{V: 1, Key: key, Severity: c.Severity.String(), Category: cat, Text: c.Message, RaisedAt: now.UTC()})
 	}
 	for key, a := range f.alerts {
-		if _, ok := want[key]; ok {
+		if _, ok := active[key]; ok || hold {
 			continue
 		}
 		cleared := now.UTC()
 		done := *a
 		done.ClearedAt = &cleared
-		delete(f.alerts, key)
 		changes = append(changes, done)
 	}
+	f.mu.Unlock()
+
 	sort.Slice(changes, func(i, j int) bool { return changes[i].Key < changes[j].Key })
 	for _, a := range changes {
 		b, _ := json.Marshal(a)
-		f.outbox = append(f.outbox, b)
+		if _, err := f.opts.Store.SetAlert(ctx, a.Key, b, a.ClearedAt == nil); err != nil {
+			f.log.Error("alert change not recorded; tried again", "key", a.Key, "err", err)
+			continue
+		}
+		f.mu.Lock()
+		if a.ClearedAt == nil {
+			f.alerts[a.Key] = &a
+		} else {
+			delete(f.alerts, a.Key)
+		}
+		f.mu.Unlock()
 		if a.ClearedAt == nil {
 			f.log.Warn("alert raised", "key", a.Key, "severity", a.Severity, "category", a.Category, "text", a.Text)
 		} else {
 			f.log.Info("alert cleared", "key", a.Key)
 		}
 	}
-	f.mu.Unlock()
-	f.flushAlerts(ctx)
 }
 
 func toggle(h *health.Tracker, key string, on bool, sev health.Severity, msg string) {
@@ -145,16 +165,59 @@ func toggle(h *health.Tracker, key string, on bool, sev health.Severity, msg str
 	}
 }
 
-// flushAlerts publishes queued alert changes in order; what the link
-// refuses stays queued for the next connection.
-func (f *Fleet) flushAlerts(ctx context.Context) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for len(f.outbox) > 0 {
-		if err := f.opts.Link.Publish(ctx, TopicAlerts, f.outbox[0], false); err != nil {
-			return
+// restoreAlerts reads the alerts active when the box last stopped.
+func (f *Fleet) restoreAlerts(ctx context.Context) error {
+	states, err := f.opts.Store.Alerts(ctx)
+	if err != nil {
+		return fmt.Errorf("restore alerts: %w", err)
+	}
+	for _, st := range states {
+		if !st.Active {
+			continue
 		}
-		f.outbox = f.outbox[1:]
+		var a Alert
+		if err := json.Unmarshal(st.Body, &a); err != nil {
+			f.log.Warn("stored alert unreadable; it is raised again if its condition holds", "key", st.Key, "err", err)
+			continue
+		}
+		f.alerts[st.Key] = &a
+	}
+	return nil
+}
+
+// Settle keeps the active alerts for the settle time even when their
+// conditions are gone: called after a config switch, which drops and
+// re-adds the devices whose conditions raised them.
+func (f *Fleet) Settle() {
+	f.mu.Lock()
+	f.holdUntil = f.opts.Clock.Now().Add(f.opts.Settle)
+	f.mu.Unlock()
+}
+
+// flushAlerts publishes the alert changes that wait for the link, oldest
+// first, each key in its latest state only, and records each as published.
+// It holds no lock the rest of the fleet needs while it publishes; when a
+// flush is already under way it returns at once.
+func (f *Fleet) flushAlerts(ctx context.Context) {
+	if !f.flushing.TryLock() {
+		return
+	}
+	defer f.flushing.Unlock()
+	states, err := f.opts.Store.Alerts(ctx)
+	if err != nil {
+		f.log.Warn("alert outbox unreadable", "err", err)
+		return
+	}
+	for _, st := range states {
+		if !st.Unsent {
+			continue
+		}
+		if err := f.opts.Link.Publish(ctx, TopicAlerts, st.Body, false); err != nil {
+			return // the rest waits for the next connection
+		}
+		if err := f.opts.Store.AlertSent(ctx, st.Key, st.Version); err != nil {
+			f.log.Warn("alert published but not recorded as such; it may be published again", "key", st.Key, "err", err)
+		}
 	}
 }
 

@@ -38,6 +38,9 @@ type Store interface {
 	UseNonce(ctx context.Context, nonce string, expires time.Time) (bool, error)
 	BySeq(ctx context.Context, from, to int64) ([]store.Record, error)
 	Stats(ctx context.Context) (store.Stats, error)
+	SetAlert(ctx context.Context, key string, body []byte, active bool) (int64, error)
+	AlertSent(ctx context.Context, key string, version int64) error
+	Alerts(ctx context.Context) ([]store.AlertState, error)
 }
 
 var _ Store = (*store.Outbox)(nil)
@@ -84,9 +87,17 @@ type Options struct {
 	Ingested func() int64
 	// Latency returns the last publish-to-PUBACK latency.
 	Latency func() time.Duration
-	Clock   clock.Clock
-	Log     *slog.Logger
+	// Settle is how long after New and after Settle an active alert whose
+	// condition is absent is kept before it is cleared: the subsystems that
+	// raise conditions need a moment after a start or a config switch to
+	// raise them again. Zero means DefaultSettle.
+	Settle time.Duration
+	Clock  clock.Clock
+	Log    *slog.Logger
 }
+
+// DefaultSettle is the default of Options.Settle.
+const DefaultSettle = 15 * time.Second
 
 // Fleet is the box's side of fleet management.
 type Fleet struct {
@@ -96,9 +107,12 @@ type Fleet struct {
 	started  time.Time
 	inbox    chan message
 
+	// flushing is held by the one flush of the alert outbox under way.
+	flushing sync.Mutex
+
 	mu           sync.Mutex
 	alerts       map[string]*Alert // active, by key
-	outbox       [][]byte          // alert messages waiting for the link
+	holdUntil    time.Time         // no alert is cleared before this (Settle)
 	probe        probeState
 	rejected     time.Time
 	clockWatch   clockWatch
@@ -137,9 +151,10 @@ type ConfigOutcome struct {
 // ConditionRejected is raised when a remote instruction was refused.
 const ConditionRejected = "security.rejected_instruction"
 
-// New returns the fleet link; Subscriptions go into the uplink's options
-// and Run must run.
-func New(opts Options) *Fleet {
+// New returns the fleet link with the alerts that were active when the
+// last one stopped; Subscriptions go into the uplink's options and Run
+// must run.
+func New(ctx context.Context, opts Options) (*Fleet, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
@@ -149,11 +164,18 @@ func New(opts Options) *Fleet {
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = 10 * time.Second
 	}
+	if opts.Settle <= 0 {
+		opts.Settle = DefaultSettle
+	}
 	f := &Fleet{opts: opts, log: opts.Log, started: opts.Clock.Now(), inbox: make(chan message, 64),
 		alerts: map[string]*Alert{}}
 	f.verifier = &envelope.Verifier{Keys: opts.Keys, Appliance: opts.Appliance, Site: opts.Site,
 		Now: opts.Clock.Now, Skew: 5 * time.Minute}
-	return f
+	if err := f.restoreAlerts(ctx); err != nil {
+		return nil, err
+	}
+	f.Settle()
+	return f, nil
 }
 
 // Subscriptions are the topics the fleet receives.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -189,13 +190,21 @@ func (m *Manager) Consider(version int64, keyID string, yaml []byte) (*config.Co
 }
 
 // Begin switches to a checked config: it is kept, and in trial, until
-// Confirm or Rollback.
+// Confirm or Rollback. A config that replaces one still in trial rolls
+// back, if it must, to the config before that one: the last that proved
+// itself.
 func (m *Manager) Begin(version int64, keyID string, yaml []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur := filepath.Join(m.dir, currentFile)
-	if m.st.InUse > 0 {
+	prev := m.st.InUse
+	if m.st.Trial {
+		prev = m.st.PrevInUse // the unproven config in trial is not kept
+	} else if m.st.InUse > 0 {
 		if err := os.Rename(cur, filepath.Join(m.dir, previousFile)); err != nil {
+			return fmt.Errorf("keep previous config: %w", err)
+		}
+		if err := syncDir(m.dir); err != nil {
 			return fmt.Errorf("keep previous config: %w", err)
 		}
 	}
@@ -203,9 +212,33 @@ func (m *Manager) Begin(version int64, keyID string, yaml []byte) error {
 		return err
 	}
 	m.st = state{InUse: version, InUseHash: Hash(yaml), KeyID: keyID, Highest: max(version, m.st.Highest), Trial: true,
-		PrevInUse: m.st.InUse,
+		PrevInUse: prev,
 		Report:    Report{V: 1, Version: version, Hash: Hash(yaml), Status: StatusApplying, Applied: version, TS: m.now().UTC()}}
 	return m.save()
+}
+
+// Superseded is the report of a desired config that a newer one replaced
+// before it was applied: it is not tried.
+func (m *Manager) Superseded(version int64, yaml []byte, by int64) Report {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Report{V: 1, Version: version, Hash: Hash(yaml), Status: StatusIgnored, Applied: m.st.InUse, TS: m.now().UTC(),
+		Errors: []string{fmt.Sprintf("superseded by version %d before it was applied", by)}}
+}
+
+// InUse is the version of the remote config in use; 0 means the box's own
+// config file.
+func (m *Manager) InUse() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.InUse
+}
+
+// InTrial reports whether the config in use still has to prove itself.
+func (m *Manager) InTrial() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.Trial
 }
 
 // Confirm keeps the config in trial.
@@ -228,6 +261,7 @@ func (m *Manager) Rollback(reason string) (*config.Config, Report) {
 	back := m.st.PrevInUse
 	if back > 0 {
 		os.Rename(filepath.Join(m.dir, previousFile), filepath.Join(m.dir, currentFile))
+		syncDir(m.dir)
 		c, err := m.load(currentFile)
 		if err == nil {
 			cfg = c
@@ -288,5 +322,22 @@ func writeFile(path string, b []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename or removal in dir durable. Where directories
+// cannot be opened for syncing (Windows), it does nothing.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && runtime.GOOS != "windows" {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailroomd/mailroomd/drivers/scale"
@@ -122,7 +123,9 @@ type Station struct {
 	stats    Stats
 
 	// Owned by the goroutine that resolves scans.
-	seen  map[string]time.Time
+	seen    map[string]time.Time
+	seenCap int // len(seen) at which see sweeps expired entries
+	seenLen atomic.Int64
 	holds map[barcode.Kind]hold
 	last  *lastParcel
 }
@@ -146,7 +149,7 @@ func New(cfg Config, st Store, pr LabelPrinter) *Station {
 	}
 	return &Station{cfg: cfg, store: st, printer: pr, log: cfg.Log.With("station", cfg.Name),
 		wake: make(chan struct{}, 1), weightCh: make(chan struct{}),
-		seen: map[string]time.Time{}, holds: map[barcode.Kind]hold{}}
+		seen: map[string]time.Time{}, seenCap: seenSweepMin, holds: map[barcode.Kind]hold{}}
 }
 
 // Name returns the station's name.
@@ -213,7 +216,7 @@ func (s *Station) Recover(ctx context.Context) error {
 			s.mu.Lock()
 			s.remember(p)
 			s.mu.Unlock()
-			s.seen[dupKey(ev.Parcel.Carrier, ev.Parcel.Tracking)] = ev.Time
+			s.see(dupKey(ev.Parcel.Carrier, ev.Parcel.Tracking), ev.Time)
 			s.last = &lastParcel{id: ev.ID, at: ev.Time, has: map[barcode.Kind]bool{
 				barcode.KindRecipient: ev.Recipient != "", barcode.KindLocation: ev.Location != ""}}
 		}
@@ -329,6 +332,34 @@ func (s *Station) expireHolds(ctx context.Context, now time.Time) error {
 
 func dupKey(carrier, tracking string) string { return carrier + "/" + tracking }
 
+// see records a parcel code for duplicate detection and forgets the codes
+// that fell out of the duplicate window, so that the map holds at most a
+// window's worth of parcels however long the station runs.
+func (s *Station) see(key string, at time.Time) {
+	if s.cfg.DuplicateWindow <= 0 {
+		return // no duplicate detection: nothing to remember
+	}
+	s.seen[key] = at
+	defer func() { s.seenLen.Store(int64(len(s.seen))) }()
+	if len(s.seen) < s.seenCap {
+		return
+	}
+	for k, t := range s.seen {
+		if at.Sub(t) >= s.cfg.DuplicateWindow {
+			delete(s.seen, k)
+		}
+	}
+	// Sweep again only once the map has doubled: amortised O(1) a parcel.
+	s.seenCap = max(2*len(s.seen), seenSweepMin)
+}
+
+// seenSweepMin is the map size below which no sweep runs.
+const seenSweepMin = 64
+
+// Remembered returns how many parcel codes are held for duplicate
+// detection.
+func (s *Station) Remembered() int { return int(s.seenLen.Load()) }
+
 // resolve turns one scan into its events. live is false while recovering,
 // when the scale's reading at scan time is no longer known.
 func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) error {
@@ -391,7 +422,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	for _, k := range used {
 		delete(s.holds, k)
 	}
-	s.seen[key] = at
+	s.see(key, at)
 	s.last = &lastParcel{id: committed.ID, at: at, has: map[barcode.Kind]bool{
 		barcode.KindRecipient: ev.Recipient != "", barcode.KindLocation: ev.Location != ""}}
 	rec := &Parcel{ID: committed.ID, Time: at, Parcel: *p, Recipient: ev.Recipient, Location: ev.Location}

@@ -2,6 +2,7 @@ package station
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/store"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -351,5 +353,37 @@ func TestManualEntryCarriesRecipientAndWeight(t *testing.T) {
 	got := r.waitEvents(event.TypeParcelReceived, 1)[0]
 	if !got.Manual || got.Recipient != "Frau Müller" || got.Parcel.Weight == nil || got.Parcel.Weight.Grams != 750 || got.Parcel.Carrier != "usps" {
 		t.Fatalf("manual parcel = %+v %+v", got, got.Parcel)
+	}
+}
+
+func TestDuplicateMemoryBoundedByWindow(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.DuplicateWindow = "", 10*time.Second })
+	r.run()
+	const n = 300
+	for i := range n {
+		r.scan(fmt.Sprintf("PKG%06d", i), time.Duration(i)*time.Second, true)
+	}
+	last := fmt.Sprintf("PKG%06d", n-1)
+	r.scan(last, time.Duration(n)*time.Second, true) // within the window: a duplicate
+	r.waitEvents(event.TypeParcelReceived, n)
+	waitfor.True(t, 10*time.Second, "the duplicate counted", func() bool { return r.st.Stats().Duplicates == 1 })
+	// One parcel a second with a 10 s window: a few dozen codes at most,
+	// not one per parcel ever seen.
+	if got := r.st.Remembered(); got > seenSweepMin {
+		t.Fatalf("%d codes remembered after %d parcels with a 10s window; want at most %d", got, n, seenSweepMin)
+	}
+}
+
+func TestDuplicateWindowZeroDisablesDetection(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.DuplicateWindow = "", 0 })
+	r.run()
+	r.scan(upsCode, 0, true)
+	r.scan(upsCode, time.Second, true)
+	r.waitEvents(event.TypeParcelReceived, 2)
+	if s := r.st.Stats(); s.Duplicates != 0 || s.Received != 2 {
+		t.Fatalf("stats = %+v; with duplicate_window 0 every scan is a parcel", s)
+	}
+	if got := r.st.Remembered(); got != 0 {
+		t.Fatalf("%d codes remembered with duplicate detection off", got)
 	}
 }

@@ -97,6 +97,8 @@ const (
 	opPrune
 	opResolve
 	opNonce
+	opAlertSet
+	opAlertSent
 )
 
 type request struct {
@@ -105,6 +107,8 @@ type request struct {
 	pos   []int64
 	ids   []string
 	until time.Time
+	// alert is the alert of opAlertSet and opAlertSent.
+	alert AlertState
 	// res is the writer's answer, valid once done has a value.
 	res  result
 	done chan struct{}
@@ -145,6 +149,8 @@ type Outbox struct {
 	lastPos int64
 	lastID  string
 	commits int // writer only
+	// alertVersion is the newest alert state's version (writer only).
+	alertVersion int64
 
 	lastSeq atomic.Int64
 	pending atomic.Int64
@@ -327,6 +333,9 @@ func (o *Outbox) init(ctx context.Context) error {
 	}
 	if err := o.loadLast(ctx); err != nil {
 		return err
+	}
+	if err := o.wdb.QueryRowContext(ctx, "SELECT COALESCE(max(version), 0) FROM alerts").Scan(&o.alertVersion); err != nil {
+		return fmt.Errorf("open buffer: alerts: %w", err)
 	}
 	return o.loadCounts(ctx)
 }
@@ -599,6 +608,61 @@ func (o *Outbox) UseNonce(ctx context.Context, nonce string, expires time.Time) 
 		return false, fmt.Errorf("record nonce: %w", err)
 	}
 	return res.n == 1, nil
+}
+
+// AlertState is the latest state of one alert key in the buffer.
+type AlertState struct {
+	Key string
+	// Body is the alert message as published (JSON).
+	Body []byte
+	// Active is true while the alert is raised; a cleared alert is kept
+	// only until its clear was published.
+	Active bool
+	// Unsent is true while this state waits for the link.
+	Unsent bool
+	// Version orders the changes; AlertSent marks only the version it names.
+	Version int64
+}
+
+// SetAlert records the new state of an alert, durably, as waiting for the
+// link, and returns its version.
+func (o *Outbox) SetAlert(ctx context.Context, key string, body []byte, active bool) (int64, error) {
+	res, err := o.submit(ctx, request{kind: opAlertSet, alert: AlertState{Key: key, Body: body, Active: active}})
+	if err != nil {
+		return 0, fmt.Errorf("record alert %s: %w", key, err)
+	}
+	return res.n, nil
+}
+
+// AlertSent records that the given version of an alert was published: a
+// raised alert stays active, a cleared one is forgotten. A newer state of
+// the same key is left waiting.
+func (o *Outbox) AlertSent(ctx context.Context, key string, version int64) error {
+	if _, err := o.submit(ctx, request{kind: opAlertSent, alert: AlertState{Key: key, Version: version}}); err != nil {
+		return fmt.Errorf("record alert %s published: %w", key, err)
+	}
+	return nil
+}
+
+// Alerts returns every alert state in the buffer, oldest change first.
+func (o *Outbox) Alerts(ctx context.Context) ([]AlertState, error) {
+	rows, err := o.rdb.QueryContext(ctx, "SELECT key, body, active, unsent, version FROM alerts ORDER BY version")
+	if err != nil {
+		return nil, fmt.Errorf("read alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []AlertState
+	for rows.Next() {
+		var a AlertState
+		if err := rows.Scan(&a.Key, &a.Body, &a.Active, &a.Unsent, &a.Version); err != nil {
+			return nil, fmt.Errorf("read alerts: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read alerts: %w", err)
+	}
+	return out, nil
 }
 
 // BySeq returns the events of the current epoch with from <= seq <= to
@@ -984,6 +1048,23 @@ func (o *Outbox) commit(batch []*request) {
 						return err
 					}
 					r.res.n, _ = res.RowsAffected()
+				case opAlertSet:
+					al := r.alert
+					o.alertVersion++
+					r.res.n = o.alertVersion
+					if _, err := o.wc.exec(`INSERT INTO alerts(key, body, active, unsent, version) VALUES (?,?,?,1,?)
+						ON CONFLICT(key) DO UPDATE SET body = excluded.body, active = excluded.active, unsent = 1, version = excluded.version`,
+						al.Key, al.Body, al.Active, r.res.n); err != nil {
+						return err
+					}
+				case opAlertSent:
+					al := r.alert
+					if _, err := o.wc.exec("DELETE FROM alerts WHERE key = ? AND version = ? AND active = 0", al.Key, al.Version); err != nil {
+						return err
+					}
+					if _, err := o.wc.exec("UPDATE alerts SET unsent = 0 WHERE key = ? AND version = ?", al.Key, al.Version); err != nil {
+						return err
+					}
 				case opPrune:
 					cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
 					// The newest row is never pruned: it carries the last

@@ -68,6 +68,18 @@ var migrations = []string{
 	ALTER TABLE events_v5 RENAME TO events;
 	CREATE INDEX events_pending ON events(pos) WHERE sent_at IS NULL;
 	CREATE INDEX events_sent ON events(sent_at) WHERE sent_at IS NOT NULL;`,
+	// 6: the fleet's alerts, so that a restart or a config switch neither
+	// raises an active alert again nor forgets to clear one. A row is the
+	// latest state of its key: active (raised) or cleared, and whether that
+	// state still waits for the link. A cleared row goes once its clear
+	// was published.
+	`CREATE TABLE alerts (
+		key     TEXT    PRIMARY KEY,
+		body    BLOB    NOT NULL,                  -- the alert message, as published
+		active  INTEGER NOT NULL,                  -- 1 raised, 0 cleared
+		unsent  INTEGER NOT NULL,                  -- 1 while this state waits for the link
+		version INTEGER NOT NULL                   -- order of changes; a publish marks only the state it carried
+	) WITHOUT ROWID;`,
 }
 
 // SchemaVersion is the schema version this build writes.

@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -54,6 +55,9 @@ type Options struct {
 	TopicPrefix string
 	// Version is the software version reported in the status message.
 	Version string
+	// ConfigVersion is the remote config version in use, reported in the
+	// status message; 0 (the box's own config file) is not reported.
+	ConfigVersion int64
 	// Window is how many QoS 1 publishes may await their PUBACK at once.
 	Window          int
 	KeepAlive       time.Duration
@@ -110,6 +114,9 @@ type Publisher struct {
 	log     *slog.Logger
 	health  health.Reporter
 	started time.Time
+	// handoff is set when the next stop hands the link over to another
+	// Publisher of the same box (a config switch): no offline status.
+	handoff atomic.Bool
 
 	mu    sync.Mutex
 	state LinkState
@@ -118,6 +125,13 @@ type Publisher struct {
 	connects int64
 	client   mqtt.Client // the connected client, nil while offline
 }
+
+// Handoff makes the coming stop a hand-over to another Publisher of the
+// same box, as on a config switch: the connection closes cleanly without
+// an offline status (and without the will), so the retained status stays
+// online until the next Publisher says online again. Call it before
+// cancelling Run's context.
+func (p *Publisher) Handoff() { p.handoff.Store(true) }
 
 // Publish sends a message (not an event) to {prefix}/{id}/{suffix} with
 // QoS 1 and waits for its PUBACK. It fails with ErrOffline while no broker
@@ -241,6 +255,7 @@ type statusMessage struct {
 	Appliance string `json:"appliance"`
 	Site      string `json:"site,omitempty"`
 	Version   string `json:"version,omitempty"`
+	Config    int64  `json:"config_version,omitempty"`
 	Started   string `json:"started,omitempty"`
 	Pending   *int64 `json:"pending,omitempty"`
 	Reason    string `json:"reason,omitempty"`
@@ -251,7 +266,7 @@ const tsFormat = "2006-01-02T15:04:05.000Z07:00"
 
 func (p *Publisher) status(state, reason string, pending *int64) []byte {
 	b, _ := json.Marshal(statusMessage{V: 1, State: state, Appliance: p.opts.ClientID, Site: p.opts.Site,
-		Version: p.opts.Version, Started: p.started.UTC().Format(tsFormat), Pending: pending, Reason: reason,
+		Version: p.opts.Version, Config: p.opts.ConfigVersion, Started: p.started.UTC().Format(tsFormat), Pending: pending, Reason: reason,
 		TS: p.opts.Clock.Now().UTC().Format(tsFormat)})
 	return b
 }
@@ -400,12 +415,19 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 	p.client = nil
 	p.mu.Unlock()
 	if ctx.Err() != nil {
-		// Clean shutdown: say so ourselves, a will only fires on an unclean drop.
-		tok := client.Publish(p.Topic(TopicStatus), 1, true, p.status("offline", "shutdown", nil))
-		tok.WaitTimeout(time.Second)
+		reason := "shutdown"
+		if p.handoff.Load() {
+			// A config switch: the next Publisher says online at once. A
+			// clean DISCONNECT discards the will, so nobody sees offline.
+			reason = "config switch"
+		} else {
+			// Clean shutdown: say so ourselves, a will only fires on an unclean drop.
+			tok := client.Publish(p.Topic(TopicStatus), 1, true, p.status("offline", "shutdown", nil))
+			tok.WaitTimeout(time.Second)
+		}
 		client.Disconnect(250)
 		p.setState(false, "", nil)
-		p.log.Info("uplink disconnected", "reason", "shutdown")
+		p.log.Info("uplink disconnected", "reason", reason)
 		return true, nil
 	}
 	client.Disconnect(0)

@@ -187,6 +187,18 @@ func (s *Server) Listen() error {
 	return nil
 }
 
+// Close releases the listener of a server that Listen opened but Run did
+// not serve (Run closes it itself when it returns).
+func (s *Server) Close() error {
+	if s.ln == nil {
+		return nil
+	}
+	if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("close status page listener: %w", err)
+	}
+	return nil
+}
+
 // Addr is the address the server listens on, once Listen succeeded.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -22,11 +22,11 @@ func (l lazyLink) Publish(ctx context.Context, suffix string, payload []byte, re
 func (l lazyLink) State() uplink.LinkState { return l.a.uplink.State() }
 
 // newFleet builds the fleet link with the daemon's remote commands.
-func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
-	fc, al := a.cfg.Fleet, a.cfg.Fleet.Alerts
-	x := actions{a}
-	renewal := fleet.CertRenewal{CertFile: a.cfg.Uplink.CertFile, KeyFile: a.cfg.Uplink.KeyFile,
-		CAFile: a.cfg.Uplink.CAFile, CommonName: a.cfg.Appliance.ID}
+func (a *App) newFleet(ctx context.Context, keys map[string]ed25519.PublicKey) (*fleet.Fleet, error) {
+	fc, al := a.base.Fleet, a.base.Fleet.Alerts
+	current := func() actions { return actions{a.front.Load()} }
+	renewal := fleet.CertRenewal{CertFile: a.base.Uplink.CertFile, KeyFile: a.base.Uplink.KeyFile,
+		CAFile: a.base.Uplink.CAFile, CommonName: a.base.Appliance.ID}
 	commands := map[string]fleet.Command{
 		"reprint": func(_ context.Context, args json.RawMessage) (any, error) {
 			var r struct {
@@ -36,7 +36,7 @@ func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
 			if err := json.Unmarshal(args, &r); err != nil {
 				return nil, errors.New(`reprint needs {"station": "...", "parcel_id": "..."}`)
 			}
-			return map[string]bool{"queued": true}, x.Reprint(r.Station, r.ParcelID)
+			return map[string]bool{"queued": true}, current().Reprint(r.Station, r.ParcelID)
 		},
 		"device-test": func(ctx context.Context, args json.RawMessage) (any, error) {
 			var r struct {
@@ -45,11 +45,11 @@ func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
 			if err := json.Unmarshal(args, &r); err != nil {
 				return nil, errors.New(`device-test needs {"device": "..."}`)
 			}
-			msg, err := x.DeviceTest(ctx, r.Device)
+			msg, err := current().DeviceTest(ctx, r.Device)
 			return map[string]string{"result": msg}, err
 		},
 		"logs": func(_ context.Context, args json.RawMessage) (any, error) {
-			if a.logs == nil {
+			if a.opts.Logs == nil {
 				return nil, errors.New("logs are not kept in this mode")
 			}
 			var r struct {
@@ -59,7 +59,7 @@ func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
 			if r.Lines <= 0 || r.Lines > 1000 {
 				r.Lines = 100
 			}
-			return map[string][]string{"lines": a.logs.Last(r.Lines)}, nil
+			return map[string][]string{"lines": a.opts.Logs.Last(r.Lines)}, nil
 		},
 		"renew-cert": func(context.Context, json.RawMessage) (any, error) {
 			csr, err := renewal.Request()
@@ -84,22 +84,22 @@ func (a *App) newFleet(keys map[string]ed25519.PublicKey) *fleet.Fleet {
 		},
 		"update": a.updateCommand,
 		"restart": func(context.Context, json.RawMessage) (any, error) {
-			if a.restart == nil {
+			if a.opts.Restart == nil {
 				return nil, errors.New("restart is not available in this mode")
 			}
-			time.AfterFunc(500*time.Millisecond, a.restart) // after the result is published
+			time.AfterFunc(500*time.Millisecond, a.opts.Restart) // after the result is published
 			return map[string]bool{"restarting": true}, nil
 		},
 	}
-	return fleet.New(fleet.Options{
-		Appliance: a.cfg.Appliance.ID, Site: a.cfg.Appliance.Site, Version: version, Keys: keys,
+	return fleet.New(ctx, fleet.Options{
+		Appliance: a.base.Appliance.ID, Site: a.base.Appliance.Site, Version: a.opts.Version, Keys: keys,
 		Link: lazyLink{a}, Store: a.store, Health: a.health, Commands: commands,
-		OnConfig: a.hooks.OnConfig, Reported: a.hooks.Reported,
+		OnConfig: a.hooks.onConfig, Reported: a.hooks.reported, Settle: a.opts.AlertGrace,
 		TelemetryInterval: fc.TelemetryInterval.D(), ProbeInterval: fc.ProbeInterval.D(), ProbeTimeout: fc.ProbeTimeout.D(),
 		Thresholds: fleet.Thresholds{BrokerUnreachable: al.BrokerUnreachable.D(), PendingAbove: al.PendingAbove,
 			OldestPending: al.OldestPending.D(), DiskFreeBelowMB: al.DiskFreeBelowMB, DeviceDisconnected: al.DeviceDisconnected.D(),
 			CertExpiresWithin: al.CertExpiresWithin.D(), ProbeSlowerThan: al.ProbeSlowerThan.D()},
-		BufferDir: filepath.Dir(a.cfg.Storage.Path), CertFile: a.cfg.Uplink.CertFile,
+		BufferDir: filepath.Dir(a.base.Storage.Path), CertFile: a.base.Uplink.CertFile,
 		Ingested: func() int64 { n, _ := a.intake.Counts(); return n },
 		Latency:  func() time.Duration { return time.Duration(a.latency.Load()) },
 		Clock:    a.clock, Log: a.log.With("subsystem", "fleet"),

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"os"
@@ -19,7 +19,7 @@ import (
 // German and English for every condition key the daemon raises, so that
 // no alert reaches a German-speaking clerk in English alone.
 func TestEveryAlertHasAHeadline(t *testing.T) {
-	js, err := os.ReadFile("../internal/web/assets/app.js")
+	js, err := os.ReadFile("../web/assets/app.js")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,63 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+)
+
+func TestAlertStateSurvivesReopenAndKeepsTheLatestPerKey(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{})
+	v1, err := o.SetAlert(ctx, "clock.unsynchronized", []byte(`{"key":"clock.unsynchronized"}`), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.AlertSent(ctx, "clock.unsynchronized", v1); err != nil {
+		t.Fatal(err)
+	}
+	// Raised while offline, then cleared while still offline: one row, the
+	// clear, waiting.
+	vr, _ := o.SetAlert(ctx, "disk.free_low", []byte(`raised`), true)
+	vc, _ := o.SetAlert(ctx, "disk.free_low", []byte(`cleared`), false)
+	if vc <= vr || vr <= v1 {
+		t.Fatalf("versions %d, %d, %d do not increase", v1, vr, vc)
+	}
+	// A publish of the older state marks nothing: the clear still waits.
+	if err := o.AlertSent(ctx, "disk.free_low", vr); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	o = open(t, path, Options{})
+	defer o.Close()
+	got, err := o.Alerts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d alert rows after reopen, want 2: %+v", len(got), got)
+	}
+	if a := got[0]; a.Key != "clock.unsynchronized" || !a.Active || a.Unsent || a.Version != v1 {
+		t.Fatalf("first row %+v: want the active, published clock alert", a)
+	}
+	if a := got[1]; a.Key != "disk.free_low" || a.Active || !a.Unsent || string(a.Body) != "cleared" {
+		t.Fatalf("second row %+v: want the waiting clear of disk.free_low", a)
+	}
+	// Its clear published: the key is forgotten. A new version continues
+	// after the ones before the reopen.
+	if err := o.AlertSent(ctx, "disk.free_low", got[1].Version); err != nil {
+		t.Fatal(err)
+	}
+	v4, _ := o.SetAlert(ctx, "probe.failed", []byte(`x`), true)
+	if v4 <= vc {
+		t.Fatalf("version %d after reopen does not continue after %d", v4, vc)
+	}
+	got, _ = o.Alerts(ctx)
+	if len(got) != 2 || got[0].Key != "clock.unsynchronized" || got[1].Key != "probe.failed" {
+		t.Fatalf("rows %+v: want the clock alert and the new probe alert", got)
+	}
+}
