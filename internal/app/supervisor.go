@@ -41,6 +41,7 @@ type Supervisor struct {
 	pending *desired      // the newest desired config the loop has not taken
 	wake    chan struct{} // a desired config is pending
 	stopReq chan chan error
+	calls   chan func()   // run on the loop, for inspection
 	done    chan struct{} // closed when the loop has returned
 	failed  chan struct{} // closed when no config could be kept running
 	failErr error         // set before failed is closed
@@ -82,7 +83,7 @@ func NewSupervisor(local *config.Config, opts Options) (*Supervisor, error) {
 		return nil, err
 	}
 	return &Supervisor{opts: opts, local: local, remote: remote, log: opts.Log,
-		wake: make(chan struct{}, 1), stopReq: make(chan chan error), done: make(chan struct{}), failed: make(chan struct{})}, nil
+		wake: make(chan struct{}, 1), stopReq: make(chan chan error), calls: make(chan func()), done: make(chan struct{}), failed: make(chan struct{})}, nil
 }
 
 // Start builds and starts the App of the config in effect (the remote one
@@ -138,6 +139,19 @@ func (s *Supervisor) Stop() error {
 	}
 }
 
+// call runs fn on the loop, between two messages, and returns when it
+// has run; false when the loop has stopped.
+func (s *Supervisor) call(fn func()) bool {
+	ran := make(chan struct{})
+	select {
+	case s.calls <- func() { fn(); close(ran) }:
+		<-ran
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
 // Failed is closed when the supervisor could not keep any config running:
 // the daemon should stop and let its service manager start it again.
 func (s *Supervisor) Failed() <-chan struct{} { return s.failed }
@@ -168,6 +182,8 @@ func (s *Supervisor) loop() {
 			return
 		case <-s.wake:
 			s.applyPending()
+		case fn := <-s.calls:
+			fn()
 		case <-t.C:
 			s.check()
 		}

@@ -112,6 +112,9 @@ func (f *Fleet) updateAlerts(ctx context.Context, now time.Time) {
 	}
 	f.mu.Lock()
 	hold := now.Before(f.holdUntil)
+	if !hold {
+		f.held = nil
+	}
 	var changes []Alert
 	for key, c := range active {
 		if a, ok := f.alerts[key]; ok {
@@ -125,7 +128,7 @@ func (f *Fleet) updateAlerts(ctx context.Context, now time.Time) {
 		changes = append(changes, Alert{V: 1, Key: key, Severity: c.Severity.String(), Category: cat, Text: c.Message, RaisedAt: now.UTC()})
 	}
 	for key, a := range f.alerts {
-		if _, ok := active[key]; ok || hold {
+		if _, ok := active[key]; ok || (hold && f.held[key]) {
 			continue
 		}
 		cleared := now.UTC()
@@ -185,13 +188,19 @@ func (f *Fleet) restoreAlerts(ctx context.Context) error {
 	return nil
 }
 
-// Settle keeps the active alerts for the settle time even when their
-// conditions are gone: called after a config switch, which drops and
-// re-adds the devices whose conditions raised them.
+// Settle keeps the alerts active now for the settle time even when their
+// conditions are gone: New calls it for the alerts restored from the
+// store, and the daemon after a config switch, which drops and re-adds the
+// devices whose conditions raised them. Alerts raised later clear as soon
+// as their condition does.
 func (f *Fleet) Settle() {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.holdUntil = f.opts.Clock.Now().Add(f.opts.Settle)
-	f.mu.Unlock()
+	f.held = map[string]bool{}
+	for key := range f.alerts {
+		f.held[key] = true
+	}
 }
 
 // flushAlerts publishes the alert changes that wait for the link, oldest

@@ -112,7 +112,8 @@ type Fleet struct {
 
 	mu           sync.Mutex
 	alerts       map[string]*Alert // active, by key
-	holdUntil    time.Time         // no alert is cleared before this (Settle)
+	holdUntil    time.Time         // no held alert is cleared before this (Settle)
+	held         map[string]bool   // the alerts active at the last Settle
 	probe        probeState
 	rejected     time.Time
 	clockWatch   clockWatch
