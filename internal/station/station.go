@@ -126,8 +126,8 @@ type Station struct {
 	seen    map[string]time.Time
 	seenCap int // len(seen) at which see sweeps expired entries
 	seenLen atomic.Int64
-	holds map[barcode.Kind]hold
-	last  *lastParcel
+	holds   map[barcode.Kind]hold
+	last    *lastParcel
 }
 
 // New returns a station. pr may be nil when the station has no printer.
