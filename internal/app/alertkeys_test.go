@@ -9,6 +9,7 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/reopen"
 	"github.com/mailroomd/mailroomd/drivers/scale/serialscale"
 	"github.com/mailroomd/mailroomd/drivers/scanner"
+	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/fleet"
 	"github.com/mailroomd/mailroomd/internal/intake"
 	"github.com/mailroomd/mailroomd/internal/station"
@@ -57,6 +58,23 @@ func TestEveryAlertHasAHeadline(t *testing.T) {
 		// Both languages name it: the key appears once per language table.
 		if n := len(regexp.MustCompile(`\b`+found+`: "`).FindAll(js, -1)); n != 2 {
 			t.Errorf("headline %s of %q is in %d language tables, want 2", found, k, n)
+		}
+	}
+}
+
+// TestEveryDriverHasAConstructor keeps the daemon's device constructors in
+// step with the drivers the configuration accepts.
+func TestEveryDriverHasAConstructor(t *testing.T) {
+	names := map[string]bool{}
+	for _, spec := range config.Drivers {
+		names[spec.Name] = true
+		if deviceConstructors[spec.Name] == nil {
+			t.Errorf("driver %s is accepted by the configuration but has no constructor", spec.Name)
+		}
+	}
+	for name := range deviceConstructors {
+		if !names[name] {
+			t.Errorf("constructor %s has no driver spec in config.Drivers", name)
 		}
 	}
 }

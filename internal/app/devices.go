@@ -66,88 +66,136 @@ func serialOpener(d config.Device) (func(string, *serial.Mode) (serial.Port, err
 	return serialport.USBOpener(m), nil
 }
 
+// deviceEnv is what a device constructor is given besides its config.
+type deviceEnv struct {
+	clock  clock.Clock
+	log    *slog.Logger
+	health health.Reporter
+	wake   <-chan struct{}
+}
+
+// deviceConstructors builds each driver of config.Drivers, by name: a new
+// driver is a spec there and a constructor here (TestEveryDriverHasAConstructor).
+var deviceConstructors = map[string]func(d config.Device, env deviceEnv) (Device, error){
+	"sim":          newSimDevice,
+	"serial-line":  newSerialLineDevice,
+	"hid-keyboard": newHIDDevice,
+	"hid-pos":      newHIDDevice,
+	"zpl":          newZPLDevice,
+	"nci":          newSerialScaleDevice,
+	"mt-sics":      newSerialScaleDevice,
+	"toledo":       newSerialScaleDevice,
+	"continuous":   newSerialScaleDevice,
+}
+
 // NewDevice builds the driver of one configured device. wake, if not nil,
 // tells a disconnected driver that a device appeared (hotplug).
 func NewDevice(d config.Device, clk clock.Clock, log *slog.Logger, h health.Reporter, wake <-chan struct{}) (Device, error) {
-	dev := Device{Name: d.Name}
-	switch d.Driver {
-	case "sim":
-		dev.Scanner = sim.New(d.Name, d.Interval.D(), d.Seed, clk)
-	case "serial-line":
-		term, err := config.ParseTerminator(d.Terminator)
-		if err != nil {
-			return dev, err
-		}
-		mode, err := serialMode(d)
-		if err != nil {
-			return dev, err
-		}
-		ctrl, err := serialline.ParseControlPolicy(d.ControlChars)
-		if err != nil {
-			return dev, err
-		}
-		open, err := serialOpener(d)
-		if err != nil {
-			return dev, err
-		}
-		dev.Scanner = serialline.New(serialline.Config{
-			Name: d.Name, Port: d.Port, Mode: mode,
-			Terminator: term, Prefix: []byte(d.Prefix), Suffix: []byte(d.Suffix), MaxLength: d.MaxLength,
-			Control: ctrl, ReconnectMin: 200 * time.Millisecond, ReconnectMax: d.ReconnectMax.D(), Wake: wake,
-		}, open, clk, log, h)
-	case "hid-keyboard", "hid-pos":
-		m, err := usbhid.ParseMatch(d.USB)
-		if err != nil {
-			return dev, err
-		}
-		common := usbhid.Common{Name: d.Name, Match: m, Clock: clk, Log: log, Health: h, ReconnectMax: d.ReconnectMax.D(), Wake: wake}
-		if d.Kind == "scale" {
-			dev.Scale = &usbhid.Scale{Common: common}
-			break
-		}
-		layout, err := hid.LayoutByName(d.Layout)
-		if err != nil {
-			return dev, err
-		}
-		dev.Scanner = &usbhid.Scanner{Common: common, Keyboard: d.Driver == "hid-keyboard", Layout: layout, MaxLength: d.MaxLength}
-	case "zpl":
-		u, err := url.Parse(d.Address)
-		if err != nil {
-			return dev, err
-		}
-		var dial func(context.Context) (zpl.Conn, error)
-		switch u.Scheme {
-		case "serial":
-			baud := 9600
-			if b, err := strconv.Atoi(u.Query().Get("baud")); err == nil && b > 0 {
-				baud = b
-			}
-			dial = zpl.DialSerial(u.Path, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit}, nil)
-		case "usb":
-			dial = zpl.DialDevice(u.Path)
-		default:
-			dial = zpl.DialTCP(u.Host, 5*time.Second)
-		}
-		dev.Printer = zpl.New(zpl.Config{Name: d.Name, Where: d.Address, Dial: dial,
-			Poll: d.PollInterval.D(), Timeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Log: log, Health: h, Wake: wake})
-	case "nci", "mt-sics", "toledo", "continuous":
-		unit, _ := serialscale.ParseUnit(d.Unit)
-		proto, err := serialscale.ByName(d.Driver, unit)
-		if err != nil {
-			return dev, err
-		}
-		mode, err := serialMode(d)
-		if err != nil {
-			return dev, err
-		}
-		open, err := serialOpener(d)
-		if err != nil {
-			return dev, err
-		}
-		dev.Scale = serialscale.New(serialscale.Config{Name: d.Name, Port: d.Port, Mode: mode, Protocol: proto,
-			Poll: d.PollInterval.D(), ReadTimeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Wake: wake}, open, clk, log, h)
-	default:
-		return dev, errors.New("unknown driver " + strconv.Quote(d.Driver))
+	build, ok := deviceConstructors[d.Driver]
+	if !ok {
+		return Device{Name: d.Name}, errors.New("unknown driver " + strconv.Quote(d.Driver))
 	}
+	return build(d, deviceEnv{clock: clk, log: log, health: h, wake: wake})
+}
+
+// newSimDevice is the simulated scanner of the demo.
+func newSimDevice(d config.Device, env deviceEnv) (Device, error) {
+	dev := Device{Name: d.Name}
+	dev.Scanner = sim.New(d.Name, d.Interval.D(), d.Seed, env.clock)
+	return dev, nil
+}
+
+// newSerialLineDevice is a scanner that sends one code per line on a
+// serial port (CDC-ACM or RS-232).
+func newSerialLineDevice(d config.Device, env deviceEnv) (Device, error) {
+	dev := Device{Name: d.Name}
+	term, err := config.ParseTerminator(d.Terminator)
+	if err != nil {
+		return dev, err
+	}
+	mode, err := serialMode(d)
+	if err != nil {
+		return dev, err
+	}
+	ctrl, err := serialline.ParseControlPolicy(d.ControlChars)
+	if err != nil {
+		return dev, err
+	}
+	open, err := serialOpener(d)
+	if err != nil {
+		return dev, err
+	}
+	dev.Scanner = serialline.New(serialline.Config{
+		Name: d.Name, Port: d.Port, Mode: mode,
+		Terminator: term, Prefix: []byte(d.Prefix), Suffix: []byte(d.Suffix), MaxLength: d.MaxLength,
+		Control: ctrl, ReconnectMin: 200 * time.Millisecond, ReconnectMax: d.ReconnectMax.D(), Wake: env.wake,
+	}, open, env.clock, env.log, env.health)
+	return dev, nil
+}
+
+// newHIDDevice is a USB HID scanner (keyboard or HID POS) or HID POS scale.
+func newHIDDevice(d config.Device, env deviceEnv) (Device, error) {
+	dev := Device{Name: d.Name}
+	m, err := usbhid.ParseMatch(d.USB)
+	if err != nil {
+		return dev, err
+	}
+	common := usbhid.Common{Name: d.Name, Match: m, Clock: env.clock, Log: env.log, Health: env.health, ReconnectMax: d.ReconnectMax.D(), Wake: env.wake}
+	if d.Kind == "scale" {
+		dev.Scale = &usbhid.Scale{Common: common}
+		return dev, nil
+	}
+	layout, err := hid.LayoutByName(d.Layout)
+	if err != nil {
+		return dev, err
+	}
+	dev.Scanner = &usbhid.Scanner{Common: common, Keyboard: d.Driver == "hid-keyboard", Layout: layout, MaxLength: d.MaxLength}
+	return dev, nil
+}
+
+// newZPLDevice is a Zebra ZPL label printer over TCP, serial or USB.
+func newZPLDevice(d config.Device, env deviceEnv) (Device, error) {
+	dev := Device{Name: d.Name}
+	u, err := url.Parse(d.Address)
+	if err != nil {
+		return dev, err
+	}
+	var dial func(context.Context) (zpl.Conn, error)
+	switch u.Scheme {
+	case "serial":
+		baud := 9600
+		if b, err := strconv.Atoi(u.Query().Get("baud")); err == nil && b > 0 {
+			baud = b
+		}
+		dial = zpl.DialSerial(u.Path, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit}, nil)
+	case "usb":
+		dial = zpl.DialDevice(u.Path)
+	default:
+		dial = zpl.DialTCP(u.Host, 5*time.Second)
+	}
+	dev.Printer = zpl.New(zpl.Config{Name: d.Name, Where: d.Address, Dial: dial,
+		Poll: d.PollInterval.D(), Timeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Log: env.log, Health: env.health, Wake: env.wake})
+	return dev, nil
+}
+
+// newSerialScaleDevice is a serial scale speaking one of the scale
+// protocols (NCI, MT-SICS, Toledo, continuous).
+func newSerialScaleDevice(d config.Device, env deviceEnv) (Device, error) {
+	dev := Device{Name: d.Name}
+	unit, _ := serialscale.ParseUnit(d.Unit)
+	proto, err := serialscale.ByName(d.Driver, unit)
+	if err != nil {
+		return dev, err
+	}
+	mode, err := serialMode(d)
+	if err != nil {
+		return dev, err
+	}
+	open, err := serialOpener(d)
+	if err != nil {
+		return dev, err
+	}
+	dev.Scale = serialscale.New(serialscale.Config{Name: d.Name, Port: d.Port, Mode: mode, Protocol: proto,
+		Poll: d.PollInterval.D(), ReadTimeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Wake: env.wake}, open, env.clock, env.log, env.health)
 	return dev, nil
 }

@@ -272,95 +272,83 @@ const (
 	DefaultDuplicateWindow = Duration(30 * time.Second)
 	DefaultAttachWindow    = Duration(30 * time.Second)
 	DefaultLabelCode       = "code128"
+
+	DefaultTelemetryInterval  = Duration(time.Minute)
+	DefaultProbeInterval      = Duration(time.Minute)
+	DefaultProbeTimeout       = Duration(10 * time.Second)
+	DefaultConfigTrial        = Duration(time.Minute)
+	DefaultReleaseKeyFile     = "/usr/share/mailroomd/release.pub"
+	DefaultUpdateTimeout      = Duration(2 * time.Minute)
+	DefaultBrokerUnreachable  = Duration(5 * time.Minute)
+	DefaultPendingAbove       = 10000
+	DefaultOldestPending      = Duration(time.Hour)
+	DefaultDiskFreeBelowMB    = 500
+	DefaultDeviceDisconnected = Duration(5 * time.Minute)
+	DefaultCertExpiresWithin  = Duration(30 * 24 * time.Hour)
+	DefaultProbeSlowerThan    = Duration(2 * time.Second)
 )
 
-func (c *Config) applyDefaults() {
+// applyDefaults sets the default of every key the file did not write
+// (written reports whether it did, by field path): a key written as 0 or
+// "" keeps that value, which the validation then accepts or refuses.
+func (c *Config) applyDefaults(written func(path string) bool) {
 	s := &c.Storage
-	setDefault(&s.Path, DefaultStoragePath)
-	setDefault(&s.MaxPending, DefaultMaxPending)
-	setDefault(&s.RetainSent, DefaultRetainSent)
+	setDefault(written, "storage.path", &s.Path, DefaultStoragePath)
+	setDefault(written, "storage.max_pending", &s.MaxPending, DefaultMaxPending)
+	setDefault(written, "storage.retain_sent", &s.RetainSent, DefaultRetainSent)
 	u := &c.Uplink
-	setDefault(&u.TopicPrefix, DefaultTopicPrefix)
-	setDefault(&u.InflightWindow, DefaultInflightWindow)
-	setDefault(&u.KeepAlive, DefaultKeepAlive)
-	setDefault(&u.ConnectTimeout, DefaultConnectTimeout)
-	setDefault(&u.WriteTimeout, DefaultWriteTimeout)
-	setDefault(&u.ReconnectMin, DefaultReconnectMin)
-	setDefault(&u.ReconnectMax, DefaultReconnectMax)
-	setDefault(&u.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(written, "uplink.topic_prefix", &u.TopicPrefix, DefaultTopicPrefix)
+	setDefault(written, "uplink.inflight_window", &u.InflightWindow, DefaultInflightWindow)
+	setDefault(written, "uplink.keepalive", &u.KeepAlive, DefaultKeepAlive)
+	setDefault(written, "uplink.connect_timeout", &u.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(written, "uplink.write_timeout", &u.WriteTimeout, DefaultWriteTimeout)
+	setDefault(written, "uplink.reconnect_min", &u.ReconnectMin, DefaultReconnectMin)
+	setDefault(written, "uplink.reconnect_max", &u.ReconnectMax, DefaultReconnectMax)
+	setDefault(written, "uplink.shutdown_timeout", &u.ShutdownTimeout, DefaultShutdownTimeout)
 	for i := range c.Devices {
 		d := &c.Devices[i]
-		switch d.Driver {
-		case "serial-line":
-			setDefault(&d.Baud, DefaultBaud)
-			setDefault(&d.DataBits, DefaultDataBits)
-			setDefault(&d.Parity, DefaultParity)
-			setDefault(&d.StopBits, DefaultStopBits)
-			setDefault(&d.Terminator, DefaultTerminator)
-			setDefault(&d.MaxLength, DefaultMaxLength)
-			setDefault(&d.ControlChars, DefaultControlChars)
-			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
-		case "sim":
-			setDefault(&d.Interval, DefaultSimInterval)
-		case "zpl":
-			setDefault(&d.PollInterval, Duration(5*time.Second))
-			setDefault(&d.ReadTimeout, Duration(2*time.Second))
-			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
-		case "hid-keyboard", "hid-pos":
-			setDefault(&d.Layout, "us")
-			setDefault(&d.MaxLength, DefaultMaxLength)
-			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
-		case "nci", "toledo":
-			setDefault(&d.DataBits, 7)
-			setDefault(&d.Parity, "even")
-			fallthrough
-		case "mt-sics", "continuous":
-			setDefault(&d.Baud, DefaultBaud)
-			setDefault(&d.DataBits, DefaultDataBits)
-			setDefault(&d.Parity, DefaultParity)
-			setDefault(&d.StopBits, DefaultStopBits)
-			setDefault(&d.PollInterval, Duration(250*time.Millisecond))
-			setDefault(&d.ReadTimeout, Duration(time.Second))
-			setDefault(&d.ReconnectMax, DefaultDeviceReconnect)
-			if d.Driver == "toledo" {
-				setDefault(&d.Unit, "lb")
-			}
+		dp := fmt.Sprintf("devices[%d]", i)
+		if spec, ok := DriverByName(d.Driver); ok {
+			spec.Defaults(d, func(key string) bool { return written != nil && written(dp+"."+key) })
 		}
 	}
 	for i := range c.Stations {
 		st := &c.Stations[i]
-		setDefault(&st.WeightWindow, DefaultWeightWindow)
-		setDefault(&st.DuplicateWindow, DefaultDuplicateWindow)
-		setDefault(&st.AttachWindow, DefaultAttachWindow)
-		setDefault(&st.LabelCode, DefaultLabelCode)
+		sp := fmt.Sprintf("stations[%d]", i)
+		setDefault(written, sp+".weight_window", &st.WeightWindow, DefaultWeightWindow)
+		setDefault(written, sp+".duplicate_window", &st.DuplicateWindow, DefaultDuplicateWindow)
+		setDefault(written, sp+".attach_window", &st.AttachWindow, DefaultAttachWindow)
+		setDefault(written, sp+".label_code", &st.LabelCode, DefaultLabelCode)
 	}
 	if c.Web.Listen != "" {
-		setDefault(&c.Web.SessionTTL, Duration(12*time.Hour))
-		setDefault(&c.Web.MaxFailures, 5)
-		setDefault(&c.Web.Lockout, Duration(15*time.Minute))
+		setDefault(written, "web.session_ttl", &c.Web.SessionTTL, Duration(12*time.Hour))
+		setDefault(written, "web.max_failures", &c.Web.MaxFailures, 5)
+		setDefault(written, "web.lockout", &c.Web.Lockout, Duration(15*time.Minute))
 	}
 	f := &c.Fleet
-	setDefault(&f.TelemetryInterval, Duration(time.Minute))
-	setDefault(&f.ProbeInterval, Duration(time.Minute))
-	setDefault(&f.ProbeTimeout, Duration(10*time.Second))
-	setDefault(&f.ConfigTrial, Duration(time.Minute))
-	setDefault(&f.ReleaseKeyFile, "/usr/share/mailroomd/release.pub")
-	setDefault(&f.UpdateTimeout, Duration(2*time.Minute))
+	setDefault(written, "fleet.telemetry_interval", &f.TelemetryInterval, DefaultTelemetryInterval)
+	setDefault(written, "fleet.probe_interval", &f.ProbeInterval, DefaultProbeInterval)
+	setDefault(written, "fleet.probe_timeout", &f.ProbeTimeout, DefaultProbeTimeout)
+	setDefault(written, "fleet.config_trial", &f.ConfigTrial, DefaultConfigTrial)
+	setDefault(written, "fleet.release_key_file", &f.ReleaseKeyFile, DefaultReleaseKeyFile)
+	setDefault(written, "fleet.update_timeout", &f.UpdateTimeout, DefaultUpdateTimeout)
 	al := &f.Alerts
-	setDefault(&al.BrokerUnreachable, Duration(5*time.Minute))
-	setDefault(&al.PendingAbove, 10000)
-	setDefault(&al.OldestPending, Duration(time.Hour))
-	setDefault(&al.DiskFreeBelowMB, 500)
-	setDefault(&al.DeviceDisconnected, Duration(5*time.Minute))
-	setDefault(&al.CertExpiresWithin, Duration(30*24*time.Hour))
-	setDefault(&al.ProbeSlowerThan, Duration(2*time.Second))
-	setDefault(&c.Log.Level, "info")
-	setDefault(&c.Log.Format, "text")
+	setDefault(written, "fleet.alerts.broker_unreachable", &al.BrokerUnreachable, DefaultBrokerUnreachable)
+	setDefault(written, "fleet.alerts.pending_above", &al.PendingAbove, DefaultPendingAbove)
+	setDefault(written, "fleet.alerts.oldest_pending", &al.OldestPending, DefaultOldestPending)
+	setDefault(written, "fleet.alerts.disk_free_below_mb", &al.DiskFreeBelowMB, DefaultDiskFreeBelowMB)
+	setDefault(written, "fleet.alerts.device_disconnected", &al.DeviceDisconnected, DefaultDeviceDisconnected)
+	setDefault(written, "fleet.alerts.cert_expires_within", &al.CertExpiresWithin, DefaultCertExpiresWithin)
+	setDefault(written, "fleet.alerts.probe_slower_than", &al.ProbeSlowerThan, DefaultProbeSlowerThan)
+	setDefault(written, "log.level", &c.Log.Level, "info")
+	setDefault(written, "log.format", &c.Log.Format, "text")
 }
 
-func setDefault[T comparable](p *T, v T) {
+// setDefault sets *p to v when the key at path was not written and *p is
+// still its zero value (a Config built in code has no written keys).
+func setDefault[T comparable](written func(string) bool, path string, p *T, v T) {
 	var zero T
-	if *p == zero {
+	if *p == zero && (written == nil || !written(path)) {
 		*p = v
 	}
 }

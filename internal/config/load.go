@@ -115,7 +115,7 @@ func Parse(name string, b []byte) (*Config, error) {
 	for _, p := range d.problems {
 		d.decodeFailed[p.Field] = true
 	}
-	cfg.applyDefaults()
+	cfg.applyDefaults(func(path string) bool { _, ok := d.where[path+"#key"]; return ok })
 	d.validate(cfg)
 	if len(d.problems) > 0 {
 		sort.SliceStable(d.problems, func(i, j int) bool {

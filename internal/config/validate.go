@@ -20,29 +20,6 @@ import (
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
-var scaleKeys = []string{"port", "usb", "baud", "data_bits", "parity", "stop_bits", "poll_interval", "read_timeout", "reconnect_max"}
-
-// driverKeys lists the keys each driver accepts beyond name, kind, driver.
-var driverKeys = map[string]map[string]bool{
-	"serial-line":  set("port", "usb", "baud", "data_bits", "parity", "stop_bits", "terminator", "prefix", "suffix", "max_length", "control_chars", "reconnect_max"),
-	"sim":          set("interval", "seed"),
-	"hid-keyboard": set("usb", "layout", "max_length", "reconnect_max"),
-	"hid-pos":      set("usb", "max_length", "reconnect_max"),
-	"nci":          set(scaleKeys...),
-	"mt-sics":      set(scaleKeys...),
-	"toledo":       set(append([]string{"unit"}, scaleKeys...)...),
-	"continuous":   set(scaleKeys...),
-	"zpl":          set("address", "poll_interval", "read_timeout", "reconnect_max"),
-}
-
-// driverKinds lists which kinds of device each driver drives.
-var driverKinds = map[string][]string{
-	"serial-line": {"scanner"}, "sim": {"scanner"}, "hid-keyboard": {"scanner"}, "hid-pos": {"scanner", "scale"},
-	"nci": {"scale"}, "mt-sics": {"scale"}, "toledo": {"scale"}, "continuous": {"scale"}, "zpl": {"printer"},
-}
-
-const driverNames = "serial-line, sim, hid-keyboard, hid-pos, nci, mt-sics, toledo, continuous, zpl"
-
 var usbRE = regexp.MustCompile(`^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(/.+)?$`)
 
 func set(keys ...string) map[string]bool {
@@ -85,7 +62,7 @@ func (d *decoder) validate(c *Config) {
 		}
 	}
 	if c.Storage.MaxPending < 0 {
-		bad("storage.max_pending", "must be positive")
+		bad("storage.max_pending", "must not be negative (0: no limit)")
 	}
 	if c.Storage.RetainSent < 0 {
 		bad("storage.retain_sent", "must not be negative")
@@ -146,10 +123,13 @@ func (d *decoder) validate(c *Config) {
 	for _, f := range []struct {
 		field string
 		v     Duration
-	}{{"uplink.keepalive", u.KeepAlive}, {"uplink.connect_timeout", u.ConnectTimeout}, {"uplink.write_timeout", u.WriteTimeout}, {"uplink.reconnect_min", u.ReconnectMin}, {"uplink.reconnect_max", u.ReconnectMax}, {"uplink.shutdown_timeout", u.ShutdownTimeout}} {
-		if f.v < 0 {
-			bad(f.field, "must not be negative")
+	}{{"uplink.keepalive", u.KeepAlive}, {"uplink.connect_timeout", u.ConnectTimeout}, {"uplink.write_timeout", u.WriteTimeout}, {"uplink.reconnect_min", u.ReconnectMin}, {"uplink.reconnect_max", u.ReconnectMax}} {
+		if f.v <= 0 {
+			bad(f.field, "must be positive")
 		}
+	}
+	if u.ShutdownTimeout < 0 {
+		bad("uplink.shutdown_timeout", "must not be negative (0: do not wait for in-flight publishes)")
 	}
 	if u.KeepAlive.D() > 0 && u.KeepAlive.D().Seconds() < 1 {
 		bad("uplink.keepalive", "must be at least 1s")
@@ -171,16 +151,17 @@ func (d *decoder) validate(c *Config) {
 		} else {
 			names[dev.Name] = i
 		}
-		keys, known := driverKeys[dev.Driver]
+		spec, known := DriverByName(dev.Driver)
+		keys := set(spec.Keys...)
 		if !known {
 			if dev.Driver == "" {
-				bad(p+".driver", "required (one of: %s)", driverNames)
+				bad(p+".driver", "required (one of: %s)", driverNames())
 			} else {
-				bad(p+".driver", "unknown driver %q (one of: %s)", dev.Driver, driverNames)
+				bad(p+".driver", "unknown driver %q (one of: %s)", dev.Driver, driverNames())
 			}
 			continue
 		}
-		kinds := driverKinds[dev.Driver]
+		kinds := spec.Kinds
 		if dev.Kind == "" {
 			bad(p+".kind", "required (%s for driver %s)", strings.Join(kinds, " or "), dev.Driver)
 		} else if !slices.Contains(kinds, dev.Kind) {
@@ -488,13 +469,40 @@ func validateFleet(f *Fleet, bad func(string, string, ...any), abs func(string) 
 	for _, d := range []struct {
 		key string
 		v   Duration
-	}{{"fleet.telemetry_interval", f.TelemetryInterval}, {"fleet.probe_interval", f.ProbeInterval}, {"fleet.probe_timeout", f.ProbeTimeout}} {
+	}{{"fleet.telemetry_interval", f.TelemetryInterval}, {"fleet.probe_interval", f.ProbeInterval}} {
 		if d.v < 0 {
-			bad(d.key, "must not be negative")
+			bad(d.key, "must not be negative (0: disabled)")
 		}
 	}
-	if f.Alerts.PendingAbove < 1 {
-		bad("fleet.alerts.pending_above", "must be at least 1")
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"fleet.probe_timeout", f.ProbeTimeout}, {"fleet.config_trial", f.ConfigTrial}, {"fleet.update_timeout", f.UpdateTimeout}} {
+		if d.v <= 0 {
+			bad(d.key, "must be positive")
+		}
+	}
+	if f.ReleaseKeyFile == "" {
+		bad("fleet.release_key_file", "required: the release public key that updates must be signed with")
+	}
+	al := f.Alerts
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"fleet.alerts.broker_unreachable", al.BrokerUnreachable}, {"fleet.alerts.device_disconnected", al.DeviceDisconnected}} {
+		if d.v < 0 {
+			bad(d.key, "must not be negative (0: alert at once)")
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   int64
+	}{{"fleet.alerts.pending_above", al.PendingAbove}, {"fleet.alerts.oldest_pending", int64(al.OldestPending)},
+		{"fleet.alerts.disk_free_below_mb", al.DiskFreeBelowMB}, {"fleet.alerts.cert_expires_within", int64(al.CertExpiresWithin)},
+		{"fleet.alerts.probe_slower_than", int64(al.ProbeSlowerThan)}} {
+		if d.v < 0 {
+			bad(d.key, "must not be negative (0: this alert is off)")
+		}
 	}
 }
 

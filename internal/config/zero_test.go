@@ -1,0 +1,114 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// zeroBase is a valid config with a station, a scale and the status page,
+// into which each case writes one key as zero.
+const zeroBase = `version: 1
+appliance: {id: mr-zero}
+storage: {path: buffer.db%s}
+uplink:
+  brokers: [mqtts://broker.example.com:8883]
+  ca_file: ca.pem
+  cert_file: client.pem
+  key_file: client.key%s
+devices:
+  - {name: dock-scanner, kind: scanner, driver: serial-line, port: /dev/ttyACM0}
+  - {name: dock-scale, kind: scale, driver: mt-sics, port: /dev/ttyUSB0}
+stations:
+  - {name: dock-1, scanner: dock-scanner, scale: dock-scale%s}
+fleet:
+  release_key_file: release.pub%s
+  alerts: {broker_unreachable: 5m%s}
+`
+
+// TestZeroMeansWhatTheDocsSay walks every key that docs/configuration.md
+// says accepts 0 (disabled, no limit, at once): written as 0 it stays 0,
+// absent it takes its default. Keys documented as "must be positive" are
+// refused as 0 with that message.
+func TestZeroMeansWhatTheDocsSay(t *testing.T) {
+	type slot int
+	const (
+		storage slot = iota
+		uplink
+		station
+		fleet
+		alerts
+	)
+	for _, tc := range []struct {
+		key   string
+		slot  slot
+		write string
+		get   func(*Config) int64
+		dflt  int64
+		// refused is the message when 0 is not allowed; "" when 0 is kept.
+		refused string
+	}{
+		{"storage.max_pending", storage, "max_pending: 0", func(c *Config) int64 { return int64(c.Storage.MaxPending) }, DefaultMaxPending, ""},
+		{"storage.retain_sent", storage, "retain_sent: 0s", func(c *Config) int64 { return int64(c.Storage.RetainSent) }, int64(DefaultRetainSent), ""},
+		{"uplink.batch_max", uplink, "batch_max: 0", func(c *Config) int64 { return int64(c.Uplink.BatchMax) }, 0, ""},
+		{"uplink.shutdown_timeout", uplink, "shutdown_timeout: 0s", func(c *Config) int64 { return int64(c.Uplink.ShutdownTimeout) }, int64(DefaultShutdownTimeout), ""},
+		{"uplink.keepalive", uplink, "keepalive: 0s", nil, 0, "must be positive"},
+		{"uplink.write_timeout", uplink, "write_timeout: 0s", nil, 0, "must be positive"},
+		{"uplink.inflight_window", uplink, "inflight_window: 0", nil, 0, "must be between 1 and 65535"},
+		{"stations[0].weight_window", station, "weight_window: 0s", func(c *Config) int64 { return int64(c.Stations[0].WeightWindow) }, int64(DefaultWeightWindow), ""},
+		{"stations[0].duplicate_window", station, "duplicate_window: 0s", func(c *Config) int64 { return int64(c.Stations[0].DuplicateWindow) }, int64(DefaultDuplicateWindow), ""},
+		{"stations[0].attach_window", station, "attach_window: 0s", func(c *Config) int64 { return int64(c.Stations[0].AttachWindow) }, int64(DefaultAttachWindow), ""},
+		{"fleet.telemetry_interval", fleet, "telemetry_interval: 0s", func(c *Config) int64 { return int64(c.Fleet.TelemetryInterval) }, int64(DefaultTelemetryInterval), ""},
+		{"fleet.probe_interval", fleet, "probe_interval: 0s", func(c *Config) int64 { return int64(c.Fleet.ProbeInterval) }, int64(DefaultProbeInterval), ""},
+		{"fleet.config_trial", fleet, "config_trial: 0s", nil, 0, "must be positive"},
+		{"fleet.probe_timeout", fleet, "probe_timeout: 0s", nil, 0, "must be positive"},
+		{"fleet.alerts.pending_above", alerts, "pending_above: 0", func(c *Config) int64 { return c.Fleet.Alerts.PendingAbove }, DefaultPendingAbove, ""},
+		{"fleet.alerts.oldest_pending", alerts, "oldest_pending: 0s", func(c *Config) int64 { return int64(c.Fleet.Alerts.OldestPending) }, int64(DefaultOldestPending), ""},
+		{"fleet.alerts.disk_free_below_mb", alerts, "disk_free_below_mb: 0", func(c *Config) int64 { return c.Fleet.Alerts.DiskFreeBelowMB }, DefaultDiskFreeBelowMB, ""},
+		{"fleet.alerts.cert_expires_within", alerts, "cert_expires_within: 0s", func(c *Config) int64 { return int64(c.Fleet.Alerts.CertExpiresWithin) }, int64(DefaultCertExpiresWithin), ""},
+		{"fleet.alerts.probe_slower_than", alerts, "probe_slower_than: 0s", func(c *Config) int64 { return int64(c.Fleet.Alerts.ProbeSlowerThan) }, int64(DefaultProbeSlowerThan), ""},
+		{"fleet.alerts.device_disconnected", alerts, "device_disconnected: 0s", func(c *Config) int64 { return int64(c.Fleet.Alerts.DeviceDisconnected) }, int64(DefaultDeviceDisconnected), ""},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			dir := t.TempDir()
+			writeTLS(t, dir, 0o600)
+			os.WriteFile(filepath.Join(dir, "release.pub"), []byte("x"), 0o644)
+			parse := func(written bool) (*Config, error) {
+				slots := make([]any, 5)
+				for i := range slots {
+					slots[i] = ""
+				}
+				if written {
+					sep := ", "
+					if tc.slot == uplink || tc.slot == fleet {
+						sep = "\n  "
+					}
+					slots[tc.slot] = sep + tc.write
+				}
+				return Parse(filepath.Join(dir, "mailroomd.yaml"), []byte(strings.TrimSpace(fmt.Sprintf(zeroBase, slots...))+"\n"))
+			}
+			c, err := parse(true)
+			if tc.refused != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.key+": "+tc.refused) {
+					t.Fatalf("0 accepted or refused with the wrong message: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tc.get(c); got != 0 {
+				t.Fatalf("written as 0, got %d: a default replaced it", got)
+			}
+			c, err = parse(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tc.get(c); got != tc.dflt {
+				t.Fatalf("absent: got %d, want the default %d", got, tc.dflt)
+			}
+		})
+	}
+}
