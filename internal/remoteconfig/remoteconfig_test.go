@@ -84,3 +84,41 @@ func TestTrialConfirmRollback(t *testing.T) {
 		t.Fatalf("the rolled-back version again: %+v", r)
 	}
 }
+
+// TestBeginDuringTrialRollsBackToTheLastProvenConfig: a config that replaces
+// one still in trial rolls back to the config before that one, never to
+// the unproven one.
+func TestBeginDuringTrialRollsBackToTheLastProvenConfig(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)
+	local, err := config.Load(filepath.Join(dir, "local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(dir, local, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Begin(1, "it", cfgText(dir, "1s")); err != nil {
+		t.Fatal(err)
+	}
+	m.Confirm() // version 1 proved itself
+	if err := m.Begin(2, "it", cfgText(dir, "3s")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Begin(3, "it", cfgText(dir, "4s")); err != nil { // replaces 2 while 2 is in trial
+		t.Fatal(err)
+	}
+	cfg, r := m.Rollback("the uplink did not reconnect")
+	if r.Applied != 1 || m.InUse() != 1 || cfg.Devices[0].Interval.D() != time.Second {
+		t.Fatalf("rolled back to version %d (interval %s); want version 1, the last proven config", r.Applied, cfg.Devices[0].Interval)
+	}
+	// After a restart the same config is in effect, out of trial.
+	m2, err := Open(dir, local, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, trial, err := m2.Effective(); err != nil || trial || c.Devices[0].Interval.D() != time.Second {
+		t.Fatalf("after a restart: trial %v, err %v; want version 1 out of trial", trial, err)
+	}
+}
