@@ -90,6 +90,14 @@ web:
 	cfgB := b.config(t, r.broker.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 500ms}\n"+r.fleetSection())
 	events := r.broker.Subscribe(t, "cloud", "mailroom/v1/+/events")
 	alerts := r.broker.Subscribe(t, "alerts-watch", "mailroom/v1/+/alerts")
+	telemetry := r.broker.Subscribe(t, "telemetry-watch", "mailroom/v1/mr-fleet-a/telemetry")
+	// evaluations waits for three more telemetry messages (300 ms apart):
+	// several alert evaluations (every 2 s) have run by then.
+	evaluations := func() {
+		t.Helper()
+		n := len(telemetry.Messages())
+		telemetry.WaitFor(t, 10*time.Second, "three more telemetry messages", func(ms []mqtttest.Message) bool { return len(ms) >= n+3 })
+	}
 	pa := startDaemon(t, cfgA)
 	pb := startDaemon(t, cfgB)
 	pa.waitLog(t, "remote instructions ready", 10*time.Second)
@@ -215,12 +223,12 @@ web:
 	alerts.WaitFor(t, 10*time.Second, "the alert", func(ms []mqtttest.Message) bool {
 		return strings.Contains(joined(ms), `"key":"device.dock-scanner.disconnected"`)
 	})
-	time.Sleep(time.Second) // several evaluations while it stays active
+	evaluations() // while it stays active
 	scanDev.Replug()
 	alerts.WaitFor(t, 10*time.Second, "the clearance", func(ms []mqtttest.Message) bool {
 		return strings.Contains(joined(ms), `"cleared_at"`)
 	})
-	time.Sleep(time.Second)
+	evaluations()
 	raised, cleared := 0, 0
 	for _, m := range alerts.Messages() {
 		var al fleet.Alert
@@ -335,7 +343,7 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 	}
 	p = startDaemon(t, cfg)
 	p.waitLog(t, "remote instructions ready", 10*time.Second)
-	time.Sleep(time.Second)
+	p.waitLog(t, "status=ignored", 10*time.Second) // the retained version 3, seen again
 	if strings.Contains(p.log.String(), "switching to remote config") {
 		t.Fatalf("a rolled-back config was tried again:\n%s", p.log.String())
 	}
@@ -448,7 +456,8 @@ func TestFleetCLI(t *testing.T) {
 		code := Main(args, &out, &errOut)
 		return code, out.String() + errOut.String()
 	}
-	time.Sleep(500 * time.Millisecond) // the first telemetry
+	b.Subscribe(t, "telemetry-watch", "mailroom/v1/mr-cli-a/telemetry").WaitFor(t, 10*time.Second, "the first telemetry",
+		func(ms []mqtttest.Message) bool { return len(ms) > 0 })
 	if code, out := run(append(append([]string{"fleet", "status"}, conn...), "--for", "1s")...); code != 0 ||
 		!regexpMatch(`mr-cli-a\s+online\s+dev\s+\d+\s+\d+`, out) {
 		t.Fatalf("status: %d\n%s", code, out)

@@ -14,6 +14,7 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/serialtest"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
 // TestReceivingStation runs the real binary with a PTY scanner, a PTY NCI
@@ -124,8 +125,8 @@ barcodes:
 	}
 
 	// Each label reached the printer once, with the parcel id and tracking.
-	time.Sleep(300 * time.Millisecond)
-	labels := printer.Labels()
+	labels := waitfor.Value(t, 10*time.Second, "three labels at the printer", printer.Labels,
+		func(l []string) bool { return len(l) >= 3 })
 	if len(labels) != 3 {
 		t.Fatalf("%d labels printed, want 3", len(labels))
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
 // TestShippedACLConfinesEachBox runs mosquitto with configs/mosquitto-acl.conf:
@@ -49,7 +50,16 @@ func TestShippedACLConfinesEachBox(t *testing.T) {
 	operator := connect("fleet-operator")
 	pub(operator, "mailroom/v1/mr-b/cmd/ping", "cmd-for-b")
 	pub(boxA, "mailroom/v1/mr-b/cmd/ping", "a-sends-cmd") // boxes cannot command boxes
-	time.Sleep(time.Second)
+	// The broker handles one client's publishes in order: once box a's
+	// marker has arrived, its refused publishes were handled too.
+	pub(boxA, "mailroom/v1/mr-a/events", "a-marker")
+	if err := waitfor.Until(10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(strings.Join(got["cloud"], "\n"), "a-marker")
+	}); err != nil {
+		t.Fatalf("%v: box a's marker did not arrive", err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	cloudGot := strings.Join(got["cloud"], "\n")

@@ -129,17 +129,8 @@ func (r *rig) events(typ event.Type) []event.Event {
 
 func (r *rig) waitEvents(typ event.Type, n int) []event.Event {
 	r.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := r.events(typ)
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%d %s events after 10s, want %d", len(got), typ, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return waitfor.Value(r.t, 10*time.Second, fmt.Sprintf("%d %s events", n, typ), func() []event.Event { return r.events(typ) },
+		func(got []event.Event) bool { return len(got) >= n })
 }
 
 func (r *rig) unresolved() int {
@@ -229,7 +220,7 @@ func TestDuplicateWithinWindow(t *testing.T) {
 	r.scan(uspsCode, 3*time.Second, true)
 	r.scan(upsCode, 11*time.Second, true) // outside the window: received again
 	r.waitEvents(event.TypeParcelReceived, 3)
-	time.Sleep(100 * time.Millisecond)
+	waitfor.True(t, 10*time.Second, "the duplicate counted", func() bool { return r.st.Stats().Duplicates == 1 })
 	got := r.events(event.TypeParcelReceived)
 	if len(got) != 3 {
 		t.Fatalf("%d parcel.received, want 3", len(got))
@@ -317,7 +308,7 @@ func TestRecoverResolvesLeftoverScans(t *testing.T) {
 	// A rescan of the same parcel right after the restart is still a duplicate.
 	r2.t0 = r.t0
 	r2.scan(upsCode, 4*time.Second, true)
-	time.Sleep(200 * time.Millisecond)
+	waitfor.True(t, 10*time.Second, "the rescan counted as a duplicate", func() bool { return r2.st.Stats().Duplicates == 1 })
 	if n := len(r2.events(event.TypeParcelReceived)); n != 2 {
 		t.Fatalf("%d parcels after a rescan, want 2", n)
 	}

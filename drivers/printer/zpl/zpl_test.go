@@ -18,18 +18,8 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/printer"
 	"github.com/mailroomd/mailroomd/drivers/printer/zpl/zpltest"
 	"github.com/mailroomd/mailroomd/drivers/serialtest"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func nextStatus(t *testing.T, out <-chan printer.Reading, want func(printer.Status) bool) printer.Status {
 	t.Helper()
@@ -91,7 +81,7 @@ func TestPrinterOverTCP(t *testing.T) {
 	for _, l := range labels {
 		p.Submit([]byte(l), nil)
 	}
-	waitFor(t, "3 labels", func() bool { return len(fake.Labels()) == 3 })
+	waitfor.True(t, 10*time.Second, "3 labels", func() bool { return len(fake.Labels()) == 3 })
 	for i, got := range fake.Labels() {
 		if got+"\n" != labels[i] {
 			t.Fatalf("label %d arrived as %q, want %q", i, got, labels[i])
@@ -112,10 +102,15 @@ func TestPrinterOverTCP(t *testing.T) {
 	fake.DropAll()
 	var sentCalls atomic.Int32
 	p.Submit(Label(Field(0, 0, 30, "after reconnect")), func() { sentCalls.Add(1) })
-	waitFor(t, "the 4th label", func() bool { return len(fake.Labels()) >= 4 })
-	time.Sleep(200 * time.Millisecond)
-	if n := len(fake.Labels()); n != 4 {
-		t.Fatalf("%d labels printed, want 4 (no duplicates)", n)
+	waitfor.True(t, 10*time.Second, "the 4th label", func() bool { return len(fake.Labels()) >= 4 })
+	// A fifth job is printed after any duplicate of the fourth would be.
+	p.Submit(Label(Field(0, 0, 30, "marker")), nil)
+	waitfor.True(t, 10*time.Second, "the marker label", func() bool {
+		l := fake.Labels()
+		return len(l) > 0 && strings.Contains(l[len(l)-1], "marker")
+	})
+	if n := len(fake.Labels()); n != 5 {
+		t.Fatalf("%d labels printed, want 5 (no duplicate of the fourth)", n)
 	}
 	if n := sentCalls.Load(); n != 1 {
 		t.Fatalf("sent callback called %d times, want 1", n)
@@ -204,7 +199,7 @@ func TestPrinterOverSerialAndDevice(t *testing.T) {
 			label := string(Label(Field(10, 10, 30, "über serial ^XZ")))
 			var sent atomic.Int32
 			p.Submit([]byte(label), func() { sent.Add(1) })
-			waitFor(t, "the label", func() bool { return len(fake.got()) == 1 })
+			waitfor.True(t, 10*time.Second, "the label", func() bool { return len(fake.got()) == 1 })
 			if got := fake.got()[0] + "\n"; got != label {
 				t.Fatalf("label arrived as %q", got)
 			}

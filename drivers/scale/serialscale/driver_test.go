@@ -16,6 +16,7 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/scale/serialscale"
 	"github.com/mailroomd/mailroomd/drivers/serialtest"
 	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -37,17 +38,6 @@ func (c *conditions) has(k string) bool {
 	defer c.mu.Unlock()
 	_, ok := c.active[k]
 	return ok
-}
-
-func waitCond(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // fakeNCI answers "W\r" with the current reply, or stays silent when the
@@ -99,22 +89,22 @@ func TestNCIScaleOnPTY(t *testing.T) {
 	}
 	// Silence is reported, not waited on; answering again clears it.
 	fake.set("")
-	waitCond(t, "not answering", func() bool { return conds.has(serialscale.SilentKey("dock-scale")) })
+	waitfor.True(t, 10*time.Second, "not answering", func() bool { return conds.has(serialscale.SilentKey("dock-scale")) })
 	fake.set("\n0001.00KG\r\n00\r\x03")
 	if r := serialtest.Next(t, out); r.Value != 1 || r.Unit != scale.Kilogram {
 		t.Fatalf("after silence %+v", r)
 	}
-	waitCond(t, "answering again", func() bool { return !conds.has(serialscale.SilentKey("dock-scale")) })
+	waitfor.True(t, 10*time.Second, "answering again", func() bool { return !conds.has(serialscale.SilentKey("dock-scale")) })
 
 	// Unplug and replug behind the same path.
 	dev.Unplug()
-	waitCond(t, "disconnected", func() bool { return conds.has(serialscale.DisconnectedKey("dock-scale")) })
+	waitfor.True(t, 10*time.Second, "disconnected", func() bool { return conds.has(serialscale.DisconnectedKey("dock-scale")) })
 	fake.set("\n0004.00LB\r\n00\r\x03")
 	dev.Replug()
 	if r := serialtest.Next(t, out); r.Value != 4 || r.Unit != scale.Pound {
 		t.Fatalf("after replug %+v", r)
 	}
-	waitCond(t, "reconnected", func() bool { return !conds.has(serialscale.DisconnectedKey("dock-scale")) })
+	waitfor.True(t, 10*time.Second, "reconnected", func() bool { return !conds.has(serialscale.DisconnectedKey("dock-scale")) })
 
 	cancel()
 	if err := <-done; err != nil {
