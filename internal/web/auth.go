@@ -142,13 +142,40 @@ func (l *limiter) succeed(name string) {
 	l.mu.Unlock()
 }
 
-// dummyHash is compared against for unknown users, so that a wrong name
-// takes as long as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.MinCost+6)
+// decoy is the hash an unknown user name is checked against, so that a
+// wrong name takes as long as a wrong password: bcrypt at the highest cost
+// of the configured users. It is made once, in the background from New,
+// since a cost-12 hash takes a good part of a second on a small box.
+type decoy struct {
+	once sync.Once
+	cost int
+	hash []byte
+}
 
-func checkPassword(u *User, password string) bool {
+// newDecoy returns the decoy for users, and starts making it.
+func newDecoy(users []User) *decoy {
+	d := &decoy{cost: bcrypt.DefaultCost}
+	for i, u := range users {
+		if c, err := bcrypt.Cost([]byte(u.PasswordHash)); err == nil && (i == 0 || c > d.cost) {
+			d.cost = c
+		}
+	}
+	go d.get()
+	return d
+}
+
+func (d *decoy) get() []byte {
+	d.once.Do(func() {
+		d.hash, _ = bcrypt.GenerateFromPassword([]byte(randomToken()), d.cost)
+	})
+	return d.hash
+}
+
+// check compares password with u's hash, or with the decoy for an unknown
+// user, and reports whether it matched.
+func (d *decoy) check(u *User, password string) bool {
 	if u == nil {
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		bcrypt.CompareHashAndPassword(d.get(), []byte(password))
 		return false
 	}
 	return bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil

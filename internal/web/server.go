@@ -84,6 +84,7 @@ type Server struct {
 	users    map[string]*User
 	sessions *sessions
 	limiter  *limiter
+	decoy    *decoy
 	mux      *http.ServeMux
 	page     *template.Template
 	login    *template.Template
@@ -127,6 +128,7 @@ func New(opts Options) (*Server, error) {
 		u := opts.Users[i]
 		s.users[u.Name] = &u
 	}
+	s.decoy = newDecoy(opts.Users)
 	var err error
 	if s.page, err = template.ParseFS(assets, "assets/index.html"); err != nil {
 		return nil, err
@@ -428,7 +430,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := s.users[name]
-	if !checkPassword(u, password) {
+	if !s.decoy.check(u, password) {
 		locked := s.limiter.fail(name)
 		s.failed(name, remote, locked)
 		time.Sleep(s.opts.FailureDelay)
