@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -49,7 +51,16 @@ func (a *App) buildWeb(g *generation) (*web.Server, error) {
 	for _, sc := range cfg.Stations {
 		refs = append(refs, web.StationRef{Name: sc.Name, HasPrinter: sc.Printer != ""})
 	}
-	srv, err := web.New(web.Options{
+	// The page answers to its IP addresses, the box's host name, the name
+	// it listens on and the configured names.
+	names := append([]string{}, wc.HostNames...)
+	if h, err := os.Hostname(); err == nil {
+		names = append(names, h)
+	}
+	if h, _, err := net.SplitHostPort(wc.Listen); err == nil && h != "" && net.ParseIP(h) == nil {
+		names = append(names, h)
+	}
+	srv, err := web.New(web.Options{HostNames: names,
 		Listen: wc.Listen, TLS: tlsCfg, Appliance: cfg.Appliance.ID, Site: cfg.Appliance.Site, Version: a.opts.Version,
 		Users: users, SessionTTL: wc.SessionTTL.D(), MaxFailures: wc.MaxFailures, Lockout: wc.Lockout.D(),
 		FailureDelay: time.Second,

@@ -157,6 +157,10 @@ type Web struct {
 	MaxFailures int      `yaml:"max_failures"`
 	Lockout     Duration `yaml:"lockout"`
 	Users       []User   `yaml:"users"`
+	// HostNames are the names clerks' browsers use to reach the page on a
+	// non-loopback address, besides its IP addresses and the box's own host
+	// name; any other name in a request is refused (DNS rebinding).
+	HostNames []string `yaml:"host_names"`
 }
 
 // User is a login of the status page. Only a password hash is stored.

@@ -20,6 +20,8 @@ import (
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
+var hostNameRE = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
 var usbRE = regexp.MustCompile(`^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}(/.+)?$`)
 
 func set(keys ...string) map[string]bool {
@@ -418,6 +420,11 @@ func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) stri
 	}
 	if w.Lockout <= 0 {
 		bad("web.lockout", "must be positive")
+	}
+	for i, n := range w.HostNames {
+		if !hostNameRE.MatchString(n) {
+			bad(fmt.Sprintf("web.host_names[%d]", i), "%q is not a host name such as mailroom.example.com (no scheme, port or wildcard)", n)
+		}
 	}
 	if len(w.Users) == 0 {
 		bad("web.users", "required: at least one user (create a password hash with `mailroomd passwd NAME`)")

@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +58,10 @@ type Options struct {
 	SessionTTL  time.Duration
 	MaxFailures int
 	Lockout     time.Duration
+	// HostNames are the host names (besides IP addresses) under which a
+	// page on a non-loopback address may be reached; a request naming
+	// another host is refused (DNS rebinding).
+	HostNames []string
 	// FailureDelay slows down every failed login.
 	FailureDelay time.Duration
 	Store        Store
@@ -85,6 +90,7 @@ type Server struct {
 	sessions *sessions
 	limiter  *limiter
 	decoy    *decoy
+	loopback bool // listening on a loopback address only
 	mux      *http.ServeMux
 	page     *template.Template
 	login    *template.Template
@@ -129,6 +135,7 @@ func New(opts Options) (*Server, error) {
 		s.users[u.Name] = &u
 	}
 	s.decoy = newDecoy(opts.Users)
+	s.loopback = IsLoopback(opts.Listen)
 	var err error
 	if s.page, err = template.ParseFS(assets, "assets/index.html"); err != nil {
 		return nil, err
@@ -171,6 +178,10 @@ func (s *Server) Handler() http.Handler {
 		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
 		if s.opts.TLS != nil {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		if !s.hostAllowed(r.Host) {
+			http.Error(w, "unknown host name: add it to web.host_names in the box's configuration", http.StatusMisdirectedRequest)
+			return
 		}
 		s.mux.ServeHTTP(w, r)
 	})
@@ -321,10 +332,8 @@ func (s *Server) csrfOK(r *http.Request, want string) bool {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" {
 		return false
 	}
-	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		if i := strings.Index(o, "://"); i < 0 || o[i+3:] != r.Host {
-			return false
-		}
+	if o := r.Header.Get("Origin"); o != "" && !s.sameOrigin(o, r.Host) {
+		return false
 	}
 	got := r.Header.Get("X-CSRF-Token")
 	if got == "" {
@@ -379,6 +388,52 @@ func lang(r *http.Request) string {
 }
 
 func (s *Server) secure() bool { return s.opts.TLS != nil }
+
+// sameOrigin reports whether a request's Origin header names this page
+// exactly: the scheme it is served with, the host the request was sent to,
+// and the same port (a default port written or not). "null" and anything
+// unparsable never match.
+func (s *Server) sameOrigin(origin, host string) bool {
+	scheme, port := "http", "80"
+	if s.secure() {
+		scheme, port = "https", "443"
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Scheme != scheme || u.Host == "" || u.Path != "" || u.User != nil || u.RawQuery != "" {
+		return false
+	}
+	oh, op := splitHostPort(u.Host, port)
+	hh, hp := splitHostPort(host, port)
+	return oh != "" && strings.EqualFold(oh, hh) && op == hp
+}
+
+// splitHostPort splits host[:port], with def where no port is written.
+func splitHostPort(hostport, def string) (host, port string) {
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		return strings.Trim(h, "[]"), p
+	}
+	return strings.Trim(hostport, "[]"), def
+}
+
+// hostAllowed reports whether a request's Host header may reach the page:
+// always on a loopback listen address; elsewhere an IP address, or one of
+// the names in Options.HostNames. A name the box does not know is how a
+// DNS rebinding attack reaches a page from a foreign site.
+func (s *Server) hostAllowed(host string) bool {
+	if s.loopback {
+		return true
+	}
+	h, _ := splitHostPort(host, "")
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	for _, n := range s.opts.HostNames {
+		if strings.EqualFold(strings.TrimSuffix(h, "."), n) {
+			return true
+		}
+	}
+	return false
+}
 
 func (s *Server) index(w http.ResponseWriter, r *http.Request, sess *session) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

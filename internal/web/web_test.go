@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -567,4 +569,73 @@ func FuzzManualEntry(f *testing.F) {
 			t.Fatalf("accepted %+v from %q", m, body)
 		}
 	})
+}
+
+// TestCSRFOriginMustMatchExactly: a valid token is not enough when the
+// Origin is "null", another scheme, another port or another host.
+func TestCSRFOriginMustMatchExactly(t *testing.T) {
+	r := start(t)
+	clerk := r.client()
+	r.login(clerk, "clara", "clerk-password")
+	tok := r.csrf(clerk)
+	host := strings.TrimPrefix(r.base, "http://")
+	_, port, _ := net.SplitHostPort(host)
+	body := `{"station":"dock-1","tracking":"1Z999AA10123456784"}`
+	for _, tc := range []struct {
+		origin string
+		want   int
+	}{
+		{"null", http.StatusForbidden},
+		{"https://" + host, http.StatusForbidden},          // another scheme
+		{"http://127.0.0.1:1", http.StatusForbidden},       // another port
+		{"http://localhost:" + port, http.StatusForbidden}, // another host name
+		{"http://" + host + "/path", http.StatusForbidden}, // not an origin
+		{"http://user@" + host, http.StatusForbidden},      // not an origin
+		{"http://" + strings.ToUpper(host), http.StatusOK}, // host names are case-insensitive
+		{"http://" + host, http.StatusOK},
+	} {
+		req, _ := http.NewRequest("POST", r.base+"/api/manual", strings.NewReader(body))
+		req.Header.Set("X-CSRF-Token", tok)
+		req.Header.Set("Origin", tc.origin)
+		resp, err := clerk.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("Origin %q: %d, want %d", tc.origin, resp.StatusCode, tc.want)
+		}
+	}
+	if n := len(r.actions.manual); n != 2 {
+		t.Fatalf("%d manual entries reached the daemon, want 2 (the matching origins only)", n)
+	}
+}
+
+// TestHostNamesGuardANetworkListen: on a non-loopback address only IP
+// addresses and the configured names reach the page.
+func TestHostNamesGuardANetworkListen(t *testing.T) {
+	srv, err := New(Options{Listen: "192.0.2.10:8443", Appliance: "mr-test", HostNames: []string{"mailroom.example.com"},
+		Store: &fakeStore{}, Health: fakeHealth{}, Link: fakeLink{}, Actions: &fakeActions{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"192.0.2.10:8443", http.StatusOK},
+		{"[2001:db8::1]:8443", http.StatusOK},
+		{"mailroom.example.com:8443", http.StatusOK},
+		{"MAILROOM.example.com.", http.StatusOK},
+		{"attacker.example:8443", http.StatusMisdirectedRequest},
+		{"mailroom.example.com.attacker.example", http.StatusMisdirectedRequest},
+	} {
+		req := httptest.NewRequest("GET", "/healthz", nil)
+		req.Host = tc.host
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("Host %q: %d, want %d", tc.host, rec.Code, tc.want)
+		}
+	}
 }
