@@ -223,7 +223,12 @@ func passwd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: mailroomd passwd [--role clerk|admin] NAME")
 		return 2
 	}
-	read := lineReader(stdin, stderr)
+	read, done, err := lineReader(stdin, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+		return 1
+	}
+	defer done()
 	pw, err := read("Password: ")
 	if err == nil && len(pw) < 8 {
 		err = errors.New("a password needs at least 8 characters")
@@ -249,18 +254,12 @@ func passwd(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 }
 
 // lineReader reads secrets from a terminal without echo, or lines from a
-// pipe.
-func lineReader(f *os.File, prompt io.Writer) func(string) (string, error) {
-	if term.IsTerminal(int(f.Fd())) {
-		return func(p string) (string, error) {
-			fmt.Fprint(prompt, p)
-			b, err := term.ReadPassword(int(f.Fd()))
-			fmt.Fprintln(prompt)
-			return string(b), err
-		}
-	}
+// pipe. On a terminal, echo is off before the first prompt is shown, so
+// that nothing typed after the prompt appeared is ever echoed; done turns
+// it back on.
+func lineReader(f *os.File, prompt io.Writer) (read func(string) (string, error), done func(), err error) {
 	sc := bufio.NewScanner(f)
-	return func(string) (string, error) {
+	next := func() (string, error) {
 		if !sc.Scan() {
 			if err := sc.Err(); err != nil {
 				return "", err
@@ -269,4 +268,15 @@ func lineReader(f *os.File, prompt io.Writer) func(string) (string, error) {
 		}
 		return strings.TrimRight(sc.Text(), "\r"), nil
 	}
+	if !term.IsTerminal(int(f.Fd())) {
+		return func(string) (string, error) { return next() }, func() {}, nil
+	}
+	restore, err := echoOff(int(f.Fd()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("turn off the terminal's echo: %w", err)
+	}
+	return func(p string) (string, error) {
+		fmt.Fprint(prompt, p)
+		return next()
+	}, restore, nil
 }
