@@ -36,7 +36,7 @@ func TestEveryAlertHasAHeadline(t *testing.T) {
 		t.Fatal("no alert headlines found in app.js")
 	}
 	keys := []string{
-		uplink.ConditionDisconnected, ConditionStoreRecovered, ConditionLoginLockout, intake.ConditionRefusing,
+		uplink.ConditionDisconnected, uplink.ConditionUnsubscribed, ConditionStoreRecovered, ConditionLoginLockout, intake.ConditionRefusing,
 		fleet.ConditionPending, fleet.ConditionOldest, fleet.ConditionDisk, fleet.ConditionCert,
 		fleet.ConditionProbeFailed, fleet.ConditionProbeSlow, fleet.ConditionRejected,
 		fleet.ConditionClockUnsynced, fleet.ConditionClockJumped,

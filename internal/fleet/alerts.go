@@ -49,6 +49,8 @@ func (f *Fleet) classify(key string) (category string, after time.Duration) {
 	switch {
 	case key == uplink.ConditionDisconnected:
 		return Infrastructure, th.BrokerUnreachable
+	case key == uplink.ConditionUnsubscribed:
+		return Infrastructure, 0
 	case strings.HasPrefix(key, "device.") && (strings.HasSuffix(key, ".disconnected") || strings.HasSuffix(key, ".not_answering")):
 		return Infrastructure, th.DeviceDisconnected
 	case strings.HasPrefix(key, "device."):

@@ -167,6 +167,18 @@ func (b *Broker) signal(sig syscall.Signal) {
 	b.cmd = nil
 }
 
+// SetACL replaces the access list of a broker started with StartWithACL
+// and has mosquitto reload it (SIGHUP), as an operator changing the list.
+func (b *Broker) SetACL(acl string) {
+	b.t.Helper()
+	must(b.t, os.WriteFile(filepath.Join(b.Dir, "acl"), []byte(acl), 0o644))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd != nil {
+		must(b.t, b.cmd.Process.Signal(syscall.SIGHUP))
+	}
+}
+
 // Log returns what the broker logged so far.
 func (b *Broker) Log() string {
 	out, _ := os.ReadFile(filepath.Join(b.Dir, "mosquitto.log"))

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,14 @@ type LinkState struct {
 // ConditionDisconnected is raised while no broker can be reached.
 const ConditionDisconnected = "uplink.disconnected"
 
+// ConditionUnsubscribed is raised while the broker refuses the box's
+// subscriptions to its remote instructions (commands, probe, config):
+// events still flow, but central IT cannot reach the box.
+const ConditionUnsubscribed = "uplink.unsubscribed"
+
+// resubscribeMax caps the wait between two tries of a refused subscription.
+const resubscribeMax = 30 * time.Second
+
 // Publisher owns the MQTT connection.
 type Publisher struct {
 	opts    Options
@@ -158,15 +167,56 @@ func (p *Publisher) Publish(ctx context.Context, suffix string, payload []byte, 
 func (p *Publisher) subscribe(c mqtt.Client) error {
 	for _, sub := range p.opts.Subscriptions {
 		h := sub.Handler
-		tok := c.Subscribe(p.Topic(sub.Filter), 1, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
-		if !tok.WaitTimeout(p.opts.WriteTimeout) {
-			return fmt.Errorf("subscribe %s: no SUBACK", sub.Filter)
+		topic := p.Topic(sub.Filter)
+		tok := c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
+		wait := p.opts.WriteTimeout
+		if wait <= 0 {
+			wait = 10 * time.Second
+		}
+		if !tok.WaitTimeout(wait) {
+			return fmt.Errorf("subscribe %s: no SUBACK within %s", sub.Filter, wait)
 		}
 		if err := tok.Error(); err != nil {
 			return fmt.Errorf("subscribe %s: %w", sub.Filter, err)
 		}
+		// A broker refuses a subscription in the SUBACK's return code
+		// (0x80), not as an error of the token.
+		if st, ok := tok.(*mqtt.SubscribeToken); ok {
+			if code, ok := st.Result()[topic]; !ok || code == 0x80 {
+				return fmt.Errorf("subscribe %s: the broker refused it (SUBACK return code 0x%02x): check its access list", sub.Filter, code)
+			}
+		}
 	}
 	return nil
+}
+
+// subscribeUntilReady subscribes to the remote instructions on a new
+// connection, retrying with capped backoff while the broker refuses them,
+// until it succeeds or the connection ends. first runs after the first try.
+func (p *Publisher) subscribeUntilReady(c mqtt.Client, ended <-chan struct{}, first func()) {
+	wait := p.opts.ReconnectMin
+	for try := 0; ; try++ {
+		err := p.subscribe(c)
+		if err == nil {
+			p.health.Clear(ConditionUnsubscribed)
+			p.log.Info("remote instructions ready", "topics", len(p.opts.Subscriptions))
+		} else {
+			p.health.Set(ConditionUnsubscribed, health.Warning, "remote instructions unavailable: "+err.Error())
+			p.log.Warn("remote instructions unavailable on this connection; retrying", "err", err, "retry_in", wait)
+		}
+		if try == 0 {
+			first()
+		}
+		if err == nil {
+			return
+		}
+		select {
+		case <-ended:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, resubscribeMax)
+	}
 }
 
 // Connects returns how many times the uplink has connected since start.
@@ -319,6 +369,7 @@ func (p *Publisher) clientOptions(broker string, lost chan<- error) *mqtt.Client
 		SetWriteTimeout(p.opts.WriteTimeout).
 		SetCustomOpenConnectionFn(dialer(p.opts.ConnectTimeout, p.opts.WriteTimeout)).
 		SetOrderMatters(false).
+		SetProtocolVersion(4). // MQTT 3.1.1 only: no fallback to 3.1, which brokers refuse
 		SetWill(p.Topic(TopicStatus), string(p.status("offline", "connection lost", nil)), 1, true).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			select {
@@ -354,7 +405,7 @@ func (p *Publisher) connect(ctx context.Context, lost chan error) (mqtt.Client, 
 			return nil, "", ctx.Err()
 		case <-time.After(p.opts.ConnectTimeout + time.Second):
 			go func() { <-tok.Done(); c.Disconnect(0) }()
-			errs = append(errs, fmt.Errorf("connect %s: timed out after %s", redact(b), p.opts.ConnectTimeout))
+			errs = append(errs, fmt.Errorf("connect %s: the broker did not answer within %s", redact(b), p.opts.ConnectTimeout))
 			continue
 		}
 		if err := tok.Error(); err != nil {
@@ -363,8 +414,23 @@ func (p *Publisher) connect(ctx context.Context, lost chan error) (mqtt.Client, 
 		}
 		return c, b, nil
 	}
-	return nil, "", errors.Join(errs...)
+	return nil, "", endpointErrors(errs)
 }
+
+// endpointErrors are the failed connects of one round, one per broker,
+// each explained on its own: one endpoint refusing says nothing of the
+// others.
+type endpointErrors []error
+
+func (e endpointErrors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = Explain(err)
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e endpointErrors) Unwrap() []error { return e }
 
 // redact drops any user info from a broker URL before it is logged.
 func redact(broker string) string {
@@ -395,22 +461,24 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 	p.mu.Lock()
 	p.client = client
 	p.mu.Unlock()
-	// Subscriptions must not hold up the events: a broker slow to SUBACK
-	// delays remote instructions only.
-	go func() {
-		if len(p.opts.Subscriptions) > 0 {
-			if err := p.subscribe(client); err != nil {
-				p.log.Warn("remote instructions unavailable on this connection", "err", err)
-			} else {
-				p.log.Info("remote instructions ready", "topics", len(p.opts.Subscriptions))
-			}
-		}
+	// Subscriptions must not hold up the events: a broker slow to SUBACK,
+	// or refusing, delays remote instructions only.
+	ended := make(chan struct{})
+	onConnect := func() {
 		if p.opts.OnConnect != nil {
 			p.opts.OnConnect()
 		}
+	}
+	go func() {
+		if len(p.opts.Subscriptions) == 0 {
+			onConnect()
+			return
+		}
+		p.subscribeUntilReady(client, ended, onConnect)
 	}()
 
 	err = p.serve(ctx, client, lost)
+	close(ended)
 	p.mu.Lock()
 	p.client = nil
 	p.mu.Unlock()

@@ -72,6 +72,10 @@ func Explain(err error) string {
 	if err == nil {
 		return ""
 	}
+	var ee endpointErrors
+	if errors.As(err, &ee) {
+		return ee.Error() // each endpoint explained on its own
+	}
 	msg := err.Error()
 	var ua x509.UnknownAuthorityError
 	var hn x509.HostnameError

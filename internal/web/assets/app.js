@@ -20,6 +20,7 @@ const T = {
     err_bad_weight: "Das Gewicht muss eine positive Zahl in g, kg, lb oder oz sein.",
     err_refused: "Der Puffer nimmt gerade nichts an – bitte die Warnungen beachten.",
     alertUplink: "Keine Verbindung zur Cloud – Scans werden gespeichert und später gesendet",
+    alertUnsubscribed: "Fernwartung nicht erreichbar – Scans werden weiter gesendet",
     alertDeviceGone: "{0} ist nicht verbunden", alertDeviceSilent: "{0} antwortet nicht",
     alertPrinter: "Drucker {0} meldet ein Problem", alertStation: "Station {0}: Scans bleiben liegen",
     alertRefusing: "Neue Scans werden abgelehnt", alertRecovered: "Pufferdatenbank war beschädigt und wurde ersetzt",
@@ -46,6 +47,7 @@ const T = {
     err_bad_weight: "The weight must be a positive number in g, kg, lb or oz.",
     err_refused: "The buffer is not accepting anything right now – see the alerts.",
     alertUplink: "No connection to the cloud – scans are kept and sent later",
+    alertUnsubscribed: "Remote management cannot reach the box – scans are still sent",
     alertDeviceGone: "{0} is not connected", alertDeviceSilent: "{0} does not answer",
     alertPrinter: "Printer {0} reports a problem", alertStation: "Station {0}: scans are not being processed",
     alertRefusing: "New scans are refused", alertRecovered: "The buffer database was damaged and has been replaced",
@@ -69,6 +71,7 @@ const t = (k) => (T[lang][k] || k);
 // follows it. An alert with no headline here shows its text alone.
 const ALERTS = [
   [/^uplink\.disconnected$/, "alertUplink"],
+  [/^uplink\.unsubscribed$/, "alertUnsubscribed"],
   [/^device\.(.+)\.disconnected$/, "alertDeviceGone"],
   [/^device\.(.+)\.not_answering$/, "alertDeviceSilent"],
   [/^device\.(.+)\.printer$/, "alertPrinter"],

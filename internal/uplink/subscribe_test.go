@@ -1,0 +1,86 @@
+package uplink_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
+)
+
+// TestRefusedSubscriptionIsNotReady: a broker that refuses the box's
+// subscriptions in the SUBACK (return code 0x80, which paho reports as a
+// result, not an error) leaves the box's remote instructions unavailable,
+// which it says (a health condition) while events still flow; it tries
+// again until the broker allows them, and then says ready.
+func TestRefusedSubscriptionIsNotReady(t *testing.T) {
+	b := mqtttest.StartFake(t)
+	b.Refuse.Store(true)
+	h := health.NewTracker(clock.Real{}, nil)
+	o := newOutbox(t)
+	start(t, o, uplink.Options{Brokers: []string{b.URL()}, Health: h,
+		Subscriptions: []uplink.Subscription{
+			{Filter: "cmd/+", Handler: func(string, []byte) {}},
+			{Filter: "config/desired", Handler: func(string, []byte) {}},
+		}})
+	condition := func() string {
+		for _, c := range h.Active() {
+			if c.Key == uplink.ConditionUnsubscribed {
+				return c.Message
+			}
+		}
+		return ""
+	}
+	msg := waitfor.Value(t, 10*time.Second, "the refused subscription reported", condition, func(m string) bool { return m != "" })
+	if !strings.Contains(msg, "0x80") || !strings.Contains(msg, "cmd/+") {
+		t.Fatalf("condition %q does not name the refused subscription", msg)
+	}
+	appendScans(t, o, 0, 10)
+	waitfor.True(t, 10*time.Second, "events published despite the refusal", func() bool {
+		n := 0
+		for _, topic := range b.Published() {
+			if strings.HasSuffix(topic, "/events") {
+				n++
+			}
+		}
+		return n >= 10
+	})
+	b.Refuse.Store(false)
+	waitfor.True(t, 20*time.Second, "subscribed once the broker allows it", func() bool { return condition() == "" })
+	// Every connect asked for MQTT 3.1.1, none fell back to 3.1.
+	for _, l := range b.Levels() {
+		if l != 4 {
+			t.Fatalf("protocol levels %v: want 4 (MQTT 3.1.1) only", b.Levels())
+		}
+	}
+}
+
+// TestRefusedConnectStaysOnMQTT311AndExplainsEachEndpoint: a broker that
+// refuses the connection is not tried again with MQTT 3.1, and each
+// endpoint's own outcome is reported, not the first one's for all.
+func TestRefusedConnectStaysOnMQTT311AndExplainsEachEndpoint(t *testing.T) {
+	refusing := mqtttest.StartFake(t)
+	refusing.RefuseConnect.Store(true)
+	dead := "mqtt://127.0.0.1:" + fmt.Sprint(mqtttest.FreePort(t))
+	r := start(t, newOutbox(t), uplink.Options{Brokers: []string{dead, refusing.URL()}})
+	waitfor.True(t, 10*time.Second, "three connects to the refusing broker", func() bool { return len(refusing.Levels()) >= 3 })
+	for _, l := range refusing.Levels() {
+		if l != 4 {
+			t.Fatalf("protocol levels %v: want 4 (MQTT 3.1.1) only, no fallback to 3.1", refusing.Levels())
+		}
+	}
+	last := waitfor.Value(t, 10*time.Second, "an explained error", func() string { return r.p.State().LastError },
+		func(s string) bool { return strings.Contains(s, "; ") })
+	first, second, _ := strings.Cut(last, "; ")
+	if !strings.HasPrefix(first, "nothing is listening at the broker address") || !strings.Contains(first, dead) {
+		t.Errorf("first endpoint explained as %q", first)
+	}
+	if strings.Contains(second, "nothing is listening") || !strings.Contains(second, "refused this client id") {
+		t.Errorf("second endpoint explained as %q; want its own outcome (not authorised)", second)
+	}
+}
