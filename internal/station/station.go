@@ -330,6 +330,17 @@ func (s *Station) expireHolds(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// trackingAttr logs a parcel's code: a recognised carrier's tracking
+// number as "tracking", any other code as "code", which the daemon's log
+// redacts unless log.personal_data is on: a code of no known carrier may
+// be a staff badge or another personal code.
+func trackingAttr(carrier, tracking string) slog.Attr {
+	if carrier == "" || carrier == string(barcode.Unknown) {
+		return slog.String("code", tracking)
+	}
+	return slog.String("tracking", tracking)
+}
+
 func dupKey(carrier, tracking string) string { return carrier + "/" + tracking }
 
 // see records a parcel code for duplicate detection and forgets the codes
@@ -380,7 +391,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 		s.mu.Lock()
 		s.stats.Duplicates++
 		s.mu.Unlock()
-		s.log.Info("duplicate scan ignored", "tracking", res.Tracking, "first", prev, "scan", scan.ID)
+		s.log.Info("duplicate scan ignored", trackingAttr(string(res.Carrier), res.Tracking), "first", prev, "scan", scan.ID)
 		return nil
 	}
 
@@ -430,7 +441,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	s.stats.Received++
 	s.remember(rec)
 	s.mu.Unlock()
-	s.log.Info("parcel received", "carrier", p.Carrier, "tracking", p.Tracking, "check", p.Check,
+	s.log.Info("parcel received", "carrier", p.Carrier, trackingAttr(p.Carrier, p.Tracking), "check", p.Check,
 		"weight", weightText(p.Weight), "recipient", ev.Recipient, "location", ev.Location, "id", committed.ID)
 	s.emit(committed)
 	if live {
