@@ -636,33 +636,80 @@ const maxBatchBytes = 120 << 10
 
 // recordAcks marks acknowledged events sent. It gathers acknowledgements
 // for up to ackFlush before each write, so that a fast drain costs one small
-// transaction per few hundred events instead of one per event.
+// transaction per few hundred events instead of one per event. A write that
+// fails (a full disk) is tried again, with the acknowledgements that came
+// since, until it succeeds: the pending count must not stay wrong for as
+// long as the connection lasts. When the connection ends, what is still
+// unrecorded is tried for a few seconds more; the rest is resent on the
+// next connection (at least once, never lost).
 func (p *Publisher) recordAcks(acks <-chan int64) {
-	const ackFlush = 5 * time.Millisecond
+	const (
+		ackFlush     = 5 * time.Millisecond
+		retryMin     = 250 * time.Millisecond
+		retryMax     = 5 * time.Second
+		finalAttempt = 5 * time.Second
+	)
 	buf := make([]int64, 0, 4096)
+	var unrecorded []int64
+	backoff := retryMin
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	for pos := range acks {
-		buf = append(buf[:0], pos)
-		timer.Reset(ackFlush)
-	gather:
-		for len(buf) < cap(buf) {
-			select {
-			case pos, ok := <-acks:
-				if !ok {
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	record := func(pos []int64) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := p.src.MarkSent(ctx, pos)
+		switch {
+		case err != nil && len(unrecorded) == 0:
+			p.log.Error("record acknowledged events; trying again", "err", err, "count", len(pos))
+		case err != nil:
+			p.log.Debug("record acknowledged events: still failing", "err", err, "count", len(pos))
+		case len(unrecorded) > 0:
+			p.log.Info("acknowledged events recorded after a failure", "count", len(pos))
+		}
+		return err == nil
+	}
+	for {
+		buf = buf[:0]
+		select {
+		case pos, ok := <-acks:
+			if !ok {
+				deadline := time.Now().Add(finalAttempt)
+				for len(unrecorded) > 0 && !record(unrecorded) && time.Now().Before(deadline) {
+					time.Sleep(retryMin)
+				}
+				return
+			}
+			buf = append(buf, pos)
+			timer.Reset(ackFlush)
+		gather:
+			for len(buf) < cap(buf) {
+				select {
+				case pos, ok := <-acks:
+					if !ok {
+						break gather
+					}
+					buf = append(buf, pos)
+				case <-timer.C:
 					break gather
 				}
-				buf = append(buf, pos)
-			case <-timer.C:
-				break gather
 			}
+			timer.Stop()
+		case <-retry.C:
 		}
-		timer.Stop()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := p.src.MarkSent(ctx, buf); err != nil {
-			// The events stay pending and are resent: at least once, never lost.
-			p.log.Error("record acknowledged events", "err", err, "count", len(buf))
+		batch := buf
+		if len(unrecorded) > 0 {
+			batch = append(unrecorded, buf...)
 		}
-		cancel()
+		if record(batch) {
+			unrecorded, backoff = unrecorded[:0], retryMin
+			retry.Stop()
+			continue
+		}
+		unrecorded = append(unrecorded[:0:0], batch...)
+		retry.Reset(backoff)
+		backoff = min(2*backoff, retryMax)
 	}
 }

@@ -1,14 +1,18 @@
 package uplink_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
 	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
@@ -82,5 +86,50 @@ func TestRefusedConnectStaysOnMQTT311AndExplainsEachEndpoint(t *testing.T) {
 	}
 	if strings.Contains(second, "nothing is listening") || !strings.Contains(second, "refused this client id") {
 		t.Errorf("second endpoint explained as %q; want its own outcome (not authorised)", second)
+	}
+}
+
+// failingMarks is a buffer whose MarkSent fails while fail is set, as on a
+// full disk.
+type failingMarks struct {
+	*store.Outbox
+	fail atomic.Bool
+}
+
+func (f *failingMarks) MarkSent(ctx context.Context, pos []int64) error {
+	if f.fail.Load() {
+		return errors.New("database or disk is full")
+	}
+	return f.Outbox.MarkSent(ctx, pos)
+}
+
+// TestAcknowledgementsAreRecordedOnceTheDiskTakesThem: PUBACKs that could
+// not be recorded are recorded later on the same connection, without a
+// reconnect or a resend.
+func TestAcknowledgementsAreRecordedOnceTheDiskTakesThem(t *testing.T) {
+	b := mqtttest.StartFake(t)
+	o := newOutbox(t)
+	src := &failingMarks{Outbox: o}
+	src.fail.Store(true)
+	start(t, src, uplink.Options{Brokers: []string{b.URL()}})
+	appendScans(t, o, 0, 10)
+	published := func() int {
+		n := 0
+		for _, topic := range b.Published() {
+			if strings.HasSuffix(topic, "/events") {
+				n++
+			}
+		}
+		return n
+	}
+	waitfor.True(t, 10*time.Second, "ten events acknowledged by the broker", func() bool { return published() >= 10 })
+	pending := func() int64 { st, _ := o.Stats(context.Background()); return st.Pending }
+	if n := pending(); n != 10 {
+		t.Fatalf("%d pending while the marks fail, want 10", n)
+	}
+	src.fail.Store(false)
+	waitfor.True(t, 10*time.Second, "the acknowledgements recorded", func() bool { return pending() == 0 })
+	if n, c := published(), len(b.Levels()); n != 10 || c != 1 {
+		t.Fatalf("%d publishes over %d connections; want 10 over 1 (recorded without a resend)", n, c)
 	}
 }
