@@ -54,7 +54,8 @@ func candidates(s string) []candidate {
 	case n == 18 && strings.HasPrefix(s, "1Z"):
 		add(candidate{carrier: UPS, service: upsServices[s[8:10]], check: checked(holds(upsMod10, s[2:17], last))})
 	case n == 11 && strings.IndexByte("AHJKTV", s[0]) >= 0 && isDigits(s[1:]):
-		add(candidate{carrier: UPS, service: "waybill", check: checked(holds(upsMod10, s[:10], last))})
+		// The letter names the service; the check covers the nine digits.
+		add(candidate{carrier: UPS, service: "waybill", check: checked(holds(upsMod10, s[1:10], last))})
 	case n == 15 && (s[0] == 'C' || s[0] == 'D') && isDigits(s[1:]):
 		add(candidate{carrier: OnTrac, check: checked(holds(upsMod10, s[:14], last))})
 	case n == 15 && (strings.HasPrefix(s, "TBA") || strings.HasPrefix(s, "TBC") || strings.HasPrefix(s, "TBM")) && isDigits(s[3:]):
@@ -104,6 +105,12 @@ func candidates(s string) []candidate {
 		add(candidate{carrier: FedEx, service: "34-digit", tracking: s[22:], check: checked(holds(fedexWeighted, s[22:33], last))})
 	}
 	switch {
+	case n == 20 && !uspsPrefix(s) && !strings.HasPrefix(s, "00"):
+		// A 20-digit USPS number printed without its channel identifier:
+		// the check covers the 19 digits as printed, or with the "91" of
+		// the IMpb's implied application identifier in front.
+		add(candidate{carrier: USPS, service: "20-digit",
+			check: checked(holds(gs1Mod10, s[:19], last) || holds(gs1Mod10, "91"+s[:19], last))})
 	case (n == 20 || n == 22 || n == 26) && uspsPrefix(s):
 		service := "impb"
 		if n == 22 && strings.HasPrefix(s, "91") {
