@@ -1,7 +1,6 @@
 package config
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,20 +11,20 @@ import (
 // into which each case writes one key as zero.
 const zeroBase = `version: 1
 appliance: {id: mr-zero}
-storage: {path: buffer.db%s}
+storage: {path: buffer.db<storage>}
 uplink:
   brokers: [mqtts://broker.example.com:8883]
   ca_file: ca.pem
   cert_file: client.pem
-  key_file: client.key%s
+  key_file: client.key<uplink>
 devices:
   - {name: dock-scanner, kind: scanner, driver: serial-line, port: /dev/ttyACM0}
   - {name: dock-scale, kind: scale, driver: mt-sics, port: /dev/ttyUSB0}
 stations:
-  - {name: dock-1, scanner: dock-scanner, scale: dock-scale%s}
+  - {name: dock-1, scanner: dock-scanner, scale: dock-scale<station>}
 fleet:
-  release_key_file: release.pub%s
-  alerts: {broker_unreachable: 5m%s}
+  release_key_file: release.pub<fleet>
+  alerts: {broker_unreachable: 5m<alerts>}
 `
 
 // TestZeroMeansWhatTheDocsSay walks every key that docs/configuration.md
@@ -76,18 +75,21 @@ func TestZeroMeansWhatTheDocsSay(t *testing.T) {
 			writeTLS(t, dir, 0o600)
 			os.WriteFile(filepath.Join(dir, "release.pub"), []byte("x"), 0o644)
 			parse := func(written bool) (*Config, error) {
-				slots := make([]any, 5)
-				for i := range slots {
-					slots[i] = ""
-				}
-				if written {
-					sep := ", "
-					if tc.slot == uplink || tc.slot == fleet {
-						sep = "\n  "
+				names := []string{"<storage>", "<uplink>", "<station>", "<fleet>", "<alerts>"}
+				var pairs []string
+				for i, name := range names {
+					v := ""
+					if written && slot(i) == tc.slot {
+						sep := ", "
+						if tc.slot == uplink || tc.slot == fleet {
+							sep = "\n  "
+						}
+						v = sep + tc.write
 					}
-					slots[tc.slot] = sep + tc.write
+					pairs = append(pairs, name, v)
 				}
-				return Parse(filepath.Join(dir, "mailroomd.yaml"), []byte(strings.TrimSpace(fmt.Sprintf(zeroBase, slots...))+"\n"))
+				text := strings.NewReplacer(pairs...).Replace(zeroBase)
+				return Parse(filepath.Join(dir, "mailroomd.yaml"), []byte(text))
 			}
 			c, err := parse(true)
 			if tc.refused != "" {
