@@ -458,7 +458,7 @@ func validateFleet(f *Fleet, bad func(string, string, ...any), abs func(string) 
 		ids[k.ID] = true
 		switch {
 		case (k.Key == "") == (k.KeyFile == ""):
-			bad(p+".key", "give key (base64 of the 32-byte Ed25519 public key) or key_file (PEM), not both or neither")
+			bad(p+".key", "give key (base64 of the 32-byte Ed25519 public key, or of its DER as inside `openssl pkey -pubout`'s PEM) or key_file (PEM), not both or neither")
 		case k.KeyFile != "":
 			k.KeyFile = abs(k.KeyFile)
 			b, err := os.ReadFile(k.KeyFile)

@@ -199,10 +199,22 @@ func ParsePublicKey(text string) (ed25519.PublicKey, error) {
 		return pk, nil
 	}
 	raw, err := base64.StdEncoding.DecodeString(text)
-	if err != nil || len(raw) != ed25519.PublicKeySize {
-		return nil, errors.New("parse public key: neither PEM nor the base64 of 32 bytes")
+	if err != nil {
+		return nil, errors.New("parse public key: neither PEM nor base64 (of the 32-byte key, or of the DER that `openssl pkey -pubout` wraps in PEM)")
 	}
-	return ed25519.PublicKey(raw), nil
+	if len(raw) == ed25519.PublicKeySize {
+		return ed25519.PublicKey(raw), nil
+	}
+	// The base64 of a DER SubjectPublicKeyInfo: the body of the PEM file.
+	k, err := x509.ParsePKIXPublicKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse public key: %d bytes are neither a 32-byte Ed25519 key nor a DER public key: %w", len(raw), err)
+	}
+	pk, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("parse public key: not an Ed25519 key (%T)", k)
+	}
+	return pk, nil
 }
 
 // ParsePrivateKey reads an Ed25519 private key in PKCS#8 PEM, as `openssl

@@ -154,13 +154,17 @@ func TestOpenSSLSignedEnvelope(t *testing.T) {
 func TestParsePublicKey(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	der, _ := x509.MarshalPKIXPublicKey(pub)
-	for _, text := range []string{base64.StdEncoding.EncodeToString(pub), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))} {
+	// The raw key, the PEM of `openssl pkey -pubout`, and the base64 line
+	// inside that PEM (the DER), as docs/configuration.md shows it.
+	for _, text := range []string{base64.StdEncoding.EncodeToString(pub), string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})),
+		base64.StdEncoding.EncodeToString(der)} {
 		got, err := ParsePublicKey(text)
 		if err != nil || !got.Equal(pub) {
 			t.Errorf("ParsePublicKey(%q) = %v", text, err)
 		}
 	}
-	for _, bad := range []string{"", "abc", base64.StdEncoding.EncodeToString([]byte("short"))} {
+	rsaDER := []byte{0x30, 0x03, 0x02, 0x01, 0x01} // DER, but no public key
+	for _, bad := range []string{"", "abc", base64.StdEncoding.EncodeToString([]byte("short")), base64.StdEncoding.EncodeToString(rsaDER)} {
 		if _, err := ParsePublicKey(bad); err == nil {
 			t.Errorf("ParsePublicKey(%q) accepted", bad)
 		}
