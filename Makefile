@@ -30,7 +30,7 @@ broker: build deps
 	./bin/mailroomd dev-certs --dir $(DEMO)/certs --client-id mr-demo-01
 	printf '%s\n' 'listener 8883 127.0.0.1' 'cafile $(DEMO)/certs/ca.pem' \
 	  'certfile $(DEMO)/certs/server.pem' 'keyfile $(DEMO)/certs/server.key' \
-	  'require_certificate true' 'use_identity_as_username true' 'user root' > $(DEMO)/mosquitto.conf
+	  'require_certificate true' 'use_identity_as_username true' 'use_username_as_clientid true' 'user root' > $(DEMO)/mosquitto.conf
 	mosquitto -c $(DEMO)/mosquitto.conf -v
 
 ## deps: install what the tests need (Debian/Ubuntu), only when missing

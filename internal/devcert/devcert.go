@@ -107,20 +107,27 @@ func (ca *CA) issue(cn string, now time.Time, validity time.Duration, edit func(
 // Files names the files WriteDir produces.
 type Files struct {
 	CA, ServerCert, ServerKey, ClientCert, ClientKey string
+	// WatcherCert and WatcherKey (CN "watcher") are for a person watching
+	// the broker: a client needs a certificate of its own, since the broker
+	// takes the client id from the certificate (use_username_as_clientid).
+	WatcherCert, WatcherKey string
 }
 
-// WriteDir writes a CA, a loopback server pair and a client pair for
-// clientCN into dir (keys mode 0600) and returns their paths. Existing
-// files are left alone, so a development setup keeps its certificates.
+// WriteDir writes a CA, a loopback server pair, a client pair for clientCN
+// and a watcher pair into dir (keys mode 0600) and returns their paths.
+// Existing files are left alone, so a development setup keeps its
+// certificates (a directory from before the watcher pair is made anew).
 func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 	f := Files{
-		CA:         filepath.Join(dir, "ca.pem"),
-		ServerCert: filepath.Join(dir, "server.pem"),
-		ServerKey:  filepath.Join(dir, "server.key"),
-		ClientCert: filepath.Join(dir, "client.pem"),
-		ClientKey:  filepath.Join(dir, "client.key"),
+		CA:          filepath.Join(dir, "ca.pem"),
+		ServerCert:  filepath.Join(dir, "server.pem"),
+		ServerKey:   filepath.Join(dir, "server.key"),
+		ClientCert:  filepath.Join(dir, "client.pem"),
+		ClientKey:   filepath.Join(dir, "client.key"),
+		WatcherCert: filepath.Join(dir, "watcher.pem"),
+		WatcherKey:  filepath.Join(dir, "watcher.key"),
 	}
-	if _, err := os.Stat(f.ClientKey); err == nil {
+	if _, err := os.Stat(f.WatcherKey); err == nil {
 		return f, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -138,6 +145,10 @@ func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 	if err != nil {
 		return f, err
 	}
+	watcher, err := ca.IssueClient("watcher", now, 2*365*24*time.Hour)
+	if err != nil {
+		return f, err
+	}
 	for _, w := range []struct {
 		path string
 		data []byte
@@ -145,6 +156,7 @@ func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 	}{
 		{f.CA, ca.CertPEM, 0o644}, {f.ServerCert, srv.CertPEM, 0o644}, {f.ServerKey, srv.KeyPEM, 0o600},
 		{f.ClientCert, cli.CertPEM, 0o644}, {f.ClientKey, cli.KeyPEM, 0o600},
+		{f.WatcherCert, watcher.CertPEM, 0o644}, {f.WatcherKey, watcher.KeyPEM, 0o600},
 	} {
 		if err := os.WriteFile(w.path, w.data, w.mode); err != nil {
 			return f, fmt.Errorf("write development certificates: %w", err)

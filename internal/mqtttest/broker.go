@@ -83,6 +83,7 @@ func StartWithACL(t testing.TB, acl string) *Broker {
 		"keyfile " + b.Files.ServerKey,
 		"require_certificate true",
 		"use_identity_as_username true",
+		"use_username_as_clientid true", // as configs/mosquitto.conf
 		"tls_version tlsv1.2",
 		"persistence true",
 		"persistence_location " + dir + "/",

@@ -2,13 +2,18 @@ package uplink_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
@@ -132,4 +137,70 @@ func TestAcknowledgementsAreRecordedOnceTheDiskTakesThem(t *testing.T) {
 	if n, c := published(), len(b.Levels()); n != 10 || c != 1 {
 		t.Fatalf("%d publishes over %d connections; want 10 over 1 (recorded without a resend)", n, c)
 	}
+}
+
+// TestImpostorCannotTakeOverABox runs mosquitto as configs/mosquitto.conf
+// and configs/mosquitto-acl.conf set it up: another box's certificate
+// connecting with this box's client id neither kicks the box off nor
+// publishes a false last will for it.
+func TestImpostorCannotTakeOverABox(t *testing.T) {
+	conf, err := os.ReadFile("../../configs/mosquitto.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"use_identity_as_username true", "use_username_as_clientid true", "require_certificate true"} {
+		if !strings.Contains(string(conf), want) {
+			t.Fatalf("configs/mosquitto.conf lacks %q, which the test broker runs with", want)
+		}
+	}
+	acl, err := os.ReadFile("../../configs/mosquitto-acl.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := mqtttest.StartWithACL(t, string(acl))
+	watch := b.Subscribe(t, "fleet-operator", "mailroom/v1/"+appliance+"/#")
+	o := newOutbox(t)
+	r := start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b)})
+	appendScans(t, o, 0, 1)
+	watch.WaitFor(t, 10*time.Second, "the box online and its first event", func(ms []mqtttest.Message) bool {
+		return strings.Contains(joinedPayloads(ms), `"state":"online"`) && mqtttest.DistinctEvents(1)(ms)
+	})
+
+	// Box b's certificate, this box's client id, a will saying it is
+	// offline; then its connection drops without a DISCONNECT, so that
+	// the broker publishes the will.
+	var conn net.Conn
+	impTLS := b.TLSConfig(t, "mr-impostor")
+	imp := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID(appliance).
+		SetAutoReconnect(false).
+		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+			c, err := tls.Dial("tcp", u.Host, impTLS)
+			conn = c
+			return c, err
+		}).
+		SetWill("mailroom/v1/"+appliance+"/status", `{"v":1,"state":"offline","reason":"forged"}`, 1, true))
+	if tok := imp.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("impostor connect: %v", tok.Error())
+	}
+	conn.Close()
+	defer imp.Disconnect(0)
+
+	// The box keeps its one connection: a new event arrives over it.
+	appendScans(t, o, 1, 1)
+	ms := watch.WaitFor(t, 10*time.Second, "the next event", mqtttest.DistinctEvents(2))
+	if n := r.p.Connects(); n != 1 {
+		t.Fatalf("the box connected %d times: the impostor took its session over", n)
+	}
+	if strings.Contains(joinedPayloads(ms), "forged") {
+		t.Fatal("the impostor published a status for the box")
+	}
+}
+
+func joinedPayloads(ms []mqtttest.Message) string {
+	var b strings.Builder
+	for _, m := range ms {
+		b.Write(m.Payload)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
