@@ -469,10 +469,21 @@ func TestFleetCLI(t *testing.T) {
 	newCfg := filepath.Join(t.TempDir(), "new.yaml")
 	os.WriteFile(newCfg, []byte(s.configText(b.URL(), strings.Replace(devices, "200ms}", "100ms}", 1))), 0o600)
 	if code, out := run(append(append(append([]string{"fleet", "config", "push"}, conn...), sign...),
-		"--target", "site:test-site", "--version", "5", newCfg)...); code != 0 || !strings.Contains(out, "mr-cli-a") {
+		"--target", "site:test-site", "--version", "5", newCfg)...); code != 0 || !strings.Contains(out, "mr-cli-a: applied (version 5 in use)") {
 		t.Fatalf("config push: %d\n%s", code, out)
 	}
 	p.waitLog(t, "remote config applied", 15*time.Second)
+	// The same version again, and an older one: each reported with the
+	// reason, and the push says so and fails.
+	if code, out := run(append(append(append([]string{"fleet", "config", "push"}, conn...), sign...),
+		"--target", "mr-cli-a", "--version", "5", "--wait", "20s", newCfg)...); code != 0 || !strings.Contains(out, "mr-cli-a: current (version 5 in use)") {
+		t.Fatalf("config push of the version in use: %d\n%s", code, out)
+	}
+	if code, out := run(append(append(append([]string{"fleet", "config", "push"}, conn...), sign...),
+		"--target", "mr-cli-a", "--version", "4", "--wait", "20s", newCfg)...); code != 1 ||
+		!strings.Contains(out, "mr-cli-a: ignored (version 5 in use): version 4 is not newer than version 5") {
+		t.Fatalf("config push of an older version: %d\n%s", code, out)
+	}
 	if code, out := run(append(append([]string{"fleet", "events"}, conn...), "--for", "1s")...); code != 0 ||
 		!strings.Contains(out, "summary: mr-cli-a epoch") {
 		t.Fatalf("events: %d\n%s", code, out)

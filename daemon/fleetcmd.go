@@ -23,6 +23,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleet"
 	"github.com/mailroomd/mailroomd/internal/fleetop"
+	"github.com/mailroomd/mailroomd/internal/remoteconfig"
 	"github.com/mailroomd/mailroomd/internal/uplink"
 )
 
@@ -60,7 +61,7 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	keyID := fs.String("key-id", "", "id of the signing key, as the boxes know it")
 	target := fs.String("target", "", "appliance id (cmd), or appliance id, site:NAME or * (config push)")
 	ttl := fs.Duration("ttl", 5*time.Minute, "how long a command stays valid")
-	wait := fs.Duration("wait", time.Minute, "how long to wait for a result")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for a result (config push: for each box's report; default 2m)")
 	dur := fs.Duration("for", 3*time.Second, "how long to listen (status, alerts, events)")
 	follow := fs.Bool("follow", false, "events: keep following until interrupted")
 	fromStart := fs.Bool("from-start", false, "events: expect every epoch to start at seq 1 (default: at the first seq seen)")
@@ -147,13 +148,39 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
 			return 2
 		}
-		ids, err := c.PushConfig(*target, *cfgVersion, string(body), 365*24*time.Hour)
+		// A config's outcome can take its trial (config_trial, 1m by
+		// default) and more: wait 2 minutes unless told otherwise.
+		pushWait := 2 * time.Minute
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "wait" {
+				pushWait = *wait
+			}
+		})
+		outcomes, err := c.PushConfigAndWait(*target, *cfgVersion, string(body), 365*24*time.Hour, pushWait)
 		if err != nil {
 			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
 			return 1
 		}
+		ids := make([]string, len(outcomes))
+		for i, o := range outcomes {
+			ids[i] = o.Appliance
+		}
 		fmt.Fprintf(stdout, "config version %d published (retained) for %s: %s\n", *cfgVersion, *target, strings.Join(ids, ", "))
-		return 0
+		code := 0
+		for _, o := range outcomes {
+			r := o.Report
+			switch {
+			case !o.Reported:
+				fmt.Fprintf(stdout, "%s: no report within %s (offline? a box applies the retained config when it connects)\n", o.Appliance, pushWait)
+				code = 1
+			case r.Status == remoteconfig.StatusApplied || r.Status == remoteconfig.StatusCurrent:
+				fmt.Fprintf(stdout, "%s: %s (version %d in use)\n", o.Appliance, r.Status, r.Applied)
+			default:
+				fmt.Fprintf(stdout, "%s: %s (version %d in use): %s\n", o.Appliance, r.Status, r.Applied, strings.Join(r.Errors, "; "))
+				code = 1
+			}
+		}
+		return code
 	case "status":
 		return fleetStatus(c, *dur, stdout, stderr)
 	case "alerts":

@@ -125,6 +125,8 @@ type Fleet struct {
 type message struct {
 	topic   string
 	payload []byte
+	// retained: delivered because it was retained, not published just now.
+	retained bool
 }
 
 // Topic suffixes below {prefix}/{id}/.
@@ -181,9 +183,9 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 
 // Subscriptions are the topics the fleet receives.
 func (f *Fleet) Subscriptions() []uplink.Subscription {
-	take := func(topic string, payload []byte) {
+	take := func(topic string, payload []byte, retained bool) {
 		select {
-		case f.inbox <- message{topic: topic, payload: append([]byte(nil), payload...)}:
+		case f.inbox <- message{topic: topic, payload: append([]byte(nil), payload...), retained: retained}:
 		default:
 			f.log.Warn("remote instruction dropped: too many queued", "topic", topic)
 		}
@@ -246,7 +248,7 @@ func (f *Fleet) handle(ctx context.Context, m message) {
 	case strings.HasSuffix(m.topic, "/"+TopicProbe):
 		f.probeReturned(m.payload)
 	case strings.HasSuffix(m.topic, "/"+TopicConfigDesired):
-		f.desiredConfig(ctx, m.payload)
+		f.desiredConfig(ctx, m.payload, m.retained)
 	case i >= 0:
 		f.command(ctx, m.topic[i+len(TopicCommand)+2:], m.payload)
 	}
@@ -356,8 +358,11 @@ func (f *Fleet) resend(ctx context.Context, args json.RawMessage) (any, error) {
 	return map[string]int64{"resent": int64(len(recs)), "missing": missing}, nil
 }
 
-// desiredConfig verifies a desired config and hands it on.
-func (f *Fleet) desiredConfig(ctx context.Context, msg []byte) {
+// desiredConfig verifies a desired config and hands it on. A config that
+// changes nothing (the one in use, or not newer than the last tried) is
+// reported and audited when it was just published; seen again as the
+// retained message of every connection, it is passed over in silence.
+func (f *Fleet) desiredConfig(ctx context.Context, msg []byte, retained bool) {
 	if len(msg) == 0 {
 		return // the retained config was deleted
 	}
@@ -387,7 +392,7 @@ func (f *Fleet) desiredConfig(ctx context.Context, msg []byte) {
 	}
 	audit.Outcome = out.Status
 	audit.Reason = strings.Join(out.Errors, "; ")
-	if out.Status == "current" || out.Status == "ignored" {
+	if retained && (out.Status == "current" || out.Status == "ignored") {
 		return // a retained config seen again: nothing happened, nothing to audit
 	}
 	f.audit(ctx, audit)

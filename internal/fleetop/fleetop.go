@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/fleet"
+	"github.com/mailroomd/mailroomd/internal/remoteconfig"
 )
 
 // Options say how the operator connects and signs.
@@ -203,14 +205,37 @@ func (c *Client) Appliance(topic string) string {
 // of each appliance it addresses. Appliances of a site or of the whole
 // fleet are found from their retained telemetry; it returns their ids.
 func (c *Client) PushConfig(target string, version int64, yaml string, ttl time.Duration) ([]string, error) {
+	ids, _, err := c.pushConfig(target, version, yaml, ttl, 0)
+	return ids, err
+}
+
+// ConfigOutcome is what one appliance reported for a pushed config.
+type ConfigOutcome struct {
+	Appliance string
+	// Report is the appliance's config/reported message; zero when none
+	// came within the wait.
+	Report remoteconfig.Report
+	// Reported is false when no final report came within the wait.
+	Reported bool
+}
+
+// PushConfigAndWait publishes a desired config like PushConfig and waits up
+// to wait for each appliance's final report of it (applied, current,
+// rejected, rolled_back or ignored: not applying).
+func (c *Client) PushConfigAndWait(target string, version int64, yaml string, ttl, wait time.Duration) ([]ConfigOutcome, error) {
+	_, out, err := c.pushConfig(target, version, yaml, ttl, wait)
+	return out, err
+}
+
+func (c *Client) pushConfig(target string, version int64, yaml string, ttl, wait time.Duration) ([]string, []ConfigOutcome, error) {
 	if c.opts.Key == nil {
-		return nil, errors.New("no signing key")
+		return nil, nil, errors.New("no signing key")
 	}
 	ids := []string{target}
 	if target == "*" || strings.HasPrefix(target, "site:") {
 		msgs, err := c.Collect("+/"+fleet.TopicTelemetry, 2*time.Second)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ids = nil
 		for _, m := range msgs {
@@ -218,25 +243,76 @@ func (c *Client) PushConfig(target string, version int64, yaml string, ttl time.
 			if json.Unmarshal(m.Payload, &t) != nil {
 				continue
 			}
-			if target == "*" || "site:"+t.Site == target {
-				ids = append(ids, t.Appliance)
+			if (target == "*" || "site:"+t.Site == target) && !slices.Contains(ids, t.Appliance) {
+				ids = append(ids, t.Appliance) // once, however many telemetry messages it sent
 			}
 		}
 		if len(ids) == 0 {
-			return nil, fmt.Errorf("no appliance of %s has published telemetry", target)
+			return nil, nil, fmt.Errorf("no appliance of %s has published telemetry", target)
 		}
 	}
 	now := c.opts.Now()
 	env, err := envelope.Sign(c.opts.Key, c.opts.KeyID, envelope.Payload{V: 1, Kind: envelope.KindConfig, Target: target,
 		Version: version, Issued: now.UTC(), Expires: now.Add(ttl).UTC(), Config: yaml})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	// Subscribe to the reports before publishing, so that no report is
+	// missed; only reports published from now on (not retained ones) of
+	// this version and these exact bytes count.
+	hash := remoteconfig.Hash([]byte(yaml))
+	reports := make(chan Message, 64)
+	if wait > 0 {
+		topic := c.opts.Prefix + "/+/" + fleet.TopicConfigReported
+		st := c.c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+			if m.Retained() {
+				return
+			}
+			select {
+			case reports <- Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...)}:
+			default:
+			}
+		})
+		if !st.WaitTimeout(10*time.Second) || st.Error() != nil {
+			return nil, nil, fmt.Errorf("subscribe %s: %v", topic, st.Error())
+		}
+		defer c.c.Unsubscribe(topic)
 	}
 	for _, id := range ids {
 		pt := c.c.Publish(c.Topic(id, fleet.TopicConfigDesired), 1, true, env)
 		if !pt.WaitTimeout(10*time.Second) || pt.Error() != nil {
-			return ids, fmt.Errorf("publish config to %s: %v", id, pt.Error())
+			return ids, nil, fmt.Errorf("publish config to %s: %v", id, pt.Error())
 		}
 	}
-	return ids, nil
+	if wait <= 0 {
+		return ids, nil, nil
+	}
+	outcomes := map[string]*ConfigOutcome{}
+	for _, id := range ids {
+		outcomes[id] = &ConfigOutcome{Appliance: id}
+	}
+	left := len(ids)
+	deadline := time.After(wait)
+	for left > 0 {
+		select {
+		case m := <-reports:
+			o := outcomes[c.Appliance(m.Topic)]
+			var r remoteconfig.Report
+			if o == nil || o.Reported || json.Unmarshal(m.Payload, &r) != nil {
+				continue
+			}
+			if r.Version != version || r.Hash != hash || r.Status == remoteconfig.StatusApplying {
+				continue
+			}
+			o.Report, o.Reported = r, true
+			left--
+		case <-deadline:
+			left = 0
+		}
+	}
+	out := make([]ConfigOutcome, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, *outcomes[id])
+	}
+	return ids, out, nil
 }

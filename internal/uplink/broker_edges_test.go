@@ -34,8 +34,8 @@ func TestRefusedSubscriptionIsNotReady(t *testing.T) {
 	o := newOutbox(t)
 	start(t, o, uplink.Options{Brokers: []string{b.URL()}, Health: h,
 		Subscriptions: []uplink.Subscription{
-			{Filter: "cmd/+", Handler: func(string, []byte) {}},
-			{Filter: "config/desired", Handler: func(string, []byte) {}},
+			{Filter: "cmd/+", Handler: func(string, []byte, bool) {}},
+			{Filter: "config/desired", Handler: func(string, []byte, bool) {}},
 		}})
 	condition := func() string {
 		for _, c := range h.Active() {

@@ -90,7 +90,10 @@ type Options struct {
 // and must return quickly.
 type Subscription struct {
 	Filter  string
-	Handler func(topic string, payload []byte)
+	// Handler is called with each message; retained is true for a
+	// retained message the broker delivers because of the subscription
+	// (not one published while subscribed).
+	Handler func(topic string, payload []byte, retained bool)
 }
 
 // ErrOffline is returned by Publish while no broker is connected.
@@ -168,7 +171,7 @@ func (p *Publisher) subscribe(c mqtt.Client) error {
 	for _, sub := range p.opts.Subscriptions {
 		h := sub.Handler
 		topic := p.Topic(sub.Filter)
-		tok := c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload()) })
+		tok := c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload(), m.Retained()) })
 		wait := p.opts.WriteTimeout
 		if wait <= 0 {
 			wait = 10 * time.Second
