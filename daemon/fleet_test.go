@@ -91,12 +91,12 @@ web:
 	events := r.broker.Subscribe(t, "cloud", "mailroom/v1/+/events")
 	alerts := r.broker.Subscribe(t, "alerts-watch", "mailroom/v1/+/alerts")
 	telemetry := r.broker.Subscribe(t, "telemetry-watch", "mailroom/v1/mr-fleet-a/telemetry")
-	// evaluations waits for three more telemetry messages (300 ms apart):
-	// several alert evaluations (every 2 s) have run by then.
+	// evaluations waits for fourteen more telemetry messages (300 ms
+	// apart): at least two alert evaluations (every 2 s) have run by then.
 	evaluations := func() {
 		t.Helper()
 		n := len(telemetry.Messages())
-		telemetry.WaitFor(t, 10*time.Second, "three more telemetry messages", func(ms []mqtttest.Message) bool { return len(ms) >= n+3 })
+		telemetry.WaitFor(t, 15*time.Second, "fourteen more telemetry messages", func(ms []mqtttest.Message) bool { return len(ms) >= n+14 })
 	}
 	pa := startDaemon(t, cfgA)
 	pb := startDaemon(t, cfgB)

@@ -78,9 +78,10 @@ func TestAlertsAndStatusAcrossKillAndConfigSwitches(t *testing.T) {
 	alerts.WaitFor(t, 30*time.Second, "the clearance", func(ms []mqtttest.Message) bool {
 		return strings.Contains(joined(ms), `"cleared_at"`)
 	})
-	// Several more evaluations: three more telemetry messages.
+	// At least two more alert evaluations (every 2 s): fourteen more
+	// telemetry messages, 300 ms apart.
 	n := len(telemetry.Messages())
-	telemetry.WaitFor(t, 10*time.Second, "more telemetry", func(ms []mqtttest.Message) bool { return len(ms) >= n+3 })
+	telemetry.WaitFor(t, 15*time.Second, "more telemetry", func(ms []mqtttest.Message) bool { return len(ms) >= n+14 })
 
 	raised, cleared := map[string]int{}, map[string]int{}
 	for _, m := range alerts.Messages() {
@@ -107,9 +108,11 @@ func TestAlertsAndStatusAcrossKillAndConfigSwitches(t *testing.T) {
 			t.Fatalf("the status said offline during a config switch: %s", m.Payload)
 		}
 	}
-	if !strings.Contains(joined(status.Messages()), `"config_version":1`) {
-		t.Errorf("no status names config version 1, with which the uplink was replaced: %s", joined(status.Messages()))
-	}
+	// The status names the config in use: 1 after the uplink was replaced,
+	// 2 after only the devices changed.
+	status.WaitFor(t, 10*time.Second, "a status naming config version 2", func(ms []mqtttest.Message) bool {
+		return strings.Contains(joined(ms), `"config_version":1`) && strings.Contains(string(ms[len(ms)-1].Payload), `"config_version":2`)
+	})
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
@@ -131,6 +134,7 @@ func TestSIGTERMDuringConfigApply(t *testing.T) {
 			scanDev.Link, reconnect, r.fleetSection())
 	}
 	events := r.broker.Subscribe(t, "cloud", "mailroom/v1/mr-life-b/events")
+	status := r.broker.Subscribe(t, "status", "mailroom/v1/mr-life-b/status")
 	cfg := a.config(t, r.broker.URL(), devices("200ms"))
 	var written []string
 	scan := func(code string) {
@@ -161,6 +165,15 @@ func TestSIGTERMDuringConfigApply(t *testing.T) {
 		}
 		if d := time.Since(began); d > 15*time.Second {
 			t.Fatalf("round %d: stop took %s", i, d)
+		}
+		// However the stop fell into the switch, the box said itself that
+		// it stopped: the last status is offline with reason shutdown,
+		// not the broker's will, and never online.
+		last := status.WaitFor(t, 10*time.Second, "the offline status", func(ms []mqtttest.Message) bool {
+			return len(ms) > 0 && strings.Contains(string(ms[len(ms)-1].Payload), `"state":"offline"`)
+		})
+		if p := string(last[len(last)-1].Payload); !strings.Contains(p, `"reason":"shutdown"`) {
+			t.Fatalf("round %d: the last status after a stop is %s", i, p)
 		}
 		scan(fmt.Sprintf("PKG-AFTER-%02d", i)) // waits in the tty for the next start
 	}

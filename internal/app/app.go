@@ -68,6 +68,9 @@ type Options struct {
 	// config switch, before an absent condition clears them; zero means
 	// fleet.DefaultSettle.
 	AlertGrace time.Duration
+	// Started is when the daemon started; zero means when the Supervisor
+	// was made. Status and telemetry report it across config switches.
+	Started time.Time
 }
 
 func (o *Options) defaults() {
@@ -79,6 +82,9 @@ func (o *Options) defaults() {
 	}
 	if o.TrialPoll <= 0 {
 		o.TrialPoll = 100 * time.Millisecond
+	}
+	if o.Started.IsZero() {
+		o.Started = o.Clock.Now()
 	}
 }
 
@@ -195,7 +201,8 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 		Window: cfg.Uplink.InflightWindow, BatchMax: cfg.Uplink.BatchMax,
 		KeepAlive: cfg.Uplink.KeepAlive.D(), ConnectTimeout: cfg.Uplink.ConnectTimeout.D(),
 		WriteTimeout: cfg.Uplink.WriteTimeout.D(), ReconnectMin: cfg.Uplink.ReconnectMin.D(),
-		ReconnectMax: cfg.Uplink.ReconnectMax.D(), ShutdownTimeout: cfg.Uplink.ShutdownTimeout.D(),
+		ReconnectMax: cfg.Uplink.ReconnectMax.D(), ShutdownTimeout: shutdownTimeout(cfg.Uplink.ShutdownTimeout.D()),
+		Started: opts.Started,
 		Clock: clk, Logger: log.With("subsystem", "uplink"), Health: a.health,
 		OnAck: func(_ int64, latency time.Duration) {
 			a.metrics.Acked(latency)
@@ -240,6 +247,14 @@ func (a *App) notifyChanged() {
 	}
 }
 
+// shutdownTimeout maps the config's "0: do not wait" to the uplink's.
+func shutdownTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 func allPlaintext(brokers []string) bool {
 	for _, b := range brokers {
 		if len(b) < 7 || (b[:7] != "mqtt://" && b[:6] != "tcp://") {
@@ -278,6 +293,7 @@ func (a *App) goBackground(name string, fn func(context.Context) error) {
 // store. With handoff the uplink leaves without publishing an offline
 // status: another App takes over at once (a config switch, not a shutdown).
 func (a *App) Stop(handoff bool) error {
+	a.fleet.Freeze() // the devices' conditions go with them, their causes need not
 	a.front.Load().stop()
 	if handoff {
 		a.uplink.Handoff()
@@ -307,8 +323,8 @@ func (a *App) FrontOnly(n *config.Config) bool {
 func (a *App) Reconfigure(n *config.Config) error {
 	old := a.front.Load()
 	a.log.Info("reconfiguring devices, stations and status page", "generation", old.id)
+	a.fleet.Settle() // before the devices, and their conditions, go
 	old.stop()
-	a.fleet.Settle()
 	g, err := a.buildGeneration(n)
 	if err != nil {
 		var rerr error
@@ -320,6 +336,17 @@ func (a *App) Reconfigure(n *config.Config) error {
 	a.front.Store(g)
 	g.start()
 	return err
+}
+
+// settle is how long alerts active at a start are kept without their
+// condition: at least fleet.DefaultSettle, and long enough for the uplink
+// to try every broker once.
+func (a *App) settle() time.Duration {
+	if a.opts.AlertGrace > 0 {
+		return a.opts.AlertGrace
+	}
+	u := a.base.Uplink
+	return max(fleet.DefaultSettle, time.Duration(len(u.Brokers))*(u.ConnectTimeout.D()+time.Second)+u.ReconnectMin.D())
 }
 
 // LinkUp reports whether the uplink is connected.

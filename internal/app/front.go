@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,7 +30,9 @@ type generation struct {
 	cfg *config.Config
 	log *slog.Logger
 
-	devices  []Device
+	devices []Device
+	// devCfgs are the configs of devices, in the same order.
+	devCfgs  []config.Device
 	stations []*station.Station
 	// byScanner and byScale find the station a device belongs to; byName
 	// finds a station by its name.
@@ -66,6 +69,7 @@ func (a *App) buildGeneration(cfg *config.Config) (g *generation, err error) {
 			return g, fmt.Errorf("device %s: %w", d.Name, err)
 		}
 		g.devices = append(g.devices, dev)
+		g.devCfgs = append(g.devCfgs, d)
 		if dev.Printer != nil {
 			printers[d.Name] = dev.Printer
 		}
@@ -148,11 +152,11 @@ func (g *generation) buildStations(printers map[string]*zpl.Printer) error {
 func (g *generation) start() {
 	a := g.a
 	scannerStation := map[string]string{}
-	for _, sc := range g.cfg.Stations {
-		scannerStation[sc.Scanner] = sc.Name
+	for scanner, s := range g.byScanner {
+		scannerStation[scanner] = s.Name()
 	}
 	a.intake.SetStations(scannerStation)
-	for _, d := range g.cfg.Devices {
+	for _, d := range g.devCfgs {
 		a.health.AddDevice(d.Name, d.Kind, d.Driver)
 	}
 	for _, s := range g.stations {
@@ -203,10 +207,16 @@ func (g *generation) shutdown() {
 	g.webWG.Wait()
 	g.wg.Wait()
 	g.release()
-	for _, d := range g.cfg.Devices {
+	for _, d := range g.devCfgs {
 		g.a.health.DropDevice(d.Name)
 	}
 }
+
+// errReconfiguring is what an action on a stopped generation answers.
+var errReconfiguring = errors.New("the devices are being reconfigured: try again in a moment")
+
+// stopped reports whether the generation has been stopped.
+func (g *generation) stopped() bool { return g.ctx.Err() != nil }
 
 // commitScan is the sink of every scanner of this generation: the driver
 // reads no further until the scan is committed. A code already read is

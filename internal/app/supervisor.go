@@ -51,8 +51,12 @@ type Supervisor struct {
 	app     *App
 	running bool // app is started and not stopped
 	cfg     *config.Config
+	version int64 // the remote config version running; 0: the local file
 	trial   *trial
 	healthy bool // the running App's health record was written
+	// handedOff is set when an App stopped with a hand-over and no App has
+	// connected since: the retained status still says online.
+	handedOff bool
 }
 
 // desired is a verified desired config waiting for the loop.
@@ -100,15 +104,19 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	s.mu.Unlock()
 
 	cfg, inTrial, err := s.remote.Effective()
+	s.version = s.remote.InUse()
 	if err != nil {
 		s.log.Error("remote config unreadable; running the local config", "err", err)
-		cfg, inTrial = s.local, false
+		cfg, inTrial, s.version = s.local, false, 0
 	}
 	app, err := newApp(ctx, cfg, s.opts, s.hooks())
 	if err != nil && cfg != s.local {
 		s.log.Error("remote config does not start; rolling back", "err", err)
-		cfg, _ = s.remote.Rollback("the config did not start: " + err.Error())
-		inTrial = false
+		var rerr error
+		if cfg, _, rerr = s.remote.Rollback("the config did not start: " + err.Error()); rerr != nil {
+			s.log.Error("rollback not recorded", "err", rerr)
+		}
+		inTrial, s.version = false, s.remote.InUse()
 		app, err = newApp(ctx, cfg, s.opts, s.hooks())
 	}
 	if err != nil {
@@ -128,6 +136,12 @@ func (s *Supervisor) Start(ctx context.Context) error {
 // finished) and the loop. It returns the App's stop error, or why the
 // supervisor failed. It may be called more than once.
 func (s *Supervisor) Stop() error {
+	s.mu.Lock()
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		return nil
+	}
 	reply := make(chan error, 1)
 	select {
 	case s.stopReq <- reply:
@@ -157,7 +171,7 @@ func (s *Supervisor) call(fn func()) bool {
 func (s *Supervisor) Failed() <-chan struct{} { return s.failed }
 
 func (s *Supervisor) hooks() hooks {
-	return hooks{onConfig: s.onConfig, reported: s.remote.LastReport, configVersion: s.remote.InUse()}
+	return hooks{onConfig: s.onConfig, reported: s.remote.LastReport, configVersion: s.version}
 }
 
 // loop handles one message at a time until Stop.
@@ -172,6 +186,9 @@ func (s *Supervisor) loop() {
 			if s.running {
 				err = s.app.Stop(false)
 				s.running = false
+				if s.handedOff && !s.app.uplink.Connected() {
+					s.sayOffline("shutdown")
+				}
 			} else {
 				s.mu.Lock()
 				err = s.failErr
@@ -245,6 +262,11 @@ func (s *Supervisor) applyPending() {
 	if !s.running {
 		return // failed earlier: nothing to switch
 	}
+	if t := s.trial; t != nil {
+		reason := fmt.Sprintf("replaced by version %d while in trial", d.version)
+		s.log.Info("remote config in trial replaced", "version", t.version, "by", d.version)
+		s.app.Fleet().Audit(ctx, &event.Audit{Action: "config", Version: t.version, Outcome: "superseded", Reason: reason})
+	}
 	if err := s.remote.Begin(d.version, d.keyID, d.yaml); err != nil {
 		reason := "cannot keep the config: " + err.Error()
 		s.log.Error("remote config not applied", "version", d.version, "err", err)
@@ -267,17 +289,19 @@ func (s *Supervisor) applyPending() {
 // offline). On error the App of the previous config may be stopped
 // (s.running false); rollback starts it again.
 func (s *Supervisor) switchTo(cfg *config.Config) error {
+	s.version = s.remote.InUse()
 	if s.app.FrontOnly(cfg) {
 		if err := s.app.Reconfigure(cfg); err != nil {
 			return err
 		}
 		s.cfg = cfg
+		s.app.uplink.SetConfigVersion(s.version)
 		return nil
 	}
 	if err := s.app.Stop(true); err != nil {
 		s.log.Error("stop for a config switch", "err", err)
 	}
-	s.running = false
+	s.running, s.handedOff = false, true
 	app, err := newApp(context.Background(), cfg, s.opts, s.hooks())
 	if err != nil {
 		return err
@@ -299,19 +323,24 @@ func (s *Supervisor) rollback(reason string) {
 	ctx := context.Background()
 	s.trial = nil
 	s.log.Error("remote config rolled back", "reason", reason)
-	prev, r := s.remote.Rollback(reason)
+	prev, r, err := s.remote.Rollback(reason)
+	if err != nil {
+		s.log.Error("rollback not recorded; a restart may try the failed config again", "err", err)
+	}
+	s.version = s.remote.InUse()
 	switch {
 	case s.running && s.app.FrontOnly(prev):
 		if err := s.app.Reconfigure(prev); err != nil {
 			s.log.Error("the previous devices do not start either", "err", err)
 		}
 		s.cfg = prev
+		s.app.uplink.SetConfigVersion(s.version)
 	default:
 		if s.running {
 			if err := s.app.Stop(true); err != nil {
 				s.log.Error("stop for a rollback", "err", err)
 			}
-			s.running = false
+			s.running, s.handedOff = false, true
 		}
 		app, err := newApp(ctx, prev, s.opts, s.hooks())
 		if err != nil {
@@ -330,6 +359,9 @@ func (s *Supervisor) rollback(reason string) {
 // fail records that no config runs and tells the daemon.
 func (s *Supervisor) fail(err error) {
 	s.log.Error("no configuration can run; stopping for the service manager", "err", err)
+	if s.handedOff {
+		s.sayOffline("failed")
+	}
 	s.mu.Lock()
 	if s.failErr == nil {
 		s.failErr = err
@@ -346,11 +378,17 @@ func (s *Supervisor) check() {
 		return
 	}
 	up := s.app.LinkUp()
+	if up {
+		s.handedOff = false
+	}
 	if t := s.trial; t != nil {
 		switch {
 		case up && t.version == s.remote.InUse():
 			s.trial = nil
-			r := s.remote.Confirm()
+			r, err := s.remote.Confirm()
+			if err != nil {
+				s.log.Error("remote config applied, but not recorded as such; a restart continues its trial", "err", err)
+			}
 			s.log.Info("remote config applied", "version", r.Version)
 			ctx := context.Background()
 			s.app.Fleet().Audit(ctx, &event.Audit{Action: "config", Version: r.Version, Outcome: r.Status})
@@ -367,6 +405,17 @@ func (s *Supervisor) check() {
 		}
 		s.app.goBackground("update report", func(ctx context.Context) error { s.app.reportUpdate(ctx); return nil })
 	}
+}
+
+// sayOffline publishes the offline status that a hand-over left unsaid, with
+// the uplink settings of the last App.
+func (s *Supervisor) sayOffline(reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.app.uplink.SayOffline(ctx, reason); err != nil {
+		s.log.Warn("offline status not published; the broker still shows this box online", "err", err)
+	}
+	s.handedOff = false
 }
 
 func mustJSON(v any) []byte {

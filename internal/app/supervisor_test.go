@@ -225,13 +225,9 @@ func TestStopDuringReconfigureLosesNoScan(t *testing.T) {
 			r := newRig(t, 2)
 			local := r.config(r.yaml(0, "1m", "berlin"))
 			s := r.supervisor(local)
-			// Codes written before the driver put the tty in raw mode would
-			// be cooked by the line discipline (CR to NL).
-			waitfor.True(t, 10*time.Second, "scanner connected", func() bool {
-				var ok bool
-				inspect(t, s, func() { ok = s.app.health.DeviceConnectedNow("dock-scanner") })
-				return ok
-			})
+			// Codes written before the driver put the tty in line mode
+			// would be cooked by the line discipline (CR to NL).
+			r.waitLog(t, "tty line mode", 1)
 			var written []string
 			var mu sync.Mutex
 			stopWriting := make(chan struct{})
@@ -295,6 +291,20 @@ func TestStopDuringReconfigureLosesNoScan(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitLog waits until the n-th record whose message is msg.
+func (r *rig) waitLog(t *testing.T, msg string, n int) {
+	t.Helper()
+	waitfor.True(t, 10*time.Second, fmt.Sprintf("log %q %d times", msg, n), func() bool {
+		c := 0
+		for _, rec := range r.logs.all() {
+			if rec.Message == msg {
+				c++
+			}
+		}
+		return c >= n
+	})
 }
 
 func firstDiff(a, b []string) int {

@@ -99,6 +99,9 @@ var _ web.Actions = actions{}
 // Manual commits a typed-in code exactly like a scan, then hands it to its
 // station.
 func (x actions) Manual(ctx context.Context, m intake.Manual) (event.Event, error) {
+	if x.g.stopped() {
+		return event.Event{}, errReconfiguring
+	}
 	s := x.g.byName[m.Station]
 	if s == nil {
 		return event.Event{}, errors.New("unknown station " + strconv.Quote(m.Station))
@@ -113,6 +116,9 @@ func (x actions) Manual(ctx context.Context, m intake.Manual) (event.Event, erro
 
 // Reprint queues a recent parcel's label again.
 func (x actions) Reprint(stationName, parcelID string) error {
+	if x.g.stopped() {
+		return errReconfiguring
+	}
 	s := x.g.byName[stationName]
 	if s == nil {
 		return errors.New("unknown station " + strconv.Quote(stationName))
@@ -122,6 +128,9 @@ func (x actions) Reprint(stationName, parcelID string) error {
 
 // DeviceTest prints a test label on a printer, or reports a device's state.
 func (x actions) DeviceTest(_ context.Context, name string) (string, error) {
+	if x.g.stopped() {
+		return "", errReconfiguring
+	}
 	a := x.g.a
 	for _, d := range x.g.devices {
 		if d.Name != name {

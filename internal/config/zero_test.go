@@ -51,7 +51,6 @@ func TestZeroMeansWhatTheDocsSay(t *testing.T) {
 	}{
 		{"storage.max_pending", storage, "max_pending: 0", func(c *Config) int64 { return int64(c.Storage.MaxPending) }, DefaultMaxPending, ""},
 		{"storage.retain_sent", storage, "retain_sent: 0s", func(c *Config) int64 { return int64(c.Storage.RetainSent) }, int64(DefaultRetainSent), ""},
-		{"uplink.batch_max", uplink, "batch_max: 0", func(c *Config) int64 { return int64(c.Uplink.BatchMax) }, 0, ""},
 		{"uplink.shutdown_timeout", uplink, "shutdown_timeout: 0s", func(c *Config) int64 { return int64(c.Uplink.ShutdownTimeout) }, int64(DefaultShutdownTimeout), ""},
 		{"uplink.keepalive", uplink, "keepalive: 0s", nil, 0, "must be positive"},
 		{"uplink.write_timeout", uplink, "write_timeout: 0s", nil, 0, "must be positive"},

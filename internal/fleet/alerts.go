@@ -66,6 +66,9 @@ func (f *Fleet) classify(key string) (category string, after time.Duration) {
 // evaluate runs the built-in checks, turns lasting conditions into alerts,
 // and publishes every alert raised or cleared since the last evaluation.
 func (f *Fleet) evaluate(ctx context.Context) {
+	if f.frozen.Load() {
+		return
+	}
 	now := f.opts.Clock.Now()
 	h, th := f.opts.Health, f.opts.Thresholds
 	if st, err := f.opts.Store.Stats(ctx); err == nil {
@@ -113,10 +116,6 @@ func (f *Fleet) updateAlerts(ctx context.Context, now time.Time) {
 		active[c.Key] = c
 	}
 	f.mu.Lock()
-	hold := now.Before(f.holdUntil)
-	if !hold {
-		f.held = nil
-	}
 	var changes []Alert
 	for key, c := range active {
 		if a, ok := f.alerts[key]; ok {
@@ -130,7 +129,7 @@ func (f *Fleet) updateAlerts(ctx context.Context, now time.Time) {
 		changes = append(changes, Alert{V: 1, Key: key, Severity: c.Severity.String(), Category: cat, Text: c.Message, RaisedAt: now.UTC()})
 	}
 	for key, a := range f.alerts {
-		if _, ok := active[key]; ok || (hold && f.held[key]) {
+		if _, ok := active[key]; ok || now.Before(f.held[key]) {
 			continue
 		}
 		cleared := now.UTC()
@@ -198,12 +197,29 @@ func (f *Fleet) restoreAlerts(ctx context.Context) error {
 func (f *Fleet) Settle() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.holdUntil = f.opts.Clock.Now().Add(f.opts.Settle)
-	f.held = map[string]bool{}
+	now := f.opts.Clock.Now()
+	f.held = map[string]time.Time{}
 	for key := range f.alerts {
-		f.held[key] = true
+		f.held[key] = now.Add(f.settleFor(key))
 	}
 }
+
+// settleFor is how long an alert restored or carried over is kept without
+// its condition: long enough for the check that raises it to run again. A
+// probe alert waits for the next probe and its timeout.
+func (f *Fleet) settleFor(key string) time.Duration {
+	d := f.opts.Settle
+	if strings.HasPrefix(key, "probe.") && f.opts.ProbeInterval > 0 {
+		d += f.opts.ProbeInterval + f.opts.ProbeTimeout
+	}
+	return d
+}
+
+// Freeze stops alert evaluation for good: called when the daemon stops or
+// replaces this fleet link, before the devices are stopped, so that their
+// conditions going away with them is not taken for their causes going
+// away.
+func (f *Fleet) Freeze() { f.frozen.Store(true) }
 
 // flushAlerts publishes the alert changes that wait for the link, oldest
 // first, each key in its latest state only, and records each as published.

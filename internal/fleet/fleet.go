@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailroomd/mailroomd/internal/clock"
@@ -87,6 +88,8 @@ type Options struct {
 	Ingested func() int64
 	// Latency returns the last publish-to-PUBACK latency.
 	Latency func() time.Duration
+	// Started is when the daemon started (uptime); zero means now.
+	Started time.Time
 	// Settle is how long after New and after Settle an active alert whose
 	// condition is absent is kept before it is cleared: the subsystems that
 	// raise conditions need a moment after a start or a config switch to
@@ -109,11 +112,11 @@ type Fleet struct {
 
 	// flushing is held by the one flush of the alert outbox under way.
 	flushing sync.Mutex
+	frozen   atomic.Bool // Freeze: no more alert evaluations
 
 	mu           sync.Mutex
 	alerts       map[string]*Alert // active, by key
-	holdUntil    time.Time         // no held alert is cleared before this (Settle)
-	held         map[string]bool   // the alerts active at the last Settle
+	held         map[string]time.Time // alerts kept without their condition until then (Settle)
 	probe        probeState
 	rejected     time.Time
 	clockWatch   clockWatch
@@ -170,7 +173,10 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 	if opts.Settle <= 0 {
 		opts.Settle = DefaultSettle
 	}
-	f := &Fleet{opts: opts, log: opts.Log, started: opts.Clock.Now(), inbox: make(chan message, 64),
+	if opts.Started.IsZero() {
+		opts.Started = opts.Clock.Now()
+	}
+	f := &Fleet{opts: opts, log: opts.Log, started: opts.Started, inbox: make(chan message, 64),
 		alerts: map[string]*Alert{}}
 	f.verifier = &envelope.Verifier{Keys: opts.Keys, Appliance: opts.Appliance, Site: opts.Site,
 		Now: opts.Clock.Now, Skew: 5 * time.Minute}

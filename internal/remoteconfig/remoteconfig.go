@@ -55,8 +55,9 @@ type state struct {
 	Highest int64 `json:"highest"`
 	// Trial is true between switching to a config and confirming it.
 	Trial bool `json:"trial,omitempty"`
-	// PrevInUse is what a rollback returns to.
+	// PrevInUse is what a rollback returns to, PrevHash its hash.
 	PrevInUse int64  `json:"prev_in_use,omitempty"`
+	PrevHash  string `json:"prev_hash,omitempty"`
 	Report    Report `json:"report"`
 }
 
@@ -72,11 +73,19 @@ type Manager struct {
 	st state
 }
 
+// Each version is kept in a file of its own, written durably before the
+// state names it: the state file is the one commit point, so a power cut
+// or a failed write leaves the previous state and its file intact.
 const (
-	currentFile  = "remote-config.yaml"
-	previousFile = "remote-config.prev.yaml"
-	stateFile    = "remote-state.json"
+	stateFile = "remote-state.json"
+	// legacyCurrent and legacyPrevious are the files of builds before
+	// versioned files; Open moves them to their versioned names.
+	legacyCurrent  = "remote-config.yaml"
+	legacyPrevious = "remote-config.prev.yaml"
 )
+
+// fileOf is the file that keeps a version.
+func fileOf(version int64) string { return fmt.Sprintf("remote-config-%d.yaml", version) }
 
 // Open reads the state kept in dir. local is the box's own config file.
 func Open(dir string, local *config.Config, now func() time.Time) (*Manager, error) {
@@ -91,6 +100,23 @@ func Open(dir string, local *config.Config, now func() time.Time) (*Manager, err
 			return nil, fmt.Errorf("remote config state %s: %w", filepath.Join(dir, stateFile), err)
 		}
 	}
+	for _, legacy := range []struct {
+		name    string
+		version int64
+	}{{legacyCurrent, m.st.InUse}, {legacyPrevious, m.st.PrevInUse}} {
+		from := filepath.Join(dir, legacy.name)
+		if _, err := os.Stat(from); err != nil {
+			continue
+		}
+		if legacy.version > 0 {
+			if err := os.Rename(from, filepath.Join(dir, fileOf(legacy.version))); err != nil {
+				return nil, fmt.Errorf("remote config: %w", err)
+			}
+		} else {
+			os.Remove(from)
+		}
+		syncDir(dir)
+	}
 	return m, nil
 }
 
@@ -102,18 +128,23 @@ func (m *Manager) Effective() (cfg *config.Config, trial bool, err error) {
 	if m.st.InUse == 0 {
 		return m.local, false, nil
 	}
-	cfg, err = m.load(currentFile)
+	cfg, err = m.load(m.st.InUse, m.st.InUseHash)
 	if err != nil {
 		return nil, false, fmt.Errorf("remote config version %d: %w", m.st.InUse, err)
 	}
 	return cfg, m.st.Trial, nil
 }
 
-func (m *Manager) load(name string) (*config.Config, error) {
-	path := filepath.Join(m.dir, name)
+// load reads and checks the file of a version; hash, when known, must
+// match its bytes.
+func (m *Manager) load(version int64, hash string) (*config.Config, error) {
+	path := filepath.Join(m.dir, fileOf(version))
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
+	}
+	if hash != "" && Hash(b) != hash {
+		return nil, fmt.Errorf("%s: its content is not the version that was applied (hash mismatch)", path)
 	}
 	return m.check(path, b)
 }
@@ -176,7 +207,7 @@ func (m *Manager) Consider(version int64, keyID string, yaml []byte) (*config.Co
 		r.Errors = []string{fmt.Sprintf("version %d is not newer than version %d, the last one tried", version, m.st.Highest)}
 		return nil, r
 	}
-	cfg, err := m.check(filepath.Join(m.dir, currentFile), yaml)
+	cfg, err := m.check(filepath.Join(m.dir, fileOf(version)), yaml)
 	if err != nil {
 		r.Status = StatusRejected
 		r.Errors = strings.Split(err.Error(), "\n")
@@ -192,29 +223,46 @@ func (m *Manager) Consider(version int64, keyID string, yaml []byte) (*config.Co
 // Begin switches to a checked config: it is kept, and in trial, until
 // Confirm or Rollback. A config that replaces one still in trial rolls
 // back, if it must, to the config before that one: the last that proved
-// itself.
+// itself. The version's file is written durably first; the state that
+// names it is the commit point. On error nothing changed.
 func (m *Manager) Begin(version int64, keyID string, yaml []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cur := filepath.Join(m.dir, currentFile)
-	prev := m.st.InUse
-	if m.st.Trial {
-		prev = m.st.PrevInUse // the unproven config in trial is not kept
-	} else if m.st.InUse > 0 {
-		if err := os.Rename(cur, filepath.Join(m.dir, previousFile)); err != nil {
-			return fmt.Errorf("keep previous config: %w", err)
-		}
-		if err := syncDir(m.dir); err != nil {
-			return fmt.Errorf("keep previous config: %w", err)
-		}
+	path := filepath.Join(m.dir, fileOf(version))
+	if err := writeFile(path, yaml); err != nil {
+		return fmt.Errorf("keep remote config version %d: %w", version, err)
 	}
-	if err := writeFile(cur, yaml); err != nil {
+	prev, prevHash := m.st.InUse, m.st.InUseHash
+	if m.st.Trial {
+		prev, prevHash = m.st.PrevInUse, m.st.PrevHash // the unproven config in trial is not kept
+	}
+	next := state{InUse: version, InUseHash: Hash(yaml), KeyID: keyID, Highest: max(version, m.st.Highest), Trial: true,
+		PrevInUse: prev, PrevHash: prevHash,
+		Report: Report{V: 1, Version: version, Hash: Hash(yaml), Status: StatusApplying, Applied: version, TS: m.now().UTC()}}
+	if err := m.saveState(next); err != nil {
+		if version != m.st.InUse && version != m.st.PrevInUse {
+			os.Remove(path)
+		}
 		return err
 	}
-	m.st = state{InUse: version, InUseHash: Hash(yaml), KeyID: keyID, Highest: max(version, m.st.Highest), Trial: true,
-		PrevInUse: prev,
-		Report:    Report{V: 1, Version: version, Hash: Hash(yaml), Status: StatusApplying, Applied: version, TS: m.now().UTC()}}
-	return m.save()
+	m.st = next
+	m.removeUnused()
+	return nil
+}
+
+// removeUnused removes the files of versions the state no longer names.
+func (m *Manager) removeUnused() {
+	entries, err := os.ReadDir(m.dir)
+	if err != nil {
+		return
+	}
+	keep := map[string]bool{fileOf(m.st.InUse): true, fileOf(m.st.PrevInUse): true}
+	for _, e := range entries {
+		if n := e.Name(); strings.HasPrefix(n, "remote-config-") && strings.HasSuffix(n, ".yaml") && !keep[n] {
+			os.Remove(filepath.Join(m.dir, n))
+		}
+	}
+	syncDir(m.dir)
 }
 
 // Superseded is the report of a desired config that a newer one replaced
@@ -241,47 +289,47 @@ func (m *Manager) InTrial() bool {
 	return m.st.Trial
 }
 
-// Confirm keeps the config in trial.
-func (m *Manager) Confirm() Report {
+// Confirm keeps the config in trial. The error says that the state could
+// not be recorded: the config runs, but a restart would still find it in
+// trial.
+func (m *Manager) Confirm() (Report, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.st.Trial = false
-	m.st.Report = Report{V: 1, Version: m.st.InUse, Hash: m.st.InUseHash, Status: StatusApplied, Applied: m.st.InUse, TS: m.now().UTC()}
-	m.save()
-	return m.st.Report
+	next := m.st
+	next.Trial = false
+	next.Report = Report{V: 1, Version: m.st.InUse, Hash: m.st.InUseHash, Status: StatusApplied, Applied: m.st.InUse, TS: m.now().UTC()}
+	if err := m.saveState(next); err != nil {
+		return next.Report, err
+	}
+	m.st = next
+	return m.st.Report, nil
 }
 
-// Rollback returns to the config in use before the trial and says why.
-func (m *Manager) Rollback(reason string) (*config.Config, Report) {
+// Rollback returns to the config in use before the trial (the local file
+// when that one cannot be read) and says why. The error says that the new
+// state could not be recorded.
+func (m *Manager) Rollback(reason string) (*config.Config, Report, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	failed := Report{V: 1, Version: m.st.InUse, Hash: m.st.InUseHash, Status: StatusRolledBack, Errors: []string{reason},
-		Applied: m.st.PrevInUse, TS: m.now().UTC()}
 	cfg := m.local
-	back := m.st.PrevInUse
+	back, hash := m.st.PrevInUse, m.st.PrevHash
 	if back > 0 {
-		os.Rename(filepath.Join(m.dir, previousFile), filepath.Join(m.dir, currentFile))
-		syncDir(m.dir)
-		c, err := m.load(currentFile)
+		c, err := m.load(back, hash)
 		if err == nil {
 			cfg = c
 		} else {
-			back = 0 // unreadable: back to the local config
+			back, hash = 0, "" // unreadable: back to the local config
 		}
 	}
-	if back == 0 {
-		os.Remove(filepath.Join(m.dir, currentFile))
+	failed := Report{V: 1, Version: m.st.InUse, Hash: m.st.InUseHash, Status: StatusRolledBack, Errors: []string{reason},
+		Applied: back, TS: m.now().UTC()}
+	next := state{InUse: back, InUseHash: hash, Highest: m.st.Highest, Report: failed}
+	err := m.saveState(next)
+	m.st = next // the config runs even when the state could not be recorded
+	if err == nil {
+		m.removeUnused()
 	}
-	var hash string
-	if back > 0 {
-		if b, err := os.ReadFile(filepath.Join(m.dir, currentFile)); err == nil {
-			hash = Hash(b)
-		}
-	}
-	failed.Applied = back
-	m.st = state{InUse: back, InUseHash: hash, Highest: m.st.Highest, Report: failed}
-	m.save()
-	return cfg, failed
+	return cfg, failed, err
 }
 
 // LastReport is the report to publish (retained) on every connection.
@@ -295,9 +343,15 @@ func (m *Manager) LastReport() ([]byte, bool) {
 	return b, true
 }
 
-func (m *Manager) save() error {
-	b, _ := json.MarshalIndent(m.st, "", "  ")
-	return writeFile(filepath.Join(m.dir, stateFile), b)
+func (m *Manager) save() error { return m.saveState(m.st) }
+
+// saveState writes st durably as the state file.
+func (m *Manager) saveState(st state) error {
+	b, _ := json.MarshalIndent(st, "", "  ")
+	if err := writeFile(filepath.Join(m.dir, stateFile), b); err != nil {
+		return fmt.Errorf("record remote config state: %w", err)
+	}
+	return nil
 }
 
 // writeFile replaces a file atomically: a power cut leaves the old or the

@@ -55,7 +55,7 @@ func TestTrialConfirmRollback(t *testing.T) {
 	if err := m.Begin(3, "it", v3); err != nil {
 		t.Fatal(err)
 	}
-	if r := m.Confirm(); r.Status != StatusApplied || r.Applied != 3 {
+	if r, _ := m.Confirm(); r.Status != StatusApplied || r.Applied != 3 {
 		t.Fatalf("confirm: %+v", r)
 	}
 	m, _ = Open(dir, local, now)
@@ -72,7 +72,7 @@ func TestTrialConfirmRollback(t *testing.T) {
 	v4 := cfgText(dir, "3s")
 	m.Consider(4, "it", v4)
 	m.Begin(4, "it", v4)
-	back, r := m.Rollback("uplink did not reconnect within 1m0s")
+	back, r, _ := m.Rollback("uplink did not reconnect within 1m0s")
 	if r.Status != StatusRolledBack || r.Applied != 3 || back.Devices[0].Interval.D() != time.Second {
 		t.Fatalf("rollback: %+v", r)
 	}
@@ -109,7 +109,10 @@ func TestBeginDuringTrialRollsBackToTheLastProvenConfig(t *testing.T) {
 	if err := m.Begin(3, "it", cfgText(dir, "4s")); err != nil { // replaces 2 while 2 is in trial
 		t.Fatal(err)
 	}
-	cfg, r := m.Rollback("the uplink did not reconnect")
+	cfg, r, err := m.Rollback("the uplink did not reconnect")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if r.Applied != 1 || m.InUse() != 1 || cfg.Devices[0].Interval.D() != time.Second {
 		t.Fatalf("rolled back to version %d (interval %s); want version 1, the last proven config", r.Applied, cfg.Devices[0].Interval)
 	}
@@ -121,4 +124,48 @@ func TestBeginDuringTrialRollsBackToTheLastProvenConfig(t *testing.T) {
 	if c, trial, err := m2.Effective(); err != nil || trial || c.Devices[0].Interval.D() != time.Second {
 		t.Fatalf("after a restart: trial %v, err %v; want version 1 out of trial", trial, err)
 	}
+}
+
+// TestFailedBeginChangesNothing: when the new version's file or the state
+// cannot be written, the config in use and its file stay as they were.
+func TestFailedBeginChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)
+	local, err := config.Load(filepath.Join(dir, "local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(dir, local, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Begin(3, "it", cfgText(dir, "1s")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	for _, blocker := range []string{fileOf(4) + ".tmp", stateFile + ".tmp"} {
+		os.Mkdir(filepath.Join(dir, blocker), 0o700) // writeFile cannot create its temporary file
+		if err := m.Begin(4, "it", cfgText(dir, "4s")); err == nil {
+			t.Fatalf("Begin succeeded with %s blocked", blocker)
+		}
+		os.Remove(filepath.Join(dir, blocker))
+		// Still version 3, here and after a restart.
+		for _, mm := range []*Manager{m, mustOpen(t, dir, local)} {
+			c, trial, err := mm.Effective()
+			if err != nil || trial || mm.InUse() != 3 || c.Devices[0].Interval.D() != time.Second {
+				t.Fatalf("with %s blocked: in use %d, trial %v, err %v; want version 3 unchanged", blocker, mm.InUse(), trial, err)
+			}
+		}
+	}
+}
+
+func mustOpen(t *testing.T, dir string, local *config.Config) *Manager {
+	t.Helper()
+	m, err := Open(dir, local, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

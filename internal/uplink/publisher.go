@@ -58,7 +58,12 @@ type Options struct {
 	Version string
 	// ConfigVersion is the remote config version in use, reported in the
 	// status message; 0 (the box's own config file) is not reported.
+	// SetConfigVersion changes it.
 	ConfigVersion int64
+	// Started is when the daemon started, reported in the status message;
+	// zero means when New was called. A config switch that replaces the
+	// Publisher keeps the daemon's start.
+	Started time.Time
 	// Window is how many QoS 1 publishes may await their PUBACK at once.
 	Window          int
 	KeepAlive       time.Duration
@@ -129,6 +134,8 @@ type Publisher struct {
 	// handoff is set when the next stop hands the link over to another
 	// Publisher of the same box (a config switch): no offline status.
 	handoff atomic.Bool
+	// configVersion is the remote config version in use (status message).
+	configVersion atomic.Int64
 
 	mu    sync.Mutex
 	state LinkState
@@ -136,6 +143,46 @@ type Publisher struct {
 	// reconnects.
 	connects int64
 	client   mqtt.Client // the connected client, nil while offline
+}
+
+// SetConfigVersion records the remote config version now in use and, when
+// connected, publishes the online status again with it.
+func (p *Publisher) SetConfigVersion(v int64) {
+	if p.configVersion.Swap(v) == v {
+		return
+	}
+	p.mu.Lock()
+	c := p.client
+	p.mu.Unlock()
+	if c == nil {
+		return
+	}
+	var pending *int64
+	if st, err := p.src.Stats(context.Background()); err == nil {
+		pending = &st.Pending
+	}
+	c.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
+}
+
+// Connected reports whether the Publisher has ever been connected.
+func (p *Publisher) Connected() bool { return p.Connects() > 0 }
+
+// SayOffline connects once, publishes the retained offline status with
+// reason, and disconnects cleanly: for a box that stops after a Publisher
+// handed its session over (Handoff) and no other one has connected since,
+// so that the retained status does not say online for a box that is gone.
+func (p *Publisher) SayOffline(ctx context.Context, reason string) error {
+	lost := make(chan error, 1)
+	c, _, err := p.connect(ctx, lost)
+	if err != nil {
+		return fmt.Errorf("publish offline status: %w", err)
+	}
+	defer c.Disconnect(250)
+	tok := c.Publish(p.Topic(TopicStatus), 1, true, p.status("offline", reason, nil))
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		return fmt.Errorf("publish offline status: %v", tok.Error())
+	}
+	return nil
 }
 
 // Handoff makes the coming stop a hand-over to another Publisher of the
@@ -261,10 +308,16 @@ func New(src Source, opts Options) (*Publisher, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = 10 * time.Second
 	}
-	if opts.ShutdownTimeout <= 0 {
+	if opts.ShutdownTimeout < 0 {
+		opts.ShutdownTimeout = 0 // do not wait for in-flight publishes
+	} else if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = 5 * time.Second
 	}
-	p := &Publisher{opts: opts, src: src, log: opts.Logger, health: opts.Health, started: opts.Clock.Now()}
+	p := &Publisher{opts: opts, src: src, log: opts.Logger, health: opts.Health, started: opts.Started}
+	if p.started.IsZero() {
+		p.started = opts.Clock.Now()
+	}
+	p.configVersion.Store(opts.ConfigVersion)
 	p.state.Since = p.started
 	return p, nil
 }
@@ -319,7 +372,7 @@ const tsFormat = "2006-01-02T15:04:05.000Z07:00"
 
 func (p *Publisher) status(state, reason string, pending *int64) []byte {
 	b, _ := json.Marshal(statusMessage{V: 1, State: state, Appliance: p.opts.ClientID, Site: p.opts.Site,
-		Version: p.opts.Version, Config: p.opts.ConfigVersion, Started: p.started.UTC().Format(tsFormat), Pending: pending, Reason: reason,
+		Version: p.opts.Version, Config: p.configVersion.Load(), Started: p.started.UTC().Format(tsFormat), Pending: pending, Reason: reason,
 		TS: p.opts.Clock.Now().UTC().Format(tsFormat)})
 	return b
 }
@@ -404,7 +457,7 @@ func (p *Publisher) connect(ctx context.Context, lost chan error) (mqtt.Client, 
 		select {
 		case <-tok.Done():
 		case <-ctx.Done():
-			go func() { <-tok.Done(); c.Disconnect(0) }()
+			p.closeCancelled(c, tok)
 			return nil, "", ctx.Err()
 		case <-time.After(p.opts.ConnectTimeout + time.Second):
 			go func() { <-tok.Done(); c.Disconnect(0) }()
@@ -434,6 +487,21 @@ func (e endpointErrors) Error() string {
 }
 
 func (e endpointErrors) Unwrap() []error { return e }
+
+// closeCancelled ends a connect that was under way when Run was stopped:
+// it waits (up to the connect timeout) for its outcome and, if it
+// connected, leaves cleanly as a stop does (offline status unless handed
+// over, then DISCONNECT), so that the broker does not publish the will.
+func (p *Publisher) closeCancelled(c mqtt.Client, tok mqtt.Token) {
+	if !tok.WaitTimeout(p.opts.ConnectTimeout+time.Second) || tok.Error() != nil {
+		go func() { tok.Wait(); c.Disconnect(0) }()
+		return
+	}
+	if !p.handoff.Load() {
+		c.Publish(p.Topic(TopicStatus), 1, true, p.status("offline", "shutdown", nil)).WaitTimeout(time.Second)
+	}
+	c.Disconnect(250)
+}
 
 // redact drops any user info from a broker URL before it is logged.
 func redact(broker string) string {

@@ -103,12 +103,20 @@ func New(cfg Config, open Opener, c clock.Clock, log *slog.Logger, h health.Repo
 // Run reads the scanner until ctx is cancelled, reopening the port whenever
 // it goes away.
 func (d *Driver) Run(ctx context.Context, sink scanner.Sink) error {
+	var lineMode bool
 	loop := reopen.Loop[serial.Port]{
 		Name: d.cfg.Name, Kind: "scanner", Where: d.cfg.Port,
-		Open: func() (serial.Port, error) { return d.open(d.cfg.Port, &d.cfg.Mode) },
+		// Line mode is set before the port counts as connected, so that
+		// nothing is read, or announced, before the tty frames lines.
+		Open: func() (serial.Port, error) {
+			port, err := d.open(d.cfg.Port, &d.cfg.Mode)
+			if err == nil {
+				lineMode = setLineMode(d.cfg.Port, d.terminator()[len(d.terminator())-1]) == nil
+				d.log.Debug("tty line mode", "port", d.cfg.Port, "on", lineMode)
+			}
+			return port, err
+		},
 		Serve: func(ctx context.Context, port serial.Port) error {
-			lineMode := setLineMode(d.cfg.Port, d.terminator()[len(d.terminator())-1]) == nil
-			d.log.Debug("tty line mode", "port", d.cfg.Port, "on", lineMode)
 			return d.read(ctx, port, sink, lineMode)
 		},
 		Min: d.cfg.ReconnectMin, Max: d.cfg.ReconnectMax, Log: d.log, Health: d.health,
