@@ -203,7 +203,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 		WriteTimeout: cfg.Uplink.WriteTimeout.D(), ReconnectMin: cfg.Uplink.ReconnectMin.D(),
 		ReconnectMax: cfg.Uplink.ReconnectMax.D(), ShutdownTimeout: shutdownTimeout(cfg.Uplink.ShutdownTimeout.D()),
 		Started: opts.Started,
-		Clock: clk, Logger: log.With("subsystem", "uplink"), Health: a.health,
+		Clock:   clk, Logger: log.With("subsystem", "uplink"), Health: a.health,
 		OnAck: func(_ int64, latency time.Duration) {
 			a.metrics.Acked(latency)
 			a.latency.Store(int64(latency))

@@ -115,7 +115,7 @@ type Fleet struct {
 	frozen   atomic.Bool // Freeze: no more alert evaluations
 
 	mu           sync.Mutex
-	alerts       map[string]*Alert // active, by key
+	alerts       map[string]*Alert    // active, by key
 	held         map[string]time.Time // alerts kept without their condition until then (Settle)
 	probe        probeState
 	rejected     time.Time

@@ -94,7 +94,7 @@ type Options struct {
 // that receives its messages. Handlers run on the MQTT client's goroutines
 // and must return quickly.
 type Subscription struct {
-	Filter  string
+	Filter string
 	// Handler is called with each message; retained is true for a
 	// retained message the broker delivers because of the subscription
 	// (not one published while subscribed).
