@@ -200,7 +200,22 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		if n.Tag == "!!null" {
+			d.addf(p, path, "no value: write one, or leave the key out for its default")
 			return
+		}
+		// Only a YAML integer for an integer and true or false for a
+		// flag: 1.9 is not silently 1, and yes is not true.
+		switch v.Kind() {
+		case reflect.Int, reflect.Int64:
+			if n.Tag != "!!int" {
+				d.addf(p, path, "expected %s, got %q", kindName(v.Kind()), n.Value)
+				return
+			}
+		case reflect.Bool:
+			if n.Tag != "!!bool" {
+				d.addf(p, path, "expected %s, got %q", kindName(v.Kind()), n.Value)
+				return
+			}
 		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {
 			d.addf(p, path, "expected %s, got %q", kindName(v.Kind()), n.Value)

@@ -56,6 +56,9 @@ func (d *decoder) validate(c *Config) {
 		bad("appliance.id", "%q is not a valid id: use 1-64 letters, digits, '-', '_' or '.' (it is the MQTT client id and a topic segment)", c.Appliance.ID)
 	}
 
+	if c.Storage.Path == "" {
+		bad("storage.path", "required: the buffer's database file (leave the key out for %s)", DefaultStoragePath)
+	}
 	c.Storage.Path = abs(c.Storage.Path)
 	if c.Storage.EncryptionKeyFile != "" {
 		c.Storage.EncryptionKeyFile = abs(c.Storage.EncryptionKeyFile)
@@ -113,8 +116,8 @@ func (d *decoder) validate(c *Config) {
 			}
 		}
 	}
-	if strings.ContainsAny(u.TopicPrefix, "+#") || strings.HasPrefix(u.TopicPrefix, "/") || strings.HasSuffix(u.TopicPrefix, "/") || strings.HasPrefix(u.TopicPrefix, "$") {
-		bad("uplink.topic_prefix", "%q is not a valid topic prefix: no wildcards, no leading '$', no leading or trailing '/'", u.TopicPrefix)
+	if u.TopicPrefix == "" || strings.Contains(u.TopicPrefix, "//") || strings.ContainsAny(u.TopicPrefix, "+#") || strings.HasPrefix(u.TopicPrefix, "/") || strings.HasSuffix(u.TopicPrefix, "/") || strings.HasPrefix(u.TopicPrefix, "$") {
+		bad("uplink.topic_prefix", "%q is not a valid topic prefix: not empty, no wildcards, no leading '$', no leading, trailing or double '/'", u.TopicPrefix)
 	}
 	if u.InflightWindow < 1 || u.InflightWindow > 65535 {
 		bad("uplink.inflight_window", "must be between 1 and 65535")
@@ -195,6 +198,9 @@ func (d *decoder) validate(c *Config) {
 			if dev.ReadTimeout <= 0 {
 				bad(p+".read_timeout", "must be positive")
 			}
+			if dev.ReconnectMax <= 0 {
+				bad(p+".reconnect_max", "must be positive")
+			}
 		case "hid-keyboard", "hid-pos":
 			if dev.USB == "" {
 				bad(p+".usb", "required: the device's USB id, vid:pid (see `mailroomd devices`)")
@@ -204,6 +210,9 @@ func (d *decoder) validate(c *Config) {
 			}
 			if dev.MaxLength < 1 || dev.MaxLength > 65536 {
 				bad(p+".max_length", "must be between 1 and 65536")
+			}
+			if dev.ReconnectMax <= 0 {
+				bad(p+".reconnect_max", "must be positive")
 			}
 		default: // serial scales
 			validatePort(dev, p, bad)

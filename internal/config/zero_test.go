@@ -113,3 +113,33 @@ func TestZeroMeansWhatTheDocsSay(t *testing.T) {
 		})
 	}
 }
+
+// TestValuesThatAreNotWhatTheyLookLike: a key written without a value, a
+// fraction or a word for an integer, "yes" for a flag, an empty buffer path
+// or topic prefix, and a non-positive reconnect_max on any driver are
+// refused with the key's name, not read as 0, 1 or true.
+func TestValuesThatAreNotWhatTheyLookLike(t *testing.T) {
+	dir := t.TempDir()
+	writeTLS(t, dir, 0o600)
+	base := strings.Replace(good, "storage: {path: buffer.db, max_pending: 1000, retain_sent: 24h}", "storage: {path: buffer.db, retain_sent: 24h}", 1)
+	for _, tc := range []struct{ replace, with, field, msg string }{
+		{"retain_sent: 24h}", "retain_sent: 24h, max_pending: }", "storage.max_pending", "no value"},
+		{"retain_sent: 24h}", "retain_sent: 24h, max_pending: 1.5}", "storage.max_pending", "expected an integer"},
+		{"key_file: client.key", "key_file: client.key\n  inflight_window: 1.9", "uplink.inflight_window", "expected an integer"},
+		{"key_file: client.key", "key_file: client.key\n  insecure: yes", "uplink.insecure", "expected true or false"},
+		{"path: buffer.db,", `path: "",`, "storage.path", "required"},
+		{"key_file: client.key", "key_file: client.key\n  topic_prefix: \"\"", "uplink.topic_prefix", ""},
+		{"key_file: client.key", "key_file: client.key\n  topic_prefix: a//b", "uplink.topic_prefix", ""},
+		{"interval: 2s}", "interval: 2s}\n  - {name: p, kind: printer, driver: zpl, address: \"tcp://127.0.0.1:9100\", reconnect_max: 0s}", "devices[2].reconnect_max", "must be positive"},
+		{"interval: 2s}", "interval: 2s}\n  - {name: h, kind: scanner, driver: hid-pos, usb: \"0c2e:0b01\", reconnect_max: -1s}", "devices[2].reconnect_max", "must be positive"},
+	} {
+		text := strings.Replace(base, tc.replace, tc.with, 1)
+		if text == base {
+			t.Fatalf("%s: the case did not change the config", tc.field)
+		}
+		_, err := Parse(filepath.Join(dir, "mailroomd.yaml"), []byte(text))
+		if err == nil || !strings.Contains(err.Error(), tc.field+": "+tc.msg) || (tc.msg == "" && !strings.Contains(err.Error(), "is not a valid topic prefix")) {
+			t.Errorf("%s: got %v, want %q", tc.field, err, tc.field+": "+tc.msg)
+		}
+	}
+}
