@@ -3,6 +3,7 @@ package main
 import (
 	"database/sql"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // TestChaos streams scans while the daemon is SIGKILLed, the broker killed
@@ -147,17 +150,38 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Cleanup(func() { execCommand("umount", "-l", vol) })
 	px.SetFault(mqtttest.Blackhole) // nothing drains: the buffer grows
-	cfgText := strings.Replace(s.configText(px.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 1ms}"),
+	webPort := mqtttest.FreePort(t)
+	hash, _ := bcrypt.GenerateFromPassword([]byte("admin-password"), bcrypt.MinCost)
+	cfgText := strings.Replace(s.configText(px.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 1ms}\n"+fmt.Sprintf("\nweb: {listen: \"127.0.0.1:%d\", users: [{name: it, role: admin, password_hash: \"%s\"}]}", webPort, hash)),
 		filepath.Join(s.dir, "buffer.db"), filepath.Join(vol, "buffer.db"), 1)
 	cfg := filepath.Join(s.dir, "full.yaml")
 	os.WriteFile(cfg, []byte(cfgText), 0o644)
 	p := startDaemon(t, cfg)
+	p.waitLog(t, "status page", 10*time.Second)
+	readyz := func() int {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", webPort))
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := readyz(); c != http.StatusOK {
+		t.Fatalf("/readyz %d before the volume filled, want 200", c)
+	}
 	p.waitLog(t, "scan NOT recorded", 60*time.Second)
 	p.waitLog(t, "key=store.refusing", 5*time.Second)
+	// While scans are refused the box is not ready, every time it is asked.
+	for i := 0; i < 20; i++ {
+		if c := readyz(); c != http.StatusServiceUnavailable {
+			t.Fatalf("/readyz %d on a full buffer (sample %d), want 503", c, i)
+		}
+	}
 	if out, err := execCommand("mount", "-o", "remount,size=64m", vol); err != nil {
 		t.Fatalf("remount: %v %s", err, out)
 	}
 	p.waitLog(t, "condition cleared\" key=store.refusing", 30*time.Second)
+	waitfor.True(t, 10*time.Second, "/readyz 200 once space returned", func() bool { return readyz() == http.StatusOK })
 	px.SetFault(mqtttest.Pass)
 	px.CutAll()
 	time.Sleep(time.Second)

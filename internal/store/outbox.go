@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mattn/go-sqlite3"
+	"github.com/shirou/gopsutil/v4/disk"
 
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/event"
@@ -155,6 +156,9 @@ type Outbox struct {
 	lastSeq atomic.Int64
 	pending atomic.Int64
 	refused atomic.Int64
+	// lastAppendErr is why the last commit with events failed; nil once a
+	// commit of events succeeded.
+	lastAppendErr atomic.Pointer[error]
 }
 
 // The writer's two statements on every commit.
@@ -690,11 +694,25 @@ func (o *Outbox) BySeq(ctx context.Context, from, to int64) ([]Record, error) {
 	return out, rows.Err()
 }
 
-// Check runs an empty write transaction through the writer: it fails when
-// the buffer is closed or cannot be written.
+// MinFreeBytes is the free space on the buffer's volume below which Check
+// says the buffer cannot take a commit: SQLite needs room for the WAL
+// pages of a transaction, and an empty transaction succeeds on a full disk.
+const MinFreeBytes = 1 << 20
+
+// Check reports whether the buffer can take a scan right now: it is open,
+// an empty write transaction goes through the writer, the last commit of
+// events did not fail (a full disk refuses events while empty
+// transactions still succeed), and at least MinFreeBytes are free on its
+// volume.
 func (o *Outbox) Check(ctx context.Context) error {
 	if _, err := o.submit(ctx, request{kind: opResolve}); err != nil {
 		return fmt.Errorf("check buffer: %w", err)
+	}
+	if p := o.lastAppendErr.Load(); p != nil {
+		return fmt.Errorf("check buffer: the last events were refused: %w", *p)
+	}
+	if du, err := disk.UsageWithContext(ctx, filepath.Dir(o.opts.Path)); err == nil && du.Free < MinFreeBytes {
+		return fmt.Errorf("check buffer: %d KiB free on its volume, less than %d KiB", du.Free>>10, MinFreeBytes>>10)
 	}
 	return nil
 }
@@ -1091,13 +1109,19 @@ func (o *Outbox) commit(batch []*request) {
 	if err != nil {
 		// Nothing in this batch was committed: seq stays where it was.
 		o.log.Error("buffer commit failed", "err", err, "batch", len(batch))
+		hadAppends := false
 		for _, r := range batch {
 			r.res = result{err: err}
+			hadAppends = hadAppends || r.kind == opAppend
+		}
+		if hadAppends {
+			o.lastAppendErr.Store(&err)
 		}
 	} else {
 		o.lastSeq.Store(seq)
 		if appended > 0 {
 			o.lastPos, o.lastID = pos, lastID
+			o.lastAppendErr.Store(nil)
 		}
 		o.pending.Add(appended - sentDelta)
 		if o.commits++; o.commits%checkpointEvery == 0 {
