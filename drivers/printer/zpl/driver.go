@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailroomd/mailroomd/drivers/deadline"
 	"github.com/mailroomd/mailroomd/drivers/printer"
 	"github.com/mailroomd/mailroomd/drivers/reopen"
 	"github.com/mailroomd/mailroomd/internal/health"
@@ -131,13 +132,16 @@ func (p *Printer) Run(ctx context.Context, out chan<- printer.Reading) error {
 		Serve: func(ctx context.Context, c Conn) error {
 			t := time.NewTicker(p.cfg.Poll)
 			defer t.Stop()
+			// No write may hang a stop: a stalled printer is closed (which
+			// wakes a TCP write) and its job stays queued.
+			w := &deadline.Writer{W: c, OnTimeout: func() { c.Close() }}
 			for {
 				for {
 					j, ok := p.next()
 					if !ok {
 						break
 					}
-					if err := writeAll(c, j.data); err != nil {
+					if err := w.Write(ctx, j.data, p.jobTimeout(len(j.data))); err != nil {
 						return fmt.Errorf("send job: %w", err) // stays queued, sent again whole
 					}
 					p.done()
@@ -145,7 +149,7 @@ func (p *Printer) Run(ctx context.Context, out chan<- printer.Reading) error {
 						j.sent()
 					}
 				}
-				s, err := p.status(c)
+				s, err := p.status(ctx, c, w)
 				if err != nil {
 					return err
 				}
@@ -180,21 +184,17 @@ func (p *Printer) done() {
 	p.mu.Unlock()
 }
 
-func writeAll(w io.Writer, b []byte) error {
-	for len(b) > 0 {
-		n, err := w.Write(b)
-		if err != nil {
-			return err
-		}
-		b = b[n:]
-	}
-	return nil
+// jobTimeout is how long a job of n bytes may take to write: the read
+// timeout, plus the time a 9600-baud serial line (about 960 bytes a
+// second, counted as 500) needs for it.
+func (p *Printer) jobTimeout(n int) time.Duration {
+	return p.cfg.Timeout + time.Duration(n)*time.Second/500
 }
 
 // status asks ~HS and reads the answer; silence is a status, not an error.
 // A read error other than a timeout means the connection is gone.
-func (p *Printer) status(c Conn) (printer.Status, error) {
-	if err := writeAll(c, HostStatusQuery); err != nil {
+func (p *Printer) status(ctx context.Context, c Conn, w *deadline.Writer) (printer.Status, error) {
+	if err := w.Write(ctx, HostStatusQuery, p.cfg.Timeout); err != nil {
 		return printer.Status{}, fmt.Errorf("ask status: %w", err)
 	}
 	deadline := time.Now().Add(p.cfg.Timeout)

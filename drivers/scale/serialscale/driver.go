@@ -9,6 +9,7 @@ import (
 
 	"go.bug.st/serial"
 
+	"github.com/mailroomd/mailroomd/drivers/deadline"
 	"github.com/mailroomd/mailroomd/drivers/reopen"
 	"github.com/mailroomd/mailroomd/drivers/scale"
 	"github.com/mailroomd/mailroomd/internal/clock"
@@ -106,6 +107,9 @@ func (d *Driver) serve(ctx context.Context, port serial.Port, out chan<- scale.R
 		return fmt.Errorf("set read timeout: %w", err)
 	}
 	req := d.cfg.Protocol.Request()
+	// The poll request's write must not block a stop: flow control can
+	// hold a serial port for good, and closing it does not wake a write.
+	w := &deadline.Writer{W: port}
 	var (
 		frame     = make([]byte, 2*maxPending)
 		buf       = frame[:0]
@@ -119,8 +123,8 @@ func (d *Driver) serve(ctx context.Context, port serial.Port, out chan<- scale.R
 	for {
 		now := time.Now()
 		if req != nil && !now.Before(nextPoll) {
-			if _, err := port.Write(req); err != nil {
-				return fmt.Errorf("write: %w", err)
+			if err := w.Write(ctx, req, d.cfg.ReadTimeout); err != nil {
+				return err
 			}
 			nextPoll = now.Add(d.cfg.Poll)
 		}

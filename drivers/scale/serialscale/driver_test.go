@@ -182,3 +182,37 @@ func TestScaleKeepsParsingAfterManyFrames(t *testing.T) {
 	}
 	dev.Unplug()
 }
+
+// stuckPort is a serial port whose writes block, as when flow control
+// holds it, until released; closing it does not wake them, as with a real
+// tty.
+type stuckPort struct {
+	serial.Port
+	release chan struct{}
+}
+
+func (p *stuckPort) SetReadTimeout(time.Duration) error { return nil }
+func (p *stuckPort) Write(b []byte) (int, error)        { <-p.release; return len(b), nil }
+func (p *stuckPort) Read([]byte) (int, error)           { time.Sleep(10 * time.Millisecond); return 0, nil }
+func (p *stuckPort) Close() error                       { return nil }
+
+// TestBlockedPollWriteDoesNotHangTheStop: a poll request that the port
+// never takes does not keep Run from returning when it is cancelled.
+func TestBlockedPollWriteDoesNotHangTheStop(t *testing.T) {
+	port := &stuckPort{release: make(chan struct{})}
+	defer close(port.release) // let the abandoned write finish (goleak)
+	open := func(string, *serial.Mode) (serial.Port, error) { return port, nil }
+	proto, _ := serialscale.ByName("nci", "")
+	d := serialscale.New(serialscale.Config{Name: "dock-scale", Port: "/dev/ttyFAKE", Protocol: proto, Poll: 50 * time.Millisecond,
+		ReadTimeout: 5 * time.Second, ReconnectMax: time.Second}, open, nil, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx, make(chan scale.Reading, 16)) }()
+	time.Sleep(100 * time.Millisecond) // the first poll request is blocked by now
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not return within 2s of its cancel while a write was blocked")
+	}
+}
