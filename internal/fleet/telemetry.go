@@ -12,6 +12,7 @@ import (
 	"github.com/shirou/gopsutil/v4/cpu"
 	"github.com/shirou/gopsutil/v4/disk"
 	"github.com/shirou/gopsutil/v4/mem"
+	psnet "github.com/shirou/gopsutil/v4/net"
 	"github.com/shirou/gopsutil/v4/process"
 )
 
@@ -38,6 +39,8 @@ type Telemetry struct {
 	PublishLatencyMS float64 `json:"publish_latency_ms"`
 	LinkConnected    bool    `json:"link_connected"`
 	Broker           string  `json:"broker,omitempty"`
+	// Network is every network interface's counters since boot.
+	Network []NetInterface `json:"network"`
 
 	Devices []DeviceState `json:"devices"`
 	Alerts  []Alert       `json:"alerts"`
@@ -46,6 +49,17 @@ type Telemetry struct {
 	// ClockSynced is null when the system cannot tell.
 	ClockSynced *bool   `json:"clock_synced"`
 	ProbeRTTMS  float64 `json:"probe_rtt_ms,omitempty"`
+}
+
+// NetInterface is one network interface's counters since boot.
+type NetInterface struct {
+	Name      string `json:"name"`
+	BytesSent uint64 `json:"bytes_sent"`
+	BytesRecv uint64 `json:"bytes_recv"`
+	ErrIn     uint64 `json:"errors_in"`
+	ErrOut    uint64 `json:"errors_out"`
+	DropIn    uint64 `json:"drops_in"`
+	DropOut   uint64 `json:"drops_out"`
 }
 
 // DeviceState is one device in telemetry.
@@ -99,6 +113,13 @@ func (f *Fleet) Collect(ctx context.Context) Telemetry {
 	}
 	ls := f.opts.Link.State()
 	t.LinkConnected, t.Broker = ls.Connected, ls.Broker
+	t.Network = []NetInterface{}
+	if counters, err := psnet.IOCountersWithContext(ctx, true); err == nil {
+		for _, c := range counters {
+			t.Network = append(t.Network, NetInterface{Name: c.Name, BytesSent: c.BytesSent, BytesRecv: c.BytesRecv,
+				ErrIn: c.Errin, ErrOut: c.Errout, DropIn: c.Dropin, DropOut: c.Dropout})
+		}
+	}
 	for _, d := range f.opts.Health.Devices() {
 		t.Devices = append(t.Devices, DeviceState{Name: d.Name, Kind: d.Kind, State: d.State, Reason: d.Reason})
 	}
