@@ -240,6 +240,29 @@ web:
 	scanDev.Scan("RB123456785GB")
 	run("scan after reconnect", waitText("#events tbody", "RB123456785GB"))
 
+	// A duplicate scan is no row of its own: the list shows parcels only.
+	// The next parcel is the marker that the duplicate was handled.
+	scanDev.Scan("RB123456785GB")
+	scanDev.Scan("1Z12345E0305271684")
+	run("marker parcel", waitText("#events tbody", "1Z12345E0305271684"))
+	body, err := chromedp.Run(ctx, chromedp.TextContent(chromedp.CSS("#events tbody")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(body, "RB123456785GB"); n != 1 {
+		t.Fatalf("the parcel RB123456785GB is listed %d times after a duplicate scan, want once:\n%s", n, body)
+	}
+	// At 1280 px the time and station of a parcel stay on one line.
+	run("1280 px", chromedp.EmulateViewport(1280, 900))
+	oneLine, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`Array.from(document.querySelectorAll('#events tbody tr')).every(tr =>
+		tr.cells.length < 2 || [0, 1].every(i => getComputedStyle(tr.cells[i]).whiteSpace === 'nowrap'))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !oneLine {
+		t.Fatal("time or station wraps in the recent parcels at 1280 px")
+	}
+
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)

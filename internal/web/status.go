@@ -74,7 +74,7 @@ type Device struct {
 	LastReading string    `json:"last_reading,omitempty"`
 }
 
-// Row is one recent scan or parcel.
+// Row is one recent parcel, or a scan of a scanner at no station.
 type Row struct {
 	ID       string    `json:"id"`
 	Seq      int64     `json:"seq"`
@@ -206,8 +206,12 @@ func (s *Server) snapshot(ctx context.Context) Status {
 			if len(st.Events) == 50 {
 				break
 			}
-			if r.Type == event.TypeScan && resolved[r.ID] {
-				continue // shown as its parcel
+			// Parcels only: a scan at a station is shown as its parcel
+			// once resolved, and not at all when it was a badge, a
+			// location or a duplicate. Scans of a scanner that belongs to
+			// no station are all the box records of them: they are shown.
+			if r.Type == event.TypeScan && (resolved[r.ID] || r.Station != "") {
+				continue
 			}
 			st.Events = append(st.Events, row(r))
 		}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -637,5 +638,29 @@ func TestHostNamesGuardANetworkListen(t *testing.T) {
 		if rec.Code != tc.want {
 			t.Errorf("Host %q: %d, want %d", tc.host, rec.Code, tc.want)
 		}
+	}
+}
+
+// TestRecentListsParcelsOnly: badge and location scans at a station, and
+// the scans behind parcels, are not rows of their own; a scan of a scanner
+// at no station is.
+func TestRecentListsParcelsOnly(t *testing.T) {
+	r := start(t)
+	now := time.Now()
+	r.store.events = []store.Stored{
+		{Event: event.Event{ID: "s1", Seq: 1, Type: event.TypeScan, Time: now, Station: "dock-1", Barcode: []byte("EMP-0042")}},
+		{Event: event.Event{ID: "s2", Seq: 2, Type: event.TypeScan, Time: now, Station: "dock-1", Barcode: []byte("1Z999AA10123456784")}},
+		{Event: event.Event{ID: "p1", Seq: 3, Type: event.TypeParcelReceived, Time: now, Station: "dock-1", ScanID: "s2",
+			Parcel: &event.Parcel{Carrier: "ups", Tracking: "1Z999AA10123456784"}}},
+		{Event: event.Event{ID: "s3", Seq: 4, Type: event.TypeScan, Time: now, Station: "dock-1", Barcode: []byte("SHELF-B07")}},
+		{Event: event.Event{ID: "s4", Seq: 5, Type: event.TypeScan, Time: now, Device: "loose-scanner", Barcode: []byte("RAW-1")}},
+	}
+	st := r.srv.snapshot(context.Background())
+	var ids []string
+	for _, e := range st.Events {
+		ids = append(ids, e.ID)
+	}
+	if !slices.Equal(ids, []string{"s4", "p1"}) {
+		t.Fatalf("rows %v, want [s4 p1]: the station-less scan and the parcel only", ids)
 	}
 }
