@@ -538,6 +538,17 @@ func TestHTTPSWithSelfSignedCertificate(t *testing.T) {
 	if resp.Header.Get("Strict-Transport-Security") == "" {
 		t.Fatal("no HSTS over HTTPS")
 	}
+	// Plain HTTP on the HTTPS port is answered, as docs/configuration.md
+	// says: 400 and a sentence, no redirect, no page.
+	plain, err := http.Get("http://" + srv.Addr() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(plain.Body)
+	plain.Body.Close()
+	if plain.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "Client sent an HTTP request to an HTTPS server.") {
+		t.Fatalf("plain HTTP on the HTTPS port: %d %q", plain.StatusCode, body)
+	}
 }
 
 func TestIsLoopback(t *testing.T) {
