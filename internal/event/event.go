@@ -67,8 +67,11 @@ type Parcel struct {
 	Service  string `json:"service,omitempty"`
 	Tracking string `json:"tracking"`
 	// Check is valid, invalid or none.
-	Check     string            `json:"check"`
+	Check string `json:"check"`
+	// Raw is the code as read, as text: bytes that are not UTF-8 are
+	// replaced by U+FFFD there, and RawB64 carries the exact bytes.
 	Raw       string            `json:"raw"`
+	RawB64    string            `json:"raw_b64,omitempty"`
 	Symbology string            `json:"symbology,omitempty"`
 	Country   string            `json:"country,omitempty"`
 	GS1       map[string]string `json:"gs1,omitempty"`

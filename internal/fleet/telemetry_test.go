@@ -16,7 +16,7 @@ import (
 type offlineLink struct{}
 
 func (offlineLink) Publish(context.Context, string, []byte, bool) error { return uplink.ErrOffline }
-func (offlineLink) State() uplink.LinkState                          { return uplink.LinkState{} }
+func (offlineLink) State() uplink.LinkState                             { return uplink.LinkState{} }
 
 // TestTelemetryCountsNetworkTraffic: the telemetry's per-interface counters
 // move with real traffic (a megabyte over loopback between two messages).

@@ -11,13 +11,16 @@ package station
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mailroomd/mailroomd/drivers/scale"
 	"github.com/mailroomd/mailroomd/internal/barcode"
@@ -397,6 +400,12 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 
 	p := &event.Parcel{Carrier: string(res.Carrier), Service: res.Service, Tracking: res.Tracking, Check: string(res.Check),
 		Raw: res.Raw, Symbology: res.Symbology, Country: res.Country, GS1: res.GS1}
+	if !utf8.ValidString(res.Raw) {
+		// The exact bytes travel as base64; the text fields get valid UTF-8.
+		p.RawB64 = base64.StdEncoding.EncodeToString([]byte(res.Raw))
+		p.Raw = strings.ToValidUTF8(res.Raw, "\uFFFD")
+		p.Tracking = strings.ToValidUTF8(p.Tracking, "\uFFFD")
+	}
 	for _, c := range res.Candidates {
 		p.Candidates = append(p.Candidates, string(c))
 	}

@@ -2,12 +2,14 @@ package station
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/goleak"
 
@@ -376,5 +378,31 @@ func TestDuplicateWindowZeroDisablesDetection(t *testing.T) {
 	}
 	if got := r.st.Remembered(); got != 0 {
 		t.Fatalf("%d codes remembered with duplicate detection off", got)
+	}
+}
+
+// TestBytesThatAreNotUTF8 keeps a code's exact bytes in raw_b64 and puts
+// only valid UTF-8 into the text fields of the event and the label.
+func TestBytesThatAreNotUTF8(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale = "" })
+	r.run()
+	code := "PKG-\xff\xfe-42"
+	r.scan(code, 0, true)
+	got := r.waitEvents(event.TypeParcelReceived, 1)[0].Parcel
+	raw, err := base64.StdEncoding.DecodeString(got.RawB64)
+	if err != nil || string(raw) != code {
+		t.Fatalf("raw_b64 %q decodes to %q (%v), want the exact bytes %q", got.RawB64, raw, err, code)
+	}
+	if !utf8.ValidString(got.Raw) || !utf8.ValidString(got.Tracking) || !strings.Contains(got.Raw, "\uFFFD") {
+		t.Fatalf("raw %q, tracking %q: want valid UTF-8 with U+FFFD for the bad bytes", got.Raw, got.Tracking)
+	}
+	labels := waitfor.Value(t, 10*time.Second, "the label", r.printer.labels, func(l []string) bool { return len(l) == 1 })
+	if !utf8.ValidString(labels[0]) {
+		t.Fatalf("the label holds bytes that are not UTF-8: %q", labels[0])
+	}
+	// A valid code has no raw_b64.
+	r.scan("1Z999AA10123456784", time.Second, true)
+	if p := r.waitEvents(event.TypeParcelReceived, 2)[1].Parcel; p.RawB64 != "" {
+		t.Fatalf("raw_b64 %q on a valid UTF-8 code", p.RawB64)
 	}
 }

@@ -5,21 +5,34 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mailroomd/mailroomd/drivers/printer"
 )
 
 // Escape returns field data for use after ^FH^FD: every byte that could end
-// the field or start a command is hex-escaped.
+// the field or start a command is hex-escaped, and a byte that is not part
+// of valid UTF-8 (labels are printed as UTF-8) is printed as '?'.
 func Escape(s string) string {
 	var b strings.Builder
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); {
 		c := s[i]
-		if c == '^' || c == '~' || c == '_' || c < 0x20 || c == 0x7f {
-			fmt.Fprintf(&b, "_%02X", c)
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				b.WriteByte('?')
+			} else {
+				b.WriteString(s[i : i+size])
+			}
+			i += size
 			continue
 		}
-		b.WriteByte(c)
+		if c == '^' || c == '~' || c == '_' || c < 0x20 || c == 0x7f {
+			fmt.Fprintf(&b, "_%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+		i++
 	}
 	return b.String()
 }
