@@ -136,7 +136,19 @@ func (p *Printer) Run(ctx context.Context, out chan<- printer.Reading) error {
 			// wakes a TCP write) and its job stays queued.
 			w := &deadline.Writer{W: c, OnTimeout: func() { c.Close() }}
 			for {
+				// Each job is sent only to a printer that said it is ready
+				// just before: a label sent while the paper is out is lost
+				// when the printer is switched off to fix it. Until then jobs
+				// wait in the queue, and the status is an alert.
 				for {
+					s, err := p.status(ctx, c, w)
+					if err != nil {
+						return err
+					}
+					report(s)
+					if !ready(s, c) {
+						break
+					}
 					j, ok := p.next()
 					if !ok {
 						break
@@ -149,11 +161,6 @@ func (p *Printer) Run(ctx context.Context, out chan<- printer.Reading) error {
 						j.sent()
 					}
 				}
-				s, err := p.status(ctx, c, w)
-				if err != nil {
-					return err
-				}
-				report(s)
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
@@ -182,6 +189,18 @@ func (p *Printer) done() {
 	p.queue = p.queue[1:]
 	p.sent++
 	p.mu.Unlock()
+}
+
+// ready reports whether jobs may be sent to a printer with status s: no
+// paper, ribbon, head, pause or buffer problem, and an answer to the status
+// request, except on a connection that cannot read at all (a write-only
+// USB printer), where no answer ever comes.
+func ready(s printer.Status, c Conn) bool {
+	if s.Silent {
+		wo, ok := c.(interface{ WriteOnly() bool })
+		return ok && wo.WriteOnly() && (s == printer.Status{Silent: true})
+	}
+	return s.OK()
 }
 
 // jobTimeout is how long a job of n bytes may take to write: the read

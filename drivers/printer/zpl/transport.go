@@ -79,6 +79,9 @@ type deviceConn struct {
 	writeOnly bool // the device cannot bound a read: answers are not read
 }
 
+// WriteOnly reports whether the device cannot be read (no status answers).
+func (c *deviceConn) WriteOnly() bool { return c.writeOnly }
+
 func (c *deviceConn) SetReadDeadline(t time.Time) error {
 	if err := c.File.SetReadDeadline(t); err != nil {
 		if errors.Is(err, os.ErrNoDeadline) {

@@ -217,3 +217,30 @@ func TestPrinterOverSerialAndDevice(t *testing.T) {
 		})
 	}
 }
+
+// TestJobsWaitWhileThePrinterCannotPrint: a job submitted while the printer
+// reports paper out is not sent (a power cycle to fix the paper would lose
+// it); it is sent, and only then reported sent, once the printer is ready.
+func TestJobsWaitWhileThePrinterCannotPrint(t *testing.T) {
+	fake := zpltest.Start(t)
+	fake.SetPaperOut(true)
+	p := New(Config{Name: "dock-printer", Dial: DialTCP(fake.Addr(), time.Second), Poll: 50 * time.Millisecond,
+		Timeout: time.Second, ReconnectMax: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan printer.Reading, 16)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, out) }()
+	defer func() { cancel(); <-done }()
+	nextStatus(t, out, func(s printer.Status) bool { return s.PaperOut })
+	var sent atomic.Int32
+	p.Submit(Label(Field(0, 0, 30, "waits for paper")), func() { sent.Add(1) })
+	// Five more status polls with the paper out: the job stays queued.
+	polls := fake.Queries()
+	waitfor.True(t, 10*time.Second, "five more status polls", func() bool { return fake.Queries() >= polls+5 })
+	if n := len(fake.Labels()); n != 0 || sent.Load() != 0 || p.Queued() != 1 {
+		t.Fatalf("with the paper out: %d labels printed, sent called %d times, %d queued; want 0, 0, 1", n, sent.Load(), p.Queued())
+	}
+	fake.SetPaperOut(false)
+	waitfor.True(t, 10*time.Second, "the job printed once the paper is back", func() bool { return len(fake.Labels()) == 1 })
+	waitfor.True(t, 10*time.Second, "sent reported", func() bool { return sent.Load() == 1 && p.Queued() == 0 })
+}

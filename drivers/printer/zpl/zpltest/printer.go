@@ -19,6 +19,7 @@ type Printer struct {
 	paperOut bool
 	headOpen bool
 	silent   bool
+	queries  int
 	conns    []net.Conn
 }
 
@@ -45,6 +46,9 @@ func Start(t testing.TB) *Printer {
 	}()
 	return f
 }
+
+// Queries returns how many ~HS status requests the printer received.
+func (f *Printer) Queries() int { f.mu.Lock(); defer f.mu.Unlock(); return f.queries }
 
 // Addr is the printer's host:port.
 func (f *Printer) Addr() string { return f.l.Addr().String() }
@@ -89,6 +93,7 @@ func (f *Printer) serve(c net.Conn) {
 				buf = append(buf[:i], buf[i+3:]...)
 				f.mu.Lock()
 				silent, paper, head := f.silent, f.paperOut, f.headOpen
+				f.queries++
 				f.mu.Unlock()
 				if !silent {
 					fmt.Fprintf(c, "\x02030,%d,0,1245,000,0,0,0,000,0,0,0\x03\r\n\x02000,0,%d,0,0,2,6,0,00000000,1,000\x03\r\n\x021234,0\x03\r\n", b01(paper), b01(head))
