@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,9 +182,13 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 	a.store = st
 	if rec := st.Recovery(); rec != nil {
 		log.Error("buffer database was unreadable: moved aside and replaced; a new epoch starts",
-			"moved_to", rec.MovedTo, "cause", rec.Cause, "salvaged_unsent", rec.Salvaged, "salvage_err", rec.SalvageErr, "epoch", st.Epoch())
-		a.health.Set(ConditionStoreRecovered, health.Warning,
-			fmt.Sprintf("buffer database was corrupt and moved to %s; %d unsent events salvaged", rec.MovedTo, rec.Salvaged))
+			"moved_to", rec.MovedTo, "cause", rec.Cause, "salvaged_unsent", rec.Salvaged, "unreadable_unsent", rec.Unreadable,
+			"salvage_err", rec.SalvageErr, "epoch", st.Epoch())
+		msg := fmt.Sprintf("buffer database was corrupt and moved to %s; %d unsent events salvaged", rec.MovedTo, rec.Salvaged)
+		if rec.Unreadable > 0 {
+			msg += fmt.Sprintf("; %d unsent events could not be read (seq %s of the old epoch)", rec.Unreadable, strings.Join(rec.UnreadableSeqs, ", "))
+		}
+		a.health.Set(ConditionStoreRecovered, health.Warning, msg)
 	}
 
 	fleetKeys, err := cfg.Fleet.Keys()

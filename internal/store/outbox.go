@@ -67,8 +67,13 @@ type Recovery struct {
 	Cause error
 	// Salvaged is how many unsent events were carried over.
 	Salvaged int
-	// SalvageErr is why salvage stopped early, if it did.
+	// SalvageErr says what could not be carried over, if anything.
 	SalvageErr error
+	// Unreadable is how many unsent events could not be read from the
+	// damaged file, and UnreadableSeqs their seq ranges ("41-44") in the
+	// epoch of the damaged file.
+	Unreadable     int
+	UnreadableSeqs []string
 }
 
 // Record is a committed event as the uplink needs it.
@@ -431,45 +436,169 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 		return 0, err
 	}
 	defer old.Close()
-	rows, err := old.QueryContext(ctx, "SELECT epoch, seq, id, type, ts, payload, key_id FROM events WHERE sent_at IS NULL ORDER BY pos")
-	if err != nil {
-		rows, err = old.QueryContext(ctx, "SELECT epoch, seq, id, type, ts, payload, NULL FROM events WHERE sent_at IS NULL ORDER BY pos")
+	old.SetMaxOpenConns(1)
+	var tables int
+	if err := old.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE name = 'events'").Scan(&tables); err != nil || tables != 1 {
+		return 0, fmt.Errorf("salvage from %s: no events table can be read (%v)", path, err)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("salvage from %s: %w", path, err)
+	sv := salvager{ctx: ctx, db: old, keyCol: "key_id"}
+	if _, err := old.ExecContext(ctx, "SELECT key_id FROM events LIMIT 0"); err != nil {
+		sv.keyCol = "NULL" // a buffer from before schema 4
 	}
-	defer rows.Close()
+	lo, hi := sv.bounds()
+	for a := lo; a <= hi; a += salvageChunk {
+		sv.read(a, min(a+salvageChunk-1, hi))
+	}
 	tx, err := o.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for rows.Next() {
-		var (
-			ep, id, typ string
-			seq, ts     int64
-			payload     []byte
-			keyID       sql.NullString
-		)
-		if err = rows.Scan(&ep, &seq, &id, &typ, &ts, &payload, &keyID); err != nil {
-			break
+	for _, r := range sv.rows {
+		if !r.unsent {
+			continue
 		}
 		if _, err = tx.ExecContext(ctx, "INSERT OR IGNORE INTO events(epoch, seq, id, type, ts, payload, key_id) VALUES (?,?,?,?,?,?,?)",
-			ep, seq, id, typ, ts, payload, keyID); err != nil {
-			break
+			r.epoch, r.seq, r.id, r.typ, r.ts, r.payload, r.keyID); err != nil {
+			tx.Rollback()
+			return 0, fmt.Errorf("salvage from %s: %w", path, err)
 		}
 		n++
 	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("salvage from %s: %w", path, err)
+	}
+	o.recovery.Unreadable, o.recovery.UnreadableSeqs = sv.lost()
+	if o.recovery.Unreadable > 0 {
+		return n, fmt.Errorf("salvage from %s: %d unsent events could not be read (seq %s)", path,
+			o.recovery.Unreadable, strings.Join(o.recovery.UnreadableSeqs, ", "))
+	}
+	return n, nil
+}
+
+// salvageChunk is how many positions one salvage query asks for; a chunk
+// that meets damage is split until the damaged rows are known one by one.
+const salvageChunk = 4096
+
+// salvager reads a damaged buffer around its damage: by ranges of the
+// events' positions (their rowids), splitting every range that cannot be
+// read, so that every row that can be read by its key is carried over.
+type salvager struct {
+	ctx        context.Context
+	db         *sql.DB
+	keyCol     string
+	rows       []salvaged
+	unreadable []int64 // positions that could not be read
+}
+
+type salvaged struct {
+	pos, seq, ts   int64
+	epoch, id, typ string
+	payload        []byte
+	keyID          sql.NullString
+	unsent         bool
+}
+
+// bounds finds the range of positions to read: from the table, or from
+// what meta recorded, or by probing when neither can be read.
+func (sv *salvager) bounds() (lo, hi int64) {
+	var a, b sql.NullInt64
+	if err := sv.db.QueryRowContext(sv.ctx, "SELECT min(pos), max(pos) FROM events").Scan(&a, &b); err == nil && a.Valid {
+		return a.Int64, b.Int64
+	}
+	var last sql.NullString
+	if err := sv.db.QueryRowContext(sv.ctx, "SELECT value FROM meta WHERE key = 'last_pos'").Scan(&last); err == nil {
+		if v, err := strconv.ParseInt(last.String, 10, 64); err == nil && v > 0 {
+			hi = v
+		}
+	}
+	// Probe upwards from there for rows written since meta was.
+	for empty := 0; empty < 8; hi += salvageChunk {
+		var n int
+		err := sv.db.QueryRowContext(sv.ctx, "SELECT count(*) FROM events WHERE pos BETWEEN ? AND ?", hi+1, hi+salvageChunk).Scan(&n)
+		if err == nil && n > 0 {
+			empty = 0
+		} else {
+			empty++ // an unreadable range counts as empty here: read() finds what it holds
+		}
+	}
+	return 1, hi
+}
+
+// read reads the rows of positions a..b, splitting the range where it
+// cannot be read.
+func (sv *salvager) read(a, b int64) {
+	rows, err := sv.db.QueryContext(sv.ctx, "SELECT pos, epoch, seq, id, type, ts, payload, "+sv.keyCol+
+		", sent_at IS NULL FROM events WHERE pos BETWEEN ? AND ? ORDER BY pos", a, b)
+	next := a // the first position not known yet
 	if err == nil {
-		err = rows.Err()
+		for rows.Next() {
+			var r salvaged
+			if err = rows.Scan(&r.pos, &r.epoch, &r.seq, &r.id, &r.typ, &r.ts, &r.payload, &r.keyID, &r.unsent); err != nil {
+				break
+			}
+			sv.rows = append(sv.rows, r)
+			next = r.pos + 1
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+		rows.Close()
 	}
-	if cerr := tx.Commit(); cerr != nil {
-		return 0, fmt.Errorf("salvage from %s: %w", path, cerr)
+	if err == nil || next > b {
+		return
 	}
-	if err != nil {
-		err = fmt.Errorf("salvage from %s stopped after %d events: %w", path, n, err)
+	if next == b {
+		sv.unreadable = append(sv.unreadable, b)
+		return
 	}
-	return n, err
+	mid := next + (b-next)/2
+	sv.read(next, mid)
+	sv.read(mid+1, b)
+}
+
+// lost counts the unreadable rows among the unsent ones, with the seq
+// ranges they had. A row's seq is known from its readable neighbours of
+// the same epoch; it counts as unsent when a neighbour is: acknowledgements
+// come in order, so the rows around an unsent one are unsent too.
+func (sv *salvager) lost() (n int, seqs []string) {
+	if len(sv.unreadable) == 0 {
+		return 0, nil
+	}
+	slices.SortFunc(sv.rows, func(x, y salvaged) int { return int(x.pos - y.pos) })
+	type run struct{ from, to int64 } // positions
+	var runs []run
+	for _, p := range sv.unreadable {
+		if k := len(runs); k > 0 && runs[k-1].to+1 == p {
+			runs[k-1].to = p
+		} else {
+			runs = append(runs, run{p, p})
+		}
+	}
+	for _, r := range runs {
+		i, _ := slices.BinarySearchFunc(sv.rows, r.from, func(x salvaged, p int64) int { return int(x.pos - p) })
+		var before, after *salvaged
+		if i > 0 {
+			before = &sv.rows[i-1]
+		}
+		if i < len(sv.rows) {
+			after = &sv.rows[i]
+		}
+		if (before == nil || !before.unsent) && (after == nil || !after.unsent) && !(after == nil && before == nil) {
+			continue // between sent rows: these were sent too
+		}
+		count := r.to - r.from + 1
+		n += int(count)
+		switch {
+		case before != nil:
+			seqs = append(seqs, fmt.Sprintf("%d-%d", before.seq+1, before.seq+count))
+		case after != nil:
+			seqs = append(seqs, fmt.Sprintf("%d-%d", after.seq-count, after.seq-1))
+		default:
+			seqs = append(seqs, "unknown")
+		}
+	}
+	return n, seqs
 }
 
 // open returns a row's payload in clear.
