@@ -37,7 +37,15 @@ type Store interface {
 	Resolve(ctx context.Context, scanIDs ...string) error
 	Unresolved(ctx context.Context, station string) ([]event.Event, error)
 	Recent(ctx context.Context, limit int, types ...event.Type) ([]store.Stored, error)
+	QueueLabel(ctx context.Context, station, parcelID string, data []byte, queued time.Time) (int64, error)
+	LabelPrinted(ctx context.Context, jobID int64, ev event.Event) (event.Event, error)
+	DropLabel(ctx context.Context, jobID int64) error
+	LabelJobs(ctx context.Context, station string) ([]store.LabelJob, error)
 }
+
+// LabelLifetime is how long a label waits for its printer in the buffer:
+// one queued longer is dropped at the next start (the clerk reprints it).
+const LabelLifetime = 24 * time.Hour
 
 var _ Store = (*store.Outbox)(nil)
 
@@ -236,6 +244,9 @@ func (s *Station) Recover(ctx context.Context) error {
 		}
 	}
 
+	if err := s.requeue(ctx); err != nil {
+		return fmt.Errorf("station %s: labels: %w", s.cfg.Name, err)
+	}
 	scans, err := s.store.Unresolved(ctx, s.cfg.Name)
 	if err != nil {
 		return fmt.Errorf("station %s: %w", s.cfg.Name, err)
@@ -584,13 +595,28 @@ func (s *Station) print(p Parcel) {
 		s.log.Error("label not printed", "parcel", p.ID, "err", err)
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The label is kept in the buffer first: if the printer cannot print
+	// it now, it survives a restart.
+	id, err := s.store.QueueLabel(ctx, s.cfg.Name, p.ID, job, s.cfg.Clock.Now())
+	if err != nil {
+		s.log.Error("label not queued; reprint it from the page", "parcel", p.ID, "err", err)
+		return
+	}
+	s.submit(id, p.ID, job)
+}
+
+// submit hands a queued label to the printer; once sent, its label.printed
+// event is committed and the job removed in one transaction.
+func (s *Station) submit(jobID int64, parcelID string, job []byte) {
 	s.printer.Submit(job, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		ev, err := s.store.Append(ctx, event.Event{Appliance: s.cfg.Appliance, Site: s.cfg.Site, Type: event.TypeLabelPrinted,
-			Time: s.cfg.Clock.Now(), Device: s.cfg.Printer, Station: s.cfg.Name, ParcelID: p.ID, Printer: s.cfg.Printer})
+		ev, err := s.store.LabelPrinted(ctx, jobID, event.Event{Appliance: s.cfg.Appliance, Site: s.cfg.Site, Type: event.TypeLabelPrinted,
+			Time: s.cfg.Clock.Now(), Device: s.cfg.Printer, Station: s.cfg.Name, ParcelID: parcelID, Printer: s.cfg.Printer})
 		if err != nil {
-			s.log.Error("label printed but not recorded", "parcel", p.ID, "err", err)
+			s.log.Error("label printed but not recorded", "parcel", parcelID, "err", err)
 			return
 		}
 		s.mu.Lock()
@@ -598,6 +624,33 @@ func (s *Station) print(p Parcel) {
 		s.mu.Unlock()
 		s.emit(ev)
 	})
+}
+
+// requeue hands the labels that waited in the buffer at the last stop to
+// the printer again, and drops those older than LabelLifetime.
+func (s *Station) requeue(ctx context.Context) error {
+	if s.printer == nil {
+		return nil
+	}
+	jobs, err := s.store.LabelJobs(ctx, s.cfg.Name)
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Clock.Now()
+	for _, j := range jobs {
+		if now.Sub(j.Queued) > LabelLifetime {
+			s.log.Warn("label waited longer than a day for its printer; dropped, reprint it from the page", "parcel", j.ParcelID)
+			if err := s.store.DropLabel(ctx, j.ID); err != nil {
+				return err
+			}
+			continue
+		}
+		s.submit(j.ID, j.ParcelID, j.Data)
+	}
+	if len(jobs) > 0 {
+		s.log.Info("labels from before the restart queued for the printer again", "count", len(jobs))
+	}
+	return nil
 }
 
 // ErrUnknownParcel is returned by Reprint for a parcel the station does not

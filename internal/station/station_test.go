@@ -27,14 +27,20 @@ const (
 	uspsCode = "9400111899223855718403"
 )
 
-// jobs is a label printer that takes every job at once.
+// jobs is a label printer that takes every job at once, or, while held,
+// keeps them as a printer out of paper does.
 type jobs struct {
-	mu  sync.Mutex
-	got []string
+	mu   sync.Mutex
+	got  []string
+	held bool
 }
 
 func (j *jobs) Submit(job []byte, sent func()) {
 	j.mu.Lock()
+	if j.held {
+		j.mu.Unlock()
+		return // never sent: the daemon stops before the paper is back
+	}
 	j.got = append(j.got, string(job))
 	j.mu.Unlock()
 	sent()
@@ -404,5 +410,40 @@ func TestBytesThatAreNotUTF8(t *testing.T) {
 	r.scan("1Z999AA10123456784", time.Second, true)
 	if p := r.waitEvents(event.TypeParcelReceived, 2)[1].Parcel; p.RawB64 != "" {
 		t.Fatalf("raw_b64 %q on a valid UTF-8 code", p.RawB64)
+	}
+}
+
+// TestQueuedLabelSurvivesARestart: a label that its printer could not take
+// before the daemon stopped is printed after the restart, and recorded as
+// printed once.
+func TestQueuedLabelSurvivesARestart(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale = "" })
+	r.printer.held = true
+	r.run()
+	r.scan(upsCode, 0, true)
+	r.waitEvents(event.TypeParcelReceived, 1)
+	jobsLeft := func(o *store.Outbox) int {
+		j, err := o.LabelJobs(context.Background(), "dock-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(j)
+	}
+	waitfor.True(t, 10*time.Second, "the label queued in the buffer", func() bool { return jobsLeft(r.store) == 1 })
+	r.stop()
+	r.store.Close()
+
+	r2 := newRig(t, r.path, func(c *Config) { c.Scale = "" })
+	r2.run()
+	printed := r2.waitEvents(event.TypeLabelPrinted, 1)
+	if len(r2.printer.labels()) != 1 || !strings.Contains(r2.printer.labels()[0], "1Z999AA10123456784") {
+		t.Fatalf("after the restart the printer got %q", r2.printer.labels())
+	}
+	parcel := r2.events(event.TypeParcelReceived)[0]
+	if printed[0].ParcelID != parcel.ID {
+		t.Fatalf("label.printed names %s, want the parcel %s", printed[0].ParcelID, parcel.ID)
+	}
+	if n := jobsLeft(r2.store); n != 0 {
+		t.Fatalf("%d label jobs left after printing", n)
 	}
 }

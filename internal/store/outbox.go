@@ -105,6 +105,9 @@ const (
 	opNonce
 	opAlertSet
 	opAlertSent
+	opLabelQueue
+	opLabelPrinted // an append that also removes a print job
+	opLabelDrop
 )
 
 type request struct {
@@ -113,8 +116,11 @@ type request struct {
 	pos   []int64
 	ids   []string
 	until time.Time
-	// alert is the alert of opAlertSet and opAlertSent.
+	// alert is the alert of opAlertSet and opAlertSent; its Version is
+	// the job id of opLabelPrinted and opLabelDrop.
 	alert AlertState
+	// job is the print job of opLabelQueue.
+	job LabelJob
 	// res is the writer's answer, valid once done has a value.
 	res  result
 	done chan struct{}
@@ -1146,7 +1152,7 @@ func (o *Outbox) commit(batch []*request) {
 			now := o.opts.Clock.Now()
 			for _, r := range batch {
 				switch r.kind {
-				case opAppend:
+				case opAppend, opLabelPrinted:
 					if o.opts.MaxPending > 0 && pending+appended >= int64(o.opts.MaxPending) {
 						r.res.err = ErrFull
 						continue
@@ -1173,9 +1179,26 @@ func (o *Outbox) commit(batch []*request) {
 							return err
 						}
 					}
+					if r.kind == opLabelPrinted {
+						if _, err := o.wc.exec("DELETE FROM print_jobs WHERE id = ?", r.alert.Version); err != nil {
+							return err
+						}
+					}
 					r.res.ev = ev
 					lastID = ev.ID
 					appended++
+				case opLabelQueue:
+					j := r.job
+					res, err := o.wc.exec("INSERT INTO print_jobs(station, parcel_id, data, key_id, queued_at) VALUES (?,?,?,?,?)",
+						j.Station, j.ParcelID, j.Data, j.keyID, j.Queued.UnixMilli())
+					if err != nil {
+						return err
+					}
+					r.res.n, _ = res.LastInsertId()
+				case opLabelDrop:
+					if _, err := o.wc.exec("DELETE FROM print_jobs WHERE id = ?", r.alert.Version); err != nil {
+						return err
+					}
 				case opMarkSent:
 					for _, rg := range ranges(r.pos) {
 						res, err := o.wc.exec(markSent, now.UnixMilli(), rg[0], rg[1])
@@ -1241,7 +1264,7 @@ func (o *Outbox) commit(batch []*request) {
 		hadAppends := false
 		for _, r := range batch {
 			r.res = result{err: err}
-			hadAppends = hadAppends || r.kind == opAppend
+			hadAppends = hadAppends || r.kind == opAppend || r.kind == opLabelPrinted
 		}
 		if hadAppends {
 			o.lastAppendErr.Store(&err)

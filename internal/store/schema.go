@@ -80,6 +80,18 @@ var migrations = []string{
 		unsent  INTEGER NOT NULL,                  -- 1 while this state waits for the link
 		version INTEGER NOT NULL                   -- order of changes; a publish marks only the state it carried
 	) WITHOUT ROWID;`,
+	// 7: labels waiting for their printer, so that a label queued while
+	// the printer cannot print survives a restart. A job is deleted in the
+	// transaction of its label.printed event.
+	`CREATE TABLE print_jobs (
+		id        INTEGER PRIMARY KEY,
+		station   TEXT    NOT NULL,
+		parcel_id TEXT    NOT NULL,
+		data      BLOB    NOT NULL,                -- the ZPL, sealed like payloads when encryption is on
+		key_id    TEXT,                            -- sealing key; NULL: plaintext
+		queued_at INTEGER NOT NULL                 -- unix ms
+	);
+	CREATE INDEX print_jobs_station ON print_jobs(station, id);`,
 }
 
 // SchemaVersion is the schema version this build writes.

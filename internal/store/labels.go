@@ -1,0 +1,99 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+)
+
+// LabelJob is a label waiting for its printer.
+type LabelJob struct {
+	ID       int64
+	Station  string
+	ParcelID string
+	// Data is the label as sent to the printer.
+	Data   []byte
+	Queued time.Time
+
+	keyID driver.Value
+}
+
+// MaxLabelJobs is how many labels may wait for the printers of a box;
+// beyond it QueueLabel refuses (the parcel is recorded all the same; its
+// label is reprinted from the page).
+const MaxLabelJobs = 1000
+
+// sealID binds a sealed label to its job, as an event id binds a payload.
+func sealID(station, parcelID string, queued time.Time) string {
+	return fmt.Sprintf("label/%s/%s/%d", station, parcelID, queued.UnixMilli())
+}
+
+// QueueLabel keeps a label for a station's printer until LabelPrinted or
+// DropLabel, and returns its job id.
+func (o *Outbox) QueueLabel(ctx context.Context, station, parcelID string, data []byte, queued time.Time) (int64, error) {
+	var n int
+	if err := o.rdb.QueryRowContext(ctx, "SELECT count(*) FROM print_jobs").Scan(&n); err == nil && n >= MaxLabelJobs {
+		return 0, fmt.Errorf("queue label: %d labels already wait for their printers", n)
+	}
+	j := LabelJob{Station: station, ParcelID: parcelID, Data: data, Queued: queued}
+	if o.opts.Seal != nil {
+		j.Data, j.keyID = o.opts.Seal.Seal(sealID(station, parcelID, queued), data), o.opts.Seal.Current()
+	}
+	res, err := o.submit(ctx, request{kind: opLabelQueue, job: j})
+	if err != nil {
+		return 0, fmt.Errorf("queue label: %w", err)
+	}
+	return res.n, nil
+}
+
+// LabelPrinted commits a label.printed event and removes the job in the
+// same transaction: a label is recorded as printed exactly once.
+func (o *Outbox) LabelPrinted(ctx context.Context, jobID int64, ev event.Event) (event.Event, error) {
+	res, err := o.submit(ctx, request{kind: opLabelPrinted, ev: ev, alert: AlertState{Version: jobID}})
+	if err != nil {
+		return event.Event{}, fmt.Errorf("commit %s event: %w", ev.Type, err)
+	}
+	return res.ev, nil
+}
+
+// DropLabel removes a job that will not be printed.
+func (o *Outbox) DropLabel(ctx context.Context, jobID int64) error {
+	if _, err := o.submit(ctx, request{kind: opLabelDrop, alert: AlertState{Version: jobID}}); err != nil {
+		return fmt.Errorf("drop label: %w", err)
+	}
+	return nil
+}
+
+// LabelJobs returns the labels waiting for a station's printer, oldest
+// first.
+func (o *Outbox) LabelJobs(ctx context.Context, station string) ([]LabelJob, error) {
+	rows, err := o.rdb.QueryContext(ctx, "SELECT id, parcel_id, data, key_id, queued_at FROM print_jobs WHERE station = ? ORDER BY id", station)
+	if err != nil {
+		return nil, fmt.Errorf("read label jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []LabelJob
+	for rows.Next() {
+		j := LabelJob{Station: station}
+		var keyID sql.NullString
+		var ms int64
+		if err := rows.Scan(&j.ID, &j.ParcelID, &j.Data, &keyID, &ms); err != nil {
+			return nil, fmt.Errorf("read label jobs: %w", err)
+		}
+		j.Queued = time.UnixMilli(ms)
+		if keyID.Valid {
+			if o.opts.Seal == nil {
+				return nil, fmt.Errorf("read label jobs: job %d is sealed and no key is configured", j.ID)
+			}
+			if j.Data, err = o.opts.Seal.Open(keyID.String, sealID(station, j.ParcelID, j.Queued), j.Data); err != nil {
+				return nil, fmt.Errorf("read label jobs: job %d: %w", j.ID, err)
+			}
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
