@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
 func TestMetricsAndHealthEndpoints(t *testing.T) {
@@ -43,21 +44,16 @@ web:
 	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
 		t.Fatalf("readyz: %d %q", code, body)
 	}
-	var metrics string
-	deadline := time.Now().Add(10 * time.Second)
 	sentRE := regexp.MustCompile(`(?m)^mailroomd_events_sent_total (\d+)`)
-	for {
-		_, metrics = get("/metrics")
-		if m := sentRE.FindStringSubmatch(metrics); m != nil {
-			if n, _ := strconv.Atoi(m[1]); n >= 20 {
-				break
+	metrics := waitfor.Value(t, 10*time.Second, "events_sent_total at 20", func() string { _, m := get("/metrics"); return m },
+		func(m string) bool {
+			got := sentRE.FindStringSubmatch(m)
+			n := 0
+			if got != nil {
+				n, _ = strconv.Atoi(got[1])
 			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("events_sent_total never reached 20:\n%s", metrics)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+			return n >= 20
+		})
 	for _, want := range []string{
 		"mailroomd_events_ingested_total ", "mailroomd_events_refused_total 0", "mailroomd_events_pending ",
 		"mailroomd_oldest_pending_age_seconds ", "mailroomd_publish_latency_seconds_bucket{le=\"0.01\"}",
