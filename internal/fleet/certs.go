@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/mailroomd/mailroomd/internal/durable"
 )
 
 // CertRenewal makes the box's next client key and takes the certificate
@@ -35,7 +37,7 @@ func (c CertRenewal) Request() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(c.pendingKey(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := durable.WriteFile(c.pendingKey(), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("keep the new key: %w", err)
 	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: c.CommonName}}, key)
@@ -87,14 +89,15 @@ func (c CertRenewal) Install(certPEM []byte, now time.Time) (time.Time, error) {
 			return time.Time{}, fmt.Errorf("install-cert: %w", err)
 		}
 	}
-	tmp := c.CertFile + ".tmp"
-	if err := os.WriteFile(tmp, certPEM, 0o644); err != nil {
+	// Durably: a power cut leaves the old pair or the new one in place.
+	tmp := c.CertFile + ".new"
+	if err := durable.WriteFile(tmp, certPEM, 0o644); err != nil {
 		return time.Time{}, err
 	}
-	if err := os.Rename(c.pendingKey(), c.KeyFile); err != nil {
+	if err := durable.Rename(c.pendingKey(), c.KeyFile); err != nil {
 		return time.Time{}, err
 	}
-	if err := os.Rename(tmp, c.CertFile); err != nil {
+	if err := durable.Rename(tmp, c.CertFile); err != nil {
 		return time.Time{}, err
 	}
 	return cert.NotAfter, nil

@@ -13,11 +13,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mailroomd/mailroomd/internal/durable"
 
 	"github.com/mailroomd/mailroomd/internal/config"
 )
@@ -354,44 +355,9 @@ func (m *Manager) saveState(st state) error {
 	return nil
 }
 
-// writeFile replaces a file atomically: a power cut leaves the old or the
-// new content, never a mix.
-func writeFile(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
+// writeFile replaces a file durably: a power cut leaves the old or the new
+// content, never a mix.
+func writeFile(path string, b []byte) error { return durable.WriteFile(path, b, 0o600) }
 
-// syncDir makes a rename or removal in dir durable. Where directories
-// cannot be opened for syncing (Windows), it does nothing.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
+// syncDir makes a rename or removal in dir durable.
+func syncDir(dir string) error { return durable.SyncDir(dir) }

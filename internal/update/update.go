@@ -19,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/mailroomd/mailroomd/internal/durable"
 )
 
 // Files below the state directory.
@@ -85,16 +87,7 @@ func writeResult(stateDir string, r Result) error {
 	return writeAtomic(filepath.Join(stateDir, Dir, ResultFile), b)
 }
 
-func writeAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+func writeAtomic(path string, b []byte) error { return durable.WriteFile(path, b, 0o600) }
 
 // copyFile copies src to dst with mode.
 func copyFile(src, dst string, mode os.FileMode) error {
