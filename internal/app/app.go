@@ -227,12 +227,12 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 	}
 	// The chart starts with the scans of the last 24 hours in the buffer,
 	// once per App: a rebuilt front shares the same history.
-	times, err := st.EventTimes(ctx, event.TypeScan, clk.Now().Add(-24*time.Hour))
+	counts, err := st.EventsPerMinute(ctx, event.TypeScan, clk.Now().Add(-24*time.Hour))
 	if err != nil {
 		log.Warn("status page chart starts empty", "err", err)
 	}
-	for _, t := range times {
-		a.history.Scan(t)
+	for _, c := range counts {
+		a.history.Scans(c.Minute, c.Count)
 	}
 
 	g, err := a.buildGeneration(cfg)

@@ -554,12 +554,19 @@ func TestRecentNewestFirstWithSentState(t *testing.T) {
 	if len(all) != 5 || !all[4].Sent || !all[3].Sent || all[2].Sent {
 		t.Fatalf("recent scans = %d, sent flags wrong: %+v", len(all), all)
 	}
-	times, err := o.EventTimes(ctx, event.TypeScan, t0.Add(-time.Minute))
-	if err != nil || len(times) != 5 || !times[0].Equal(t0) {
-		t.Fatalf("EventTimes = %v, %v", times, err)
+	counts, err := o.EventsPerMinute(ctx, event.TypeScan, t0.Add(-time.Minute))
+	var total int64
+	for _, c := range counts {
+		total += c.Count
+		if c.Minute.Unix()%60 != 0 {
+			t.Fatalf("minute %v is not the start of a minute", c.Minute)
+		}
 	}
-	if times, _ := o.EventTimes(ctx, event.TypeScan, t0.Add(time.Minute)); len(times) != 0 {
-		t.Fatalf("EventTimes after t0 = %v", times)
+	if err != nil || total != 5 || !counts[0].Minute.Equal(t0.Truncate(time.Minute)) {
+		t.Fatalf("EventsPerMinute = %v, %v; want 5 scans from %v", counts, err, t0.Truncate(time.Minute))
+	}
+	if counts, _ := o.EventsPerMinute(ctx, event.TypeScan, t0.Add(time.Minute)); len(counts) != 0 {
+		t.Fatalf("EventsPerMinute after t0 = %v", counts)
 	}
 	parcels, _ := o.Recent(ctx, 10, event.TypeParcelReceived)
 	if len(parcels) != 1 || parcels[0].Parcel == nil || parcels[0].Parcel.Carrier != "ups" {

@@ -131,6 +131,14 @@ func (h *History) Scan(t time.Time) {
 	h.mu.Unlock()
 }
 
+// Scans records n scans in the minute of t (the chart's start from the
+// buffer, one call per minute).
+func (h *History) Scans(t time.Time, n int64) {
+	h.mu.Lock()
+	h.minutes[t.Unix()/60] += n
+	h.mu.Unlock()
+}
+
 // Pending records the pending count seen at t.
 func (h *History) Pending(t time.Time, n int64) {
 	h.mu.Lock()
