@@ -885,6 +885,7 @@ func (o *Outbox) Unresolved(ctx context.Context, station string) ([]event.Event,
 	}
 	return out, nil
 }
+
 // MinuteCount is how many events of a type a minute had.
 type MinuteCount struct {
 	Minute time.Time
