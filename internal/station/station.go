@@ -638,6 +638,13 @@ func (s *Station) requeue(ctx context.Context) error {
 	}
 	now := s.cfg.Clock.Now()
 	for _, j := range jobs {
+		if j.Err != nil {
+			s.log.Error("label cannot be read; dropped, reprint it from the page", "parcel", j.ParcelID, "err", j.Err)
+			if err := s.store.DropLabel(ctx, j.ID); err != nil {
+				return err
+			}
+			continue
+		}
 		if now.Sub(j.Queued) > LabelLifetime {
 			s.log.Warn("label waited longer than a day for its printer; dropped, reprint it from the page", "parcel", j.ParcelID)
 			if err := s.store.DropLabel(ctx, j.ID); err != nil {

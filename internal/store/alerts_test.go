@@ -2,8 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
 )
 
 func TestAlertStateSurvivesReopenAndKeepsTheLatestPerKey(t *testing.T) {
@@ -70,5 +74,37 @@ func TestAlertStateSurvivesReopenAndKeepsTheLatestPerKey(t *testing.T) {
 	v6, _ := o.SetAlert(ctx, "disk.free_low", []byte(`again`), true)
 	if v6 <= v1 {
 		t.Fatalf("version %d after a reopen is not above %d, the highest left", v6, v1)
+	}
+}
+
+// TestLabelPrintedOnce: a label job gets its label.printed event once; a
+// second call for the same job commits nothing, and a full buffer still
+// removes the job of a label that was printed.
+func TestLabelPrintedOnce(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{MaxPending: 2})
+	defer o.Close()
+	printed := event.Event{Appliance: "mr-t", Type: event.TypeLabelPrinted, Time: time.Now(), Station: "dock-1", ParcelID: "p1"}
+	id, err := o.QueueLabel(ctx, "dock-1", "p1", []byte("^XA^XZ"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.LabelPrinted(ctx, id, printed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.LabelPrinted(ctx, id, printed); err == nil {
+		t.Fatal("a second label.printed for the same job was committed")
+	}
+	if got, _ := o.Recent(ctx, 10, event.TypeLabelPrinted); len(got) != 1 {
+		t.Fatalf("%d label.printed events, want 1", len(got))
+	}
+	// Full: one more event fits (MaxPending 2), then none.
+	appendN(t, o, 1)
+	id2, _ := o.QueueLabel(ctx, "dock-1", "p2", []byte("^XA^XZ"), time.Now())
+	if _, err := o.LabelPrinted(ctx, id2, printed); !errors.Is(err, ErrFull) {
+		t.Fatalf("label.printed on a full buffer: %v, want ErrFull", err)
+	}
+	if jobs, _ := o.LabelJobs(ctx, "dock-1"); len(jobs) != 0 {
+		t.Fatalf("%d jobs left: a printed label's job must go even when its event is refused", len(jobs))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,9 +19,16 @@ type LabelJob struct {
 	// Data is the label as sent to the printer.
 	Data   []byte
 	Queued time.Time
+	// Err is set, and Data nil, when the job cannot be read (its sealing
+	// key is gone): the caller drops it.
+	Err error
 
 	keyID driver.Value
 }
+
+// errNoLabelJob is LabelPrinted's answer for a job that is not queued
+// (any more): its label was recorded already.
+var errNoLabelJob = errors.New("no such label job: recorded already")
 
 // MaxLabelJobs is how many labels may wait for the printers of a box;
 // beyond it QueueLabel refuses (the parcel is recorded all the same; its
@@ -87,10 +95,12 @@ func (o *Outbox) LabelJobs(ctx context.Context, station string) ([]LabelJob, err
 		j.Queued = time.UnixMilli(ms)
 		if keyID.Valid {
 			if o.opts.Seal == nil {
-				return nil, fmt.Errorf("read label jobs: job %d is sealed and no key is configured", j.ID)
+				j.Data, j.Err = nil, fmt.Errorf("label job %d is sealed and no key is configured", j.ID)
+				out = append(out, j)
+				continue
 			}
 			if j.Data, err = o.opts.Seal.Open(keyID.String, sealID(station, j.ParcelID, j.Queued), j.Data); err != nil {
-				return nil, fmt.Errorf("read label jobs: job %d: %w", j.ID, err)
+				j.Data, j.Err = nil, fmt.Errorf("label job %d: %w", j.ID, err)
 			}
 		}
 		out = append(out, j)

@@ -495,6 +495,7 @@ type salvager struct {
 	keyCol     string
 	rows       []salvaged
 	unreadable []int64 // positions that could not be read
+	metaLast   int64   // last_pos as meta recorded it, if readable
 }
 
 type salvaged struct {
@@ -508,16 +509,17 @@ type salvaged struct {
 // bounds finds the range of positions to read: from the table, or from
 // what meta recorded, or by probing when neither can be read.
 func (sv *salvager) bounds() (lo, hi int64) {
+	var last sql.NullString
+	if err := sv.db.QueryRowContext(sv.ctx, "SELECT value FROM meta WHERE key = 'last_pos'").Scan(&last); err == nil {
+		if v, err := strconv.ParseInt(last.String, 10, 64); err == nil && v > 0 {
+			sv.metaLast = v
+		}
+	}
 	var a, b sql.NullInt64
 	if err := sv.db.QueryRowContext(sv.ctx, "SELECT min(pos), max(pos) FROM events").Scan(&a, &b); err == nil && a.Valid {
 		return a.Int64, b.Int64
 	}
-	var last sql.NullString
-	if err := sv.db.QueryRowContext(sv.ctx, "SELECT value FROM meta WHERE key = 'last_pos'").Scan(&last); err == nil {
-		if v, err := strconv.ParseInt(last.String, 10, 64); err == nil && v > 0 {
-			hi = v
-		}
-	}
+	hi = sv.metaLast
 	// Probe upwards from there for rows written since meta was.
 	for empty := 0; empty < 8; hi += salvageChunk {
 		var n int
@@ -565,9 +567,17 @@ func (sv *salvager) read(a, b int64) {
 
 // lost counts the unreadable rows among the unsent ones, with the seq
 // ranges they had. A row's seq is known from its readable neighbours of
-// the same epoch; it counts as unsent when a neighbour is: acknowledgements
-// come in order, so the rows around an unsent one are unsent too.
+// the same epoch. Acknowledgements come in order, so unreadable rows count
+// as sent only when a later readable row was sent; at the tail, where the
+// newest (and so unsent) rows are, they count as unsent. Positions above
+// the last one the file knows of (its newest readable row, or meta's
+// last_pos) never existed and are not counted.
 func (sv *salvager) lost() (n int, seqs []string) {
+	known := sv.metaLast
+	for _, r := range sv.rows {
+		known = max(known, r.pos)
+	}
+	sv.unreadable = slices.DeleteFunc(sv.unreadable, func(p int64) bool { return p > known })
 	if len(sv.unreadable) == 0 {
 		return 0, nil
 	}
@@ -590,8 +600,8 @@ func (sv *salvager) lost() (n int, seqs []string) {
 		if i < len(sv.rows) {
 			after = &sv.rows[i]
 		}
-		if (before == nil || !before.unsent) && (after == nil || !after.unsent) && !(after == nil && before == nil) {
-			continue // between sent rows: these were sent too
+		if after != nil && !after.unsent {
+			continue // a later row was acknowledged, so these were too (in order)
 		}
 		count := r.to - r.from + 1
 		n += int(count)
@@ -1161,6 +1171,19 @@ func (o *Outbox) commit(batch []*request) {
 			for _, r := range batch {
 				switch r.kind {
 				case opAppend, opLabelPrinted:
+					if r.kind == opLabelPrinted {
+						// The job goes first, and only an existing job gets its
+						// event: a label is recorded as printed once. A printed
+						// label's job goes even when the buffer refuses its event.
+						res, err := o.wc.exec("DELETE FROM print_jobs WHERE id = ?", r.alert.Version)
+						if err != nil {
+							return err
+						}
+						if n, _ := res.RowsAffected(); n != 1 {
+							r.res.err = errNoLabelJob
+							continue
+						}
+					}
 					if o.opts.MaxPending > 0 && pending+appended >= int64(o.opts.MaxPending) {
 						r.res.err = ErrFull
 						continue
@@ -1184,11 +1207,6 @@ func (o *Outbox) commit(batch []*request) {
 					}
 					if ev.Station != "" {
 						if err := o.trackResolution(ev, pos, payload, keyID); err != nil {
-							return err
-						}
-					}
-					if r.kind == opLabelPrinted {
-						if _, err := o.wc.exec("DELETE FROM print_jobs WHERE id = ?", r.alert.Version); err != nil {
 							return err
 						}
 					}

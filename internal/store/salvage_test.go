@@ -14,6 +14,18 @@ import (
 // key is carried over, and the ones that cannot are counted with their
 // seq ranges.
 func TestSalvageReadsAroundDamage(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage []int64 // pages, in percent of the file
+	}{
+		{"middle", []int64{30, 45, 60, 75}},
+		{"tail", []int64{88, 92}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { salvageAround(t, tc.damage) })
+	}
+}
+
+func salvageAround(t *testing.T, damage []int64) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	o := open(t, path, Options{})
@@ -37,7 +49,7 @@ func TestSalvageReadsAroundDamage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, frac := range []int64{30, 45, 60, 75} {
+	for _, frac := range damage {
 		page := pages * frac / 100
 		f.WriteAt([]byte(strings.Repeat("\xa5", int(pageSize))), page*pageSize)
 	}
@@ -72,6 +84,9 @@ func TestSalvageReadsAroundDamage(t *testing.T) {
 	}
 	if rec.Salvaged != readable {
 		t.Fatalf("salvaged %d unsent events, %d were readable by key (%v)", rec.Salvaged, readable, rec.SalvageErr)
+	}
+	if rec.Unreadable != unreadable {
+		t.Fatalf("%d unsent events reported unreadable, %d could not be read by key", rec.Unreadable, unreadable)
 	}
 	if rec.Unreadable == 0 || len(rec.UnreadableSeqs) == 0 || rec.SalvageErr == nil {
 		t.Fatalf("unreadable %d %v (%v): the loss is not reported", rec.Unreadable, rec.UnreadableSeqs, rec.SalvageErr)
