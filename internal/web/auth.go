@@ -143,30 +143,33 @@ func (l *limiter) succeed(name string) {
 }
 
 // decoy is the hash an unknown user name is checked against, so that a
-// wrong name takes as long as a wrong password: bcrypt at the highest cost
-// of the configured users. It is made once, in the background from New,
-// since a cost-12 hash takes a good part of a second on a small box.
+// wrong name takes as long as a wrong password: the configured user's hash
+// of the highest bcrypt cost itself (the comparison's outcome is thrown
+// away), so it costs exactly what a wrong password for that user costs,
+// and nothing is computed in advance. Without users a hash of the default
+// cost is made on first use.
 type decoy struct {
 	once sync.Once
-	cost int
 	hash []byte
 }
 
-// newDecoy returns the decoy for users, and starts making it.
+// newDecoy returns the decoy for users.
 func newDecoy(users []User) *decoy {
-	d := &decoy{cost: bcrypt.DefaultCost}
-	for i, u := range users {
-		if c, err := bcrypt.Cost([]byte(u.PasswordHash)); err == nil && (i == 0 || c > d.cost) {
-			d.cost = c
+	d := &decoy{}
+	best := -1
+	for _, u := range users {
+		if c, err := bcrypt.Cost([]byte(u.PasswordHash)); err == nil && c > best {
+			best, d.hash = c, []byte(u.PasswordHash)
 		}
 	}
-	go d.get()
 	return d
 }
 
 func (d *decoy) get() []byte {
 	d.once.Do(func() {
-		d.hash, _ = bcrypt.GenerateFromPassword([]byte(randomToken()), d.cost)
+		if d.hash == nil {
+			d.hash, _ = bcrypt.GenerateFromPassword([]byte(randomToken()), bcrypt.DefaultCost)
+		}
 	})
 	return d.hash
 }

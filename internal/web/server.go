@@ -419,15 +419,16 @@ func splitHostPort(hostport, def string) (host, port string) {
 }
 
 // hostAllowed reports whether a request's Host header may reach the page:
-// always on a loopback listen address; elsewhere an IP address, or one of
-// the names in Options.HostNames. A name the box does not know is how a
-// DNS rebinding attack reaches a page from a foreign site.
+// an IP address (on a loopback listen, a loopback address), "localhost",
+// or one of the names in Options.HostNames. Any other name is how a DNS
+// rebinding attack reaches a page, loopback ones included, from a foreign
+// site.
 func (s *Server) hostAllowed(host string) bool {
-	if s.loopback {
-		return true
-	}
 	h, _ := splitHostPort(host, "")
-	if net.ParseIP(h) != nil {
+	if ip := net.ParseIP(h); ip != nil {
+		return !s.loopback || ip.IsLoopback()
+	}
+	if strings.EqualFold(h, "localhost") {
 		return true
 	}
 	for _, n := range s.opts.HostNames {

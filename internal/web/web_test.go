@@ -650,6 +650,22 @@ func TestHostNamesGuardANetworkListen(t *testing.T) {
 			t.Errorf("Host %q: %d, want %d", tc.host, rec.Code, tc.want)
 		}
 	}
+	// On loopback too: a foreign name pointed at 127.0.0.1 is refused.
+	lo, err := New(Options{Listen: "127.0.0.1:8080", Appliance: "mr-test",
+		Store: &fakeStore{}, Health: fakeHealth{}, Link: fakeLink{}, Actions: &fakeActions{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]int{"127.0.0.1:8080": 200, "localhost:8080": 200, "[::1]:8080": 200,
+		"attacker.example:8080": http.StatusMisdirectedRequest, "192.0.2.10:8080": http.StatusMisdirectedRequest} {
+		req := httptest.NewRequest("GET", "/healthz", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		lo.Handler().ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("loopback listen, Host %q: %d, want %d", host, rec.Code, want)
+		}
+	}
 }
 
 // TestRecentListsParcelsOnly: badge and location scans at a station, and
