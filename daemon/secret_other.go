@@ -1,21 +1,11 @@
-//go:build !linux && !windows
+//go:build !linux && !windows && !darwin && !dragonfly && !freebsd && !netbsd && !openbsd
 
 package main
 
-import "golang.org/x/sys/unix"
+import "errors"
 
-// echoOff turns off a terminal's echo (keeping line editing) and returns
-// the function that restores it.
-func echoOff(fd int) (restore func(), err error) {
-	old, err := unix.IoctlGetTermios(fd, unix.TIOCGETA)
-	if err != nil {
-		return nil, err
-	}
-	t := *old
-	t.Lflag &^= unix.ECHO
-	t.Lflag |= unix.ICANON | unix.ECHONL
-	if err := unix.IoctlSetTermios(fd, unix.TIOCSETA, &t); err != nil {
-		return nil, err
-	}
-	return func() { unix.IoctlSetTermios(fd, unix.TIOCSETA, old) }, nil
+// echoOff is not available here: passwd refuses to read a password from a
+// terminal that would echo it (a pipe still works).
+func echoOff(int) (func(), error) {
+	return nil, errors.New("turning off a terminal's echo is not supported on this system: pipe the password in")
 }

@@ -24,6 +24,14 @@ type Writer struct {
 	blocked bool // a write that timed out has not returned yet
 }
 
+// Use makes later writes go to dst (a reopened device) while keeping the
+// Writer's memory of a write still blocked in the old one.
+func (w *Writer) Use(dst io.Writer) {
+	w.mu.Lock()
+	w.W = dst
+	w.mu.Unlock()
+}
+
 // ErrBlocked is returned while an earlier write that timed out is still
 // blocked in the device.
 var ErrBlocked = fmt.Errorf("write: an earlier write is still blocked in the device (flow control holding the port?)")
@@ -39,10 +47,11 @@ func (w *Writer) Write(ctx context.Context, b []byte, timeout time.Duration) err
 		return ErrBlocked
 	}
 	w.blocked = true
+	dst := w.W
 	w.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
-		err := writeAll(w.W, b)
+		err := writeAll(dst, b)
 		w.mu.Lock()
 		w.blocked = false
 		w.mu.Unlock()

@@ -28,9 +28,6 @@ var carrierVectors = []struct {
 	{"fedex ground 96", "9611019012345678901231", "9611019012345678901232", FedEx, "ground-96", ""},
 	{"fedex 34", "1001901781810001100400123456789012", "1001901781810001100400123456789013", FedEx, "34-digit", "123456789012"},
 	{"usps impb 20", "94001000000000000013", "94001000000000000014", USPS, "impb", ""},
-	{"usps 20 digits", "03071790000523483741", "03071790000523483742", USPS, "20-digit", ""},
-	{"usps 20 digits, implied 91", "71969010756003077385", "71969010756003077384", USPS, "20-digit", ""},
-	{"usps 20 digits plain", "12345678901234567890", "12345678901234567891", USPS, "20-digit", ""},
 	{"usps impb 22", "9400111899223855718403", "9400111899223855718404", USPS, "impb", ""},
 	{"usps legacy 91", "9100000000000000000019", "9100000000000000000010", USPS, "legacy-91", ""},
 	{"usps impb 26", "92055900000000000000000125", "92055900000000000000000126", USPS, "impb", ""},
@@ -273,4 +270,22 @@ func BenchmarkClassify(b *testing.B) {
 		Classify(codes[i%len(codes)])
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "codes/s")
+}
+
+// TestUSPS20Digits: a 20-digit number without a channel identifier is USPS
+// when its check digit holds (as printed, or with the implied 91), and of
+// no carrier otherwise: the shape alone says nothing.
+func TestUSPS20Digits(t *testing.T) {
+	for _, tc := range []struct{ valid, twin string }{
+		{"03071790000523483741", "03071790000523483742"},
+		{"71969010756003077385", "71969010756003077384"}, // valid only with the implied 91
+		{"12345678901234567890", "12345678901234567891"},
+	} {
+		if r := Classify([]byte(tc.valid)); r.Carrier != USPS || r.Service != "20-digit" || r.Check != CheckValid {
+			t.Errorf("Classify(%q) = %+v; want usps 20-digit valid", tc.valid, r)
+		}
+		if r := Classify([]byte(tc.twin)); r.Carrier != Unknown || r.Check != CheckNone {
+			t.Errorf("Classify(%q) = %+v; want unknown: no check digit holds", tc.twin, r)
+		}
+	}
 }

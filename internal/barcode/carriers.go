@@ -109,8 +109,11 @@ func candidates(s string) []candidate {
 		// A 20-digit USPS number printed without its channel identifier:
 		// the check covers the 19 digits as printed, or with the "91" of
 		// the IMpb's implied application identifier in front.
-		add(candidate{carrier: USPS, service: "20-digit",
-			check: checked(holds(gs1Mod10, s[:19], last) || holds(gs1Mod10, "91"+s[:19], last))})
+		// Only a number whose check digit holds is taken for USPS: the
+		// shape alone (any 20 digits) says nothing.
+		if holds(gs1Mod10, s[:19], last) || holds(gs1Mod10, "91"+s[:19], last) {
+			add(candidate{carrier: USPS, service: "20-digit", check: CheckValid})
+		}
 	case (n == 20 || n == 22 || n == 26) && uspsPrefix(s):
 		service := "impb"
 		if n == 22 && strings.HasPrefix(s, "91") {

@@ -261,16 +261,39 @@ func (c *Client) pushConfig(target string, version int64, yaml string, ttl, wait
 	// missed; only reports published from now on (not retained ones) of
 	// this version and these exact bytes count.
 	hash := remoteconfig.Hash([]byte(yaml))
-	reports := make(chan Message, 64)
+	// Reports are taken as they come, in the broker's callback, by box:
+	// nothing is dropped however many boxes answer at once.
+	var mu sync.Mutex
+	outcomes := map[string]*ConfigOutcome{}
+	for _, id := range ids {
+		outcomes[id] = &ConfigOutcome{Appliance: id}
+	}
+	left := len(ids)
+	allIn := make(chan struct{})
 	if wait > 0 {
 		topic := c.opts.Prefix + "/+/" + fleet.TopicConfigReported
 		st := c.c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
 			if m.Retained() {
 				return
 			}
-			select {
-			case reports <- Message{Topic: m.Topic(), Payload: append([]byte(nil), m.Payload()...)}:
-			default:
+			var r remoteconfig.Report
+			if json.Unmarshal(m.Payload(), &r) != nil || r.Status == remoteconfig.StatusApplying {
+				return
+			}
+			// A report of this version and these bytes; or a refusal of an
+			// envelope the box could not open, which names neither.
+			if !(r.Version == version && r.Hash == hash) && !(r.Status == remoteconfig.StatusRejected && r.Hash == "" && (r.Version == version || r.Version == 0)) {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			o := outcomes[c.Appliance(m.Topic())]
+			if o == nil || o.Reported {
+				return
+			}
+			o.Report, o.Reported = r, true
+			if left--; left == 0 {
+				close(allIn)
 			}
 		})
 		if !st.WaitTimeout(10*time.Second) || st.Error() != nil {
@@ -287,29 +310,12 @@ func (c *Client) pushConfig(target string, version int64, yaml string, ttl, wait
 	if wait <= 0 {
 		return ids, nil, nil
 	}
-	outcomes := map[string]*ConfigOutcome{}
-	for _, id := range ids {
-		outcomes[id] = &ConfigOutcome{Appliance: id}
+	select {
+	case <-allIn:
+	case <-time.After(wait):
 	}
-	left := len(ids)
-	deadline := time.After(wait)
-	for left > 0 {
-		select {
-		case m := <-reports:
-			o := outcomes[c.Appliance(m.Topic)]
-			var r remoteconfig.Report
-			if o == nil || o.Reported || json.Unmarshal(m.Payload, &r) != nil {
-				continue
-			}
-			if r.Version != version || r.Hash != hash || r.Status == remoteconfig.StatusApplying {
-				continue
-			}
-			o.Report, o.Reported = r, true
-			left--
-		case <-deadline:
-			left = 0
-		}
-	}
+	mu.Lock()
+	defer mu.Unlock()
 	out := make([]ConfigOutcome, 0, len(ids))
 	for _, id := range ids {
 		out = append(out, *outcomes[id])

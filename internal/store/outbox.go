@@ -169,7 +169,8 @@ type Outbox struct {
 	refused atomic.Int64
 	// lastAppendErr is why the last commit with events failed; nil once a
 	// commit of events succeeded.
-	lastAppendErr atomic.Pointer[error]
+	lastAppendErr   atomic.Pointer[error]
+	lastAppendErrAt atomic.Value // time.Time of lastAppendErr
 }
 
 // The writer's two statements on every commit.
@@ -853,11 +854,19 @@ func (o *Outbox) Check(ctx context.Context) error {
 	if _, err := o.submit(ctx, request{kind: opResolve}); err != nil {
 		return fmt.Errorf("check buffer: %w", err)
 	}
-	if p := o.lastAppendErr.Load(); p != nil {
-		return fmt.Errorf("check buffer: the last events were refused: %w", *p)
-	}
-	if du, err := disk.UsageWithContext(ctx, filepath.Dir(o.opts.Path)); err == nil && du.Free < MinFreeBytes {
+	du, err := disk.UsageWithContext(ctx, filepath.Dir(o.opts.Path))
+	if err == nil && du.Free < MinFreeBytes {
 		return fmt.Errorf("check buffer: %d KiB free on its volume, less than %d KiB", du.Free>>10, MinFreeBytes>>10)
+	}
+	if p := o.lastAppendErr.Load(); p != nil {
+		// Refused events keep the box unready until space is back: a full
+		// volume refuses events while an empty transaction still succeeds.
+		// Once the volume has room again, the next scan need not be waited
+		// for (it may not come before morning).
+		if err != nil || time.Since(o.lastAppendErrAt.Load().(time.Time)) < time.Second {
+			return fmt.Errorf("check buffer: the last events were refused: %w", *p)
+		}
+		o.lastAppendErr.CompareAndSwap(p, nil)
 	}
 	return nil
 }
@@ -1293,6 +1302,7 @@ func (o *Outbox) commit(batch []*request) {
 			hadAppends = hadAppends || r.kind == opAppend || r.kind == opLabelPrinted
 		}
 		if hadAppends {
+			o.lastAppendErrAt.Store(time.Now())
 			o.lastAppendErr.Store(&err)
 		}
 	} else {

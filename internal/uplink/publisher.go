@@ -247,6 +247,14 @@ func (p *Publisher) subscribeUntilReady(c mqtt.Client, ended <-chan struct{}, fi
 	wait := p.opts.ReconnectMin
 	for try := 0; ; try++ {
 		err := p.subscribe(c)
+		select {
+		case <-ended:
+			if try == 0 {
+				first()
+			}
+			return // the connection is gone: its outcome no longer matters
+		default:
+		}
 		if err == nil {
 			p.health.Clear(ConditionUnsubscribed)
 			p.log.Info("remote instructions ready", "topics", len(p.opts.Subscriptions))

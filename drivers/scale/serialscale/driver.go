@@ -38,6 +38,7 @@ type Opener func(path string, mode *serial.Mode) (serial.Port, error)
 
 // Driver owns one serial scale.
 type Driver struct {
+	writer deadline.Writer // the poll requests' writes, across reconnects
 	cfg    Config
 	open   Opener
 	clock  clock.Clock
@@ -109,7 +110,10 @@ func (d *Driver) serve(ctx context.Context, port serial.Port, out chan<- scale.R
 	req := d.cfg.Protocol.Request()
 	// The poll request's write must not block a stop: flow control can
 	// hold a serial port for good, and closing it does not wake a write.
-	w := &deadline.Writer{W: port}
+	// One Writer for the driver's life: a write still blocked in a port
+	// closed by a reconnect keeps further writes from piling up.
+	w := &d.writer
+	w.Use(port)
 	var (
 		frame     = make([]byte, 2*maxPending)
 		buf       = frame[:0]
