@@ -29,8 +29,10 @@ barcodes:
 	p := startDaemon(t, s.config(t, s.broker.URL(), devices))
 	p.waitLog(t, "scanner connected", 10*time.Second)
 	const carrier = "1Z999AA10123456784"
-	private := []string{"EMP-0042", "SHELF-B07", "PERSONAL-7731", "HR-CASE-2026-118", "EMP-0077", "ZZ-unknown-0001"}
-	codes := []string{"EMP-0042", carrier, "SHELF-B07", "PERSONAL-7731", "HR-CASE-2026-118", "EMP-0077", "ZZ-unknown-0001"}
+	// Phone numbers have the shape of DHL Express numbers, a letter and ten
+	// digits that of a UPS waybill; their check digits fail.
+	private := []string{"EMP-0042", "SHELF-B07", "PERSONAL-7731", "HR-CASE-2026-118", "EMP-0077", "ZZ-unknown-0001", "5551234567", "K1506235621"}
+	codes := []string{"EMP-0042", carrier, "SHELF-B07", "PERSONAL-7731", "HR-CASE-2026-118", "EMP-0077", "ZZ-unknown-0001", "5551234567", "K1506235621"}
 	for _, c := range codes {
 		if err := scanDev.Scan(c); err != nil {
 			t.Fatal(err)

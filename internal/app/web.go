@@ -69,8 +69,14 @@ func (a *App) buildWeb(g *generation) (*web.Server, error) {
 		OnLoginFailure: func(user, remote string, locked bool) {
 			a.metrics.LoginFailed()
 			if locked {
+				who := "an unknown user name" // never repeated: it may be a mistyped password
+				for _, u := range wc.Users {
+					if u.Name == user {
+						who = fmt.Sprintf("status page user %q", user)
+					}
+				}
 				a.health.Set(ConditionLoginLockout, health.Warning,
-					fmt.Sprintf("status page user %q locked out after %d failed logins (last from %s)", user, wc.MaxFailures, remote))
+					fmt.Sprintf("%s locked out after %d failed logins (last from %s)", who, wc.MaxFailures, remote))
 				time.AfterFunc(wc.Lockout.D(), func() { a.health.Clear(ConditionLoginLockout) })
 			}
 		},

@@ -2,6 +2,8 @@ package config
 
 import (
 	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/url"
@@ -19,6 +21,24 @@ import (
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// certIdentity reads the common name and DNS names of the first
+// certificate in a PEM file; ok is false when there is none to read.
+func certIdentity(path string) (cn string, names []string, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, false
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", nil, false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "", nil, false
+	}
+	return cert.Subject.CommonName, cert.DNSNames, true
+}
 
 var hostNameRE = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 
@@ -114,6 +134,13 @@ func (d *decoder) validate(c *Config) {
 			if msg := keyFileProblem(u.KeyFile); msg != "" {
 				bad("uplink.key_file", "%s", msg)
 			}
+		}
+		// The broker takes the client id from the certificate: a box whose
+		// certificate names another appliance publishes under that name's
+		// topics, where its access list drops every event (and still
+		// acknowledges it).
+		if cn, names, ok := certIdentity(u.CertFile); ok && c.Appliance.ID != "" && cn != c.Appliance.ID && !slices.Contains(names, c.Appliance.ID) {
+			bad("uplink.cert_file", "the certificate is for %q, but appliance.id is %q: they must be the same (the broker takes the client id from the certificate)", cn, c.Appliance.ID)
 		}
 	}
 	if u.TopicPrefix == "" || strings.Contains(u.TopicPrefix, "//") || strings.ContainsAny(u.TopicPrefix, "+#") || strings.HasPrefix(u.TopicPrefix, "/") || strings.HasSuffix(u.TopicPrefix, "/") || strings.HasPrefix(u.TopicPrefix, "$") {

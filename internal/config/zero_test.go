@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/devcert"
 )
 
 // zeroBase is a valid config with a station, a scale and the status page,
@@ -141,5 +144,24 @@ func TestValuesThatAreNotWhatTheyLookLike(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.field+": "+tc.msg) || (tc.msg == "" && !strings.Contains(err.Error(), "is not a valid topic prefix")) {
 			t.Errorf("%s: got %v, want %q", tc.field, err, tc.field+": "+tc.msg)
 		}
+	}
+}
+
+// TestCertificateMustNameTheAppliance: a client certificate issued for
+// another appliance id is refused at load.
+func TestCertificateMustNameTheAppliance(t *testing.T) {
+	dir := t.TempDir()
+	f, err := devcert.WriteDir(dir, "mr-other-01", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.NewReplacer("ca.pem", f.CA, "client.pem", f.ClientCert, "client.key", f.ClientKey).Replace(good)
+	_, err = Parse(filepath.Join(dir, "mailroomd.yaml"), []byte(text))
+	if err == nil || !strings.Contains(err.Error(), `uplink.cert_file: the certificate is for "mr-other-01", but appliance.id is "mr-berlin-01"`) {
+		t.Fatalf("a certificate of another appliance: %v", err)
+	}
+	text = strings.Replace(text, "id: mr-berlin-01", "id: mr-other-01", 1)
+	if _, err := Parse(filepath.Join(dir, "mailroomd.yaml"), []byte(text)); err != nil {
+		t.Fatalf("the appliance's own certificate: %v", err)
 	}
 }

@@ -345,11 +345,13 @@ func (s *Station) expireHolds(ctx context.Context, now time.Time) error {
 }
 
 // trackingAttr logs a parcel's code: a recognised carrier's tracking
-// number as "tracking", any other code as "code", which the daemon's log
-// redacts unless log.personal_data is on: a code of no known carrier may
-// be a staff badge or another personal code.
-func trackingAttr(carrier, tracking string) slog.Attr {
-	if carrier == "" || carrier == string(barcode.Unknown) {
+// number whose check digit does not fail as "tracking", any other code as
+// "code", which the daemon's log redacts unless log.personal_data is on: a
+// code of no known carrier, or one whose check digit fails (a phone number
+// has the shape of a DHL number), may be a staff badge or another personal
+// code.
+func trackingAttr(carrier, tracking, check string) slog.Attr {
+	if carrier == "" || carrier == string(barcode.Unknown) || check == string(barcode.CheckInvalid) {
 		return slog.String("code", tracking)
 	}
 	return slog.String("tracking", tracking)
@@ -405,7 +407,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 		s.mu.Lock()
 		s.stats.Duplicates++
 		s.mu.Unlock()
-		s.log.Info("duplicate scan ignored", trackingAttr(string(res.Carrier), res.Tracking), "first", prev, "scan", scan.ID)
+		s.log.Info("duplicate scan ignored", trackingAttr(string(res.Carrier), res.Tracking, string(res.Check)), "first", prev, "scan", scan.ID)
 		return nil
 	}
 
@@ -461,7 +463,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	s.stats.Received++
 	s.remember(rec)
 	s.mu.Unlock()
-	s.log.Info("parcel received", "carrier", p.Carrier, trackingAttr(p.Carrier, p.Tracking), "check", p.Check,
+	s.log.Info("parcel received", "carrier", p.Carrier, trackingAttr(p.Carrier, p.Tracking, p.Check), "check", p.Check,
 		"weight", weightText(p.Weight), "recipient", ev.Recipient, "location", ev.Location, "id", committed.ID)
 	s.emit(committed)
 	if live {

@@ -510,7 +510,14 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) failed(name, remote string, locked bool) {
 	// The password is never logged; the name only as typed, for auditing.
-	s.opts.Log.Warn("login failed", "user", name, "remote", remote, "locked_out", locked)
+	// A name that is no user may be a password typed into the wrong
+	// field: it is logged as typed_user, which the daemon's log redacts
+	// (log.personal_data), while a real user's name is logged as such.
+	if _, known := s.users[name]; known {
+		s.opts.Log.Warn("login failed", "user", name, "remote", remote, "locked_out", locked)
+	} else {
+		s.opts.Log.Warn("login failed", "typed_user", name, "remote", remote, "locked_out", locked)
+	}
 	if s.opts.OnLoginFailure != nil {
 		s.opts.OnLoginFailure(name, remote, locked)
 	}
