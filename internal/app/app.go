@@ -122,6 +122,8 @@ type App struct {
 	tlsCfg  *tls.Config
 	latency atomic.Int64 // last publish latency, ns
 	history *web.History
+	// auth is the status pages' sign-in state, kept across front switches.
+	auth    *web.Auth
 	changed chan struct{}
 
 	// front is the running generation; it is swapped whole by Reconfigure.
@@ -139,6 +141,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 	opts.defaults()
 	log, clk := opts.Log, opts.Clock
 	a := &App{opts: opts, hooks: h, log: log, clock: clk, base: cfg, changed: make(chan struct{}, 1), history: web.NewHistory(),
+		auth:    web.NewAuth(clk.Now),
 		hotplug: hotplug.NewWatcher(log.With("subsystem", "hotplug"))}
 	a.bgCtx, a.bgCancel = context.WithCancel(context.Background())
 	a.health = health.NewTracker(clk, func(c health.Condition, cleared bool) {

@@ -60,7 +60,7 @@ func (a *App) buildWeb(g *generation) (*web.Server, error) {
 	if h, _, err := net.SplitHostPort(wc.Listen); err == nil && h != "" && net.ParseIP(h) == nil {
 		names = append(names, h)
 	}
-	srv, err := web.New(web.Options{HostNames: names,
+	srv, err := web.New(web.Options{HostNames: names, Auth: a.auth,
 		Listen: wc.Listen, TLS: tlsCfg, Appliance: cfg.Appliance.ID, Site: cfg.Appliance.Site, Version: a.opts.Version,
 		Users: users, SessionTTL: wc.SessionTTL.D(), MaxFailures: wc.MaxFailures, Lockout: wc.Lockout.D(),
 		FailureDelay: time.Second,

@@ -49,6 +49,34 @@ func sameToken(a, b string) bool {
 	return a != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
+// Auth is the sign-in state of a status page: its sessions and its failed
+// sign-ins. A daemon keeps one Auth for the status pages of successive
+// configs, so that a config switch neither signs clerks out nor lifts a
+// lockout; a restart does both (it is kept in memory only).
+type Auth struct {
+	sessions *sessions
+	limiter  *limiter
+}
+
+// NewAuth returns an empty sign-in state; now may be nil for time.Now.
+func NewAuth(now func() time.Time) *Auth {
+	if now == nil {
+		now = time.Now
+	}
+	return &Auth{sessions: &sessions{m: map[string]*session{}, now: now},
+		limiter: &limiter{now: now, m: map[string]*failures{}}}
+}
+
+// configure sets the session lifetime and the lockout rule of a page.
+func (a *Auth) configure(ttl time.Duration, maxFailures int, lockout time.Duration) {
+	a.sessions.mu.Lock()
+	a.sessions.ttl = ttl
+	a.sessions.mu.Unlock()
+	a.limiter.mu.Lock()
+	a.limiter.max, a.limiter.window = maxFailures, lockout
+	a.limiter.mu.Unlock()
+}
+
 // sessions holds the logged-in sessions, in memory: a restart logs
 // everyone out.
 type sessions struct {

@@ -58,6 +58,9 @@ type Options struct {
 	SessionTTL  time.Duration
 	MaxFailures int
 	Lockout     time.Duration
+	// Auth is the sign-in state, kept across the pages of successive
+	// configs; nil makes a new one.
+	Auth *Auth
 	// HostNames are the host names (besides IP addresses) under which a
 	// page on a non-loopback address may be reached; a request naming
 	// another host is refused (DNS rebinding).
@@ -126,10 +129,13 @@ func New(opts Options) (*Server, error) {
 	if opts.Lockout <= 0 {
 		opts.Lockout = 15 * time.Minute
 	}
+	if opts.Auth == nil {
+		opts.Auth = NewAuth(opts.Now)
+	}
+	opts.Auth.configure(opts.SessionTTL, opts.MaxFailures, opts.Lockout)
 	s := &Server{opts: opts, users: map[string]*User{},
-		sessions: &sessions{m: map[string]*session{}, ttl: opts.SessionTTL, now: opts.Now},
-		limiter:  &limiter{max: opts.MaxFailures, window: opts.Lockout, now: opts.Now, m: map[string]*failures{}},
-		waiters:  map[chan struct{}]struct{}{}}
+		sessions: opts.Auth.sessions, limiter: opts.Auth.limiter,
+		waiters: map[chan struct{}]struct{}{}}
 	for i := range opts.Users {
 		u := opts.Users[i]
 		s.users[u.Name] = &u
@@ -307,8 +313,23 @@ type handler func(w http.ResponseWriter, r *http.Request, sess *session)
 func (s *Server) need(role Role, csrf bool, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var sess *session
+		var token string
 		if c, err := r.Cookie(sessionCookie); err == nil {
-			sess = s.sessions.get(c.Value)
+			token = c.Value
+			sess = s.sessions.get(token)
+		}
+		// A session of a user this config no longer has ends here; one whose
+		// role changed acts with the new role.
+		if sess != nil {
+			u, ok := s.users[sess.user]
+			if !ok {
+				s.sessions.drop(token)
+				sess = nil
+			} else if u.Role != sess.role {
+				cp := *sess
+				cp.role = u.Role
+				sess = &cp
+			}
 		}
 		if sess == nil {
 			if strings.HasPrefix(r.URL.Path, "/api/") {

@@ -691,3 +691,47 @@ func TestRecentListsParcelsOnly(t *testing.T) {
 		t.Fatalf("rows %v, want [s4 p1]: the station-less scan and the parcel only", ids)
 	}
 }
+
+// TestSessionsSurviveANewPage: the page of the next config, sharing the
+// Auth, keeps the clerks signed in; a user the new config no longer has is
+// signed out.
+func TestSessionsSurviveANewPage(t *testing.T) {
+	auth := NewAuth(nil)
+	users := []User{{Name: "clara", Role: RoleClerk, PasswordHash: hash(t, "clerk-password")}}
+	newPage := func(users []User) *Server {
+		srv, err := New(Options{Listen: "127.0.0.1:0", Appliance: "mr-test", Users: users, Auth: auth, FailureDelay: time.Millisecond,
+			Store: &fakeStore{}, Health: fakeHealth{}, Link: fakeLink{}, Actions: &fakeActions{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	first := newPage(users)
+	serve(t, first)
+	r := &rig{t: t, srv: first, base: "http://" + first.Addr()}
+	c := r.client()
+	if resp := r.login(c, "clara", "clerk-password"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: %d", resp.StatusCode)
+	}
+	u, _ := url.Parse(r.base)
+	cookies := c.Jar.Cookies(u)
+	ask := func(srv *Server) int {
+		req := httptest.NewRequest("GET", "/api/session", nil)
+		req.Host = "127.0.0.1"
+		for _, ck := range cookies {
+			req.AddCookie(ck)
+		}
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code := ask(newPage(users)); code != http.StatusOK {
+		t.Fatalf("the next config's page: %d, want 200 (still signed in)", code)
+	}
+	if code := ask(newPage([]User{{Name: "adam", Role: RoleAdmin, PasswordHash: hash(t, "admin-password")}})); code != http.StatusUnauthorized {
+		t.Fatalf("a config without clara: %d, want 401", code)
+	}
+	if code := ask(newPage(users)); code != http.StatusUnauthorized {
+		t.Fatalf("after clara was removed once: %d, want 401 (the session ended)", code)
+	}
+}
