@@ -122,9 +122,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		path := fs.String("config", "", "configuration file")
-		dur := fs.Duration("for", 0, "stop after this long (default: until interrupted)")
-		if err := fs.Parse(rest); err != nil || *path == "" || fs.NArg() != 1 {
-			fmt.Fprintln(stderr, "usage: mailroomd probe --config FILE [--for DURATION] DEVICE")
+		dur := fs.Duration("for", 0, "stop after this long (0 or left out: until interrupted)")
+		if err := fs.Parse(rest); err != nil || *path == "" || fs.NArg() != 1 || *dur < 0 {
+			fmt.Fprintln(stderr, "usage: mailroomd probe --config FILE [--for DURATION] DEVICE (DURATION > 0; left out: until interrupted)")
 			return 2
 		}
 		cfg, err := config.Load(*path)

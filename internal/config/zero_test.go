@@ -127,6 +127,7 @@ func TestValuesThatAreNotWhatTheyLookLike(t *testing.T) {
 	base := strings.Replace(good, "storage: {path: buffer.db, max_pending: 1000, retain_sent: 24h}", "storage: {path: buffer.db, retain_sent: 24h}", 1)
 	for _, tc := range []struct{ replace, with, field, msg string }{
 		{"retain_sent: 24h}", "retain_sent: 24h, max_pending: }", "storage.max_pending", "no value"},
+		{"retain_sent: 24h}", "retain_sent: }", "storage.retain_sent", "no value"},
 		{"retain_sent: 24h}", "retain_sent: 24h, max_pending: 1.5}", "storage.max_pending", "expected an integer"},
 		{"key_file: client.key", "key_file: client.key\n  inflight_window: 1.9", "uplink.inflight_window", "expected an integer"},
 		{"key_file: client.key", "key_file: client.key\n  insecure: yes", "uplink.insecure", "expected true or false"},

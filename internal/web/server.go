@@ -340,8 +340,8 @@ func (s *Server) need(role Role, csrf bool, h handler) http.HandlerFunc {
 			return
 		}
 		if csrf && !s.csrfOK(r, sess.csrf) {
-			s.opts.Log.Warn("request refused: missing or wrong CSRF token", "user", sess.user, "path", r.URL.Path)
-			jsonError(w, http.StatusForbidden, "missing or wrong CSRF token")
+			s.opts.Log.Warn("request refused: missing or wrong CSRF token, or another origin", "user", sess.user, "path", r.URL.Path)
+			jsonError(w, http.StatusForbidden, "missing or wrong CSRF token, or a request from another origin")
 			return
 		}
 		if role == RoleAdmin && sess.role != RoleAdmin {
