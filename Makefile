@@ -13,7 +13,7 @@ DEMO    := var/demo
 GO_TOOLCHAIN ?= go1.27.3
 export GOTOOLCHAIN := $(GO_TOOLCHAIN)
 
-.PHONY: chaos all build run broker deps test prebuild tests test-race fuzz bench vet lint staticcheck vulncheck clean cross package sign package-test
+.PHONY: chaos all build run broker deps test prebuild tests race test-race fuzz bench vet lint staticcheck vulncheck clean cross package sign package-test
 
 all: build
 
@@ -96,6 +96,7 @@ vulncheck:
 test: deps
 	$(MAKE) --no-print-directory prebuild
 	$(MAKE) --no-print-directory -j3 -Otarget lint tests fuzz FUZZTIME=3s
+	$(MAKE) --no-print-directory race
 
 prebuild:
 	$(GO) build ./...
@@ -104,6 +105,12 @@ prebuild:
 ## tests: the Go tests alone (real mosquitto, PTYs, SQLite files, the real binary)
 tests:
 	$(GO) test -count=1 -timeout 9m ./...
+
+## race: the lifecycle tests under the race detector: the supervisor's, and
+## the real binary's (built with -race) SIGTERM-during-switch and alert tests
+race:
+	$(GO) test -race -count=1 -timeout 9m ./internal/app
+	MAILROOMD_RACE=1 $(GO) test -race -count=1 -timeout 9m -run 'TestSIGTERMDuringConfigApply|TestAlertsAndStatusAcrossKillAndConfigSwitches' ./daemon
 
 test-race: deps
 	$(GO) test -race -count=1 -timeout 15m ./...
