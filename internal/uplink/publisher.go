@@ -730,6 +730,7 @@ func (p *Publisher) recordAcks(acks <-chan int64) {
 	)
 	buf := make([]int64, 0, 4096)
 	var unrecorded []int64
+	var retryAt time.Time // no write before this while unrecorded waits
 	backoff := retryMin
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -778,6 +779,11 @@ func (p *Publisher) recordAcks(acks <-chan int64) {
 			timer.Stop()
 		case <-retry.C:
 		}
+		if len(unrecorded) > 0 && time.Now().Before(retryAt) {
+			// Still backing off: new acknowledgements join the ones waiting.
+			unrecorded = append(unrecorded, buf...)
+			continue
+		}
 		batch := buf
 		if len(unrecorded) > 0 {
 			batch = append(unrecorded, buf...)
@@ -789,6 +795,7 @@ func (p *Publisher) recordAcks(acks <-chan int64) {
 		}
 		unrecorded = append(unrecorded[:0:0], batch...)
 		retry.Reset(backoff)
+		retryAt = time.Now().Add(backoff)
 		backoff = min(2*backoff, retryMax)
 	}
 }
