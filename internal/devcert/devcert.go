@@ -128,6 +128,16 @@ func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 		WatcherKey:  filepath.Join(dir, "watcher.key"),
 	}
 	if _, err := os.Stat(f.WatcherKey); err == nil {
+		// Kept, but only for the same appliance: a certificate for another
+		// id would make the broker file the box under that id.
+		if b, err := os.ReadFile(f.ClientCert); err == nil {
+			if block, _ := pem.Decode(b); block != nil {
+				if c, err := x509.ParseCertificate(block.Bytes); err == nil && c.Subject.CommonName != clientCN {
+					return f, fmt.Errorf("development certificates for %q exist in %s; remove the directory to make new ones for %q",
+						c.Subject.CommonName, dir, clientCN)
+				}
+			}
+		}
 		return f, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
