@@ -355,15 +355,7 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 
 	// Through all the switches nothing was lost: seqs are gapless.
 	got, _ := mqtttest.Delivered(t, events.Messages())
-	var last int64
-	for seq := range got {
-		last = max(last, seq)
-	}
-	for seq := int64(1); seq <= last; seq++ {
-		if _, ok := got[seq]; !ok {
-			t.Fatalf("seq %d missing of %d", seq, last)
-		}
-	}
+	gapless(t, got)
 	audits := map[string]int{}
 	for _, ev := range got {
 		if ev.Type == event.TypeAudit && ev.Audit.Action == "config" {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
 )
 
@@ -54,6 +55,21 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// gapless fails the test unless the delivered events' seqs run from 1 to
+// the highest without a hole.
+func gapless(t testing.TB, bySeq map[int64]event.Event) {
+	t.Helper()
+	var last int64
+	for seq := range bySeq {
+		last = max(last, seq)
+	}
+	for seq := int64(1); seq <= last; seq++ {
+		if _, ok := bySeq[seq]; !ok {
+			t.Fatalf("seq %d missing of %d", seq, last)
+		}
+	}
 }
 
 // proc is one run of the real binary.

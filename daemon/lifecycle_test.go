@@ -196,15 +196,7 @@ func TestSIGTERMDuringConfigApply(t *testing.T) {
 		}
 	}
 	byseq, _ := mqtttest.Delivered(t, events.Messages())
-	var last int64
-	for seq := range byseq {
-		last = max(last, seq)
-	}
-	for seq := int64(1); seq <= last; seq++ {
-		if _, ok := byseq[seq]; !ok {
-			t.Fatalf("seq %d missing of %d", seq, last)
-		}
-	}
+	gapless(t, byseq)
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit %d", code)
 	}

@@ -37,9 +37,9 @@ func TestPasswdNeverEchoes(t *testing.T) {
 	}
 	defer master.Close()
 	defer tty.Close()
-	var screen lockedBuffer
+	var screen syncBuffer
 	go io.Copy(&screen, master) // what the terminal displays (its echo)
-	prompts, out := &lockedBuffer{}, &lockedBuffer{}
+	prompts, out := &syncBuffer{}, &syncBuffer{}
 	code := make(chan int, 1)
 	go func() { code <- passwd([]string{"clara"}, tty, out, prompts) }()
 	const secret = "correct-horse-battery"

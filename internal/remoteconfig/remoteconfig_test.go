@@ -89,16 +89,7 @@ func TestTrialConfirmRollback(t *testing.T) {
 // one still in trial rolls back to the config before that one, never to
 // the unproven one.
 func TestBeginDuringTrialRollsBackToTheLastProvenConfig(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)
-	local, err := config.Load(filepath.Join(dir, "local.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open(dir, local, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, local, m := newManager(t)
 	if err := m.Begin(1, "it", cfgText(dir, "1s")); err != nil {
 		t.Fatal(err)
 	}
@@ -129,16 +120,7 @@ func TestBeginDuringTrialRollsBackToTheLastProvenConfig(t *testing.T) {
 // TestFailedBeginChangesNothing: when the new version's file or the state
 // cannot be written, the config in use and its file stay as they were.
 func TestFailedBeginChangesNothing(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)
-	local, err := config.Load(filepath.Join(dir, "local.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open(dir, local, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, local, m := newManager(t)
 	if err := m.Begin(3, "it", cfgText(dir, "1s")); err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +141,18 @@ func TestFailedBeginChangesNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// newManager is a box whose local config file has a 2s simulated scanner.
+func newManager(t *testing.T) (dir string, local *config.Config, m *Manager) {
+	t.Helper()
+	dir = t.TempDir()
+	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)
+	local, err := config.Load(filepath.Join(dir, "local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, local, mustOpen(t, dir, local)
 }
 
 func mustOpen(t *testing.T, dir string, local *config.Config) *Manager {
