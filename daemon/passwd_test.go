@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,19 +11,6 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestPasswdNeverEchoes types the password on a real terminal the moment
 // each prompt appears: echo is already off by then, so the terminal shows
