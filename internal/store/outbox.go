@@ -472,6 +472,26 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 		}
 		n++
 	}
+	// Labels that waited for their printer come along too, as far as they
+	// can be read (a buffer from before schema 7 has none).
+	if rows, qerr := old.QueryContext(ctx, "SELECT station, parcel_id, data, key_id, queued_at FROM print_jobs ORDER BY id"); qerr == nil {
+		for rows.Next() {
+			var station, parcel string
+			var data []byte
+			var keyID sql.NullString
+			var queued int64
+			if rows.Scan(&station, &parcel, &data, &keyID, &queued) != nil {
+				break
+			}
+			if _, err = tx.ExecContext(ctx, "INSERT INTO print_jobs(station, parcel_id, data, key_id, queued_at) VALUES (?,?,?,?,?)",
+				station, parcel, data, keyID, queued); err != nil {
+				rows.Close()
+				tx.Rollback()
+				return 0, fmt.Errorf("salvage from %s: labels: %w", path, err)
+			}
+		}
+		rows.Close()
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("salvage from %s: %w", path, err)
 	}

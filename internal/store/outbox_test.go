@@ -389,6 +389,9 @@ func TestCorruptDatabaseMovedAsideAndSalvaged(t *testing.T) {
 			o := open(t, path, Options{})
 			oldEpoch := o.Epoch()
 			evs := appendN(t, o, 50)
+			if _, err := o.QueueLabel(ctx, "dock-1", evs[49].ID, []byte("^XA^FDlabel^FS^XZ"), time.Now()); err != nil {
+				t.Fatal(err)
+			}
 			recs, _ := o.Pending(ctx, 0, 10)
 			for _, r := range recs {
 				o.MarkSent(ctx, []int64{r.Pos})
@@ -417,6 +420,9 @@ func TestCorruptDatabaseMovedAsideAndSalvaged(t *testing.T) {
 					if want := evs[10+i]; r.ID != want.ID || r.Seq != want.Seq {
 						t.Fatalf("salvaged event %d changed: %s/%d want %s/%d", i, r.ID, r.Seq, want.ID, want.Seq)
 					}
+				}
+				if jobs, err := o.LabelJobs(ctx, "dock-1"); err != nil || len(jobs) != 1 || string(jobs[0].Data) != "^XA^FDlabel^FS^XZ" {
+					t.Fatalf("salvaged label jobs %+v (%v): want the one queued label", jobs, err)
 				}
 			}
 			// The new epoch starts at seq 1 and is published after what was salvaged.
