@@ -32,7 +32,53 @@ const (
 	// TypeAudit records a remote instruction or admin action and its
 	// outcome.
 	TypeAudit Type = "audit"
+
+	// TypeParcelMoved is a parcel put at a location (shelf, bin, mail stop).
+	TypeParcelMoved Type = "parcel.moved"
+	// TypeParcelOutForDelivery is a parcel taken out on a delivery round.
+	TypeParcelOutForDelivery Type = "parcel.out_for_delivery"
+	// TypeParcelDelivered is a parcel handed to its recipient, with proof.
+	TypeParcelDelivered Type = "parcel.delivered"
+	// TypeParcelHeld is a parcel kept back (recipient away, on request).
+	TypeParcelHeld Type = "parcel.held"
+	// TypeParcelReturned is a parcel sent back to its sender.
+	TypeParcelReturned Type = "parcel.returned"
+	// TypeParcelForwarded is a parcel sent on to another address.
+	TypeParcelForwarded Type = "parcel.forwarded"
 )
+
+// Custody reports whether t is one of the custody event types that change
+// a received parcel's state.
+func (t Type) Custody() bool {
+	switch t {
+	case TypeParcelMoved, TypeParcelOutForDelivery, TypeParcelDelivered,
+		TypeParcelHeld, TypeParcelReturned, TypeParcelForwarded:
+		return true
+	}
+	return false
+}
+
+// Proof methods of a delivery.
+const (
+	ProofBadge     = "badge"
+	ProofSignature = "signature"
+	ProofPIN       = "pin"
+	ProofClerk     = "clerk"
+)
+
+// Proof is how a delivery was proven.
+type Proof struct {
+	// Method is badge, signature, pin or clerk.
+	Method string `json:"method"`
+	// Badge is the recipient code read from the badge (method badge).
+	Badge string `json:"badge,omitempty"`
+	// SHA256 and Size describe the signature (method signature): the
+	// hex SHA-256 and the length in bytes of Signature.
+	SHA256 string `json:"sha256,omitempty"`
+	Size   int    `json:"size,omitempty"`
+	// Signature is the signature as SVG path data in a 1000×400 box.
+	Signature string `json:"signature,omitempty"`
+}
 
 // Audit is what an audit event records.
 type Audit struct {
@@ -96,6 +142,13 @@ type ext struct {
 	// EnteredWeight is a weight a clerk typed in with a manual entry.
 	EnteredWeight *Weight `json:"entered_weight,omitempty"`
 	Audit         *Audit  `json:"audit,omitempty"`
+	By            string  `json:"by,omitempty"`
+	Round         string  `json:"round,omitempty"`
+	Proof         *Proof  `json:"proof,omitempty"`
+	Proxy         string  `json:"proxy,omitempty"`
+	Reason        string  `json:"reason,omitempty"`
+	To            string  `json:"to,omitempty"`
+	PickupPIN     string  `json:"pickup_pin,omitempty"`
 }
 
 // Event is one committed fact. ID, Epoch and Seq are assigned by the store
@@ -131,6 +184,21 @@ type Event struct {
 	EnteredWeight *Weight
 	// Audit is set on audit events.
 	Audit *Audit
+	// By is who did it: the signed-in user, or the device for a scan.
+	By string
+	// Round names the delivery round of parcel.out_for_delivery.
+	Round string
+	// Proof is set on parcel.delivered.
+	Proof *Proof
+	// Proxy is the recipient code of someone who collected for Recipient.
+	Proxy string
+	// Reason says why a parcel was held, returned or forwarded; To is
+	// where a forwarded parcel went.
+	Reason string
+	To     string
+	// PickupPIN is the PIN a recipient gives to collect the parcel, on
+	// parcel.received when the site accepts PINs as proof.
+	PickupPIN string
 
 	// Resolves lists scan ids that this event completes at its station. The
 	// store records them in the same transaction; they are not published.
@@ -139,11 +207,13 @@ type Event struct {
 
 func (e *Event) ext() *ext {
 	if e.Station == "" && !e.Manual && e.ScanID == "" && e.ParcelID == "" && e.Parcel == nil &&
-		e.Recipient == "" && e.Location == "" && e.Printer == "" && e.EnteredWeight == nil && e.Audit == nil {
+		e.Recipient == "" && e.Location == "" && e.Printer == "" && e.EnteredWeight == nil && e.Audit == nil &&
+		e.By == "" && e.Round == "" && e.Proof == nil && e.Proxy == "" && e.Reason == "" && e.To == "" && e.PickupPIN == "" {
 		return nil
 	}
 	return &ext{Station: e.Station, Manual: e.Manual, ScanID: e.ScanID, ParcelID: e.ParcelID, Parcel: e.Parcel,
-		Recipient: e.Recipient, Location: e.Location, Printer: e.Printer, EnteredWeight: e.EnteredWeight, Audit: e.Audit}
+		Recipient: e.Recipient, Location: e.Location, Printer: e.Printer, EnteredWeight: e.EnteredWeight, Audit: e.Audit,
+		By: e.By, Round: e.Round, Proof: e.Proof, Proxy: e.Proxy, Reason: e.Reason, To: e.To, PickupPIN: e.PickupPIN}
 }
 
 // wire is the JSON shape of an event, version 1.
@@ -270,7 +340,8 @@ func Decode(b []byte) (Event, error) {
 	e := Event{ID: w.ID, Epoch: w.Epoch, Seq: w.Seq, Appliance: w.Appliance, Site: w.Site,
 		Type: w.Type, Time: ts, Device: w.Device,
 		Station: w.Station, Manual: w.Manual, ScanID: w.ScanID, ParcelID: w.ParcelID, Parcel: w.Parcel,
-		Recipient: w.Recipient, Location: w.Location, Printer: w.Printer, EnteredWeight: w.EnteredWeight, Audit: w.Audit}
+		Recipient: w.Recipient, Location: w.Location, Printer: w.Printer, EnteredWeight: w.EnteredWeight, Audit: w.Audit,
+		By: w.By, Round: w.Round, Proof: w.Proof, Proxy: w.Proxy, Reason: w.Reason, To: w.To, PickupPIN: w.PickupPIN}
 	switch {
 	case w.BarcodeB4 != "":
 		e.Barcode, err = base64.StdEncoding.DecodeString(w.BarcodeB4)

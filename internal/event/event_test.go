@@ -3,6 +3,7 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -174,5 +175,40 @@ func TestBusinessEventsRoundTrip(t *testing.T) {
 				t.Fatalf("round trip changed the payload:\n%s\n%s", b, again)
 			}
 		})
+	}
+}
+
+func TestCustodyEventsRoundTrip(t *testing.T) {
+	ts := time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC)
+	for _, e := range []Event{
+		{Type: TypeParcelMoved, ParcelID: "p1", Location: "SHELF-A01", By: "dock-scanner", Station: "dock-1"},
+		{Type: TypeParcelOutForDelivery, ParcelID: "p1", Round: "north", By: "carl"},
+		{Type: TypeParcelDelivered, ParcelID: "p1", Recipient: "EMP-1", Proxy: "EMP-2", By: "clara",
+			Proof: &Proof{Method: ProofSignature, SHA256: "ab", Size: 9, Signature: "M1 2L3 4"}},
+		{Type: TypeParcelHeld, ParcelID: "p1", Reason: "on leave"},
+		{Type: TypeParcelReturned, ParcelID: "p1", Reason: "refused"},
+		{Type: TypeParcelForwarded, ParcelID: "p1", Reason: "moved", To: "Munich office"},
+		{Type: TypeParcelReceived, Parcel: &Parcel{Carrier: "ups", Tracking: "1Z"}, PickupPIN: "123456"},
+	} {
+		t.Run(string(e.Type), func(t *testing.T) {
+			if !e.Type.Custody() && e.Type != TypeParcelReceived {
+				t.Fatalf("%s is not a custody type", e.Type)
+			}
+			e.ID, e.Epoch, e.Seq, e.Appliance, e.Time = "id", "ep", 7, "mr-1", ts
+			b, err := e.AppendJSON(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, e) {
+				t.Fatalf("round trip changed the event:\n got %+v\nwant %+v\n%s", got, e, b)
+			}
+		})
+	}
+	if TypeParcelReceived.Custody() || TypeScan.Custody() {
+		t.Fatal("received and scan are not custody types")
 	}
 }

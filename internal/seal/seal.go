@@ -8,7 +8,9 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 type Keys struct {
 	current string
 	aeads   map[string]cipher.AEAD
+	tags    map[string][]byte // per key id, the key of Tag
 }
 
 // ErrUnknownKey means a row was sealed with a key that is not in the file.
@@ -47,7 +50,7 @@ func Load(path string) (*Keys, error) {
 
 // Parse reads keys from text.
 func Parse(text string) (*Keys, error) {
-	k := &Keys{aeads: map[string]cipher.AEAD{}}
+	k := &Keys{aeads: map[string]cipher.AEAD{}, tags: map[string][]byte{}}
 	for n, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -64,6 +67,9 @@ func Parse(text string) (*Keys, error) {
 		block, _ := aes.NewCipher(raw)
 		aead, _ := cipher.NewGCM(block)
 		k.aeads[id] = aead
+		m := hmac.New(sha256.New, raw)
+		m.Write([]byte("mailroomd lookup tag v1"))
+		k.tags[id] = m.Sum(nil)
 		if k.current == "" {
 			k.current = id
 		}
@@ -86,6 +92,16 @@ func (k *Keys) Current() string { return k.current }
 
 // Has reports whether the key id is known.
 func (k *Keys) Has(id string) bool { _, ok := k.aeads[id]; return ok }
+
+// Tag returns a keyed hash of value under the current key, for looking up
+// sealed rows by a value without storing it in clear: equal values have
+// equal tags, and a tag says nothing of its value without the key. Tags
+// change with the current key.
+func (k *Keys) Tag(value string) string {
+	m := hmac.New(sha256.New, k.tags[k.current])
+	m.Write([]byte(value))
+	return "t:" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
+}
 
 // Seal encrypts payload for the row with the given event id.
 func (k *Keys) Seal(eventID string, payload []byte) []byte {

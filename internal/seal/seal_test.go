@@ -59,3 +59,23 @@ func TestLoadRefusesReadableKeyFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestTagIsKeyedAndStable(t *testing.T) {
+	a, err := Parse(NewKeyLine("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Parse(NewKeyLine("b"))
+	if a.Tag("EMP-1") != a.Tag("EMP-1") {
+		t.Fatal("the same value must have the same tag")
+	}
+	if a.Tag("EMP-1") == a.Tag("EMP-2") {
+		t.Fatal("different values must have different tags")
+	}
+	if a.Tag("EMP-1") == b.Tag("EMP-1") {
+		t.Fatal("tags under different keys must differ")
+	}
+	if strings.Contains(a.Tag("EMP-1"), "EMP") {
+		t.Fatal("a tag must not contain its value")
+	}
+}

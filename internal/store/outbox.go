@@ -41,6 +41,9 @@ type Options struct {
 	MaxPending int
 	// RetainSent is how long sent events are kept before pruning.
 	RetainSent time.Duration
+	// RetainClosed is how long a delivered, returned or forwarded
+	// parcel's state is kept before pruning.
+	RetainClosed time.Duration
 	// PruneInterval is how often sent events are pruned; zero disables the
 	// background pruner (Prune can still be called).
 	PruneInterval time.Duration
@@ -108,6 +111,8 @@ const (
 	opLabelQueue
 	opLabelPrinted // an append that also removes a print job
 	opLabelDrop
+	opRebuildParcels
+	opResealParcels
 )
 
 type request struct {
@@ -163,6 +168,9 @@ type Outbox struct {
 	commits int // writer only
 	// alertVersion is the newest alert state's version (writer only).
 	alertVersion int64
+	// rebuild and reseal say that the parcel states must be rebuilt from
+	// the events, or sealed again with another key, once the writer runs.
+	rebuild, reseal bool
 
 	lastSeq atomic.Int64
 	pending atomic.Int64
@@ -271,6 +279,19 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	o.notify = make(chan struct{}, 1)
 	o.checkpoint = make(chan struct{}, 1)
 	go o.writer()
+	if o.rebuild || (o.recovery != nil && o.recovery.Salvaged > 0) {
+		n, err := o.RebuildParcels(ctx)
+		if err != nil {
+			o.Close()
+			return nil, fmt.Errorf("open buffer: %w", err)
+		}
+		o.log.Info("parcel states rebuilt from the events in the buffer", "parcels", n)
+	} else if o.reseal {
+		if _, err := o.submit(ctx, request{kind: opResealParcels}); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("open buffer: seal parcel states with the current key: %w", err)
+		}
+	}
 	o.wg.Add(1)
 	go o.checkpointer()
 	if opts.PruneInterval > 0 {
@@ -334,10 +355,19 @@ func moveAside(path string, now time.Time) (string, error) {
 }
 
 func (o *Outbox) init(ctx context.Context) error {
-	if err := migrate(ctx, o.wdb, o.log); err != nil {
+	from, err := migrate(ctx, o.wdb, o.log)
+	if err != nil {
 		return fmt.Errorf("open buffer %s: %w", o.opts.Path, err)
 	}
-	err := o.wdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'epoch'").Scan(&o.epoch)
+	// A buffer from before schema 8 has events but no parcel states yet.
+	o.rebuild = from > 0 && from < 8
+	var key string
+	err = o.wdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'parcel_key'").Scan(&key)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("open buffer: parcel key: %w", err)
+	}
+	o.reseal = key != o.parcelKey()
+	err = o.wdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'epoch'").Scan(&o.epoch)
 	if errors.Is(err, sql.ErrNoRows) {
 		var gen event.IDGenerator
 		o.epoch = gen.New(o.opts.Clock.Now())
@@ -653,6 +683,9 @@ func (o *Outbox) open(keyID sql.NullString, eventID string, payload []byte) ([]b
 // is in the key file, and opens one of its rows. A missing or wrong key is
 // an error at start, not a surprise at the first resend.
 func (o *Outbox) checkKeys(ctx context.Context) error {
+	if err := o.checkParcelKeys(ctx); err != nil {
+		return err
+	}
 	rows, err := o.wdb.QueryContext(ctx, "SELECT DISTINCT key_id FROM events WHERE key_id IS NOT NULL")
 	if err != nil {
 		return fmt.Errorf("open buffer: check keys: %w", err)
@@ -1213,9 +1246,33 @@ func (o *Outbox) commit(batch []*request) {
 							continue
 						}
 					}
+					if len(r.ids) == 1 { // an action key
+						var ev event.Event = r.ev
+						found, err := o.wc.queryRow(actionKeyRow, []driver.Value{r.ids[0]}, &ev.ID, &ev.Seq, &ev.Epoch)
+						if err != nil {
+							return err
+						}
+						if found {
+							r.res.ev, r.res.n = ev, 1
+							continue
+						}
+					}
 					if o.opts.MaxPending > 0 && pending+appended >= int64(o.opts.MaxPending) {
 						r.res.err = ErrFull
 						continue
+					}
+					var state *Parcel
+					if parcelEvent(r.ev.Type) {
+						var err error
+						state, err = o.checkParcel(&r.ev)
+						var refused *RefusedError
+						if errors.As(err, &refused) {
+							r.res.err = refused
+							continue
+						}
+						if err != nil {
+							return err
+						}
 					}
 					ev := r.ev
 					ev.Seq, ev.Epoch, ev.ID = seq+1, o.epoch, o.ids.New(now)
@@ -1236,6 +1293,17 @@ func (o *Outbox) commit(batch []*request) {
 					}
 					if ev.Station != "" {
 						if err := o.trackResolution(ev, pos, payload, keyID); err != nil {
+							return err
+						}
+					}
+					if parcelEvent(ev.Type) {
+						if err := o.applyParcel(&ev, state); err != nil {
+							return err
+						}
+					}
+					if len(r.ids) == 1 {
+						if _, err := o.wc.exec("INSERT INTO action_keys(key, event_id, epoch, seq, at) VALUES (?,?,?,?,?)",
+							r.ids[0], ev.ID, ev.Epoch, ev.Seq, now.UnixMilli()); err != nil {
 							return err
 						}
 					}
@@ -1302,6 +1370,25 @@ func (o *Outbox) commit(batch []*request) {
 					}
 					r.res.n, _ = res.RowsAffected()
 					if _, err := o.wc.exec("DELETE FROM nonces WHERE expires < ?", now.UnixMilli()); err != nil {
+						return err
+					}
+					if _, err := o.wc.exec("DELETE FROM parcels WHERE closed_at < ?", now.Add(-o.opts.RetainClosed).UnixMilli()); err != nil {
+						return err
+					}
+					if _, err := o.wc.exec("DELETE FROM action_keys WHERE at < ?", now.Add(-ActionKeyLifetime).UnixMilli()); err != nil {
+						return err
+					}
+				case opRebuildParcels, opResealParcels:
+					var err error
+					if r.kind == opRebuildParcels {
+						r.res.n, err = o.rebuildParcels()
+					} else {
+						err = o.resealParcels()
+					}
+					if err != nil {
+						return err
+					}
+					if _, err := o.wc.exec("INSERT OR REPLACE INTO meta(key, value) VALUES ('parcel_key', ?)", o.parcelKey()); err != nil {
 						return err
 					}
 				}

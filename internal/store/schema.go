@@ -92,6 +92,37 @@ var migrations = []string{
 		queued_at INTEGER NOT NULL                 -- unix ms
 	);
 	CREATE INDEX print_jobs_station ON print_jobs(station, id);`,
+	// 8: every parcel's state, written in the transaction of each event
+	// that changes it, and the action keys of the page, so that an action
+	// sent again is committed once. The lookup columns hold the values in
+	// clear, or their keyed hash when payloads are sealed; detail is the
+	// whole state (JSON), sealed like payloads.
+	`CREATE TABLE parcels (
+		id            TEXT    PRIMARY KEY,         -- the parcel.received event id
+		state         TEXT    NOT NULL,
+		code_tag      TEXT    NOT NULL,            -- tracking number
+		recipient_tag TEXT    NOT NULL,
+		location_tag  TEXT    NOT NULL,
+		received_at   INTEGER NOT NULL,            -- unix ms
+		updated_at    INTEGER NOT NULL,
+		closed_at     INTEGER,                     -- delivered, returned or forwarded; NULL while open
+		detail        BLOB    NOT NULL,
+		key_id        TEXT
+	);
+	CREATE INDEX parcels_code ON parcels(code_tag);
+	CREATE INDEX parcels_received ON parcels(received_at);
+	CREATE INDEX parcels_open_recipient ON parcels(recipient_tag, received_at) WHERE closed_at IS NULL;
+	CREATE INDEX parcels_open_location ON parcels(location_tag, received_at) WHERE closed_at IS NULL;
+	CREATE INDEX parcels_open ON parcels(received_at) WHERE closed_at IS NULL;
+	CREATE INDEX parcels_closed ON parcels(closed_at) WHERE closed_at IS NOT NULL;
+	CREATE TABLE action_keys (
+		key      TEXT    PRIMARY KEY,
+		event_id TEXT    NOT NULL,
+		epoch    TEXT    NOT NULL,
+		seq      INTEGER NOT NULL,
+		at       INTEGER NOT NULL                  -- unix ms of the commit
+	) WITHOUT ROWID;
+	CREATE INDEX action_keys_at ON action_keys(at);`,
 }
 
 // SchemaVersion is the schema version this build writes.
@@ -99,34 +130,35 @@ var SchemaVersion = len(migrations)
 
 // migrate brings the schema up to date, logging each migration it runs:
 // one that rebuilds a table takes seconds on a large backlog.
-func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+// It returns the version the database had (0: it was new).
+func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) (from int, err error) {
 	var v int
 	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
+		return 0, fmt.Errorf("read schema version: %w", err)
 	}
 	if v > len(migrations) {
-		return fmt.Errorf("database schema version %d is newer than this build understands (%d): refusing to touch it", v, len(migrations))
+		return v, fmt.Errorf("database schema version %d is newer than this build understands (%d): refusing to touch it", v, len(migrations))
 	}
 	for i := v; i < len(migrations); i++ {
 		began := time.Now()
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
-			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+			return v, fmt.Errorf("migrate to schema %d: %w", i+1, err)
 		}
 		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+			return v, fmt.Errorf("migrate to schema %d: %w", i+1, err)
 		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+			return v, fmt.Errorf("migrate to schema %d: %w", i+1, err)
 		}
 		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("migrate to schema %d: %w", i+1, err)
+			return v, fmt.Errorf("migrate to schema %d: %w", i+1, err)
 		}
 		if v > 0 {
 			log.Info("buffer schema migrated", "from", i, "to", i+1, "took", time.Since(began).Round(time.Millisecond))
 		}
 	}
-	return nil
+	return v, nil
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/mattn/go-sqlite3"
 )
@@ -95,4 +96,92 @@ func (w *writeConn) close() error {
 		return errors.Join(errs...)
 	})}
 	return errors.Join(append(errs, w.conn.Close())...)
+}
+
+// queryRow runs a query with positional arguments, preparing it on first
+// use, and scans the first row into dest (pointers to string, int64,
+// []byte, sql.NullString or sql.NullInt64). found is false when there is
+// no row. Only within run.
+func (w *writeConn) queryRow(query string, args []driver.Value, dest ...any) (found bool, err error) {
+	s, ok := w.stmts[query]
+	if !ok {
+		if s, err = w.sc.Prepare(query); err != nil {
+			return false, err
+		}
+		w.stmts[query] = s
+	}
+	w.args = w.args[:0]
+	for i, a := range args {
+		w.args = append(w.args, driver.NamedValue{Ordinal: i + 1, Value: a})
+	}
+	rows, err := s.(driver.StmtQueryContext).QueryContext(context.Background(), w.args)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	vals := make([]driver.Value, len(rows.Columns()))
+	if err := rows.Next(vals); err != nil {
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
+		return false, err
+	}
+	for i, d := range dest {
+		if err := assign(d, vals[i]); err != nil {
+			return false, fmt.Errorf("column %d: %w", i, err)
+		}
+	}
+	return true, nil
+}
+
+// assign stores a driver value in a scan destination.
+func assign(dest any, v driver.Value) error {
+	switch d := dest.(type) {
+	case *string:
+		switch x := v.(type) {
+		case string:
+			*d = x
+		case []byte:
+			*d = string(x)
+		case nil:
+			*d = ""
+		default:
+			return fmt.Errorf("cannot scan %T into a string", v)
+		}
+	case *int64:
+		switch x := v.(type) {
+		case int64:
+			*d = x
+		case nil:
+			*d = 0
+		default:
+			return fmt.Errorf("cannot scan %T into an int64", v)
+		}
+	case *[]byte:
+		switch x := v.(type) {
+		case []byte:
+			*d = append([]byte(nil), x...)
+		case string:
+			*d = []byte(x)
+		case nil:
+			*d = nil
+		default:
+			return fmt.Errorf("cannot scan %T into bytes", v)
+		}
+	case *sql.NullString:
+		var s string
+		if err := assign(&s, v); err != nil {
+			return err
+		}
+		*d = sql.NullString{String: s, Valid: v != nil}
+	case *sql.NullInt64:
+		var n int64
+		if err := assign(&n, v); err != nil {
+			return err
+		}
+		*d = sql.NullInt64{Int64: n, Valid: v != nil}
+	default:
+		return fmt.Errorf("unsupported scan destination %T", dest)
+	}
+	return nil
 }

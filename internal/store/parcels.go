@@ -1,0 +1,606 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+)
+
+// State is where a parcel is in its life on the box.
+type State string
+
+// Parcel states. delivered, returned and forwarded are closed: no custody
+// event changes a closed parcel.
+const (
+	StateReceived       State = "received"
+	StateStored         State = "stored"
+	StateOutForDelivery State = "out_for_delivery"
+	StateDelivered      State = "delivered"
+	StateHeld           State = "held"
+	StateReturned       State = "returned"
+	StateForwarded      State = "forwarded"
+)
+
+// Closed reports whether the parcel has left the mailroom's hands.
+func (s State) Closed() bool {
+	return s == StateDelivered || s == StateReturned || s == StateForwarded
+}
+
+// Parcel is a parcel's state on the box, kept in step with its events in
+// the transaction of each event.
+type Parcel struct {
+	// ID is the id of the parcel's parcel.received event.
+	ID       string    `json:"id"`
+	State    State     `json:"state"`
+	Carrier  string    `json:"carrier,omitempty"`
+	Tracking string    `json:"tracking,omitempty"`
+	Station  string    `json:"station,omitempty"`
+	Received time.Time `json:"received"`
+	// Updated is when the last event about it happened; Closed when it
+	// was delivered, returned or forwarded (zero while open).
+	Updated   time.Time `json:"updated"`
+	Closed    time.Time `json:"closed,omitzero"`
+	Recipient string    `json:"recipient,omitempty"`
+	Location  string    `json:"location,omitempty"`
+	Round     string    `json:"round,omitempty"`
+	// By is who did the last thing to it; LastEvent is that event's id.
+	By        string `json:"by,omitempty"`
+	LastEvent string `json:"last_event"`
+	// Proof, Proxy, Reason and To are those of the closing or holding
+	// event.
+	Proof  *event.Proof `json:"proof,omitempty"`
+	Proxy  string       `json:"proxy,omitempty"`
+	Reason string       `json:"reason,omitempty"`
+	To     string       `json:"to,omitempty"`
+	// PickupPIN is the PIN the recipient gives to collect it, if the site
+	// uses PINs.
+	PickupPIN string `json:"pickup_pin,omitempty"`
+}
+
+// Refusal codes of a custody event the parcel's state does not allow.
+const (
+	RefusedUnknownParcel = "unknown_parcel"
+	RefusedClosed        = "parcel_closed"
+	RefusedHeld          = "parcel_held"
+)
+
+// RefusedError is a custody event that was not committed because the
+// parcel's state does not allow it. Nothing was changed.
+type RefusedError struct {
+	// Code is one of the Refused constants.
+	Code     string
+	ParcelID string
+	// State is the parcel's state (empty for an unknown parcel).
+	State State
+}
+
+func (e *RefusedError) Error() string {
+	switch e.Code {
+	case RefusedUnknownParcel:
+		return fmt.Sprintf("parcel %s is not known on this box", e.ParcelID)
+	case RefusedClosed:
+		return fmt.Sprintf("parcel %s is already %s", e.ParcelID, e.State)
+	case RefusedHeld:
+		return fmt.Sprintf("parcel %s is held: release it (move it to a location) before it goes out", e.ParcelID)
+	}
+	return fmt.Sprintf("parcel %s: %s", e.ParcelID, e.Code)
+}
+
+// ErrNoParcel is returned by FindParcel and ParcelByID for a code or id
+// that names no parcel on the box.
+var ErrNoParcel = errors.New("no parcel with that code on this box")
+
+// parcelSealID binds a sealed parcel row to its id.
+func parcelSealID(id string) string { return "parcel/" + id }
+
+// tag is what the lookup columns hold for a value: the value itself, or
+// its keyed hash when payloads are sealed.
+func (o *Outbox) tag(v string) string {
+	if v == "" || o.opts.Seal == nil {
+		return v
+	}
+	return o.opts.Seal.Tag(v)
+}
+
+// sealParcel encodes a parcel row's detail, sealed when encryption is on.
+func (o *Outbox) sealParcel(p *Parcel) ([]byte, driver.Value, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.opts.Seal == nil {
+		return b, nil, nil
+	}
+	return o.opts.Seal.Seal(parcelSealID(p.ID), b), o.opts.Seal.Current(), nil
+}
+
+// openParcel decodes a parcel row's detail.
+func (o *Outbox) openParcel(id string, detail []byte, keyID sql.NullString) (Parcel, error) {
+	if keyID.Valid {
+		if o.opts.Seal == nil {
+			return Parcel{}, fmt.Errorf("parcel %s is sealed with key %q but no storage.encryption_key_file is configured", id, keyID.String)
+		}
+		var err error
+		if detail, err = o.opts.Seal.Open(keyID.String, parcelSealID(id), detail); err != nil {
+			return Parcel{}, fmt.Errorf("parcel %s: %w", id, err)
+		}
+	}
+	var p Parcel
+	if err := json.Unmarshal(detail, &p); err != nil {
+		return Parcel{}, fmt.Errorf("parcel %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// parcelEvent reports whether an event changes a parcel's state.
+func parcelEvent(t event.Type) bool {
+	return t == event.TypeParcelReceived || t == event.TypeParcelUpdated || t.Custody()
+}
+
+const parcelRow = "SELECT detail, key_id FROM parcels WHERE id = ?"
+
+// checkParcel reads the parcel an event is about and says whether its
+// state allows the event (writer only). It returns the parcel to update,
+// nil for a parcel.received or an event about a parcel that is not kept
+// and needs none (a parcel.updated of a pruned parcel).
+func (o *Outbox) checkParcel(ev *event.Event) (*Parcel, error) {
+	if ev.Type == event.TypeParcelReceived {
+		return nil, nil
+	}
+	var detail []byte
+	var keyID sql.NullString
+	found, err := o.wc.queryRow(parcelRow, []driver.Value{ev.ParcelID}, &detail, &keyID)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		if ev.Type == event.TypeParcelUpdated {
+			return nil, nil
+		}
+		return nil, &RefusedError{Code: RefusedUnknownParcel, ParcelID: ev.ParcelID}
+	}
+	p, err := o.openParcel(ev.ParcelID, detail, keyID)
+	if err != nil {
+		return nil, err
+	}
+	if ev.Type == event.TypeParcelUpdated {
+		return &p, nil
+	}
+	if p.State.Closed() {
+		return nil, &RefusedError{Code: RefusedClosed, ParcelID: p.ID, State: p.State}
+	}
+	if ev.Type == event.TypeParcelOutForDelivery && p.State == StateHeld {
+		return nil, &RefusedError{Code: RefusedHeld, ParcelID: p.ID, State: p.State}
+	}
+	return &p, nil
+}
+
+// applyParcel writes the state an event leaves its parcel in (writer
+// only); p is what checkParcel returned.
+func (o *Outbox) applyParcel(ev *event.Event, p *Parcel) error {
+	if ev.Type == event.TypeParcelReceived {
+		np := Parcel{ID: ev.ID, State: StateReceived, Station: ev.Station, Received: ev.Time, Updated: ev.Time,
+			Recipient: ev.Recipient, Location: ev.Location, By: ev.By, LastEvent: ev.ID, PickupPIN: ev.PickupPIN}
+		if ev.Parcel != nil {
+			np.Carrier, np.Tracking = ev.Parcel.Carrier, ev.Parcel.Tracking
+		}
+		if np.By == "" {
+			np.By = ev.Device
+		}
+		if np.Location != "" {
+			np.State = StateStored
+		}
+		return o.writeParcel(&np, true)
+	}
+	if p == nil {
+		return nil
+	}
+	if ev.Time.After(p.Updated) {
+		p.Updated = ev.Time
+	}
+	p.LastEvent = ev.ID
+	if ev.By != "" {
+		p.By = ev.By
+	} else if ev.Device != "" {
+		p.By = ev.Device
+	}
+	switch ev.Type {
+	case event.TypeParcelUpdated:
+		if ev.Recipient != "" {
+			p.Recipient = ev.Recipient
+		}
+		if ev.Location != "" {
+			p.Location = ev.Location
+			if p.State == StateReceived {
+				p.State = StateStored
+			}
+		}
+	case event.TypeParcelMoved:
+		p.Location, p.Round = ev.Location, ""
+		if p.State != StateHeld {
+			p.State = StateStored
+		}
+	case event.TypeParcelOutForDelivery:
+		p.State, p.Round, p.Location = StateOutForDelivery, ev.Round, ""
+	case event.TypeParcelDelivered:
+		p.State, p.Proof, p.Proxy = StateDelivered, ev.Proof, ev.Proxy
+		if ev.Recipient != "" {
+			p.Recipient = ev.Recipient
+		}
+	case event.TypeParcelHeld:
+		p.State, p.Reason = StateHeld, ev.Reason
+		if ev.Location != "" {
+			p.Location = ev.Location
+		}
+	case event.TypeParcelReturned:
+		p.State, p.Reason = StateReturned, ev.Reason
+	case event.TypeParcelForwarded:
+		p.State, p.Reason, p.To = StateForwarded, ev.Reason, ev.To
+	}
+	if p.State.Closed() {
+		p.Closed = ev.Time
+	}
+	return o.writeParcel(p, false)
+}
+
+// writeParcel inserts or replaces a parcel row (writer only).
+func (o *Outbox) writeParcel(p *Parcel, insert bool) error {
+	detail, keyID, err := o.sealParcel(p)
+	if err != nil {
+		return err
+	}
+	var closed driver.Value
+	if !p.Closed.IsZero() {
+		closed = p.Closed.UnixMilli()
+	}
+	if insert {
+		// A parcel.received carried over by a salvage or seen again by a
+		// rebuild is kept as it is.
+		_, err = o.wc.exec(`INSERT OR IGNORE INTO parcels(id, state, code_tag, recipient_tag, location_tag, received_at, updated_at, closed_at, detail, key_id)
+			VALUES (?,?,?,?,?,?,?,?,?,?)`, p.ID, string(p.State), o.tag(p.Tracking), o.tag(p.Recipient), o.tag(p.Location),
+			p.Received.UnixMilli(), p.Updated.UnixMilli(), closed, detail, keyID)
+		return err
+	}
+	_, err = o.wc.exec(`UPDATE parcels SET state = ?, recipient_tag = ?, location_tag = ?, updated_at = ?, closed_at = ?, detail = ?, key_id = ?
+		WHERE id = ?`, string(p.State), o.tag(p.Recipient), o.tag(p.Location), p.Updated.UnixMilli(), closed, detail, keyID, p.ID)
+	return err
+}
+
+// actionKeyRow finds an action key already committed.
+const actionKeyRow = "SELECT event_id, seq, epoch FROM action_keys WHERE key = ?"
+
+// ActionKeyLifetime is how long an action key is remembered: a page that
+// retries an action within it gets the first answer, not a second event.
+const ActionKeyLifetime = 30 * 24 * time.Hour
+
+// AppendOnce commits an event unless an event was already committed with
+// the same action key, in which case it returns that one with replayed
+// true: a page that sends an action again after a lost answer gets the
+// first answer. The key is recorded in the event's transaction. A custody
+// event the parcel's state does not allow fails with a *RefusedError.
+func (o *Outbox) AppendOnce(ctx context.Context, key string, ev event.Event) (committed event.Event, replayed bool, err error) {
+	if key == "" || len(key) > 128 {
+		return event.Event{}, false, errors.New("commit event: an action key of 1 to 128 characters is required")
+	}
+	res, err := o.submit(ctx, request{kind: opAppend, ev: ev, ids: []string{key}})
+	if err != nil {
+		if errors.Is(err, ErrFull) || isRefusal(err) {
+			o.refused.Add(1)
+		}
+		return event.Event{}, false, fmt.Errorf("commit %s event: %w", ev.Type, err)
+	}
+	return res.ev, res.n == 1, nil
+}
+
+// ParcelByID returns the state of the parcel received with the given
+// event id.
+func (o *Outbox) ParcelByID(ctx context.Context, id string) (Parcel, error) {
+	var detail []byte
+	var keyID sql.NullString
+	err := o.rdb.QueryRowContext(ctx, parcelRow, id).Scan(&detail, &keyID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Parcel{}, ErrNoParcel
+	}
+	if err != nil {
+		return Parcel{}, fmt.Errorf("read parcel: %w", err)
+	}
+	return o.openParcel(id, detail, keyID)
+}
+
+// FindParcel returns the parcel a scanned code names: the parcel id
+// printed on its receiving label, or the carrier tracking number it was
+// received with (the open parcel first, then the newest).
+func (o *Outbox) FindParcel(ctx context.Context, code string) (Parcel, error) {
+	if code == "" {
+		return Parcel{}, ErrNoParcel
+	}
+	p, err := o.ParcelByID(ctx, code)
+	if !errors.Is(err, ErrNoParcel) {
+		return p, err
+	}
+	var id string
+	var detail []byte
+	var keyID sql.NullString
+	err = o.rdb.QueryRowContext(ctx, `SELECT id, detail, key_id FROM parcels WHERE code_tag = ?
+		ORDER BY closed_at IS NULL DESC, received_at DESC LIMIT 1`, o.tag(code)).Scan(&id, &detail, &keyID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Parcel{}, ErrNoParcel
+	}
+	if err != nil {
+		return Parcel{}, fmt.Errorf("find parcel: %w", err)
+	}
+	return o.openParcel(id, detail, keyID)
+}
+
+// OpenParcelsOf returns up to limit open parcels of a recipient code,
+// oldest first.
+func (o *Outbox) OpenParcelsOf(ctx context.Context, recipient string, limit int) ([]Parcel, error) {
+	return o.parcels(ctx, `SELECT id, detail, key_id FROM parcels WHERE recipient_tag = ? AND closed_at IS NULL
+		ORDER BY received_at LIMIT ?`, o.tag(recipient), limit)
+}
+
+func (o *Outbox) parcels(ctx context.Context, q string, args ...any) ([]Parcel, error) {
+	rows, err := o.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read parcels: %w", err)
+	}
+	defer rows.Close()
+	var out []Parcel
+	for rows.Next() {
+		var id string
+		var detail []byte
+		var keyID sql.NullString
+		if err := rows.Scan(&id, &detail, &keyID); err != nil {
+			return nil, fmt.Errorf("read parcels: %w", err)
+		}
+		p, err := o.openParcel(id, detail, keyID)
+		if err != nil {
+			return nil, fmt.Errorf("read parcels: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read parcels: %w", err)
+	}
+	return out, nil
+}
+
+// Group is the open parcels of one recipient or one location.
+type Group struct {
+	// Key is the recipient or location code ("" for parcels without one).
+	Key     string
+	Count   int64
+	Overdue int64
+	// Oldest is when the longest-waiting parcel of the group was received.
+	Oldest time.Time
+}
+
+// Waiting is what waits in the mailroom.
+type Waiting struct {
+	Open, Overdue int64
+	// ByRecipient and ByLocation are the groups whose parcels waited
+	// longest, at most the limit given to WaitingParcels each.
+	ByRecipient []Group
+	ByLocation  []Group
+}
+
+// OpenCounts returns how many parcels are open, and how many of them were
+// received before overdueBefore.
+func (o *Outbox) OpenCounts(ctx context.Context, overdueBefore time.Time) (open, overdue int64, err error) {
+	err = o.rdb.QueryRowContext(ctx, "SELECT count(*), COALESCE(sum(received_at < ?), 0) FROM parcels WHERE closed_at IS NULL",
+		overdueBefore.UnixMilli()).Scan(&open, &overdue)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count open parcels: %w", err)
+	}
+	return open, overdue, nil
+}
+
+// WaitingParcels summarises the open parcels by recipient and by location,
+// longest waiting first, at most limit groups each.
+func (o *Outbox) WaitingParcels(ctx context.Context, overdueBefore time.Time, limit int) (Waiting, error) {
+	var w Waiting
+	var err error
+	if w.Open, w.Overdue, err = o.OpenCounts(ctx, overdueBefore); err != nil {
+		return w, err
+	}
+	for _, g := range []struct {
+		col string
+		out *[]Group
+	}{{"recipient_tag", &w.ByRecipient}, {"location_tag", &w.ByLocation}} {
+		// A bare column next to min() comes from the row of the minimum:
+		// the detail of the group's oldest parcel names the group.
+		rows, err := o.rdb.QueryContext(ctx, `SELECT id, detail, key_id, min(received_at), count(*), sum(received_at < ?)
+			FROM parcels WHERE closed_at IS NULL GROUP BY `+g.col+` ORDER BY min(received_at) LIMIT ?`, overdueBefore.UnixMilli(), limit)
+		if err != nil {
+			return w, fmt.Errorf("read waiting parcels: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var detail []byte
+			var keyID sql.NullString
+			var oldest int64
+			var gr Group
+			if err := rows.Scan(&id, &detail, &keyID, &oldest, &gr.Count, &gr.Overdue); err != nil {
+				rows.Close()
+				return w, fmt.Errorf("read waiting parcels: %w", err)
+			}
+			p, err := o.openParcel(id, detail, keyID)
+			if err != nil {
+				rows.Close()
+				return w, fmt.Errorf("read waiting parcels: %w", err)
+			}
+			gr.Key, gr.Oldest = p.Recipient, time.UnixMilli(oldest)
+			if g.col == "location_tag" {
+				gr.Key = p.Location
+			}
+			*g.out = append(*g.out, gr)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return w, fmt.Errorf("read waiting parcels: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// EachParcelOf calls fn, oldest first, with every parcel received or
+// closed in [from, to), streaming them: a day of any size costs one row of
+// memory. It stops at the first error fn returns.
+func (o *Outbox) EachParcelOf(ctx context.Context, from, to time.Time, fn func(Parcel) error) error {
+	rows, err := o.rdb.QueryContext(ctx, `SELECT id, detail, key_id FROM parcels
+		WHERE (received_at >= ?1 AND received_at < ?2) OR (closed_at >= ?1 AND closed_at < ?2) ORDER BY received_at`,
+		from.UnixMilli(), to.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("read parcels of the day: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var detail []byte
+		var keyID sql.NullString
+		if err := rows.Scan(&id, &detail, &keyID); err != nil {
+			return fmt.Errorf("read parcels of the day: %w", err)
+		}
+		p, err := o.openParcel(id, detail, keyID)
+		if err != nil {
+			return fmt.Errorf("read parcels of the day: %w", err)
+		}
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// RebuildParcels recomputes every parcel's state from the events in the
+// buffer, in commit order. Parcels whose parcel.received was pruned are
+// gone afterwards. It returns how many parcels there are.
+func (o *Outbox) RebuildParcels(ctx context.Context) (int64, error) {
+	res, err := o.submit(ctx, request{kind: opRebuildParcels})
+	if err != nil {
+		return 0, fmt.Errorf("rebuild parcel states: %w", err)
+	}
+	return res.n, nil
+}
+
+// rebuildParcels runs in the writer's transaction: it reads the events on
+// the reader connection, streaming, and applies them.
+func (o *Outbox) rebuildParcels() (int64, error) {
+	if _, err := o.wc.exec("DELETE FROM parcels"); err != nil {
+		return 0, err
+	}
+	rows, err := o.rdb.Query(`SELECT id, payload, key_id FROM events WHERE type IN
+		('parcel.received','parcel.updated','parcel.moved','parcel.out_for_delivery','parcel.delivered','parcel.held','parcel.returned','parcel.forwarded')
+		ORDER BY pos`)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var payload []byte
+		var keyID sql.NullString
+		if err := rows.Scan(&id, &payload, &keyID); err != nil {
+			return 0, err
+		}
+		if payload, err = o.open(keyID, id, payload); err != nil {
+			return 0, err
+		}
+		ev, err := event.Decode(payload)
+		if err != nil {
+			return 0, err
+		}
+		p, err := o.checkParcel(&ev)
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			continue // its parcel.received was pruned
+		}
+		if err != nil {
+			return 0, err
+		}
+		if err := o.applyParcel(&ev, p); err != nil {
+			return 0, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	var n int64
+	_, err = o.wc.queryRow("SELECT count(*) FROM parcels", nil, &n)
+	return n, err
+}
+
+// resealParcels seals every parcel row with the current key and computes
+// its lookup tags again, after the key changed (writer only).
+func (o *Outbox) resealParcels() error {
+	rows, err := o.rdb.Query("SELECT id, detail, key_id FROM parcels")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var detail []byte
+		var keyID sql.NullString
+		if err := rows.Scan(&id, &detail, &keyID); err != nil {
+			return err
+		}
+		p, err := o.openParcel(id, detail, keyID)
+		if err != nil {
+			return err
+		}
+		if err := o.writeParcel(&p, false); err != nil {
+			return err
+		}
+		if _, err := o.wc.exec("UPDATE parcels SET code_tag = ? WHERE id = ?", o.tag(p.Tracking), p.ID); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// parcelKey names how the parcel rows are sealed: the current key's id,
+// or "" in clear.
+func (o *Outbox) parcelKey() string {
+	if o.opts.Seal == nil {
+		return ""
+	}
+	return o.opts.Seal.Current()
+}
+
+// checkParcelKeys makes sure the parcel states can be opened, as
+// checkKeys does for events.
+func (o *Outbox) checkParcelKeys(ctx context.Context) error {
+	rows, err := o.wdb.QueryContext(ctx, "SELECT key_id, min(id) FROM parcels WHERE key_id IS NOT NULL GROUP BY key_id")
+	if err != nil {
+		return fmt.Errorf("open buffer: check keys: %w", err)
+	}
+	type row struct{ key, id string }
+	var check []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.key, &r.id); err != nil {
+			rows.Close()
+			return fmt.Errorf("open buffer: check keys: %w", err)
+		}
+		check = append(check, r)
+	}
+	rows.Close()
+	for _, r := range check {
+		var detail []byte
+		if err := o.wdb.QueryRowContext(ctx, parcelRow, r.id).Scan(&detail, new(sql.NullString)); err != nil {
+			return fmt.Errorf("open buffer: check key %q: %w", r.key, err)
+		}
+		if _, err := o.openParcel(r.id, detail, sql.NullString{String: r.key, Valid: true}); err != nil {
+			return fmt.Errorf("open buffer %s: parcel states sealed with key %q cannot be opened: %w", o.opts.Path, r.key, err)
+		}
+	}
+	return nil
+}

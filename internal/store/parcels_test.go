@@ -1,0 +1,386 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/seal"
+)
+
+func receive(t testing.TB, o *Outbox, tracking, recipient, location string, at time.Time) event.Event {
+	t.Helper()
+	ev, err := o.Append(context.Background(), event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: at,
+		Device: "dock", Station: "dock-1", Parcel: &event.Parcel{Carrier: "ups", Tracking: tracking}, Recipient: recipient, Location: location})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func custody(typ event.Type, parcel string, at time.Time) event.Event {
+	return event.Event{Appliance: "mr-test", Type: typ, Time: at, ParcelID: parcel, By: "clara"}
+}
+
+func state(t *testing.T, o *Outbox, id string) Parcel {
+	t.Helper()
+	p, err := o.ParcelByID(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestParcelStateFollowsItsEvents(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	rcv := receive(t, o, "1Z999AA10123456784", "EMP-1", "", t0)
+	if p := state(t, o, rcv.ID); p.State != StateReceived || p.Recipient != "EMP-1" || p.Tracking != "1Z999AA10123456784" || !p.Received.Equal(t0) {
+		t.Fatalf("after receipt: %+v", p)
+	}
+	steps := []struct {
+		ev    event.Event
+		state State
+		check func(Parcel) bool
+	}{
+		{func() event.Event {
+			e := custody(event.TypeParcelMoved, rcv.ID, t0.Add(time.Minute))
+			e.Location = "SHELF-A01"
+			return e
+		}(),
+			StateStored, func(p Parcel) bool { return p.Location == "SHELF-A01" }},
+		{func() event.Event {
+			e := custody(event.TypeParcelHeld, rcv.ID, t0.Add(2*time.Minute))
+			e.Reason = "on leave"
+			return e
+		}(),
+			StateHeld, func(p Parcel) bool { return p.Reason == "on leave" && p.Location == "SHELF-A01" }},
+		{func() event.Event {
+			e := custody(event.TypeParcelMoved, rcv.ID, t0.Add(3*time.Minute))
+			e.Location = "SHELF-B02"
+			return e
+		}(),
+			StateHeld, func(p Parcel) bool { return p.Location == "SHELF-B02" }},
+		{func() event.Event {
+			e := custody(event.TypeParcelDelivered, rcv.ID, t0.Add(4*time.Minute))
+			e.Recipient, e.Proxy, e.Proof = "EMP-1", "EMP-2", &event.Proof{Method: event.ProofBadge, Badge: "EMP-2"}
+			return e
+		}(), StateDelivered, func(p Parcel) bool {
+			return p.Proxy == "EMP-2" && p.Proof.Method == "badge" && p.Closed.Equal(t0.Add(4*time.Minute)) && p.By == "clara"
+		}},
+	}
+	for i, s := range steps {
+		ev, err := o.Append(ctx, s.ev)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		p := state(t, o, rcv.ID)
+		if p.State != s.state || !s.check(p) || p.LastEvent != ev.ID {
+			t.Fatalf("step %d (%s): %+v", i, s.ev.Type, p)
+		}
+	}
+
+	// A closed parcel refuses everything, and the refusal commits nothing.
+	before, _ := o.Stats(ctx)
+	for _, typ := range []event.Type{event.TypeParcelDelivered, event.TypeParcelMoved, event.TypeParcelOutForDelivery, event.TypeParcelReturned} {
+		_, err := o.Append(ctx, custody(typ, rcv.ID, t0.Add(time.Hour)))
+		var refused *RefusedError
+		if !errors.As(err, &refused) || refused.Code != RefusedClosed || refused.State != StateDelivered {
+			t.Fatalf("%s of a delivered parcel: %v", typ, err)
+		}
+	}
+	_, err := o.Append(ctx, custody(event.TypeParcelDelivered, "019ac4a0-0000-7000-8000-00000000dead", t0))
+	var refused *RefusedError
+	if !errors.As(err, &refused) || refused.Code != RefusedUnknownParcel {
+		t.Fatalf("delivery of an unknown parcel: %v", err)
+	}
+	after, _ := o.Stats(ctx)
+	if after.LastSeq != before.LastSeq {
+		t.Fatalf("refusals took seqs: %d -> %d", before.LastSeq, after.LastSeq)
+	}
+	if p := state(t, o, rcv.ID); p.State != StateDelivered || p.Proxy != "EMP-2" {
+		t.Fatalf("a refusal changed the parcel: %+v", p)
+	}
+}
+
+func TestHeldParcelDoesNotGoOut(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	rcv := receive(t, o, "T1", "", "SHELF-A01", t0)
+	if p := state(t, o, rcv.ID); p.State != StateStored {
+		t.Fatalf("received at a location: %s, want stored", p.State)
+	}
+	if _, err := o.Append(ctx, custody(event.TypeParcelHeld, rcv.ID, t0)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := o.Append(ctx, custody(event.TypeParcelOutForDelivery, rcv.ID, t0))
+	var refused *RefusedError
+	if !errors.As(err, &refused) || refused.Code != RefusedHeld {
+		t.Fatalf("a held parcel went out: %v", err)
+	}
+	// Moving it keeps it held; a delivery at the counter is allowed.
+	mv := custody(event.TypeParcelMoved, rcv.ID, t0)
+	mv.Location = "SHELF-C03"
+	if _, err := o.Append(ctx, mv); err != nil {
+		t.Fatal(err)
+	}
+	if p := state(t, o, rcv.ID); p.State != StateHeld {
+		t.Fatalf("moved held parcel: %s", p.State)
+	}
+	if _, err := o.Append(ctx, custody(event.TypeParcelDelivered, rcv.ID, t0)); err != nil {
+		t.Fatalf("delivering a held parcel: %v", err)
+	}
+}
+
+func TestFindParcelByLabelIDOrTracking(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	first := receive(t, o, "TRACK-1", "", "", t0)
+	if _, err := o.Append(ctx, custody(event.TypeParcelReturned, first.ID, t0.Add(time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	// The same tracking number received again (it came back): the open one wins.
+	second := receive(t, o, "TRACK-1", "", "", t0.Add(time.Hour))
+	for code, want := range map[string]string{first.ID: first.ID, second.ID: second.ID, "TRACK-1": second.ID} {
+		p, err := o.FindParcel(ctx, code)
+		if err != nil || p.ID != want {
+			t.Fatalf("FindParcel(%s) = %s, %v; want %s", code, p.ID, err, want)
+		}
+	}
+	if _, err := o.FindParcel(ctx, "NOPE"); !errors.Is(err, ErrNoParcel) {
+		t.Fatalf("unknown code: %v", err)
+	}
+}
+
+func TestActionKeyCommitsOnce(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{})
+	rcv := receive(t, o, "T1", "EMP-1", "", t0)
+	mv := custody(event.TypeParcelMoved, rcv.ID, t0)
+	mv.Location = "SHELF-A01"
+	// Retries race each other: one event, the same answer for all.
+	var wg sync.WaitGroup
+	got := make([]event.Event, 8)
+	replays := make([]bool, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ev, replayed, err := o.AppendOnce(ctx, "key-1", mv)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i], replays[i] = ev, replayed
+		}()
+	}
+	wg.Wait()
+	fresh := 0
+	for i := range got {
+		if got[i].ID != got[0].ID || got[i].Seq != got[0].Seq {
+			t.Fatalf("answers differ: %+v vs %+v", got[i], got[0])
+		}
+		if !replays[i] {
+			fresh++
+		}
+	}
+	if fresh != 1 {
+		t.Fatalf("%d fresh commits of one key, want 1", fresh)
+	}
+	o.Close()
+	// After a restart the key is still known.
+	o = open(t, path, Options{})
+	defer o.Close()
+	ev, replayed, err := o.AppendOnce(ctx, "key-1", mv)
+	if err != nil || !replayed || ev.ID != got[0].ID {
+		t.Fatalf("after restart: %+v %v %v", ev, replayed, err)
+	}
+	st, _ := o.Stats(ctx)
+	if st.LastSeq != 2 {
+		t.Fatalf("last seq %d, want 2 (receipt and one move)", st.LastSeq)
+	}
+	if _, _, err := o.AppendOnce(ctx, "", mv); err == nil {
+		t.Fatal("an empty action key must be refused")
+	}
+}
+
+func TestRebuildGivesTheSameStates(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	var ids []string
+	for i := range 20 {
+		rcv := receive(t, o, fmt.Sprintf("T%d", i), fmt.Sprintf("EMP-%d", i%3), "", t0.Add(time.Duration(i)*time.Second))
+		ids = append(ids, rcv.ID)
+		switch i % 4 {
+		case 1:
+			e := custody(event.TypeParcelMoved, rcv.ID, t0.Add(time.Minute))
+			e.Location = "SHELF-A01"
+			o.Append(ctx, e)
+		case 2:
+			e := custody(event.TypeParcelOutForDelivery, rcv.ID, t0.Add(time.Minute))
+			e.Round = "north"
+			o.Append(ctx, e)
+			o.Append(ctx, custody(event.TypeParcelDelivered, rcv.ID, t0.Add(2*time.Minute)))
+		case 3:
+			e := custody(event.TypeParcelForwarded, rcv.ID, t0.Add(time.Minute))
+			e.Reason, e.To = "moved", "Munich"
+			o.Append(ctx, e)
+		}
+	}
+	before := map[string]Parcel{}
+	for _, id := range ids {
+		before[id] = state(t, o, id)
+	}
+	n, err := o.RebuildParcels(ctx)
+	if err != nil || n != 20 {
+		t.Fatalf("rebuild: %d %v", n, err)
+	}
+	for _, id := range ids {
+		if got := state(t, o, id); !reflect.DeepEqual(got, before[id]) {
+			t.Fatalf("rebuilt state differs:\n got %+v\nwant %+v", got, before[id])
+		}
+	}
+}
+
+func TestParcelStatesSealedAtRestAndRotated(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	line1 := seal.NewKeyLine("k1")
+	k1, _ := seal.Parse(line1)
+	o := open(t, path, Options{Seal: k1})
+	rcv := receive(t, o, "TRACKSECRET1", "EMP-SECRET-9", "MS-SECRET-4", t0)
+	if ps, err := o.OpenParcelsOf(ctx, "EMP-SECRET-9", 10); err != nil || len(ps) != 1 || ps[0].ID != rcv.ID {
+		t.Fatalf("open parcels of the recipient: %v %v", ps, err)
+	}
+	o.Close()
+	for _, f := range []string{path, path + "-wal"} {
+		b, _ := os.ReadFile(f)
+		for _, secret := range []string{"TRACKSECRET1", "EMP-SECRET", "MS-SECRET"} {
+			if strings.Contains(string(b), secret) {
+				t.Fatalf("%s holds %s in clear", f, secret)
+			}
+		}
+	}
+	// A new first key: the states are sealed again and still found.
+	k2, _ := seal.Parse(seal.NewKeyLine("k2") + "\n" + line1)
+	o = open(t, path, Options{Seal: k2})
+	if p, err := o.FindParcel(ctx, "TRACKSECRET1"); err != nil || p.ID != rcv.ID {
+		t.Fatalf("find after rotation: %v %v", p.ID, err)
+	}
+	if ps, err := o.OpenParcelsOf(ctx, "EMP-SECRET-9", 10); err != nil || len(ps) != 1 {
+		t.Fatalf("open parcels after rotation: %v %v", ps, err)
+	}
+	// The old key is no longer needed for the parcel states.
+	var keys string
+	if err := o.rdb.QueryRow("SELECT group_concat(DISTINCT key_id) FROM parcels").Scan(&keys); err != nil || keys != "k2" {
+		t.Fatalf("parcel states sealed with %q, %v; want k2", keys, err)
+	}
+	o.Close()
+	if _, err := Open(ctx, Options{Path: path}); err == nil {
+		t.Fatal("sealed parcel states opened without a key")
+	}
+}
+
+func TestWaitingParcelsAndOverdue(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	receive(t, o, "A", "EMP-1", "SHELF-A01", t0)
+	receive(t, o, "B", "EMP-1", "SHELF-A01", t0.Add(time.Hour))
+	c := receive(t, o, "C", "EMP-2", "SHELF-B01", t0.Add(2*time.Hour))
+	d := receive(t, o, "D", "EMP-3", "", t0.Add(3*time.Hour))
+	if _, err := o.Append(ctx, custody(event.TypeParcelDelivered, d.ID, t0.Add(4*time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	w, err := o.WaitingParcels(ctx, t0.Add(90*time.Minute), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Open != 3 || w.Overdue != 2 {
+		t.Fatalf("open %d overdue %d, want 3 and 2", w.Open, w.Overdue)
+	}
+	want := []Group{{Key: "EMP-1", Count: 2, Overdue: 2, Oldest: t0}, {Key: "EMP-2", Count: 1, Overdue: 0, Oldest: t0.Add(2 * time.Hour)}}
+	for i := range want {
+		want[i].Oldest = want[i].Oldest.Local()
+	}
+	if !reflect.DeepEqual(w.ByRecipient, want) {
+		t.Fatalf("by recipient %+v, want %+v", w.ByRecipient, want)
+	}
+	if len(w.ByLocation) != 2 || w.ByLocation[0].Key != "SHELF-A01" || w.ByLocation[1].Key != "SHELF-B01" {
+		t.Fatalf("by location %+v", w.ByLocation)
+	}
+	ps, err := o.OpenParcelsOf(ctx, "EMP-2", 10)
+	if err != nil || len(ps) != 1 || ps[0].ID != c.ID {
+		t.Fatalf("open parcels of EMP-2: %v %v", ps, err)
+	}
+	var day []string
+	err = o.EachParcelOf(ctx, t0.Add(150*time.Minute), t0.Add(5*time.Hour), func(p Parcel) error { day = append(day, p.Tracking); return nil })
+	if err != nil || strings.Join(day, ",") != "D" {
+		t.Fatalf("parcels received or closed in the window: %v %v", day, err)
+	}
+}
+
+func TestClosedParcelsPrunedAfterRetention(t *testing.T) {
+	ctx := context.Background()
+	clk := &fakeNow{t: t0}
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{Clock: clk, RetainClosed: 24 * time.Hour})
+	defer o.Close()
+	open1 := receive(t, o, "A", "", "", t0)
+	done := receive(t, o, "B", "", "", t0)
+	if _, err := o.Append(ctx, custody(event.TypeParcelReturned, done.ID, t0)); err != nil {
+		t.Fatal(err)
+	}
+	clk.t = t0.Add(23 * time.Hour)
+	o.Prune(ctx)
+	state(t, o, done.ID)
+	clk.t = t0.Add(25 * time.Hour)
+	o.Prune(ctx)
+	if _, err := o.ParcelByID(ctx, done.ID); !errors.Is(err, ErrNoParcel) {
+		t.Fatalf("closed parcel kept past retention: %v", err)
+	}
+	state(t, o, open1.ID) // open parcels are never pruned
+}
+
+type fakeNow struct{ t time.Time }
+
+func (f *fakeNow) Now() time.Time { return f.t }
+
+func TestBufferFromBeforeSchema8GetsItsParcelStates(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{})
+	rcv := receive(t, o, "T1", "EMP-1", "", t0)
+	mv := custody(event.TypeParcelMoved, rcv.ID, t0.Add(time.Minute))
+	mv.Location = "SHELF-A01"
+	if _, err := o.Append(ctx, mv); err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	// Take the database back to schema 7.
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("DROP TABLE parcels; DROP TABLE action_keys; DELETE FROM meta WHERE key = 'parcel_key'; PRAGMA user_version = 7"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	o = open(t, path, Options{})
+	defer o.Close()
+	if p := state(t, o, rcv.ID); p.State != StateStored || p.Location != "SHELF-A01" || p.Recipient != "EMP-1" {
+		t.Fatalf("state after migration: %+v", p)
+	}
+}
