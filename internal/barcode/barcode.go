@@ -3,6 +3,7 @@ package barcode
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -45,7 +46,12 @@ const (
 	KindRecipient Kind = "recipient" // a recipient's badge
 	KindLocation  Kind = "location"  // a mail stop, shelf or room
 	KindParcel    Kind = "parcel"    // the mailroom's own parcel id
+	KindRound     Kind = "round"     // a delivery round, trolley or route
+	KindAction    Kind = "action"    // switches a station's scan mode
 )
+
+// Actions an action code may carry: the scan modes of a station.
+var Actions = []string{"receive", "move", "out_for_delivery", "deliver", "return"}
 
 // Field is one GS1 element string.
 type Field struct {
@@ -69,6 +75,8 @@ type Result struct {
 	Country string `json:"country,omitempty"`
 	// Kind is set for internal codes.
 	Kind Kind `json:"kind,omitempty"`
+	// Action is the scan mode an action code switches to.
+	Action string `json:"action,omitempty"`
 	// GS1 holds the element strings found, by AI.
 	GS1 map[string]string `json:"gs1,omitempty"`
 	// Ambiguous is true when several carriers' formats fit equally well;
@@ -89,6 +97,8 @@ type Rule struct {
 	Kind    Kind
 	Prefix  string
 	Pattern string
+	// Action is the scan mode of a KindAction rule (one of Actions).
+	Action string
 }
 
 // Classifier recognises codes. The zero value knows the carriers but no
@@ -101,6 +111,7 @@ type compiledRule struct {
 	kind   Kind
 	prefix string
 	re     *regexp.Regexp
+	action string
 }
 
 // NewClassifier returns a classifier that also knows the given internal
@@ -109,11 +120,18 @@ func NewClassifier(rules []Rule) (*Classifier, error) {
 	c := &Classifier{}
 	for i, r := range rules {
 		switch r.Kind {
-		case KindRecipient, KindLocation, KindParcel:
+		case KindRecipient, KindLocation, KindParcel, KindRound:
+			if r.Action != "" {
+				return nil, fmt.Errorf("barcode rule %d: action is only for kind action", i+1)
+			}
+		case KindAction:
+			if !slices.Contains(Actions, r.Action) {
+				return nil, fmt.Errorf("barcode rule %d: action %q is not one of %s", i+1, r.Action, strings.Join(Actions, ", "))
+			}
 		default:
-			return nil, fmt.Errorf("barcode rule %d: kind %q is not recipient, location or parcel", i+1, r.Kind)
+			return nil, fmt.Errorf("barcode rule %d: kind %q is not recipient, location, parcel, round or action", i+1, r.Kind)
 		}
-		cr := compiledRule{kind: r.Kind, prefix: strings.ToUpper(r.Prefix)}
+		cr := compiledRule{kind: r.Kind, prefix: strings.ToUpper(r.Prefix), action: r.Action}
 		switch {
 		case r.Pattern != "" && r.Prefix != "":
 			return nil, fmt.Errorf("barcode rule %d: give a prefix or a pattern, not both", i+1)
@@ -145,7 +163,7 @@ func (c *Classifier) Classify(raw []byte) Result {
 	if c != nil {
 		for _, rule := range c.rules {
 			if rule.matches(s) {
-				r.Carrier, r.Kind, r.Tracking = Internal, rule.kind, s
+				r.Carrier, r.Kind, r.Tracking, r.Action = Internal, rule.kind, s, rule.action
 				return r
 			}
 		}

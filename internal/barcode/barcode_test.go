@@ -289,3 +289,21 @@ func TestUSPS20Digits(t *testing.T) {
 		}
 	}
 }
+
+func TestActionAndRoundCodes(t *testing.T) {
+	c, err := NewClassifier([]Rule{{Kind: KindAction, Prefix: "ACT-DELIVER", Action: "deliver"}, {Kind: KindRound, Prefix: "RND-"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Classify([]byte("act-deliver")); r.Kind != KindAction || r.Action != "deliver" || r.IsParcel() {
+		t.Fatalf("action code: %+v", r)
+	}
+	if r := c.Classify([]byte("RND-NORTH")); r.Kind != KindRound || r.Tracking != "RND-NORTH" || r.IsParcel() {
+		t.Fatalf("round code: %+v", r)
+	}
+	for _, bad := range []Rule{{Kind: KindAction, Prefix: "X"}, {Kind: KindAction, Prefix: "X", Action: "fly"}, {Kind: KindRound, Prefix: "X", Action: "move"}} {
+		if _, err := NewClassifier([]Rule{bad}); err == nil {
+			t.Fatalf("rule %+v accepted", bad)
+		}
+	}
+}

@@ -7,6 +7,7 @@ package config
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -24,6 +25,7 @@ type Config struct {
 	Devices   []Device  `yaml:"devices"`
 	Stations  []Station `yaml:"stations"`
 	Barcodes  Barcodes  `yaml:"barcodes"`
+	Delivery  Delivery  `yaml:"delivery"`
 	Web       Web       `yaml:"web"`
 	Fleet     Fleet     `yaml:"fleet"`
 	Log       Log       `yaml:"log"`
@@ -137,11 +139,35 @@ type Barcodes struct {
 // InternalCode recognises one family of internal codes by prefix or by
 // regular expression.
 type InternalCode struct {
-	// Kind is recipient, location or parcel.
+	// Kind is recipient, location, parcel, round or action.
 	Kind    string `yaml:"kind"`
 	Prefix  string `yaml:"prefix"`
 	Pattern string `yaml:"pattern"`
+	// Action is the scan mode an action code switches to.
+	Action string `yaml:"action"`
 }
+
+// Delivery configures what happens to parcels after the dock: custody
+// scans, hand-over and proof of delivery.
+type Delivery struct {
+	// Proof lists the proof methods a hand-over accepts: badge, signature,
+	// pin, clerk.
+	Proof []string `yaml:"proof"`
+	// ModeIdle is how long a station stays in a scan mode other than
+	// receive without a scan before it falls back to receive.
+	ModeIdle Duration `yaml:"mode_idle"`
+	// Overdue is the age from which an open parcel is overdue.
+	Overdue Duration `yaml:"overdue"`
+	// RetainClosed is how long a delivered, returned or forwarded parcel's
+	// state is kept on the box.
+	RetainClosed Duration `yaml:"retain_closed"`
+}
+
+// ProofMethods are the proof methods delivery.proof may list.
+var ProofMethods = []string{"badge", "signature", "pin", "clerk"}
+
+// Accepts reports whether a proof method is accepted.
+func (d Delivery) Accepts(method string) bool { return slices.Contains(d.Proof, method) }
 
 // Web configures the clerk status page, metrics and health endpoints.
 type Web struct {
@@ -276,6 +302,9 @@ const (
 	DefaultDuplicateWindow = Duration(30 * time.Second)
 	DefaultAttachWindow    = Duration(30 * time.Second)
 	DefaultLabelCode       = "code128"
+	DefaultModeIdle        = Duration(2 * time.Minute)
+	DefaultOverdue         = Duration(72 * time.Hour)
+	DefaultRetainClosed    = Duration(30 * 24 * time.Hour)
 
 	DefaultTelemetryInterval  = Duration(time.Minute)
 	DefaultProbeInterval      = Duration(time.Minute)
@@ -291,6 +320,9 @@ const (
 	DefaultCertExpiresWithin  = Duration(30 * 24 * time.Hour)
 	DefaultProbeSlowerThan    = Duration(2 * time.Second)
 )
+
+// DefaultProof is delivery.proof when the file leaves it out.
+var DefaultProof = []string{"badge", "signature", "pin"}
 
 // applyDefaults sets the default of every key the file did not write
 // (written reports whether it did, by field path): a key written as 0 or
@@ -324,6 +356,12 @@ func (c *Config) applyDefaults(written func(path string) bool) {
 		setDefault(written, sp+".attach_window", &st.AttachWindow, DefaultAttachWindow)
 		setDefault(written, sp+".label_code", &st.LabelCode, DefaultLabelCode)
 	}
+	if c.Delivery.Proof == nil && (written == nil || !written("delivery.proof")) {
+		c.Delivery.Proof = slices.Clone(DefaultProof)
+	}
+	setDefault(written, "delivery.mode_idle", &c.Delivery.ModeIdle, DefaultModeIdle)
+	setDefault(written, "delivery.overdue", &c.Delivery.Overdue, DefaultOverdue)
+	setDefault(written, "delivery.retain_closed", &c.Delivery.RetainClosed, DefaultRetainClosed)
 	if c.Web.Listen != "" {
 		setDefault(written, "web.session_ttl", &c.Web.SessionTTL, Duration(12*time.Hour))
 		setDefault(written, "web.max_failures", &c.Web.MaxFailures, 5)

@@ -70,7 +70,7 @@ func TestBrokenConfigs(t *testing.T) {
 		want    []string
 	}{
 		{"unknown top-level key", func(s string) string { return s + "colour: blue\n" }, 0o600,
-			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, devices, fleet, log, stations, storage, uplink, version, web)"}},
+			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, delivery, devices, fleet, log, stations, storage, uplink, version, web)"}},
 		{"unknown nested key", func(s string) string { return strings.Replace(s, "max_pending: 1000", "max_pendng: 1000", 1) }, 0o600,
 			[]string{":3:28: storage.max_pendng: unknown key"}},
 		{"wrong type", func(s string) string { return strings.Replace(s, "baud: 9600", "baud: fast", 1) }, 0o600,
@@ -106,8 +106,18 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{"stations[0].scanner: required", "stations[0].label_code: unknown code \"datamatrix\""}},
 		{"bad internal code rules", func(s string) string {
 			return s + "barcodes:\n  internal:\n    - {kind: badge, prefix: EMP}\n    - {kind: location, pattern: \"(\"}\n"
-		}, 0o600, []string{":14:7: barcodes.internal[0]: kind \"badge\" is not recipient, location or parcel",
+		}, 0o600, []string{":14:7: barcodes.internal[0]: kind \"badge\" is not recipient, location, parcel, round or action",
 			":15:7: barcodes.internal[1]: pattern: error parsing regexp"}},
+		{"bad action codes", func(s string) string {
+			return s + "barcodes:\n  internal:\n    - {kind: action, prefix: ACT-FLY, action: fly}\n    - {kind: recipient, prefix: EMP, action: deliver}\n"
+		}, 0o600, []string{"barcodes.internal[0]: action \"fly\" is not one of receive, move, out_for_delivery, deliver, return",
+			"barcodes.internal[1]: action is only for kind action"}},
+		{"bad delivery settings", func(s string) string {
+			return s + "delivery:\n  proof: [badge, iris, badge]\n  mode_idle: 0s\n  overdue: -1h\n"
+		}, 0o600, []string{"delivery.proof[1]: unknown proof method \"iris\" (badge, signature, pin, clerk)",
+			"delivery.proof[2]: badge is listed twice", "delivery.mode_idle: must be positive", "delivery.overdue: must be positive"}},
+		{"no proof method", func(s string) string { return s + "delivery:\n  proof: []\n" }, 0o600,
+			[]string{"delivery.proof: list at least one proof method"}},
 		{"password instead of a hash", func(s string) string {
 			return s + "web:\n  listen: 127.0.0.1:8080\n  users:\n    - {name: anna, role: boss, password_hash: hunter2}\n"
 		}, 0o600, []string{"web.users[0].role: unknown role \"boss\"", "web.users[0].password_hash: not a bcrypt hash; store hashes only"}},

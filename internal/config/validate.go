@@ -258,6 +258,7 @@ func (d *decoder) validate(c *Config) {
 	d.validateStations(c, bad, abs)
 	validateWeb(&c.Web, bad, abs)
 	validateFleet(&c.Fleet, bad, abs)
+	validateDelivery(&c.Delivery, bad)
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -406,7 +407,7 @@ func (d *decoder) validateStations(c *Config, bad func(string, string, ...any), 
 	}
 	rules := make([]barcode.Rule, 0, len(c.Barcodes.Internal))
 	for i, r := range c.Barcodes.Internal {
-		rules = append(rules, barcode.Rule{Kind: barcode.Kind(r.Kind), Prefix: r.Prefix, Pattern: r.Pattern})
+		rules = append(rules, barcode.Rule{Kind: barcode.Kind(r.Kind), Prefix: r.Prefix, Pattern: r.Pattern, Action: r.Action})
 		if _, err := barcode.NewClassifier(rules[i : i+1]); err != nil {
 			bad(fmt.Sprintf("barcodes.internal[%d]", i), "%s", strings.TrimPrefix(err.Error(), "barcode rule 1: "))
 		}
@@ -417,7 +418,7 @@ func (d *decoder) validateStations(c *Config, bad func(string, string, ...any), 
 func (b Barcodes) Rules() []barcode.Rule {
 	out := make([]barcode.Rule, len(b.Internal))
 	for i, r := range b.Internal {
-		out[i] = barcode.Rule{Kind: barcode.Kind(r.Kind), Prefix: r.Prefix, Pattern: r.Pattern}
+		out[i] = barcode.Rule{Kind: barcode.Kind(r.Kind), Prefix: r.Prefix, Pattern: r.Pattern, Action: r.Action}
 	}
 	return out
 }
@@ -582,4 +583,29 @@ func checkName(bad func(string, string, ...any), field, what, name string, seen 
 		bad(field, "duplicate %s name %q", what, name)
 	}
 	seen[name] = true
+}
+
+func validateDelivery(d *Delivery, bad func(string, string, ...any)) {
+	if len(d.Proof) == 0 {
+		bad("delivery.proof", "list at least one proof method (%s)", strings.Join(ProofMethods, ", "))
+	}
+	seen := map[string]bool{}
+	for i, m := range d.Proof {
+		switch {
+		case !slices.Contains(ProofMethods, m):
+			bad(fmt.Sprintf("delivery.proof[%d]", i), "unknown proof method %q (%s)", m, strings.Join(ProofMethods, ", "))
+		case seen[m]:
+			bad(fmt.Sprintf("delivery.proof[%d]", i), "%s is listed twice", m)
+		}
+		seen[m] = true
+	}
+	if d.ModeIdle <= 0 {
+		bad("delivery.mode_idle", "must be positive, e.g. 2m")
+	}
+	if d.Overdue <= 0 {
+		bad("delivery.overdue", "must be positive, e.g. 72h")
+	}
+	if d.RetainClosed < 0 {
+		bad("delivery.retain_closed", "must not be negative")
+	}
 }

@@ -28,6 +28,7 @@ stations:
 fleet:
   release_key_file: release.pub<fleet>
   alerts: {broker_unreachable: 5m<alerts>}
+delivery: {proof: [badge]<delivery>}
 `
 
 // TestZeroMeansWhatTheDocsSay walks every key that docs/configuration.md
@@ -42,6 +43,7 @@ func TestZeroMeansWhatTheDocsSay(t *testing.T) {
 		station
 		fleet
 		alerts
+		delivery
 	)
 	for _, tc := range []struct {
 		key   string
@@ -70,6 +72,9 @@ func TestZeroMeansWhatTheDocsSay(t *testing.T) {
 		{"fleet.alerts.disk_free_below_mb", alerts, "disk_free_below_mb: 0", func(c *Config) int64 { return c.Fleet.Alerts.DiskFreeBelowMB }, DefaultDiskFreeBelowMB, ""},
 		{"fleet.alerts.cert_expires_within", alerts, "cert_expires_within: 0s", func(c *Config) int64 { return int64(c.Fleet.Alerts.CertExpiresWithin) }, int64(DefaultCertExpiresWithin), ""},
 		{"fleet.alerts.probe_slower_than", alerts, "probe_slower_than: 0s", func(c *Config) int64 { return int64(c.Fleet.Alerts.ProbeSlowerThan) }, int64(DefaultProbeSlowerThan), ""},
+		{"delivery.retain_closed", delivery, "retain_closed: 0s", func(c *Config) int64 { return int64(c.Delivery.RetainClosed) }, int64(DefaultRetainClosed), ""},
+		{"delivery.mode_idle", delivery, "mode_idle: 0s", nil, 0, "must be positive"},
+		{"delivery.overdue", delivery, "overdue: 0s", nil, 0, "must be positive"},
 		{"fleet.alerts.device_disconnected", alerts, "device_disconnected: 0s", func(c *Config) int64 { return int64(c.Fleet.Alerts.DeviceDisconnected) }, int64(DefaultDeviceDisconnected), ""},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
@@ -77,7 +82,7 @@ func TestZeroMeansWhatTheDocsSay(t *testing.T) {
 			writeTLS(t, dir, 0o600)
 			os.WriteFile(filepath.Join(dir, "release.pub"), []byte("x"), 0o644)
 			parse := func(written bool) (*Config, error) {
-				names := []string{"<storage>", "<uplink>", "<station>", "<fleet>", "<alerts>"}
+				names := []string{"<storage>", "<uplink>", "<station>", "<fleet>", "<alerts>", "<delivery>"}
 				var pairs []string
 				for i, name := range names {
 					v := ""
