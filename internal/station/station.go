@@ -41,6 +41,7 @@ type Store interface {
 	LabelPrinted(ctx context.Context, jobID int64, ev event.Event) (event.Event, error)
 	DropLabel(ctx context.Context, jobID int64) error
 	LabelJobs(ctx context.Context, station string) ([]store.LabelJob, error)
+	FindParcel(ctx context.Context, code string) (store.Parcel, error)
 }
 
 // LabelLifetime is how long a label waits for its printer in the buffer:
@@ -82,6 +83,15 @@ type Config struct {
 	Health     health.Reporter
 	// OnEvent, if set, is called with every event the station committed.
 	OnEvent func(event.Event)
+	// ModeIdle is how long a scan mode other than receive lasts without a
+	// scan; zero means 2 minutes.
+	ModeIdle time.Duration
+	// BadgeIsProof: a recipient's badge scanned in deliver mode proves the
+	// delivery. Otherwise the parcels wait on the page for a signature or
+	// PIN.
+	BadgeIsProof bool
+	// PickupPINs: every parcel received gets a pickup PIN.
+	PickupPINs bool
 }
 
 // Stats counts what a station did since it started.
@@ -125,7 +135,7 @@ type Station struct {
 	log     *slog.Logger
 
 	mu       sync.Mutex
-	queue    []event.Event
+	queue    []item
 	wake     chan struct{}
 	weight   scale.Reading
 	weighed  bool
@@ -139,6 +149,17 @@ type Station struct {
 	seenLen atomic.Int64
 	holds   map[barcode.Kind]hold
 	last    *lastParcel
+	// mode is written by the goroutine that resolves scans, under mu.
+	mode     modeState
+	awaiting []Awaiting // under mu
+	notices  []Notice   // under mu
+}
+
+// item is one thing for Run to do: a committed scan, or a mode the page
+// switched to.
+type item struct {
+	scan event.Event
+	mode string
 }
 
 // New returns a station. pr may be nil when the station has no printer.
@@ -158,9 +179,12 @@ func New(cfg Config, st Store, pr LabelPrinter) *Station {
 	if cfg.ScaleReady == nil {
 		cfg.ScaleReady = func() bool { return true }
 	}
+	if cfg.ModeIdle <= 0 {
+		cfg.ModeIdle = 2 * time.Minute
+	}
 	return &Station{cfg: cfg, store: st, printer: pr, log: cfg.Log.With("station", cfg.Name),
 		wake: make(chan struct{}, 1), weightCh: make(chan struct{}),
-		seen: map[string]time.Time{}, seenCap: seenSweepMin, holds: map[barcode.Kind]hold{}}
+		seen: map[string]time.Time{}, seenCap: seenSweepMin, holds: map[barcode.Kind]hold{}, mode: modeState{mode: ModeReceive}}
 }
 
 // Name returns the station's name.
@@ -179,7 +203,7 @@ func (s *Station) Weigh(r scale.Reading) {
 // It never blocks; the scan is resolved by Run.
 func (s *Station) Submit(scan event.Event) {
 	s.mu.Lock()
-	s.queue = append(s.queue, scan)
+	s.queue = append(s.queue, item{scan: scan})
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -259,7 +283,13 @@ func (s *Station) Recover(ctx context.Context) error {
 			return fmt.Errorf("station %s: resolve scan %s: %w", s.cfg.Name, scan.ID, err)
 		}
 	}
-	return s.expireHolds(ctx, s.cfg.Clock.Now())
+	now := s.cfg.Clock.Now()
+	if s.modeExpired(now) {
+		if err := s.endMode(ctx, now, "idle"); err != nil {
+			return fmt.Errorf("station %s: %w", s.cfg.Name, err)
+		}
+	}
+	return s.expireHolds(ctx, now)
 }
 
 // Run resolves submitted scans in order until ctx is cancelled. A scan
@@ -270,16 +300,21 @@ func (s *Station) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		s.mu.Lock()
-		var scan event.Event
+		var it item
 		have := len(s.queue) > 0
 		if have {
-			scan = s.queue[0]
+			it = s.queue[0]
 			s.queue = s.queue[1:]
 		}
 		s.mu.Unlock()
 		if have {
 			for {
-				err := s.resolve(ctx, scan, true)
+				var err error
+				if it.mode != "" {
+					err = s.switchMode(ctx, it.mode, "", s.cfg.Clock.Now())
+				} else {
+					err = s.resolve(ctx, it.scan, true)
+				}
 				if err == nil {
 					s.cfg.Health.Clear(s.conditionKey())
 					break
@@ -287,7 +322,7 @@ func (s *Station) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil // unresolved; Recover finishes it after the restart
 				}
-				s.log.Error("scan not resolved; retrying", "scan", scan.ID, "err", err)
+				s.log.Error("scan not resolved; retrying", "scan", it.scan.ID, "mode", it.mode, "err", err)
 				s.cfg.Health.Set(s.conditionKey(), health.Critical,
 					fmt.Sprintf("station %s cannot record parcels: %v", s.cfg.Name, err))
 				select {
@@ -298,8 +333,14 @@ func (s *Station) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := s.expireHolds(ctx, s.cfg.Clock.Now()); err != nil && ctx.Err() == nil {
+		now := s.cfg.Clock.Now()
+		if err := s.expireHolds(ctx, now); err != nil && ctx.Err() == nil {
 			s.log.Warn("expire held codes", "err", err)
+		}
+		if s.modeExpired(now) {
+			if err := s.endMode(ctx, now, "idle"); err != nil && ctx.Err() == nil {
+				s.log.Warn("end scan mode", "err", err)
+			}
 		}
 		timer.Reset(s.nextExpiry())
 		select {
@@ -322,6 +363,11 @@ func (s *Station) nextExpiry() time.Duration {
 	now := s.cfg.Clock.Now()
 	for _, h := range s.holds {
 		if d := h.at.Add(s.cfg.AttachWindow).Sub(now); d < next {
+			next = max(d, time.Millisecond)
+		}
+	}
+	if s.mode.mode != ModeReceive {
+		if d := s.mode.at.Add(s.cfg.ModeIdle).Sub(now); d < next {
 			next = max(d, time.Millisecond)
 		}
 	}
@@ -395,6 +441,20 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	if err := s.expireHolds(ctx, at); err != nil {
 		return err
 	}
+	// While recovering, the scans that kept a mode going may be resolved
+	// already: the mode lasts until Recover is done.
+	if live && s.modeExpired(at) {
+		if err := s.endMode(ctx, at, "idle"); err != nil {
+			return err
+		}
+	}
+	if res.Kind == barcode.KindAction {
+		return s.switchMode(ctx, res.Action, scan.ID, at)
+	}
+	// A code typed in on the page is always a parcel received.
+	if s.mode.mode != ModeReceive && !scan.Manual {
+		return s.custody(ctx, scan, res)
+	}
 	if !res.IsParcel() {
 		return s.attach(ctx, scan, res)
 	}
@@ -447,6 +507,9 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	}
 	if scan.Recipient != "" { // typed in with a manual entry
 		ev.Recipient = scan.Recipient
+	}
+	if s.cfg.PickupPINs {
+		ev.PickupPIN = NewPickupPIN()
 	}
 	committed, err := s.store.Append(ctx, ev)
 	if err != nil {

@@ -72,7 +72,11 @@ func newRig(t *testing.T, path string, mod func(*Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cls, err := barcode.NewClassifier([]barcode.Rule{{Kind: barcode.KindRecipient, Prefix: "EMP-"}, {Kind: barcode.KindLocation, Prefix: "MS-"}})
+	cls, err := barcode.NewClassifier([]barcode.Rule{{Kind: barcode.KindRecipient, Prefix: "EMP-"}, {Kind: barcode.KindLocation, Prefix: "MS-"},
+		{Kind: barcode.KindLocation, Prefix: "SHELF-"}, {Kind: barcode.KindRound, Prefix: "RND-"},
+		{Kind: barcode.KindAction, Prefix: "ACT-RECEIVE", Action: "receive"}, {Kind: barcode.KindAction, Prefix: "ACT-MOVE", Action: "move"},
+		{Kind: barcode.KindAction, Prefix: "ACT-OUT", Action: "out_for_delivery"}, {Kind: barcode.KindAction, Prefix: "ACT-DELIVER", Action: "deliver"},
+		{Kind: barcode.KindAction, Prefix: "ACT-RETURN", Action: "return"}})
 	if err != nil {
 		t.Fatal(err)
 	}

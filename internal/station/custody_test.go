@@ -1,0 +1,208 @@
+package station
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/store"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
+)
+
+const dhlCode = "00340434161094042557"
+
+func (r *rig) parcel(id string) store.Parcel {
+	r.t.Helper()
+	p, err := r.store.ParcelByID(context.Background(), id)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return p
+}
+
+func (r *rig) waitState(id string, want store.State) store.Parcel {
+	r.t.Helper()
+	return waitfor.Value(r.t, 10*time.Second, fmt.Sprintf("parcel %s %s", id, want), func() store.Parcel { return r.parcel(id) },
+		func(p store.Parcel) bool { return p.State == want })
+}
+
+func (r *rig) receiveTwo() (ups, usps event.Event) {
+	r.t.Helper()
+	r.scan(upsCode, 0, true)
+	r.scan(uspsCode, time.Second, true)
+	got := r.waitEvents(event.TypeParcelReceived, 2)
+	return got[0], got[1]
+}
+
+func TestMoveLocationFirstOrParcelFirst(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer = "", "" })
+	r.run()
+	ups, usps := r.receiveTwo()
+	r.scan("ACT-MOVE", 10*time.Second, true)
+	r.scan("SHELF-A01", 11*time.Second, true)
+	r.scan(upsCode, 12*time.Second, true)
+	// Parcel first, then its location.
+	r.scan("ACT-MOVE", 13*time.Second, true)
+	r.scan(uspsCode, 14*time.Second, true)
+	r.scan("SHELF-B02", 15*time.Second, true)
+	moved := r.waitEvents(event.TypeParcelMoved, 2)
+	if moved[0].ParcelID != ups.ID || moved[0].Location != "SHELF-A01" || moved[1].ParcelID != usps.ID || moved[1].Location != "SHELF-B02" {
+		t.Fatalf("moves = %+v", moved)
+	}
+	if moved[0].By != "dock-scanner" || moved[0].Station != "dock-1" {
+		t.Fatalf("move lacks by/station: %+v", moved[0])
+	}
+	if p := r.parcel(ups.ID); p.State != store.StateStored || p.Location != "SHELF-A01" {
+		t.Fatalf("ups parcel: %+v", p)
+	}
+	if n := len(r.events(event.TypeParcelReceived)); n != 2 {
+		t.Fatalf("%d parcels received: a scan in move mode was taken as a receipt", n)
+	}
+	if m := r.st.Mode(); m.Mode != ModeMove || m.Location != "" {
+		t.Fatalf("mode after parcel-first move: %+v", m)
+	}
+}
+
+func TestDeliverByBadgeAndRefusals(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer, c.BadgeIsProof = "", "", true })
+	r.run()
+	ups, usps := r.receiveTwo()
+	r.scan("ACT-DELIVER", 10*time.Second, true)
+	r.scan(upsCode, 11*time.Second, true) // no badge yet
+	r.scan("EMP-0042", 12*time.Second, true)
+	r.scan(upsCode, 13*time.Second, true)
+	r.scan(upsCode, 14*time.Second, true)              // again: already delivered
+	r.scan("1Z999AA10000000000", 15*time.Second, true) // never received
+	r.scan(uspsCode, 16*time.Second, true)
+	del := r.waitEvents(event.TypeParcelDelivered, 2)
+	if del[0].ParcelID != ups.ID || del[0].Recipient != "EMP-0042" || del[0].Proof == nil || del[0].Proof.Method != "badge" ||
+		del[0].Proof.Badge != "EMP-0042" || del[1].ParcelID != usps.ID {
+		t.Fatalf("deliveries = %+v", del)
+	}
+	audits := r.waitEvents(event.TypeAudit, 3)
+	var reasons []string
+	for _, a := range audits {
+		if a.Audit.Action != "custody" || a.Audit.Outcome != "rejected" || a.Audit.Name != "parcel.delivered" {
+			t.Fatalf("refusal audit %+v", a.Audit)
+		}
+		reasons = append(reasons, a.Audit.Reason)
+	}
+	if fmt.Sprint(reasons) != "[badge_required parcel_closed unknown_parcel]" {
+		t.Fatalf("refusals %v", reasons)
+	}
+	if p := r.parcel(ups.ID); p.State != store.StateDelivered || p.LastEvent != del[0].ID {
+		t.Fatalf("a refusal changed the delivered parcel: %+v", p)
+	}
+	waitfor.True(t, 5*time.Second, "no scan left unresolved but the mode's", func() bool { return r.unresolved() == 2 })
+	notices := r.st.Mode().Notices
+	if notices[0].Code != NoticeDone || notices[1].Code != NoticeUnknownParcel || notices[2].Code != NoticeClosed || notices[2].State != "delivered" {
+		t.Fatalf("notices (newest first) = %+v", notices[:3])
+	}
+}
+
+func TestDeliverWithoutBadgeProofWaitsForThePage(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer, c.BadgeIsProof = "", "", false })
+	r.run()
+	ups, _ := r.receiveTwo()
+	r.scan("ACT-DELIVER", 10*time.Second, true)
+	r.scan("EMP-0042", 11*time.Second, true)
+	r.scan(upsCode, 12*time.Second, true)
+	m := waitfor.Value(t, 5*time.Second, "the parcel awaits proof", r.st.Mode, func(m ModeView) bool { return len(m.Awaiting) == 1 })
+	if a := m.Awaiting[0]; a.ParcelID != ups.ID || a.Badge != "EMP-0042" {
+		t.Fatalf("awaiting %+v", a)
+	}
+	if n := len(r.events(event.TypeParcelDelivered)); n != 0 {
+		t.Fatal("delivered on a badge the site does not take as proof")
+	}
+	r.st.Handed(ups.ID)
+	if len(r.st.Mode().Awaiting) != 0 {
+		t.Fatal("Handed kept the parcel awaiting")
+	}
+}
+
+func TestModeFallsBackToReceiveWhenIdle(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer, c.ModeIdle = "", "", time.Second })
+	r.run()
+	r.scan("ACT-MOVE", 0, true)
+	r.scan("SHELF-A01", 500*time.Millisecond, true)
+	r.scan(upsCode, 5*time.Second, true) // long after: received, not moved
+	got := r.waitEvents(event.TypeParcelReceived, 1)
+	if got[0].Location != "" {
+		t.Fatalf("the old mode's location went into the receipt: %+v", got[0])
+	}
+	if n := len(r.events(event.TypeParcelMoved)); n != 0 {
+		t.Fatal("moved after the mode ended")
+	}
+	waitfor.True(t, 5*time.Second, "the mode's scans resolved", func() bool { return r.unresolved() == 0 })
+	// With no scan at all, the clock ends it too.
+	if err := r.st.SetMode(ModeDeliver); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, 10*time.Second, "deliver mode ended by the clock", func() bool { return r.st.Mode().Mode == ModeReceive })
+	if err := r.st.SetMode("fly"); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+}
+
+func TestOutForDeliveryWithRoundAndHeldRefused(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer = "", "" })
+	r.run()
+	ups, usps := r.receiveTwo()
+	held := event.Event{Appliance: "mr-test", Type: event.TypeParcelHeld, Time: r.t0, ParcelID: usps.ID, Reason: "on leave"}
+	if _, err := r.store.Append(context.Background(), held); err != nil {
+		t.Fatal(err)
+	}
+	r.scan("ACT-OUT", 10*time.Second, true)
+	r.scan("RND-NORTH", 11*time.Second, true)
+	r.scan(upsCode, 12*time.Second, true)
+	r.scan(uspsCode, 13*time.Second, true)
+	out := r.waitEvents(event.TypeParcelOutForDelivery, 1)
+	if out[0].ParcelID != ups.ID || out[0].Round != "RND-NORTH" {
+		t.Fatalf("out for delivery: %+v", out[0])
+	}
+	a := r.waitEvents(event.TypeAudit, 1)
+	if a[0].Audit.Reason != store.RefusedHeld || a[0].ParcelID != usps.ID {
+		t.Fatalf("held parcel refusal: %+v", a[0])
+	}
+	r.scan("ACT-RETURN", 14*time.Second, true)
+	r.scan(upsCode, 15*time.Second, true)
+	r.waitState(ups.ID, store.StateReturned)
+}
+
+func TestRecoveryReplaysTheModeBeforeItsParcels(t *testing.T) {
+	path := t.TempDir() + "/buffer.db"
+	r := newRig(t, path, func(c *Config) { c.Scale, c.Printer = "", "" })
+	r.run()
+	ups, usps := r.receiveTwo()
+	r.stop()
+	// Committed, never seen by the station: a power cut.
+	r.scan("ACT-MOVE", 10*time.Second, false)
+	r.scan("SHELF-C03", 11*time.Second, false)
+	r.scan(upsCode, 12*time.Second, false)
+	r.scan("ACT-DELIVER", 13*time.Second, false)
+	r.scan("EMP-7", 14*time.Second, false)
+	r.scan(uspsCode, 15*time.Second, false)
+	r.store.Close()
+
+	for round := range 2 { // a second restart changes nothing
+		r2 := newRig(t, path, func(c *Config) { c.Scale, c.Printer, c.BadgeIsProof = "", "", true })
+		r2.t0 = r.t0
+		r2.run()
+		if n := len(r2.events(event.TypeParcelReceived)); n != 2 {
+			t.Fatalf("round %d: %d parcels received; the mode was lost", round, n)
+		}
+		if p := r2.parcel(ups.ID); p.State != store.StateStored || p.Location != "SHELF-C03" {
+			t.Fatalf("round %d: ups %+v", round, p)
+		}
+		if p := r2.parcel(usps.ID); p.State != store.StateDelivered || p.Recipient != "EMP-7" {
+			t.Fatalf("round %d: usps %+v", round, p)
+		}
+		if n := len(r2.events(event.TypeParcelMoved)) + len(r2.events(event.TypeParcelDelivered)); n != 2 {
+			t.Fatalf("round %d: %d custody events, want 2", round, n)
+		}
+		r2.stop()
+		r2.store.Close()
+	}
+}
