@@ -128,6 +128,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./drivers/hotplug
 	$(GO) test -run XXX -fuzz FuzzManualEntry -fuzztime $(FUZZTIME) ./internal/web
+	$(GO) test -run XXX -fuzz FuzzCheckSignature -fuzztime $(FUZZTIME) ./internal/web
 
 ## chaos: the chaos suite with many faults (a short run is part of make test)
 CHAOS_ROUNDS ?= 200

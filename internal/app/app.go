@@ -176,6 +176,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 	})
 	st, err := store.Open(ctx, store.Options{
 		Path: cfg.Storage.Path, MaxPending: cfg.Storage.MaxPending, RetainSent: cfg.Storage.RetainSent.D(), Seal: keys,
+		RetainClosed:  cfg.Delivery.RetainClosed.D(),
 		PruneInterval: time.Minute, Clock: clk, Logger: log.With("subsystem", "store"),
 		ObserveCommit: a.metrics.Committed,
 	})
@@ -321,7 +322,8 @@ func (a *App) Stop(handoff bool) error {
 func (a *App) FrontOnly(n *config.Config) bool {
 	o := a.base
 	return reflect.DeepEqual(o.Appliance, n.Appliance) && reflect.DeepEqual(o.Storage, n.Storage) &&
-		reflect.DeepEqual(o.Uplink, n.Uplink) && reflect.DeepEqual(o.Fleet, n.Fleet) && reflect.DeepEqual(o.Log, n.Log)
+		reflect.DeepEqual(o.Uplink, n.Uplink) && reflect.DeepEqual(o.Fleet, n.Fleet) && reflect.DeepEqual(o.Log, n.Log) &&
+		o.Delivery.RetainClosed == n.Delivery.RetainClosed && o.Delivery.Overdue == n.Delivery.Overdue
 }
 
 // Reconfigure replaces the front with one built from n (see FrontOnly):

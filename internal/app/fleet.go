@@ -102,6 +102,9 @@ func (a *App) newFleet(ctx context.Context, keys map[string]ed25519.PublicKey) (
 		BufferDir: filepath.Dir(a.base.Storage.Path), CertFile: a.base.Uplink.CertFile,
 		Ingested: func() int64 { n, _ := a.intake.Counts(); return n },
 		Latency:  func() time.Duration { return time.Duration(a.latency.Load()) },
-		Clock:    a.clock, Log: a.log.With("subsystem", "fleet"),
+		Parcels: func(ctx context.Context) (int64, int64, error) {
+			return a.store.OpenCounts(ctx, a.clock.Now().Add(-a.base.Delivery.Overdue.D()))
+		},
+		Clock: a.clock, Log: a.log.With("subsystem", "fleet"),
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/scanner"
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/label"
 	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/web"
@@ -135,6 +136,8 @@ func (g *generation) buildStations(printers map[string]*zpl.Printer) error {
 			Label: tmpl, QR: sc.LabelCode == "qr", Classifier: cls,
 			ScaleReady: func() bool { return a.health.DeviceConnectedNow(scaleName) },
 			Clock:      a.clock, Log: a.log.With("subsystem", "station"), Health: a.health,
+			ModeIdle: cfg.Delivery.ModeIdle.D(), BadgeIsProof: cfg.Delivery.Accepts("badge"), PickupPINs: cfg.Delivery.Accepts("pin"),
+			OnEvent: func(event.Event) { a.notifyChanged() },
 		}, a.store, labelPrinter(printers[sc.Printer]))
 		g.stations = append(g.stations, s)
 		g.byScanner[sc.Scanner] = s

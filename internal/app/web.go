@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/mailroomd/mailroomd/drivers/printer/zpl"
+	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/intake"
+	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/web"
 )
 
@@ -65,6 +67,7 @@ func (a *App) buildWeb(g *generation) (*web.Server, error) {
 		Users: users, SessionTTL: wc.SessionTTL.D(), MaxFailures: wc.MaxFailures, Lockout: wc.Lockout.D(),
 		FailureDelay: time.Second,
 		Store:        a.store, Health: a.health, Link: a.uplink, Actions: actions{g}, Stations: refs, History: a.history,
+		Custody: a.store, Delivery: web.Delivery{Proof: cfg.Delivery.Proof, Overdue: cfg.Delivery.Overdue.D()}, Codes: codeRules(cfg),
 		Metrics: a.metrics.Handler(), Changed: a.changed, Now: a.clock.Now, Log: a.log.With("subsystem", "web"),
 		OnLoginFailure: func(user, remote string, locked bool) {
 			a.metrics.LoginFailed()
@@ -154,4 +157,43 @@ func (x actions) DeviceTest(_ context.Context, name string) (string, error) {
 		}
 	}
 	return "", errors.New("unknown device " + strconv.Quote(name))
+}
+
+// SetMode switches a station's scan mode.
+func (x actions) SetMode(stationName, mode string) error {
+	if x.g.stopped() {
+		return errReconfiguring
+	}
+	s := x.g.byName[stationName]
+	if s == nil {
+		return errors.New("unknown station " + strconv.Quote(stationName))
+	}
+	return s.SetMode(mode)
+}
+
+// Modes returns every station's scan mode.
+func (x actions) Modes() map[string]station.ModeView {
+	out := make(map[string]station.ModeView, len(x.g.stations))
+	for _, s := range x.g.stations {
+		out[s.Name()] = s.Mode()
+	}
+	return out
+}
+
+// Handed removes a parcel handed over on the page from the stations'
+// lists of parcels waiting for proof.
+func (x actions) Handed(parcelID string) {
+	for _, s := range x.g.stations {
+		s.Handed(parcelID)
+	}
+}
+
+// codeRules are the internal barcode rules the handheld page needs to
+// tell badges, locations, rounds and action codes from parcels offline.
+func codeRules(cfg *config.Config) []web.CodeRule {
+	out := make([]web.CodeRule, 0, len(cfg.Barcodes.Internal))
+	for _, r := range cfg.Barcodes.Internal {
+		out = append(out, web.CodeRule{Kind: r.Kind, Prefix: r.Prefix, Pattern: r.Pattern, Action: r.Action})
+	}
+	return out
 }

@@ -88,6 +88,8 @@ type Options struct {
 	Ingested func() int64
 	// Latency returns the last publish-to-PUBACK latency.
 	Latency func() time.Duration
+	// Parcels counts the open parcels and the overdue ones among them.
+	Parcels func(ctx context.Context) (open, overdue int64, err error)
 	// Started is when the daemon started (uptime); zero means now.
 	Started time.Time
 	// Settle is how long after New and after Settle an active alert whose

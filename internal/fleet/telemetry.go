@@ -41,6 +41,10 @@ type Telemetry struct {
 	Broker           string  `json:"broker,omitempty"`
 	// Network is every network interface's counters since boot.
 	Network []NetInterface `json:"network"`
+	// ParcelsOpen counts the parcels not yet delivered, returned or
+	// forwarded; ParcelsOverdue those of them older than delivery.overdue.
+	ParcelsOpen    int64 `json:"parcels_open"`
+	ParcelsOverdue int64 `json:"parcels_overdue"`
 
 	Devices []DeviceState `json:"devices"`
 	Alerts  []Alert       `json:"alerts"`
@@ -110,6 +114,11 @@ func (f *Fleet) Collect(ctx context.Context) Telemetry {
 	}
 	if f.opts.Latency != nil {
 		t.PublishLatencyMS = round1(float64(f.opts.Latency().Microseconds()) / 1000)
+	}
+	if f.opts.Parcels != nil {
+		if open, overdue, err := f.opts.Parcels(ctx); err == nil {
+			t.ParcelsOpen, t.ParcelsOverdue = open, overdue
+		}
 	}
 	ls := f.opts.Link.State()
 	t.LinkConnected, t.Broker = ls.Connected, ls.Broker

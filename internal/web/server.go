@@ -30,6 +30,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/intake"
+	"github.com/mailroomd/mailroomd/internal/station"
 )
 
 //go:embed assets
@@ -44,6 +45,12 @@ type Actions interface {
 	// DeviceTest exercises a device (a test label on a printer) and says
 	// what happened.
 	DeviceTest(ctx context.Context, device string) (string, error)
+	// SetMode switches a station's scan mode.
+	SetMode(station, mode string) error
+	// Modes returns every station's scan mode, by station name.
+	Modes() map[string]station.ModeView
+	// Handed tells the stations that a parcel was handed over from the page.
+	Handed(parcelID string)
 }
 
 // Options configure the server.
@@ -71,8 +78,13 @@ type Options struct {
 	Health       Health
 	Link         Link
 	Actions      Actions
-	Stations     []StationRef
-	History      *History
+	// Custody reads and writes parcel states; Delivery is the hand-over
+	// policy and Codes the internal barcode rules the handheld page uses.
+	Custody  Custody
+	Delivery Delivery
+	Codes    []CodeRule
+	Stations []StationRef
+	History  *History
 	// Metrics serves /metrics; nil serves none.
 	Metrics http.Handler
 	// OnLoginFailure is called after each failed login, with whether it
@@ -97,6 +109,8 @@ type Server struct {
 	mux      *http.ServeMux
 	page     *template.Template
 	login    *template.Template
+
+	pins pinFailures
 
 	mu      sync.Mutex
 	latest  []byte
@@ -167,6 +181,15 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("POST /api/manual", s.need(RoleClerk, true, s.manual))
 	mux.HandleFunc("POST /api/reprint", s.need(RoleClerk, true, s.reprint))
 	mux.HandleFunc("POST /api/device-test", s.need(RoleAdmin, true, s.deviceTest))
+	if opts.Custody != nil {
+		mux.HandleFunc("GET /api/parcels/find", s.need(RoleClerk, false, s.findParcel))
+		mux.HandleFunc("GET /api/parcels", s.need(RoleClerk, false, s.recipientParcels))
+		mux.HandleFunc("GET /api/parcels/{id}/signature", s.need(RoleClerk, false, s.signature))
+		mux.HandleFunc("GET /api/waiting", s.need(RoleClerk, false, s.waiting))
+		mux.HandleFunc("POST /api/custody", s.need(RoleClerk, true, s.custody))
+		mux.HandleFunc("POST /api/mode", s.need(RoleClerk, true, s.setMode))
+		mux.HandleFunc("GET /api/report.csv", s.need(RoleAdmin, false, s.report))
+	}
 	s.mux = mux
 	return s, nil
 }

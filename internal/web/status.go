@@ -7,6 +7,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
 )
@@ -46,6 +47,11 @@ type Status struct {
 	Alerts    []Alert      `json:"alerts"`
 	Chart     Chart        `json:"chart"`
 	Stations  []StationRef `json:"stations"`
+	// Modes is each station's scan mode, by station name.
+	Modes map[string]station.ModeView `json:"modes"`
+	// Delivery is the hand-over policy; Codes the internal barcode rules.
+	Delivery Delivery   `json:"delivery"`
+	Codes    []CodeRule `json:"codes"`
 }
 
 // LinkStatus is the cloud link.
@@ -184,7 +190,14 @@ func (h *History) chart(now time.Time) (Chart, int64) {
 func (s *Server) snapshot(ctx context.Context) Status {
 	now := s.opts.Now()
 	st := Status{Appliance: s.opts.Appliance, Site: s.opts.Site, Version: s.opts.Version, Now: now,
-		Stations: s.opts.Stations, Devices: []Device{}, Events: []Row{}, Alerts: []Alert{}}
+		Stations: s.opts.Stations, Devices: []Device{}, Events: []Row{}, Alerts: []Alert{},
+		Modes: s.modes(), Delivery: s.opts.Delivery, Codes: s.opts.Codes}
+	if st.Codes == nil {
+		st.Codes = []CodeRule{}
+	}
+	if st.Delivery.Proof == nil {
+		st.Delivery.Proof = []string{}
+	}
 	ls := s.opts.Link.State()
 	st.Link = LinkStatus{Connected: ls.Connected, Broker: ls.Broker, Since: ls.Since, LastError: ls.LastError}
 	if stats, err := s.opts.Store.Stats(ctx); err == nil {

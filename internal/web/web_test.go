@@ -29,6 +29,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/intake"
+	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
 )
@@ -90,6 +91,8 @@ type fakeActions struct {
 	manual  []intake.Manual
 	tests   []string
 	reprint []string
+	modes   []string
+	handed  []string
 }
 
 func (f *fakeActions) Manual(_ context.Context, m intake.Manual) (event.Event, error) {
@@ -103,6 +106,18 @@ func (f *fakeActions) Reprint(st, id string) error {
 	defer f.mu.Unlock()
 	f.reprint = append(f.reprint, st+"/"+id)
 	return nil
+}
+func (f *fakeActions) SetMode(st, mode string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.modes = append(f.modes, st+"/"+mode)
+	return nil
+}
+func (f *fakeActions) Modes() map[string]station.ModeView { return map[string]station.ModeView{} }
+func (f *fakeActions) Handed(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.handed = append(f.handed, id)
 }
 func (f *fakeActions) DeviceTest(_ context.Context, d string) (string, error) {
 	f.mu.Lock()
@@ -129,10 +144,12 @@ func hash(t testing.TB, pw string) string {
 	return string(h)
 }
 
-func start(t *testing.T) *rig {
+func start(t *testing.T) *rig { return startWith(t, nil) }
+
+func startWith(t *testing.T, mod func(*Options)) *rig {
 	t.Helper()
 	r := &rig{t: t, actions: &fakeActions{}, store: &fakeStore{}}
-	srv, err := New(Options{Listen: "127.0.0.1:0", Appliance: "mr-test", Version: "test",
+	opts := Options{Listen: "127.0.0.1:0", Appliance: "mr-test", Version: "test",
 		Users: []User{{Name: "clara", Role: RoleClerk, PasswordHash: hash(t, "clerk-password")},
 			{Name: "adam", Role: RoleAdmin, PasswordHash: hash(t, "admin-password")}},
 		MaxFailures: 3, Lockout: time.Minute, FailureDelay: time.Millisecond,
@@ -143,7 +160,11 @@ func start(t *testing.T) *rig {
 			r.mu.Lock()
 			r.fails = append(r.fails, user)
 			r.mu.Unlock()
-		}})
+		}}
+	if mod != nil {
+		mod(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,597 @@
+package web
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/station"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+// Custody is what the hand-over, round and waiting views read and write.
+type Custody interface {
+	FindParcel(ctx context.Context, code string) (store.Parcel, error)
+	ParcelByID(ctx context.Context, id string) (store.Parcel, error)
+	OpenParcelsOf(ctx context.Context, recipient string, limit int) ([]store.Parcel, error)
+	WaitingParcels(ctx context.Context, overdueBefore time.Time, limit int) (store.Waiting, error)
+	EachParcelOf(ctx context.Context, from, to time.Time, fn func(store.Parcel) error) error
+	AppendOnce(ctx context.Context, key string, ev event.Event) (event.Event, bool, error)
+	Append(ctx context.Context, ev event.Event) (event.Event, error)
+}
+
+var _ Custody = (*store.Outbox)(nil)
+
+// Delivery is the site's hand-over policy.
+type Delivery struct {
+	// Proof lists the accepted proof methods (badge, signature, pin, clerk).
+	Proof []string `json:"proof"`
+	// Overdue is the age from which an open parcel is overdue.
+	Overdue time.Duration `json:"-"`
+}
+
+// CodeRule is an internal barcode rule, for the handheld page to tell a
+// badge from a parcel while the box is out of reach.
+type CodeRule struct {
+	Kind    string `json:"kind"`
+	Prefix  string `json:"prefix,omitempty"`
+	Pattern string `json:"pattern,omitempty"`
+	Action  string `json:"action,omitempty"`
+}
+
+// Limits of what the page may send.
+const (
+	// MaxSignature is the longest signature path data accepted, in bytes.
+	MaxSignature = 16 << 10
+	maxCode      = 128
+	maxText      = 200
+	// pinTries wrong PINs for one parcel block PIN hand-over of it until
+	// the daemon restarts; another proof still works.
+	pinTries = 5
+)
+
+// ParcelView is a parcel as the page shows it.
+type ParcelView struct {
+	ID        string    `json:"id"`
+	State     string    `json:"state"`
+	Carrier   string    `json:"carrier,omitempty"`
+	Tracking  string    `json:"tracking,omitempty"`
+	Recipient string    `json:"recipient,omitempty"`
+	Location  string    `json:"location,omitempty"`
+	Round     string    `json:"round,omitempty"`
+	Received  time.Time `json:"received"`
+	AgeS      float64   `json:"age_s"`
+	Overdue   bool      `json:"overdue"`
+	HasPIN    bool      `json:"has_pin"`
+	// Proof is the delivery's proof method, once delivered.
+	Proof string `json:"proof,omitempty"`
+}
+
+func (s *Server) view(p store.Parcel) ParcelView {
+	now := s.opts.Now()
+	v := ParcelView{ID: p.ID, State: string(p.State), Carrier: p.Carrier, Tracking: p.Tracking, Recipient: p.Recipient,
+		Location: p.Location, Round: p.Round, Received: p.Received, AgeS: now.Sub(p.Received).Seconds(), HasPIN: p.PickupPIN != ""}
+	v.Overdue = !p.State.Closed() && s.opts.Delivery.Overdue > 0 && now.Sub(p.Received) >= s.opts.Delivery.Overdue
+	if p.Proof != nil {
+		v.Proof = p.Proof.Method
+	}
+	return v
+}
+
+func (s *Server) findParcel(w http.ResponseWriter, r *http.Request, _ *session) {
+	code := strings.TrimSpace(r.URL.Query().Get("code"))
+	if code == "" || len(code) > maxCode {
+		jsonErrorCode(w, http.StatusBadRequest, "code_required", "a code of 1 to 128 characters is required")
+		return
+	}
+	p, err := s.lookup(r.Context(), code)
+	if errors.Is(err, store.ErrNoParcel) {
+		jsonErrorCode(w, http.StatusNotFound, store.RefusedUnknownParcel, "no parcel with that code on this box: receive it first")
+		return
+	}
+	if err != nil {
+		jsonError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, s.view(p))
+}
+
+// lookup finds a parcel by a scanned or typed code: its id (the code on
+// the receiving label, in any case) or its tracking number.
+func (s *Server) lookup(ctx context.Context, code string) (store.Parcel, error) {
+	p, err := s.opts.Custody.FindParcel(ctx, code)
+	if errors.Is(err, store.ErrNoParcel) {
+		if up := strings.ToUpper(strings.ReplaceAll(code, " ", "")); up != code {
+			p, err = s.opts.Custody.FindParcel(ctx, up)
+		}
+		if errors.Is(err, store.ErrNoParcel) && strings.ToLower(code) != code {
+			p, err = s.opts.Custody.FindParcel(ctx, strings.ToLower(code))
+		}
+	}
+	return p, err
+}
+
+// maxList is how many parcels of one recipient the page lists.
+const maxList = 500
+
+func (s *Server) recipientParcels(w http.ResponseWriter, r *http.Request, _ *session) {
+	who := strings.TrimSpace(r.URL.Query().Get("recipient"))
+	if who == "" || len(who) > maxCode {
+		jsonErrorCode(w, http.StatusBadRequest, "recipient_required", "a recipient code of 1 to 128 characters is required")
+		return
+	}
+	ps, err := s.opts.Custody.OpenParcelsOf(r.Context(), who, maxList)
+	if err != nil {
+		jsonError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	out := make([]ParcelView, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, s.view(p))
+	}
+	writeJSON(w, map[string]any{"recipient": who, "parcels": out})
+}
+
+// GroupView is one recipient's or location's waiting parcels.
+type GroupView struct {
+	Key     string  `json:"key"`
+	Count   int64   `json:"count"`
+	Overdue int64   `json:"overdue"`
+	OldestS float64 `json:"oldest_s"`
+}
+
+// maxGroups is how many recipients and locations the waiting view lists.
+const maxGroups = 100
+
+func (s *Server) waiting(w http.ResponseWriter, r *http.Request, _ *session) {
+	now := s.opts.Now()
+	wt, err := s.opts.Custody.WaitingParcels(r.Context(), now.Add(-s.opts.Delivery.Overdue), maxGroups)
+	if err != nil {
+		jsonError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	conv := func(gs []store.Group) []GroupView {
+		out := make([]GroupView, 0, len(gs))
+		for _, g := range gs {
+			out = append(out, GroupView{Key: g.Key, Count: g.Count, Overdue: g.Overdue, OldestS: now.Sub(g.Oldest).Seconds()})
+		}
+		return out
+	}
+	writeJSON(w, map[string]any{"open": wt.Open, "overdue": wt.Overdue, "overdue_after_s": s.opts.Delivery.Overdue.Seconds(),
+		"by_recipient": conv(wt.ByRecipient), "by_location": conv(wt.ByLocation)})
+}
+
+// CustodyRequest is the body of POST /api/custody: one action on one
+// parcel.
+type CustodyRequest struct {
+	// Key is the action's idempotency key: the same key again returns the
+	// first answer and commits nothing.
+	Key string `json:"key"`
+	// Action is move, out_for_delivery, deliver, hold, return or forward.
+	Action string `json:"action"`
+	// Parcel is the parcel's id or tracking number.
+	Parcel    string        `json:"parcel"`
+	Station   string        `json:"station"`
+	Location  string        `json:"location"`
+	Round     string        `json:"round"`
+	Recipient string        `json:"recipient"`
+	Proxy     string        `json:"proxy"`
+	Proof     *ProofRequest `json:"proof"`
+	Reason    string        `json:"reason"`
+	To        string        `json:"to"`
+	// At is when the action was done on a handheld that was offline; the
+	// box's time is used when it is absent or implausible.
+	At time.Time `json:"at"`
+}
+
+// ProofRequest is the proof of a deliver action.
+type ProofRequest struct {
+	Method    string `json:"method"`
+	Badge     string `json:"badge"`
+	PIN       string `json:"pin"`
+	Signature string `json:"signature"`
+}
+
+var custodyTypes = map[string]event.Type{
+	"move": event.TypeParcelMoved, "out_for_delivery": event.TypeParcelOutForDelivery, "deliver": event.TypeParcelDelivered,
+	"hold": event.TypeParcelHeld, "return": event.TypeParcelReturned, "forward": event.TypeParcelForwarded,
+}
+
+// custodyError is an action the page refuses; code names it for the page.
+type custodyError struct {
+	status     int
+	code, msg  string
+	state      string
+	auditable  bool // a refusal by the parcel's state or proof: audited
+	parcelID   string
+	actionType event.Type
+}
+
+func (e *custodyError) Error() string { return e.msg }
+
+func refused(code, msg string) *custodyError {
+	return &custodyError{status: http.StatusBadRequest, code: code, msg: msg}
+}
+
+// pinFailures counts wrong PINs per parcel.
+type pinFailures struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (f *pinFailures) blocked(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n[id] >= pinTries
+}
+
+func (f *pinFailures) fail(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == nil {
+		f.n = map[string]int{}
+	}
+	if len(f.n) > 10000 {
+		clear(f.n) // bounded: a restart forgets them too
+	}
+	f.n[id]++
+}
+
+func (s *Server) custody(w http.ResponseWriter, r *http.Request, sess *session) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSignature+8192))
+	if err != nil {
+		jsonErrorCode(w, http.StatusRequestEntityTooLarge, "too_large", "request too large: a signature is at most 16 KiB")
+		return
+	}
+	var req CustodyRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		jsonErrorCode(w, http.StatusBadRequest, "malformed", "malformed request: "+err.Error())
+		return
+	}
+	res, cerr := s.doCustody(r.Context(), &req, sess.user)
+	if cerr != nil {
+		if cerr.auditable {
+			s.auditRefusal(r.Context(), &req, sess.user, cerr)
+		}
+		s.opts.Log.Warn("custody action refused", "user", sess.user, "action", req.Action, "reason", cerr.code, "parcel", cerr.parcelID)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(cerr.status)
+		json.NewEncoder(w).Encode(map[string]any{"error": cerr.msg, "code": cerr.code, "state": cerr.state, "parcel_id": cerr.parcelID})
+		return
+	}
+	writeJSON(w, res)
+}
+
+// CustodyResult is the answer to POST /api/custody.
+type CustodyResult struct {
+	OK       bool   `json:"ok"`
+	EventID  string `json:"event_id"`
+	Seq      int64  `json:"seq"`
+	ParcelID string `json:"parcel_id"`
+	Type     string `json:"type"`
+	// Replayed is true when the key was committed before: nothing new was
+	// committed.
+	Replayed bool `json:"replayed"`
+}
+
+func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string) (CustodyResult, *custodyError) {
+	trim := func(v *string) { *v = strings.TrimSpace(*v) }
+	for _, v := range []*string{&req.Key, &req.Action, &req.Parcel, &req.Station, &req.Location, &req.Round, &req.Recipient, &req.Proxy, &req.Reason, &req.To} {
+		trim(v)
+	}
+	typ, ok := custodyTypes[req.Action]
+	switch {
+	case req.Key == "" || len(req.Key) > maxCode:
+		return CustodyResult{}, refused("key_required", "an action key of 1 to 128 characters is required")
+	case !ok:
+		return CustodyResult{}, refused("unknown_action", "unknown action "+strconv.Quote(req.Action)+" (move, out_for_delivery, deliver, hold, return, forward)")
+	case req.Parcel == "" || len(req.Parcel) > maxCode:
+		return CustodyResult{}, refused("parcel_required", "a parcel code of 1 to 128 characters is required")
+	case req.Station != "" && !s.hasStation(req.Station):
+		return CustodyResult{}, refused("unknown_station", "unknown station "+strconv.Quote(req.Station))
+	}
+	for _, f := range []struct{ v, name string }{{req.Location, "location"}, {req.Round, "round"}, {req.Recipient, "recipient"}, {req.Proxy, "proxy"}} {
+		if len(f.v) > maxCode {
+			return CustodyResult{}, refused("too_long", f.name+" is longer than 128 characters")
+		}
+	}
+	if len(req.Reason) > maxText || len(req.To) > maxText {
+		return CustodyResult{}, refused("too_long", "reason and to are at most 200 characters")
+	}
+	p, err := s.lookup(ctx, req.Parcel)
+	if errors.Is(err, store.ErrNoParcel) {
+		return CustodyResult{}, &custodyError{status: http.StatusNotFound, code: store.RefusedUnknownParcel, auditable: true, actionType: typ,
+			msg: "no parcel with that code on this box: receive it first"}
+	}
+	if err != nil {
+		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: err.Error()}
+	}
+	now := s.opts.Now()
+	at := now
+	if !req.At.IsZero() && req.At.Before(now.Add(time.Minute)) && req.At.After(now.Add(-7*24*time.Hour)) {
+		at = req.At
+	}
+	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: typ, Time: at, Station: req.Station,
+		ParcelID: p.ID, By: user}
+	bad := func(code, msg string) (CustodyResult, *custodyError) {
+		return CustodyResult{}, &custodyError{status: http.StatusBadRequest, code: code, msg: msg, auditable: true, parcelID: p.ID, actionType: typ}
+	}
+	switch req.Action {
+	case "move":
+		if req.Location == "" {
+			return bad("location_required", "a location is required")
+		}
+		ev.Location = req.Location
+	case "out_for_delivery":
+		if req.Round == "" {
+			return bad("round_required", "a round is required")
+		}
+		ev.Round = req.Round
+	case "hold":
+		if req.Reason == "" {
+			return bad("reason_required", "a reason is required")
+		}
+		ev.Reason, ev.Location = req.Reason, req.Location
+	case "return":
+		if req.Reason == "" {
+			return bad("reason_required", "a reason is required")
+		}
+		ev.Reason = req.Reason
+	case "forward":
+		if req.Reason == "" || req.To == "" {
+			return bad("reason_required", "a reason and where it goes (to) are required")
+		}
+		ev.Reason, ev.To = req.Reason, req.To
+	case "deliver":
+		proof, cerr := s.checkProof(p, req)
+		if cerr != nil {
+			cerr.parcelID, cerr.actionType = p.ID, typ
+			return CustodyResult{}, cerr
+		}
+		ev.Proof = proof
+		ev.Recipient = p.Recipient
+		collector := req.Recipient
+		if proof.Method == event.ProofBadge {
+			collector = proof.Badge
+		}
+		if ev.Recipient == "" {
+			ev.Recipient = collector
+		} else if collector != "" && collector != ev.Recipient {
+			ev.Proxy = collector
+		}
+		if req.Proxy != "" {
+			ev.Proxy = req.Proxy
+		}
+	}
+	committed, replayed, err := s.opts.Custody.AppendOnce(ctx, req.Key, ev)
+	var rerr *store.RefusedError
+	if errors.As(err, &rerr) {
+		return CustodyResult{}, &custodyError{status: http.StatusConflict, code: rerr.Code, state: string(rerr.State), msg: rerr.Error(),
+			auditable: true, parcelID: p.ID, actionType: typ}
+	}
+	if err != nil {
+		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: "not recorded: " + err.Error()}
+	}
+	if !replayed {
+		s.opts.Log.Info("parcel "+strings.TrimPrefix(string(typ), "parcel."), "user", user, "parcel", p.ID, "location", ev.Location,
+			"round", ev.Round, "proof", proofMethodOf(ev.Proof), "seq", committed.Seq)
+	}
+	if typ == event.TypeParcelDelivered && s.opts.Actions != nil {
+		s.opts.Actions.Handed(p.ID)
+	}
+	return CustodyResult{OK: true, EventID: committed.ID, Seq: committed.Seq, ParcelID: p.ID, Type: string(typ), Replayed: replayed}, nil
+}
+
+func proofMethodOf(p *event.Proof) string {
+	if p == nil {
+		return ""
+	}
+	return p.Method
+}
+
+// checkProof checks the proof of a delivery against the site's policy.
+func (s *Server) checkProof(p store.Parcel, req *CustodyRequest) (*event.Proof, *custodyError) {
+	pr := req.Proof
+	if pr == nil || pr.Method == "" {
+		return nil, &custodyError{status: http.StatusBadRequest, code: "proof_required", auditable: true,
+			msg: "a delivery needs proof: one of " + strings.Join(s.opts.Delivery.Proof, ", ")}
+	}
+	if !slices.Contains(s.opts.Delivery.Proof, pr.Method) {
+		return nil, &custodyError{status: http.StatusBadRequest, code: "proof_not_accepted", auditable: true,
+			msg: "this site does not accept " + strconv.Quote(pr.Method) + " as proof (delivery.proof: " + strings.Join(s.opts.Delivery.Proof, ", ") + ")"}
+	}
+	switch pr.Method {
+	case event.ProofBadge:
+		b := strings.TrimSpace(pr.Badge)
+		if b == "" || len(b) > maxCode {
+			return nil, refused("badge_required", "scan the recipient's badge")
+		}
+		return &event.Proof{Method: event.ProofBadge, Badge: b}, nil
+	case event.ProofSignature:
+		if err := checkSignature(pr.Signature); err != nil {
+			return nil, refused("bad_signature", err.Error())
+		}
+		sum := sha256.Sum256([]byte(pr.Signature))
+		return &event.Proof{Method: event.ProofSignature, SHA256: hex.EncodeToString(sum[:]), Size: len(pr.Signature), Signature: pr.Signature}, nil
+	case event.ProofPIN:
+		switch {
+		case p.PickupPIN == "":
+			return nil, &custodyError{status: http.StatusBadRequest, code: "no_pin", auditable: true, msg: "this parcel has no pickup PIN"}
+		case s.pins.blocked(p.ID):
+			return nil, &custodyError{status: http.StatusForbidden, code: "pin_locked", auditable: true,
+				msg: "too many wrong PINs for this parcel: take another proof"}
+		case subtle.ConstantTimeCompare([]byte(strings.TrimSpace(pr.PIN)), []byte(p.PickupPIN)) != 1:
+			s.pins.fail(p.ID)
+			return nil, &custodyError{status: http.StatusForbidden, code: "bad_pin", auditable: true, msg: "wrong PIN"}
+		}
+		return &event.Proof{Method: event.ProofPIN}, nil
+	case event.ProofClerk:
+		return &event.Proof{Method: event.ProofClerk}, nil
+	}
+	return nil, refused("proof_not_accepted", "unknown proof method")
+}
+
+// checkSignature accepts SVG path data of absolute M and L commands with
+// integer coordinates in the 1000×400 signing box: what the page draws.
+func checkSignature(d string) error {
+	switch {
+	case d == "":
+		return errors.New("the signature is empty")
+	case len(d) > MaxSignature:
+		return fmt.Errorf("the signature is longer than %d bytes", MaxSignature)
+	}
+	fields := strings.Fields(d)
+	strokes, points := 0, 0
+	for i := 0; i < len(fields); {
+		cmd := fields[i]
+		if (cmd != "M" && cmd != "L") || i+2 >= len(fields) {
+			return errors.New("the signature is not path data of M and L commands")
+		}
+		x, errX := strconv.Atoi(fields[i+1])
+		y, errY := strconv.Atoi(fields[i+2])
+		if errX != nil || errY != nil || x < 0 || x > 1000 || y < 0 || y > 400 {
+			return errors.New("a signature point is outside the 1000×400 box")
+		}
+		if cmd == "M" {
+			strokes++
+		} else if strokes == 0 {
+			return errors.New("the signature must start with M")
+		}
+		points++
+		i += 3
+	}
+	if points < 2 {
+		return errors.New("the signature is a dot, not a signature")
+	}
+	return nil
+}
+
+func (s *Server) auditRefusal(ctx context.Context, req *CustodyRequest, user string, cerr *custodyError) {
+	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: event.TypeAudit, Time: s.opts.Now(),
+		Station: req.Station, ParcelID: cerr.parcelID, By: user,
+		Audit: &event.Audit{Action: "custody", Name: string(cerr.actionType), Outcome: "rejected", Reason: cerr.code}}
+	if _, err := s.opts.Custody.Append(ctx, ev); err != nil {
+		s.opts.Log.Error("refusal not audited", "err", err)
+	}
+}
+
+func (s *Server) signature(w http.ResponseWriter, r *http.Request, _ *session) {
+	p, err := s.opts.Custody.ParcelByID(r.Context(), r.PathValue("id"))
+	if errors.Is(err, store.ErrNoParcel) {
+		jsonErrorCode(w, http.StatusNotFound, store.RefusedUnknownParcel, "no parcel with that id on this box")
+		return
+	}
+	if err != nil {
+		jsonError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if p.Proof == nil || p.Proof.Method != event.ProofSignature {
+		jsonErrorCode(w, http.StatusNotFound, "no_signature", "the parcel was not handed over with a signature")
+		return
+	}
+	writeJSON(w, map[string]any{"parcel_id": p.ID, "signature": p.Proof.Signature, "sha256": p.Proof.SHA256, "size": p.Proof.Size,
+		"recipient": p.Recipient, "proxy": p.Proxy, "delivered": p.Closed, "by": p.By})
+}
+
+func (s *Server) setMode(w http.ResponseWriter, r *http.Request, sess *session) {
+	var req struct {
+		Station string `json:"station"`
+		Mode    string `json:"mode"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+		jsonErrorCode(w, http.StatusBadRequest, "malformed", "malformed request: "+err.Error())
+		return
+	}
+	if !s.hasStation(req.Station) {
+		jsonErrorCode(w, http.StatusBadRequest, "unknown_station", "unknown station "+strconv.Quote(req.Station))
+		return
+	}
+	if err := s.opts.Actions.SetMode(req.Station, req.Mode); err != nil {
+		jsonErrorCode(w, http.StatusBadRequest, "unknown_mode", err.Error())
+		return
+	}
+	s.opts.Log.Info("scan mode set on the page", "user", sess.user, "station", req.Station, "mode", req.Mode)
+	writeJSON(w, map[string]bool{"ok": true})
+}
+
+// report writes the parcels received or closed on one day (box time) as
+// CSV, streaming. Every download is audited.
+func (s *Server) report(w http.ResponseWriter, r *http.Request, sess *session) {
+	now := s.opts.Now()
+	day := r.URL.Query().Get("day")
+	if day == "" {
+		day = now.Format(time.DateOnly)
+	}
+	from, err := time.ParseInLocation(time.DateOnly, day, now.Location())
+	if err != nil {
+		jsonErrorCode(w, http.StatusBadRequest, "bad_day", "day must be a date such as 2026-11-29")
+		return
+	}
+	to := from.AddDate(0, 0, 1)
+	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: event.TypeAudit, Time: now, By: sess.user,
+		Audit: &event.Audit{Action: "report", Name: "daily_log " + day, Outcome: "applied"}}
+	if _, err := s.opts.Custody.Append(r.Context(), ev); err != nil {
+		jsonError(w, http.StatusServiceUnavailable, "the download cannot be audited, so it is refused: "+err.Error())
+		return
+	}
+	s.opts.Log.Info("daily log downloaded", "user", sess.user, "day", day)
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Disposition", `attachment; filename="mailroom-`+s.opts.Appliance+"-"+day+`.csv"`)
+	cw := csv.NewWriter(w)
+	write := func(rec []string) {
+		for i, v := range rec {
+			rec[i] = cell(v)
+		}
+		cw.Write(rec)
+	}
+	write([]string{"time", "event", "parcel_id", "carrier", "tracking", "recipient", "location", "round", "by", "proof", "proxy", "reason", "to"})
+	in := func(t time.Time) bool { return !t.Before(from) && t.Before(to) }
+	err = s.opts.Custody.EachParcelOf(r.Context(), from, to, func(p store.Parcel) error {
+		if in(p.Received) {
+			write([]string{p.Received.In(now.Location()).Format(time.RFC3339), "received", p.ID, p.Carrier, p.Tracking,
+				p.Recipient, "", "", "", "", "", "", ""})
+		}
+		if !p.Closed.IsZero() && in(p.Closed) {
+			write([]string{p.Closed.In(now.Location()).Format(time.RFC3339), string(p.State), p.ID, p.Carrier, p.Tracking,
+				p.Recipient, p.Location, p.Round, p.By, proofMethodOf(p.Proof), p.Proxy, p.Reason, p.To})
+		}
+		cw.Flush()
+		return cw.Error()
+	})
+	cw.Flush()
+	if err != nil {
+		s.opts.Log.Error("daily log cut short", "err", err)
+	}
+}
+
+// modes returns each station's scan mode for the status.
+func (s *Server) modes() map[string]station.ModeView {
+	if s.opts.Actions == nil {
+		return nil
+	}
+	return s.opts.Actions.Modes()
+}
+
+// cell keeps a CSV value from being read as a formula by a spreadsheet: a
+// code scanned off a parcel is outside data.
+func cell(v string) string {
+	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return "'" + v
+	}
+	return v
+}

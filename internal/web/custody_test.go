@@ -1,0 +1,305 @@
+package web
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+type custodyRig struct {
+	*rig
+	st *store.Outbox
+	c  *http.Client
+	// csrf of the signed-in clerk
+	token string
+}
+
+func startCustody(t *testing.T, proof ...string) *custodyRig {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Options{Path: filepath.Join(t.TempDir(), "buffer.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if proof == nil {
+		proof = []string{"badge", "signature", "pin"}
+	}
+	r := startWith(t, func(o *Options) {
+		o.Custody, o.Delivery = st, Delivery{Proof: proof, Overdue: 72 * time.Hour}
+	})
+	c := r.client()
+	r.login(c, "clara", "clerk-password")
+	return &custodyRig{rig: r, st: st, c: c, token: r.csrf(c)}
+}
+
+func (r *custodyRig) receive(tracking, recipient, pin string) event.Event {
+	r.t.Helper()
+	ev, err := r.st.Append(context.Background(), event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: time.Now(),
+		Station: "dock-1", Parcel: &event.Parcel{Carrier: "ups", Tracking: tracking}, Recipient: recipient, PickupPIN: pin})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return ev
+}
+
+func (r *custodyRig) act(body map[string]any) (int, map[string]any) {
+	r.t.Helper()
+	b, _ := json.Marshal(body)
+	code, out := r.postBody(r.c, "/api/custody", r.token, string(b))
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		r.t.Fatalf("answer %d is not JSON: %s", code, out)
+	}
+	return code, m
+}
+
+func (r *custodyRig) state(id string) store.Parcel {
+	r.t.Helper()
+	p, err := r.st.ParcelByID(context.Background(), id)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return p
+}
+
+func (r *custodyRig) audits() []string {
+	r.t.Helper()
+	got, err := r.st.Recent(context.Background(), 100, event.TypeAudit)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []string
+	for i := len(got) - 1; i >= 0; i-- {
+		out = append(out, got[i].Audit.Action+":"+got[i].Audit.Reason)
+	}
+	return out
+}
+
+const sig = "M 10 10 L 100 120 L 200 60 M 300 300 L 310 320"
+
+func TestHandOverWithSignatureOnce(t *testing.T) {
+	r := startCustody(t)
+	p := r.receive("1Z999AA10123456784", "EMP-0042", "")
+	body := map[string]any{"key": "k-1", "action": "deliver", "parcel": "1z999aa10123456784",
+		"proof": map[string]any{"method": "signature", "signature": sig}}
+	code, res := r.act(body)
+	if code != 200 || res["ok"] != true || res["parcel_id"] != p.ID || res["replayed"] != false {
+		t.Fatalf("hand-over: %d %v", code, res)
+	}
+	// The page retries: the first answer, nothing committed.
+	code, again := r.act(body)
+	if code != 200 || again["event_id"] != res["event_id"] || again["replayed"] != true {
+		t.Fatalf("retry: %d %v", code, again)
+	}
+	st := r.state(p.ID)
+	if st.State != store.StateDelivered || st.Proof.Method != "signature" || st.Proof.Signature != sig || st.Proof.Size != len(sig) ||
+		st.Proof.SHA256 != fmt.Sprintf("%x", sha256.Sum256([]byte(sig))) || st.By != "clara" {
+		t.Fatalf("state %+v", st)
+	}
+	// The stored signature renders back the same strokes.
+	resp, err := r.c.Get(r.base + "/api/parcels/" + p.ID + "/signature")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Signature, SHA256 string }
+	json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if got.Signature != sig || got.SHA256 != st.Proof.SHA256 {
+		t.Fatalf("signature read back: %+v", got)
+	}
+	// Another key for the same parcel: refused, audited, nothing changed.
+	body["key"] = "k-2"
+	code, res = r.act(body)
+	if code != http.StatusConflict || res["code"] != "parcel_closed" || res["state"] != "delivered" {
+		t.Fatalf("second delivery: %d %v", code, res)
+	}
+	if a := r.audits(); len(a) != 1 || a[0] != "custody:parcel_closed" {
+		t.Fatalf("audits %v", a)
+	}
+	n, _ := r.st.Recent(context.Background(), 100, event.TypeParcelDelivered)
+	if len(n) != 1 {
+		t.Fatalf("%d delivered events, want 1", len(n))
+	}
+}
+
+func TestHandOverRefusals(t *testing.T) {
+	r := startCustody(t, "signature", "pin")
+	p := r.receive("TRACK-1", "EMP-1", "123456")
+	for _, tc := range []struct {
+		name   string
+		body   map[string]any
+		status int
+		code   string
+	}{
+		{"no key", map[string]any{"action": "deliver", "parcel": "TRACK-1"}, 400, "key_required"},
+		{"unknown action", map[string]any{"key": "a", "action": "fly", "parcel": "TRACK-1"}, 400, "unknown_action"},
+		{"unknown parcel", map[string]any{"key": "b", "action": "move", "parcel": "NOPE", "location": "S1"}, 404, "unknown_parcel"},
+		{"no proof", map[string]any{"key": "c", "action": "deliver", "parcel": "TRACK-1"}, 400, "proof_required"},
+		{"badge not accepted", map[string]any{"key": "d", "action": "deliver", "parcel": "TRACK-1",
+			"proof": map[string]any{"method": "badge", "badge": "EMP-1"}}, 400, "proof_not_accepted"},
+		{"wrong pin", map[string]any{"key": "e", "action": "deliver", "parcel": "TRACK-1",
+			"proof": map[string]any{"method": "pin", "pin": "000000"}}, 403, "bad_pin"},
+		{"scribble outside the box", map[string]any{"key": "f", "action": "deliver", "parcel": "TRACK-1",
+			"proof": map[string]any{"method": "signature", "signature": "M 0 0 L 5000 5"}}, 400, "bad_signature"},
+		{"script as signature", map[string]any{"key": "g", "action": "deliver", "parcel": "TRACK-1",
+			"proof": map[string]any{"method": "signature", "signature": "<script>alert(1)</script>"}}, 400, "bad_signature"},
+		{"huge signature", map[string]any{"key": "h", "action": "deliver", "parcel": "TRACK-1",
+			"proof": map[string]any{"method": "signature", "signature": strings.Repeat("L 1 1 ", 5000)}}, 413, "too_large"},
+		{"move without location", map[string]any{"key": "i", "action": "move", "parcel": "TRACK-1"}, 400, "location_required"},
+		{"forward without to", map[string]any{"key": "j", "action": "forward", "parcel": "TRACK-1", "reason": "moved"}, 400, "reason_required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, res := r.act(tc.body)
+			if code != tc.status || res["code"] != tc.code {
+				t.Fatalf("%d %v, want %d %s", code, res, tc.status, tc.code)
+			}
+		})
+	}
+	if st := r.state(p.ID); st.State != store.StateReceived {
+		t.Fatalf("a refusal changed the parcel: %+v", st)
+	}
+	// The right PIN hands it over; five wrong ones block the PIN.
+	q := r.receive("TRACK-2", "EMP-2", "654321")
+	for i := range 5 {
+		r.act(map[string]any{"key": fmt.Sprint("w", i), "action": "deliver", "parcel": "TRACK-2", "proof": map[string]any{"method": "pin", "pin": "111111"}})
+	}
+	code, res := r.act(map[string]any{"key": "w-right", "action": "deliver", "parcel": "TRACK-2", "proof": map[string]any{"method": "pin", "pin": "654321"}})
+	if code != 403 || res["code"] != "pin_locked" {
+		t.Fatalf("after five wrong PINs: %d %v", code, res)
+	}
+	code, res = r.act(map[string]any{"key": "p-right", "action": "deliver", "parcel": "TRACK-1", "proof": map[string]any{"method": "pin", "pin": "123456"}})
+	if code != 200 || r.state(p.ID).Proof.Method != "pin" {
+		t.Fatalf("right PIN: %d %v", code, res)
+	}
+	if r.state(q.ID).State != store.StateReceived {
+		t.Fatal("a blocked PIN delivered")
+	}
+}
+
+func TestCustodyChainFromThePage(t *testing.T) {
+	r := startCustody(t)
+	p := r.receive("TRACK-9", "EMP-9", "")
+	steps := []map[string]any{
+		{"key": "1", "action": "move", "parcel": p.ID, "location": "SHELF-A01"},
+		{"key": "2", "action": "hold", "parcel": p.ID, "reason": "on leave until 2026-12-07"},
+		{"key": "3", "action": "move", "parcel": p.ID, "location": "SHELF-H01"},
+		{"key": "4", "action": "deliver", "parcel": p.ID, "proof": map[string]any{"method": "badge", "badge": "EMP-7"}},
+	}
+	for _, s := range steps {
+		if code, res := r.act(s); code != 200 {
+			t.Fatalf("%v: %d %v", s, code, res)
+		}
+	}
+	st := r.state(p.ID)
+	if st.State != store.StateDelivered || st.Recipient != "EMP-9" || st.Proxy != "EMP-7" || st.Location != "SHELF-H01" {
+		t.Fatalf("state %+v", st)
+	}
+	if r.actions.handed[0] != p.ID {
+		t.Fatalf("stations not told of the hand-over: %v", r.actions.handed)
+	}
+}
+
+func TestWaitingAndRecipientList(t *testing.T) {
+	r := startCustody(t)
+	a := r.receive("A", "EMP-1", "")
+	r.receive("B", "EMP-1", "")
+	r.receive("C", "EMP-2", "")
+	resp, err := r.c.Get(r.base + "/api/parcels?recipient=EMP-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct{ Parcels []ParcelView }
+	json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if len(list.Parcels) != 2 || list.Parcels[0].ID != a.ID || list.Parcels[0].Tracking != "A" || list.Parcels[0].Overdue {
+		t.Fatalf("EMP-1's parcels: %+v", list.Parcels)
+	}
+	resp, _ = r.c.Get(r.base + "/api/waiting")
+	var w struct {
+		Open, Overdue int64
+		ByRecipient   []GroupView `json:"by_recipient"`
+	}
+	json.NewDecoder(resp.Body).Decode(&w)
+	resp.Body.Close()
+	if w.Open != 3 || w.Overdue != 0 || len(w.ByRecipient) != 2 || w.ByRecipient[0].Key != "EMP-1" || w.ByRecipient[0].Count != 2 {
+		t.Fatalf("waiting %+v", w)
+	}
+	if resp := r.get(r.c, "/api/parcels?recipient="); resp.StatusCode != 400 {
+		t.Fatalf("empty recipient: %d", resp.StatusCode)
+	}
+}
+
+func TestDailyLogCSVIsAdminOnlyAndAudited(t *testing.T) {
+	r := startCustody(t)
+	p := r.receive("=HYPERLINK(\"x\")", "EMP-1", "")
+	r.act(map[string]any{"key": "1", "action": "return", "parcel": p.ID, "reason": "refused by recipient"})
+	if resp := r.get(r.c, "/api/report.csv"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("clerk got the daily log: %d", resp.StatusCode)
+	}
+	admin := r.client()
+	r.login(admin, "adam", "admin-password")
+	resp, err := admin.Get(r.base + "/api/report.csv?day=" + time.Now().Format(time.DateOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	rows, err := csv.NewReader(strings.NewReader(string(body))).ReadAll()
+	if err != nil || resp.StatusCode != 200 || len(rows) != 3 {
+		t.Fatalf("csv %d %v:\n%s", resp.StatusCode, err, body)
+	}
+	if rows[1][1] != "received" || rows[2][1] != "returned" || rows[2][11] != "refused by recipient" || rows[1][2] != p.ID {
+		t.Fatalf("rows %q", rows)
+	}
+	if !strings.HasPrefix(rows[1][4], "'=") {
+		t.Fatalf("a code that is a formula went out as one: %q", rows[1][4])
+	}
+	if a := r.audits(); len(a) != 1 || !strings.HasPrefix(a[0], "report:") {
+		t.Fatalf("audits %v", a)
+	}
+	if resp := r.get(admin, "/api/report.csv?day=yesterday"); resp.StatusCode != 400 {
+		t.Fatalf("bad day: %d", resp.StatusCode)
+	}
+}
+
+func TestCheckSignature(t *testing.T) {
+	for _, tc := range []struct {
+		d  string
+		ok bool
+	}{
+		{sig, true},
+		{"M 1 1 L 2 2", true},
+		{"", false},
+		{"M 1 1", false},
+		{"L 1 1 L 2 2", false},
+		{"M 1 1 L 2", false},
+		{"M 1 1 L -2 2", false},
+		{"M 1 1 C 2 2", false},
+		{"M 1.5 1 L 2 2", false},
+	} {
+		if err := checkSignature(tc.d); (err == nil) != tc.ok {
+			t.Errorf("checkSignature(%q) = %v", tc.d, err)
+		}
+	}
+}
+
+func FuzzCheckSignature(f *testing.F) {
+	f.Add(sig)
+	f.Add("M 1 1 L")
+	f.Fuzz(func(t *testing.T, d string) {
+		if checkSignature(d) == nil && (len(d) > MaxSignature || !strings.HasPrefix(strings.TrimSpace(d), "M")) {
+			t.Fatalf("accepted %q", d)
+		}
+	})
+}
