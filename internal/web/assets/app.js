@@ -132,6 +132,7 @@ function setLang(l) {
   }
   showResult();
   if (last) render(last);
+  if (window.onLang) window.onLang();
 }
 
 // The answer to the clerk's last action, kept as a message key and its
@@ -208,6 +209,7 @@ function render(s) {
     el("td", {}, e.type === "parcel.received" && printers.has(e.station) ?
       el("button", { type: "button", class: "reprint", "data-station": e.station, "data-id": e.id }, t("reprint")) : ""))));
   drawChart(s.chart);
+  if (window.onStatus) window.onStatus(s);
 }
 
 function drawChart(c) {

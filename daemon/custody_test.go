@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+// custodyCodes are the internal codes of the custody tests.
+const custodyCodes = `barcodes:
+  internal:
+    - {kind: recipient, prefix: "EMP-"}
+    - {kind: location, prefix: "SHELF-"}
+    - {kind: action, action: move, prefix: "ACT-MOVE"}
+    - {kind: action, action: deliver, prefix: "ACT-DELIVER"}
+delivery:
+  proof: [badge, signature]`
+
+// TestCustodyByScannerThroughKills runs the real binary with a PTY scanner
+// and a real mosquitto: a parcel is received, moved to a shelf and handed
+// over by badge, with the daemon SIGKILLed between the scans. The cloud
+// gets every event once in seq order, each custody event naming the
+// parcel; a second delivery is refused and changes nothing; the parcel's
+// state on the box is delivered.
+func TestCustodyByScannerThroughKills(t *testing.T) {
+	s := newSetup(t, "mr-custody-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-custody-01/events")
+	scanDev := serialtest.New(t, filepath.Join(s.dir, "ttyScanner"))
+	devices := fmt.Sprintf(`  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, reconnect_max: 200ms}
+stations:
+  - {name: dock-1, scanner: dock-scanner}
+%s`, scanDev.Link, custodyCodes)
+	cfg := s.config(t, s.broker.URL(), devices)
+	start := func() *proc {
+		p := startDaemon(t, cfg)
+		p.waitLog(t, "scanner connected", 10*time.Second)
+		p.waitLog(t, "uplink connected", 10*time.Second)
+		return p
+	}
+	// scan reads a code and waits until its scan event reached the cloud:
+	// it is committed.
+	events := 0
+	scan := func(code string, more int) {
+		t.Helper()
+		if err := scanDev.Scan(code); err != nil {
+			t.Fatal(err)
+		}
+		events += 1 + more
+		sub.WaitFor(t, 15*time.Second, fmt.Sprintf("%d events after %s", events, code), mqtttest.DistinctEvents(events))
+	}
+
+	p := start()
+	scan("1Z999AA10123456784", 1) // the scan and its parcel.received
+	scan("ACT-MOVE", 0)
+	scan("SHELF-A01", 0)
+	p.kill() // the mode is in the buffer, not only in memory
+
+	p = start()
+	scan("1Z999AA10123456784", 1) // parcel.moved
+	p.kill()
+
+	p = start()
+	scan("ACT-DELIVER", 0)
+	scan("EMP-0042", 0)
+	p.kill()
+	p = start()
+	scan("1Z999AA10123456784", 1) // parcel.delivered
+	scan("1Z999AA10123456784", 1) // refused: an audit event
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+
+	msgs := sub.Messages()
+	bySeq, _ := mqtttest.Delivered(t, msgs)
+	gapless(t, bySeq)
+	if len(bySeq) != events {
+		t.Fatalf("%d distinct events at the cloud, want %d", len(bySeq), events)
+	}
+	byType := map[event.Type][]event.Event{}
+	for seq := int64(1); seq <= int64(len(bySeq)); seq++ {
+		ev := bySeq[seq]
+		byType[ev.Type] = append(byType[ev.Type], ev)
+	}
+	rcv, moved, del, audit := byType[event.TypeParcelReceived], byType[event.TypeParcelMoved], byType[event.TypeParcelDelivered], byType[event.TypeAudit]
+	if len(rcv) != 1 || len(moved) != 1 || len(del) != 1 || len(audit) != 1 {
+		t.Fatalf("received %d, moved %d, delivered %d, audits %d; want one each", len(rcv), len(moved), len(del), len(audit))
+	}
+	id := rcv[0].ID
+	if moved[0].ParcelID != id || moved[0].Location != "SHELF-A01" || moved[0].By != "dock-scanner" || moved[0].Station != "dock-1" {
+		t.Fatalf("parcel.moved = %+v", moved[0])
+	}
+	if del[0].ParcelID != id || del[0].Recipient != "EMP-0042" || del[0].Proof == nil || del[0].Proof.Method != "badge" || del[0].Seq < moved[0].Seq {
+		t.Fatalf("parcel.delivered = %+v", del[0])
+	}
+	if a := audit[0].Audit; a.Action != "custody" || a.Name != "parcel.delivered" || a.Outcome != "rejected" || a.Reason != "parcel_closed" ||
+		audit[0].ParcelID != id {
+		t.Fatalf("refusal = %+v %+v", audit[0], a)
+	}
+
+	st, err := store.Open(context.Background(), store.Options{Path: filepath.Join(s.dir, "buffer.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	pst, err := st.ParcelByID(context.Background(), id)
+	if err != nil || pst.State != store.StateDelivered || pst.LastEvent != del[0].ID || pst.Location != "SHELF-A01" {
+		t.Fatalf("state on the box: %+v %v", pst, err)
+	}
+}
