@@ -94,6 +94,90 @@ func (p *proxy) restore() {
 	p.mu.Unlock()
 }
 
+// browser is a headless Chromium for one test, with the steps the tests
+// share.
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+	p   *proc
+	// failShot is the screenshot file written when a step fails.
+	failShot string
+}
+
+// newBrowser starts Chromium with a German locale at the given window
+// size; it is closed when the test ends.
+func newBrowser(t *testing.T, chrome string, p *proc, failShot string, w, h int) *browser {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
+		chromedp.Flag("headless", "new"), chromedp.WindowSize(w, h), chromedp.Flag("lang", "de-DE"),
+		chromedp.Flag("accept-lang", "de-DE,de"))
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	ctx, tcancel := context.WithTimeout(ctx, 120*time.Second)
+	t.Cleanup(func() { tcancel(); cancel(); acancel() })
+	return &browser{t: t, ctx: ctx, p: p, failShot: failShot}
+}
+
+// run does the steps of one part of a test; a failure ends the test with a
+// screenshot and the daemon's log.
+func (b *browser) run(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, actions...); err != nil {
+		png, _ := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+		os.WriteFile(filepath.Join(artifactDir(b.t), b.failShot), png, 0o644)
+		b.t.Fatalf("%s: %v\ndaemon log:\n%s", what, err, b.p.log.String())
+	}
+}
+
+// until polls the page until ok holds or the step's time runs out.
+func (b *browser) until(what string, ok func(ctx context.Context, tg *chromedp.Target) bool) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		for !ok(ctx, tg) {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		return nil
+	})
+}
+
+// waitText waits until the visible element sel contains want.
+func (b *browser) waitText(sel, want string) chromedp.Action[chromedp.Void] {
+	return b.until(fmt.Sprintf("%q in %s", want, sel), func(ctx context.Context, tg *chromedp.Target) bool {
+		got, err := chromedp.TextContent(chromedp.CSS(sel), chromedp.NodeVisible)(ctx, tg)
+		return err == nil && strings.Contains(got, want)
+	})
+}
+
+// waitAttr waits until sel's attribute name is want.
+func (b *browser) waitAttr(sel, name, want string) chromedp.Action[chromedp.Void] {
+	return b.until(fmt.Sprintf("%s=%q on %s", name, want, sel), func(ctx context.Context, tg *chromedp.Target) bool {
+		got, err := chromedp.AttributeValue(chromedp.CSS(sel), name)(ctx, tg)
+		return err == nil && got.Value == want
+	})
+}
+
+// waitJS waits until the expression is true.
+func (b *browser) waitJS(what, expr string) chromedp.Action[chromedp.Void] {
+	return b.until(what, func(ctx context.Context, tg *chromedp.Target) bool {
+		ok, err := chromedp.Evaluate[bool](expr)(ctx, tg)
+		return err == nil && ok
+	})
+}
+
+// screenshot writes the page to var/test-artifacts.
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(artifactDir(b.t), name), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
 // artifactDir is where screenshots go: $TEST_ARTIFACTS, or var/test-artifacts.
 func artifactDir(t *testing.T) string {
 	dir := os.Getenv("TEST_ARTIFACTS")
@@ -126,48 +210,8 @@ web:
 	px := startProxy(t, fmt.Sprintf("127.0.0.1:%d", webPort))
 	base := "http://" + px.ln.Addr().String()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
-		chromedp.Flag("headless", "new"), chromedp.WindowSize(1100, 1400), chromedp.Flag("lang", "de-DE"),
-		chromedp.Flag("accept-lang", "de-DE,de"))
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer acancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, tcancel := context.WithTimeout(ctx, 90*time.Second)
-	defer tcancel()
-	run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			png, _ := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-			os.WriteFile(filepath.Join(artifactDir(t), "status-page-failure.png"), png, 0o644)
-			t.Fatalf("%s: %v\ndaemon log:\n%s", what, err, p.log.String())
-		}
-	}
-	// until polls the page until ok holds or the step's time runs out.
-	until := func(what string, ok func(ctx context.Context, tg *chromedp.Target) bool) chromedp.Action[chromedp.Void] {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			for !ok(ctx, tg) {
-				select {
-				case <-ctx.Done():
-					return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-			return nil
-		})
-	}
-	waitText := func(sel, want string) chromedp.Action[chromedp.Void] {
-		return until(fmt.Sprintf("%q in %s", want, sel), func(ctx context.Context, tg *chromedp.Target) bool {
-			got, err := chromedp.TextContent(chromedp.CSS(sel), chromedp.NodeVisible)(ctx, tg)
-			return err == nil && strings.Contains(got, want)
-		})
-	}
-	waitAttr := func(sel, name, want string) chromedp.Action[chromedp.Void] {
-		return until(fmt.Sprintf("%s=%q on %s", name, want, sel), func(ctx context.Context, tg *chromedp.Target) bool {
-			got, err := chromedp.AttributeValue(chromedp.CSS(sel), name)(ctx, tg)
-			return err == nil && got.Value == want
-		})
-	}
+	b := newBrowser(t, chrome, p, "status-page-failure.png", 1100, 1400)
+	ctx, run, waitText, waitAttr := b.ctx, b.run, b.waitText, b.waitAttr
 
 	// Log in; a wrong password first.
 	run("wrong password",
@@ -263,13 +307,7 @@ web:
 		t.Fatal("time or station wraps in the recent parcels at 1280 px")
 	}
 
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err = os.WriteFile(filepath.Join(artifactDir(t), "status-page.png"), png, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	b.screenshot("status-page.png")
 	if strings.Contains(p.log.String(), "clerk-password") {
 		t.Fatal("a password appears in the daemon log")
 	}

@@ -18,7 +18,7 @@ Object.assign(T.de, {
   noParcels: "Keine offenen Sendungen für {0}.", parcelsOf: "Offene Sendungen für {0}", selectSome: "Bitte Sendungen auswählen.",
   signFirst: "Bitte unterschreiben.", pinFirst: "Bitte die PIN eingeben.", notSent: "noch nicht gesendet", sentOk: "gesendet",
   refusedMark: "abgelehnt", outboxN: "{0} nicht gesendet", badgeFirst: "Bitte zuerst den Ausweis des Empfängers scannen.",
-  badgeIs: "Empfänger: {0}", outQueued: "Auf Tour: {0}", deliverQueued: "Zugestellt: {0}", signFor: "Unterschrift für {0} Sendung(en) von {1}",
+  badgeIs: "Empfänger: {0}", outQueued: "Auf Tour vorgemerkt: {0}", deliverQueued: "Zustellung vorgemerkt: {0}", signFor: "Unterschrift für {0} Sendung(en) von {1}",
   codeIgnored: "Dieser Code bedeutet hier nichts.", awaitingAt: "Station {0}: {1} Sendung(en) warten auf Unterschrift oder PIN",
   takeOver: "Übernehmen", storedSig: "Gespeicherte Unterschrift", since: "seit",
   n_mode: "Modus: {0}", n_done: "{0}: erledigt", n_unknown_parcel: "Unbekannte Sendung – bitte zuerst annehmen",
@@ -48,7 +48,7 @@ Object.assign(T.en, {
   noParcels: "No open parcels for {0}.", parcelsOf: "Open parcels for {0}", selectSome: "Select the parcels first.",
   signFirst: "Please sign first.", pinFirst: "Enter the PIN first.", notSent: "not yet sent", sentOk: "sent",
   refusedMark: "refused", outboxN: "{0} not sent", badgeFirst: "Scan the recipient's badge first.",
-  badgeIs: "Recipient: {0}", outQueued: "Out: {0}", deliverQueued: "Delivered: {0}", signFor: "Signature for {0} parcel(s) of {1}",
+  badgeIs: "Recipient: {0}", outQueued: "Out for delivery, noted: {0}", deliverQueued: "Delivery noted: {0}", signFor: "Signature for {0} parcel(s) of {1}",
   codeIgnored: "This code means nothing here.", awaitingAt: "Station {0}: {1} parcel(s) wait for a signature or PIN",
   takeOver: "Take over", storedSig: "Stored signature", since: "since",
   n_mode: "Mode: {0}", n_done: "{0}: done", n_unknown_parcel: "Unknown parcel – receive it first",
@@ -130,6 +130,11 @@ async function send() {
       const data = await r.json().catch(() => ({}));
       if (r.ok) {
         Object.assign(item, { state: "sent", parcel_id: data.parcel_id, seq: data.seq });
+        if (item.body.proof && item.body.proof.signature) {
+          // The box has it: the browser keeps no signature it no longer needs.
+          delete item.body.proof.signature;
+          if (item.view === "handover") readBack(item);
+        }
       } else if (r.status === 401 || r.status === 403 && !data.code || r.status >= 500) {
         break; // signed out or the box is busy: keep it and try again
       } else {
@@ -145,10 +150,24 @@ async function send() {
 setInterval(send, 3000);
 window.addEventListener("online", send);
 
+// storedSigs holds, in memory only, the signatures read back from the box
+// after a hand-over, by outbox key.
+const storedSigs = new Map();
+async function readBack(item) {
+  const r = await fetch("/api/parcels/" + encodeURIComponent(item.parcel_id) + "/signature", { credentials: "same-origin" }).catch(() => null);
+  if (!r || !r.ok) return;
+  const data = await r.json();
+  storedSigs.set(item.key, data.signature);
+  renderOutbox();
+}
+
 function outboxItem(i) {
   const cls = i.state === "sent" ? "ok" : i.state === "refused" ? "bad" : "warn";
   const what = i.state === "sent" ? t("sentOk") : i.state === "refused" ? errText(i.code, i.parcel_state, i.msg) : t("notSent");
-  return el("li", { class: cls, "data-key": i.key, "data-state": i.state }, el("span", {}, i.label), " – ", el("span", { class: "what" }, what));
+  const li = el("li", { class: cls, "data-key": i.key, "data-state": i.state, "data-parcel": i.parcel_id || "" },
+    el("span", {}, i.label), " – ", el("span", { class: "what" }, what));
+  if (storedSigs.has(i.key)) li.append(el("span", { class: "stored", title: t("storedSig") }, svgOf(storedSigs.get(i.key))));
+  return li;
 }
 
 function renderOutbox() {
@@ -314,7 +333,7 @@ function hoSubmit() {
     const p = ho.parcels.find((x) => x.id === id);
     // One action per parcel, each with its own key, made once: a retry
     // sends the same key.
-    enqueue({ action: "deliver", parcel: id, proof, proxy, recipient: ho.badge || "" }, (p && (p.tracking || p.id)) || id, "handover");
+    enqueue({ action: "deliver", parcel: id, proof: { ...proof }, proxy, recipient: ho.badge || "" }, (p && (p.tracking || p.id)) || id, "handover");
   }
   ho.parcels = ho.parcels.filter((p) => !ho.selected.includes(p.id));
   ho.selected = [];
@@ -368,7 +387,7 @@ function rdScan(code) {
 function rdTakeSignature() {
   if (rdPad.empty()) { rdMsg(t("signFirst"), false); return; }
   const proof = { method: "signature", signature: rdPad.path() };
-  for (const code of rd.toSign) enqueue({ action: "deliver", parcel: code, proof, recipient: rd.badge }, code, "round");
+  for (const code of rd.toSign) enqueue({ action: "deliver", parcel: code, proof: { ...proof }, recipient: rd.badge }, code, "round");
   rd.toSign = [];
   rdPad.clear();
   saveRd(); renderRd();
