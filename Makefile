@@ -187,6 +187,7 @@ bench: deps
 	$(GO) test -run XXX -bench 'Ingest$$|Drain|ScanToPuback|BacklogRSS' -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
 	# commit latency varies with the disk from minute to minute: five runs
 	$(GO) test -run XXX -bench IngestOffered -benchtime 1x -count 5 ./internal/store
+	$(GO) test -run XXX -bench Parcels -benchtime 1x -count 3 -timeout 20m ./internal/store
 	TMPDIR=/dev/shm $(GO) test -run XXX -bench IngestOffered -benchtime 1x -count 3 ./internal/store
 
 clean:
