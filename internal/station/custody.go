@@ -259,6 +259,7 @@ func (s *Station) custody(ctx context.Context, scan event.Event, res barcode.Res
 					resolves = append(resolves, scan.ID)
 				}
 				ev := s.custodyEvent(event.TypeParcelMoved, scan, p.parcel.ID, resolves)
+				ev.ScanID = p.scanID // the parcel's scan; the location's is resolved with it
 				ev.Location = res.Tracking
 				if err := s.commitCustody(ctx, ev, mode); err != nil {
 					return err

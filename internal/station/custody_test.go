@@ -45,11 +45,14 @@ func TestMoveLocationFirstOrParcelFirst(t *testing.T) {
 	r.scan(upsCode, 12*time.Second, true)
 	// Parcel first, then its location.
 	r.scan("ACT-MOVE", 13*time.Second, true)
-	r.scan(uspsCode, 14*time.Second, true)
+	parcelScan := r.scan(uspsCode, 14*time.Second, true)
 	r.scan("SHELF-B02", 15*time.Second, true)
 	moved := r.waitEvents(event.TypeParcelMoved, 2)
 	if moved[0].ParcelID != ups.ID || moved[0].Location != "SHELF-A01" || moved[1].ParcelID != usps.ID || moved[1].Location != "SHELF-B02" {
 		t.Fatalf("moves = %+v", moved)
+	}
+	if moved[1].ScanID != parcelScan.ID {
+		t.Fatalf("a parcel-first move names scan %s, want the parcel's %s", moved[1].ScanID, parcelScan.ID)
 	}
 	if moved[0].By != "dock-scanner" || moved[0].Station != "dock-1" {
 		t.Fatalf("move lacks by/station: %+v", moved[0])

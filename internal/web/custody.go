@@ -215,7 +215,7 @@ type custodyError struct {
 	status     int
 	code, msg  string
 	state      string
-	auditable  bool // a refusal by the parcel's state or proof: audited
+	auditable  bool // a refusal by the parcel's state or by its proof: audited
 	parcelID   string
 	actionType event.Type
 }
@@ -328,7 +328,7 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: typ, Time: at, Station: req.Station,
 		ParcelID: p.ID, By: user}
 	bad := func(code, msg string) (CustodyResult, *custodyError) {
-		return CustodyResult{}, &custodyError{status: http.StatusBadRequest, code: code, msg: msg, auditable: true, parcelID: p.ID, actionType: typ}
+		return CustodyResult{}, &custodyError{status: http.StatusBadRequest, code: code, msg: msg, parcelID: p.ID, actionType: typ}
 	}
 	switch req.Action {
 	case "move":

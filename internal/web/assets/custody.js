@@ -139,6 +139,7 @@ async function send() {
         break; // signed out or the box is busy: keep it and try again
       } else {
         Object.assign(item, { state: "refused", code: data.code, msg: data.error, parcel_state: data.state, parcel_id: data.parcel_id });
+        if (item.body.proof) delete item.body.proof.signature; // final: nothing to send again
       }
       saveOutbox();
     }
