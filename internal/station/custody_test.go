@@ -11,8 +11,6 @@ import (
 	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
-const dhlCode = "00340434161094042557"
-
 func (r *rig) parcel(id string) store.Parcel {
 	r.t.Helper()
 	p, err := r.store.ParcelByID(context.Background(), id)
