@@ -28,17 +28,40 @@ const (
 // Notice codes: what a custody scan did, for the page to say in the
 // clerk's language. They name no person.
 const (
-	NoticeMode           = "mode"             // the scan mode changed
-	NoticeDone           = "done"             // a custody event was committed
-	NoticeUnknownParcel  = "unknown_parcel"   // no parcel with that code: receive it first
-	NoticeClosed         = "parcel_closed"    // already delivered, returned or forwarded
-	NoticeHeld           = "parcel_held"      // a held parcel cannot go out
-	NoticeBadgeRequired  = "badge_required"   // deliver mode: scan the recipient's badge first
-	NoticeAwaitingProof  = "awaiting_proof"   // deliver mode: the parcel waits on the page for a signature or PIN
-	NoticeLocationNeeded = "location_needed"  // move mode: scan the location for the parcels scanned
-	NoticeNotMoved       = "not_moved"        // move mode ended before a location was scanned
-	NoticeIgnored        = "code_not_in_mode" // a code that means nothing in this mode
+	NoticeMode            = "mode"             // the scan mode changed
+	NoticeDone            = "done"             // a custody event was committed
+	NoticeUnknownParcel   = "unknown_parcel"   // no parcel with that code: receive it first
+	NoticeClosed          = "parcel_closed"    // already delivered, returned or forwarded
+	NoticeHeld            = "parcel_held"      // a held parcel cannot go out
+	NoticeBadgeRequired   = "badge_required"   // deliver mode: scan the recipient's badge first
+	NoticeAwaitingProof   = "awaiting_proof"   // deliver mode: the parcel waits on the page for a signature or PIN
+	NoticeLocationNeeded  = "location_needed"  // move mode: scan the location for the parcels scanned
+	NoticeNotMoved        = "not_moved"        // move mode ended before a location was scanned
+	NoticeIgnored         = "code_not_in_mode" // a code that means nothing in this mode
+	NoticeAlreadyReceived = "already_received" // receive mode: a receiving label of a parcel on the box
 )
+
+// isParcelID reports whether a code has the shape of a parcel id (the
+// UUID printed on receiving labels), in lower case.
+func isParcelID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // Notice is one thing a custody scan did, shown on the page.
 type Notice struct {
@@ -347,7 +370,7 @@ func (s *Station) custody(ctx context.Context, scan event.Event, res barcode.Res
 		ev.Recipient = p.Recipient
 		if p.Recipient == "" {
 			ev.Recipient = badge
-		} else if p.Recipient != badge {
+		} else if !strings.EqualFold(p.Recipient, badge) {
 			ev.Proxy = badge // someone collects for the recipient
 		}
 		ev.Proof = &event.Proof{Method: event.ProofBadge, Badge: badge}
@@ -364,7 +387,7 @@ func (s *Station) findParcel(ctx context.Context, res barcode.Result) (store.Par
 		return p, err
 	}
 	// A parcel id (a UUID) read off the label: the classifier upper-cased it.
-	if raw := strings.ToLower(strings.TrimSpace(res.Raw)); raw != strings.ToLower(res.Tracking) || len(raw) == 36 {
+	if raw := strings.ToLower(strings.TrimSpace(res.Raw)); isParcelID(raw) {
 		return s.store.FindParcel(ctx, raw)
 	}
 	return p, err

@@ -3,6 +3,7 @@ package station
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -207,3 +208,36 @@ func TestRecoveryReplaysTheModeBeforeItsParcels(t *testing.T) {
 		r2.store.Close()
 	}
 }
+
+func TestCodesAfterAHandOverAndLabelRescans(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer = "", "" })
+	r.run()
+	ups, usps := r.receiveTwo()
+	// The last parcel is handed over on the page right after receipt.
+	del := event.Event{Appliance: "mr-test", Type: event.TypeParcelDelivered, Time: r.t0.Add(2 * time.Second), ParcelID: usps.ID,
+		Proof: &event.Proof{Method: "clerk"}}
+	if _, err := r.store.Append(context.Background(), del); err != nil {
+		t.Fatal(err)
+	}
+	// The receiving label scanned again, in any case: no second parcel.
+	r.scan(strings.ToUpper(ups.ID), 3*time.Second, true)
+	r.scan(ups.ID, 4*time.Second, true)
+	r.scan("EMP-0042", 5*time.Second, true) // would update the parcel just received: held instead
+	r.scan(dhl(), 6*time.Second, true)
+	got := r.waitEvents(event.TypeParcelReceived, 3)
+	if len(got) != 3 || got[2].Recipient != "EMP-0042" {
+		t.Fatalf("receipts %+v", got)
+	}
+	if p := r.parcel(usps.ID); p.State != store.StateDelivered || p.Recipient != "" {
+		t.Fatalf("delivered parcel changed: %+v", p)
+	}
+	if n := len(r.events(event.TypeParcelUpdated)); n != 0 {
+		t.Fatalf("%d updates", n)
+	}
+	notices := r.st.Mode().Notices
+	if len(notices) < 2 || notices[0].Code != NoticeAlreadyReceived || notices[0].State != "received" {
+		t.Fatalf("notices %+v", notices)
+	}
+}
+
+func dhl() string { return "RB123456785GB" }

@@ -459,6 +459,20 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 		return s.attach(ctx, scan, res)
 	}
 
+	// The code on a receiving label names a parcel already received: a
+	// rescan of the label is no new parcel.
+	if id := strings.ToLower(strings.TrimSpace(res.Raw)); isParcelID(id) {
+		if p, err := s.store.FindParcel(ctx, id); err == nil && p.ID == id {
+			if err := s.store.Resolve(ctx, scan.ID); err != nil {
+				return err
+			}
+			s.notice(Notice{Time: at, Code: NoticeAlreadyReceived, Mode: ModeReceive, ParcelID: id, State: string(p.State)})
+			s.log.Info("receiving label scanned: the parcel was received already", "parcel", id, "state", string(p.State))
+			return nil
+		} else if err != nil && !errors.Is(err, store.ErrNoParcel) {
+			return err
+		}
+	}
 	key := dupKey(string(res.Carrier), res.Tracking)
 	if prev, ok := s.seen[key]; ok && at.Sub(prev) >= 0 && at.Sub(prev) < s.cfg.DuplicateWindow {
 		if err := s.store.Resolve(ctx, scan.ID); err != nil {
@@ -550,7 +564,14 @@ func (s *Station) attach(ctx context.Context, scan event.Event, res barcode.Resu
 			ev.Location = res.Tracking
 		}
 		committed, err := s.store.Append(ctx, ev)
-		if err != nil {
+		var refused *store.RefusedError
+		switch {
+		case errors.As(err, &refused):
+			// The parcel was handed over (or returned) meanwhile: the code
+			// is not for it. It is held for the next parcel instead.
+			s.last = nil
+			return s.attach(ctx, scan, res)
+		case err != nil:
 			return err
 		}
 		l.has[kind] = true

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mailroomd/mailroomd/internal/event"
@@ -99,9 +100,11 @@ var ErrNoParcel = errors.New("no parcel with that code on this box")
 // parcelSealID binds a sealed parcel row to its id.
 func parcelSealID(id string) string { return "parcel/" + id }
 
-// tag is what the lookup columns hold for a value: the value itself, or
-// its keyed hash when payloads are sealed.
+// tag is what the lookup columns hold for a code: the code in upper case
+// (codes match in any letter case, as the classifier's rules do), or its
+// keyed hash when payloads are sealed.
 func (o *Outbox) tag(v string) string {
+	v = strings.ToUpper(strings.TrimSpace(v))
 	if v == "" || o.opts.Seal == nil {
 		return v
 	}
@@ -168,9 +171,6 @@ func (o *Outbox) checkParcel(ev *event.Event) (*Parcel, error) {
 	p, err := o.openParcel(ev.ParcelID, detail, keyID)
 	if err != nil {
 		return nil, err
-	}
-	if ev.Type == event.TypeParcelUpdated {
-		return &p, nil
 	}
 	if p.State.Closed() {
 		return nil, &RefusedError{Code: RefusedClosed, ParcelID: p.ID, State: p.State}
@@ -320,7 +320,7 @@ func (o *Outbox) FindParcel(ctx context.Context, code string) (Parcel, error) {
 	if code == "" {
 		return Parcel{}, ErrNoParcel
 	}
-	p, err := o.ParcelByID(ctx, code)
+	p, err := o.ParcelByID(ctx, strings.ToLower(code))
 	if !errors.Is(err, ErrNoParcel) {
 		return p, err
 	}

@@ -384,3 +384,28 @@ func TestBufferFromBeforeSchema8GetsItsParcelStates(t *testing.T) {
 		t.Fatalf("state after migration: %+v", p)
 	}
 }
+
+func TestClosedParcelTakesNoUpdateAndCodesMatchInAnyCase(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	rcv := receive(t, o, "T1", "EMP-0042", "", t0)
+	if ps, err := o.OpenParcelsOf(ctx, "emp-0042", 10); err != nil || len(ps) != 1 {
+		t.Fatalf("lower-case recipient code: %v %v", ps, err)
+	}
+	if p, err := o.FindParcel(ctx, strings.ToUpper(rcv.ID)); err != nil || p.ID != rcv.ID {
+		t.Fatalf("upper-case parcel id: %v %v", p.ID, err)
+	}
+	if _, err := o.Append(ctx, custody(event.TypeParcelDelivered, rcv.ID, t0)); err != nil {
+		t.Fatal(err)
+	}
+	upd := event.Event{Appliance: "mr-test", Type: event.TypeParcelUpdated, Time: t0, ParcelID: rcv.ID, Recipient: "EMP-9"}
+	_, err := o.Append(ctx, upd)
+	var refused *RefusedError
+	if !errors.As(err, &refused) || refused.Code != RefusedClosed {
+		t.Fatalf("update of a delivered parcel: %v", err)
+	}
+	if p := state(t, o, rcv.ID); p.Recipient != "EMP-0042" || p.By != "clara" {
+		t.Fatalf("the delivery record changed: %+v", p)
+	}
+}
