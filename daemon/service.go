@@ -99,7 +99,7 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	if !cfg.PersonalData {
 		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
 			switch a.Key {
-			case "recipient", "location", "barcode", "code", "typed_user":
+			case "recipient", "location", "barcode", "code", "typed_user", "round", "proxy", "badge":
 			default:
 				return a
 			}

@@ -68,8 +68,8 @@ var redactions = []struct {
 	with string
 }{
 	// Personal data: recipients and locations attached to parcels.
-	{regexp.MustCompile(`\b(recipient|location)=("(?:[^"\\]|\\.)*"|\S+)`), `$1=[redacted]`},
-	{regexp.MustCompile(`"(recipient|location)":"(?:[^"\\]|\\.)*"`), `"$1":"[redacted]"`},
+	{regexp.MustCompile(`\b(recipient|location|round|proxy|badge)=("(?:[^"\\]|\\.)*"|\S+)`), `$1=[redacted]`},
+	{regexp.MustCompile(`"(recipient|location|round|proxy|badge)":"(?:[^"\\]|\\.)*"`), `"$1":"[redacted]"`},
 	// Secrets that must never leave the box, should one reach a log.
 	{regexp.MustCompile(`\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}`), `[redacted-hash]`},
 	{regexp.MustCompile(`-----BEGIN [A-Z ]+-----[\s\S]*?-----END [A-Z ]+-----`), `[redacted-pem]`},

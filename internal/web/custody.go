@@ -16,7 +16,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/store"
@@ -192,9 +194,9 @@ type CustodyRequest struct {
 	Proof     *ProofRequest `json:"proof"`
 	Reason    string        `json:"reason"`
 	To        string        `json:"to"`
-	// At is when the action was done on a handheld that was offline; the
-	// box's time is used when it is absent or implausible.
-	At time.Time `json:"at"`
+	// At is when the action was done on a handheld that was offline
+	// (RFC 3339); the box's time is used when it is empty or implausible.
+	At string `json:"at"`
 }
 
 // ProofRequest is the proof of a deliver action.
@@ -253,12 +255,18 @@ func (f *pinFailures) fail(id string) {
 func (s *Server) custody(w http.ResponseWriter, r *http.Request, sess *session) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSignature+8192))
 	if err != nil {
-		jsonErrorCode(w, http.StatusRequestEntityTooLarge, "too_large", "request too large: a signature is at most 16 KiB")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		json.NewEncoder(w).Encode(map[string]any{"error": "request too large: at most 24 KiB, of which a signature at most 16 KiB",
+			"code": "too_large", "state": "", "parcel_id": ""})
 		return
 	}
 	var req CustodyRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		jsonErrorCode(w, http.StatusBadRequest, "malformed", "malformed request: "+err.Error())
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(map[string]any{"error": "malformed request: the body must be one JSON object as docs/custody.md describes",
+			"code": "malformed", "state": "", "parcel_id": ""})
 		return
 	}
 	res, cerr := s.doCustody(r.Context(), &req, sess.user)
@@ -295,22 +303,30 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 	}
 	typ, ok := custodyTypes[req.Action]
 	switch {
-	case req.Key == "" || len(req.Key) > maxCode:
+	case req.Key == "":
 		return CustodyResult{}, refused("key_required", "an action key of 1 to 128 characters is required")
 	case !ok:
 		return CustodyResult{}, refused("unknown_action", "unknown action "+strconv.Quote(req.Action)+" (move, out_for_delivery, deliver, hold, return, forward)")
-	case req.Parcel == "" || len(req.Parcel) > maxCode:
-		return CustodyResult{}, refused("parcel_required", "a parcel code of 1 to 128 characters is required")
+	case req.Parcel == "":
+		return CustodyResult{}, refused("parcel_required", "a parcel code is required")
 	case req.Station != "" && !s.hasStation(req.Station):
 		return CustodyResult{}, refused("unknown_station", "unknown station "+strconv.Quote(req.Station))
 	}
-	for _, f := range []struct{ v, name string }{{req.Location, "location"}, {req.Round, "round"}, {req.Recipient, "recipient"}, {req.Proxy, "proxy"}} {
-		if len(f.v) > maxCode {
-			return CustodyResult{}, refused("too_long", f.name+" is longer than 128 characters")
+	for _, f := range []struct {
+		v, name string
+		max     int
+	}{{req.Key, "key", maxCode}, {req.Parcel, "parcel", maxCode}, {req.Location, "location", maxCode}, {req.Round, "round", maxCode},
+		{req.Recipient, "recipient", maxCode}, {req.Proxy, "proxy", maxCode}, {req.Reason, "reason", maxText}, {req.To, "to", maxText}} {
+		if n := utf8.RuneCountInString(f.v); n > f.max {
+			return CustodyResult{}, refused("too_long", fmt.Sprintf("%s is longer than %d characters", f.name, f.max))
 		}
 	}
-	if len(req.Reason) > maxText || len(req.To) > maxText {
-		return CustodyResult{}, refused("too_long", "reason and to are at most 200 characters")
+	var at time.Time
+	if req.At != "" {
+		var err error
+		if at, err = time.Parse(time.RFC3339Nano, req.At); err != nil {
+			return CustodyResult{}, refused("bad_at", "at must be an RFC 3339 time such as 2026-11-29T10:14:03Z")
+		}
 	}
 	p, err := s.lookup(ctx, req.Parcel)
 	if errors.Is(err, store.ErrNoParcel) {
@@ -321,14 +337,16 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: err.Error()}
 	}
 	now := s.opts.Now()
-	at := now
-	if !req.At.IsZero() && req.At.Before(now.Add(time.Minute)) && req.At.After(now.Add(-7*24*time.Hour)) {
-		at = req.At
+	if at.IsZero() || !at.Before(now.Add(time.Minute)) || !at.After(now.Add(-7*24*time.Hour)) {
+		at = now
+	}
+	if at.Before(p.Received) {
+		at = p.Received // nothing happens to a parcel before it was received
 	}
 	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: typ, Time: at, Station: req.Station,
 		ParcelID: p.ID, By: user}
 	bad := func(code, msg string) (CustodyResult, *custodyError) {
-		return CustodyResult{}, &custodyError{status: http.StatusBadRequest, code: code, msg: msg, parcelID: p.ID, actionType: typ}
+		return CustodyResult{}, &custodyError{status: http.StatusBadRequest, code: code, msg: msg, parcelID: p.ID, state: string(p.State), actionType: typ}
 	}
 	switch req.Action {
 	case "move":
@@ -352,14 +370,17 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		}
 		ev.Reason = req.Reason
 	case "forward":
-		if req.Reason == "" || req.To == "" {
-			return bad("reason_required", "a reason and where it goes (to) are required")
+		if req.Reason == "" {
+			return bad("reason_required", "a reason is required")
+		}
+		if req.To == "" {
+			return bad("to_required", "where the parcel goes (to) is required")
 		}
 		ev.Reason, ev.To = req.Reason, req.To
 	case "deliver":
 		proof, cerr := s.checkProof(p, req)
 		if cerr != nil {
-			cerr.parcelID, cerr.actionType = p.ID, typ
+			cerr.parcelID, cerr.state, cerr.actionType = p.ID, string(p.State), typ
 			return CustodyResult{}, cerr
 		}
 		ev.Proof = proof
@@ -370,7 +391,7 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		}
 		if ev.Recipient == "" {
 			ev.Recipient = collector
-		} else if collector != "" && collector != ev.Recipient {
+		} else if collector != "" && !strings.EqualFold(collector, ev.Recipient) {
 			ev.Proxy = collector
 		}
 		if req.Proxy != "" {
@@ -384,7 +405,8 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 			auditable: true, parcelID: p.ID, actionType: typ}
 	}
 	if err != nil {
-		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: "not recorded: " + err.Error()}
+		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: "not recorded: " + err.Error(),
+			parcelID: p.ID, state: string(p.State)}
 	}
 	if !replayed {
 		s.opts.Log.Info("parcel "+strings.TrimPrefix(string(typ), "parcel."), "user", user, "parcel", p.ID, "location", ev.Location,
@@ -417,8 +439,11 @@ func (s *Server) checkProof(p store.Parcel, req *CustodyRequest) (*event.Proof, 
 	switch pr.Method {
 	case event.ProofBadge:
 		b := strings.TrimSpace(pr.Badge)
-		if b == "" || len(b) > maxCode {
+		if b == "" || utf8.RuneCountInString(b) > maxCode {
 			return nil, refused("badge_required", "scan the recipient's badge")
+		}
+		if s.badges != nil && s.badges.Classify([]byte(b)).Kind != barcode.KindRecipient {
+			return nil, refused("not_a_badge", "that code is no recipient's badge (barcodes.internal, kind recipient)")
 		}
 		return &event.Proof{Method: event.ProofBadge, Badge: b}, nil
 	case event.ProofSignature:
@@ -429,6 +454,8 @@ func (s *Server) checkProof(p store.Parcel, req *CustodyRequest) (*event.Proof, 
 		return &event.Proof{Method: event.ProofSignature, SHA256: hex.EncodeToString(sum[:]), Size: len(pr.Signature), Signature: pr.Signature}, nil
 	case event.ProofPIN:
 		switch {
+		case strings.TrimSpace(pr.PIN) == "":
+			return nil, refused("pin_required", "enter the pickup PIN")
 		case p.PickupPIN == "":
 			return nil, &custodyError{status: http.StatusBadRequest, code: "no_pin", auditable: true, msg: "this parcel has no pickup PIN"}
 		case s.pins.blocked(p.ID):
@@ -445,8 +472,10 @@ func (s *Server) checkProof(p store.Parcel, req *CustodyRequest) (*event.Proof, 
 	return nil, refused("proof_not_accepted", "unknown proof method")
 }
 
-// checkSignature accepts SVG path data of absolute M and L commands with
-// integer coordinates in the 1000×400 signing box: what the page draws.
+// checkSignature accepts SVG path data as the page writes it: strokes of
+// an absolute M and one or more L commands, with integer coordinates
+// (digits only, no sign, no leading zero) in the 1000×400 signing box,
+// separated by single spaces, nothing before or after.
 func checkSignature(d string) error {
 	switch {
 	case d == "":
@@ -454,28 +483,37 @@ func checkSignature(d string) error {
 	case len(d) > MaxSignature:
 		return fmt.Errorf("the signature is longer than %d bytes", MaxSignature)
 	}
-	fields := strings.Fields(d)
-	strokes, points := 0, 0
-	for i := 0; i < len(fields); {
-		cmd := fields[i]
-		if (cmd != "M" && cmd != "L") || i+2 >= len(fields) {
-			return errors.New("the signature is not path data of M and L commands")
-		}
-		x, errX := strconv.Atoi(fields[i+1])
-		y, errY := strconv.Atoi(fields[i+2])
-		if errX != nil || errY != nil || x < 0 || x > 1000 || y < 0 || y > 400 {
-			return errors.New("a signature point is outside the 1000×400 box")
-		}
-		if cmd == "M" {
-			strokes++
-		} else if strokes == 0 {
-			return errors.New("the signature must start with M")
-		}
-		points++
-		i += 3
+	fields := strings.Split(d, " ")
+	if len(fields)%3 != 0 {
+		return errors.New("the signature is not path data of M x y and L x y commands separated by single spaces")
 	}
-	if points < 2 {
-		return errors.New("the signature is a dot, not a signature")
+	inStroke := 0 // points of the current stroke
+	for i := 0; i < len(fields); i += 3 {
+		cmd := fields[i]
+		switch {
+		case cmd == "M":
+			if i > 0 && inStroke < 2 {
+				return errors.New("every stroke of the signature needs an M and at least one L")
+			}
+			inStroke = 1
+		case cmd == "L" && i > 0:
+			inStroke++
+		default:
+			return errors.New("the signature is not path data of M x y and L x y commands starting with M")
+		}
+		for j, limit := range []int{1000, 400} {
+			v := fields[i+1+j]
+			n, err := strconv.Atoi(v)
+			if err != nil || v == "" || v[0] < '0' || v[0] > '9' || (len(v) > 1 && v[0] == '0') {
+				return fmt.Errorf("signature coordinate %q is not a whole number written plainly", v)
+			}
+			if n > limit {
+				return errors.New("a signature point is outside the 1000×400 box")
+			}
+		}
+	}
+	if inStroke < 2 {
+		return errors.New("every stroke of the signature needs an M and at least one L")
 	}
 	return nil
 }
@@ -490,9 +528,9 @@ func (s *Server) auditRefusal(ctx context.Context, req *CustodyRequest, user str
 }
 
 func (s *Server) signature(w http.ResponseWriter, r *http.Request, _ *session) {
-	p, err := s.opts.Custody.ParcelByID(r.Context(), r.PathValue("id"))
+	p, err := s.lookup(r.Context(), r.PathValue("id"))
 	if errors.Is(err, store.ErrNoParcel) {
-		jsonErrorCode(w, http.StatusNotFound, store.RefusedUnknownParcel, "no parcel with that id on this box")
+		jsonErrorCode(w, http.StatusNotFound, store.RefusedUnknownParcel, "no parcel with that id or tracking number on this box")
 		return
 	}
 	if err != nil {
@@ -513,7 +551,7 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request, sess *session) 
 		Mode    string `json:"mode"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
-		jsonErrorCode(w, http.StatusBadRequest, "malformed", "malformed request: "+err.Error())
+		jsonErrorCode(w, http.StatusBadRequest, "malformed", `malformed request: the body must be {"station": "…", "mode": "…"}`)
 		return
 	}
 	if !s.hasStation(req.Station) {
@@ -545,7 +583,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, sess *session) {
 	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: event.TypeAudit, Time: now, By: sess.user,
 		Audit: &event.Audit{Action: "report", Name: "daily_log " + day, Outcome: "applied"}}
 	if _, err := s.opts.Custody.Append(r.Context(), ev); err != nil {
-		jsonError(w, http.StatusServiceUnavailable, "the download cannot be audited, so it is refused: "+err.Error())
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", "the download cannot be audited, so it is refused: "+err.Error())
 		return
 	}
 	s.opts.Log.Info("daily log downloaded", "user", sess.user, "day", day)

@@ -37,6 +37,7 @@ func startCustody(t *testing.T, proof ...string) *custodyRig {
 	}
 	r := startWith(t, func(o *Options) {
 		o.Custody, o.Delivery = st, Delivery{Proof: proof, Overdue: 72 * time.Hour}
+		o.Codes = []CodeRule{{Kind: "recipient", Prefix: "EMP-"}, {Kind: "location", Prefix: "SHELF-"}}
 	})
 	c := r.client()
 	r.login(c, "clara", "clerk-password")
@@ -157,7 +158,12 @@ func TestHandOverRefusals(t *testing.T) {
 		{"huge signature", map[string]any{"key": "h", "action": "deliver", "parcel": "TRACK-1",
 			"proof": map[string]any{"method": "signature", "signature": strings.Repeat("L 1 1 ", 5000)}}, 413, "too_large"},
 		{"move without location", map[string]any{"key": "i", "action": "move", "parcel": "TRACK-1"}, 400, "location_required"},
-		{"forward without to", map[string]any{"key": "j", "action": "forward", "parcel": "TRACK-1", "reason": "moved"}, 400, "reason_required"},
+		{"forward without to", map[string]any{"key": "j", "action": "forward", "parcel": "TRACK-1", "reason": "moved"}, 400, "to_required"},
+		{"pin missing", map[string]any{"key": "k", "action": "deliver", "parcel": "TRACK-1", "proof": map[string]any{"method": "pin"}}, 400, "pin_required"},
+		{"129 characters", map[string]any{"key": "l", "action": "move", "parcel": "TRACK-1", "location": strings.Repeat("ä", 129)}, 400, "too_long"},
+		{"bad at", map[string]any{"key": "m", "action": "move", "parcel": "TRACK-1", "location": "S1", "at": "yesterday"}, 400, "bad_at"},
+		{"signature with double spaces", map[string]any{"key": "n", "action": "deliver", "parcel": "TRACK-1",
+			"proof": map[string]any{"method": "signature", "signature": "M 1 1  L 2 2"}}, 400, "bad_signature"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, res := r.act(tc.body)
@@ -200,6 +206,22 @@ func TestCustodyChainFromThePage(t *testing.T) {
 		if code, res := r.act(s); code != 200 {
 			t.Fatalf("%v: %d %v", s, code, res)
 		}
+	}
+	// A badge must be a recipient code; 128 characters of any script fit.
+	q := r.receive("TRACK-10", "EMP-10", "")
+	code, res := r.act(map[string]any{"key": "5", "action": "deliver", "parcel": q.ID, "proof": map[string]any{"method": "badge", "badge": "=BADGE"}})
+	if code != 400 || res["code"] != "not_a_badge" || res["state"] != "received" {
+		t.Fatalf("a code that is no badge: %d %v", code, res)
+	}
+	long := strings.Repeat("ä", 128)
+	if code, res := r.act(map[string]any{"key": "6", "action": "move", "parcel": q.ID, "location": long}); code != 200 {
+		t.Fatalf("128 characters: %d %v", code, res)
+	}
+	// An offline action's time, but never before the receipt.
+	code, _ = r.act(map[string]any{"key": "7", "action": "deliver", "parcel": q.ID, "at": time.Now().Add(-48 * time.Hour).Format(time.RFC3339),
+		"proof": map[string]any{"method": "badge", "badge": "emp-10"}})
+	if st := r.state(q.ID); code != 200 || st.Closed.Before(st.Received) || st.Proxy != "" {
+		t.Fatalf("delivery before the receipt, or a lower-case badge taken for a proxy: %d %+v", code, st)
 	}
 	st := r.state(p.ID)
 	if st.State != store.StateDelivered || st.Recipient != "EMP-9" || st.Proxy != "EMP-7" || st.Location != "SHELF-H01" {
@@ -280,6 +302,7 @@ func TestCheckSignature(t *testing.T) {
 	}{
 		{sig, true},
 		{"M 1 1 L 2 2", true},
+		{"M 0 0 L 1000 400", true},
 		{"", false},
 		{"M 1 1", false},
 		{"L 1 1 L 2 2", false},
@@ -287,6 +310,15 @@ func TestCheckSignature(t *testing.T) {
 		{"M 1 1 L -2 2", false},
 		{"M 1 1 C 2 2", false},
 		{"M 1.5 1 L 2 2", false},
+		{" M 1 1 L 2 2", false},
+		{"M 1 1 L 2 2 ", false},
+		{"M 1 1  L 2 2", false},
+		{"M 1 1\tL 2 2", false},
+		{"M +1 1 L 2 2", false},
+		{"M 01 1 L 2 2", false},
+		{"M 1 1 M 2 2 L 3 3", false},
+		{"M 1 1 L 2 2 M 3 3", false},
+		{"M 1001 1 L 2 2", false},
 	} {
 		if err := checkSignature(tc.d); (err == nil) != tc.ok {
 			t.Errorf("checkSignature(%q) = %v", tc.d, err)
@@ -298,7 +330,7 @@ func FuzzCheckSignature(f *testing.F) {
 	f.Add(sig)
 	f.Add("M 1 1 L")
 	f.Fuzz(func(t *testing.T, d string) {
-		if checkSignature(d) == nil && (len(d) > MaxSignature || !strings.HasPrefix(strings.TrimSpace(d), "M")) {
+		if checkSignature(d) == nil && (len(d) > MaxSignature || !strings.HasPrefix(d, "M ") || strings.Contains(d, "  ") || strings.HasSuffix(d, " ")) {
 			t.Fatalf("accepted %q", d)
 		}
 	})

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/intake"
 	"github.com/mailroomd/mailroomd/internal/station"
@@ -111,6 +112,9 @@ type Server struct {
 	login    *template.Template
 
 	pins pinFailures
+	// badges recognises recipient codes (nil: no recipient rule is
+	// configured, any code is taken as a badge).
+	badges *barcode.Classifier
 
 	mu      sync.Mutex
 	latest  []byte
@@ -155,6 +159,18 @@ func New(opts Options) (*Server, error) {
 		s.users[u.Name] = &u
 	}
 	s.decoy = newDecoy(opts.Users)
+	var rules []barcode.Rule
+	for _, c := range opts.Codes {
+		if c.Kind == string(barcode.KindRecipient) {
+			rules = append(rules, barcode.Rule{Kind: barcode.KindRecipient, Prefix: c.Prefix, Pattern: c.Pattern})
+		}
+	}
+	if len(rules) > 0 {
+		var err error
+		if s.badges, err = barcode.NewClassifier(rules); err != nil {
+			return nil, fmt.Errorf("web: recipient codes: %w", err)
+		}
+	}
 	s.loopback = IsLoopback(opts.Listen)
 	var err error
 	if s.page, err = template.ParseFS(assets, "assets/index.html"); err != nil {
@@ -368,7 +384,7 @@ func (s *Server) need(role Role, csrf bool, h handler) http.HandlerFunc {
 			return
 		}
 		if role == RoleAdmin && sess.role != RoleAdmin {
-			jsonError(w, http.StatusForbidden, "this needs the admin role")
+			jsonErrorCode(w, http.StatusForbidden, "admin_required", "this needs the admin role")
 			return
 		}
 		h(w, r, sess)

@@ -24,7 +24,7 @@ Object.assign(T.de, {
   n_mode: "Modus: {0}", n_done: "{0}: erledigt", n_unknown_parcel: "Unbekannte Sendung – bitte zuerst annehmen",
   n_parcel_closed: "Sendung ist bereits {0}", n_parcel_held: "Sendung ist zurückgehalten", n_badge_required: "Bitte zuerst den Ausweis scannen",
   n_awaiting_proof: "Wartet auf Unterschrift oder PIN", n_location_needed: "Bitte den Lagerort scannen", n_not_moved: "Nicht eingelagert (kein Ort gescannt)",
-  n_code_not_in_mode: "Code in diesem Modus ohne Bedeutung",
+  n_code_not_in_mode: "Code in diesem Modus ohne Bedeutung", n_already_received: "Etikett einer bereits angenommenen Sendung ({0})",
   st_delivered: "zugestellt", st_returned: "zurückgesendet", st_forwarded: "weitergeleitet", st_held: "zurückgehalten",
   st_received: "angenommen", st_stored: "eingelagert", st_out_for_delivery: "auf Tour",
   err_unknown_parcel: "Unbekannte Sendung – bitte zuerst annehmen.", err_parcel_closed: "Die Sendung ist bereits {0}.",
@@ -33,6 +33,8 @@ Object.assign(T.de, {
   err_bad_signature: "Die Unterschrift ist ungültig – bitte neu unterschreiben.", err_badge_required: "Bitte den Ausweis scannen.",
   err_round_required: "Bitte eine Tour angeben.", err_location_required: "Bitte einen Ort angeben.", err_reason_required: "Bitte einen Grund angeben.",
   err_too_large: "Die Unterschrift ist zu groß.", err_key_required: "Interner Fehler (Schlüssel fehlt).",
+  err_to_required: "Bitte angeben, wohin die Sendung geht.", err_pin_required: "Bitte die PIN eingeben.",
+  err_not_a_badge: "Das ist kein Mitarbeiterausweis.", err_bad_at: "Interner Fehler (Zeitangabe).", err_too_long: "Eine Angabe ist zu lang.",
 });
 Object.assign(T.en, {
   viewStatus: "Status", viewHandover: "Hand-over", viewRound: "Round", viewWaiting: "Waiting",
@@ -54,7 +56,7 @@ Object.assign(T.en, {
   n_mode: "Mode: {0}", n_done: "{0}: done", n_unknown_parcel: "Unknown parcel – receive it first",
   n_parcel_closed: "Parcel is already {0}", n_parcel_held: "Parcel is held", n_badge_required: "Scan the badge first",
   n_awaiting_proof: "Waiting for a signature or PIN", n_location_needed: "Scan the location", n_not_moved: "Not shelved (no location scanned)",
-  n_code_not_in_mode: "Code means nothing in this mode",
+  n_code_not_in_mode: "Code means nothing in this mode", n_already_received: "Label of a parcel received already ({0})",
   st_delivered: "delivered", st_returned: "returned", st_forwarded: "forwarded", st_held: "held",
   st_received: "received", st_stored: "stored", st_out_for_delivery: "out for delivery",
   err_unknown_parcel: "Unknown parcel – receive it first.", err_parcel_closed: "The parcel is already {0}.",
@@ -63,6 +65,8 @@ Object.assign(T.en, {
   err_bad_signature: "The signature is not valid – please sign again.", err_badge_required: "Scan the badge.",
   err_round_required: "Name the round.", err_location_required: "Name the location.", err_reason_required: "Give a reason.",
   err_too_large: "The signature is too large.", err_key_required: "Internal error (no key).",
+  err_to_required: "Say where the parcel goes.", err_pin_required: "Enter the PIN.",
+  err_not_a_badge: "That is no staff badge.", err_bad_at: "Internal error (time).", err_too_long: "An entry is too long.",
 });
 
 const tf = (k, ...a) => a.reduce((s, v, i) => s.replace("{" + i + "}", v), t(k));
