@@ -175,6 +175,25 @@ web:
 		}
 	}
 
+	// The other parcel with its pickup PIN (the cloud sends it to the
+	// recipient; here it is read off the parcel.received).
+	second := rcv[1]
+	if len(second.PickupPIN) != 6 {
+		t.Fatalf("pickup PIN %q", second.PickupPIN)
+	}
+	run("PIN hand-over",
+		chromedp.SendKeys(chromedp.CSS("#ho-who"), "EMP-0042\r"),
+		waitJS("one parcel left", `document.querySelectorAll('#ho-parcels tbody tr').length === 1`),
+		chromedp.Click(chromedp.CSS(`#ho-methods button[data-method="pin"]`)),
+		chromedp.Click(chromedp.CSS(`#ho-parcels input.ho-tick[data-id="`+second.ID+`"]`)),
+		chromedp.SendKeys(chromedp.CSS(`#ho-parcels input.ho-pin[data-id="`+second.ID+`"]`), second.PickupPIN),
+		chromedp.Click(chromedp.CSS("#ho-submit")),
+		waitJS("sent", `document.querySelector('#ho-results li[data-state="sent"][data-parcel="`+second.ID+`"]') !== null`))
+	if left, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`localStorage.getItem("mailroomd.outbox")`)); err != nil ||
+		strings.Contains(left, second.PickupPIN) || strings.Contains(left, "M ") {
+		t.Fatalf("the browser keeps a PIN or a signature it no longer needs: %s %v", left, err)
+	}
+
 	// The round: the box goes out of reach, three deliveries by badge are
 	// done on the handheld, then it comes back.
 	run("round view", chromedp.Navigate(base+"/#round"), chromedp.WaitVisible(chromedp.CSS("#rd-scan")),
@@ -191,6 +210,10 @@ web:
 		waitText("#outbox-badge", "3 nicht gesendet"),
 		fits("round"))
 	b.screenshot("round-offline.png")
+	// The requests as the page sends them, kept to send again below as a
+	// page does whose answers were lost.
+	run("keep the requests", chromedp.Evaluate[chromedp.Void](
+		`window.sentBodies = outbox.filter((i) => i.view === "round").map((i) => JSON.stringify(i.body))`))
 	time.Sleep(4 * time.Second) // at least one more try while out of reach
 	px.restore()
 	run("sent when back", waitJS("three sent", `document.querySelectorAll('#rd-outbox li[data-state="sent"]').length === 3`),
@@ -199,9 +222,9 @@ web:
 	replays, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`(async () => {
 		let replayed = 0;
 		for (let round = 0; round < 2; round++) {
-			for (const item of outbox.filter((i) => i.view === "round")) {
+			for (const body of window.sentBodies) {
 				const r = await fetch("/api/custody", { method: "POST", credentials: "same-origin",
-					headers: { "Content-Type": "application/json", "X-CSRF-Token": session.csrf }, body: JSON.stringify(item.body) });
+					headers: { "Content-Type": "application/json", "X-CSRF-Token": session.csrf }, body });
 				if ((await r.json()).replayed) replayed++;
 			}
 		}
@@ -219,13 +242,16 @@ web:
 	for _, ev := range bySeq {
 		if ev.Type == event.TypeParcelDelivered {
 			delivered[ev.ParcelID]++
-			if ev.ParcelID != first && (ev.Proof.Method != "badge" || ev.Proof.Badge != "EMP-0050" || ev.Recipient != "EMP-0050") {
+			if ev.ParcelID == second.ID && (ev.Proof.Method != "pin" || ev.Proof.Badge != "") {
+				t.Fatalf("PIN delivery %+v %+v", ev, ev.Proof)
+			}
+			if ev.ParcelID != first && ev.ParcelID != second.ID && (ev.Proof.Method != "badge" || ev.Proof.Badge != "EMP-0050" || ev.Recipient != "EMP-0050") {
 				t.Fatalf("round delivery %+v %+v", ev, ev.Proof)
 			}
 		}
 	}
-	if len(delivered) != 4 {
-		t.Fatalf("deliveries by parcel %v, want 4 parcels", delivered)
+	if len(delivered) != 5 {
+		t.Fatalf("deliveries by parcel %v, want 5 parcels", delivered)
 	}
 	for id, n := range delivered {
 		if n != 1 {

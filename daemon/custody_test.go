@@ -21,7 +21,7 @@ const custodyCodes = `barcodes:
     - {kind: action, action: move, prefix: "ACT-MOVE"}
     - {kind: action, action: deliver, prefix: "ACT-DELIVER"}
 delivery:
-  proof: [badge, signature]`
+  proof: [badge, signature, pin]`
 
 // TestCustodyByScannerThroughKills runs the real binary with a PTY scanner
 // and a real mosquitto: a parcel is received, moved to a shelf and handed

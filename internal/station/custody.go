@@ -126,6 +126,9 @@ type modeState struct {
 	round    string
 	badge    string
 	pending  []pendingMove
+	// recorded: the mode was set on the page and is recorded in the
+	// store until it ends.
+	recorded bool
 }
 
 // SetMode switches the station's scan mode from the page; it never blocks.
@@ -209,6 +212,11 @@ func (s *Station) endMode(ctx context.Context, at time.Time, why string) error {
 	if err := s.store.Resolve(ctx, ids...); err != nil {
 		return err
 	}
+	if m.recorded {
+		if err := s.store.SetStationMode(ctx, store.StationMode{Station: s.cfg.Name}); err != nil {
+			return err
+		}
+	}
 	for _, p := range m.pending {
 		s.notice(Notice{Time: at, Code: NoticeNotMoved, Mode: m.mode, ParcelID: p.parcel.ID})
 	}
@@ -236,6 +244,13 @@ func (s *Station) switchMode(ctx context.Context, mode, scanID string, at time.T
 	m := modeState{mode: mode, at: at}
 	if scanID != "" {
 		m.scans = []string{scanID}
+	} else {
+		// Set on the page: recorded, so that a restart replays it before
+		// the scans that follow.
+		if err := s.store.SetStationMode(ctx, store.StationMode{Station: s.cfg.Name, Mode: mode, At: at}); err != nil {
+			return err
+		}
+		m.recorded = true
 	}
 	s.mu.Lock()
 	s.mode = m
@@ -245,8 +260,22 @@ func (s *Station) switchMode(ctx context.Context, mode, scanID string, at time.T
 	return nil
 }
 
-// keep records a scan that sets the mode up, replacing (and resolving) the
-// one it supersedes.
+// resumeMode puts the station back into a mode set on the page before a
+// restart (it is recorded already).
+func (s *Station) resumeMode(ctx context.Context, m store.StationMode) error {
+	if err := s.endMode(ctx, m.At, "switched to "+m.Mode); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.mode = modeState{mode: m.Mode, at: m.At, recorded: true}
+	s.mu.Unlock()
+	s.log.Info("scan mode set on the page before the restart", "mode", m.Mode)
+	return nil
+}
+
+// keep records a scan that sets the mode up, replacing the value of the
+// one it supersedes; both stay unresolved until the mode ends, so that a
+// replay after a restart ends with the same value.
 func (s *Station) keep(old *string, value, scanID string) error {
 	s.mu.Lock()
 	*old = value
@@ -278,7 +307,9 @@ func (s *Station) custody(ctx context.Context, scan event.Event, res barcode.Res
 			// Parcel first, then its location.
 			for i, p := range pending {
 				resolves := []string{p.scanID}
-				if i == 0 {
+				if i == len(pending)-1 {
+					// The location is resolved with the last move: after a
+					// power cut between the moves, the replay moves the rest.
 					resolves = append(resolves, scan.ID)
 				}
 				ev := s.custodyEvent(event.TypeParcelMoved, scan, p.parcel.ID, resolves)

@@ -241,3 +241,92 @@ func TestCodesAfterAHandOverAndLabelRescans(t *testing.T) {
 }
 
 func dhl() string { return "RB123456785GB" }
+
+func TestPageModeOutlivesARestart(t *testing.T) {
+	path := t.TempDir() + "/buffer.db"
+	r := newRig(t, path, func(c *Config) { c.Scale, c.Printer = "", "" })
+	r.run()
+	ups, _ := r.receiveTwo()
+	if err := r.st.SetMode(ModeReturn); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, 5*time.Second, "return mode", func() bool { return r.st.Mode().Mode == ModeReturn })
+	r.stop()
+	r.scan(upsCode, 20*time.Second, false) // committed, never resolved: a power cut
+	r.store.Close()
+
+	r2 := newRig(t, path, func(c *Config) { c.Scale, c.Printer = "", "" })
+	r2.t0 = r.t0
+	r2.run()
+	if p := r2.parcel(ups.ID); p.State != store.StateReturned {
+		t.Fatalf("after the restart the scan was taken as %s, want returned", p.State)
+	}
+	if n := len(r2.events(event.TypeParcelReceived)); n != 2 {
+		t.Fatalf("%d parcels received: the page's mode was lost", n)
+	}
+	if m := r2.st.Mode(); m.Mode != ModeReturn {
+		t.Fatalf("mode after the restart: %s", m.Mode)
+	}
+	// Ending it clears the record: the next restart starts in receive.
+	if err := r2.st.SetMode(ModeReceive); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.True(t, 5*time.Second, "receive mode", func() bool { return r2.st.Mode().Mode == ModeReceive })
+	if _, ok, _ := r2.store.StationModeOf(context.Background(), "dock-1"); ok {
+		t.Fatal("the ended mode is still recorded")
+	}
+}
+
+func TestParcelFirstMovesAfterACrashBetweenThem(t *testing.T) {
+	path := t.TempDir() + "/buffer.db"
+	r := newRig(t, path, func(c *Config) { c.Scale, c.Printer = "", "" })
+	r.run()
+	ups, usps := r.receiveTwo()
+	r.scan("ACT-MOVE", 10*time.Second, true)
+	p1 := r.scan(upsCode, 11*time.Second, true)
+	r.scan(uspsCode, 12*time.Second, true)
+	waitfor.True(t, 5*time.Second, "two parcels wait for a location", func() bool { return r.st.Mode().Waiting == 2 })
+	r.stop()
+	// The location is committed, and the power goes after the first move
+	// was committed (it resolves the first parcel's scan only).
+	loc := r.scan("SHELF-D04", 13*time.Second, false)
+	mv := event.Event{Appliance: "mr-test", Type: event.TypeParcelMoved, Time: loc.Time, Device: "dock-scanner", Station: "dock-1",
+		ScanID: p1.ID, ParcelID: ups.ID, Location: "SHELF-D04", By: "dock-scanner", Resolves: []string{p1.ID}}
+	if _, err := r.store.Append(context.Background(), mv); err != nil {
+		t.Fatal(err)
+	}
+	r.store.Close()
+
+	r2 := newRig(t, path, func(c *Config) { c.Scale, c.Printer = "", "" })
+	r2.t0 = r.t0
+	r2.run()
+	if p := r2.parcel(usps.ID); p.State != store.StateStored || p.Location != "SHELF-D04" {
+		t.Fatalf("the second parcel after the restart: %+v", p)
+	}
+	if n := len(r2.events(event.TypeParcelMoved)); n != 2 {
+		t.Fatalf("%d moves, want 2", n)
+	}
+}
+
+func TestManualEntryAndRoundCodesSwitchNothing(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer = "", "" })
+	r.run()
+	_, usps := r.receiveTwo()
+	r.scan("RND-NORTH", 3*time.Second, true) // right after a parcel, in receive mode
+	m, err := r.store.Append(context.Background(), event.Event{Appliance: "mr-test", Type: event.TypeScan, Time: r.t0.Add(4 * time.Second),
+		Device: "page", Station: "dock-1", Manual: true, Barcode: []byte("ACT-MOVE")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.st.Submit(m)
+	waitfor.True(t, 5*time.Second, "both scans resolved", func() bool { return r.unresolved() == 0 })
+	if r.st.Mode().Mode != ModeReceive {
+		t.Fatal("a typed action code switched the mode")
+	}
+	if p := r.parcel(usps.ID); p.Location != "" {
+		t.Fatalf("a round code became a location: %+v", p)
+	}
+	if n := len(r.events(event.TypeParcelUpdated)); n != 0 {
+		t.Fatalf("%d updates", n)
+	}
+}

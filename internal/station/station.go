@@ -42,6 +42,8 @@ type Store interface {
 	DropLabel(ctx context.Context, jobID int64) error
 	LabelJobs(ctx context.Context, station string) ([]store.LabelJob, error)
 	FindParcel(ctx context.Context, code string) (store.Parcel, error)
+	SetStationMode(ctx context.Context, m store.StationMode) error
+	StationModeOf(ctx context.Context, station string) (store.StationMode, bool, error)
 }
 
 // LabelLifetime is how long a label waits for its printer in the buffer:
@@ -278,9 +280,25 @@ func (s *Station) Recover(ctx context.Context) error {
 	if len(scans) > 0 {
 		s.log.Info("resolving scans left unresolved at the last stop", "count", len(scans))
 	}
+	// A mode set on the page applies to the scans committed after it.
+	pageMode, hasMode, err := s.store.StationModeOf(ctx, s.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("station %s: %w", s.cfg.Name, err)
+	}
 	for _, scan := range scans {
+		if hasMode && scan.Seq > pageMode.Seq {
+			if err := s.resumeMode(ctx, pageMode); err != nil {
+				return fmt.Errorf("station %s: %w", s.cfg.Name, err)
+			}
+			hasMode = false
+		}
 		if err := s.resolve(ctx, scan, false); err != nil {
 			return fmt.Errorf("station %s: resolve scan %s: %w", s.cfg.Name, scan.ID, err)
+		}
+	}
+	if hasMode {
+		if err := s.resumeMode(ctx, pageMode); err != nil {
+			return fmt.Errorf("station %s: %w", s.cfg.Name, err)
 		}
 	}
 	now := s.cfg.Clock.Now()
@@ -339,7 +357,12 @@ func (s *Station) Run(ctx context.Context) error {
 		}
 		if s.modeExpired(now) {
 			if err := s.endMode(ctx, now, "idle"); err != nil && ctx.Err() == nil {
-				s.log.Warn("end scan mode", "err", err)
+				s.log.Warn("end scan mode; retrying", "err", err)
+				select { // as a scan that cannot be resolved: once a second
+				case <-ctx.Done():
+					return nil
+				case <-time.After(time.Second):
+				}
 			}
 		}
 		timer.Reset(s.nextExpiry())
@@ -448,12 +471,21 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 			return err
 		}
 	}
+	if scan.Manual && (res.Kind == barcode.KindAction || res.Kind == barcode.KindRound) {
+		// The page's manual entry receives parcels; it switches no mode.
+		s.notice(Notice{Time: at, Code: NoticeIgnored, Mode: ModeReceive})
+		return s.store.Resolve(ctx, scan.ID)
+	}
 	if res.Kind == barcode.KindAction {
 		return s.switchMode(ctx, res.Action, scan.ID, at)
 	}
 	// A code typed in on the page is always a parcel received.
 	if s.mode.mode != ModeReceive && !scan.Manual {
 		return s.custody(ctx, scan, res)
+	}
+	if res.Kind == barcode.KindRound { // a round means nothing at the dock
+		s.notice(Notice{Time: at, Code: NoticeIgnored, Mode: ModeReceive})
+		return s.store.Resolve(ctx, scan.ID)
 	}
 	if !res.IsParcel() {
 		return s.attach(ctx, scan, res)

@@ -113,6 +113,7 @@ const (
 	opLabelDrop
 	opRebuildParcels
 	opResealParcels
+	opStationMode
 )
 
 type request struct {
@@ -126,15 +127,20 @@ type request struct {
 	alert AlertState
 	// job is the print job of opLabelQueue.
 	job LabelJob
+	// action is the record of an AppendOnce; its Key is set then.
+	action ActionRecord
+	// mode is the station mode of opStationMode (Mode "" clears it).
+	mode StationMode
 	// res is the writer's answer, valid once done has a value.
 	res  result
 	done chan struct{}
 }
 
 type result struct {
-	ev  event.Event
-	n   int64
-	err error
+	ev     event.Event
+	n      int64
+	action ActionRecord // AppendOnce: the record of a replayed key
+	err    error
 }
 
 // Outbox is the durable, ordered event buffer.
@@ -279,8 +285,8 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	o.notify = make(chan struct{}, 1)
 	o.checkpoint = make(chan struct{}, 1)
 	go o.writer()
-	if o.rebuild || (o.recovery != nil && o.recovery.Salvaged > 0) {
-		n, err := o.RebuildParcels(ctx)
+	if o.rebuild || o.recovery != nil {
+		n, err := o.rebuildParcels(ctx, o.recovery != nil)
 		if err != nil {
 			o.Close()
 			return nil, fmt.Errorf("open buffer: %w", err)
@@ -522,6 +528,21 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 		}
 		rows.Close()
 	}
+	// The parcel states and the page's action keys, as far as they can be
+	// read (a buffer from before schema 8 has none): a parcel whose
+	// receipt was published long ago is still known, and an action sent
+	// again is still answered once. Open applies the salvaged events on
+	// top of them.
+	for _, t := range []struct{ name, cols string }{
+		{"parcels", "id, state, code_tag, recipient_tag, location_tag, received_at, updated_at, closed_at, detail, key_id"},
+		{"action_keys", "key, event_id, epoch, seq, at, request, type, parcel_id, status, code, state"},
+		{"station_modes", "station, mode, at, seq"},
+	} {
+		if err := copyRows(ctx, old, tx, t.name, t.cols); err != nil {
+			tx.Rollback()
+			return 0, fmt.Errorf("salvage from %s: %s: %w", path, t.name, err)
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("salvage from %s: %w", path, err)
 	}
@@ -531,6 +552,34 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 			o.recovery.Unreadable, strings.Join(o.recovery.UnreadableSeqs, ", "))
 	}
 	return n, nil
+}
+
+// copyRows copies the rows of a table that can be read from a damaged
+// database, until the first that cannot: a table that is not there, or
+// not readable at all, copies nothing. Only an error writing the new
+// database is returned.
+func copyRows(ctx context.Context, old *sql.DB, tx *sql.Tx, table, cols string) error {
+	rows, err := old.QueryContext(ctx, "SELECT "+cols+" FROM "+table)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	n := strings.Count(cols, ",") + 1
+	vals := make([]any, n)
+	ptrs := make([]any, n)
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	insert := "INSERT OR IGNORE INTO " + table + "(" + cols + ") VALUES (?" + strings.Repeat(",?", n-1) + ")"
+	for rows.Next() {
+		if rows.Scan(ptrs...) != nil {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, insert, vals...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // salvageChunk is how many positions one salvage query asks for; a chunk
@@ -1246,14 +1295,13 @@ func (o *Outbox) commit(batch []*request) {
 							continue
 						}
 					}
-					if len(r.ids) == 1 { // an action key
-						var ev event.Event = r.ev
-						found, err := o.wc.queryRow(actionKeyRow, []driver.Value{r.ids[0]}, &ev.ID, &ev.Seq, &ev.Epoch)
+					if r.action.Key != "" {
+						rec, found, err := o.actionKey(r.action.Key)
 						if err != nil {
 							return err
 						}
 						if found {
-							r.res.ev, r.res.n = ev, 1
+							r.res.action, r.res.n = rec, 1
 							continue
 						}
 					}
@@ -1301,9 +1349,10 @@ func (o *Outbox) commit(batch []*request) {
 							return err
 						}
 					}
-					if len(r.ids) == 1 {
-						if _, err := o.wc.exec("INSERT INTO action_keys(key, event_id, epoch, seq, at) VALUES (?,?,?,?,?)",
-							r.ids[0], ev.ID, ev.Epoch, ev.Seq, now.UnixMilli()); err != nil {
+					if a := r.action; a.Key != "" {
+						if _, err := o.wc.exec(`INSERT INTO action_keys(key, event_id, epoch, seq, at, request, type, parcel_id, status, code, state)
+							VALUES (?,?,?,?,?,?,?,?,?,?,?)`, a.Key, ev.ID, ev.Epoch, ev.Seq, now.UnixMilli(), a.Request, string(a.Type), a.ParcelID,
+							int64(a.Status), a.Code, a.State); err != nil {
 							return err
 						}
 					}
@@ -1378,10 +1427,22 @@ func (o *Outbox) commit(batch []*request) {
 					if _, err := o.wc.exec("DELETE FROM action_keys WHERE at < ?", now.Add(-ActionKeyLifetime).UnixMilli()); err != nil {
 						return err
 					}
+				case opStationMode:
+					m := r.mode
+					var err error
+					if m.Mode == "" {
+						_, err = o.wc.exec("DELETE FROM station_modes WHERE station = ?", m.Station)
+					} else {
+						_, err = o.wc.exec("INSERT OR REPLACE INTO station_modes(station, mode, at, seq) VALUES (?,?,?,?)",
+							m.Station, m.Mode, m.At.UnixMilli(), seq)
+					}
+					if err != nil {
+						return err
+					}
 				case opRebuildParcels, opResealParcels:
 					var err error
 					if r.kind == opRebuildParcels {
-						r.res.n, err = o.rebuildParcels()
+						r.res.n, err = o.rebuildInWriter(r.ids != nil)
 					} else {
 						err = o.resealParcels()
 					}

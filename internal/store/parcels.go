@@ -222,10 +222,8 @@ func (o *Outbox) applyParcel(ev *event.Event, p *Parcel) error {
 			}
 		}
 	case event.TypeParcelMoved:
-		p.Location, p.Round = ev.Location, ""
-		if p.State != StateHeld {
-			p.State = StateStored
-		}
+		// A move puts the parcel on a shelf: a held parcel is released.
+		p.State, p.Location, p.Round, p.Reason = StateStored, ev.Location, "", ""
 	case event.TypeParcelOutForDelivery:
 		p.State, p.Round, p.Location = StateOutForDelivery, ev.Round, ""
 	case event.TypeParcelDelivered:
@@ -272,30 +270,81 @@ func (o *Outbox) writeParcel(p *Parcel, insert bool) error {
 	return err
 }
 
-// actionKeyRow finds an action key already committed.
-const actionKeyRow = "SELECT event_id, seq, epoch FROM action_keys WHERE key = ?"
-
 // ActionKeyLifetime is how long an action key is remembered: a page that
 // retries an action within it gets the first answer, not a second event.
 const ActionKeyLifetime = 30 * 24 * time.Hour
 
-// AppendOnce commits an event unless an event was already committed with
-// the same action key, in which case it returns that one with replayed
-// true: a page that sends an action again after a lost answer gets the
-// first answer. The key is recorded in the event's transaction. A custody
-// event the parcel's state does not allow fails with a *RefusedError.
-func (o *Outbox) AppendOnce(ctx context.Context, key string, ev event.Event) (committed event.Event, replayed bool, err error) {
-	if key == "" || len(key) > 128 {
-		return event.Event{}, false, errors.New("commit event: an action key of 1 to 128 characters is required")
+// ActionRecord is what the box answered to an action sent with a key: the
+// event committed (the action's, or the audit event of its refusal) and
+// the answer, so that the same key again gets the same answer.
+type ActionRecord struct {
+	Key string
+	// Request is a hash of the request: the same key with another request
+	// is a reuse, not a retry.
+	Request  string
+	Type     event.Type
+	ParcelID string
+	// Status is 200, or the HTTP status of the refusal; Code and State are
+	// the refusal's.
+	Status  int
+	Code    string
+	State   string
+	EventID string
+	Epoch   string
+	Seq     int64
+}
+
+const actionKeyRow = `SELECT request, type, parcel_id, status, code, state, event_id, epoch, seq FROM action_keys WHERE key = ?`
+
+// actionKey reads an action record (writer only).
+func (o *Outbox) actionKey(key string) (ActionRecord, bool, error) {
+	rec := ActionRecord{Key: key}
+	var typ string
+	var status int64
+	found, err := o.wc.queryRow(actionKeyRow, []driver.Value{key}, &rec.Request, &typ, &rec.ParcelID, &status, &rec.Code, &rec.State,
+		&rec.EventID, &rec.Epoch, &rec.Seq)
+	rec.Type, rec.Status = event.Type(typ), int(status)
+	return rec, found, err
+}
+
+// ActionKey returns what was answered to an action key, if it was used.
+func (o *Outbox) ActionKey(ctx context.Context, key string) (ActionRecord, bool, error) {
+	rec := ActionRecord{Key: key}
+	var typ string
+	err := o.rdb.QueryRowContext(ctx, actionKeyRow, key).Scan(&rec.Request, &typ, &rec.ParcelID, &rec.Status, &rec.Code, &rec.State,
+		&rec.EventID, &rec.Epoch, &rec.Seq)
+	rec.Type = event.Type(typ)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ActionRecord{}, false, nil
 	}
-	res, err := o.submit(ctx, request{kind: opAppend, ev: ev, ids: []string{key}})
+	if err != nil {
+		return ActionRecord{}, false, fmt.Errorf("read action key: %w", err)
+	}
+	return rec, true, nil
+}
+
+// AppendOnce commits an event and records rec under rec.Key in the same
+// transaction, unless the key was recorded before: then nothing is
+// committed and the first record is returned with replayed true. A page
+// that sends an action again after a lost answer gets the first answer.
+// A custody event the parcel's state does not allow fails with a
+// *RefusedError and records nothing.
+func (o *Outbox) AppendOnce(ctx context.Context, ev event.Event, rec ActionRecord) (committed ActionRecord, replayed bool, err error) {
+	if rec.Key == "" || len(rec.Key) > 512 {
+		return ActionRecord{}, false, errors.New("commit event: an action key is required")
+	}
+	res, err := o.submit(ctx, request{kind: opAppend, ev: ev, action: rec})
 	if err != nil {
 		if errors.Is(err, ErrFull) || isRefusal(err) {
 			o.refused.Add(1)
 		}
-		return event.Event{}, false, fmt.Errorf("commit %s event: %w", ev.Type, err)
+		return ActionRecord{}, false, fmt.Errorf("commit %s event: %w", ev.Type, err)
 	}
-	return res.ev, res.n == 1, nil
+	if res.n == 1 {
+		return res.action, true, nil
+	}
+	rec.EventID, rec.Epoch, rec.Seq = res.ev.ID, res.ev.Epoch, res.ev.Seq
+	return rec, false, nil
 }
 
 // ParcelByID returns the state of the parcel received with the given
@@ -450,51 +499,101 @@ func (o *Outbox) WaitingParcels(ctx context.Context, overdueBefore time.Time, li
 	return w, nil
 }
 
-// EachParcelOf calls fn, oldest first, with every parcel received or
-// closed in [from, to), streaming them: a day of any size costs one row of
-// memory. It stops at the first error fn returns.
+// EachParcelOf calls fn, in order of receipt, with every parcel received
+// or closed in [from, to). It reads a page of rows at a time in short
+// queries, so a slow consumer holds no read transaction open, and a day of
+// any size costs a page of memory. It stops at the first error fn returns.
 func (o *Outbox) EachParcelOf(ctx context.Context, from, to time.Time, fn func(Parcel) error) error {
-	rows, err := o.rdb.QueryContext(ctx, `SELECT id, detail, key_id FROM parcels
-		WHERE (received_at >= ?1 AND received_at < ?2) OR (closed_at >= ?1 AND closed_at < ?2) ORDER BY received_at`,
-		from.UnixMilli(), to.UnixMilli())
-	if err != nil {
-		return fmt.Errorf("read parcels of the day: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		var detail []byte
-		var keyID sql.NullString
-		if err := rows.Scan(&id, &detail, &keyID); err != nil {
-			return fmt.Errorf("read parcels of the day: %w", err)
-		}
-		p, err := o.openParcel(id, detail, keyID)
+	const page = 500
+	lastAt, lastID := int64(-1<<62), ""
+	for {
+		ps, err := o.parcelsPage(ctx, from.UnixMilli(), to.UnixMilli(), lastAt, lastID, page)
 		if err != nil {
 			return fmt.Errorf("read parcels of the day: %w", err)
 		}
-		if err := fn(p); err != nil {
-			return err
+		for _, p := range ps {
+			if err := fn(p); err != nil {
+				return err
+			}
 		}
+		if len(ps) < page {
+			return nil
+		}
+		last := ps[len(ps)-1]
+		lastAt, lastID = last.Received.UnixMilli(), last.ID
 	}
-	return rows.Err()
 }
 
-// RebuildParcels recomputes every parcel's state from the events in the
-// buffer, in commit order. Parcels whose parcel.received was pruned are
-// gone afterwards. It returns how many parcels there are.
-func (o *Outbox) RebuildParcels(ctx context.Context) (int64, error) {
-	res, err := o.submit(ctx, request{kind: opRebuildParcels})
+func (o *Outbox) parcelsPage(ctx context.Context, from, to, afterAt int64, afterID string, limit int) ([]Parcel, error) {
+	return o.parcels(ctx, `SELECT id, detail, key_id FROM parcels
+		WHERE ((received_at >= ?1 AND received_at < ?2) OR (closed_at >= ?1 AND closed_at < ?2)) AND (received_at, id) > (?3, ?4)
+		ORDER BY received_at, id LIMIT ?5`, from, to, afterAt, afterID, limit)
+}
+
+// StationMode is a scan mode set on the page, kept until it ends so that
+// a restart replays it before the scans that followed it.
+type StationMode struct {
+	Station string
+	// Mode is empty to clear it.
+	Mode string
+	At   time.Time
+	// Seq is the last seq committed when the mode was set: scans with a
+	// higher seq came after it.
+	Seq int64
+}
+
+// SetStationMode records a scan mode set on the page at a station, or
+// clears it (Mode "").
+func (o *Outbox) SetStationMode(ctx context.Context, m StationMode) error {
+	if _, err := o.submit(ctx, request{kind: opStationMode, mode: m}); err != nil {
+		return fmt.Errorf("record scan mode of %s: %w", m.Station, err)
+	}
+	return nil
+}
+
+// StationModeOf returns the scan mode recorded for a station, if any.
+func (o *Outbox) StationModeOf(ctx context.Context, station string) (StationMode, bool, error) {
+	m := StationMode{Station: station}
+	var at int64
+	err := o.rdb.QueryRowContext(ctx, "SELECT mode, at, seq FROM station_modes WHERE station = ?", station).Scan(&m.Mode, &at, &m.Seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return StationMode{}, false, nil
+	}
+	if err != nil {
+		return StationMode{}, false, fmt.Errorf("read scan mode of %s: %w", station, err)
+	}
+	m.At = time.UnixMilli(at)
+	return m, true, nil
+}
+
+// rebuildParcels recomputes the parcel states from the events in the
+// buffer, in commit order, in a transaction of its own, and returns how
+// many parcels there are. With keep, the states there are stay and the
+// events are applied on top (after a salvage, which carries the states
+// over as far as they could be read, and the unsent events); otherwise the
+// states are made from the events alone (parcels whose parcel.received
+// was pruned are then gone). Only Open calls it, before anything else
+// uses the buffer.
+func (o *Outbox) rebuildParcels(ctx context.Context, keep bool) (int64, error) {
+	req := request{kind: opRebuildParcels}
+	if keep {
+		req.ids = []string{}
+	}
+	res, err := o.submit(ctx, req)
 	if err != nil {
 		return 0, fmt.Errorf("rebuild parcel states: %w", err)
 	}
 	return res.n, nil
 }
 
-// rebuildParcels runs in the writer's transaction: it reads the events on
-// the reader connection, streaming, and applies them.
-func (o *Outbox) rebuildParcels() (int64, error) {
-	if _, err := o.wc.exec("DELETE FROM parcels"); err != nil {
-		return 0, err
+// rebuildInWriter runs in the writer's transaction: it reads the events on
+// the reader connection, streaming (the transaction is the only one of its
+// batch when Open runs it, so the reader sees everything committed).
+func (o *Outbox) rebuildInWriter(keep bool) (int64, error) {
+	if !keep {
+		if _, err := o.wc.exec("DELETE FROM parcels"); err != nil {
+			return 0, err
+		}
 	}
 	rows, err := o.rdb.Query(`SELECT id, payload, key_id FROM events WHERE type IN
 		('parcel.received','parcel.updated','parcel.moved','parcel.out_for_delivery','parcel.delivered','parcel.held','parcel.returned','parcel.forwarded')
@@ -520,7 +619,7 @@ func (o *Outbox) rebuildParcels() (int64, error) {
 		p, err := o.checkParcel(&ev)
 		var refused *RefusedError
 		if errors.As(err, &refused) {
-			continue // its parcel.received was pruned
+			continue // its parcel.received was pruned, or the state has it already
 		}
 		if err != nil {
 			return 0, err

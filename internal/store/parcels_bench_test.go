@@ -113,7 +113,8 @@ func BenchmarkParcels(b *testing.B) {
 				called := time.Now()
 				ev := event.Event{Appliance: "mr-bench", Type: event.TypeParcelDelivered, Time: t0, ParcelID: ids[it*total+i], By: "clara",
 					Recipient: "EMP-00001", Proof: &event.Proof{Method: event.ProofBadge, Badge: "EMP-00001"}}
-				if _, _, err := o.AppendOnce(ctx, fmt.Sprintf("bench-%d-%d", it, i), ev); err != nil {
+				rec := ActionRecord{Key: fmt.Sprintf("bench-%d-%d", it, i), Request: "r", Type: ev.Type, ParcelID: ev.ParcelID, Status: 200}
+				if _, _, err := o.AppendOnce(ctx, ev, rec); err != nil {
 					b.Error(err)
 				}
 				delLat[i] = time.Since(called)

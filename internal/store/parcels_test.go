@@ -70,7 +70,7 @@ func TestParcelStateFollowsItsEvents(t *testing.T) {
 			e.Location = "SHELF-B02"
 			return e
 		}(),
-			StateHeld, func(p Parcel) bool { return p.Location == "SHELF-B02" }},
+			StateStored, func(p Parcel) bool { return p.Location == "SHELF-B02" && p.Reason == "" }},
 		{func() event.Event {
 			e := custody(event.TypeParcelDelivered, rcv.ID, t0.Add(4*time.Minute))
 			e.Recipient, e.Proxy, e.Proof = "EMP-1", "EMP-2", &event.Proof{Method: event.ProofBadge, Badge: "EMP-2"}
@@ -129,17 +129,23 @@ func TestHeldParcelDoesNotGoOut(t *testing.T) {
 	if !errors.As(err, &refused) || refused.Code != RefusedHeld {
 		t.Fatalf("a held parcel went out: %v", err)
 	}
-	// Moving it keeps it held; a delivery at the counter is allowed.
+	// A delivery at the counter is allowed while it is held.
+	held2 := receive(t, o, "T2", "", "", t0)
+	o.Append(ctx, custody(event.TypeParcelHeld, held2.ID, t0))
+	if _, err := o.Append(ctx, custody(event.TypeParcelDelivered, held2.ID, t0)); err != nil {
+		t.Fatalf("delivering a held parcel: %v", err)
+	}
+	// Moving it to a shelf releases it: then it goes out.
 	mv := custody(event.TypeParcelMoved, rcv.ID, t0)
 	mv.Location = "SHELF-C03"
 	if _, err := o.Append(ctx, mv); err != nil {
 		t.Fatal(err)
 	}
-	if p := state(t, o, rcv.ID); p.State != StateHeld {
-		t.Fatalf("moved held parcel: %s", p.State)
+	if p := state(t, o, rcv.ID); p.State != StateStored {
+		t.Fatalf("moved held parcel: %s, want stored", p.State)
 	}
-	if _, err := o.Append(ctx, custody(event.TypeParcelDelivered, rcv.ID, t0)); err != nil {
-		t.Fatalf("delivering a held parcel: %v", err)
+	if _, err := o.Append(ctx, custody(event.TypeParcelOutForDelivery, rcv.ID, t0)); err != nil {
+		t.Fatalf("a released parcel does not go out: %v", err)
 	}
 }
 
@@ -171,25 +177,26 @@ func TestActionKeyCommitsOnce(t *testing.T) {
 	rcv := receive(t, o, "T1", "EMP-1", "", t0)
 	mv := custody(event.TypeParcelMoved, rcv.ID, t0)
 	mv.Location = "SHELF-A01"
+	rec := ActionRecord{Key: "key-1", Request: "h1", Type: mv.Type, ParcelID: rcv.ID, Status: 200}
 	// Retries race each other: one event, the same answer for all.
 	var wg sync.WaitGroup
-	got := make([]event.Event, 8)
+	got := make([]ActionRecord, 8)
 	replays := make([]bool, 8)
 	for i := range got {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ev, replayed, err := o.AppendOnce(ctx, "key-1", mv)
+			r, replayed, err := o.AppendOnce(ctx, mv, rec)
 			if err != nil {
 				t.Error(err)
 			}
-			got[i], replays[i] = ev, replayed
+			got[i], replays[i] = r, replayed
 		}()
 	}
 	wg.Wait()
 	fresh := 0
 	for i := range got {
-		if got[i].ID != got[0].ID || got[i].Seq != got[0].Seq {
+		if got[i] != got[0] || got[i].EventID == "" || got[i].Request != "h1" || got[i].Status != 200 {
 			t.Fatalf("answers differ: %+v vs %+v", got[i], got[0])
 		}
 		if !replays[i] {
@@ -203,15 +210,21 @@ func TestActionKeyCommitsOnce(t *testing.T) {
 	// After a restart the key is still known.
 	o = open(t, path, Options{})
 	defer o.Close()
-	ev, replayed, err := o.AppendOnce(ctx, "key-1", mv)
-	if err != nil || !replayed || ev.ID != got[0].ID {
-		t.Fatalf("after restart: %+v %v %v", ev, replayed, err)
+	again, replayed, err := o.AppendOnce(ctx, mv, rec)
+	if err != nil || !replayed || again != got[0] {
+		t.Fatalf("after restart: %+v %v %v", again, replayed, err)
+	}
+	if r, found, err := o.ActionKey(ctx, "key-1"); err != nil || !found || r != got[0] {
+		t.Fatalf("ActionKey: %+v %v %v", r, found, err)
+	}
+	if _, found, _ := o.ActionKey(ctx, "key-2"); found {
+		t.Fatal("an unused key found")
 	}
 	st, _ := o.Stats(ctx)
 	if st.LastSeq != 2 {
 		t.Fatalf("last seq %d, want 2 (receipt and one move)", st.LastSeq)
 	}
-	if _, _, err := o.AppendOnce(ctx, "", mv); err == nil {
+	if _, _, err := o.AppendOnce(ctx, mv, ActionRecord{}); err == nil {
 		t.Fatal("an empty action key must be refused")
 	}
 }
@@ -244,7 +257,7 @@ func TestRebuildGivesTheSameStates(t *testing.T) {
 	for _, id := range ids {
 		before[id] = state(t, o, id)
 	}
-	n, err := o.RebuildParcels(ctx)
+	n, err := o.rebuildParcels(ctx, false)
 	if err != nil || n != 20 {
 		t.Fatalf("rebuild: %d %v", n, err)
 	}
@@ -374,7 +387,7 @@ func TestBufferFromBeforeSchema8GetsItsParcelStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec("DROP TABLE parcels; DROP TABLE action_keys; DELETE FROM meta WHERE key = 'parcel_key'; PRAGMA user_version = 7"); err != nil {
+	if _, err := db.Exec("DROP TABLE parcels; DROP TABLE action_keys; DROP TABLE station_modes; DELETE FROM meta WHERE key = 'parcel_key'; PRAGMA user_version = 7"); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -407,5 +420,104 @@ func TestClosedParcelTakesNoUpdateAndCodesMatchInAnyCase(t *testing.T) {
 	}
 	if p := state(t, o, rcv.ID); p.Recipient != "EMP-0042" || p.By != "clara" {
 		t.Fatalf("the delivery record changed: %+v", p)
+	}
+}
+
+// TestSalvageKeepsTheParcelStates damages a buffer whose parcel was
+// received and published long ago: after the salvage the parcel is still
+// known, with the unsent custody event applied, and its action key still
+// answers once.
+func TestSalvageKeepsTheParcelStates(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{})
+	rcv := receive(t, o, "T-OLD", "EMP-1", "", t0)
+	recs, _ := o.Pending(ctx, 0, 10)
+	for _, r := range recs {
+		o.MarkSent(ctx, []int64{r.Pos})
+	}
+	mv := custody(event.TypeParcelMoved, rcv.ID, t0.Add(time.Minute))
+	mv.Location = "SHELF-A01"
+	rec := ActionRecord{Key: "k-move", Request: "h", Type: mv.Type, ParcelID: rcv.ID, Status: 200}
+	first, _, err := o.AppendOnce(ctx, mv, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	// Break the index of sent events: quick_check fails, the tables read.
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root, pageSize int64
+	db.QueryRow("SELECT rootpage FROM sqlite_master WHERE name = 'events_sent'").Scan(&root)
+	db.QueryRow("PRAGMA page_size").Scan(&pageSize)
+	db.Close()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize)
+	f.Close()
+
+	o = open(t, path, Options{})
+	defer o.Close()
+	if o.Recovery() == nil {
+		t.Fatal("the damage was not noticed")
+	}
+	p, err := o.FindParcel(ctx, "T-OLD")
+	if err != nil || p.ID != rcv.ID || p.State != StateStored || p.Location != "SHELF-A01" || p.Recipient != "EMP-1" {
+		t.Fatalf("parcel after salvage: %+v %v", p, err)
+	}
+	again, replayed, err := o.AppendOnce(ctx, mv, rec)
+	if err != nil || !replayed || again.EventID != first.EventID {
+		t.Fatalf("action key after salvage: %+v %v %v", again, replayed, err)
+	}
+}
+
+func TestStationModeKeptUntilCleared(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{})
+	appendN(t, o, 3)
+	if err := o.SetStationMode(ctx, StationMode{Station: "dock-1", Mode: "return", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	o = open(t, path, Options{})
+	defer o.Close()
+	m, ok, err := o.StationModeOf(ctx, "dock-1")
+	if err != nil || !ok || m.Mode != "return" || m.Seq != 3 || !m.At.Equal(t0) {
+		t.Fatalf("mode after restart: %+v %v %v", m, ok, err)
+	}
+	if err := o.SetStationMode(ctx, StationMode{Station: "dock-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := o.StationModeOf(ctx, "dock-1"); ok {
+		t.Fatal("a cleared mode is still there")
+	}
+}
+
+func TestDayLogCoversParcelsClosedThatDay(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	day := t0.Add(48 * time.Hour)
+	early := receive(t, o, "EARLY", "", "", t0) // received two days before, closed on the day
+	if _, err := o.Append(ctx, custody(event.TypeParcelDelivered, early.ID, day.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 1203 { // more than two pages
+		ids = append(ids, receive(t, o, fmt.Sprintf("D%d", i), "", "", day.Add(time.Duration(i)*time.Second)).ID)
+	}
+	receive(t, o, "LATER", "", "", day.Add(25*time.Hour))
+	var got []string
+	if err := o.EachParcelOf(ctx, day, day.Add(24*time.Hour), func(p Parcel) error { got = append(got, p.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]string{early.ID}, ids...)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%d parcels, want %d (the early one first)", len(got), len(want))
 	}
 }

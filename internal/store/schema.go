@@ -116,13 +116,25 @@ var migrations = []string{
 	CREATE INDEX parcels_open ON parcels(received_at) WHERE closed_at IS NULL;
 	CREATE INDEX parcels_closed ON parcels(closed_at) WHERE closed_at IS NOT NULL;
 	CREATE TABLE action_keys (
-		key      TEXT    PRIMARY KEY,
-		event_id TEXT    NOT NULL,
-		epoch    TEXT    NOT NULL,
-		seq      INTEGER NOT NULL,
-		at       INTEGER NOT NULL                  -- unix ms of the commit
+		key       TEXT    PRIMARY KEY,
+		event_id  TEXT    NOT NULL,                -- the event committed: the action's, or the audit of its refusal
+		epoch     TEXT    NOT NULL,
+		seq       INTEGER NOT NULL,
+		at        INTEGER NOT NULL,                -- unix ms of the commit
+		request   TEXT    NOT NULL,                -- hash of the request, to tell a retry from a reuse
+		type      TEXT    NOT NULL,                -- the action's event type
+		parcel_id TEXT    NOT NULL,
+		status    INTEGER NOT NULL,                -- the answer: 200, or the refusal's HTTP status
+		code      TEXT    NOT NULL,                -- the refusal's code, '' for 200
+		state     TEXT    NOT NULL                 -- the parcel's state of a refusal
 	) WITHOUT ROWID;
-	CREATE INDEX action_keys_at ON action_keys(at);`,
+	CREATE INDEX action_keys_at ON action_keys(at);
+	CREATE TABLE station_modes (
+		station TEXT    PRIMARY KEY,               -- a scan mode set on the page, until it ends
+		mode    TEXT    NOT NULL,
+		at      INTEGER NOT NULL,                  -- unix ms when it was set
+		seq     INTEGER NOT NULL                   -- the last seq committed then: later scans are in the mode
+	) WITHOUT ROWID;`,
 }
 
 // SchemaVersion is the schema version this build writes.

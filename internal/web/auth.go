@@ -56,6 +56,9 @@ func sameToken(a, b string) bool {
 type Auth struct {
 	sessions *sessions
 	limiter  *limiter
+	// pins counts wrong pickup PINs per parcel, across the pages of
+	// successive configs.
+	pins *pinFailures
 }
 
 // NewAuth returns an empty sign-in state; now may be nil for time.Now.
@@ -64,7 +67,7 @@ func NewAuth(now func() time.Time) *Auth {
 		now = time.Now
 	}
 	return &Auth{sessions: &sessions{m: map[string]*session{}, now: now},
-		limiter: &limiter{now: now, m: map[string]*failures{}}}
+		limiter: &limiter{now: now, m: map[string]*failures{}}, pins: &pinFailures{}}
 }
 
 // configure sets the session lifetime and the lockout rule of a page.

@@ -31,7 +31,8 @@ type Custody interface {
 	OpenParcelsOf(ctx context.Context, recipient string, limit int) ([]store.Parcel, error)
 	WaitingParcels(ctx context.Context, overdueBefore time.Time, limit int) (store.Waiting, error)
 	EachParcelOf(ctx context.Context, from, to time.Time, fn func(store.Parcel) error) error
-	AppendOnce(ctx context.Context, key string, ev event.Event) (event.Event, bool, error)
+	AppendOnce(ctx context.Context, ev event.Event, rec store.ActionRecord) (store.ActionRecord, bool, error)
+	ActionKey(ctx context.Context, key string) (store.ActionRecord, bool, error)
 	Append(ctx context.Context, ev event.Event) (event.Event, error)
 }
 
@@ -63,6 +64,9 @@ const (
 	// pinTries wrong PINs for one parcel block PIN hand-over of it until
 	// the daemon restarts; another proof still works.
 	pinTries = 5
+	// pinParcels is how many parcels' wrong PINs are counted at most;
+	// beyond it the counts below the limit are forgotten.
+	pinParcels = 10000
 )
 
 // ParcelView is a parcel as the page shows it.
@@ -217,7 +221,8 @@ type custodyError struct {
 	status     int
 	code, msg  string
 	state      string
-	auditable  bool // a refusal by the parcel's state or by its proof: audited
+	auditable  bool // a refusal by the parcel's state or by its proof: audited, recorded under the key
+	replayed   bool // the key answered this refusal before
 	parcelID   string
 	actionType event.Type
 }
@@ -246,42 +251,73 @@ func (f *pinFailures) fail(id string) {
 	if f.n == nil {
 		f.n = map[string]int{}
 	}
-	if len(f.n) > 10000 {
-		clear(f.n) // bounded: a restart forgets them too
+	if len(f.n) >= pinParcels {
+		for id, n := range f.n {
+			if n < pinTries {
+				delete(f.n, id) // locked parcels stay locked
+			}
+		}
+		if len(f.n) >= 10*pinParcels {
+			clear(f.n) // bounded however many are locked
+		}
 	}
 	f.n[id]++
 }
 
 func (s *Server) custody(w http.ResponseWriter, r *http.Request, sess *session) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSignature+8192))
-	if err != nil {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusRequestEntityTooLarge)
-		json.NewEncoder(w).Encode(map[string]any{"error": "request too large: at most 24 KiB, of which a signature at most 16 KiB",
-			"code": "too_large", "state": "", "parcel_id": ""})
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeRefusal(w, &custodyError{status: http.StatusRequestEntityTooLarge, code: "too_large",
+			msg: "request too large: at most 24 KiB, of which a signature at most 16 KiB"})
+		return
+	case err != nil:
+		writeRefusal(w, &custodyError{status: http.StatusBadRequest, code: "malformed", msg: "the request could not be read: " + err.Error()})
 		return
 	}
 	var req CustodyRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(map[string]any{"error": "malformed request: the body must be one JSON object as docs/custody.md describes",
-			"code": "malformed", "state": "", "parcel_id": ""})
+		writeRefusal(w, &custodyError{status: http.StatusBadRequest, code: "malformed",
+			msg: "malformed request: the body must be one JSON object as docs/custody.md describes"})
 		return
 	}
 	res, cerr := s.doCustody(r.Context(), &req, sess.user)
 	if cerr != nil {
-		if cerr.auditable {
-			s.auditRefusal(r.Context(), &req, sess.user, cerr)
+		if cerr.auditable && !cerr.replayed {
+			cerr = s.auditRefusal(r.Context(), &req, sess.user, cerr)
 		}
-		s.opts.Log.Warn("custody action refused", "user", sess.user, "action", req.Action, "reason", cerr.code, "parcel", cerr.parcelID)
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(cerr.status)
-		json.NewEncoder(w).Encode(map[string]any{"error": cerr.msg, "code": cerr.code, "state": cerr.state, "parcel_id": cerr.parcelID})
+		s.opts.Log.Warn("custody action refused", "user", sess.user, "action", req.Action, "reason", cerr.code, "parcel", cerr.parcelID,
+			"replayed", cerr.replayed)
+		writeRefusal(w, cerr)
 		return
 	}
 	writeJSON(w, res)
+}
+
+// writeRefusal answers a refused custody action.
+func writeRefusal(w http.ResponseWriter, e *custodyError) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(e.status)
+	json.NewEncoder(w).Encode(map[string]any{"error": e.msg, "code": e.code, "state": e.state, "parcel_id": e.parcelID, "replayed": e.replayed})
+}
+
+// requestHash identifies a request, so that the same key sent with
+// another request is told from a retry.
+func requestHash(req *CustodyRequest) string {
+	b, _ := json.Marshal(req)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// replay answers a key that was used before as it was answered then.
+func replay(rec store.ActionRecord) (CustodyResult, *custodyError) {
+	if rec.Status == http.StatusOK {
+		return CustodyResult{OK: true, EventID: rec.EventID, Seq: rec.Seq, ParcelID: rec.ParcelID, Type: string(rec.Type), Replayed: true}, nil
+	}
+	return CustodyResult{}, &custodyError{status: rec.Status, code: rec.Code, state: rec.State, parcelID: rec.ParcelID, actionType: rec.Type,
+		replayed: true, msg: "refused when this key was first sent: " + rec.Code}
 }
 
 // CustodyResult is the answer to POST /api/custody.
@@ -320,6 +356,16 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		if n := utf8.RuneCountInString(f.v); n > f.max {
 			return CustodyResult{}, refused("too_long", fmt.Sprintf("%s is longer than %d characters", f.name, f.max))
 		}
+	}
+	hash := requestHash(req)
+	if rec, found, err := s.opts.Custody.ActionKey(ctx, req.Key); err != nil {
+		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: err.Error()}
+	} else if found {
+		if rec.Request != hash {
+			return CustodyResult{}, &custodyError{status: http.StatusUnprocessableEntity, code: "key_reused",
+				msg: "this key was used for another action: every action needs a key of its own"}
+		}
+		return replay(rec)
 	}
 	var at time.Time
 	if req.At != "" {
@@ -398,24 +444,30 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 			ev.Proxy = req.Proxy
 		}
 	}
-	committed, replayed, err := s.opts.Custody.AppendOnce(ctx, req.Key, ev)
+	rec := store.ActionRecord{Key: req.Key, Request: hash, Type: typ, ParcelID: p.ID, Status: http.StatusOK}
+	committed, replayed, err := s.opts.Custody.AppendOnce(ctx, ev, rec)
 	var rerr *store.RefusedError
 	if errors.As(err, &rerr) {
-		return CustodyResult{}, &custodyError{status: http.StatusConflict, code: rerr.Code, state: string(rerr.State), msg: rerr.Error(),
+		status := http.StatusConflict
+		if rerr.Code == store.RefusedUnknownParcel {
+			status = http.StatusNotFound // its state was dropped meanwhile
+		}
+		return CustodyResult{}, &custodyError{status: status, code: rerr.Code, state: string(rerr.State), msg: rerr.Error(),
 			auditable: true, parcelID: p.ID, actionType: typ}
 	}
 	if err != nil {
 		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: "not recorded: " + err.Error(),
 			parcelID: p.ID, state: string(p.State)}
 	}
-	if !replayed {
-		s.opts.Log.Info("parcel "+strings.TrimPrefix(string(typ), "parcel."), "user", user, "parcel", p.ID, "location", ev.Location,
-			"round", ev.Round, "proof", proofMethodOf(ev.Proof), "seq", committed.Seq)
+	if replayed { // a retry that raced the first send
+		return replay(committed)
 	}
+	s.opts.Log.Info("parcel "+strings.TrimPrefix(string(typ), "parcel."), "user", user, "parcel", p.ID, "location", ev.Location,
+		"round", ev.Round, "proof", proofMethodOf(ev.Proof), "seq", committed.Seq)
 	if typ == event.TypeParcelDelivered && s.opts.Actions != nil {
 		s.opts.Actions.Handed(p.ID)
 	}
-	return CustodyResult{OK: true, EventID: committed.ID, Seq: committed.Seq, ParcelID: p.ID, Type: string(typ), Replayed: replayed}, nil
+	return CustodyResult{OK: true, EventID: committed.EventID, Seq: committed.Seq, ParcelID: p.ID, Type: string(typ)}, nil
 }
 
 func proofMethodOf(p *event.Proof) string {
@@ -518,13 +570,26 @@ func checkSignature(d string) error {
 	return nil
 }
 
-func (s *Server) auditRefusal(ctx context.Context, req *CustodyRequest, user string, cerr *custodyError) {
+// auditRefusal commits a refusal as an audit event and records it under
+// the action's key, so that the same key again gets the same refusal and
+// commits nothing. A retry that raced it gets the first answer.
+func (s *Server) auditRefusal(ctx context.Context, req *CustodyRequest, user string, cerr *custodyError) *custodyError {
 	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: event.TypeAudit, Time: s.opts.Now(),
 		Station: req.Station, ParcelID: cerr.parcelID, By: user,
 		Audit: &event.Audit{Action: "custody", Name: string(cerr.actionType), Outcome: "rejected", Reason: cerr.code}}
-	if _, err := s.opts.Custody.Append(ctx, ev); err != nil {
-		s.opts.Log.Error("refusal not audited", "err", err)
+	rec := store.ActionRecord{Key: req.Key, Request: requestHash(req), Type: cerr.actionType, ParcelID: cerr.parcelID,
+		Status: cerr.status, Code: cerr.code, State: cerr.state}
+	first, replayed, err := s.opts.Custody.AppendOnce(ctx, ev, rec)
+	if err != nil {
+		s.opts.Log.Error("refusal not audited", "reason", cerr.code, "err", err)
+		return cerr
 	}
+	if replayed {
+		if _, again := replay(first); again != nil {
+			return again
+		}
+	}
+	return cerr
 }
 
 func (s *Server) signature(w http.ResponseWriter, r *http.Request, _ *session) {
@@ -558,8 +623,12 @@ func (s *Server) setMode(w http.ResponseWriter, r *http.Request, sess *session) 
 		jsonErrorCode(w, http.StatusBadRequest, "unknown_station", "unknown station "+strconv.Quote(req.Station))
 		return
 	}
+	if !slices.Contains(barcode.Actions, req.Mode) {
+		jsonErrorCode(w, http.StatusBadRequest, "unknown_mode", "unknown scan mode "+strconv.Quote(req.Mode)+" (receive, move, out_for_delivery, deliver, return)")
+		return
+	}
 	if err := s.opts.Actions.SetMode(req.Station, req.Mode); err != nil {
-		jsonErrorCode(w, http.StatusBadRequest, "unknown_mode", err.Error())
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
 		return
 	}
 	s.opts.Log.Info("scan mode set on the page", "user", sess.user, "station", req.Station, "mode", req.Mode)
@@ -587,9 +656,6 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 	s.opts.Log.Info("daily log downloaded", "user", sess.user, "day", day)
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Disposition", `attachment; filename="mailroom-`+s.opts.Appliance+"-"+day+`.csv"`)
 	cw := csv.NewWriter(w)
 	write := func(rec []string) {
 		for i, v := range rec {
@@ -597,9 +663,23 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, sess *session) {
 		}
 		cw.Write(rec)
 	}
-	write([]string{"time", "event", "parcel_id", "carrier", "tracking", "recipient", "location", "round", "by", "proof", "proxy", "reason", "to"})
+	// The headers go out with the first row read, or at the end: a day
+	// that cannot be read at all is answered with an error, not an empty
+	// file.
+	started := false
+	start := func() {
+		if started {
+			return
+		}
+		started = true
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Disposition", `attachment; filename="mailroom-`+s.opts.Appliance+"-"+day+`.csv"`)
+		write([]string{"time", "event", "parcel_id", "carrier", "tracking", "recipient", "location", "round", "by", "proof", "proxy", "reason", "to"})
+	}
 	in := func(t time.Time) bool { return !t.Before(from) && t.Before(to) }
 	err = s.opts.Custody.EachParcelOf(r.Context(), from, to, func(p store.Parcel) error {
+		start()
 		if in(p.Received) {
 			write([]string{p.Received.In(now.Location()).Format(time.RFC3339), "received", p.ID, p.Carrier, p.Tracking,
 				p.Recipient, "", "", "", "", "", "", ""})
@@ -611,8 +691,14 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, sess *session) {
 		cw.Flush()
 		return cw.Error()
 	})
+	if err != nil && !started {
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", "the day's parcels cannot be read: "+err.Error())
+		return
+	}
+	start()
 	cw.Flush()
 	if err != nil {
+		// The rows sent so far are out: the file ends early. The log says so.
 		s.opts.Log.Error("daily log cut short", "err", err)
 	}
 }

@@ -128,6 +128,19 @@ func TestHandOverWithSignatureOnce(t *testing.T) {
 	if a := r.audits(); len(a) != 1 || a[0] != "custody:parcel_closed" {
 		t.Fatalf("audits %v", a)
 	}
+	// That refusal sent again: the same answer, nothing committed.
+	code, again = r.act(body)
+	if code != http.StatusConflict || again["code"] != "parcel_closed" || again["replayed"] != true {
+		t.Fatalf("refusal sent again: %d %v", code, again)
+	}
+	if a := r.audits(); len(a) != 1 {
+		t.Fatalf("a refusal sent again was audited again: %v", a)
+	}
+	// The key of the first hand-over reused for another action: refused.
+	code, res = r.act(map[string]any{"key": "k-1", "action": "move", "parcel": p.ID, "location": "SHELF-A01"})
+	if code != http.StatusUnprocessableEntity || res["code"] != "key_reused" {
+		t.Fatalf("key reused: %d %v", code, res)
+	}
 	n, _ := r.st.Recent(context.Background(), 100, event.TypeParcelDelivered)
 	if len(n) != 1 {
 		t.Fatalf("%d delivered events, want 1", len(n))
@@ -155,8 +168,10 @@ func TestHandOverRefusals(t *testing.T) {
 			"proof": map[string]any{"method": "signature", "signature": "M 0 0 L 5000 5"}}, 400, "bad_signature"},
 		{"script as signature", map[string]any{"key": "g", "action": "deliver", "parcel": "TRACK-1",
 			"proof": map[string]any{"method": "signature", "signature": "<script>alert(1)</script>"}}, 400, "bad_signature"},
-		{"huge signature", map[string]any{"key": "h", "action": "deliver", "parcel": "TRACK-1",
+		{"huge body", map[string]any{"key": "h", "action": "deliver", "parcel": "TRACK-1",
 			"proof": map[string]any{"method": "signature", "signature": strings.Repeat("L 1 1 ", 5000)}}, 413, "too_large"},
+		{"signature over 16 KiB", map[string]any{"key": "h2", "action": "deliver", "parcel": "TRACK-1",
+			"proof": map[string]any{"method": "signature", "signature": "M 1 1" + strings.Repeat(" L 1 1", 2731)}}, 400, "bad_signature"},
 		{"move without location", map[string]any{"key": "i", "action": "move", "parcel": "TRACK-1"}, 400, "location_required"},
 		{"forward without to", map[string]any{"key": "j", "action": "forward", "parcel": "TRACK-1", "reason": "moved"}, 400, "to_required"},
 		{"pin missing", map[string]any{"key": "k", "action": "deliver", "parcel": "TRACK-1", "proof": map[string]any{"method": "pin"}}, 400, "pin_required"},
@@ -174,6 +189,11 @@ func TestHandOverRefusals(t *testing.T) {
 	}
 	if st := r.state(p.ID); st.State != store.StateReceived {
 		t.Fatalf("a refusal changed the parcel: %+v", st)
+	}
+	// Refusals by state or proof are audited; malformed requests are not.
+	want := []string{"custody:unknown_parcel", "custody:proof_required", "custody:proof_not_accepted", "custody:bad_pin"}
+	if a := r.audits(); fmt.Sprint(a) != fmt.Sprint(want) {
+		t.Fatalf("audits %v, want %v", a, want)
 	}
 	// The right PIN hands it over; five wrong ones block the PIN.
 	q := r.receive("TRACK-2", "EMP-2", "654321")

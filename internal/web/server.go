@@ -111,7 +111,7 @@ type Server struct {
 	page     *template.Template
 	login    *template.Template
 
-	pins pinFailures
+	pins *pinFailures
 	// badges recognises recipient codes (nil: no recipient rule is
 	// configured, any code is taken as a badge).
 	badges *barcode.Classifier
@@ -152,7 +152,7 @@ func New(opts Options) (*Server, error) {
 	}
 	opts.Auth.configure(opts.SessionTTL, opts.MaxFailures, opts.Lockout)
 	s := &Server{opts: opts, users: map[string]*User{},
-		sessions: opts.Auth.sessions, limiter: opts.Auth.limiter,
+		sessions: opts.Auth.sessions, limiter: opts.Auth.limiter, pins: opts.Auth.pins,
 		waiters: map[chan struct{}]struct{}{}}
 	for i := range opts.Users {
 		u := opts.Users[i]

@@ -271,7 +271,11 @@ document.addEventListener("DOMContentLoaded", async () => {
   if (r.status === 401) { location.href = "/login"; return; }
   session = await r.json();
   $("who").textContent = session.user + " (" + session.role + ")";
-  $("logout").addEventListener("click", async () => { await post("/logout", {}).catch(() => {}); location.href = "/login"; });
+  $("logout").addEventListener("click", async () => {
+    await post("/logout", {}).catch(() => {});
+    if (window.onLogout) window.onLogout();
+    location.href = "/login";
+  });
   $("manual").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {

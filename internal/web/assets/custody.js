@@ -16,7 +16,7 @@ Object.assign(T.de, {
   m_badge: "Ausweis", m_signature: "Unterschrift", m_pin: "PIN", m_clerk: "Bestätigung durch Mitarbeiter",
   mode_receive: "Annahme", mode_move: "Einlagern", mode_out_for_delivery: "Auf Tour", mode_deliver: "Zustellen", mode_return: "Rücksendung",
   noParcels: "Keine offenen Sendungen für {0}.", parcelsOf: "Offene Sendungen für {0}", selectSome: "Bitte Sendungen auswählen.",
-  signFirst: "Bitte unterschreiben.", pinFirst: "Bitte die PIN eingeben.", notSent: "noch nicht gesendet", sentOk: "gesendet",
+  signFirst: "Bitte unterschreiben.", pinFirst: "Bitte die PIN jeder ausgewählten Sendung eingeben.", notSent: "noch nicht gesendet", sentOk: "gesendet",
   refusedMark: "abgelehnt", outboxN: "{0} nicht gesendet", badgeFirst: "Bitte zuerst den Ausweis des Empfängers scannen.",
   badgeIs: "Empfänger: {0}", outQueued: "Auf Tour vorgemerkt: {0}", deliverQueued: "Zustellung vorgemerkt: {0}", signFor: "Unterschrift für {0} Sendung(en) von {1}",
   codeIgnored: "Dieser Code bedeutet hier nichts.", awaitingAt: "Station {0}: {1} Sendung(en) warten auf Unterschrift oder PIN",
@@ -34,7 +34,7 @@ Object.assign(T.de, {
   err_round_required: "Bitte eine Tour angeben.", err_location_required: "Bitte einen Ort angeben.", err_reason_required: "Bitte einen Grund angeben.",
   err_too_large: "Die Unterschrift ist zu groß.", err_key_required: "Interner Fehler (Schlüssel fehlt).",
   err_to_required: "Bitte angeben, wohin die Sendung geht.", err_pin_required: "Bitte die PIN eingeben.",
-  err_not_a_badge: "Das ist kein Mitarbeiterausweis.", err_bad_at: "Interner Fehler (Zeitangabe).", err_too_long: "Eine Angabe ist zu lang.",
+  err_not_a_badge: "Das ist kein Mitarbeiterausweis.", err_key_reused: "Interner Fehler (Schlüssel doppelt).", err_bad_at: "Interner Fehler (Zeitangabe).", err_too_long: "Eine Angabe ist zu lang.",
 });
 Object.assign(T.en, {
   viewStatus: "Status", viewHandover: "Hand-over", viewRound: "Round", viewWaiting: "Waiting",
@@ -48,7 +48,7 @@ Object.assign(T.en, {
   m_badge: "Badge", m_signature: "Signature", m_pin: "PIN", m_clerk: "Confirmed by clerk",
   mode_receive: "Receive", mode_move: "Shelve", mode_out_for_delivery: "Out for delivery", mode_deliver: "Deliver", mode_return: "Return",
   noParcels: "No open parcels for {0}.", parcelsOf: "Open parcels for {0}", selectSome: "Select the parcels first.",
-  signFirst: "Please sign first.", pinFirst: "Enter the PIN first.", notSent: "not yet sent", sentOk: "sent",
+  signFirst: "Please sign first.", pinFirst: "Enter the PIN of every parcel selected.", notSent: "not yet sent", sentOk: "sent",
   refusedMark: "refused", outboxN: "{0} not sent", badgeFirst: "Scan the recipient's badge first.",
   badgeIs: "Recipient: {0}", outQueued: "Out for delivery, noted: {0}", deliverQueued: "Delivery noted: {0}", signFor: "Signature for {0} parcel(s) of {1}",
   codeIgnored: "This code means nothing here.", awaitingAt: "Station {0}: {1} parcel(s) wait for a signature or PIN",
@@ -66,10 +66,10 @@ Object.assign(T.en, {
   err_round_required: "Name the round.", err_location_required: "Name the location.", err_reason_required: "Give a reason.",
   err_too_large: "The signature is too large.", err_key_required: "Internal error (no key).",
   err_to_required: "Say where the parcel goes.", err_pin_required: "Enter the PIN.",
-  err_not_a_badge: "That is no staff badge.", err_bad_at: "Internal error (time).", err_too_long: "An entry is too long.",
+  err_not_a_badge: "That is no staff badge.", err_key_reused: "Internal error (key used twice).", err_bad_at: "Internal error (time).", err_too_long: "An entry is too long.",
 });
 
-const tf = (k, ...a) => a.reduce((s, v, i) => s.replace("{" + i + "}", v), t(k));
+const tf = (k, ...a) => a.reduce((s, v, i) => s.replace("{" + i + "}", () => String(v)), t(k));
 const store = {
   get(k, d) { try { const v = localStorage.getItem(k); return v ? JSON.parse(v) : d; } catch (e) { return d; } },
   set(k, v) { try { localStorage.setItem(k, JSON.stringify(v)); } catch (e) { /* full: the state lives on in memory */ } },
@@ -106,7 +106,7 @@ function saveOutbox() {
 }
 
 function enqueue(body, label, view) {
-  const item = { key: newKey(), body, label, view, state: "pending", at: new Date().toISOString() };
+  const item = { key: newKey(), body, label, view, user: session.user, state: "pending", at: new Date().toISOString() };
   item.body.key = item.key;
   item.body.at = item.at;
   outbox.push(item);
@@ -120,7 +120,9 @@ async function send() {
   sending = true;
   try {
     for (const item of outbox) {
-      if (item.state !== "pending") continue;
+      // An action is sent in the session of the user who did it: after a
+      // change of user it waits until that user signs in again.
+      if (item.state !== "pending" || (item.user && item.user !== session.user)) continue;
       let r;
       try {
         r = await fetch("/api/custody", {
@@ -134,16 +136,14 @@ async function send() {
       const data = await r.json().catch(() => ({}));
       if (r.ok) {
         Object.assign(item, { state: "sent", parcel_id: data.parcel_id, seq: data.seq });
-        if (item.body.proof && item.body.proof.signature) {
-          // The box has it: the browser keeps no signature it no longer needs.
-          delete item.body.proof.signature;
-          if (item.view === "handover") readBack(item);
-        }
+        const signed = item.body.proof && item.body.proof.signature;
+        forget(item);
+        if (signed && item.view === "handover") readBack(item);
       } else if (r.status === 401 || r.status === 403 && !data.code || r.status >= 500) {
         break; // signed out or the box is busy: keep it and try again
       } else {
         Object.assign(item, { state: "refused", code: data.code, msg: data.error, parcel_state: data.state, parcel_id: data.parcel_id });
-        if (item.body.proof) delete item.body.proof.signature; // final: nothing to send again
+        forget(item); // final: nothing to send again
       }
       saveOutbox();
     }
@@ -154,6 +154,23 @@ async function send() {
 }
 setInterval(send, 3000);
 window.addEventListener("online", send);
+
+// forget drops what an answered action no longer needs from the browser's
+// storage: signature, PIN, badge, who collected.
+function forget(item) {
+  const b = item.body;
+  if (b.proof) { delete b.proof.signature; delete b.proof.pin; delete b.proof.badge; }
+  delete b.proxy; delete b.recipient;
+}
+
+// clearCustody forgets the hand-over and round of this browser (at sign
+// out); actions not yet sent stay, and wait for their user.
+function clearCustody() {
+  for (const k of [HO, RD, "mailroomd.handover.sig", "mailroomd.round.sig"]) localStorage.removeItem(k);
+  outbox = outbox.filter((i) => i.state === "pending");
+  store.set(OUTBOX, outbox);
+}
+window.onLogout = clearCustody;
 
 // storedSigs holds, in memory only, the signatures read back from the box
 // after a hand-over, by outbox key.
@@ -303,9 +320,14 @@ function renderHo() {
   rows.replaceChildren(...ho.parcels.map((p) => {
     const box = el("input", { type: "checkbox", class: "ho-tick", "data-id": p.id });
     box.checked = ho.selected.includes(p.id);
+    const what = el("td", { class: "tracking" }, (p.carrier ? p.carrier + " " : "") + (p.tracking || p.id));
+    if (ho.method === "pin") { // each parcel has a PIN of its own
+      const pin = el("input", { class: "ho-pin", "data-id": p.id, inputmode: "numeric", autocomplete: "off", maxlength: "12",
+        placeholder: t("pin"), "aria-label": t("pin") });
+      what.append(pin);
+    }
     return el("tr", { class: p.overdue ? "overdue" : "", "data-id": p.id },
-      el("td", {}, box), el("td", { class: "tracking" }, (p.carrier ? p.carrier + " " : "") + (p.tracking || p.id)),
-      el("td", {}, fmtAge(p.age_s)), el("td", {}, p.location || p.round || ""));
+      el("td", {}, box), what, el("td", {}, fmtAge(p.age_s)), el("td", {}, p.location || p.round || ""));
   }));
   $("ho-proof").hidden = ho.parcels.length === 0;
   const methods = (last && last.delivery.proof) || store.get("mailroomd.proof", []);
@@ -316,7 +338,6 @@ function renderHo() {
     return b;
   }));
   $("ho-sign").hidden = ho.method !== "signature";
-  $("ho-pin-row").hidden = ho.method !== "pin";
   $("ho-submit").textContent = tf("handOverN", ho.selected.length);
   $("ho-who").focus();
 }
@@ -324,12 +345,16 @@ function renderHo() {
 function hoSubmit() {
   if (ho.selected.length === 0) { hoMsg(t("selectSome"), false); return; }
   const proof = { method: ho.method };
+  const pins = {};
   if (ho.method === "signature") {
     if (hoPad.empty()) { hoMsg(t("signFirst"), false); return; }
     proof.signature = hoPad.path();
   } else if (ho.method === "pin") {
-    proof.pin = $("ho-pin").value.trim();
-    if (!proof.pin) { hoMsg(t("pinFirst"), false); return; }
+    for (const id of ho.selected) {
+      const input = document.querySelector('input.ho-pin[data-id="' + id + '"]');
+      pins[id] = input ? input.value.trim() : "";
+      if (!pins[id]) { hoMsg(t("pinFirst"), false); if (input) input.focus(); return; }
+    }
   } else if (ho.method === "badge") {
     proof.badge = ho.badge;
   }
@@ -338,11 +363,11 @@ function hoSubmit() {
     const p = ho.parcels.find((x) => x.id === id);
     // One action per parcel, each with its own key, made once: a retry
     // sends the same key.
-    enqueue({ action: "deliver", parcel: id, proof: { ...proof }, proxy, recipient: ho.badge || "" }, (p && (p.tracking || p.id)) || id, "handover");
+    const pr = ho.method === "pin" ? { method: "pin", pin: pins[id] } : { ...proof };
+    enqueue({ action: "deliver", parcel: id, proof: pr, proxy, recipient: ho.badge || "" }, (p && (p.tracking || p.id)) || id, "handover");
   }
   ho.parcels = ho.parcels.filter((p) => !ho.selected.includes(p.id));
   ho.selected = [];
-  $("ho-pin").value = "";
   $("ho-proxy").value = "";
   hoPad.clear();
   saveHo();
