@@ -43,8 +43,9 @@ type Telemetry struct {
 	Network []NetInterface `json:"network"`
 	// ParcelsOpen counts the parcels not yet delivered, returned or
 	// forwarded; ParcelsOverdue those of them older than delivery.overdue.
-	ParcelsOpen    int64 `json:"parcels_open"`
-	ParcelsOverdue int64 `json:"parcels_overdue"`
+	// Both are left out when they cannot be counted.
+	ParcelsOpen    *int64 `json:"parcels_open,omitempty"`
+	ParcelsOverdue *int64 `json:"parcels_overdue,omitempty"`
 
 	Devices []DeviceState `json:"devices"`
 	Alerts  []Alert       `json:"alerts"`
@@ -117,7 +118,9 @@ func (f *Fleet) Collect(ctx context.Context) Telemetry {
 	}
 	if f.opts.Parcels != nil {
 		if open, overdue, err := f.opts.Parcels(ctx); err == nil {
-			t.ParcelsOpen, t.ParcelsOverdue = open, overdue
+			t.ParcelsOpen, t.ParcelsOverdue = &open, &overdue
+		} else {
+			f.log.Warn("parcel counts left out of telemetry", "err", err)
 		}
 	}
 	ls := f.opts.Link.State()

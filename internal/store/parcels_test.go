@@ -237,20 +237,25 @@ func TestRebuildGivesTheSameStates(t *testing.T) {
 	for i := range 20 {
 		rcv := receive(t, o, fmt.Sprintf("T%d", i), fmt.Sprintf("EMP-%d", i%3), "", t0.Add(time.Duration(i)*time.Second))
 		ids = append(ids, rcv.ID)
+		var evs []event.Event
 		switch i % 4 {
 		case 1:
 			e := custody(event.TypeParcelMoved, rcv.ID, t0.Add(time.Minute))
 			e.Location = "SHELF-A01"
-			o.Append(ctx, e)
+			evs = append(evs, e)
 		case 2:
 			e := custody(event.TypeParcelOutForDelivery, rcv.ID, t0.Add(time.Minute))
 			e.Round = "north"
-			o.Append(ctx, e)
-			o.Append(ctx, custody(event.TypeParcelDelivered, rcv.ID, t0.Add(2*time.Minute)))
+			evs = append(evs, e, custody(event.TypeParcelDelivered, rcv.ID, t0.Add(2*time.Minute)))
 		case 3:
 			e := custody(event.TypeParcelForwarded, rcv.ID, t0.Add(time.Minute))
 			e.Reason, e.To = "moved", "Munich"
-			o.Append(ctx, e)
+			evs = append(evs, e)
+		}
+		for _, e := range evs {
+			if _, err := o.Append(ctx, e); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	before := map[string]Parcel{}
@@ -280,7 +285,10 @@ func TestParcelStatesSealedAtRestAndRotated(t *testing.T) {
 	}
 	o.Close()
 	for _, f := range []string{path, path + "-wal"} {
-		b, _ := os.ReadFile(f)
+		b, err := os.ReadFile(f)
+		if err != nil && !(errors.Is(err, os.ErrNotExist) && f != path) {
+			t.Fatal(err) // the WAL is gone after a clean close; the database is not
+		}
 		for _, secret := range []string{"TRACKSECRET1", "EMP-SECRET", "MS-SECRET"} {
 			if strings.Contains(string(b), secret) {
 				t.Fatalf("%s holds %s in clear", f, secret)
@@ -519,5 +527,28 @@ func TestDayLogCoversParcelsClosedThatDay(t *testing.T) {
 	want := append([]string{early.ID}, ids...)
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%d parcels, want %d (the early one first)", len(got), len(want))
+	}
+}
+
+func TestParcelStatesSealedWhenEncryptionIsTurnedOn(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{})
+	rcv := receive(t, o, "T-CLEAR", "EMP-CLEAR", "", t0)
+	o.Close()
+	k, _ := seal.Parse(seal.NewKeyLine("k1"))
+	o = open(t, path, Options{Seal: k})
+	defer o.Close()
+	var clear int
+	var tag string
+	if err := o.rdb.QueryRow("SELECT count(*) FROM parcels WHERE key_id IS NULL").Scan(&clear); err != nil || clear != 0 {
+		t.Fatalf("%d parcel states still in clear (%v)", clear, err)
+	}
+	o.rdb.QueryRow("SELECT recipient_tag FROM parcels").Scan(&tag)
+	if !strings.HasPrefix(tag, "t:") {
+		t.Fatalf("recipient lookup column %q is not a keyed hash", tag)
+	}
+	if ps, err := o.OpenParcelsOf(ctx, "EMP-CLEAR", 10); err != nil || len(ps) != 1 || ps[0].ID != rcv.ID {
+		t.Fatalf("lookup after sealing: %v %v", ps, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -346,11 +347,17 @@ func TestCheckSignature(t *testing.T) {
 	}
 }
 
+// canonicalSignature is the form the page writes: strokes of M and at
+// least one L, whole numbers without sign or leading zero, single spaces.
+var canonicalSignature = regexp.MustCompile(`^(M (0|[1-9][0-9]*) (0|[1-9][0-9]*)( L (0|[1-9][0-9]*) (0|[1-9][0-9]*))+)( M (0|[1-9][0-9]*) (0|[1-9][0-9]*)( L (0|[1-9][0-9]*) (0|[1-9][0-9]*))+)*$`)
+
 func FuzzCheckSignature(f *testing.F) {
+	f.Add("M 1 1 L 2 2 M 3 3 L 4 4")
+	f.Add("M 01 1 L 2 2")
 	f.Add(sig)
 	f.Add("M 1 1 L")
 	f.Fuzz(func(t *testing.T, d string) {
-		if checkSignature(d) == nil && (len(d) > MaxSignature || !strings.HasPrefix(d, "M ") || strings.Contains(d, "  ") || strings.HasSuffix(d, " ")) {
+		if checkSignature(d) == nil && (len(d) > MaxSignature || !canonicalSignature.MatchString(d)) {
 			t.Fatalf("accepted %q", d)
 		}
 	})
