@@ -125,6 +125,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzProtocols -fuzztime $(FUZZTIME) ./drivers/scale/serialscale
 	$(GO) test -run XXX -fuzz FuzzParseHostStatus -fuzztime $(FUZZTIME) ./drivers/printer/zpl
 	$(GO) test -run XXX -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./internal/barcode
+	$(GO) test -run XXX -fuzz FuzzParseMessage -fuzztime $(FUZZTIME) ./internal/barcode
 	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./drivers/hotplug
 	$(GO) test -run XXX -fuzz FuzzManualEntry -fuzztime $(FUZZTIME) ./internal/web

@@ -79,6 +79,9 @@ type Result struct {
 	Action string `json:"action,omitempty"`
 	// GS1 holds the element strings found, by AI.
 	GS1 map[string]string `json:"gs1,omitempty"`
+	// Label is the structured data of a 2D shipping label (an ISO/IEC
+	// 15434 message), when the code is one.
+	Label *Label `json:"label,omitempty"`
 	// Ambiguous is true when several carriers' formats fit equally well;
 	// Candidates names them and Carrier is "unknown".
 	Ambiguous  bool      `json:"ambiguous,omitempty"`
@@ -160,6 +163,9 @@ func (c *Classifier) Classify(raw []byte) Result {
 	s = strings.TrimLeft(s, " \t")
 	r.Symbology, s = splitSymbology(s)
 
+	if IsMessage(s) {
+		return r.fromLabel(ParseMessage(s))
+	}
 	if c != nil {
 		for _, rule := range c.rules {
 			if rule.matches(s) {
@@ -220,6 +226,24 @@ func (c *Classifier) Classify(raw []byte) Result {
 		for _, cd := range cands {
 			r.Candidates = append(r.Candidates, cd.carrier)
 		}
+	}
+	return r
+}
+
+// fromLabel takes carrier and tracking number from a 2D label: the
+// carrier from its SCAC, the tracking number's format and check digit as
+// for a scanned tracking number.
+func (r Result) fromLabel(l *Label) Result {
+	r.Label, r.Tracking = l, l.Tracking
+	if l.Tracking != "" {
+		sub := (*Classifier)(nil).Classify([]byte(l.Tracking))
+		if byScac := CarrierOfSCAC(l.SCAC); byScac == Unknown || sub.Carrier == byScac {
+			r.Carrier, r.Service, r.Check, r.Tracking, r.Country = sub.Carrier, sub.Service, sub.Check, sub.Tracking, sub.Country
+			r.Ambiguous, r.Candidates = sub.Ambiguous, sub.Candidates
+		}
+	}
+	if c := CarrierOfSCAC(l.SCAC); c != Unknown {
+		r.Carrier = c
 	}
 	return r
 }

@@ -3,6 +3,8 @@
 package event
 
 import (
+	"github.com/mailroomd/mailroomd/internal/barcode"
+
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -124,6 +126,8 @@ type Parcel struct {
 	// Candidates names the carriers whose formats fit equally well when
 	// the code is ambiguous (carrier is then "unknown").
 	Candidates []string `json:"candidates,omitempty"`
+	// Label is what a 2D shipping label's data says, when the code was one.
+	Label *barcode.Label `json:"label,omitempty"`
 	// Weight is nil when no weight was available.
 	Weight *Weight `json:"weight"`
 }

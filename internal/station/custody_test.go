@@ -330,3 +330,22 @@ func TestManualEntryAndRoundCodesSwitchNothing(t *testing.T) {
 		t.Fatalf("%d updates", n)
 	}
 }
+
+func TestTwoDLabelGivesCarrierTrackingAndWeight(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer = "", "" })
+	r.run()
+	maxi := "]U0[)>\x1e01\x1d96841706672\x1d840\x1d001\x1d1Z12345675\x1dUPSN\x1d12345E\x1d089\x1d\x1d1/1\x1d10.1\x1dY\x1d\x1dSALT LAKE CITY\x1dUT\x1e\x04"
+	r.scan(maxi, 0, true)
+	r.scan("[)>\x1e01\x1d96841706672\x1d840", time.Second, true) // cut off
+	got := r.waitEvents(event.TypeParcelReceived, 2)
+	p := got[0].Parcel
+	if p.Carrier != "ups" || p.Tracking != "1Z12345675" || p.Label == nil || p.Label.ShipTo.City != "SALT LAKE CITY" || p.Raw != maxi {
+		t.Fatalf("2D parcel %+v label %+v", p, p.Label)
+	}
+	if w := p.Weight; w == nil || w.Value != 10.1 || w.Unit != "lb" || w.Grams != 4581.28 || w.Scale != "label" {
+		t.Fatalf("weight from the label %+v", w)
+	}
+	if l := got[1].Parcel.Label; l == nil || !strings.Contains(l.Error, "truncated") || got[1].Parcel.Raw == "" {
+		t.Fatalf("a cut-off label: %+v", got[1].Parcel)
+	}
+}

@@ -518,7 +518,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	}
 
 	p := &event.Parcel{Carrier: string(res.Carrier), Service: res.Service, Tracking: res.Tracking, Check: string(res.Check),
-		Raw: res.Raw, Symbology: res.Symbology, Country: res.Country, GS1: res.GS1}
+		Raw: res.Raw, Symbology: res.Symbology, Country: res.Country, GS1: res.GS1, Label: res.Label}
 	if !utf8.ValidString(res.Raw) {
 		// The exact bytes travel as base64; the text fields get valid UTF-8.
 		p.RawB64 = base64.StdEncoding.EncodeToString([]byte(res.Raw))
@@ -533,6 +533,8 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 		p.Weight = scan.EnteredWeight
 	case live && s.cfg.Scale != "":
 		p.Weight = s.weigh(ctx)
+	case s.cfg.Scale == "" && res.Label != nil:
+		p.Weight = labelWeight(res.Label)
 	}
 	ev := event.Event{Appliance: s.cfg.Appliance, Site: s.cfg.Site, Type: event.TypeParcelReceived, Time: at,
 		Device: scan.Device, Station: s.cfg.Name, Manual: scan.Manual, ScanID: scan.ID, Parcel: p,
@@ -682,6 +684,30 @@ func (s *Station) weigh(ctx context.Context) *event.Weight {
 		s.log.Warn("no weight available for the parcel", "scale", s.cfg.Scale, "ready", ready, "status", string(r.Status))
 		return nil
 	}
+}
+
+// labelWeight is the weight a 2D label prints, for a station without a
+// scale: a weight printed without a unit is in pounds on a label for the
+// US (country 840), in kilograms on any other.
+func labelWeight(l *barcode.Label) *event.Weight {
+	if l.Weight == nil || l.Weight.Value <= 0 {
+		return nil
+	}
+	unit := strings.ToLower(l.Weight.Unit)
+	switch unit {
+	case "lbs":
+		unit = "lb"
+	case "":
+		unit = "kg"
+		if l.ShipTo != nil && l.ShipTo.Country == "840" {
+			unit = "lb"
+		}
+	}
+	per, ok := map[string]float64{"g": 1, "kg": 1000, "lb": 453.59237, "oz": 28.349523125}[unit]
+	if !ok {
+		return nil
+	}
+	return &event.Weight{Value: l.Weight.Value, Unit: unit, Grams: math.Round(l.Weight.Value*per*100) / 100, Stable: true, Scale: "label"}
 }
 
 func toWeight(r scale.Reading) *event.Weight {
