@@ -201,6 +201,13 @@ func (s *Station) modeExpired(at time.Time) bool {
 // endMode falls back to receive mode and resolves the scans that set the
 // old mode up; parcels still waiting for a location are not moved.
 func (s *Station) endMode(ctx context.Context, at time.Time, why string) error {
+	return s.endModeFor(ctx, at, why, false)
+}
+
+// endModeFor ends the mode; with replaced, a page-set mode follows at once
+// and overwrites the record in the same step, so no crash between the two
+// finds the station without one.
+func (s *Station) endModeFor(ctx context.Context, at time.Time, why string, replaced bool) error {
 	m := s.mode
 	if m.mode == ModeReceive {
 		return nil
@@ -212,7 +219,7 @@ func (s *Station) endMode(ctx context.Context, at time.Time, why string) error {
 	if err := s.store.Resolve(ctx, ids...); err != nil {
 		return err
 	}
-	if m.recorded {
+	if m.recorded && !replaced {
 		if err := s.store.SetStationMode(ctx, store.StationMode{Station: s.cfg.Name}); err != nil {
 			return err
 		}
@@ -232,7 +239,7 @@ func (s *Station) endMode(ctx context.Context, at time.Time, why string) error {
 // action code's scan, kept unresolved while the new mode lasts ("" when
 // the page switched).
 func (s *Station) switchMode(ctx context.Context, mode, scanID string, at time.Time) error {
-	if err := s.endMode(ctx, at, "switched to "+mode); err != nil {
+	if err := s.endModeFor(ctx, at, "switched to "+mode, scanID == "" && mode != ModeReceive); err != nil {
 		return err
 	}
 	if mode == ModeReceive {
@@ -247,7 +254,8 @@ func (s *Station) switchMode(ctx context.Context, mode, scanID string, at time.T
 	} else {
 		// Set on the page: recorded, so that a restart replays it before
 		// the scans that follow.
-		if err := s.store.SetStationMode(ctx, store.StationMode{Station: s.cfg.Name, Mode: mode, At: at}); err != nil {
+		// Scans after the last one this station took are in the new mode.
+		if err := s.store.SetStationMode(ctx, store.StationMode{Station: s.cfg.Name, Mode: mode, At: at, Seq: s.lastSeq}); err != nil {
 			return err
 		}
 		m.recorded = true

@@ -155,6 +155,9 @@ type Station struct {
 	mode     modeState
 	awaiting []Awaiting // under mu
 	notices  []Notice   // under mu
+	// lastSeq is the highest seq of the scans taken so far (owned by the
+	// goroutine that resolves scans).
+	lastSeq int64
 }
 
 // item is one thing for Run to do: a committed scan, or a mode the page
@@ -286,6 +289,7 @@ func (s *Station) Recover(ctx context.Context) error {
 		return fmt.Errorf("station %s: %w", s.cfg.Name, err)
 	}
 	for _, scan := range scans {
+		s.lastSeq = max(s.lastSeq, scan.Seq)
 		if hasMode && scan.Seq > pageMode.Seq {
 			if err := s.resumeMode(ctx, pageMode); err != nil {
 				return fmt.Errorf("station %s: %w", s.cfg.Name, err)
@@ -331,6 +335,7 @@ func (s *Station) Run(ctx context.Context) error {
 				if it.mode != "" {
 					err = s.switchMode(ctx, it.mode, "", s.cfg.Clock.Now())
 				} else {
+					s.lastSeq = max(s.lastSeq, it.scan.Seq)
 					err = s.resolve(ctx, it.scan, true)
 				}
 				if err == nil {
@@ -498,6 +503,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 			if err := s.store.Resolve(ctx, scan.ID); err != nil {
 				return err
 			}
+			s.last = nil // a code scanned next is for no parcel just received
 			s.notice(Notice{Time: at, Code: NoticeAlreadyReceived, Mode: ModeReceive, ParcelID: id, State: string(p.State)})
 			s.log.Info("receiving label scanned: the parcel was received already", "parcel", id, "state", string(p.State))
 			return nil

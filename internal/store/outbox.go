@@ -292,7 +292,10 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 			return nil, fmt.Errorf("open buffer: %w", err)
 		}
 		o.log.Info("parcel states rebuilt from the events in the buffer", "parcels", n)
-	} else if o.reseal {
+	}
+	// A rebuild from the events alone seals every state with the current
+	// key already; states carried over by a salvage, or kept, may not be.
+	if o.reseal && (o.recovery != nil || !o.rebuild) {
 		if _, err := o.submit(ctx, request{kind: opResealParcels}); err != nil {
 			o.Close()
 			return nil, fmt.Errorf("open buffer: seal parcel states with the current key: %w", err)
@@ -532,36 +535,49 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 	// read (a buffer from before schema 8 has none): a parcel whose
 	// receipt was published long ago is still known, and an action sent
 	// again is still answered once. Open applies the salvaged events on
-	// top of them.
+	// top of them. (Scan modes are not carried over: their scans were
+	// not, and the new epoch's seqs start again.)
+	var partial []error
 	for _, t := range []struct{ name, cols string }{
 		{"parcels", "id, state, code_tag, recipient_tag, location_tag, received_at, updated_at, closed_at, detail, key_id"},
 		{"action_keys", "key, event_id, epoch, seq, at, request, type, parcel_id, status, code, state"},
-		{"station_modes", "station, mode, at, seq"},
 	} {
-		if err := copyRows(ctx, old, tx, t.name, t.cols); err != nil {
+		n, readErr, err := copyRows(ctx, old, tx, t.name, t.cols)
+		if err != nil {
 			tx.Rollback()
 			return 0, fmt.Errorf("salvage from %s: %s: %w", path, t.name, err)
+		}
+		if readErr != nil {
+			partial = append(partial, fmt.Errorf("%s: %d rows carried over, then: %w", t.name, n, readErr))
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("salvage from %s: %w", path, err)
 	}
 	o.recovery.Unreadable, o.recovery.UnreadableSeqs = sv.lost()
+	var lostEvents error
 	if o.recovery.Unreadable > 0 {
-		return n, fmt.Errorf("salvage from %s: %d unsent events could not be read (seq %s)", path,
-			o.recovery.Unreadable, strings.Join(o.recovery.UnreadableSeqs, ", "))
+		lostEvents = fmt.Errorf("%d unsent events could not be read (seq %s)", o.recovery.Unreadable, strings.Join(o.recovery.UnreadableSeqs, ", "))
+	}
+	if err := errors.Join(append([]error{lostEvents}, partial...)...); err != nil {
+		return n, fmt.Errorf("salvage from %s: %w", path, err)
 	}
 	return n, nil
 }
 
 // copyRows copies the rows of a table that can be read from a damaged
-// database, until the first that cannot: a table that is not there, or
-// not readable at all, copies nothing. Only an error writing the new
-// database is returned.
-func copyRows(ctx context.Context, old *sql.DB, tx *sql.Tx, table, cols string) error {
-	rows, err := old.QueryContext(ctx, "SELECT "+cols+" FROM "+table)
-	if err != nil {
-		return nil
+// database, until the first that cannot, and says how many it copied and
+// why it stopped early (readErr). A table that is not there (an older
+// schema) copies nothing and is no error. err is an error writing the new
+// database.
+func copyRows(ctx context.Context, old *sql.DB, tx *sql.Tx, table, cols string) (copied int, readErr, err error) {
+	var exists int
+	if old.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", table).Scan(&exists); exists == 0 {
+		return 0, nil, nil
+	}
+	rows, qerr := old.QueryContext(ctx, "SELECT "+cols+" FROM "+table)
+	if qerr != nil {
+		return 0, qerr, nil
 	}
 	defer rows.Close()
 	n := strings.Count(cols, ",") + 1
@@ -572,14 +588,15 @@ func copyRows(ctx context.Context, old *sql.DB, tx *sql.Tx, table, cols string) 
 	}
 	insert := "INSERT OR IGNORE INTO " + table + "(" + cols + ") VALUES (?" + strings.Repeat(",?", n-1) + ")"
 	for rows.Next() {
-		if rows.Scan(ptrs...) != nil {
-			return nil
+		if serr := rows.Scan(ptrs...); serr != nil {
+			return copied, serr, nil
 		}
 		if _, err := tx.ExecContext(ctx, insert, vals...); err != nil {
-			return err
+			return copied, nil, err
 		}
+		copied++
 	}
-	return nil
+	return copied, rows.Err(), nil
 }
 
 // salvageChunk is how many positions one salvage query asks for; a chunk
@@ -1434,7 +1451,7 @@ func (o *Outbox) commit(batch []*request) {
 						_, err = o.wc.exec("DELETE FROM station_modes WHERE station = ?", m.Station)
 					} else {
 						_, err = o.wc.exec("INSERT OR REPLACE INTO station_modes(station, mode, at, seq) VALUES (?,?,?,?)",
-							m.Station, m.Mode, m.At.UnixMilli(), seq)
+							m.Station, m.Mode, m.At.UnixMilli(), m.Seq)
 					}
 					if err != nil {
 						return err

@@ -488,7 +488,7 @@ func TestStationModeKeptUntilCleared(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	o := open(t, path, Options{})
 	appendN(t, o, 3)
-	if err := o.SetStationMode(ctx, StationMode{Station: "dock-1", Mode: "return", At: t0}); err != nil {
+	if err := o.SetStationMode(ctx, StationMode{Station: "dock-1", Mode: "return", At: t0, Seq: 3}); err != nil {
 		t.Fatal(err)
 	}
 	o.Close()

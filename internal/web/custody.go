@@ -283,10 +283,10 @@ func (s *Server) custody(w http.ResponseWriter, r *http.Request, sess *session) 
 		return
 	}
 	res, cerr := s.doCustody(r.Context(), &req, sess.user)
+	if cerr != nil && cerr.auditable && !cerr.replayed {
+		res, cerr = s.auditRefusal(r.Context(), &req, sess.user, cerr)
+	}
 	if cerr != nil {
-		if cerr.auditable && !cerr.replayed {
-			cerr = s.auditRefusal(r.Context(), &req, sess.user, cerr)
-		}
 		s.opts.Log.Warn("custody action refused", "user", sess.user, "action", req.Action, "reason", cerr.code, "parcel", cerr.parcelID,
 			"replayed", cerr.replayed)
 		writeRefusal(w, cerr)
@@ -304,15 +304,31 @@ func writeRefusal(w http.ResponseWriter, e *custodyError) {
 }
 
 // requestHash identifies a request, so that the same key sent with
-// another request is told from a retry.
+// another request is told from a retry: a hash of what the action does,
+// trimmed, version 1. Proof secrets (signature, PIN, badge) are left out:
+// the hash is kept in clear.
 func requestHash(req *CustodyRequest) string {
-	b, _ := json.Marshal(req)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:16])
+	h := sha256.New()
+	method := ""
+	if req.Proof != nil {
+		method = req.Proof.Method
+	}
+	for _, f := range []string{"v1", req.Key, req.Action, req.Parcel, req.Station, req.Location, req.Round, req.Recipient, req.Proxy,
+		req.Reason, req.To, strings.TrimSpace(method), strings.TrimSpace(req.At)} {
+		h.Write([]byte(strconv.Itoa(len(f))))
+		h.Write([]byte{':'})
+		h.Write([]byte(f))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// replay answers a key that was used before as it was answered then.
-func replay(rec store.ActionRecord) (CustodyResult, *custodyError) {
+// replay answers a key that was used before as it was answered then, or
+// refuses a key used before for another request.
+func replay(rec store.ActionRecord, hash string) (CustodyResult, *custodyError) {
+	if rec.Request != hash {
+		return CustodyResult{}, &custodyError{status: http.StatusUnprocessableEntity, code: "key_reused",
+			msg: "this key was used for another action: every action needs a key of its own"}
+	}
 	if rec.Status == http.StatusOK {
 		return CustodyResult{OK: true, EventID: rec.EventID, Seq: rec.Seq, ParcelID: rec.ParcelID, Type: string(rec.Type), Replayed: true}, nil
 	}
@@ -337,10 +353,22 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 	for _, v := range []*string{&req.Key, &req.Action, &req.Parcel, &req.Station, &req.Location, &req.Round, &req.Recipient, &req.Proxy, &req.Reason, &req.To} {
 		trim(v)
 	}
-	typ, ok := custodyTypes[req.Action]
 	switch {
 	case req.Key == "":
 		return CustodyResult{}, refused("key_required", "an action key of 1 to 128 characters is required")
+	case utf8.RuneCountInString(req.Key) > maxCode:
+		return CustodyResult{}, refused("too_long", fmt.Sprintf("key is longer than %d characters", maxCode))
+	}
+	// The key first: an action answered before gets that answer again,
+	// whatever changed since (a station removed, a parcel's state dropped).
+	hash := requestHash(req)
+	if rec, found, err := s.opts.Custody.ActionKey(ctx, req.Key); err != nil {
+		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: err.Error()}
+	} else if found {
+		return replay(rec, hash)
+	}
+	typ, ok := custodyTypes[req.Action]
+	switch {
 	case !ok:
 		return CustodyResult{}, refused("unknown_action", "unknown action "+strconv.Quote(req.Action)+" (move, out_for_delivery, deliver, hold, return, forward)")
 	case req.Parcel == "":
@@ -356,16 +384,6 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		if n := utf8.RuneCountInString(f.v); n > f.max {
 			return CustodyResult{}, refused("too_long", fmt.Sprintf("%s is longer than %d characters", f.name, f.max))
 		}
-	}
-	hash := requestHash(req)
-	if rec, found, err := s.opts.Custody.ActionKey(ctx, req.Key); err != nil {
-		return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: "refused", msg: err.Error()}
-	} else if found {
-		if rec.Request != hash {
-			return CustodyResult{}, &custodyError{status: http.StatusUnprocessableEntity, code: "key_reused",
-				msg: "this key was used for another action: every action needs a key of its own"}
-		}
-		return replay(rec)
 	}
 	var at time.Time
 	if req.At != "" {
@@ -460,7 +478,7 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 			parcelID: p.ID, state: string(p.State)}
 	}
 	if replayed { // a retry that raced the first send
-		return replay(committed)
+		return replay(committed, hash)
 	}
 	s.opts.Log.Info("parcel "+strings.TrimPrefix(string(typ), "parcel."), "user", user, "parcel", p.ID, "location", ev.Location,
 		"round", ev.Round, "proof", proofMethodOf(ev.Proof), "seq", committed.Seq)
@@ -573,7 +591,7 @@ func checkSignature(d string) error {
 // auditRefusal commits a refusal as an audit event and records it under
 // the action's key, so that the same key again gets the same refusal and
 // commits nothing. A retry that raced it gets the first answer.
-func (s *Server) auditRefusal(ctx context.Context, req *CustodyRequest, user string, cerr *custodyError) *custodyError {
+func (s *Server) auditRefusal(ctx context.Context, req *CustodyRequest, user string, cerr *custodyError) (CustodyResult, *custodyError) {
 	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: event.TypeAudit, Time: s.opts.Now(),
 		Station: req.Station, ParcelID: cerr.parcelID, By: user,
 		Audit: &event.Audit{Action: "custody", Name: string(cerr.actionType), Outcome: "rejected", Reason: cerr.code}}
@@ -582,14 +600,12 @@ func (s *Server) auditRefusal(ctx context.Context, req *CustodyRequest, user str
 	first, replayed, err := s.opts.Custody.AppendOnce(ctx, ev, rec)
 	if err != nil {
 		s.opts.Log.Error("refusal not audited", "reason", cerr.code, "err", err)
-		return cerr
+		return CustodyResult{}, cerr
 	}
 	if replayed {
-		if _, again := replay(first); again != nil {
-			return again
-		}
+		return replay(first, rec.Request)
 	}
-	return cerr
+	return CustodyResult{}, cerr
 }
 
 func (s *Server) signature(w http.ResponseWriter, r *http.Request, _ *session) {

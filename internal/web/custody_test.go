@@ -362,3 +362,22 @@ func FuzzCheckSignature(f *testing.F) {
 		}
 	})
 }
+
+func TestOneKeyTwoRequestsAtOnce(t *testing.T) {
+	r := startCustody(t)
+	p := r.receive("TRACK-C", "EMP-1", "")
+	for round := range 10 {
+		key := fmt.Sprint("race-", round)
+		codes := make(chan int, 2)
+		for _, loc := range []string{"SHELF-A01", "SHELF-B02"} {
+			go func() {
+				code, _ := r.act(map[string]any{"key": key, "action": "move", "parcel": p.ID, "location": loc})
+				codes <- code
+			}()
+		}
+		a, b := <-codes, <-codes
+		if a+b != 200+http.StatusUnprocessableEntity {
+			t.Fatalf("round %d: answers %d and %d, want 200 and 422", round, a, b)
+		}
+	}
+}

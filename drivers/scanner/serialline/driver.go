@@ -109,6 +109,12 @@ func (d *Driver) Run(ctx context.Context, sink scanner.Sink) error {
 		// Line mode is set before the port counts as connected, so that
 		// nothing is read, or announced, before the tty frames lines.
 		Open: func() (serial.Port, error) {
+			// Lines left in the tty by the last run first, one by one.
+			eol := d.terminator()[len(d.terminator())-1]
+			f := d.framer()
+			if err := pendingLines(d.cfg.Port, eol, func(b []byte) error { return d.deliver(ctx, f, b, sink) }); err != nil && ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
 			port, err := d.open(d.cfg.Port, &d.cfg.Mode)
 			if err == nil {
 				lineMode = setLineMode(d.cfg.Port, d.terminator()[len(d.terminator())-1]) == nil
@@ -132,8 +138,28 @@ func (d *Driver) terminator() []byte {
 	return d.cfg.Terminator
 }
 
+func (d *Driver) framer() *Framer {
+	return NewFramer(d.terminator(), d.cfg.Prefix, d.cfg.Suffix, d.cfg.MaxLength, d.cfg.Control)
+}
+
+// deliver frames what was read and hands each line to the sink, in order;
+// it returns ctx's error once the daemon stops.
+func (d *Driver) deliver(ctx context.Context, f *Framer, b []byte, sink scanner.Sink) error {
+	for _, l := range f.Feed(b) {
+		if l.Warning != nil {
+			d.log.Warn("scanner input discarded", "err", l.Warning)
+			continue
+		}
+		r := scanner.Reading{Device: d.cfg.Name, Barcode: l.Data, At: d.clock.Now()}
+		if err := sink(ctx, r); err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
 func (d *Driver) read(ctx context.Context, port serial.Port, sink scanner.Sink, lineMode bool) error {
-	f := NewFramer(d.terminator(), d.cfg.Prefix, d.cfg.Suffix, d.cfg.MaxLength, d.cfg.Control)
+	f := d.framer()
 	// In line mode (setLineMode) one read takes exactly one whole line;
 	// otherwise reading one byte at a time leaves complete lines unread.
 	// Either way, what the sink has not taken yet stays in the kernel's tty
@@ -154,15 +180,8 @@ func (d *Driver) read(ctx context.Context, port serial.Port, sink scanner.Sink, 
 		if n == 0 {
 			continue
 		}
-		for _, l := range f.Feed(buf[:n]) {
-			if l.Warning != nil {
-				d.log.Warn("scanner input discarded", "err", l.Warning)
-				continue
-			}
-			r := scanner.Reading{Device: d.cfg.Name, Barcode: l.Data, At: d.clock.Now()}
-			if err := sink(ctx, r); err != nil && ctx.Err() != nil {
-				return ctx.Err()
-			}
+		if err := d.deliver(ctx, f, buf[:n], sink); err != nil {
+			return err
 		}
 	}
 }

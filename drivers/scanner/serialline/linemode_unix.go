@@ -3,6 +3,8 @@
 package serialline
 
 import (
+	"errors"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -31,4 +33,39 @@ func setLineMode(path string, eol byte) error {
 	}
 	t.Cc[unix.VEOL] = eol
 	return unix.IoctlSetTermios(fd, ioctlSetTermios, t)
+}
+
+// pendingLines hands each whole line that a previous run left in the tty's
+// line buffer to each, one read per line, without blocking. Opening the
+// port switches the tty to raw mode and line mode back on, which makes
+// everything still buffered one single read: read that way, a crash while
+// those lines are committed one by one would lose all of them. Read here,
+// a crash loses at most the line being committed. A tty not in the line
+// mode this driver sets holds no framed lines; nothing is read from it.
+func pendingLines(path string, eol byte, each func([]byte) error) error {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	t, err := unix.IoctlGetTermios(fd, ioctlGetTermios)
+	if err != nil {
+		return err
+	}
+	if t.Lflag&unix.ICANON == 0 || t.Cc[unix.VEOL] != eol {
+		return nil
+	}
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(fd, buf)
+		switch {
+		case errors.Is(err, unix.EAGAIN) || (err == nil && n == 0):
+			return nil
+		case err != nil:
+			return err
+		}
+		if err := each(buf[:n]); err != nil {
+			return err
+		}
+	}
 }

@@ -282,6 +282,7 @@ function svgOf(d) {
 const HO = "mailroomd.handover";
 let ho = store.get(HO, null) || { who: "", badge: "", parcels: [], selected: [], method: "", id: newKey() };
 let hoPad = null;
+const hoPins = new Map();
 function saveHo() { store.set(HO, ho); }
 
 async function hoFind(code) {
@@ -324,6 +325,8 @@ function renderHo() {
     if (ho.method === "pin") { // each parcel has a PIN of its own
       const pin = el("input", { class: "ho-pin", "data-id": p.id, inputmode: "numeric", autocomplete: "off", maxlength: "12",
         placeholder: t("pin"), "aria-label": t("pin") });
+      pin.value = hoPins.get(p.id) || ""; // typed PINs live in memory only, never in storage
+      pin.addEventListener("input", () => hoPins.set(p.id, pin.value));
       what.append(pin);
     }
     return el("tr", { class: p.overdue ? "overdue" : "", "data-id": p.id },
@@ -368,6 +371,7 @@ function hoSubmit() {
   }
   ho.parcels = ho.parcels.filter((p) => !ho.selected.includes(p.id));
   ho.selected = [];
+  hoPins.clear();
   $("ho-proxy").value = "";
   hoPad.clear();
   saveHo();
