@@ -114,3 +114,36 @@ stations:
 		t.Fatalf("state on the box: %+v %v", pst, err)
 	}
 }
+
+// TestTwoDLabelOverPTY reads a UPS MaxiCode message (ISO/IEC 15434, with
+// its RS, GS and EOT) from a PTY scanner set to keep control characters:
+// the parcel.received at the cloud has the carrier, the tracking number,
+// the label's fields and, at a station without a scale, its weight.
+func TestTwoDLabelOverPTY(t *testing.T) {
+	s := newSetup(t, "mr-twod-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-twod-01/events")
+	scanDev := serialtest.New(t, filepath.Join(s.dir, "ttyScanner"))
+	devices := fmt.Sprintf(`  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, control_chars: keep, reconnect_max: 200ms}
+stations:
+  - {name: dock-1, scanner: dock-scanner}`, scanDev.Link)
+	p := startDaemon(t, s.config(t, s.broker.URL(), devices))
+	p.waitLog(t, "scanner connected", 10*time.Second)
+	maxi := "[)>\x1e01\x1d96841706672\x1d840\x1d001\x1d1Z12345675\x1dUPSN\x1d12345E\x1d089\x1d\x1d1/1\x1d10.1\x1dY\x1d\x1dSALT LAKE CITY\x1dUT\x1e\x04"
+	if err := scanDev.Scan(maxi); err != nil {
+		t.Fatal(err)
+	}
+	msgs := sub.WaitFor(t, 15*time.Second, "the scan and its parcel", mqtttest.DistinctEvents(2))
+	bySeq, _ := mqtttest.Delivered(t, msgs)
+	scan, rcv := bySeq[1], bySeq[2]
+	if string(scan.Barcode) != maxi {
+		t.Fatalf("scan %q, want the message byte for byte", scan.Barcode)
+	}
+	pc := rcv.Parcel
+	if rcv.Type != event.TypeParcelReceived || pc.Carrier != "ups" || pc.Tracking != "1Z12345675" || pc.Label == nil ||
+		pc.Label.SCAC != "UPSN" || pc.Label.ShipTo.PostalCode != "841706672" || pc.Label.Package != "1/1" || pc.Label.Error != "" {
+		t.Fatalf("parcel %+v label %+v", pc, pc.Label)
+	}
+	if w := pc.Weight; w == nil || w.Value != 10.1 || w.Unit != "lb" || w.Scale != "label" {
+		t.Fatalf("weight %+v", w)
+	}
+}
