@@ -87,25 +87,36 @@ func CarrierOfSCAC(scac string) Carrier {
 }
 
 // IsMessage reports whether a code (without symbology identifier) is an
-// ISO/IEC 15434 message.
-func IsMessage(s string) bool { return strings.HasPrefix(s, messageHeader) }
+// ISO/IEC 15434 message, or what is left of one whose control characters
+// the scanner or the driver stripped.
+func IsMessage(s string) bool { return strings.HasPrefix(s, "[)>") }
 
 // ParseMessage reads an ISO/IEC 15434 message. It never fails: a message
 // that is truncated or malformed gives a Label with Error set and what
 // could be read before the fault.
 func ParseMessage(s string) *Label {
 	l := &Label{}
-	if !IsMessage(s) {
-		l.Error = `not an ISO/IEC 15434 message: it must start with "[)>" and RS (0x1E); set the scanner to transmit control characters (control_chars: keep)`
+	if !strings.HasPrefix(s, messageHeader) {
+		l.Error = `not an ISO/IEC 15434 message: it must start with "[)>" and RS (0x1E); were control characters stripped? ` +
+			`Set the scanner to transmit them and the device to control_chars: keep`
 		return l
 	}
 	body := s[len(messageHeader):]
 	end := strings.IndexByte(body, EOT)
 	if end < 0 {
 		l.Error = "truncated: the message has no EOT (0x04) at its end"
+		// The field being read when the message broke off is not read:
+		// half a tracking number is no tracking number.
+		if lastRS, lastGS := strings.LastIndexByte(body, RS), strings.LastIndexByte(body, GS); lastGS > lastRS {
+			body = body[:lastGS]
+		} else if lastRS >= 0 {
+			body = body[:lastRS+1]
+		} else {
+			body = ""
+		}
 	} else {
 		if rest := strings.TrimRight(body[end+1:], "\r\n"); rest != "" {
-			l.Error = fmt.Sprintf("%d bytes after the EOT that ends the message", len(rest))
+			l.Error = fmt.Sprintf("%d byte(s) after the EOT that ends the message", len(rest))
 		}
 		body = body[:end]
 	}
@@ -119,6 +130,7 @@ func ParseMessage(s string) *Label {
 		l.setError("the message has no format block")
 		return l
 	}
+	seen01 := false
 	for i, b := range blocks {
 		fmtNo, data, ok := strings.Cut(b, string(rune(GS)))
 		if !ok || len(fmtNo) != 2 || !isDigits(fmtNo) {
@@ -130,6 +142,11 @@ func ParseMessage(s string) *Label {
 		}
 		switch fmtNo {
 		case "01":
+			if seen01 {
+				l.setError(fmt.Sprintf("format block %d is a second format 01 block: it is not read", i+1))
+				continue
+			}
+			seen01 = true
 			l.format01(data)
 		case "05":
 			l.format05(data)
@@ -168,6 +185,13 @@ func (l *Label) format01(data string) {
 		l.setError("format 01 must start with its two-digit version (96)")
 		return
 	}
+	if data[:2] != "96" {
+		l.setError("format 01 version " + data[:2] + " is not 96, the layout this box reads: fields may be misread")
+	}
+	if len(data) > 2 && data[2] == GS {
+		l.setError("format 01 has a GS between its version and the postal code: every field would be misread, none is taken")
+		return
+	}
 	f := strings.Split(data[2:], string(rune(GS)))
 	get := func(i int) string {
 		if i < len(f) {
@@ -188,6 +212,9 @@ func (l *Label) format01(data string) {
 		l.shipTo().Country = v
 	}
 	l.ServiceClass, l.Tracking, l.SCAC = get(2), strings.ToUpper(get(3)), strings.ToUpper(get(4))
+	if l.Tracking == "" && len(f) >= 5 {
+		l.setError("format 01 has no tracking number")
+	}
 	l.Shipper, l.PickupDay, l.ShipmentID, l.Package = get(5), get(6), get(7), get(8)
 	if v := get(9); v != "" {
 		w, err := parsePrinted(v)
@@ -243,12 +270,15 @@ func (l *Label) format05(data string) {
 	for _, w := range []struct{ prefix, unit string }{{"330", "KG"}, {"310", "KG"}, {"340", "LB"}, {"320", "LB"}} {
 		for n := byte('0'); n <= '5'; n++ {
 			if v, ok := l.GS1[w.prefix+string(n)]; ok && l.Weight == nil {
-				if x, err := strconv.ParseFloat(v, 64); err == nil {
-					for range int(n - '0') {
-						x /= 10
-					}
-					l.Weight = &Printed{Value: x, Unit: w.unit}
+				x, err := strconv.ParseFloat(v, 64)
+				if err != nil || !isDigits(v) {
+					l.setError(fmt.Sprintf("format 05: weight %s%c %q is not a number", w.prefix, n, v))
+					continue
 				}
+				for range int(n - '0') {
+					x /= 10
+				}
+				l.Weight = &Printed{Value: x, Unit: w.unit}
 			}
 		}
 	}
@@ -293,8 +323,8 @@ func parsePrinted(s string) (*Printed, error) {
 	if err != nil {
 		return nil, err
 	}
-	unit := strings.ToUpper(strings.TrimSpace(s[i:]))
-	for _, c := range unit {
+	unit := strings.TrimSpace(s[i:])
+	for _, c := range strings.ToUpper(unit) {
 		if c < 'A' || c > 'Z' {
 			return nil, fmt.Errorf("unit %q", unit)
 		}

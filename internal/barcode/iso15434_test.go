@@ -31,7 +31,7 @@ func TestParseMessage(t *testing.T) {
 			Label{Format: "01", Tracking: "1Z8X3F726700000017", SCAC: "UPSN", ServiceClass: "066", Shipper: "8X3F72", PickupDay: "331", ShipmentID: "SHP77",
 				Package: "1/2", Weight: &Printed{Value: 4.5, Unit: "KG"}, AddressValidated: "N",
 				ShipTo: &ShipTo{PostalCode: "K1A0B1", Country: "124", Street: "100 WELLINGTON ST", City: "OTTAWA", State: "ON"}}, UPS},
-		{"FedEx Ground PDF417, with carrier data after the standard fields", "[)>^01|0238117|840|019|748912345670|FDEG|123456789|032||1/1|5.0LB|N|123 MAIN ST|MEMPHIS|TN|EXTRA|DATA^~",
+		{"FedEx Ground PDF417, with carrier data after the standard fields", "[)>^01|9638117|840|019|748912345670|FDEG|123456789|032||1/1|5.0LB|N|123 MAIN ST|MEMPHIS|TN|EXTRA|DATA^~",
 			Label{Format: "01", Tracking: "748912345670", SCAC: "FDEG", ServiceClass: "019", Shipper: "123456789", PickupDay: "032", Package: "1/1",
 				Weight: &Printed{Value: 5, Unit: "LB"}, AddressValidated: "N",
 				ShipTo: &ShipTo{PostalCode: "38117", Country: "840", Street: "123 MAIN ST", City: "MEMPHIS", State: "TN"}}, FedEx},
@@ -62,6 +62,12 @@ func TestParseMessage(t *testing.T) {
 func TestParseMessageFaults(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"[)>^01|96841706672|840|001|1Z12345675|UPSN|12345E", "truncated: the message has no EOT"},
+		{"[)>01|96841706672|840|001|1Z12345675|UPSN~", "were control characters stripped?"},
+		{"[)>^01|97841706672|840|001|1Z1|UPSN^~", "format 01 version 97 is not 96"},
+		{"[)>^01|96|841706672|840|001|1Z1|UPSN^~", "a GS between its version and the postal code"},
+		{"[)>^01|96841706672|840|001||UPSN^~", "format 01 has no tracking number"},
+		{"[)>^01|96841706672|840|001|1Z1|UPSN^01|96W1A1AA|826|068|1ZX|FDEG^~", "format block 2 is a second format 01 block"},
+		{"[)>^05|3301000X25^~", `format 05`},
 		{"[)>^01|96841706672|840~", "the last format block does not end with RS"},
 		{"[)>^01|XX841706672|840|001|1Z1|UPSN^~", "format 01 must start with its two-digit version"},
 		{"[)>^1|96^~", "format block 1 does not start with a two-digit format"},
@@ -81,6 +87,20 @@ func TestParseMessageFaults(t *testing.T) {
 	r := Classify([]byte(msg("[)>^01|96841706672|840|001|1Z12345675|UPSN|12345E")))
 	if r.Label == nil || r.Label.Error == "" || r.Label.Tracking != "1Z12345675" || r.Carrier != UPS {
 		t.Fatalf("truncated: %+v %+v", r, r.Label)
+	}
+	// The field being read when it broke off is not taken: half a
+	// tracking number is none.
+	if l := ParseMessage(msg("[)>^01|96841706672|840|001|1Z999AA1012")); l.Tracking != "" || l.ServiceClass != "001" {
+		t.Fatalf("a cut-off tracking number was taken: %+v", l)
+	}
+	// Control characters stripped: the label is recognised and says why
+	// it cannot be read, with no tracking number made of its fields.
+	if r := Classify([]byte(msg("[)>01|96841706672|840|001|1Z12345675|UPSN"))); r.Label == nil || r.Tracking != "" {
+		t.Fatalf("stripped message: %+v", r)
+	}
+	// Units as printed.
+	if l := ParseMessage(msg("[)>^01|96841706672|840|001|1Z1|UPSN||||1/1|10 lb|Y^~")); l.Weight == nil || l.Weight.Unit != "lb" || l.Weight.Value != 10 {
+		t.Fatalf("unit as printed: %+v", l.Weight)
 	}
 }
 

@@ -348,4 +348,11 @@ func TestTwoDLabelGivesCarrierTrackingAndWeight(t *testing.T) {
 	if l := got[1].Parcel.Label; l == nil || !strings.Contains(l.Error, "truncated") || got[1].Parcel.Raw == "" {
 		t.Fatalf("a cut-off label: %+v", got[1].Parcel)
 	}
+	// Two different labels that cannot be read are two parcels, not a
+	// parcel and its duplicate.
+	r.scan("[)>\x1e06\x1dKPO-1001\x1e\x04", 2*time.Second, true)
+	r.scan("[)>\x1e06\x1dKPO-2002\x1e\x04", 3*time.Second, true)
+	if got := r.waitEvents(event.TypeParcelReceived, 4); len(got) != 4 || r.st.Stats().Duplicates != 0 {
+		t.Fatalf("%d parcels, %d duplicates", len(got), r.st.Stats().Duplicates)
+	}
 }

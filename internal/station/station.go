@@ -512,7 +512,9 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 		}
 	}
 	key := dupKey(string(res.Carrier), res.Tracking)
-	if prev, ok := s.seen[key]; ok && at.Sub(prev) >= 0 && at.Sub(prev) < s.cfg.DuplicateWindow {
+	// A code without a tracking number (a 2D label that could not be
+	// read) is no duplicate of another such code.
+	if prev, ok := s.seen[key]; ok && res.Tracking != "" && at.Sub(prev) >= 0 && at.Sub(prev) < s.cfg.DuplicateWindow {
 		if err := s.store.Resolve(ctx, scan.ID); err != nil {
 			return err
 		}
@@ -568,6 +570,9 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	committed, err := s.store.Append(ctx, ev)
 	if err != nil {
 		return err
+	}
+	if res.Label != nil && res.Label.Error != "" {
+		s.log.Warn("2D label not read whole; the parcel is recorded with what could be read", "err", res.Label.Error, "id", committed.ID)
 	}
 	for _, k := range used {
 		delete(s.holds, k)
@@ -701,8 +706,10 @@ func labelWeight(l *barcode.Label) *event.Weight {
 	}
 	unit := strings.ToLower(l.Weight.Unit)
 	switch unit {
-	case "lbs":
+	case "lbs", "l":
 		unit = "lb"
+	case "kgs", "k":
+		unit = "kg"
 	case "":
 		unit = "kg"
 		if l.ShipTo != nil && l.ShipTo.Country == "840" {
