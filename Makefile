@@ -189,6 +189,7 @@ bench: deps
 	# commit latency varies with the disk from minute to minute: five runs
 	$(GO) test -run XXX -bench IngestOffered -benchtime 1x -count 5 ./internal/store
 	$(GO) test -run XXX -bench Parcels -benchtime 1x -count 3 -timeout 20m ./internal/store
+	$(GO) test -run XXX -bench Directory -benchtime 1x -count 3 ./internal/directory
 	TMPDIR=/dev/shm $(GO) test -run XXX -bench IngestOffered -benchtime 1x -count 3 ./internal/store
 
 clean:

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,7 +69,8 @@ web:
   listen: 127.0.0.1:%d
   users:
     - {name: clara, role: clerk, password_hash: "%s"}`, scanDev.Link, custodyCodes, webPort, hash)
-	p := startDaemon(t, s.config(t, s.broker.URL(), devices))
+	cfgPath := s.config(t, s.broker.URL(), devices)
+	p := startDaemon(t, cfgPath)
 	p.waitLog(t, "status page", 10*time.Second)
 	p.waitLog(t, "uplink connected", 10*time.Second)
 	p.waitLog(t, "scanner connected", 10*time.Second)
@@ -112,6 +114,22 @@ web:
 		chromedp.SendKeys(chromedp.CSS("#password"), "clerk-password"),
 		chromedp.Click(chromedp.CSS("#login-submit")),
 		waitText("#link-state", "Verbunden"))
+
+	// The counter finds a person by name in the directory.
+	people := filepath.Join(s.dir, "people.csv")
+	os.WriteFile(people, []byte("id,name,email,location,badges,delegates,active\nE42,Jürgen Müller,,MS-2.14,EMP-0042,,true\n"), 0o644)
+	var out, errOut strings.Builder
+	if code := Main([]string{"directory", "import", "--config", cfgPath, people}, &out, &errOut); code != 0 {
+		t.Fatalf("directory import: %s", errOut.String())
+	}
+	run("find a person by name",
+		chromedp.Navigate(base+"/#handover"),
+		chromedp.WaitVisible(chromedp.CSS("#ho-who")),
+		chromedp.SendKeys(chromedp.CSS("#ho-who"), "mueller jurgen\r"),
+		chromedp.WaitVisible(chromedp.CSS(`#ho-people button[data-person="E42"]`)),
+		chromedp.Click(chromedp.CSS(`#ho-people button[data-person="E42"]`)),
+		waitText("#ho-msg", "Offene Sendungen für Jürgen Müller"),
+		waitJS("two parcels listed", `document.querySelectorAll('#ho-parcels tbody tr').length === 2`))
 
 	// The counter: the recipient's badge is scanned (keystrokes and Enter).
 	run("find the recipient",
@@ -182,6 +200,8 @@ web:
 		t.Fatalf("pickup PIN %q", second.PickupPIN)
 	}
 	run("PIN hand-over",
+		chromedp.Click(chromedp.CSS("#ho-reset")), // the list is empty until the search below answers
+		waitJS("no parcels listed", `document.querySelectorAll('#ho-parcels tbody tr').length === 0`),
 		chromedp.SendKeys(chromedp.CSS("#ho-who"), "EMP-0042\r"),
 		waitJS("one parcel left", `document.querySelectorAll('#ho-parcels tbody tr').length === 1`),
 		chromedp.Click(chromedp.CSS(`#ho-methods button[data-method="pin"]`)),

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +149,58 @@ stations:
 	}
 	if w := pc.Weight; w == nil || w.Value != 10.1 || w.Unit != "lb" || w.Scale != "label" {
 		t.Fatalf("weight %+v", w)
+	}
+}
+
+// TestDirectoryCommands imports a directory into a buffer the running
+// daemon uses, searches it with a misspelt name, refuses a bad file with
+// its line and keeps the directory, and forgets a person.
+func TestDirectoryCommands(t *testing.T) {
+	s := newSetup(t, "mr-dir-01")
+	cfg := s.config(t, s.broker.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 1s}")
+	p := startDaemon(t, cfg)
+	p.waitLog(t, "uplink connected", 10*time.Second)
+	csvFile := filepath.Join(s.dir, "people.csv")
+	os.WriteFile(csvFile, []byte("id,name,email,location,badges,delegates,active\n"+
+		"E1,Jürgen Müller,jm@example.com,MS-2.14,EMP-0042,E2,true\n"+
+		"E2,Anna Weiß,,MS-3.01,EMP-0077,,true\n"), 0o644)
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"directory", "import", "--config", cfg, csvFile}, &out, &errOut); code != 0 ||
+		!strings.Contains(out.String(), "imported 2 people (2 active), directory version 1") {
+		t.Fatalf("import: %d %s %s", code, out.String(), errOut.String())
+	}
+	bad := filepath.Join(s.dir, "bad.csv")
+	os.WriteFile(bad, []byte("id,name,email,location,badges,delegates,active\nE1,X,,,,,true\nE1,Y,,,,,true\n"), 0o644)
+	out.Reset()
+	errOut.Reset()
+	if code := Main([]string{"directory", "import", "--config", cfg, bad}, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), `line 3: id "E1" again`) || !strings.Contains(errOut.String(), "the directory is unchanged") {
+		t.Fatalf("bad import: %d %s", code, errOut.String())
+	}
+	out.Reset()
+	if code := Main([]string{"directory", "search", "--config", cfg, "mueller jurgen"}, &out, &errOut); code != 0 {
+		t.Fatalf("search: %d %s", code, errOut.String())
+	}
+	var first struct {
+		ID, Name, Location string
+		Score              float64
+	}
+	if err := json.Unmarshal([]byte(strings.SplitN(out.String(), "\n", 2)[0]), &first); err != nil || first.ID != "E1" || first.Score < 0.9 || first.Location != "MS-2.14" {
+		t.Fatalf("search found %q (%v)", out.String(), err)
+	}
+	out.Reset()
+	if code := Main([]string{"directory", "forget", "--config", cfg, "E1"}, &out, &errOut); code != 0 {
+		t.Fatalf("forget: %d %s", code, errOut.String())
+	}
+	out.Reset()
+	Main([]string{"directory", "search", "--config", cfg, "Jürgen Müller"}, &out, &errOut)
+	if strings.Contains(out.String(), "E1") {
+		t.Fatalf("a forgotten person is still found: %s", out.String())
+	}
+	if code := Main([]string{"directory", "forget", "--config", cfg, "E1"}, &out, &errOut); code != 1 {
+		t.Fatalf("forgetting an unknown id: exit %d", code)
+	}
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit code %d", code)
 	}
 }

@@ -46,6 +46,8 @@ Usage:
                                          print what one configured device reads
   mailroomd decode [--config FILE] BARCODE...
                                          print what each code is recognised as, one JSON object per line
+  mailroomd directory import|search|forget --config FILE ...
+                                         the recipient directory: import a CSV, search it, forget a person
   mailroomd fleet SUBCOMMAND ...         IT's fleet tools: keygen, status, cmd, config push, alerts, events
   mailroomd release sign|verify ...      sign release artifacts (SHA256SUMS + Ed25519 signature), or verify one
   mailroomd udev-rules                   print the udev rules that give the service its devices
@@ -135,6 +137,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return probe(cfg, fs.Arg(0), *dur, stdout, stderr)
 	case "decode":
 		return decode(rest, stdout, stderr)
+	case "directory":
+		return directoryCommand(rest, stdout, stderr)
 	case "install", "uninstall", "start", "stop", "restart", "status":
 		return control(cmd, rest, stdout, stderr)
 	case "buffer-key":

@@ -124,6 +124,7 @@ type App struct {
 	history *web.History
 	// auth is the status pages' sign-in state, kept across front switches.
 	auth    *web.Auth
+	people  *people // the recipient directory's index, shared by the fronts
 	changed chan struct{}
 
 	// front is the running generation; it is swapped whole by Reconfigure.
@@ -184,6 +185,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 		return nil, err
 	}
 	a.store = st
+	a.people = &people{store: st}
 	if rec := st.Recovery(); rec != nil {
 		log.Error("buffer database was unreadable: moved aside and replaced; a new epoch starts",
 			"moved_to", rec.MovedTo, "cause", rec.Cause, "salvaged_unsent", rec.Salvaged, "unreadable_unsent", rec.Unreadable,

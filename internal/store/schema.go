@@ -134,6 +134,11 @@ var migrations = []string{
 		mode    TEXT    NOT NULL,
 		at      INTEGER NOT NULL,                  -- unix ms when it was set
 		seq     INTEGER NOT NULL                   -- the last seq committed then: later scans are in the mode
+	) WITHOUT ROWID;
+	CREATE TABLE directory (
+		id      TEXT    PRIMARY KEY,               -- the person's directory id
+		entry   BLOB    NOT NULL,                  -- the entry (JSON), sealed like payloads when encryption is on
+		key_id  TEXT
 	) WITHOUT ROWID;`,
 }
 

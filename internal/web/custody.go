@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/station"
 	"github.com/mailroomd/mailroomd/internal/store"
@@ -37,6 +38,67 @@ type Custody interface {
 }
 
 var _ Custody = (*store.Outbox)(nil)
+
+// People finds people in the recipient directory.
+type People interface {
+	// Index returns the directory's current index.
+	Index(ctx context.Context) (*directory.Index, error)
+}
+
+// PersonView is a person as the hand-over lists them.
+type PersonView struct {
+	ID       string  `json:"id"`
+	Name     string  `json:"name"`
+	Location string  `json:"location,omitempty"`
+	Score    float64 `json:"score"`
+}
+
+func (s *Server) people(w http.ResponseWriter, r *http.Request, _ *session) {
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	if q == "" || utf8.RuneCountInString(q) > maxCode {
+		jsonErrorCode(w, http.StatusBadRequest, "query_required", "a name or badge of 1 to 128 characters is required")
+		return
+	}
+	x, err := s.opts.People.Index(r.Context())
+	if err != nil {
+		jsonError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	out := []PersonView{}
+	for _, m := range x.Search(q, 10) {
+		out = append(out, PersonView{ID: m.ID, Name: m.Name, Location: m.Location, Score: m.Score})
+	}
+	writeJSON(w, map[string]any{"people": out})
+}
+
+// personParcels lists the open parcels of a person of the directory: those
+// received for any of their badges, their id or their name.
+func (s *Server) personParcels(ctx context.Context, id string) (directory.Entry, []store.Parcel, error) {
+	x, err := s.opts.People.Index(ctx)
+	if err != nil {
+		return directory.Entry{}, nil, err
+	}
+	e, ok := x.ByID(id)
+	if !ok {
+		return directory.Entry{}, nil, store.ErrNoParcel
+	}
+	seen := map[string]bool{}
+	var out []store.Parcel
+	for _, code := range append([]string{e.ID, e.Name}, e.Badges...) {
+		ps, err := s.opts.Custody.OpenParcelsOf(ctx, code, maxList)
+		if err != nil {
+			return e, nil, err
+		}
+		for _, p := range ps {
+			if !seen[p.ID] {
+				seen[p.ID] = true
+				out = append(out, p)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b store.Parcel) int { return a.Received.Compare(b.Received) })
+	return e, out, nil
+}
 
 // Delivery is the site's hand-over policy.
 type Delivery struct {
@@ -134,6 +196,27 @@ func (s *Server) lookup(ctx context.Context, code string) (store.Parcel, error) 
 const maxList = 500
 
 func (s *Server) recipientParcels(w http.ResponseWriter, r *http.Request, _ *session) {
+	if id := strings.TrimSpace(r.URL.Query().Get("person")); id != "" && s.opts.People != nil {
+		e, ps, err := s.personParcels(r.Context(), id)
+		if errors.Is(err, store.ErrNoParcel) {
+			jsonErrorCode(w, http.StatusNotFound, "unknown_person", "no active person with that id in the directory")
+			return
+		}
+		if err != nil {
+			jsonError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		out := make([]ParcelView, 0, len(ps))
+		for _, p := range ps {
+			out = append(out, s.view(p))
+		}
+		badge := ""
+		if len(e.Badges) > 0 {
+			badge = e.Badges[0]
+		}
+		writeJSON(w, map[string]any{"recipient": e.Name, "person": e.ID, "badge": badge, "parcels": out})
+		return
+	}
 	who := strings.TrimSpace(r.URL.Query().Get("recipient"))
 	if who == "" || len(who) > maxCode {
 		jsonErrorCode(w, http.StatusBadRequest, "recipient_required", "a recipient code of 1 to 128 characters is required")

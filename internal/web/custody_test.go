@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/store"
 )
@@ -39,6 +41,9 @@ func startCustody(t *testing.T, proof ...string) *custodyRig {
 	r := startWith(t, func(o *Options) {
 		o.Custody, o.Delivery = st, Delivery{Proof: proof, Overdue: 72 * time.Hour}
 		o.Codes = []CodeRule{{Kind: "recipient", Prefix: "EMP-"}, {Kind: "location", Prefix: "SHELF-"}}
+		o.People = staticPeople{directory.NewIndex([]directory.Entry{
+			{ID: "E1", Name: "Jürgen Müller", Location: "MS-2.14", Badges: []string{"EMP-1"}, Active: true},
+			{ID: "E2", Name: "Anna Weiß", Active: true}})}
 	})
 	c := r.client()
 	r.login(c, "clara", "clerk-password")
@@ -379,5 +384,42 @@ func TestOneKeyTwoRequestsAtOnce(t *testing.T) {
 		if a+b != 200+http.StatusUnprocessableEntity {
 			t.Fatalf("round %d: answers %d and %d, want 200 and 422", round, a, b)
 		}
+	}
+}
+
+type staticPeople struct{ x *directory.Index }
+
+func (p staticPeople) Index(context.Context) (*directory.Index, error) { return p.x, nil }
+
+func TestHandOverFindsAPersonByName(t *testing.T) {
+	r := startCustody(t)
+	a := r.receive("BY-BADGE", "EMP-1", "")
+	b := r.receive("BY-NAME", "Jürgen Müller", "") // a name typed at the manual entry
+	r.receive("OTHER", "EMP-2", "")
+	resp, err := r.c.Get(r.base + "/api/people?q=" + url.QueryEscape("mueller jurgen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found struct{ People []PersonView }
+	json.NewDecoder(resp.Body).Decode(&found)
+	resp.Body.Close()
+	if len(found.People) == 0 || found.People[0].ID != "E1" || found.People[0].Location != "MS-2.14" {
+		t.Fatalf("people %+v", found.People)
+	}
+	resp, _ = r.c.Get(r.base + "/api/parcels?person=E1")
+	var list struct {
+		Recipient string
+		Parcels   []ParcelView
+	}
+	json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if list.Recipient != "Jürgen Müller" || len(list.Parcels) != 2 || list.Parcels[0].ID != a.ID || list.Parcels[1].ID != b.ID {
+		t.Fatalf("the person's parcels %+v", list)
+	}
+	if resp := r.get(r.c, "/api/parcels?person=NOPE"); resp.StatusCode != 404 {
+		t.Fatalf("unknown person: %d", resp.StatusCode)
+	}
+	if resp := r.get(r.c, "/api/people?q="); resp.StatusCode != 400 {
+		t.Fatalf("empty query: %d", resp.StatusCode)
 	}
 }

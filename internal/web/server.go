@@ -81,7 +81,9 @@ type Options struct {
 	Actions      Actions
 	// Custody reads and writes parcel states; Delivery is the hand-over
 	// policy and Codes the internal barcode rules the handheld page uses.
-	Custody  Custody
+	Custody Custody
+	// People is the recipient directory; nil serves no search.
+	People   People
 	Delivery Delivery
 	Codes    []CodeRule
 	Stations []StationRef
@@ -205,6 +207,9 @@ func New(opts Options) (*Server, error) {
 		mux.HandleFunc("POST /api/custody", s.need(RoleClerk, true, s.custody))
 		mux.HandleFunc("POST /api/mode", s.need(RoleClerk, true, s.setMode))
 		mux.HandleFunc("GET /api/report.csv", s.need(RoleAdmin, false, s.report))
+	}
+	if opts.People != nil {
+		mux.HandleFunc("GET /api/people", s.need(RoleClerk, false, s.people))
 	}
 	s.mux = mux
 	return s, nil

@@ -9,7 +9,7 @@ Object.assign(T.de, {
   handover: "Übergabe am Schalter", hoWho: "Ausweis, Empfänger- oder Sendungscode scannen", hoFind: "Suchen", hoReset: "Neu",
   age: "Wartet seit", location: "Ort", proof: "Nachweis", signHere: "Bitte hier unterschreiben", sigClear: "Unterschrift löschen",
   sigTake: "Unterschrift übernehmen", pin: "Abhol-PIN", proxy: "Abgeholt von (falls nicht der Empfänger)", hoDone: "Übergeben",
-  handOverN: "{0} Sendung(en) übergeben", round: "Tour", modeOut: "Auf Tour nehmen", modeDeliver: "Zustellen",
+  handOverN: "{0} Sendung(en) übergeben", pickPerson: "Bitte die Person wählen:", err_unknown_person: "Diese Person ist nicht (mehr) im Verzeichnis.", round: "Tour", modeOut: "Auf Tour nehmen", modeDeliver: "Zustellen",
   scanHere: "Scannen", rdDone: "Erledigt", open: "Offen", overdue: "Überfällig", byRecipient: "Nach Empfänger",
   byLocation: "Nach Ort", count: "Sendungen", oldestWait: "Wartet seit", dailyLog: "Tagesprotokoll (CSV)", download: "Herunterladen",
   modes: "Scan-Modus", overdueAfter: "überfällig nach {0}",
@@ -41,7 +41,7 @@ Object.assign(T.en, {
   handover: "Hand-over at the counter", hoWho: "Scan a badge, recipient or parcel code", hoFind: "Find", hoReset: "New",
   age: "Waiting for", location: "Location", proof: "Proof", signHere: "Please sign here", sigClear: "Clear signature",
   sigTake: "Take signature", pin: "Pickup PIN", proxy: "Collected by (if not the recipient)", hoDone: "Handed over",
-  handOverN: "Hand over {0} parcel(s)", round: "Round", modeOut: "Take out", modeDeliver: "Deliver",
+  handOverN: "Hand over {0} parcel(s)", pickPerson: "Choose the person:", err_unknown_person: "This person is not in the directory (any more).", round: "Round", modeOut: "Take out", modeDeliver: "Deliver",
   scanHere: "Scan", rdDone: "Done", open: "Open", overdue: "Overdue", byRecipient: "By recipient",
   byLocation: "By location", count: "Parcels", oldestWait: "Waiting for", dailyLog: "Daily log (CSV)", download: "Download",
   modes: "Scan mode", overdueAfter: "overdue after {0}",
@@ -297,6 +297,7 @@ async function hoFind(code) {
   if (kindOf(code).kind === "parcel") {
     const r = await fetch("/api/parcels/find?code=" + encodeURIComponent(code), { credentials: "same-origin" });
     const data = await r.json().catch(() => ({}));
+    if (r.status === 404 && await hoPeople(code)) return; // a name: the directory
     if (!r.ok) { hoMsg(errText(data.code, data.state, data.error), false); return; }
     if (["delivered", "returned", "forwarded"].includes(data.state)) { hoMsg(tf("err_parcel_closed", stateText(data.state)), false); return; }
     who = data.recipient || "";
@@ -312,6 +313,36 @@ async function hoFind(code) {
   saveHo();
   renderHo();
   hoMsg(data.parcels.length ? tf("parcelsOf", who) : tf("noParcels", who), data.parcels.length > 0);
+}
+
+// hoPeople searches the directory for a name typed at the counter and
+// offers the people found; it reports whether it found any.
+async function hoPeople(q) {
+  const r = await fetch("/api/people?q=" + encodeURIComponent(q), { credentials: "same-origin" }).catch(() => null);
+  if (!r || !r.ok) return false;
+  const data = await r.json();
+  if (!data.people || data.people.length === 0) return false;
+  const list = $("ho-people");
+  list.replaceChildren(...data.people.map((p) => {
+    const b = el("button", { type: "button", class: "person", "data-person": p.id }, p.name + (p.location ? " · " + p.location : ""));
+    b.addEventListener("click", () => hoPerson(p.id));
+    return el("li", {}, b);
+  }));
+  hoMsg(t("pickPerson"), true);
+  return true;
+}
+
+// hoPerson lists the open parcels of a person of the directory.
+async function hoPerson(id) {
+  $("ho-people").replaceChildren();
+  const r = await fetch("/api/parcels?person=" + encodeURIComponent(id), { credentials: "same-origin" });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) { hoMsg(errText(data.code, "", data.error), false); return; }
+  ho = { who: data.recipient, badge: "", parcels: data.parcels, selected: [], method: ho.method, id: newKey() };
+  if (hoPad) hoPad.clear();
+  saveHo();
+  renderHo();
+  hoMsg(data.parcels.length ? tf("parcelsOf", data.recipient) : tf("noParcels", data.recipient), data.parcels.length > 0);
 }
 
 function hoMsg(text, ok) { const m = $("ho-msg"); m.textContent = text; m.className = ok ? "ok" : "bad"; }
@@ -531,7 +562,7 @@ document.addEventListener("DOMContentLoaded", () => {
   hoPad = new Pad($("ho-canvas"), "mailroomd.handover.sig");
   rdPad = new Pad($("rd-canvas"), "mailroomd.round.sig");
   $("ho-find").addEventListener("submit", (e) => { e.preventDefault(); const v = $("ho-who").value; $("ho-who").value = ""; hoFind(v); });
-  $("ho-reset").addEventListener("click", () => { ho = { who: "", badge: "", parcels: [], selected: [], method: "", id: newKey() }; hoPad.clear(); saveHo(); renderHo(); hoMsg("", true); });
+  $("ho-reset").addEventListener("click", () => { $("ho-people").replaceChildren(); ho = { who: "", badge: "", parcels: [], selected: [], method: "", id: newKey() }; hoPad.clear(); saveHo(); renderHo(); hoMsg("", true); });
   $("ho-parcels").addEventListener("change", (e) => {
     const b = e.target.closest("input.ho-tick");
     if (!b) return;

@@ -1,0 +1,243 @@
+// Package directory is the recipient directory on the box: the company's
+// people, read from a CSV file, and a fuzzy search over their names that
+// tolerates typos, missing or extra letters, swapped first and last names,
+// letter case and German spellings (Müller = Mueller = Muller, ß = ss).
+package directory
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// Entry is one person.
+type Entry struct {
+	// ID is stable: events name the person by it.
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Email string `json:"email,omitempty"`
+	// Location is the person's mail stop, floor or building.
+	Location string `json:"location,omitempty"`
+	// Badges are the codes of the person's badges; Delegates the ids of
+	// the people who may collect for them.
+	Badges    []string `json:"badges,omitempty"`
+	Delegates []string `json:"delegates,omitempty"`
+	// Active is false for someone who has left: not shown, not matched.
+	Active bool `json:"active"`
+}
+
+// Columns are the CSV header's columns, in this order.
+var Columns = []string{"id", "name", "email", "location", "badges", "delegates", "active"}
+
+// Limits of a directory file.
+const (
+	MaxEntries = 100_000
+	// MaxLine is the longest line accepted, in bytes.
+	MaxLine = 64 << 10
+	// maxErrors is how many problems one import reports at most.
+	maxErrors = 20
+)
+
+// LineError is a problem on one line of a CSV file.
+type LineError struct {
+	Line int
+	Msg  string
+}
+
+func (e LineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+
+// ParseCSV reads a directory file: UTF-8, comma-separated, RFC 4180
+// quoting, the header row id,name,email,location,badges,delegates,active,
+// badges and delegates as ;-separated lists, active true or false. Every
+// problem is reported with its line (up to 20); nothing is returned unless
+// the whole file is good.
+func ParseCSV(r io.Reader) ([]Entry, error) {
+	lines, err := checkLines(r)
+	if err != nil {
+		return nil, err
+	}
+	cr := csv.NewReader(bytes.NewReader(lines))
+	cr.FieldsPerRecord = -1
+	cr.ReuseRecord = false
+	header, err := cr.Read()
+	if err == io.EOF {
+		return nil, errors.New("the file is empty: the header row id,name,email,location,badges,delegates,active is required")
+	}
+	if err != nil {
+		return nil, csvError(err)
+	}
+	if len(header) > 0 {
+		header[0] = strings.TrimPrefix(header[0], "\ufeff") // a byte order mark
+	}
+	var errs []error
+	add := func(e error) bool {
+		errs = append(errs, e)
+		return len(errs) < maxErrors
+	}
+	col := map[string]int{}
+	for i, h := range header {
+		h = strings.ToLower(strings.TrimSpace(h))
+		switch {
+		case !slices.Contains(Columns, h):
+			add(LineError{1, fmt.Sprintf("unknown column %q (the columns are %s)", h, strings.Join(Columns, ","))})
+		case col[h] != 0:
+			add(LineError{1, fmt.Sprintf("column %q twice", h)})
+		}
+		col[h] = i + 1
+	}
+	for _, c := range Columns {
+		if col[c] == 0 {
+			add(LineError{1, fmt.Sprintf("column %q missing (the columns are %s)", c, strings.Join(Columns, ","))})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	var out []Entry
+	ids := map[string]int{}
+	badges := map[string]string{}
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			break
+		}
+		line, _ := cr.FieldPos(0)
+		if err != nil {
+			if !add(csvError(err)) {
+				break
+			}
+			continue
+		}
+		if len(rec) == 1 && strings.TrimSpace(rec[0]) == "" {
+			continue // an empty line
+		}
+		if len(rec) != len(header) {
+			if !add(LineError{line, fmt.Sprintf("%d fields, the header has %d", len(rec), len(header))}) {
+				break
+			}
+			continue
+		}
+		get := func(c string) string { return strings.TrimSpace(rec[col[c]-1]) }
+		e := Entry{ID: get("id"), Name: get("name"), Email: get("email"), Location: get("location"),
+			Badges: list(get("badges")), Delegates: list(get("delegates"))}
+		switch strings.ToLower(get("active")) {
+		case "true":
+			e.Active = true
+		case "false":
+		default:
+			add(LineError{line, fmt.Sprintf("active is %q: true or false", get("active"))})
+		}
+		switch {
+		case e.ID == "":
+			add(LineError{line, "id is empty"})
+		case ids[e.ID] != 0:
+			add(LineError{line, fmt.Sprintf("id %q again (first on line %d)", e.ID, ids[e.ID])})
+		}
+		if e.Name == "" {
+			add(LineError{line, "name is empty"})
+		}
+		for _, b := range e.Badges {
+			k := strings.ToUpper(b)
+			if other, ok := badges[k]; ok && other != e.ID {
+				add(LineError{line, fmt.Sprintf("badge %q also belongs to %q", b, other)})
+			}
+			badges[k] = e.ID
+		}
+		ids[e.ID] = line
+		out = append(out, e)
+		if len(errs) >= maxErrors {
+			break
+		}
+		if len(out) > MaxEntries {
+			add(LineError{line, fmt.Sprintf("more than %d people", MaxEntries)})
+			break
+		}
+	}
+	for _, e := range out {
+		for _, d := range e.Delegates {
+			if ids[d] == 0 && len(errs) < maxErrors {
+				errs = append(errs, LineError{ids[e.ID], fmt.Sprintf("delegate %q is no id in the file", d)})
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// checkLines reads the whole file, refusing bytes that are not UTF-8 and
+// lines longer than MaxLine, with their line numbers.
+func checkLines(r io.Reader) ([]byte, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var all bytes.Buffer
+	for n := 1; ; n++ {
+		line, err := br.ReadSlice('\n')
+		long := 0
+		for errors.Is(err, bufio.ErrBufferFull) {
+			long += len(line)
+			if long > MaxLine {
+				return nil, LineError{n, fmt.Sprintf("longer than %d bytes", MaxLine)}
+			}
+			all.Write(line)
+			line, err = br.ReadSlice('\n')
+		}
+		if long+len(line) > MaxLine {
+			return nil, LineError{n, fmt.Sprintf("longer than %d bytes", MaxLine)}
+		}
+		all.Write(line)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read directory file: %w", err)
+		}
+		if all.Len() > MaxEntries*2*1024 {
+			return nil, LineError{n, "the file is larger than 200 MB"}
+		}
+	}
+	b := all.Bytes()
+	if !utf8.Valid(b) {
+		line := 1 + bytes.Count(b[:firstInvalid(b)], []byte{'\n'})
+		return nil, LineError{line, "not UTF-8: save the file as UTF-8"}
+	}
+	return b, nil
+}
+
+func firstInvalid(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return len(b)
+}
+
+func csvError(err error) error {
+	var pe *csv.ParseError
+	if errors.As(err, &pe) {
+		return LineError{pe.Line, pe.Err.Error()}
+	}
+	return err
+}
+
+func list(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range strings.Split(s, ";") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

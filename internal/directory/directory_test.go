@@ -1,0 +1,188 @@
+package directory
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+const header = "id,name,email,location,badges,delegates,active\n"
+
+func TestParseCSV(t *testing.T) {
+	in := "\ufeff" + header +
+		`E1,Jürgen Müller,jm@example.com,"Bldg 2, Floor 3",EMP-0001;EMP-1001,E2,true` + "\n" +
+		"E2,\"O'Neill, Siobhán\",,MS-4.12,,,false\n" +
+		"\n" +
+		"E3,Ayşe Yılmaz,,,emp-0003,,TRUE\n"
+	got, err := ParseCSV(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Location != "Bldg 2, Floor 3" || len(got[0].Badges) != 2 || got[0].Delegates[0] != "E2" ||
+		!got[0].Active || got[1].Active || got[1].Name != "O'Neill, Siobhán" || !got[2].Active {
+		t.Fatalf("entries %+v", got)
+	}
+}
+
+func TestParseCSVRefusesWithLineNumbers(t *testing.T) {
+	long := strings.Repeat("x", 10<<20)
+	for _, tc := range []struct {
+		name, in string
+		want     []string
+	}{
+		{"empty", "", []string{"the file is empty"}},
+		{"missing column", "id,name,email,location,badges,active\nE1,A,,,,true\n", []string{`line 1: column "delegates" missing`}},
+		{"unknown column", header[:len(header)-1] + ",phone\n", []string{`line 1: unknown column "phone"`}},
+		{"bad UTF-8", header + "E1,Ok,,,,,true\nE2,M\xfcller,,,,,true\n", []string{"line 3: not UTF-8"}},
+		{"duplicate id", header + "E1,A,,,,,true\nE2,B,,,,,true\nE1,C,,,,,true\n", []string{`line 4: id "E1" again (first on line 2)`}},
+		{"10 MB line", header + "E1," + long + ",,,,,true\n", []string{"line 2: longer than 65536 bytes"}},
+		{"bad active and empty name", header + "E1,,,,,,yes\n", []string{`line 2: active is "yes"`, "line 2: name is empty"}},
+		{"shared badge", header + "E1,A,,,B-1,,true\nE2,B,,,b-1,,true\n", []string{`line 3: badge "b-1" also belongs to "E1"`}},
+		{"unknown delegate", header + "E1,A,,,,E9,true\n", []string{`line 2: delegate "E9" is no id in the file`}},
+		{"fields", header + "E1,A,true\n", []string{"line 2: 3 fields, the header has 7"}},
+		{"quote", header + "E1,\"A,,,,,true\n", []string{"line 2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseCSV(strings.NewReader(tc.in))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// The people the search test looks for, among 100,000 others.
+var targets = []Entry{
+	{ID: "T1", Name: "Jürgen Müller"},
+	{ID: "T2", Name: "Łukasz Wójcik"},
+	{ID: "T3", Name: "José García"},
+	{ID: "T4", Name: "Ayşe Yılmaz"},
+	{ID: "T5", Name: "Siobhán O'Neill"},
+	{ID: "T6", Name: "Dagmar Straßburger"},
+	{ID: "T7", Name: "Nguyễn Thị Lan"},
+	{ID: "T8", Name: "Björn Åkesson"},
+}
+
+var misspellings = []struct{ query, id string }{
+	{"Jürgen Müller", "T1"}, {"jurgen muller", "T1"}, {"Juergen Mueller", "T1"}, {"Mueller Juergen", "T1"},
+	{"Jrgen Müler", "T1"}, {"muller jurgen", "T1"}, {"Mülelr", "T1"},
+	{"Lukasz Wojcik", "T2"}, {"wojcik lukas", "T2"}, {"Lucasz Wojcick", "T2"},
+	{"Jose Garcia", "T3"}, {"Garcai Jose", "T3"}, {"garcia", "T3"},
+	{"ayse yilmaz", "T4"}, {"Yilmas Ayse", "T4"},
+	{"Siobhan ONeill", "T5"}, {"oneill siobhan", "T5"},
+	{"Dagmar Strassburger", "T6"}, {"Strasburger", "T6"},
+	{"nguyen thi lan", "T7"}, {"Bjorn Akesson", "T8"}, {"Björn Akeson", "T8"}, {"bjoern aakesson", "T8"},
+}
+
+// people makes n people with names from several languages: first names
+// from lists, last names made of syllables so that no one else has a
+// target's name.
+func people(n int) []Entry {
+	rng := rand.New(rand.NewPCG(1, 2))
+	first := []string{"Anna", "Thomas", "Fatma", "Mehmet", "Olga", "Piotr", "Marie", "Lars", "Giulia", "Carlos", "Ingrid", "Yuki",
+		"Amir", "Chloé", "Sören", "Zoë", "Ángel", "Ewa", "Liam", "Aiko", "Hans", "Grete", "Pål", "Dorota"}
+	syl := []string{"ka", "ber", "son", "ler", "man", "dot", "vic", "ski", "ro", "lin", "ga", "tz", "mi", "ne", "ho", "fer", "ta", "ri"}
+	out := make([]Entry, 0, n)
+	for i := range n {
+		last := ""
+		for range 2 + rng.IntN(2) {
+			last += syl[rng.IntN(len(syl))]
+		}
+		out = append(out, Entry{ID: fmt.Sprint("P", i), Name: first[rng.IntN(len(first))] + " " + strings.ToUpper(last[:1]) + last[1:],
+			Badges: []string{fmt.Sprintf("EMP-%06d", i)}, Active: true})
+	}
+	return out
+}
+
+func TestSearchFindsTheIntendedPersonInTheTop3(t *testing.T) {
+	es := people(100_000)
+	for _, e := range targets {
+		e.Active = true
+		es = append(es, e)
+	}
+	es = append(es, Entry{ID: "GONE", Name: "Jürgen Müller-Alt", Active: false})
+	x := NewIndex(es)
+	for _, m := range misspellings {
+		got := x.Search(m.query, 3)
+		ids := make([]string, len(got))
+		for i, g := range got {
+			ids[i] = g.ID
+		}
+		found := false
+		for _, id := range ids {
+			found = found || id == m.id
+		}
+		if !found {
+			t.Errorf("%q: top 3 are %v %v, want %s", m.query, ids, got, m.id)
+		}
+		for _, id := range ids {
+			if id == "GONE" {
+				t.Errorf("%q found someone who left", m.query)
+			}
+		}
+	}
+	if e, ok := x.ByBadge("emp-000042"); !ok || e.ID != "P42" {
+		t.Fatalf("badge lookup: %+v %v", e, ok)
+	}
+	if got := x.Search("EMP-000042", 3); len(got) != 1 || got[0].ID != "P42" || got[0].Score != 1 {
+		t.Fatalf("a badge code searched: %+v", got)
+	}
+	if got := x.Search("zzzzqqqq", 3); len(got) != 0 {
+		t.Fatalf("nonsense found %+v", got)
+	}
+}
+
+func TestFoldingMakesGermanSpellingsOneWord(t *testing.T) {
+	for _, names := range [][]string{{"Müller", "Mueller", "Muller", "MÜLLER"}, {"Straße", "Strasse"}, {"Gößmann", "Goessmann", "Gossmann"}} {
+		want := words(names[0])
+		for _, n := range names[1:] {
+			if got := words(n); strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Errorf("%s folds to %v, %s to %v", names[0], want, n, got)
+			}
+		}
+	}
+}
+
+func csvOf(es []Entry) []byte {
+	var b bytes.Buffer
+	b.WriteString(header)
+	for _, e := range es {
+		fmt.Fprintf(&b, "%s,%s,,,%s,,true\n", e.ID, e.Name, strings.Join(e.Badges, ";"))
+	}
+	return b.Bytes()
+}
+
+// BenchmarkDirectory imports 100,000 people from CSV (parse and index)
+// and searches them with misspelt names.
+func BenchmarkDirectory(b *testing.B) {
+	file := csvOf(append(people(100_000-len(targets)), targets...))
+	for range b.N {
+		t0 := time.Now()
+		es, err := ParseCSV(bytes.NewReader(file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		x := NewIndex(es)
+		b.ReportMetric(time.Since(t0).Seconds(), "import-s")
+		var lat []time.Duration
+		for range 50 {
+			for _, m := range misspellings {
+				t1 := time.Now()
+				x.Search(m.query, 10)
+				lat = append(lat, time.Since(t1))
+			}
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "search-p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "search-p99-ms")
+	}
+}

@@ -1,0 +1,263 @@
+package directory
+
+import (
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"unicode"
+)
+
+// Match is a person found by a search, with how well the name fits: 1 is
+// an exact match of every word.
+type Match struct {
+	Entry
+	Score float64 `json:"score"`
+}
+
+// Index searches the active people of a directory.
+type Index struct {
+	entries []Entry
+	words   [][]string         // folded words of each entry's name
+	grams   map[string][]int32 // trigram -> entries whose name has it
+	counts  sync.Pool          // of *[]uint8, one counter per entry
+	badges  map[string]int     // upper-cased badge code -> entry
+	byID    map[string]int
+}
+
+// NewIndex indexes the active entries.
+func NewIndex(entries []Entry) *Index {
+	x := &Index{grams: map[string][]int32{}, badges: map[string]int{}, byID: map[string]int{}}
+	x.counts.New = func() any { c := make([]uint8, 0); return &c }
+	for _, e := range entries {
+		if !e.Active {
+			continue
+		}
+		i := len(x.entries)
+		x.entries = append(x.entries, e)
+		ws := words(e.Name)
+		x.words = append(x.words, ws)
+		seen := map[string]bool{}
+		for _, w := range ws {
+			for _, g := range trigrams(w) {
+				if !seen[g] {
+					seen[g] = true
+					x.grams[g] = append(x.grams[g], int32(i))
+				}
+			}
+		}
+		for _, b := range e.Badges {
+			x.badges[strings.ToUpper(b)] = i
+		}
+		x.byID[e.ID] = i
+	}
+	return x
+}
+
+// Len is how many active people the index holds.
+func (x *Index) Len() int { return len(x.entries) }
+
+// ByBadge finds the person a badge code belongs to (any letter case).
+func (x *Index) ByBadge(code string) (Entry, bool) {
+	i, ok := x.badges[strings.ToUpper(strings.TrimSpace(code))]
+	if !ok {
+		return Entry{}, false
+	}
+	return x.entries[i], true
+}
+
+// ByID finds an active person by id.
+func (x *Index) ByID(id string) (Entry, bool) {
+	i, ok := x.byID[id]
+	if !ok {
+		return Entry{}, false
+	}
+	return x.entries[i], true
+}
+
+// candidates is how many entries sharing the most trigrams with the query
+// are scored exactly.
+const candidates = 200
+
+// MinScore is the lowest score Search returns.
+const MinScore = 0.5
+
+// Search finds the people whose names fit the query best, best first, at
+// most limit. A badge code finds its owner alone, with score 1.
+func (x *Index) Search(query string, limit int) []Match {
+	if e, ok := x.ByBadge(query); ok {
+		return []Match{{Entry: e, Score: 1}}
+	}
+	q := words(query)
+	if len(q) == 0 || limit <= 0 {
+		return nil
+	}
+	// Count the trigrams each name shares with the query, in an array
+	// (a map is ten times slower at 100,000 people), then take the names
+	// with the most, by counting sort.
+	countsp := x.counts.Get().(*[]uint8)
+	counts := *countsp
+	if len(counts) < len(x.entries) {
+		counts = make([]uint8, len(x.entries))
+	}
+	var touched []int32
+	top := 0
+	for _, w := range q {
+		for _, g := range trigrams(w) {
+			for _, i := range x.grams[g] {
+				if counts[i] == 0 {
+					touched = append(touched, i)
+				}
+				if counts[i] < 255 {
+					counts[i]++
+					top = max(top, int(counts[i]))
+				}
+			}
+		}
+	}
+	byCount := make([][]int32, top+1)
+	for _, i := range touched {
+		byCount[counts[i]] = append(byCount[counts[i]], i)
+		counts[i] = 0
+	}
+	*countsp = counts
+	x.counts.Put(countsp)
+	var cs []int32
+	for n := top; n > 0 && len(cs) < candidates; n-- {
+		cs = append(cs, byCount[n]...)
+	}
+	if len(cs) > candidates {
+		cs = cs[:candidates]
+	}
+	var out []Match
+	for _, i := range cs {
+		if s := score(q, x.words[i]); s >= MinScore {
+			out = append(out, Match{Entry: x.entries[i], Score: float64(int(s*1000+0.5)) / 1000})
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool {
+		return out[a].Score > out[b].Score || out[a].Score == out[b].Score && out[a].Name < out[b].Name
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// score is how well the query's words fit a name's words, in any order:
+// each query word counts with its best fit, a word typed so far (a
+// prefix of a name's word) fully; a name's words the query leaves out
+// cost a little.
+func score(q, name []string) float64 {
+	if len(name) == 0 {
+		return 0
+	}
+	used := make([]bool, len(name))
+	total := 0.0
+	for _, w := range q {
+		best, at := 0.0, -1
+		for j, n := range name {
+			if used[j] {
+				continue
+			}
+			s := similarity(w, n)
+			if s > best {
+				best, at = s, j
+			}
+		}
+		if at >= 0 {
+			used[at] = true
+		}
+		total += best
+	}
+	s := total / float64(len(q))
+	if missing := len(name) - len(q); missing > 0 {
+		s -= 0.02 * float64(missing)
+	}
+	return s
+}
+
+// similarity of two folded words: 1 when equal, or when a (at least two
+// letters) is how b starts; else 1 - edit distance / longer length.
+func similarity(a, b string) float64 {
+	if a == b {
+		return 1
+	}
+	if len(a) >= 2 && strings.HasPrefix(b, a) {
+		return 0.98
+	}
+	ra, rb := []rune(a), []rune(b)
+	d := distance(ra, rb)
+	return 1 - float64(d)/float64(max(len(ra), len(rb)))
+}
+
+// distance is the Damerau-Levenshtein distance (optimal string
+// alignment): insertions, deletions, substitutions and transpositions of
+// neighbours.
+func distance(a, b []rune) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
+}
+
+// folds turn letters into what they are written as without diacritics;
+// German umlauts become their two-letter forms first, which fold further
+// below, so that Müller, Mueller and Muller are one word.
+var folds = strings.NewReplacer(
+	"ä", "ae", "ö", "oe", "ü", "ue", "ß", "ss", "ẞ", "ss",
+	"à", "a", "á", "a", "â", "a", "ã", "a", "å", "a", "ā", "a", "ą", "a", "æ", "ae",
+	"ç", "c", "ć", "c", "č", "c",
+	"è", "e", "é", "e", "ê", "e", "ë", "e", "ē", "e", "ę", "e", "ě", "e",
+	"ì", "i", "í", "i", "î", "i", "ï", "i", "ı", "i",
+	"ł", "l", "ñ", "n", "ń", "n", "ň", "n",
+	"ò", "o", "ó", "o", "ô", "o", "õ", "o", "ø", "o", "ō", "o", "œ", "oe",
+	"ř", "r", "ś", "s", "š", "s", "ş", "s", "ť", "t", "ţ", "t",
+	"ù", "u", "ú", "u", "û", "u", "ū", "u", "ů", "u",
+	"ý", "y", "ÿ", "y", "ź", "z", "ż", "z", "ž", "z", "đ", "d", "ð", "d", "þ", "th",
+)
+
+// umlautForms folds the two-letter forms of umlauts to their base letter.
+var umlautForms = strings.NewReplacer("ae", "a", "oe", "o", "ue", "u")
+
+// words splits a name or query into folded words.
+func words(s string) []string {
+	s = folds.Replace(strings.ToLower(s))
+	fs := strings.FieldsFunc(s, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
+	out := fs[:0]
+	for _, f := range fs {
+		f = umlautForms.Replace(f)
+		if f != "" && !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// trigrams of a folded word, padded at both ends so that short words and
+// word starts count.
+func trigrams(w string) []string {
+	r := []rune("  " + w + " ")
+	out := make([]string, 0, len(r)-2)
+	for i := 0; i+3 <= len(r); i++ {
+		out = append(out, string(r[i:i+3]))
+	}
+	return out
+}

@@ -1,0 +1,72 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mailroomd/mailroomd/internal/directory"
+	"github.com/mailroomd/mailroomd/internal/seal"
+)
+
+func TestDirectoryImportAndErasure(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{}) // a running daemon
+	defer o.Close()
+	people := []directory.Entry{
+		{ID: "E1", Name: "Zacharias Quellenberger", Badges: []string{"EMP-1"}, Active: true},
+		{ID: "E2", Name: "Anna Weiß", Active: true},
+	}
+	v, err := ReplaceDirectory(ctx, path, nil, people)
+	if err != nil || v != 1 {
+		t.Fatalf("import: %d %v", v, err)
+	}
+	got, version, err := o.Directory(ctx)
+	if err != nil || version != 1 || len(got) != 2 || got[0].Name != "Zacharias Quellenberger" {
+		t.Fatalf("the daemon reads %+v %d %v", got, version, err)
+	}
+	if err := ForgetPerson(ctx, path, "E1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ForgetPerson(ctx, path, "E1"); !errors.Is(err, ErrNoPerson) {
+		t.Fatalf("forgetting twice: %v", err)
+	}
+	if v, _ := o.DirectoryVersion(ctx); v != 2 {
+		t.Fatalf("version after forget %d, want 2", v)
+	}
+	o.Close()
+	for _, f := range []string{path, path + "-wal"} {
+		b, err := os.ReadFile(f)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "Quellenberger") {
+			t.Fatalf("%s still holds the forgotten name", f)
+		}
+	}
+}
+
+func TestDirectorySealedAtRest(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	k, _ := seal.Parse(seal.NewKeyLine("k1"))
+	if _, err := ReplaceDirectory(ctx, path, k, []directory.Entry{{ID: "E1", Name: "Zacharias Quellenberger", Active: true}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := LoadDirectory(ctx, path, k)
+	if err != nil || len(got) != 1 || got[0].Name != "Zacharias Quellenberger" {
+		t.Fatalf("load %+v %v", got, err)
+	}
+	if _, _, err := LoadDirectory(ctx, path, nil); err == nil {
+		t.Fatal("a sealed directory read without a key")
+	}
+	for _, f := range []string{path, path + "-wal"} {
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), "Quellenberger") {
+			t.Fatalf("%s holds a name in clear", f)
+		}
+	}
+}
