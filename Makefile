@@ -126,6 +126,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParseHostStatus -fuzztime $(FUZZTIME) ./drivers/printer/zpl
 	$(GO) test -run XXX -fuzz FuzzClassify -fuzztime $(FUZZTIME) ./internal/barcode
 	$(GO) test -run XXX -fuzz FuzzParseMessage -fuzztime $(FUZZTIME) ./internal/barcode
+	$(GO) test -run XXX -fuzz FuzzParseCSV -fuzztime $(FUZZTIME) ./internal/directory
 	$(GO) test -run XXX -fuzz FuzzOpen -fuzztime $(FUZZTIME) ./internal/envelope
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./drivers/hotplug
 	$(GO) test -run XXX -fuzz FuzzManualEntry -fuzztime $(FUZZTIME) ./internal/web

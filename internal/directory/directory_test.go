@@ -186,3 +186,23 @@ func BenchmarkDirectory(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "search-p99-ms")
 	}
 }
+
+func FuzzParseCSV(f *testing.F) {
+	f.Add([]byte(header + "E1,Jürgen Müller,,\"a,b\",EMP-1;EMP-2,,true\n"))
+	f.Add([]byte(header + "E1,\"x\"\"y\",,,,,false\r\n"))
+	f.Add([]byte("id,name\n1,2\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		es, err := ParseCSV(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		ids := map[string]bool{}
+		for _, e := range es {
+			if e.ID == "" || e.Name == "" || ids[e.ID] {
+				t.Fatalf("accepted %+v", e)
+			}
+			ids[e.ID] = true
+		}
+		NewIndex(es).Search("a", 3)
+	})
+}
