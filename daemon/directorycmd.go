@@ -17,7 +17,9 @@ import (
 
 const directoryUsage = `usage:
   mailroomd directory import --config FILE PEOPLE.csv   replace the directory with the people of a CSV file
-  mailroomd directory search --config FILE QUERY...     find people by name or badge (JSON lines, best first)
+  mailroomd directory search --config FILE [--limit N] QUERY...
+                                                        find people by name or badge (JSON lines, best first);
+                                                        each argument is one query: quote a full name
   mailroomd directory forget --config FILE ID           remove one person at once (an erasure request)
 `
 
@@ -33,7 +35,7 @@ func directoryCommand(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration file")
 	limit := fs.Int("limit", 10, "search: at most this many people")
-	if err := fs.Parse(args[1:]); err != nil || *path == "" || fs.NArg() == 0 {
+	if err := fs.Parse(args[1:]); err != nil || *path == "" || fs.NArg() == 0 || *limit < 1 {
 		fmt.Fprint(stderr, directoryUsage)
 		return 2
 	}
@@ -91,7 +93,7 @@ func directoryCommand(args []string, stdout, stderr io.Writer) int {
 		enc.SetEscapeHTML(false)
 		for _, q := range fs.Args() {
 			for _, m := range x.Search(q, *limit) {
-				enc.Encode(map[string]any{"id": m.ID, "name": m.Name, "location": m.Location, "score": m.Score})
+				enc.Encode(map[string]any{"query": q, "id": m.ID, "name": m.Name, "location": m.Location, "score": m.Score})
 			}
 		}
 		return 0

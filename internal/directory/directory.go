@@ -66,7 +66,7 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = false
 	header, err := cr.Read()
-	if err == io.EOF {
+	if err == io.EOF || (err == nil && len(header) == 1 && strings.TrimSpace(strings.TrimPrefix(header[0], "\ufeff")) == "") {
 		return nil, errors.New("the file is empty: the header row id,name,email,location,badges,delegates,active is required")
 	}
 	if err != nil {
@@ -76,7 +76,12 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 		header[0] = strings.TrimPrefix(header[0], "\ufeff") // a byte order mark
 	}
 	var errs []error
+	more := false
 	add := func(e error) bool {
+		if len(errs) == maxErrors {
+			more = true
+			return false
+		}
 		errs = append(errs, e)
 		return len(errs) < maxErrors
 	}
@@ -133,14 +138,26 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 		default:
 			add(LineError{line, fmt.Sprintf("active is %q: true or false", get("active"))})
 		}
+		idKey := strings.ToUpper(e.ID)
 		switch {
 		case e.ID == "":
 			add(LineError{line, "id is empty"})
-		case ids[e.ID] != 0:
-			add(LineError{line, fmt.Sprintf("id %q again (first on line %d)", e.ID, ids[e.ID])})
+		case ids[idKey] != 0:
+			add(LineError{line, fmt.Sprintf("id %q again (first on line %d); ids are compared without letter case", e.ID, ids[idKey])})
 		}
 		if e.Name == "" {
 			add(LineError{line, "name is empty"})
+		}
+		for _, f := range rec {
+			if strings.ContainsFunc(f, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\ufeff' }) {
+				add(LineError{line, "a field holds a control character"})
+				break
+			}
+		}
+		for _, d := range e.Delegates {
+			if strings.EqualFold(d, e.ID) {
+				add(LineError{line, "a person cannot be their own delegate"})
+			}
 		}
 		for _, b := range e.Badges {
 			k := strings.ToUpper(b)
@@ -149,9 +166,10 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 			}
 			badges[k] = e.ID
 		}
-		ids[e.ID] = line
+		ids[idKey] = line
 		out = append(out, e)
 		if len(errs) >= maxErrors {
+			more = true
 			break
 		}
 		if len(out) > MaxEntries {
@@ -161,10 +179,16 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 	}
 	for _, e := range out {
 		for _, d := range e.Delegates {
-			if ids[d] == 0 && len(errs) < maxErrors {
-				errs = append(errs, LineError{ids[e.ID], fmt.Sprintf("delegate %q is no id in the file", d)})
+			if ids[strings.ToUpper(d)] == 0 {
+				add(LineError{ids[strings.ToUpper(e.ID)], fmt.Sprintf("delegate %q is no id in the file", d)})
 			}
 		}
+	}
+	if len(errs) == 0 && len(out) == 0 {
+		return nil, errors.New("the file has no people: nothing imported (a directory is never emptied by an import)")
+	}
+	if more {
+		errs = append(errs, fmt.Errorf("the check stopped after %d problems: fix these and import again", maxErrors))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -224,7 +248,7 @@ func firstInvalid(b []byte) int {
 func csvError(err error) error {
 	var pe *csv.ParseError
 	if errors.As(err, &pe) {
-		return LineError{pe.Line, pe.Err.Error()}
+		return LineError{pe.StartLine, pe.Err.Error()}
 	}
 	return err
 }

@@ -45,6 +45,12 @@ func TestParseCSVRefusesWithLineNumbers(t *testing.T) {
 		{"unknown delegate", header + "E1,A,,,,E9,true\n", []string{`line 2: delegate "E9" is no id in the file`}},
 		{"fields", header + "E1,A,true\n", []string{"line 2: 3 fields, the header has 7"}},
 		{"quote", header + "E1,\"A,,,,,true\n", []string{"line 2"}},
+		{"only a header", header, []string{"the file has no people"}},
+		{"only a byte order mark", "\ufeff", []string{"the file is empty"}},
+		{"ids differ in case only", header + "E1,A,,,,,true\ne1,B,,,,,true\n", []string{`line 3: id "e1" again (first on line 2)`}},
+		{"own delegate", header + "E1,A,,,,e1,true\n", []string{"line 2: a person cannot be their own delegate"}},
+		{"control character", header + "E1,A\x00B,,,,,true\n", []string{"line 2: a field holds a control character"}},
+		{"more than 20", header + strings.Repeat("E1,,,,,,x\n", 30), []string{"the check stopped after 20 problems"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseCSV(strings.NewReader(tc.in))

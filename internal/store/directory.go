@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/mailroomd/mailroomd/internal/directory"
@@ -28,6 +30,9 @@ func personSealID(id string) string { return "person/" + id }
 // Deleted entries are overwritten on disk (secure_delete), so that a
 // person removed is gone from the file, not only from its index.
 func openDirectory(ctx context.Context, path string) (*sql.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
 	db, err := sql.Open("sqlite3", dsn(path)+"&_secure_delete=on")
 	if err != nil {
 		return nil, fmt.Errorf("open buffer %s: %w", path, err)
@@ -52,6 +57,9 @@ func ReplaceDirectory(ctx context.Context, path string, keys *seal.Keys, entries
 		return 0, err
 	}
 	defer db.Close()
+	if err := checkKeyIDs(ctx, db, keys); err != nil {
+		return 0, fmt.Errorf("import directory: %w", err)
+	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("import directory: %w", err)
@@ -172,6 +180,32 @@ func (o *Outbox) DirectoryVersion(ctx context.Context) (int64, error) {
 // Directory reads the directory and its version.
 func (o *Outbox) Directory(ctx context.Context) ([]directory.Entry, int64, error) {
 	return readDirectory(ctx, o.rdb, o.opts.Seal)
+}
+
+// checkKeyIDs refuses keys that do not hold every key the buffer's rows
+// are sealed with: a directory sealed with another key would be one the
+// daemon cannot read.
+func checkKeyIDs(ctx context.Context, db *sql.DB, keys *seal.Keys) error {
+	rows, err := db.QueryContext(ctx, `SELECT DISTINCT key_id FROM events WHERE key_id IS NOT NULL
+		UNION SELECT DISTINCT key_id FROM parcels WHERE key_id IS NOT NULL
+		UNION SELECT DISTINCT key_id FROM directory WHERE key_id IS NOT NULL`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		if keys == nil {
+			return fmt.Errorf("the buffer is sealed with key %q and the configuration sets no storage.encryption_key_file", id)
+		}
+		if !keys.Has(id) {
+			return fmt.Errorf("the buffer is sealed with key %q, which storage.encryption_key_file lacks", id)
+		}
+	}
+	return rows.Err()
 }
 
 type querier interface {

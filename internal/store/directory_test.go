@@ -70,3 +70,32 @@ func TestDirectorySealedAtRest(t *testing.T) {
 		}
 	}
 }
+
+func TestDirectoryKeysChecked(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "sub", "buffer.db") // a directory not made yet
+	people := []directory.Entry{{ID: "E1", Name: "Zacharias Quellenberger", Active: true}}
+	if _, err := ReplaceDirectory(ctx, path, nil, people); err != nil {
+		t.Fatal(err)
+	}
+	// Encryption turned on: the next start seals the directory too.
+	k1, _ := seal.Parse(seal.NewKeyLine("k1"))
+	o := open(t, path, Options{Seal: k1})
+	got, _, err := o.Directory(ctx)
+	o.Close()
+	if err != nil || len(got) != 1 {
+		t.Fatalf("directory after sealing: %+v %v", got, err)
+	}
+	if b, _ := os.ReadFile(path); strings.Contains(string(b), "Quellenberger") {
+		t.Fatal("the directory stayed in clear after encryption was turned on")
+	}
+	// An import with a key file that lacks the buffer's key is refused.
+	k2, _ := seal.Parse(seal.NewKeyLine("k2"))
+	if _, err := ReplaceDirectory(ctx, path, k2, people); err == nil || !strings.Contains(err.Error(), `sealed with key "k1"`) {
+		t.Fatalf("import with another key: %v", err)
+	}
+	// A start without the key is refused with the reason.
+	if _, err := Open(ctx, Options{Path: path}); err == nil || !strings.Contains(err.Error(), "no storage.encryption_key_file") {
+		t.Fatalf("start without the key: %v", err)
+	}
+}

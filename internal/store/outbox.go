@@ -752,6 +752,9 @@ func (o *Outbox) checkKeys(ctx context.Context) error {
 	if err := o.checkParcelKeys(ctx); err != nil {
 		return err
 	}
+	if err := o.checkDirectoryKeys(ctx); err != nil {
+		return err
+	}
 	rows, err := o.wdb.QueryContext(ctx, "SELECT DISTINCT key_id FROM events WHERE key_id IS NOT NULL")
 	if err != nil {
 		return fmt.Errorf("open buffer: check keys: %w", err)
@@ -1460,8 +1463,8 @@ func (o *Outbox) commit(batch []*request) {
 					var err error
 					if r.kind == opRebuildParcels {
 						r.res.n, err = o.rebuildInWriter(r.ids != nil)
-					} else {
-						err = o.resealParcels()
+					} else if err = o.resealParcels(); err == nil {
+						err = o.resealDirectory()
 					}
 					if err != nil {
 						return err

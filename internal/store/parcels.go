@@ -674,6 +674,62 @@ func (o *Outbox) parcelKey() string {
 	return o.opts.Seal.Current()
 }
 
+// checkDirectoryKeys makes sure the directory can be opened, as checkKeys
+// does for events.
+func (o *Outbox) checkDirectoryKeys(ctx context.Context) error {
+	var keyID, id string
+	rows, err := o.wdb.QueryContext(ctx, "SELECT key_id, min(id) FROM directory WHERE key_id IS NOT NULL GROUP BY key_id")
+	if err != nil {
+		return fmt.Errorf("open buffer: check keys: %w", err)
+	}
+	type row struct{ key, id string }
+	var check []row
+	for rows.Next() {
+		if err := rows.Scan(&keyID, &id); err != nil {
+			rows.Close()
+			return fmt.Errorf("open buffer: check keys: %w", err)
+		}
+		check = append(check, row{keyID, id})
+	}
+	rows.Close()
+	for _, r := range check {
+		var b []byte
+		if err := o.wdb.QueryRowContext(ctx, "SELECT entry FROM directory WHERE id = ?", r.id).Scan(&b); err != nil {
+			return fmt.Errorf("open buffer: check key %q: %w", r.key, err)
+		}
+		if o.opts.Seal == nil {
+			return fmt.Errorf("open buffer %s: the recipient directory is sealed with key %q but no storage.encryption_key_file is configured", o.opts.Path, r.key)
+		}
+		if _, err := o.opts.Seal.Open(r.key, personSealID(r.id), b); err != nil {
+			return fmt.Errorf("open buffer %s: the recipient directory is sealed with key %q and cannot be opened: %w", o.opts.Path, r.key, err)
+		}
+	}
+	return nil
+}
+
+// resealDirectory seals every directory entry with the current key, or
+// opens them all when encryption was turned off (writer only).
+func (o *Outbox) resealDirectory() error {
+	entries, _, err := readDirectory(context.Background(), o.rdb, o.opts.Seal)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		var keyID driver.Value
+		if o.opts.Seal != nil {
+			b, keyID = o.opts.Seal.Seal(personSealID(e.ID), b), o.opts.Seal.Current()
+		}
+		if _, err := o.wc.exec("UPDATE directory SET entry = ?, key_id = ? WHERE id = ?", b, keyID, e.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkParcelKeys makes sure the parcel states can be opened, as
 // checkKeys does for events.
 func (o *Outbox) checkParcelKeys(ctx context.Context) error {

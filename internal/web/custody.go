@@ -61,7 +61,8 @@ func (s *Server) people(w http.ResponseWriter, r *http.Request, _ *session) {
 	}
 	x, err := s.opts.People.Index(r.Context())
 	if err != nil {
-		jsonError(w, http.StatusServiceUnavailable, err.Error())
+		s.opts.Log.Error("recipient directory cannot be read", "err", err)
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
 		return
 	}
 	out := []PersonView{}
@@ -196,14 +197,19 @@ func (s *Server) lookup(ctx context.Context, code string) (store.Parcel, error) 
 const maxList = 500
 
 func (s *Server) recipientParcels(w http.ResponseWriter, r *http.Request, _ *session) {
-	if id := strings.TrimSpace(r.URL.Query().Get("person")); id != "" && s.opts.People != nil {
+	if r.URL.Query().Has("person") && s.opts.People != nil {
+		id := strings.TrimSpace(r.URL.Query().Get("person"))
+		if id == "" {
+			jsonErrorCode(w, http.StatusBadRequest, "person_required", "a person's directory id is required")
+			return
+		}
 		e, ps, err := s.personParcels(r.Context(), id)
 		if errors.Is(err, store.ErrNoParcel) {
 			jsonErrorCode(w, http.StatusNotFound, "unknown_person", "no active person with that id in the directory")
 			return
 		}
 		if err != nil {
-			jsonError(w, http.StatusServiceUnavailable, err.Error())
+			jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
 			return
 		}
 		out := make([]ParcelView, 0, len(ps))
