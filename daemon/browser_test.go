@@ -178,6 +178,24 @@ func (b *browser) screenshot(name string) {
 	}
 }
 
+// pageConfig is the devices section of the browser tests: a PTY scanner
+// at station dock-1, extra configuration, and the page on a free loopback
+// port for the clerk clara (password clerk-password).
+func pageConfig(t *testing.T, s *setup, extra string) (scanDev *serialtest.Scanner, webPort int, devices string) {
+	scanDev = serialtest.New(t, filepath.Join(s.dir, "ttyScanner"))
+	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
+	webPort = mqtttest.FreePort(t)
+	devices = fmt.Sprintf(`  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, reconnect_max: 200ms}
+stations:
+  - {name: dock-1, scanner: dock-scanner}
+%s
+web:
+  listen: 127.0.0.1:%d
+  users:
+    - {name: clara, role: clerk, password_hash: "%s"}`, scanDev.Link, extra, webPort, hash)
+	return scanDev, webPort, devices
+}
+
 // artifactDir is where screenshots go: $TEST_ARTIFACTS, or var/test-artifacts.
 func artifactDir(t *testing.T) string {
 	dir := os.Getenv("TEST_ARTIFACTS")
@@ -194,16 +212,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	chrome := chromiumPath(t)
 	s := newSetup(t, "mr-web-01")
 	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-web-01/events")
-	scanDev := serialtest.New(t, filepath.Join(s.dir, "ttyScanner"))
-	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
-	webPort := mqtttest.FreePort(t)
-	devices := fmt.Sprintf(`  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, reconnect_max: 200ms}
-stations:
-  - {name: dock-1, scanner: dock-scanner}
-web:
-  listen: 127.0.0.1:%d
-  users:
-    - {name: clara, role: clerk, password_hash: "%s"}`, scanDev.Link, webPort, hash)
+	scanDev, webPort, devices := pageConfig(t, s, "")
 	p := startDaemon(t, s.config(t, s.broker.URL(), devices))
 	p.waitLog(t, "status page", 10*time.Second)
 	p.waitLog(t, "uplink connected", 10*time.Second)

@@ -14,9 +14,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
-	"golang.org/x/crypto/bcrypt"
 
-	"github.com/mailroomd/mailroomd/drivers/serialtest"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
 )
@@ -58,17 +56,7 @@ func TestHandOverAndRoundInChromium(t *testing.T) {
 	chrome := chromiumPath(t)
 	s := newSetup(t, "mr-handover-01")
 	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-handover-01/events")
-	scanDev := serialtest.New(t, filepath.Join(s.dir, "ttyScanner"))
-	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
-	webPort := mqtttest.FreePort(t)
-	devices := fmt.Sprintf(`  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, reconnect_max: 200ms}
-stations:
-  - {name: dock-1, scanner: dock-scanner}
-%s
-web:
-  listen: 127.0.0.1:%d
-  users:
-    - {name: clara, role: clerk, password_hash: "%s"}`, scanDev.Link, custodyCodes, webPort, hash)
+	scanDev, webPort, devices := pageConfig(t, s, custodyCodes)
 	cfgPath := s.config(t, s.broker.URL(), devices)
 	p := startDaemon(t, cfgPath)
 	p.waitLog(t, "status page", 10*time.Second)

@@ -452,21 +452,7 @@ func TestSalvageKeepsTheParcelStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.Close()
-	// Break the index of sent events: quick_check fails, the tables read.
-	db, err := sql.Open("sqlite3", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var root, pageSize int64
-	db.QueryRow("SELECT rootpage FROM sqlite_master WHERE name = 'events_sent'").Scan(&root)
-	db.QueryRow("PRAGMA page_size").Scan(&pageSize)
-	db.Close()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize)
-	f.Close()
+	breakSentIndex(t, path) // quick_check fails, the tables read
 
 	o = open(t, path, Options{})
 	defer o.Close()
