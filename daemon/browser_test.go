@@ -166,6 +166,18 @@ func (b *browser) waitJS(what, expr string) chromedp.Action[chromedp.Void] {
 	})
 }
 
+// login signs the clerk clara in on the page at base and waits for the
+// page to show the link state in German.
+func (b *browser) login(base string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#login-submit")),
+		chromedp.SendKeys(chromedp.CSS("#user"), "clara"),
+		chromedp.SendKeys(chromedp.CSS("#password"), "clerk-password"),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		b.waitText("#link-state", "Verbunden"))
+}
+
 // screenshot writes the page to var/test-artifacts.
 func (b *browser) screenshot(name string) {
 	b.t.Helper()

@@ -95,13 +95,7 @@ func TestHandOverAndRoundInChromium(t *testing.T) {
 		return waitJS(view+" fits 360 px", `document.documentElement.scrollWidth <= 360`)
 	}
 	run("touch phone", chromedp.EmulateViewport(360, 740, chromedp.EmulateMobile, chromedp.EmulateTouch))
-	run("log in",
-		chromedp.Navigate(base+"/"),
-		chromedp.WaitVisible(chromedp.CSS("#login-submit")),
-		chromedp.SendKeys(chromedp.CSS("#user"), "clara"),
-		chromedp.SendKeys(chromedp.CSS("#password"), "clerk-password"),
-		chromedp.Click(chromedp.CSS("#login-submit")),
-		waitText("#link-state", "Verbunden"))
+	run("log in", b.login(base))
 
 	// The counter finds a person by name in the directory.
 	people := filepath.Join(s.dir, "people.csv")

@@ -677,34 +677,13 @@ func (o *Outbox) parcelKey() string {
 // checkDirectoryKeys makes sure the directory can be opened, as checkKeys
 // does for events.
 func (o *Outbox) checkDirectoryKeys(ctx context.Context) error {
-	var keyID, id string
-	rows, err := o.wdb.QueryContext(ctx, "SELECT key_id, min(id) FROM directory WHERE key_id IS NOT NULL GROUP BY key_id")
-	if err != nil {
-		return fmt.Errorf("open buffer: check keys: %w", err)
-	}
-	type row struct{ key, id string }
-	var check []row
-	for rows.Next() {
-		if err := rows.Scan(&keyID, &id); err != nil {
-			rows.Close()
-			return fmt.Errorf("open buffer: check keys: %w", err)
-		}
-		check = append(check, row{keyID, id})
-	}
-	rows.Close()
-	for _, r := range check {
-		var b []byte
-		if err := o.wdb.QueryRowContext(ctx, "SELECT entry FROM directory WHERE id = ?", r.id).Scan(&b); err != nil {
-			return fmt.Errorf("open buffer: check key %q: %w", r.key, err)
-		}
+	return o.checkTableKeys(ctx, "directory", "entry", "the recipient directory", func(key, id string, b []byte) error {
 		if o.opts.Seal == nil {
-			return fmt.Errorf("open buffer %s: the recipient directory is sealed with key %q but no storage.encryption_key_file is configured", o.opts.Path, r.key)
+			return fmt.Errorf("entry %s is sealed with key %q but no storage.encryption_key_file is configured", id, key)
 		}
-		if _, err := o.opts.Seal.Open(r.key, personSealID(r.id), b); err != nil {
-			return fmt.Errorf("open buffer %s: the recipient directory is sealed with key %q and cannot be opened: %w", o.opts.Path, r.key, err)
-		}
-	}
-	return nil
+		_, err := o.opts.Seal.Open(key, personSealID(id), b)
+		return err
+	})
 }
 
 // resealDirectory seals every directory entry with the current key, or
@@ -733,7 +712,17 @@ func (o *Outbox) resealDirectory() error {
 // checkParcelKeys makes sure the parcel states can be opened, as
 // checkKeys does for events.
 func (o *Outbox) checkParcelKeys(ctx context.Context) error {
-	rows, err := o.wdb.QueryContext(ctx, "SELECT key_id, min(id) FROM parcels WHERE key_id IS NOT NULL GROUP BY key_id")
+	return o.checkTableKeys(ctx, "parcels", "detail", "parcel states", func(key, id string, b []byte) error {
+		_, err := o.openParcel(id, b, sql.NullString{String: key, Valid: true})
+		return err
+	})
+}
+
+// checkTableKeys opens one sealed row of a table per key id in use, so
+// that a missing or wrong key stops the start with a clear error instead
+// of surprising a reader later.
+func (o *Outbox) checkTableKeys(ctx context.Context, table, col, what string, open func(key, id string, b []byte) error) error {
+	rows, err := o.wdb.QueryContext(ctx, "SELECT key_id, min(id) FROM "+table+" WHERE key_id IS NOT NULL GROUP BY key_id")
 	if err != nil {
 		return fmt.Errorf("open buffer: check keys: %w", err)
 	}
@@ -749,12 +738,12 @@ func (o *Outbox) checkParcelKeys(ctx context.Context) error {
 	}
 	rows.Close()
 	for _, r := range check {
-		var detail []byte
-		if err := o.wdb.QueryRowContext(ctx, parcelRow, r.id).Scan(&detail, new(sql.NullString)); err != nil {
+		var b []byte
+		if err := o.wdb.QueryRowContext(ctx, "SELECT "+col+" FROM "+table+" WHERE id = ?", r.id).Scan(&b); err != nil {
 			return fmt.Errorf("open buffer: check key %q: %w", r.key, err)
 		}
-		if _, err := o.openParcel(r.id, detail, sql.NullString{String: r.key, Valid: true}); err != nil {
-			return fmt.Errorf("open buffer %s: parcel states sealed with key %q cannot be opened: %w", o.opts.Path, r.key, err)
+		if err := open(r.key, r.id, b); err != nil {
+			return fmt.Errorf("open buffer %s: %s sealed with key %q cannot be opened: %w", o.opts.Path, what, r.key, err)
 		}
 	}
 	return nil
