@@ -102,7 +102,7 @@ func directoryCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stderr, directoryUsage)
 			return 2
 		}
-		err := store.ForgetPerson(ctx, cfg.Storage.Path, fs.Arg(0))
+		changed, err := store.ForgetPerson(ctx, cfg.Storage.Path, keys, fs.Arg(0))
 		if errors.Is(err, store.ErrNoPerson) {
 			fmt.Fprintf(stderr, "mailroomd: no person with id %q in the directory\n", fs.Arg(0))
 			return 1
@@ -111,7 +111,7 @@ func directoryCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mailroomd: %v\n", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "forgot %s\n", fs.Arg(0))
+		fmt.Fprintf(stdout, "forgot %s (name taken out of %d events)\n", fs.Arg(0), changed)
 		return 0
 	}
 	fmt.Fprint(stderr, directoryUsage)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -19,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleet"
@@ -33,6 +35,8 @@ const fleetUsage = `usage: mailroomd fleet SUBCOMMAND [flags]
   status                                     a table of every appliance: online, version, pending, alerts, last seen
   cmd --target ID NAME [ARGS_JSON]           sign and send a command, wait for its result
   config push --target T --version N FILE    sign and publish a desired config (retained) to an appliance
+  directory push --target T --version N FILE.csv
+                                             sign and publish a recipient directory (retained, in parts)
   alerts                                     alert messages (retained and new) for --for
   events --follow                            print events; report seq gaps and duplicates per appliance and epoch
 
@@ -46,8 +50,8 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	sub, rest := args[0], args[1:]
-	if sub == "config" && len(rest) > 0 && rest[0] == "push" {
-		sub, rest = "config push", rest[1:]
+	if (sub == "config" || sub == "directory") && len(rest) > 0 && rest[0] == "push" {
+		sub, rest = sub+" push", rest[1:]
 	}
 	fs := flag.NewFlagSet("fleet "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -67,7 +71,8 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	fromStart := fs.Bool("from-start", false, "events: expect every epoch to start at seq 1 (default: at the first seq seen)")
 	out := fs.String("out", "", "keygen: directory for the key pair")
 	id := fs.String("id", "fleet", "keygen: key id")
-	cfgVersion := fs.Int64("version", 0, "config push: version, greater than the last one applied")
+	cfgVersion := fs.Int64("version", 0, "config push, directory push: version, greater than the last one tried")
+	partSize := fs.Int("part-size", fleetop.DefaultPartSize, "directory push: bytes of the file per signed part")
 	if err := fs.Parse(rest); err != nil {
 		return 2
 	}
@@ -181,6 +186,18 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		return code
+	case "directory push":
+		if *target == "" || fs.NArg() != 1 || opts.Key == nil || *cfgVersion <= 0 || *partSize < 1024 {
+			fmt.Fprintln(stderr, "usage: mailroomd fleet directory push --sign-key F --key-id ID --target T --version N [--part-size BYTES (at least 1024)] FILE.csv")
+			return 2
+		}
+		pushWait := 2 * time.Minute
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "wait" {
+				pushWait = *wait
+			}
+		})
+		return fleetDirectoryPush(c, *target, *cfgVersion, fs.Arg(0), *partSize, pushWait, stdout, stderr)
 	case "status":
 		return fleetStatus(c, *dur, stdout, stderr)
 	case "alerts":
@@ -198,6 +215,51 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "mailroomd fleet: unknown subcommand %q\n\n%s", sub, fleetUsage)
 	return 2
+}
+
+// fleetDirectoryPush checks a directory file as the box will, signs it in
+// parts and publishes them to each appliance of target, then prints each
+// one's report.
+func fleetDirectoryPush(c *fleetop.Client, target string, version int64, file string, partSize int, wait time.Duration, stdout, stderr io.Writer) int {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+		return 2
+	}
+	entries, err := directory.ParseCSV(bytes.NewReader(b))
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd fleet: %s: not pushed:\n%v\n", file, err)
+		return 1
+	}
+	parts, err := c.SignDirectory(target, version, b, partSize, 365*24*time.Hour)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+		return 1
+	}
+	ids, err := c.Appliances(target)
+	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "directory version %d (%d people) in %d parts for %s\n", version, len(entries), len(parts), strings.Join(ids, ", "))
+	code := 0
+	for _, id := range ids {
+		o, err := c.PushDirectory(id, version, parts, wait)
+		switch {
+		case err != nil:
+			fmt.Fprintf(stdout, "%s: %v\n", id, err)
+			code = 1
+		case !o.Reported:
+			fmt.Fprintf(stdout, "%s: no report within %s (offline? a box applies the retained parts when it connects)\n", id, wait)
+			code = 1
+		case o.Report.Status == fleet.DirectoryApplied || o.Report.Status == fleet.DirectoryCurrent:
+			fmt.Fprintf(stdout, "%s: %s (version %d in use, %d people)\n", id, o.Report.Status, o.Report.Applied, o.Report.People)
+		default:
+			fmt.Fprintf(stdout, "%s: %s (version %d in use): %s\n", id, o.Report.Status, o.Report.Applied, strings.Join(o.Report.Errors, "; "))
+			code = 1
+		}
+	}
+	return code
 }
 
 func fleetKeygen(dir, id string, stdout, stderr io.Writer) int {

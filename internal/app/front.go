@@ -137,6 +137,7 @@ func (g *generation) buildStations(printers map[string]*zpl.Printer) error {
 			ScaleReady: func() bool { return a.health.DeviceConnectedNow(scaleName) },
 			Clock:      a.clock, Log: a.log.With("subsystem", "station"), Health: a.health,
 			ModeIdle: cfg.Delivery.ModeIdle.D(), BadgeIsProof: cfg.Delivery.Accepts("badge"), PickupPINs: cfg.Delivery.Accepts("pin"),
+			People: a.people, PrivacyID: cfg.Directory.Privacy == config.PrivacyID,
 			OnEvent: func(event.Event) { a.notifyChanged() },
 		}, a.store, labelPrinter(printers[sc.Printer]))
 		g.stations = append(g.stations, s)

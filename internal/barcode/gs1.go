@@ -40,6 +40,9 @@ var aiTable = map[string]aiSpec{
 	"414": {fixed: 13}, "415": {fixed: 13}, "416": {fixed: 13}, "417": {fixed: 13},
 	"420": {max: 20}, "421": {max: 12}, "422": {fixed: 3}, "423": {max: 15},
 	"424": {fixed: 3}, "425": {max: 15}, "426": {fixed: 3},
+	// Ship-to name and address (GS1 General Specifications 21 and later).
+	"4300": {max: 35}, "4301": {max: 35}, "4302": {max: 70}, "4303": {max: 70}, "4304": {max: 70},
+	"4305": {max: 70}, "4306": {max: 70}, "4307": {fixed: 2}, "4308": {max: 30},
 }
 
 // aiPrefixFixed are the GS1 predefined-length prefixes (two digits) whose
@@ -48,7 +51,7 @@ var aiPrefixFixed = map[string]int{"31": 6, "32": 6, "33": 6, "34": 6, "35": 6, 
 
 // lookupAI finds the AI at the start of s.
 func lookupAI(s string) (ai string, spec aiSpec, ok bool) {
-	for _, n := range []int{2, 3} {
+	for _, n := range []int{2, 3, 4} {
 		if len(s) >= n {
 			if sp, found := aiTable[s[:n]]; found {
 				return s[:n], sp, true

@@ -53,6 +53,10 @@ type Label struct {
 
 // ShipTo is the label's destination.
 type ShipTo struct {
+	// Name is the person the parcel is for, and Company their company,
+	// where the label carries them (GS1 AIs 4301 and 4300).
+	Name       string `json:"name,omitempty"`
+	Company    string `json:"company,omitempty"`
 	PostalCode string `json:"postal_code,omitempty"`
 	// Country is the ISO 3166 numeric country code, as printed (840: US).
 	Country string `json:"country,omitempty"`
@@ -264,6 +268,18 @@ func (l *Label) format05(data string) {
 	}
 	if v := l.GS1["421"]; len(v) > 3 {
 		l.shipTo().Country, l.shipTo().PostalCode = v[:3], v[3:]
+	}
+	// The ship-to block of GS1 General Specifications 21: name, company,
+	// address line, locality, region.
+	for _, f := range []struct {
+		ai  string
+		set func(*ShipTo, string)
+	}{{"4301", func(t *ShipTo, v string) { t.Name = v }}, {"4300", func(t *ShipTo, v string) { t.Company = v }},
+		{"4302", func(t *ShipTo, v string) { t.Street = v }}, {"4305", func(t *ShipTo, v string) { t.City = v }},
+		{"4306", func(t *ShipTo, v string) { t.State = v }}} {
+		if v := l.GS1[f.ai]; v != "" {
+			f.set(l.shipTo(), v)
+		}
 	}
 	// Weights with implied decimals: 330n gross kg, 310n net kg, 340n gross
 	// lb, 320n net lb (n decimals).

@@ -26,6 +26,7 @@ type Config struct {
 	Stations  []Station `yaml:"stations"`
 	Barcodes  Barcodes  `yaml:"barcodes"`
 	Delivery  Delivery  `yaml:"delivery"`
+	Directory Directory `yaml:"directory"`
 	Web       Web       `yaml:"web"`
 	Fleet     Fleet     `yaml:"fleet"`
 	Log       Log       `yaml:"log"`
@@ -162,6 +163,20 @@ type Delivery struct {
 	// state is kept on the box.
 	RetainClosed Duration `yaml:"retain_closed"`
 }
+
+// Directory configures how the recipient directory is used.
+type Directory struct {
+	// Privacy is what events say of a recipient found in the directory:
+	// "name" (the id and the display name) or "id" (the id alone; the name
+	// a 2D label prints is left out as well).
+	Privacy string `yaml:"privacy"`
+}
+
+// Privacy settings of directory.privacy.
+const (
+	PrivacyName = "name"
+	PrivacyID   = "id"
+)
 
 // ProofMethods are the proof methods delivery.proof may list.
 var ProofMethods = []string{"badge", "signature", "pin", "clerk"}
@@ -362,6 +377,7 @@ func (c *Config) applyDefaults(written func(path string) bool) {
 	setDefault(written, "delivery.mode_idle", &c.Delivery.ModeIdle, DefaultModeIdle)
 	setDefault(written, "delivery.overdue", &c.Delivery.Overdue, DefaultOverdue)
 	setDefault(written, "delivery.retain_closed", &c.Delivery.RetainClosed, DefaultRetainClosed)
+	setDefault(written, "directory.privacy", &c.Directory.Privacy, PrivacyName)
 	if c.Web.Listen != "" {
 		setDefault(written, "web.session_ttl", &c.Web.SessionTTL, Duration(12*time.Hour))
 		setDefault(written, "web.max_failures", &c.Web.MaxFailures, 5)

@@ -259,6 +259,9 @@ func (d *decoder) validate(c *Config) {
 	validateWeb(&c.Web, bad, abs)
 	validateFleet(&c.Fleet, bad, abs)
 	validateDelivery(&c.Delivery, bad)
+	if p := c.Directory.Privacy; p != PrivacyName && p != PrivacyID {
+		bad("directory.privacy", "must be %q (events carry the recipient's id and name) or %q (the id alone), not %q", PrivacyName, PrivacyID, p)
+	}
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -92,6 +92,24 @@ func (x *Index) Search(query string, limit int) []Match {
 	if len(q) == 0 || limit <= 0 {
 		return nil
 	}
+	var out []Match
+	for _, i := range x.candidates(q) {
+		if s := score(q, x.words[i], true); s >= MinScore {
+			out = append(out, Match{Entry: x.entries[i], Score: float64(int(s*1000+0.5)) / 1000})
+		}
+	}
+	sort.SliceStable(out, func(a, b int) bool {
+		return out[a].Score > out[b].Score || out[a].Score == out[b].Score && out[a].Name < out[b].Name
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// candidates returns the entries sharing the most trigrams with the
+// query's words, at most candidates of them.
+func (x *Index) candidates(q []string) []int32 {
 	// Count the trigrams each name shares with the query, in an array
 	// (a map is ten times slower at 100,000 people), then take the names
 	// with the most, by counting sort.
@@ -129,26 +147,14 @@ func (x *Index) Search(query string, limit int) []Match {
 	if len(cs) > candidates {
 		cs = cs[:candidates]
 	}
-	var out []Match
-	for _, i := range cs {
-		if s := score(q, x.words[i]); s >= MinScore {
-			out = append(out, Match{Entry: x.entries[i], Score: float64(int(s*1000+0.5)) / 1000})
-		}
-	}
-	sort.SliceStable(out, func(a, b int) bool {
-		return out[a].Score > out[b].Score || out[a].Score == out[b].Score && out[a].Name < out[b].Name
-	})
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out
+	return cs
 }
 
 // score is how well the query's words fit a name's words, in any order:
 // each query word counts with its best fit, a word typed so far (a
 // prefix of a name's word) fully; a name's words the query leaves out
 // cost a little.
-func score(q, name []string) float64 {
+func score(q, name []string, prefix bool) float64 {
 	if len(name) == 0 {
 		return 0
 	}
@@ -160,7 +166,7 @@ func score(q, name []string) float64 {
 			if used[j] {
 				continue
 			}
-			s := similarity(w, n)
+			s := similarity(w, n, prefix)
 			if s > best {
 				best, at = s, j
 			}
@@ -177,13 +183,14 @@ func score(q, name []string) float64 {
 	return s
 }
 
-// similarity of two folded words: 1 when equal, or when a (at least two
-// letters) is how b starts; else 1 - edit distance / longer length.
-func similarity(a, b string) float64 {
+// similarity of two folded words: 1 when equal, or (with prefix) when a,
+// of at least two letters, is how b starts; else 1 - edit distance /
+// longer length.
+func similarity(a, b string, prefix bool) float64 {
 	if a == b {
 		return 1
 	}
-	if len(a) >= 2 && strings.HasPrefix(b, a) {
+	if prefix && len(a) >= 2 && strings.HasPrefix(b, a) {
 		return 0.98
 	}
 	ra, rb := []rune(a), []rune(b)
@@ -260,4 +267,76 @@ func trigrams(w string) []string {
 		out = append(out, string(r[i:i+3]))
 	}
 	return out
+}
+
+// How a parcel's recipient was found in the directory (recipient_match).
+const (
+	MatchBadge  = "badge"  // a badge code of the person
+	MatchExact  = "exact"  // a name that is the person's, letter case, accents and word order aside
+	MatchFuzzy  = "fuzzy"  // a name close to the person's and to nobody else's
+	MatchManual = "manual" // a clerk chose the person
+	MatchNone   = "none"   // no one, or more than one person fits
+)
+
+// Automatic matching is stricter than a search a person reads: a name
+// must have at least two words, fit at FuzzyAccept or better with whole
+// words (no prefixes), and fit the next best person by FuzzyMargin less.
+const (
+	FuzzyAccept = 0.85
+	FuzzyMargin = 0.1
+)
+
+// Resolve finds the one person a code or a name stands for, for matching a
+// parcel without a person's help: a badge code, the person's id, or a
+// name that fits exactly one active person with high confidence. It
+// returns MatchNone when nobody fits, or more than one person does.
+func (x *Index) Resolve(text string) (Entry, string, float64) {
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return Entry{}, MatchNone, 0
+	}
+	if e, ok := x.ByBadge(text); ok {
+		return e, MatchBadge, 1
+	}
+	q := words(text)
+	if len(q) < 2 {
+		return Entry{}, MatchNone, 0
+	}
+	best, second, at := 0.0, 0.0, int32(-1)
+	exact := 0
+	for _, i := range x.candidates(q) {
+		s := score(q, x.words[i], false)
+		if s == 1 && len(q) == len(x.words[i]) {
+			exact++
+		}
+		switch {
+		case s > best:
+			best, second, at = s, best, i
+		case s > second:
+			second = s
+		}
+	}
+	switch {
+	case at < 0 || exact > 1:
+		return Entry{}, MatchNone, 0
+	case exact == 1 && best == 1 && len(x.words[at]) == len(q):
+		return x.entries[at], MatchExact, 1
+	case best >= FuzzyAccept && best-second >= FuzzyMargin:
+		return x.entries[at], MatchFuzzy, float64(int(best*1000+0.5)) / 1000
+	}
+	return Entry{}, MatchNone, 0
+}
+
+// MayCollect reports whether collector may take person's parcels: it is
+// the person, or one of the person's delegates.
+func MayCollect(person, collector Entry) bool {
+	if strings.EqualFold(person.ID, collector.ID) {
+		return true
+	}
+	for _, d := range person.Delegates {
+		if strings.EqualFold(d, collector.ID) {
+			return true
+		}
+	}
+	return false
 }

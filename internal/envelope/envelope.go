@@ -16,6 +16,8 @@
 //	 "nonce":"c2f1…","issued":"2026-11-27T10:00:00Z","expires":"2026-11-27T10:05:00Z","args":{}}
 //	{"v":1,"kind":"config","target":"mr-berlin-01","version":7,
 //	 "issued":"2026-11-27T10:00:00Z","expires":"2027-11-27T10:00:00Z","config":"version: 1\n…"}
+//	{"v":1,"kind":"directory","target":"site:berlin","version":3,"part":1,"parts":12,
+//	 "sha256":"9f2c…","issued":"…","expires":"…","directory":"id,name,email,…\n…"}
 package envelope
 
 import (
@@ -32,8 +34,16 @@ import (
 
 // Kinds of payload.
 const (
-	KindCommand = "command"
-	KindConfig  = "config"
+	KindCommand   = "command"
+	KindConfig    = "config"
+	KindDirectory = "directory"
+)
+
+// Limits of a directory push: how many parts, and how many bytes of CSV
+// they carry together.
+const (
+	MaxDirectoryParts = 1024
+	MaxDirectorySize  = 32 << 20
 )
 
 // MaxSize is the largest envelope accepted, in bytes.
@@ -61,6 +71,12 @@ type Payload struct {
 	Expires time.Time       `json:"expires"`
 	Args    json.RawMessage `json:"args,omitempty"`
 	Config  string          `json:"config,omitempty"`
+	// Part (from 1) and Parts of a directory push; SHA256 is the hex
+	// SHA-256 of the whole CSV file, Directory this part's bytes of it.
+	Part      int    `json:"part,omitempty"`
+	Parts     int    `json:"parts,omitempty"`
+	SHA256    string `json:"sha256,omitempty"`
+	Directory string `json:"directory,omitempty"`
 }
 
 // Envelope is the signed message on the wire.
@@ -152,8 +168,16 @@ func (v *Verifier) Open(msg []byte, kind string) (Payload, string, error) {
 			return p, env.KeyID, fmt.Errorf("%w: a command may live at most %s", ErrMalformed, MaxCommandLifetime)
 		}
 	}
-	if kind == KindConfig && p.Version <= 0 {
-		return p, env.KeyID, fmt.Errorf("%w: a config needs a positive version", ErrMalformed)
+	if (kind == KindConfig || kind == KindDirectory) && p.Version <= 0 {
+		return p, env.KeyID, fmt.Errorf("%w: a %s needs a positive version", ErrMalformed, kind)
+	}
+	if kind == KindDirectory {
+		switch {
+		case p.Parts < 1 || p.Parts > MaxDirectoryParts || p.Part < 1 || p.Part > p.Parts:
+			return p, env.KeyID, fmt.Errorf("%w: a directory part needs 1 <= part <= parts <= %d", ErrMalformed, MaxDirectoryParts)
+		case len(p.SHA256) != 64 || strings.Trim(p.SHA256, "0123456789abcdef") != "":
+			return p, env.KeyID, fmt.Errorf("%w: sha256 must be 64 lower-case hex digits", ErrMalformed)
+		}
 	}
 	return p, env.KeyID, nil
 }

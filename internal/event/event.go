@@ -141,8 +141,14 @@ type ext struct {
 	ParcelID string `json:"parcel_id,omitempty"`
 	*Parcel
 	Recipient string `json:"recipient,omitempty"`
-	Location  string `json:"location,omitempty"`
-	Printer   string `json:"printer,omitempty"`
+	// RecipientID, RecipientName, RecipientMatch and RecipientScore are
+	// the person of the directory the parcel is for.
+	RecipientID    string  `json:"recipient_id,omitempty"`
+	RecipientName  string  `json:"recipient_name,omitempty"`
+	RecipientMatch string  `json:"recipient_match,omitempty"`
+	RecipientScore float64 `json:"recipient_score,omitempty"`
+	Location       string  `json:"location,omitempty"`
+	Printer        string  `json:"printer,omitempty"`
 	// EnteredWeight is a weight a clerk typed in with a manual entry.
 	EnteredWeight *Weight `json:"entered_weight,omitempty"`
 	Audit         *Audit  `json:"audit,omitempty"`
@@ -182,6 +188,15 @@ type Event struct {
 	// Recipient and Location are internal codes attached to a parcel.
 	Recipient string
 	Location  string
+	// RecipientID is the directory id of the person the parcel is for,
+	// RecipientName their display name (empty when the site's privacy
+	// setting keeps names out of events), RecipientMatch how they were
+	// found (badge, exact, fuzzy, manual or none) and RecipientScore how
+	// well a fuzzy name fit.
+	RecipientID    string
+	RecipientName  string
+	RecipientMatch string
+	RecipientScore float64
 	// Printer is the device a label went to.
 	Printer string
 	// EnteredWeight is a weight typed in by a clerk with a manual entry.
@@ -211,12 +226,13 @@ type Event struct {
 
 func (e *Event) ext() *ext {
 	if e.Station == "" && !e.Manual && e.ScanID == "" && e.ParcelID == "" && e.Parcel == nil &&
-		e.Recipient == "" && e.Location == "" && e.Printer == "" && e.EnteredWeight == nil && e.Audit == nil &&
+		e.Recipient == "" && e.RecipientID == "" && e.RecipientName == "" && e.RecipientMatch == "" && e.Location == "" && e.Printer == "" && e.EnteredWeight == nil && e.Audit == nil &&
 		e.By == "" && e.Round == "" && e.Proof == nil && e.Proxy == "" && e.Reason == "" && e.To == "" && e.PickupPIN == "" {
 		return nil
 	}
 	return &ext{Station: e.Station, Manual: e.Manual, ScanID: e.ScanID, ParcelID: e.ParcelID, Parcel: e.Parcel,
-		Recipient: e.Recipient, Location: e.Location, Printer: e.Printer, EnteredWeight: e.EnteredWeight, Audit: e.Audit,
+		Recipient: e.Recipient, RecipientID: e.RecipientID, RecipientName: e.RecipientName, RecipientMatch: e.RecipientMatch,
+		RecipientScore: e.RecipientScore, Location: e.Location, Printer: e.Printer, EnteredWeight: e.EnteredWeight, Audit: e.Audit,
 		By: e.By, Round: e.Round, Proof: e.Proof, Proxy: e.Proxy, Reason: e.Reason, To: e.To, PickupPIN: e.PickupPIN}
 }
 
@@ -344,7 +360,8 @@ func Decode(b []byte) (Event, error) {
 	e := Event{ID: w.ID, Epoch: w.Epoch, Seq: w.Seq, Appliance: w.Appliance, Site: w.Site,
 		Type: w.Type, Time: ts, Device: w.Device,
 		Station: w.Station, Manual: w.Manual, ScanID: w.ScanID, ParcelID: w.ParcelID, Parcel: w.Parcel,
-		Recipient: w.Recipient, Location: w.Location, Printer: w.Printer, EnteredWeight: w.EnteredWeight, Audit: w.Audit,
+		Recipient: w.Recipient, RecipientID: w.RecipientID, RecipientName: w.RecipientName, RecipientMatch: w.RecipientMatch,
+		RecipientScore: w.RecipientScore, Location: w.Location, Printer: w.Printer, EnteredWeight: w.EnteredWeight, Audit: w.Audit,
 		By: w.By, Round: w.Round, Proof: w.Proof, Proxy: w.Proxy, Reason: w.Reason, To: w.To, PickupPIN: w.PickupPIN}
 	switch {
 	case w.BarcodeB4 != "":

@@ -75,6 +75,9 @@ type Options struct {
 	// Reported returns the last config report, published retained on every
 	// connection.
 	Reported func() ([]byte, bool)
+	// Directories keeps pushed recipient directories; nil refuses none
+	// and applies none (the parts are passed over).
+	Directories Directories
 
 	TelemetryInterval time.Duration
 	ProbeInterval     time.Duration
@@ -111,6 +114,7 @@ type Fleet struct {
 	verifier *envelope.Verifier
 	started  time.Time
 	inbox    chan message
+	parts    chan message // directory push parts
 
 	// flushing is held by the one flush of the alert outbox under way.
 	flushing sync.Mutex
@@ -125,6 +129,10 @@ type Fleet struct {
 	lastIngested int64
 	lastIngestAt time.Time
 	rate         float64
+
+	// collecting is the directory push whose parts are arriving (Run's
+	// goroutine only).
+	collecting *dirPush
 }
 
 type message struct {
@@ -179,6 +187,7 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 		opts.Started = opts.Clock.Now()
 	}
 	f := &Fleet{opts: opts, log: opts.Log, started: opts.Started, inbox: make(chan message, 64),
+		parts:  make(chan message, envelope.MaxDirectoryParts),
 		alerts: map[string]*Alert{}}
 	f.verifier = &envelope.Verifier{Keys: opts.Keys, Appliance: opts.Appliance, Site: opts.Site,
 		Now: opts.Clock.Now, Skew: 5 * time.Minute}
@@ -192,14 +201,22 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 // Subscriptions are the topics the fleet receives.
 func (f *Fleet) Subscriptions() []uplink.Subscription {
 	take := func(topic string, payload []byte, retained bool) {
+		inbox := f.inbox
+		if strings.Contains(topic, "/"+TopicDirectoryDesired+"/") {
+			inbox = f.parts // a push's parts come in a burst
+		}
 		select {
-		case f.inbox <- message{topic: topic, payload: append([]byte(nil), payload...), retained: retained}:
+		case inbox <- message{topic: topic, payload: append([]byte(nil), payload...), retained: retained}:
 		default:
 			f.log.Warn("remote instruction dropped: too many queued", "topic", topic)
 		}
 	}
-	return []uplink.Subscription{{Filter: TopicCommand + "/+", Handler: take}, {Filter: TopicProbe, Handler: take},
+	subs := []uplink.Subscription{{Filter: TopicCommand + "/+", Handler: take}, {Filter: TopicProbe, Handler: take},
 		{Filter: TopicConfigDesired, Handler: take}}
+	if f.opts.Directories != nil {
+		subs = append(subs, uplink.Subscription{Filter: TopicDirectoryDesired + "/+", Handler: take})
+	}
+	return subs
 }
 
 // OnConnect publishes what waited for the link: alert changes made while
@@ -211,6 +228,7 @@ func (f *Fleet) OnConnect() {
 			f.PublishReport(context.Background(), b)
 		}
 	}
+	f.publishLastDirectoryReport(context.Background())
 }
 
 // PublishReport publishes a config report, retained.
@@ -240,6 +258,8 @@ func (f *Fleet) Run(ctx context.Context) error {
 			return nil
 		case m := <-f.inbox:
 			f.handle(ctx, m)
+		case m := <-f.parts:
+			f.handle(ctx, m)
 		case <-telemetry:
 			f.publishTelemetry(ctx)
 		case <-probe:
@@ -257,6 +277,8 @@ func (f *Fleet) handle(ctx context.Context, m message) {
 		f.probeReturned(m.payload)
 	case strings.HasSuffix(m.topic, "/"+TopicConfigDesired):
 		f.desiredConfig(ctx, m.payload, m.retained)
+	case strings.Contains(m.topic, "/"+TopicDirectoryDesired+"/"):
+		f.directoryPart(ctx, m.topic, m.payload, m.retained)
 	case i >= 0:
 		f.command(ctx, m.topic[i+len(TopicCommand)+2:], m.payload)
 	}

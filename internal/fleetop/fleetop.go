@@ -209,6 +209,33 @@ func (c *Client) PushConfig(target string, version int64, yaml string, ttl time.
 	return ids, err
 }
 
+// Appliances are the appliances a target addresses: an appliance id
+// alone, or those of a site (site:NAME) or of the whole fleet (*), found
+// from their retained telemetry.
+func (c *Client) Appliances(target string) ([]string, error) {
+	ids := []string{target}
+	if target == "*" || strings.HasPrefix(target, "site:") {
+		msgs, err := c.Collect("+/"+fleet.TopicTelemetry, 2*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		ids = nil
+		for _, m := range msgs {
+			var t fleet.Telemetry
+			if json.Unmarshal(m.Payload, &t) != nil {
+				continue
+			}
+			if (target == "*" || "site:"+t.Site == target) && !slices.Contains(ids, t.Appliance) {
+				ids = append(ids, t.Appliance) // once, however many telemetry messages it sent
+			}
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("no appliance of %s has published telemetry", target)
+		}
+	}
+	return ids, nil
+}
+
 // ConfigOutcome is what one appliance reported for a pushed config.
 type ConfigOutcome struct {
 	Appliance string
@@ -231,25 +258,9 @@ func (c *Client) pushConfig(target string, version int64, yaml string, ttl, wait
 	if c.opts.Key == nil {
 		return nil, nil, errors.New("no signing key")
 	}
-	ids := []string{target}
-	if target == "*" || strings.HasPrefix(target, "site:") {
-		msgs, err := c.Collect("+/"+fleet.TopicTelemetry, 2*time.Second)
-		if err != nil {
-			return nil, nil, err
-		}
-		ids = nil
-		for _, m := range msgs {
-			var t fleet.Telemetry
-			if json.Unmarshal(m.Payload, &t) != nil {
-				continue
-			}
-			if (target == "*" || "site:"+t.Site == target) && !slices.Contains(ids, t.Appliance) {
-				ids = append(ids, t.Appliance) // once, however many telemetry messages it sent
-			}
-		}
-		if len(ids) == 0 {
-			return nil, nil, fmt.Errorf("no appliance of %s has published telemetry", target)
-		}
+	ids, err := c.Appliances(target)
+	if err != nil {
+		return nil, nil, err
 	}
 	now := c.opts.Now()
 	env, err := envelope.Sign(c.opts.Key, c.opts.KeyID, envelope.Payload{V: 1, Kind: envelope.KindConfig, Target: target,

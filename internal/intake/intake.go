@@ -81,6 +81,8 @@ type Manual struct {
 	Station   string
 	Code      string
 	Recipient string
+	// RecipientID is the directory person the clerk chose, if any.
+	RecipientID string
 	// Weight is optional.
 	Weight *event.Weight
 	At     time.Time
@@ -92,7 +94,7 @@ func (in *Intake) CommitManual(ctx context.Context, m Manual) (event.Event, erro
 	return in.commit(ctx, event.Event{
 		Appliance: in.appliance, Site: in.site, Type: event.TypeScan,
 		Time: m.At, Barcode: []byte(m.Code), Station: m.Station, Manual: true,
-		Recipient: m.Recipient, EnteredWeight: m.Weight,
+		Recipient: m.Recipient, RecipientID: m.RecipientID, EnteredWeight: m.Weight,
 	})
 }
 

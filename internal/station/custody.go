@@ -391,6 +391,11 @@ func (s *Station) custody(ctx context.Context, scan event.Event, res barcode.Res
 			return s.refuse(ctx, scan, mode, event.TypeParcelDelivered, p.ID,
 				&store.RefusedError{Code: store.RefusedClosed, ParcelID: p.ID, State: p.State})
 		}
+		person, self, may := s.mayCollect(ctx, p, badge)
+		if !may {
+			return s.refuse(ctx, scan, mode, event.TypeParcelDelivered, p.ID,
+				&store.RefusedError{Code: store.RefusedNotDelegate, ParcelID: p.ID, State: p.State})
+		}
 		if !s.cfg.BadgeIsProof {
 			s.mu.Lock()
 			found := false
@@ -407,10 +412,19 @@ func (s *Station) custody(ctx context.Context, scan event.Event, res barcode.Res
 		}
 		ev := s.custodyEvent(event.TypeParcelDelivered, scan, p.ID, []string{scan.ID})
 		ev.Recipient = p.Recipient
-		if p.Recipient == "" {
+		switch {
+		case p.Person != "" && person.ID != "" && !self:
+			ev.Proxy = badge // a delegate collects for the recipient
+		case p.Recipient == "":
 			ev.Recipient = badge
-		} else if !strings.EqualFold(p.Recipient, badge) {
+		case !self && !strings.EqualFold(p.Recipient, badge):
 			ev.Proxy = badge // someone collects for the recipient
+		}
+		if p.Person != "" {
+			ev.RecipientID, ev.RecipientMatch = p.Person, p.Match
+			if !s.cfg.PrivacyID {
+				ev.RecipientName = person.Name
+			}
 		}
 		ev.Proof = &event.Proof{Method: event.ProofBadge, Badge: badge}
 		return s.commitCustody(ctx, ev, mode)

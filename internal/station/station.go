@@ -25,6 +25,7 @@ import (
 	"github.com/mailroomd/mailroomd/drivers/scale"
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/label"
@@ -94,6 +95,13 @@ type Config struct {
 	BadgeIsProof bool
 	// PickupPINs: every parcel received gets a pickup PIN.
 	PickupPINs bool
+	// People is the recipient directory parcels are matched in; nil
+	// matches nobody and records no match.
+	People People
+	// PrivacyID: events name a matched person by their id alone, and
+	// leave out the name a 2D label prints (directory.privacy "id");
+	// otherwise they carry the person's display name too.
+	PrivacyID bool
 }
 
 // Stats counts what a station did since it started.
@@ -561,9 +569,11 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 		ev.Resolves = append(ev.Resolves, h.scanID)
 		used = append(used, kind)
 	}
+	typed := false
 	if scan.Recipient != "" { // typed in with a manual entry
-		ev.Recipient = scan.Recipient
+		ev.Recipient, typed = scan.Recipient, true
 	}
+	s.matchRecipient(ctx, &ev, scan.RecipientID, typed)
 	if s.cfg.PickupPINs {
 		ev.PickupPIN = NewPickupPIN()
 	}
@@ -605,6 +615,10 @@ func (s *Station) attach(ctx context.Context, scan event.Event, res barcode.Resu
 			Resolves: []string{scan.ID}}
 		if kind == barcode.KindRecipient {
 			ev.Recipient = res.Tracking
+			s.matchRecipient(ctx, &ev, "", false)
+			if ev.RecipientMatch == directory.MatchNone {
+				ev.RecipientMatch = "" // a code of nobody changes no match the parcel has
+			}
 		} else {
 			ev.Location = res.Tracking
 		}

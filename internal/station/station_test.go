@@ -232,7 +232,10 @@ func TestDuplicateWithinWindow(t *testing.T) {
 	r.scan(uspsCode, 3*time.Second, true)
 	r.scan(upsCode, 11*time.Second, true) // outside the window: received again
 	r.waitEvents(event.TypeParcelReceived, 3)
-	waitfor.True(t, 10*time.Second, "the duplicate counted", func() bool { return r.st.Stats().Duplicates == 1 })
+	waitfor.True(t, 10*time.Second, "the duplicate and the parcels counted", func() bool {
+		s := r.st.Stats()
+		return s.Duplicates == 1 && s.Received == 3
+	})
 	got := r.events(event.TypeParcelReceived)
 	if len(got) != 3 {
 		t.Fatalf("%d parcel.received, want 3", len(got))

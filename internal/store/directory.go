@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/mailroomd/mailroomd/internal/directory"
+	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/seal"
 )
 
@@ -57,6 +61,12 @@ func ReplaceDirectory(ctx context.Context, path string, keys *seal.Keys, entries
 		return 0, err
 	}
 	defer db.Close()
+	return replaceDirectory(ctx, db, keys, entries, nil)
+}
+
+// replaceDirectory replaces the directory and sets the meta values given,
+// in one transaction.
+func replaceDirectory(ctx context.Context, db *sql.DB, keys *seal.Keys, entries []directory.Entry, meta map[string]string) (int64, error) {
 	if err := checkKeyIDs(ctx, db, keys); err != nil {
 		return 0, fmt.Errorf("import directory: %w", err)
 	}
@@ -90,51 +100,345 @@ func ReplaceDirectory(ctx context.Context, path string, keys *seal.Keys, entries
 	if err != nil {
 		return 0, err
 	}
+	if err := setMeta(ctx, tx, meta); err != nil {
+		return 0, fmt.Errorf("import directory: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("import directory: %w", err)
 	}
 	return v, nil
 }
 
-// ErrNoPerson is ForgetPerson's answer for an id the directory lacks.
-var ErrNoPerson = errors.New("no person with that id in the directory")
+func setMeta(ctx context.Context, tx *sql.Tx, meta map[string]string) error {
+	for k, v := range meta {
+		if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-// ForgetPerson removes one person from the directory at once (an erasure
-// request): the row is overwritten in the database file, and the WAL is
-// checkpointed so that no copy stays there either.
-func ForgetPerson(ctx context.Context, path, id string) error {
-	db, err := openDirectory(ctx, path)
+// DirectoryPush is what a box keeps of the directories IT pushed to it.
+type DirectoryPush struct {
+	// Applied is the version of the pushed directory in use (0: none;
+	// an import on the box does not change it).
+	Applied int64
+	// Highest is the highest version tried: older or equal versions are
+	// not tried again.
+	Highest int64
+	// Report is the last report, published retained at every connection.
+	Report []byte
+}
+
+// Meta keys of directory pushes.
+const (
+	metaPushApplied = "directory_push_applied"
+	metaPushHighest = "directory_push_highest"
+	metaPushReport  = "directory_push_report"
+)
+
+// DirectoryPush reads what the box keeps of directory pushes.
+func (o *Outbox) DirectoryPush(ctx context.Context) (DirectoryPush, error) {
+	var d DirectoryPush
+	rows, err := o.rdb.QueryContext(ctx, "SELECT key, value FROM meta WHERE key IN (?, ?, ?)", metaPushApplied, metaPushHighest, metaPushReport)
+	if err != nil {
+		return d, fmt.Errorf("read directory push state: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return d, fmt.Errorf("read directory push state: %w", err)
+		}
+		switch k {
+		case metaPushApplied:
+			d.Applied, _ = strconv.ParseInt(v, 10, 64)
+		case metaPushHighest:
+			d.Highest, _ = strconv.ParseInt(v, 10, 64)
+		case metaPushReport:
+			d.Report = []byte(v)
+		}
+	}
+	return d, rows.Err()
+}
+
+// ApplyDirectoryPush replaces the directory with a pushed version and
+// records it with its report, in one transaction: a power cut leaves the
+// old directory and state, or the new ones.
+func (o *Outbox) ApplyDirectoryPush(ctx context.Context, version int64, entries []directory.Entry, report []byte) error {
+	db, err := openDirectory(ctx, o.opts.Path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	v := strconv.FormatInt(version, 10)
+	_, err = replaceDirectory(ctx, db, o.opts.Seal, entries, map[string]string{metaPushApplied: v, metaPushHighest: v, metaPushReport: string(report)})
+	return err
+}
+
+// RecordDirectoryPush records a version tried and not applied, and its
+// report.
+func (o *Outbox) RecordDirectoryPush(ctx context.Context, highest int64, report []byte) error {
+	db, err := openDirectory(ctx, o.opts.Path)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("forget %s: %w", id, err)
+		return fmt.Errorf("record directory push: %w", err)
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, "DELETE FROM directory WHERE id = ?", id)
-	if err != nil {
-		return fmt.Errorf("forget %s: %w", id, err)
+	meta := map[string]string{metaPushReport: string(report)}
+	if highest > 0 {
+		meta[metaPushHighest] = strconv.FormatInt(highest, 10)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("forget %s: %w", id, ErrNoPerson)
+	if err := setMeta(ctx, tx, meta); err != nil {
+		return fmt.Errorf("record directory push: %w", err)
+	}
+	return tx.Commit()
+}
+
+// ErrNoPerson is ForgetPerson's answer for an id the directory lacks.
+var ErrNoPerson = errors.New("no person with that id in the directory")
+
+// ForgetPerson removes one person from the directory at once (an erasure
+// request). First the person's name is taken out of every event in the
+// buffer that names them by id (recipient_name, the name a 2D label
+// printed, also in the label's raw bytes and in its scan), a page of
+// events per transaction; then the entry is deleted, overwritten in the
+// database file, and the WAL is checkpointed so that no copy stays there.
+// It returns how many events it changed. Interrupted, it can be run again.
+func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) (int64, error) {
+	db, err := openDirectory(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var entry []byte
+	var keyID sql.NullString
+	err = db.QueryRowContext(ctx, "SELECT entry, key_id FROM directory WHERE id = ?", id).Scan(&entry, &keyID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("forget %s: %w", id, ErrNoPerson)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("forget %s: %w", id, err)
+	}
+	if keyID.Valid {
+		if keys == nil {
+			return 0, fmt.Errorf("forget %s: the entry is sealed and no storage.encryption_key_file is configured", id)
+		}
+		if entry, err = keys.Open(keyID.String, personSealID(id), entry); err != nil {
+			return 0, fmt.Errorf("forget %s: %w", id, err)
+		}
+	}
+	var e directory.Entry
+	if err := json.Unmarshal(entry, &e); err != nil {
+		return 0, fmt.Errorf("forget %s: %w", id, err)
+	}
+	changed, err := scrubEvents(ctx, db, keys, e)
+	if err != nil {
+		return changed, fmt.Errorf("forget %s: %w", id, err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return changed, fmt.Errorf("forget %s: %w", id, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "DELETE FROM directory WHERE id = ?", id); err != nil {
+		return changed, fmt.Errorf("forget %s: %w", id, err)
 	}
 	if _, err := bumpDirectoryVersion(ctx, tx); err != nil {
-		return err
+		return changed, err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("forget %s: %w", id, err)
+		return changed, fmt.Errorf("forget %s: %w", id, err)
 	}
-	// A checkpoint copies the overwritten page into the file and lets the
+	// A checkpoint copies the overwritten pages into the file and lets the
 	// WAL start over; a running daemon's readers may hold it back until
 	// its own next checkpoint.
 	var busy, logPages, done int
 	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
-		return fmt.Errorf("forget %s: checkpoint: %w", id, err)
+		return changed, fmt.Errorf("forget %s: checkpoint: %w", id, err)
 	}
-	return nil
+	return changed, nil
 }
+
+// scrubPage is how many events scrubEvents reads and rewrites at a time.
+const scrubPage = 500
+
+type storedPayload struct {
+	pos     int64
+	id, typ string
+	payload []byte
+	keyID   sql.NullString
+}
+
+// scrubEvents takes a person's name out of the events naming them by id,
+// and out of the scans of their 2D labels. Payloads are decoded and
+// encoded again with the name left out; everything else stays as it was.
+func scrubEvents(ctx context.Context, db *sql.DB, keys *seal.Keys, person directory.Entry) (int64, error) {
+	idField, _ := json.Marshal(person.ID)
+	needle := append([]byte(`"recipient_id":`), idField...)
+	labelNames := map[string]string{} // scan id -> the name its label printed
+	var changed int64
+	for pass := 0; pass < 2; pass++ {
+		after := int64(0)
+		for {
+			page, err := readPage(ctx, db, after, pass == 1)
+			if err != nil {
+				return changed, err
+			}
+			var edits []storedPayload
+			for _, r := range page {
+				after = r.pos
+				b := r.payload
+				if r.keyID.Valid {
+					if keys == nil {
+						return changed, fmt.Errorf("event %s is sealed and no storage.encryption_key_file is configured", r.id)
+					}
+					if b, err = keys.Open(r.keyID.String, r.id, b); err != nil {
+						return changed, fmt.Errorf("event %s: %w", r.id, err)
+					}
+				}
+				var out []byte
+				if pass == 0 {
+					out = scrubNamed(b, needle, person.ID, labelNames)
+				} else if name, ok := labelNames[r.id]; ok {
+					out = scrubScan(b, name)
+				}
+				if out == nil {
+					continue
+				}
+				if r.keyID.Valid {
+					out = keys.Seal(r.id, out)
+					r.keyID = sql.NullString{String: keys.Current(), Valid: true}
+				}
+				r.payload = out
+				edits = append(edits, r)
+			}
+			if len(edits) > 0 {
+				if err := writePage(ctx, db, edits); err != nil {
+					return changed, err
+				}
+				changed += int64(len(edits))
+			}
+			if len(page) < scrubPage {
+				break
+			}
+		}
+		if len(labelNames) == 0 {
+			break
+		}
+	}
+	return changed, nil
+}
+
+func readPage(ctx context.Context, db *sql.DB, after int64, scans bool) ([]storedPayload, error) {
+	q := "SELECT pos, id, type, payload, key_id FROM events WHERE pos > ? ORDER BY pos LIMIT ?"
+	if scans {
+		q = "SELECT pos, id, type, payload, key_id FROM events WHERE pos > ? AND type = 'scan' ORDER BY pos LIMIT ?"
+	}
+	rows, err := db.QueryContext(ctx, q, after, scrubPage)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	var out []storedPayload
+	for rows.Next() {
+		var r storedPayload
+		if err := rows.Scan(&r.pos, &r.id, &r.typ, &r.payload, &r.keyID); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func writePage(ctx context.Context, db *sql.DB, edits []storedPayload) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("rewrite events: %w", err)
+	}
+	defer tx.Rollback()
+	for _, r := range edits {
+		var keyID driver.Value
+		if r.keyID.Valid {
+			keyID = r.keyID.String
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE events SET payload = ?, key_id = ? WHERE pos = ?", r.payload, keyID, r.pos); err != nil {
+			return fmt.Errorf("rewrite event %s: %w", r.id, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// scrubNamed returns an event naming the person by id without their name,
+// or nil when it does not name them. The name a 2D label printed is
+// remembered by the id of the label's scan.
+func scrubNamed(payload, needle []byte, id string, labelNames map[string]string) []byte {
+	if !bytes.Contains(payload, needle) {
+		return nil
+	}
+	ev, err := event.Decode(payload)
+	if err != nil || ev.RecipientID != id {
+		return nil
+	}
+	ev.RecipientName = ""
+	if p := ev.Parcel; p != nil && p.Label != nil {
+		l := *p.Label
+		if l.ShipTo != nil {
+			st := *l.ShipTo
+			if st.Name != "" {
+				if ev.ScanID != "" {
+					labelNames[ev.ScanID] = st.Name
+				}
+				p.Raw = strings.ReplaceAll(p.Raw, st.Name, redacted(st.Name))
+				if p.RawB64 != "" {
+					if raw, err := base64.StdEncoding.DecodeString(p.RawB64); err == nil {
+						p.RawB64 = base64.StdEncoding.EncodeToString(bytes.ReplaceAll(raw, []byte(st.Name), []byte(redacted(st.Name))))
+					}
+				}
+			}
+			st.Name = ""
+			l.ShipTo = &st
+		}
+		if _, ok := l.GS1["4301"]; ok {
+			gs1 := make(map[string]string, len(l.GS1))
+			for k, v := range l.GS1 {
+				if k != "4301" {
+					gs1[k] = v
+				}
+			}
+			l.GS1 = gs1
+		}
+		p.Label = &l
+	}
+	out, err := ev.AppendJSON(nil)
+	if err != nil || bytes.Equal(out, payload) {
+		return nil
+	}
+	return out
+}
+
+// scrubScan returns a scan with the name its 2D label printed replaced by
+// asterisks, or nil when the scan does not hold it.
+func scrubScan(payload []byte, name string) []byte {
+	ev, err := event.Decode(payload)
+	if err != nil || !bytes.Contains(ev.Barcode, []byte(name)) {
+		return nil
+	}
+	ev.Barcode = bytes.ReplaceAll(ev.Barcode, []byte(name), []byte(redacted(name)))
+	out, err := ev.AppendJSON(nil)
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// redacted is as many asterisks as name has bytes, so that fixed-length
+// fields of a label keep their length.
+func redacted(name string) string { return strings.Repeat("*", len(name)) }
 
 func bumpDirectoryVersion(ctx context.Context, tx *sql.Tx) (int64, error) {
 	var v int64

@@ -29,10 +29,10 @@ func TestDirectoryImportAndErasure(t *testing.T) {
 	if err != nil || version != 1 || len(got) != 2 || got[0].Name != "Zacharias Quellenberger" {
 		t.Fatalf("the daemon reads %+v %d %v", got, version, err)
 	}
-	if err := ForgetPerson(ctx, path, "E1"); err != nil {
+	if _, err := ForgetPerson(ctx, path, nil, "E1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := ForgetPerson(ctx, path, "E1"); !errors.Is(err, ErrNoPerson) {
+	if _, err := ForgetPerson(ctx, path, nil, "E1"); !errors.Is(err, ErrNoPerson) {
 		t.Fatalf("forgetting twice: %v", err)
 	}
 	if v, _ := o.DirectoryVersion(ctx); v != 2 {

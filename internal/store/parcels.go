@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 )
 
@@ -48,8 +49,17 @@ type Parcel struct {
 	Updated   time.Time `json:"updated"`
 	Closed    time.Time `json:"closed,omitzero"`
 	Recipient string    `json:"recipient,omitempty"`
-	Location  string    `json:"location,omitempty"`
-	Round     string    `json:"round,omitempty"`
+	// Person is the directory id of the person it is for, Match how that
+	// person was found (recipient_match); Match "none" puts an open parcel
+	// on the needs-recipient list. Both are empty for parcels received
+	// while the box had no directory.
+	Person string `json:"person,omitempty"`
+	Match  string `json:"match,omitempty"`
+	// Hint is the name the parcel's 2D label prints, kept while no person
+	// is found for it, for the clerk who finds one.
+	Hint     string `json:"hint,omitempty"`
+	Location string `json:"location,omitempty"`
+	Round    string `json:"round,omitempty"`
 	// By is who did the last thing to it; LastEvent is that event's id.
 	By        string `json:"by,omitempty"`
 	LastEvent string `json:"last_event"`
@@ -69,6 +79,10 @@ const (
 	RefusedUnknownParcel = "unknown_parcel"
 	RefusedClosed        = "parcel_closed"
 	RefusedHeld          = "parcel_held"
+	// RefusedNotDelegate is a hand-over to a badge whose holder is neither
+	// the recipient nor one of their delegates (refused by the station or
+	// the page, never by the store).
+	RefusedNotDelegate = "not_a_delegate"
 )
 
 // RefusedError is a custody event that was not committed because the
@@ -89,6 +103,8 @@ func (e *RefusedError) Error() string {
 		return fmt.Sprintf("parcel %s is already %s", e.ParcelID, e.State)
 	case RefusedHeld:
 		return fmt.Sprintf("parcel %s is held: release it (move it to a location) before it goes out", e.ParcelID)
+	case RefusedNotDelegate:
+		return fmt.Sprintf("parcel %s: the badge's holder may not collect for its recipient", e.ParcelID)
 	}
 	return fmt.Sprintf("parcel %s: %s", e.ParcelID, e.Code)
 }
@@ -186,9 +202,13 @@ func (o *Outbox) checkParcel(ev *event.Event) (*Parcel, error) {
 func (o *Outbox) applyParcel(ev *event.Event, p *Parcel) error {
 	if ev.Type == event.TypeParcelReceived {
 		np := Parcel{ID: ev.ID, State: StateReceived, Station: ev.Station, Received: ev.Time, Updated: ev.Time,
-			Recipient: ev.Recipient, Location: ev.Location, By: ev.By, LastEvent: ev.ID, PickupPIN: ev.PickupPIN}
+			Recipient: ev.Recipient, Person: ev.RecipientID, Match: ev.RecipientMatch, Location: ev.Location, By: ev.By,
+			LastEvent: ev.ID, PickupPIN: ev.PickupPIN}
 		if ev.Parcel != nil {
 			np.Carrier, np.Tracking = ev.Parcel.Carrier, ev.Parcel.Tracking
+			if l := ev.Parcel.Label; l != nil && l.ShipTo != nil && np.Match == directory.MatchNone {
+				np.Hint = l.ShipTo.Name
+			}
 		}
 		if np.By == "" {
 			np.By = ev.Device
@@ -215,6 +235,12 @@ func (o *Outbox) applyParcel(ev *event.Event, p *Parcel) error {
 		if ev.Recipient != "" {
 			p.Recipient = ev.Recipient
 		}
+		if ev.RecipientMatch != "" {
+			p.Person, p.Match = ev.RecipientID, ev.RecipientMatch
+			if p.Match != directory.MatchNone {
+				p.Hint = ""
+			}
+		}
 		if ev.Location != "" {
 			p.Location = ev.Location
 			if p.State == StateReceived {
@@ -230,6 +256,9 @@ func (o *Outbox) applyParcel(ev *event.Event, p *Parcel) error {
 		p.State, p.Proof, p.Proxy = StateDelivered, ev.Proof, ev.Proxy
 		if ev.Recipient != "" {
 			p.Recipient = ev.Recipient
+		}
+		if ev.RecipientID != "" {
+			p.Person, p.Match = ev.RecipientID, ev.RecipientMatch
 		}
 	case event.TypeParcelHeld:
 		p.State, p.Reason = StateHeld, ev.Reason
@@ -257,16 +286,21 @@ func (o *Outbox) writeParcel(p *Parcel, insert bool) error {
 	if !p.Closed.IsZero() {
 		closed = p.Closed.UnixMilli()
 	}
+	needs := int64(0)
+	if p.Match == directory.MatchNone {
+		needs = 1
+	}
 	if insert {
 		// A parcel.received carried over by a salvage or seen again by a
 		// rebuild is kept as it is.
-		_, err = o.wc.exec(`INSERT OR IGNORE INTO parcels(id, state, code_tag, recipient_tag, location_tag, received_at, updated_at, closed_at, detail, key_id)
-			VALUES (?,?,?,?,?,?,?,?,?,?)`, p.ID, string(p.State), o.tag(p.Tracking), o.tag(p.Recipient), o.tag(p.Location),
-			p.Received.UnixMilli(), p.Updated.UnixMilli(), closed, detail, keyID)
+		_, err = o.wc.exec(`INSERT OR IGNORE INTO parcels(id, state, code_tag, recipient_tag, location_tag, received_at, updated_at, closed_at,
+			detail, key_id, person_tag, needs_recipient) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`, p.ID, string(p.State), o.tag(p.Tracking),
+			o.tag(p.Recipient), o.tag(p.Location), p.Received.UnixMilli(), p.Updated.UnixMilli(), closed, detail, keyID, o.tag(p.Person), needs)
 		return err
 	}
-	_, err = o.wc.exec(`UPDATE parcels SET state = ?, recipient_tag = ?, location_tag = ?, updated_at = ?, closed_at = ?, detail = ?, key_id = ?
-		WHERE id = ?`, string(p.State), o.tag(p.Recipient), o.tag(p.Location), p.Updated.UnixMilli(), closed, detail, keyID, p.ID)
+	_, err = o.wc.exec(`UPDATE parcels SET state = ?, recipient_tag = ?, location_tag = ?, updated_at = ?, closed_at = ?, detail = ?, key_id = ?,
+		person_tag = ?, needs_recipient = ? WHERE id = ?`, string(p.State), o.tag(p.Recipient), o.tag(p.Location), p.Updated.UnixMilli(), closed,
+		detail, keyID, o.tag(p.Person), needs, p.ID)
 	return err
 }
 
@@ -385,6 +419,25 @@ func (o *Outbox) FindParcel(ctx context.Context, code string) (Parcel, error) {
 		return Parcel{}, fmt.Errorf("find parcel: %w", err)
 	}
 	return o.openParcel(id, detail, keyID)
+}
+
+// OpenParcelsOfPerson returns up to limit open parcels of a directory
+// person, oldest first.
+func (o *Outbox) OpenParcelsOfPerson(ctx context.Context, id string, limit int) ([]Parcel, error) {
+	return o.parcels(ctx, `SELECT id, detail, key_id FROM parcels WHERE person_tag = ? AND closed_at IS NULL
+		ORDER BY received_at LIMIT ?`, o.tag(id), limit)
+}
+
+// NeedsRecipient returns up to limit open parcels that no directory person
+// was found for, oldest first, and how many there are.
+func (o *Outbox) NeedsRecipient(ctx context.Context, limit int) ([]Parcel, int64, error) {
+	var n int64
+	if err := o.rdb.QueryRowContext(ctx, "SELECT count(*) FROM parcels WHERE needs_recipient = 1 AND closed_at IS NULL").Scan(&n); err != nil {
+		return nil, 0, fmt.Errorf("count parcels that need a recipient: %w", err)
+	}
+	ps, err := o.parcels(ctx, `SELECT id, detail, key_id FROM parcels WHERE needs_recipient = 1 AND closed_at IS NULL
+		ORDER BY received_at LIMIT ?`, limit)
+	return ps, n, err
 }
 
 // OpenParcelsOf returns up to limit open parcels of a recipient code,
@@ -594,6 +647,10 @@ func (o *Outbox) rebuildInWriter(keep bool) (int64, error) {
 		if _, err := o.wc.exec("DELETE FROM parcels"); err != nil {
 			return 0, err
 		}
+	} else if err := o.resealParcels(); err != nil {
+		// The rows a salvage carried over get the columns the detail
+		// implies (an older schema's rows have no person columns).
+		return 0, err
 	}
 	rows, err := o.rdb.Query(`SELECT id, payload, key_id FROM events WHERE type IN
 		('parcel.received','parcel.updated','parcel.moved','parcel.out_for_delivery','parcel.delivered','parcel.held','parcel.returned','parcel.forwarded')

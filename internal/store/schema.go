@@ -140,6 +140,12 @@ var migrations = []string{
 		entry   BLOB    NOT NULL,                  -- the entry (JSON), sealed like payloads when encryption is on
 		key_id  TEXT
 	) WITHOUT ROWID;`,
+	// 9: the directory person each parcel is for, and the parcels that
+	// need one.
+	`ALTER TABLE parcels ADD COLUMN person_tag TEXT NOT NULL DEFAULT '';
+	ALTER TABLE parcels ADD COLUMN needs_recipient INTEGER NOT NULL DEFAULT 0;
+	CREATE INDEX parcels_open_person ON parcels(person_tag, received_at) WHERE closed_at IS NULL;
+	CREATE INDEX parcels_needs_recipient ON parcels(received_at) WHERE needs_recipient = 1 AND closed_at IS NULL;`,
 }
 
 // SchemaVersion is the schema version this build writes.

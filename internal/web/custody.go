@@ -30,6 +30,8 @@ type Custody interface {
 	FindParcel(ctx context.Context, code string) (store.Parcel, error)
 	ParcelByID(ctx context.Context, id string) (store.Parcel, error)
 	OpenParcelsOf(ctx context.Context, recipient string, limit int) ([]store.Parcel, error)
+	OpenParcelsOfPerson(ctx context.Context, id string, limit int) ([]store.Parcel, error)
+	NeedsRecipient(ctx context.Context, limit int) ([]store.Parcel, int64, error)
 	WaitingParcels(ctx context.Context, overdueBefore time.Time, limit int) (store.Waiting, error)
 	EachParcelOf(ctx context.Context, from, to time.Time, fn func(store.Parcel) error) error
 	AppendOnce(ctx context.Context, ev event.Event, rec store.ActionRecord) (store.ActionRecord, bool, error)
@@ -72,8 +74,32 @@ func (s *Server) people(w http.ResponseWriter, r *http.Request, _ *session) {
 	writeJSON(w, map[string]any{"people": out})
 }
 
+// directory is the recipient directory as it is now; nil when there is none or it
+// cannot be read.
+func (s *Server) directory(ctx context.Context) *directory.Index {
+	if s.opts.People == nil {
+		return nil
+	}
+	x, err := s.opts.People.Index(ctx)
+	if err != nil {
+		s.opts.Log.Error("recipient directory cannot be read", "err", err)
+		return nil
+	}
+	return x
+}
+
+// person finds an active person of the directory by id.
+func (s *Server) person(ctx context.Context, id string) (directory.Entry, bool) {
+	x := s.directory(ctx)
+	if x == nil {
+		return directory.Entry{}, false
+	}
+	return x.ByID(id)
+}
+
 // personParcels lists the open parcels of a person of the directory: those
-// received for any of their badges, their id or their name.
+// matched to them, and those received for any of their badges, their id
+// or their name.
 func (s *Server) personParcels(ctx context.Context, id string) (directory.Entry, []store.Parcel, error) {
 	x, err := s.opts.People.Index(ctx)
 	if err != nil {
@@ -85,8 +111,14 @@ func (s *Server) personParcels(ctx context.Context, id string) (directory.Entry,
 	}
 	seen := map[string]bool{}
 	var out []store.Parcel
-	for _, code := range append([]string{e.ID, e.Name}, e.Badges...) {
-		ps, err := s.opts.Custody.OpenParcelsOf(ctx, code, maxList)
+	for i, code := range append([]string{e.ID, e.ID, e.Name}, e.Badges...) {
+		var ps []store.Parcel
+		var err error
+		if i == 0 {
+			ps, err = s.opts.Custody.OpenParcelsOfPerson(ctx, e.ID, maxList)
+		} else {
+			ps, err = s.opts.Custody.OpenParcelsOf(ctx, code, maxList)
+		}
 		if err != nil {
 			return e, nil, err
 		}
@@ -147,12 +179,39 @@ type ParcelView struct {
 	HasPIN    bool      `json:"has_pin"`
 	// Proof is the delivery's proof method, once delivered.
 	Proof string `json:"proof,omitempty"`
+	// Person is the directory id of the person it is for, PersonName
+	// their name as the directory has it now, Match how they were found
+	// ("none": it needs a recipient).
+	Person     string `json:"person,omitempty"`
+	PersonName string `json:"person_name,omitempty"`
+	Match      string `json:"match,omitempty"`
+	// Hint is the name the 2D label prints, on a parcel that needs a
+	// recipient.
+	Hint string `json:"hint,omitempty"`
+}
+
+// views are parcels as the page lists them, with the names of their
+// recipients from the directory as it is now.
+func (s *Server) views(ctx context.Context, ps []store.Parcel) []ParcelView {
+	x := s.directory(ctx) // without it, no names
+	out := make([]ParcelView, 0, len(ps))
+	for _, p := range ps {
+		v := s.view(p)
+		if x != nil && p.Person != "" {
+			if e, ok := x.ByID(p.Person); ok {
+				v.PersonName = e.Name
+			}
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 func (s *Server) view(p store.Parcel) ParcelView {
 	now := s.opts.Now()
 	v := ParcelView{ID: p.ID, State: string(p.State), Carrier: p.Carrier, Tracking: p.Tracking, Recipient: p.Recipient,
-		Location: p.Location, Round: p.Round, Received: p.Received, AgeS: now.Sub(p.Received).Seconds(), HasPIN: p.PickupPIN != ""}
+		Location: p.Location, Round: p.Round, Received: p.Received, AgeS: now.Sub(p.Received).Seconds(), HasPIN: p.PickupPIN != "",
+		Person: p.Person, Match: p.Match, Hint: p.Hint}
 	v.Overdue = !p.State.Closed() && s.opts.Delivery.Overdue > 0 && now.Sub(p.Received) >= s.opts.Delivery.Overdue
 	if p.Proof != nil {
 		v.Proof = p.Proof.Method
@@ -175,7 +234,7 @@ func (s *Server) findParcel(w http.ResponseWriter, r *http.Request, _ *session) 
 		jsonError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, s.view(p))
+	writeJSON(w, s.views(r.Context(), []store.Parcel{p})[0])
 }
 
 // lookup finds a parcel by a scanned or typed code: its id (the code on
@@ -212,10 +271,7 @@ func (s *Server) recipientParcels(w http.ResponseWriter, r *http.Request, _ *ses
 			jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
 			return
 		}
-		out := make([]ParcelView, 0, len(ps))
-		for _, p := range ps {
-			out = append(out, s.view(p))
-		}
+		out := s.views(r.Context(), ps)
 		badge := ""
 		if len(e.Badges) > 0 {
 			badge = e.Badges[0]
@@ -233,11 +289,18 @@ func (s *Server) recipientParcels(w http.ResponseWriter, r *http.Request, _ *ses
 		jsonError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	out := make([]ParcelView, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, s.view(p))
+	writeJSON(w, map[string]any{"recipient": who, "parcels": s.views(r.Context(), ps)})
+}
+
+// needsRecipient lists the open parcels no person of the directory was
+// found for, oldest first.
+func (s *Server) needsRecipient(w http.ResponseWriter, r *http.Request, _ *session) {
+	ps, n, err := s.opts.Custody.NeedsRecipient(r.Context(), maxList)
+	if err != nil {
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
+		return
 	}
-	writeJSON(w, map[string]any{"recipient": who, "parcels": out})
+	writeJSON(w, map[string]any{"count": n, "parcels": s.views(r.Context(), ps)})
 }
 
 // GroupView is one recipient's or location's waiting parcels.
@@ -287,6 +350,8 @@ type CustodyRequest struct {
 	Proof     *ProofRequest `json:"proof"`
 	Reason    string        `json:"reason"`
 	To        string        `json:"to"`
+	// Person is the directory id of the person an assign action names.
+	Person string `json:"person"`
 	// At is when the action was done on a handheld that was offline
 	// (RFC 3339); the box's time is used when it is empty or implausible.
 	At string `json:"at"`
@@ -303,6 +368,7 @@ type ProofRequest struct {
 var custodyTypes = map[string]event.Type{
 	"move": event.TypeParcelMoved, "out_for_delivery": event.TypeParcelOutForDelivery, "deliver": event.TypeParcelDelivered,
 	"hold": event.TypeParcelHeld, "return": event.TypeParcelReturned, "forward": event.TypeParcelForwarded,
+	"assign": event.TypeParcelUpdated,
 }
 
 // custodyError is an action the page refuses; code names it for the page.
@@ -402,8 +468,12 @@ func requestHash(req *CustodyRequest) string {
 	if req.Proof != nil {
 		method = req.Proof.Method
 	}
-	for _, f := range []string{"v1", req.Key, req.Action, req.Parcel, req.Station, req.Location, req.Round, req.Recipient, req.Proxy,
-		req.Reason, req.To, strings.TrimSpace(method), strings.TrimSpace(req.At)} {
+	fields := []string{"v1", req.Key, req.Action, req.Parcel, req.Station, req.Location, req.Round, req.Recipient, req.Proxy,
+		req.Reason, req.To, strings.TrimSpace(method), strings.TrimSpace(req.At)}
+	if p := strings.TrimSpace(req.Person); p != "" {
+		fields = append(fields, p) // only then: keys answered before it existed keep their hash
+	}
+	for _, f := range fields {
 		h.Write([]byte(strconv.Itoa(len(f))))
 		h.Write([]byte{':'})
 		h.Write([]byte(f))
@@ -439,7 +509,7 @@ type CustodyResult struct {
 
 func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string) (CustodyResult, *custodyError) {
 	trim := func(v *string) { *v = strings.TrimSpace(*v) }
-	for _, v := range []*string{&req.Key, &req.Action, &req.Parcel, &req.Station, &req.Location, &req.Round, &req.Recipient, &req.Proxy, &req.Reason, &req.To} {
+	for _, v := range []*string{&req.Key, &req.Action, &req.Parcel, &req.Station, &req.Location, &req.Round, &req.Recipient, &req.Proxy, &req.Reason, &req.To, &req.Person} {
 		trim(v)
 	}
 	switch {
@@ -459,7 +529,7 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 	typ, ok := custodyTypes[req.Action]
 	switch {
 	case !ok:
-		return CustodyResult{}, refused("unknown_action", "unknown action "+strconv.Quote(req.Action)+" (move, out_for_delivery, deliver, hold, return, forward)")
+		return CustodyResult{}, refused("unknown_action", "unknown action "+strconv.Quote(req.Action)+" (move, out_for_delivery, deliver, hold, return, forward, assign)")
 	case req.Parcel == "":
 		return CustodyResult{}, refused("parcel_required", "a parcel code is required")
 	case req.Station != "" && !s.hasStation(req.Station):
@@ -469,7 +539,7 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		v, name string
 		max     int
 	}{{req.Key, "key", maxCode}, {req.Parcel, "parcel", maxCode}, {req.Location, "location", maxCode}, {req.Round, "round", maxCode},
-		{req.Recipient, "recipient", maxCode}, {req.Proxy, "proxy", maxCode}, {req.Reason, "reason", maxText}, {req.To, "to", maxText}} {
+		{req.Recipient, "recipient", maxCode}, {req.Proxy, "proxy", maxCode}, {req.Person, "person", maxCode}, {req.Reason, "reason", maxText}, {req.To, "to", maxText}} {
 		if n := utf8.RuneCountInString(f.v); n > f.max {
 			return CustodyResult{}, refused("too_long", fmt.Sprintf("%s is longer than %d characters", f.name, f.max))
 		}
@@ -502,6 +572,18 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		return CustodyResult{}, &custodyError{status: http.StatusBadRequest, code: code, msg: msg, parcelID: p.ID, state: string(p.State), actionType: typ}
 	}
 	switch req.Action {
+	case "assign":
+		if req.Person == "" {
+			return bad("person_required", "the directory id of the person is required")
+		}
+		e, ok := s.person(ctx, req.Person)
+		if !ok {
+			return bad("unknown_person", "no active person with that id in the directory")
+		}
+		ev.RecipientID, ev.RecipientMatch = e.ID, directory.MatchManual
+		if !s.opts.PrivacyID {
+			ev.RecipientName = e.Name
+		}
 	case "move":
 		if req.Location == "" {
 			return bad("location_required", "a location is required")
@@ -542,9 +624,36 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		if proof.Method == event.ProofBadge {
 			collector = proof.Badge
 		}
-		if ev.Recipient == "" {
+		self, delegate := false, false
+		if p.Person != "" {
+			// A parcel for a person of the directory goes, on a badge, to
+			// that person or one of their delegates only.
+			x := s.directory(ctx)
+			person, known := directory.Entry{}, false
+			if x != nil {
+				person, known = x.ByID(p.Person)
+			}
+			if known && proof.Method == event.ProofBadge {
+				holder, ok := x.ByBadge(proof.Badge)
+				if !ok || !directory.MayCollect(person, holder) {
+					return CustodyResult{}, &custodyError{status: http.StatusForbidden, code: "not_a_delegate", auditable: true,
+						parcelID: p.ID, state: string(p.State), actionType: typ,
+						msg: "this badge's holder may not collect for the recipient: only the recipient and their delegates may"}
+				}
+				self = strings.EqualFold(holder.ID, person.ID)
+				delegate = !self
+			}
+			ev.RecipientID, ev.RecipientMatch = p.Person, p.Match
+			if known && !s.opts.PrivacyID {
+				ev.RecipientName = person.Name
+			}
+		}
+		switch {
+		case delegate:
+			ev.Proxy = collector // a delegate collects for the recipient
+		case ev.Recipient == "":
 			ev.Recipient = collector
-		} else if collector != "" && !strings.EqualFold(collector, ev.Recipient) {
+		case collector != "" && !self && !strings.EqualFold(collector, ev.Recipient):
 			ev.Proxy = collector
 		}
 		if req.Proxy != "" {

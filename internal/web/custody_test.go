@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/store"
@@ -42,8 +43,9 @@ func startCustody(t *testing.T, proof ...string) *custodyRig {
 		o.Custody, o.Delivery = st, Delivery{Proof: proof, Overdue: 72 * time.Hour}
 		o.Codes = []CodeRule{{Kind: "recipient", Prefix: "EMP-"}, {Kind: "location", Prefix: "SHELF-"}}
 		o.People = staticPeople{directory.NewIndex([]directory.Entry{
-			{ID: "E1", Name: "Jürgen Müller", Location: "MS-2.14", Badges: []string{"EMP-1"}, Active: true},
-			{ID: "E2", Name: "Anna Weiß", Active: true}})}
+			{ID: "E1", Name: "Jürgen Müller", Location: "MS-2.14", Badges: []string{"EMP-1"}, Delegates: []string{"E3"}, Active: true},
+			{ID: "E2", Name: "Anna Weiß", Badges: []string{"EMP-2"}, Active: true},
+			{ID: "E3", Name: "Carla Vogt", Badges: []string{"EMP-3"}, Active: true}})}
 	})
 	c := r.client()
 	r.login(c, "clara", "clerk-password")
@@ -421,5 +423,100 @@ func TestHandOverFindsAPersonByName(t *testing.T) {
 	}
 	if resp := r.get(r.c, "/api/people?q="); resp.StatusCode != 400 {
 		t.Fatalf("empty query: %d", resp.StatusCode)
+	}
+}
+
+// A parcel nobody was found for waits on the needs-recipient list until a
+// clerk assigns a person (parcel.updated, recipient_match manual); at the
+// hand-over, only the person and their delegates collect it on a badge.
+func TestNeedsRecipientAssignAndDelegates(t *testing.T) {
+	r := startCustody(t)
+	ctx := context.Background()
+	ev, err := r.st.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: time.Now(), Station: "dock-1",
+		Parcel:         &event.Parcel{Carrier: "ups", Tracking: "NEEDS-1", Label: &barcode.Label{Format: "05", ShipTo: &barcode.ShipTo{Name: "J. Mueller"}}},
+		RecipientMatch: directory.MatchNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Count   int64
+		Parcels []ParcelView
+	}
+	r.getJSON("/api/needs-recipient", &list)
+	if list.Count != 1 || len(list.Parcels) != 1 || list.Parcels[0].ID != ev.ID || list.Parcels[0].Hint != "J. Mueller" || list.Parcels[0].Match != "none" {
+		t.Fatalf("needs-recipient %+v", list)
+	}
+	for _, tc := range []struct {
+		body map[string]any
+		code int
+		want string
+	}{
+		{map[string]any{"key": "a0", "action": "assign", "parcel": ev.ID}, 400, "person_required"},
+		{map[string]any{"key": "a1", "action": "assign", "parcel": ev.ID, "person": "NOPE"}, 400, "unknown_person"},
+	} {
+		if code, m := r.act(tc.body); code != tc.code || m["code"] != tc.want {
+			t.Fatalf("%v: %d %v", tc.body, code, m)
+		}
+	}
+	if code, m := r.act(map[string]any{"key": "a2", "action": "assign", "parcel": ev.ID, "person": "E1"}); code != 200 || m["type"] != "parcel.updated" {
+		t.Fatalf("assign: %d %v", code, m)
+	}
+	got, _ := r.st.Recent(ctx, 1, event.TypeParcelUpdated)
+	if len(got) != 1 || got[0].RecipientID != "E1" || got[0].RecipientName != "Jürgen Müller" || got[0].RecipientMatch != "manual" || got[0].By != "clara" {
+		t.Fatalf("the assignment event %+v", got)
+	}
+	list.Parcels = nil
+	r.getJSON("/api/needs-recipient", &list)
+	if list.Count != 0 || len(list.Parcels) != 0 {
+		t.Fatalf("still on the list after the assignment: %+v", list)
+	}
+	var mine struct{ Parcels []ParcelView }
+	r.getJSON("/api/parcels?person=E1", &mine)
+	if len(mine.Parcels) != 1 || mine.Parcels[0].ID != ev.ID || mine.Parcels[0].PersonName != "Jürgen Müller" {
+		t.Fatalf("the person's parcels %+v", mine)
+	}
+	// Anna is neither Jürgen nor his delegate: refused and audited.
+	code, m := r.act(map[string]any{"key": "d1", "action": "deliver", "parcel": ev.ID, "proof": map[string]any{"method": "badge", "badge": "EMP-2"}})
+	if code != 403 || m["code"] != "not_a_delegate" {
+		t.Fatalf("a stranger's badge: %d %v", code, m)
+	}
+	if a := r.audits(); len(a) == 0 || !strings.Contains(a[len(a)-1], "not_a_delegate") {
+		t.Fatalf("audits %v", a)
+	}
+	// Carla is his delegate: delivered, and the event says she collected.
+	code, m = r.act(map[string]any{"key": "d2", "action": "deliver", "parcel": ev.ID, "proof": map[string]any{"method": "badge", "badge": "emp-3"}})
+	if code != 200 {
+		t.Fatalf("the delegate's badge: %d %v", code, m)
+	}
+	got, _ = r.st.Recent(ctx, 1, event.TypeParcelDelivered)
+	if len(got) != 1 || got[0].Proxy != "emp-3" || got[0].RecipientID != "E1" || got[0].RecipientName != "Jürgen Müller" {
+		t.Fatalf("the delivery %+v", got)
+	}
+	// His own badge collects with no proxy.
+	own := r.receive("OWN-1", "", "")
+	if _, err := r.st.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelUpdated, Time: time.Now(), ParcelID: own.ID,
+		RecipientID: "E1", RecipientMatch: "exact"}); err != nil {
+		t.Fatal(err)
+	}
+	if code, m := r.act(map[string]any{"key": "d3", "action": "deliver", "parcel": own.ID, "proof": map[string]any{"method": "badge", "badge": "EMP-1"}}); code != 200 {
+		t.Fatalf("his own badge: %d %v", code, m)
+	}
+	got, _ = r.st.Recent(ctx, 1, event.TypeParcelDelivered)
+	if len(got) != 1 || got[0].Proxy != "" || got[0].Recipient != "EMP-1" {
+		t.Fatalf("the delivery to himself %+v", got)
+	}
+}
+
+// getJSON reads a JSON answer of 200 into v.
+func (r *custodyRig) getJSON(path string, v any) {
+	r.t.Helper()
+	resp, err := r.c.Get(r.base + path)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, v); resp.StatusCode != 200 || err != nil {
+		r.t.Fatalf("%s: %d %s %v", path, resp.StatusCode, b, err)
 	}
 }

@@ -83,11 +83,14 @@ type Options struct {
 	// policy and Codes the internal barcode rules the handheld page uses.
 	Custody Custody
 	// People is the recipient directory; nil serves no search.
-	People   People
-	Delivery Delivery
-	Codes    []CodeRule
-	Stations []StationRef
-	History  *History
+	People People
+	// PrivacyID: events name a person of the directory by their id alone
+	// (directory.privacy "id"), without their display name.
+	PrivacyID bool
+	Delivery  Delivery
+	Codes     []CodeRule
+	Stations  []StationRef
+	History   *History
 	// Metrics serves /metrics; nil serves none.
 	Metrics http.Handler
 	// OnLoginFailure is called after each failed login, with whether it
@@ -204,6 +207,7 @@ func New(opts Options) (*Server, error) {
 		mux.HandleFunc("GET /api/parcels", s.need(RoleClerk, false, s.recipientParcels))
 		mux.HandleFunc("GET /api/parcels/{id}/signature", s.need(RoleClerk, false, s.signature))
 		mux.HandleFunc("GET /api/waiting", s.need(RoleClerk, false, s.waiting))
+		mux.HandleFunc("GET /api/needs-recipient", s.need(RoleClerk, false, s.needsRecipient))
 		mux.HandleFunc("POST /api/custody", s.need(RoleClerk, true, s.custody))
 		mux.HandleFunc("POST /api/mode", s.need(RoleClerk, true, s.setMode))
 		mux.HandleFunc("GET /api/report.csv", s.need(RoleAdmin, false, s.report))
@@ -663,11 +667,13 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, _ *session) {
 
 // ManualRequest is the body of POST /api/manual.
 type ManualRequest struct {
-	Station   string  `json:"station"`
-	Tracking  string  `json:"tracking"`
-	Recipient string  `json:"recipient"`
-	Weight    float64 `json:"weight"`
-	Unit      string  `json:"unit"`
+	Station   string `json:"station"`
+	Tracking  string `json:"tracking"`
+	Recipient string `json:"recipient"`
+	// RecipientID is a person of the directory the clerk chose.
+	RecipientID string  `json:"recipient_id"`
+	Weight      float64 `json:"weight"`
+	Unit        string  `json:"unit"`
 }
 
 var gramsPer = map[string]float64{"g": 1, "kg": 1000, "lb": 453.59237, "oz": 28.349523125}
@@ -678,7 +684,7 @@ func (s *Server) manual(w http.ResponseWriter, r *http.Request, sess *session) {
 		jsonError(w, http.StatusBadRequest, "malformed request: "+err.Error())
 		return
 	}
-	m, err := s.parseManual(body)
+	m, err := s.parseManual(r.Context(), body)
 	if err != nil {
 		code := "malformed"
 		var ee *entryError
@@ -706,12 +712,13 @@ func (e *entryError) Error() string { return e.msg }
 
 // parseManual checks a manual entry request and turns it into an intake
 // entry; the error says what is wrong.
-func (s *Server) parseManual(body []byte) (intake.Manual, error) {
+func (s *Server) parseManual(ctx context.Context, body []byte) (intake.Manual, error) {
 	var req ManualRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return intake.Manual{}, fmt.Errorf("malformed request: %w", err)
 	}
 	req.Tracking, req.Recipient = strings.TrimSpace(req.Tracking), strings.TrimSpace(req.Recipient)
+	req.RecipientID = strings.TrimSpace(req.RecipientID)
 	switch {
 	case req.Tracking == "" || len(req.Tracking) > 128:
 		return intake.Manual{}, &entryError{"tracking_required", "a tracking number of 1 to 128 characters is required"}
@@ -719,8 +726,10 @@ func (s *Server) parseManual(body []byte) (intake.Manual, error) {
 		return intake.Manual{}, &entryError{"recipient_too_long", "the recipient is longer than 128 characters"}
 	case !s.hasStation(req.Station):
 		return intake.Manual{}, &entryError{"unknown_station", "unknown station " + strconv.Quote(req.Station)}
+	case req.RecipientID != "" && !s.isPerson(ctx, req.RecipientID):
+		return intake.Manual{}, &entryError{"unknown_person", "no active person with that id in the directory"}
 	}
-	m := intake.Manual{Station: req.Station, Code: req.Tracking, Recipient: req.Recipient, At: s.opts.Now()}
+	m := intake.Manual{Station: req.Station, Code: req.Tracking, Recipient: req.Recipient, RecipientID: req.RecipientID, At: s.opts.Now()}
 	if req.Weight != 0 {
 		per, ok := gramsPer[req.Unit]
 		if !ok || req.Weight < 0 || req.Weight > 1e6 {
@@ -729,6 +738,12 @@ func (s *Server) parseManual(body []byte) (intake.Manual, error) {
 		m.Weight = &event.Weight{Value: req.Weight, Unit: req.Unit, Grams: float64(int64(req.Weight*per*100+0.5)) / 100, Stable: true}
 	}
 	return m, nil
+}
+
+// isPerson reports whether id is an active person of the directory.
+func (s *Server) isPerson(ctx context.Context, id string) bool {
+	_, ok := s.person(ctx, id)
+	return ok
 }
 
 func (s *Server) hasStation(name string) bool {

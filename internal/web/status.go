@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/station"
@@ -92,8 +93,12 @@ type Row struct {
 	Check    string    `json:"check,omitempty"`
 	Weight   string    `json:"weight,omitempty"`
 	Recip    string    `json:"recipient,omitempty"`
-	Manual   bool      `json:"manual,omitempty"`
-	Sent     bool      `json:"sent"`
+	// Person is the directory id of the parcel's recipient, Match how it
+	// was found ("none": the parcel needs a recipient).
+	Person string `json:"person,omitempty"`
+	Match  string `json:"match,omitempty"`
+	Manual bool   `json:"manual,omitempty"`
+	Sent   bool   `json:"sent"`
 }
 
 // Alert is an active condition.
@@ -216,6 +221,10 @@ func (s *Server) snapshot(ctx context.Context) Status {
 		st.Alerts = append(st.Alerts, Alert{Key: c.Key, Severity: c.Severity.String(), Message: c.Message, Since: c.Since})
 	}
 	recent, err := s.opts.Store.Recent(ctx, 200, event.TypeScan, event.TypeParcelReceived)
+	var people *directory.Index
+	if s.opts.People != nil {
+		people, _ = s.opts.People.Index(ctx) // without it, ids are shown
+	}
 	if err == nil {
 		resolved := map[string]bool{}
 		for _, r := range recent {
@@ -234,15 +243,26 @@ func (s *Server) snapshot(ctx context.Context) Status {
 			if r.Type == event.TypeScan && (resolved[r.ID] || r.Station != "") {
 				continue
 			}
-			st.Events = append(st.Events, row(r))
+			st.Events = append(st.Events, row(r, people))
 		}
 	}
 	return st
 }
 
-func row(r store.Stored) Row {
+// row is an event as the page lists it. A recipient of the directory is
+// shown by the name the directory has now (a person forgotten since is
+// shown by id), never by a name the event carries.
+func row(r store.Stored, people *directory.Index) Row {
 	out := Row{ID: r.ID, Seq: r.Seq, Type: string(r.Type), Time: r.Time, Station: r.Station, Manual: r.Manual,
-		Sent: r.Sent, Tracking: string(r.Barcode), Recip: r.Recipient}
+		Sent: r.Sent, Tracking: string(r.Barcode), Recip: r.Recipient, Person: r.RecipientID, Match: r.RecipientMatch}
+	if r.RecipientID != "" {
+		out.Recip = r.RecipientID
+		if people != nil {
+			if e, ok := people.ByID(r.RecipientID); ok {
+				out.Recip = e.Name
+			}
+		}
+	}
 	if p := r.Parcel; p != nil {
 		out.Carrier, out.Tracking, out.Check = p.Carrier, p.Tracking, p.Check
 		if w := p.Weight; w != nil {

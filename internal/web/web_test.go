@@ -593,7 +593,7 @@ func FuzzManualEntry(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		m, err := srv.parseManual(body)
+		m, err := srv.parseManual(context.Background(), body)
 		if err != nil {
 			return
 		}
