@@ -19,6 +19,7 @@ const T = {
     err_unknown_station: "Diese Station gibt es nicht (mehr). Bitte die Seite neu laden.",
     err_bad_weight: "Das Gewicht muss eine positive Zahl in g, kg, lb oder oz sein.",
     err_refused: "Der Puffer nimmt gerade nichts an – bitte die Warnungen beachten.",
+    err_unknown_person: "Diese Person ist nicht (mehr) im Verzeichnis.", needsRecipient: "Empfänger fehlt",
     alertUplink: "Keine Verbindung zur Cloud – Scans werden gespeichert und später gesendet",
     alertUnsubscribed: "Fernwartung nicht erreichbar – Scans werden weiter gesendet",
     alertDeviceGone: "{0} ist nicht verbunden", alertDeviceSilent: "{0} antwortet nicht",
@@ -46,6 +47,7 @@ const T = {
     err_unknown_station: "This station does not exist (any more). Please reload the page.",
     err_bad_weight: "The weight must be a positive number in g, kg, lb or oz.",
     err_refused: "The buffer is not accepting anything right now – see the alerts.",
+    err_unknown_person: "This person is not in the directory (any more).", needsRecipient: "Needs recipient",
     alertUplink: "No connection to the cloud – scans are kept and sent later",
     alertUnsubscribed: "Remote management cannot reach the box – scans are still sent",
     alertDeviceGone: "{0} is not connected", alertDeviceSilent: "{0} does not answer",
@@ -203,7 +205,8 @@ function render(s) {
     el("td", {}, fmtTime(e.time)),
     el("td", {}, e.station || ""),
     el("td", {}, (e.carrier || "–") + (e.manual ? " (" + t("manualMark") + ")" : "")),
-    el("td", { class: "tracking" }, e.tracking + (e.recipient ? " → " + e.recipient : "")),
+    el("td", { class: "tracking" }, e.tracking + (e.recipient ? " → " + e.recipient : ""),
+      e.match === "none" ? el("span", { class: "needs-mark" }, t("needsRecipient")) : ""),
     el("td", {}, e.weight || ""),
     el("td", { class: e.sent ? "ok" : "warn" }, e.sent ? t("sent") : t("waiting")),
     el("td", {}, e.type === "parcel.received" && printers.has(e.station) ?
@@ -242,6 +245,77 @@ function drawChart(c) {
   $("chart").replaceChildren(svg);
 }
 
+// findPeople asks the directory for the people a name or badge may mean,
+// best first; none when the box has no directory (404) or finds no one.
+async function findPeople(q) {
+  const r = await fetch("/api/people?q=" + encodeURIComponent(q), { credentials: "same-origin" }).catch(() => null);
+  if (!r || !r.ok) return [];
+  const data = await r.json().catch(() => ({}));
+  return data.people || [];
+}
+
+// typeahead offers the people of the directory in list, under input, as the
+// clerk types (2 characters or more, 200 ms after the last key): chosen by
+// click, tap or arrow keys and Enter; Escape closes. pick(person) is called
+// with the person chosen, edit() whenever the clerk types. It returns
+// search(), to search for what the input holds now, and close().
+function typeahead(input, list, pick, edit) {
+  let timer = 0, seq = 0, found = [], at = -1;
+  input.setAttribute("role", "combobox");
+  input.setAttribute("aria-autocomplete", "list");
+  input.setAttribute("aria-controls", list.id);
+  input.setAttribute("aria-expanded", "false");
+  list.setAttribute("role", "listbox");
+  list.hidden = true;
+  const show = () => {
+    list.replaceChildren(...found.map((p, i) => el("li", { id: list.id + "-" + i, role: "option", "data-person": p.id,
+      class: i === at ? "active" : "", "aria-selected": String(i === at) },
+    el("span", { class: "name" }, p.name), p.location ? el("span", { class: "where" }, p.location) : "")));
+    list.hidden = found.length === 0;
+    input.setAttribute("aria-expanded", String(found.length > 0));
+    if (at >= 0) { input.setAttribute("aria-activedescendant", list.id + "-" + at); list.children[at].scrollIntoView({ block: "nearest" }); }
+    else input.removeAttribute("aria-activedescendant");
+  };
+  const close = () => { clearTimeout(timer); seq++; found = []; at = -1; show(); };
+  const choose = (p) => { close(); input.value = p.name; pick(p); };
+  const search = async () => {
+    clearTimeout(timer);
+    const q = input.value.trim();
+    if (q.length < 2) { close(); return; }
+    const n = ++seq;
+    const ps = await findPeople(q);
+    if (n !== seq) return; // the clerk typed on, or chose, meanwhile
+    found = ps.slice(0, 10); at = -1; show();
+  };
+  input.addEventListener("input", () => {
+    if (edit) edit();
+    clearTimeout(timer);
+    timer = setTimeout(search, 200);
+  });
+  input.addEventListener("keydown", (e) => {
+    if (!found.length) return;
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault();
+      at = e.key === "ArrowDown" ? (at + 1) % found.length : (at <= 0 ? found.length : at) - 1;
+      show();
+    } else if (e.key === "Enter" && at >= 0) {
+      e.preventDefault();
+      choose(found[at]);
+    } else if (e.key === "Escape") {
+      e.preventDefault();
+      close();
+    }
+  });
+  input.addEventListener("blur", () => setTimeout(() => { if (document.activeElement !== input) close(); }, 150));
+  list.addEventListener("mousedown", (e) => e.preventDefault()); // the input keeps the focus
+  list.addEventListener("click", (e) => {
+    const li = e.target.closest("li[data-person]");
+    const p = li && found.find((x) => x.id === li.dataset.person);
+    if (p) choose(p);
+  });
+  return { search, close };
+}
+
 function connect() {
   const es = new EventSource("/api/stream");
   es.addEventListener("status", (m) => {
@@ -276,18 +350,27 @@ document.addEventListener("DOMContentLoaded", async () => {
     if (window.onLogout) window.onLogout();
     location.href = "/login";
   });
+  // The person of the directory chosen as the recipient, by id: the entry
+  // then names them by id alone. Typing again forgets the choice.
+  let manualPerson = "";
+  const manualTa = typeahead($("manual-recipient"), $("manual-suggest"), (p) => { manualPerson = p.id; }, () => { manualPerson = ""; });
   $("manual").addEventListener("submit", async (ev) => {
     ev.preventDefault();
+    manualTa.close();
     try {
       const w = parseFloat($("manual-weight").value);
-      const res = await post("/api/manual", {
+      const body = {
         station: $("manual-station").value, tracking: $("manual-tracking").value,
         recipient: $("manual-recipient").value, weight: isNaN(w) ? 0 : w, unit: $("manual-unit").value,
-      });
+      };
+      if (manualPerson) { body.recipient_id = manualPerson; body.recipient = ""; }
+      const res = await post("/api/manual", body);
       showResult("recorded", res.seq, true);
       $("manual-tracking").value = ""; $("manual-recipient").value = ""; $("manual-weight").value = "";
+      manualPerson = "";
       $("manual-tracking").focus();
     } catch (e) {
+      if (e.code === "unknown_person") { manualPerson = ""; $("manual-recipient").focus(); $("manual-recipient").select(); }
       showResult("notRecorded", e.message, false, e.code);
     }
   });

@@ -9,7 +9,7 @@ Object.assign(T.de, {
   handover: "Übergabe am Schalter", hoWho: "Ausweis, Empfänger- oder Sendungscode scannen", hoFind: "Suchen", hoReset: "Neu",
   age: "Wartet seit", location: "Ort", proof: "Nachweis", signHere: "Bitte hier unterschreiben", sigClear: "Unterschrift löschen",
   sigTake: "Unterschrift übernehmen", pin: "Abhol-PIN", proxy: "Abgeholt von (falls nicht der Empfänger)", hoDone: "Übergeben",
-  handOverN: "{0} Sendung(en) übergeben", pickPerson: "Bitte die Person wählen:", err_unknown_person: "Diese Person ist nicht (mehr) im Verzeichnis.", round: "Tour", modeOut: "Auf Tour nehmen", modeDeliver: "Zustellen",
+  handOverN: "{0} Sendung(en) übergeben", pickPerson: "Bitte die Person wählen:", round: "Tour", modeOut: "Auf Tour nehmen", modeDeliver: "Zustellen",
   scanHere: "Scannen", rdDone: "Erledigt", open: "Offen", overdue: "Überfällig", byRecipient: "Nach Empfänger",
   byLocation: "Nach Ort", count: "Sendungen", oldestWait: "Wartet seit", dailyLog: "Tagesprotokoll (CSV)", download: "Herunterladen",
   modes: "Scan-Modus", overdueAfter: "überfällig nach {0}",
@@ -35,13 +35,18 @@ Object.assign(T.de, {
   err_too_large: "Die Unterschrift ist zu groß.", err_key_required: "Interner Fehler (Schlüssel fehlt).",
   err_to_required: "Bitte angeben, wohin die Sendung geht.", err_pin_required: "Bitte die PIN eingeben.",
   err_not_a_badge: "Das ist kein Mitarbeiterausweis.", err_key_reused: "Interner Fehler (Schlüssel doppelt).", err_bad_at: "Interner Fehler (Zeitangabe).", err_too_long: "Eine Angabe ist zu lang.",
+  err_not_a_delegate: "Der Inhaber dieses Ausweises darf für diesen Empfänger nicht abholen: nur der Empfänger und seine Vertreter dürfen das.",
+  n_not_a_delegate: "Ausweisinhaber darf für diesen Empfänger nicht abholen (nur Empfänger und Vertreter)",
+  err_person_required: "Bitte eine Person aus dem Verzeichnis wählen.",
+  needsTitle: "Sendungen ohne Empfänger", needsDone: "Zugeordnet", needsNone: "Alle offenen Sendungen haben einen Empfänger.",
+  needsSearch: "Empfänger suchen", hint: "Etikett", typed: "Eingegeben", needsMore: "{0} von {1} angezeigt (älteste zuerst)",
 });
 Object.assign(T.en, {
   viewStatus: "Status", viewHandover: "Hand-over", viewRound: "Round", viewWaiting: "Waiting",
   handover: "Hand-over at the counter", hoWho: "Scan a badge, recipient or parcel code", hoFind: "Find", hoReset: "New",
   age: "Waiting for", location: "Location", proof: "Proof", signHere: "Please sign here", sigClear: "Clear signature",
   sigTake: "Take signature", pin: "Pickup PIN", proxy: "Collected by (if not the recipient)", hoDone: "Handed over",
-  handOverN: "Hand over {0} parcel(s)", pickPerson: "Choose the person:", err_unknown_person: "This person is not in the directory (any more).", round: "Round", modeOut: "Take out", modeDeliver: "Deliver",
+  handOverN: "Hand over {0} parcel(s)", pickPerson: "Choose the person:", round: "Round", modeOut: "Take out", modeDeliver: "Deliver",
   scanHere: "Scan", rdDone: "Done", open: "Open", overdue: "Overdue", byRecipient: "By recipient",
   byLocation: "By location", count: "Parcels", oldestWait: "Waiting for", dailyLog: "Daily log (CSV)", download: "Download",
   modes: "Scan mode", overdueAfter: "overdue after {0}",
@@ -67,6 +72,11 @@ Object.assign(T.en, {
   err_too_large: "The signature is too large.", err_key_required: "Internal error (no key).",
   err_to_required: "Say where the parcel goes.", err_pin_required: "Enter the PIN.",
   err_not_a_badge: "That is no staff badge.", err_key_reused: "Internal error (key used twice).", err_bad_at: "Internal error (time).", err_too_long: "An entry is too long.",
+  err_not_a_delegate: "The badge's holder may not collect for this recipient: only the recipient and their delegates may.",
+  n_not_a_delegate: "The badge's holder may not collect for this recipient (only the recipient and delegates)",
+  err_person_required: "Choose a person of the directory.",
+  needsTitle: "Parcels without a recipient", needsDone: "Assigned", needsNone: "Every open parcel has a recipient.",
+  needsSearch: "Find the recipient", hint: "Label", typed: "Typed", needsMore: "{0} of {1} shown (oldest first)",
 });
 
 const tf = (k, ...a) => a.reduce((s, v, i) => s.replace("{" + i + "}", () => String(v)), t(k));
@@ -146,6 +156,7 @@ async function send() {
         forget(item); // final: nothing to send again
       }
       saveOutbox();
+      if (item.view === "needs") loadNeeds(); // answered: the parcel leaves the list, or comes back
     }
   } finally {
     sending = false;
@@ -193,9 +204,10 @@ function outboxItem(i) {
 }
 
 function renderOutbox() {
-  const rd = $("rd-outbox"), ho = $("ho-results");
-  if (rd) rd.replaceChildren(...outbox.filter((i) => i.view === "round").slice().reverse().map(outboxItem));
-  if (ho) ho.replaceChildren(...outbox.filter((i) => i.view === "handover").slice().reverse().map(outboxItem));
+  for (const [id, v] of [["rd-outbox", "round"], ["ho-results", "handover"], ["needs-results", "needs"]]) {
+    const list = $(id);
+    if (list) list.replaceChildren(...outbox.filter((i) => i.view === v).slice().reverse().map(outboxItem));
+  }
 }
 
 // ---- codes ------------------------------------------------------------------
@@ -318,12 +330,10 @@ async function hoFind(code) {
 // hoPeople searches the directory for a name typed at the counter and
 // offers the people found; it reports whether it found any.
 async function hoPeople(q) {
-  const r = await fetch("/api/people?q=" + encodeURIComponent(q), { credentials: "same-origin" }).catch(() => null);
-  if (!r || !r.ok) return false;
-  const data = await r.json();
-  if (!data.people || data.people.length === 0) return false;
+  const people = await findPeople(q);
+  if (people.length === 0) return false;
   const list = $("ho-people");
-  list.replaceChildren(...data.people.map((p) => {
+  list.replaceChildren(...people.map((p) => {
     const b = el("button", { type: "button", class: "person", "data-person": p.id }, p.name + (p.location ? " · " + p.location : ""));
     b.addEventListener("click", () => hoPerson(p.id));
     return el("li", {}, b);
@@ -352,7 +362,10 @@ function renderHo() {
   rows.replaceChildren(...ho.parcels.map((p) => {
     const box = el("input", { type: "checkbox", class: "ho-tick", "data-id": p.id });
     box.checked = ho.selected.includes(p.id);
-    const what = el("td", { class: "tracking" }, (p.carrier ? p.carrier + " " : "") + (p.tracking || p.id));
+    // The recipient as the directory names them now, else as scanned or typed.
+    const to = p.person_name || p.recipient;
+    const what = el("td", { class: "tracking" }, (p.carrier ? p.carrier + " " : "") + (p.tracking || p.id),
+      to ? el("span", { class: "recipient" }, " → " + to) : "");
     if (ho.method === "pin") { // each parcel has a PIN of its own
       const pin = el("input", { class: "ho-pin", "data-id": p.id, inputmode: "numeric", autocomplete: "off", maxlength: "12",
         placeholder: t("pin"), "aria-label": t("pin") });
@@ -483,6 +496,91 @@ async function loadWaiting() {
   $("wt-report").hidden = !(session && session.role === "admin");
 }
 
+// ---- parcels that need a recipient -------------------------------------------
+// Each lists the name its label prints and the text typed at receipt, and
+// offers the directory to choose the person; the choice is an "assign"
+// action in the outbox that holds the person's id alone. A parcel with an
+// assign not yet answered is not listed; the list is fetched again once the
+// box answered.
+let needs = { count: 0, parcels: [] };
+let needsAt = 0, needsTop = "", needsBusy = false, needsAgain = false;
+const needsTa = new WeakMap(); // item -> its type-ahead
+
+async function loadNeeds() {
+  if (!session) return;
+  if (needsBusy) { needsAgain = true; return; }
+  needsBusy = true;
+  try {
+    needsAt = Date.now();
+    const r = await fetch("/api/needs-recipient", { credentials: "same-origin" }).catch(() => null);
+    if (!r) return;
+    if (r.status === 404) { $("needs-count").textContent = ""; return; } // no custody on this box
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) { needsMsg(errText(data.code, "", data.error || r.statusText), false); return; }
+    needs = { count: data.count || 0, parcels: data.parcels || [] };
+    renderNeeds();
+  } finally {
+    needsBusy = false;
+    if (needsAgain) { needsAgain = false; loadNeeds(); }
+  }
+}
+
+function needsMsg(text, ok) { const m = $("needs-msg"); m.textContent = text; m.className = ok ? "" : "bad"; }
+
+// renderNeeds sets the count in the menu, and the list when it is shown. It
+// keeps the items still listed as they are, so that a refresh moves neither
+// the focus nor what the clerk typed.
+function renderNeeds() {
+  const queued = new Set(outbox.filter((i) => i.state === "pending" && i.body.action === "assign").map((i) => i.body.parcel));
+  const ps = needs.parcels.filter((p) => !queued.has(p.id));
+  const count = Math.max(0, needs.count - (needs.parcels.length - ps.length));
+  $("needs-count").textContent = count;
+  if (view !== "needs") return; // fetched again when it opens
+  needsMsg(count === 0 ? t("needsNone") : count > ps.length ? tf("needsMore", ps.length, count) : "", true);
+  const list = $("needs-list");
+  const have = new Map([...list.children].map((li) => [li.dataset.parcel, li]));
+  const want = new Set(ps.map((p) => p.id));
+  for (const [id, li] of have) if (!want.has(id)) li.remove();
+  const fresh = [];
+  let prev = null;
+  for (const p of ps) {
+    let li = have.get(p.id);
+    if (!li) { li = needsItem(p); fresh.push(li); }
+    needsInfo(li, p);
+    const at = prev ? prev.nextSibling : list.firstChild;
+    if (li !== at) list.insertBefore(li, at);
+    prev = li;
+  }
+  (async () => { // the names the labels print, searched one after the other
+    for (const li of fresh) if (li.isConnected && view === "needs" && li.querySelector("input").value) await needsTa.get(li).search();
+  })();
+}
+
+function needsItem(p) {
+  const input = el("input", { class: "needs-search", autocomplete: "off", maxlength: "128", enterkeyhint: "search" });
+  input.value = p.hint || "";
+  const sug = el("ul", { class: "suggest", id: "needs-suggest-" + p.id });
+  const li = el("li", { "data-parcel": p.id }, el("div", { class: "what" }), el("div", { class: "ta" }, input, sug));
+  needsTa.set(li, typeahead(input, sug, (person) => {
+    enqueue({ action: "assign", parcel: p.id, person: person.id }, p.tracking || p.id, "needs");
+    renderNeeds();
+  }));
+  return li;
+}
+
+// needsInfo (re)writes what an item says of its parcel.
+function needsInfo(li, p) {
+  li.className = p.overdue ? "overdue" : "";
+  const meta = [fmtAge(p.age_s)];
+  if (p.hint) meta.push(t("hint") + ": " + p.hint);
+  if (p.recipient) meta.push(t("typed") + ": " + p.recipient);
+  li.firstChild.replaceChildren(el("strong", { class: "tracking" }, (p.carrier ? p.carrier + " " : "") + (p.tracking || p.id)),
+    " ", el("span", { class: "meta" }, meta.join(" · ")));
+  const input = li.querySelector("input.needs-search");
+  input.placeholder = t("needsSearch");
+  input.setAttribute("aria-label", t("needsSearch") + " – " + (p.tracking || p.id));
+}
+
 // ---- station modes on the status view -------------------------------------
 const MODES = ["receive", "move", "out_for_delivery", "deliver", "return"];
 function renderModes(s) {
@@ -532,6 +630,10 @@ window.onStatus = (s) => {
   renderModes(s);
   renderAwaiting(s);
   if (view === "handover" && ho.parcels.length) renderHoLight();
+  // New parcels may need a recipient; others may have been assigned
+  // elsewhere: fetched again on a new parcel, and now and then.
+  const top = s.events.length ? s.events[0].id : "";
+  if (top !== needsTop || Date.now() - needsAt > (view === "needs" ? 5000 : 30000)) { needsTop = top; loadNeeds(); }
 };
 
 // renderHoLight refreshes what the status may change without moving focus.
@@ -543,18 +645,20 @@ window.onLang = () => {
   if (view === "handover") renderHo();
   if (view === "round") renderRd();
   if (view === "waiting") loadWaiting();
+  if (view === "needs") renderNeeds();
 };
 
 // ---- views --------------------------------------------------------------------
 let view = "status";
 function showView() {
   view = (location.hash || "#status").slice(1);
-  if (!["status", "handover", "round", "waiting"].includes(view)) view = "status";
+  if (!["status", "handover", "round", "waiting", "needs"].includes(view)) view = "status";
   for (const v of document.querySelectorAll("main.view")) v.hidden = v.id !== "view-" + view;
   for (const a of document.querySelectorAll("#views a")) a.classList.toggle("active", a.dataset.view === view);
   if (view === "handover") renderHo();
   if (view === "round") renderRd();
   if (view === "waiting") loadWaiting();
+  if (view === "needs") loadNeeds();
 }
 window.addEventListener("hashchange", showView);
 
@@ -590,5 +694,5 @@ document.addEventListener("DOMContentLoaded", () => {
   saveOutbox();
   showView();
   // The session is fetched by app.js; send what waits once it is known.
-  const wait = setInterval(() => { if (session) { clearInterval(wait); send(); if (view === "waiting") loadWaiting(); } }, 200);
+  const wait = setInterval(() => { if (session) { clearInterval(wait); send(); loadNeeds(); if (view === "waiting") loadWaiting(); } }, 200);
 });
