@@ -204,3 +204,112 @@ func TestDirectoryCommands(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 }
+
+// TestRecipientFromTheLabelAndErasure scans 2D labels that print their
+// recipient's name over a PTY: one in the directory is matched (id and
+// name in parcel.received), one nobody is waits as "none". After `directory
+// forget`, the person's name is nowhere in the buffer's files, and the
+// events that named them still name them by id.
+func TestRecipientFromTheLabelAndErasure(t *testing.T) {
+	s := newSetup(t, "mr-match-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-match-01/events")
+	scanDev := serialtest.New(t, filepath.Join(s.dir, "ttyScanner"))
+	cfg := s.config(t, s.broker.URL(), fmt.Sprintf(`  - {name: dock-scanner, kind: scanner, driver: serial-line, port: %s, control_chars: keep, reconnect_max: 200ms}
+stations:
+  - {name: dock-1, scanner: dock-scanner}`, scanDev.Link))
+	csvFile := filepath.Join(s.dir, "people.csv")
+	os.WriteFile(csvFile, []byte("id,name,email,location,badges,delegates,active\n"+
+		"E1,Jürgen Müller,jm@example.com,MS-2.14,EMP-0042,,true\n"+
+		"E2,Anna Weiß,,MS-3.01,EMP-0077,,true\n"), 0o644)
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"directory", "import", "--config", cfg, csvFile}, &out, &errOut); code != 0 {
+		t.Fatalf("import: %d %s", code, errOut.String())
+	}
+	p := startDaemon(t, cfg)
+	p.waitLog(t, "scanner connected", 10*time.Second)
+	label := func(sscc, name string) string {
+		return "[)>\x1e05\x1d00" + sscc + "\x1d4301" + name + "\x1d42127610115\x1e\x04"
+	}
+	for _, l := range []string{label("340123450000000017", "JUERGEN MUELLER"), label("340123450000000024", "Hans Unbekannt")} {
+		if err := scanDev.Scan(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := sub.WaitFor(t, 15*time.Second, "two scans and their parcels", mqtttest.DistinctEvents(4))
+	bySeq, _ := mqtttest.Delivered(t, msgs)
+	var received []event.Event
+	for seq := int64(1); seq <= 4; seq++ {
+		if bySeq[seq].Type == event.TypeParcelReceived {
+			received = append(received, bySeq[seq])
+		}
+	}
+	if len(received) != 2 {
+		t.Fatalf("parcels received: %+v", received)
+	}
+	matched, unknown := received[0], received[1]
+	if matched.RecipientID != "E1" || matched.RecipientName != "Jürgen Müller" || matched.RecipientMatch != "exact" ||
+		matched.Parcel.Label.ShipTo.Name != "JUERGEN MUELLER" {
+		t.Fatalf("the matched parcel %+v", matched)
+	}
+	if unknown.RecipientID != "" || unknown.RecipientMatch != "none" {
+		t.Fatalf("the unknown recipient's parcel %+v", unknown)
+	}
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+
+	out.Reset()
+	if code := Main([]string{"directory", "forget", "--config", cfg, "E1"}, &out, &errOut); code != 0 ||
+		!strings.Contains(out.String(), "forgot E1 (name taken out of 2 events)") {
+		t.Fatalf("forget: %d %s %s", code, out.String(), errOut.String())
+	}
+	for _, f := range []string{"buffer.db", "buffer.db-wal", "buffer.db-shm"} {
+		b, err := os.ReadFile(filepath.Join(s.dir, f))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"Jürgen", "Müller", "JUERGEN", "MUELLER", "jm@example.com"} {
+			if bytes.Contains(b, []byte(name)) {
+				t.Errorf("%s still holds %q", f, name)
+			}
+		}
+		if f == "buffer.db" && !bytes.Contains(b, []byte("Hans Unbekannt")) {
+			t.Errorf("%s lost the name of a label nobody was found for", f)
+		}
+	}
+	// The events that named E1 still do, by id; the rest is as it was.
+	st, err := store.Open(context.Background(), store.Options{Path: filepath.Join(s.dir, "buffer.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recs, err := st.BySeq(context.Background(), 1, 4)
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("events after forget: %d %v", len(recs), err)
+	}
+	bySeqAfter := map[int64]store.Record{}
+	for _, r := range recs {
+		bySeqAfter[r.Seq] = r
+	}
+	after, err := event.Decode(bySeqAfter[matched.Seq].Payload)
+	if err != nil || after.ID != matched.ID || after.Seq != matched.Seq || after.RecipientID != "E1" || after.RecipientName != "" ||
+		after.Parcel.Label.ShipTo.Name != "" || after.Parcel.Tracking != matched.Parcel.Tracking || after.RecipientMatch != "exact" {
+		t.Fatalf("the matched parcel after forget: %+v %v", after, err)
+	}
+	scan, _ := event.Decode(bySeqAfter[1].Payload)
+	if want := strings.ReplaceAll(label("340123450000000017", "JUERGEN MUELLER"), "JUERGEN MUELLER", strings.Repeat("*", 15)); string(scan.Barcode) != want {
+		t.Fatalf("the label's scan after forget: %q", scan.Barcode)
+	}
+	if rec := bySeqAfter[unknown.Seq]; !bytes.Equal(rec.Payload, mustJSON(t, unknown)) {
+		t.Fatalf("an event of nobody forgotten changed:\n%s", rec.Payload)
+	}
+}
+
+func mustJSON(t *testing.T, ev event.Event) []byte {
+	t.Helper()
+	b, err := ev.AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -103,6 +103,11 @@ func directoryCommand(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		changed, err := store.ForgetPerson(ctx, cfg.Storage.Path, keys, fs.Arg(0))
+		if errors.Is(err, store.ErrNameRemains) {
+			fmt.Fprintf(stdout, "forgot %s (name taken out of %d events)\n", fs.Arg(0), changed)
+			fmt.Fprintf(stderr, "mailroomd: warning: %v\n", err)
+			return 0
+		}
 		if errors.Is(err, store.ErrNoPerson) {
 			fmt.Fprintf(stderr, "mailroomd: no person with id %q in the directory\n", fs.Arg(0))
 			return 1

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -254,14 +255,59 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 	if err := tx.Commit(); err != nil {
 		return changed, fmt.Errorf("forget %s: %w", id, err)
 	}
-	// A checkpoint copies the overwritten pages into the file and lets the
-	// WAL start over; a running daemon's readers may hold it back until
-	// its own next checkpoint.
+	// Copies of the name can stay in pages SQLite freed earlier (a row
+	// rewritten when it was marked sent leaves its old bytes behind):
+	// VACUUM writes the live rows into a new file, and the checkpoint
+	// lets the WAL start over. A running daemon's readers may hold the WAL
+	// back until its own next checkpoint.
+	if _, err := db.ExecContext(ctx, "VACUUM"); err != nil {
+		return changed, fmt.Errorf("forget %s: vacuum: %w", id, err)
+	}
 	var busy, logPages, done int
 	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
 		return changed, fmt.Errorf("forget %s: checkpoint: %w", id, err)
 	}
+	if found, err := fileHolds(path, e.Name); err != nil {
+		return changed, fmt.Errorf("forget %s: check the buffer: %w", id, err)
+	} else if found {
+		return changed, fmt.Errorf("forget %s: %w", id, ErrNameRemains)
+	}
 	return changed, nil
+}
+
+// ErrNameRemains is ForgetPerson's answer when the person's name is still
+// in the buffer file after the entry and the names in events naming them
+// by id are gone: text typed in by a clerk (a manual entry's recipient)
+// holds it. The person is forgotten all the same.
+var ErrNameRemains = errors.New("the name still appears in the buffer, in text typed in at the page (events that do not name the person by id)")
+
+// fileHolds reports whether the file at path holds text, reading it in
+// blocks.
+func fileHolds(path, text string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	needle := []byte(text)
+	buf := make([]byte, 1<<20+len(needle))
+	keep := 0
+	for {
+		n, err := f.Read(buf[keep:])
+		if bytes.Contains(buf[:keep+n], needle) {
+			return true, nil
+		}
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		// Keep the tail, for a name across two blocks.
+		tail := min(len(needle)-1, keep+n)
+		copy(buf, buf[keep+n-tail:keep+n])
+		keep = tail
+	}
 }
 
 // scrubPage is how many events scrubEvents reads and rewrites at a time.
