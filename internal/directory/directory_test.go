@@ -147,6 +147,46 @@ func TestSearchFindsTheIntendedPersonInTheTop3(t *testing.T) {
 	}
 }
 
+// Resolve matches without a person's help: only when exactly one person
+// fits with high confidence; a near miss, a tie or a single word is no
+// match.
+func TestResolveMatchesOnlyWhenOnePersonFits(t *testing.T) {
+	es := people(100_000)
+	for _, e := range targets {
+		e.Active = true
+		es = append(es, e)
+	}
+	es = append(es, Entry{ID: "W1", Name: "Anna Weiß", Active: true}, Entry{ID: "W2", Name: "Anna Weis", Active: true},
+		Entry{ID: "B1", Name: "Bea Beispiel", Badges: []string{"EMP-B1"}, Active: true},
+		Entry{ID: "TWIN1", Name: "Karl Zwilling", Active: true}, Entry{ID: "TWIN2", Name: "Karl Zwilling", Active: true})
+	x := NewIndex(es)
+	for _, tc := range []struct {
+		text, id, how string
+	}{
+		{"emp-b1", "B1", MatchBadge},
+		{"Jürgen Müller", "T1", MatchExact},
+		{"MUELLER, JUERGEN", "T1", MatchExact},
+		{"Juergen Mueler", "T1", MatchFuzzy},
+		{"Lukasz Wojcik", "T2", MatchExact},
+		{"Dagmar Strasburger", "T6", MatchFuzzy},
+		{"Anna Weiss", "W1", MatchExact}, // ß = ss: Weiß, not Weis
+		{"Anna Weihs", "", MatchNone},    // as close to Weiß as to Weis
+		{"Karl Zwilling", "", MatchNone}, // two people of that name
+		{"Müller", "", MatchNone},        // one word is not enough
+		{"Jü Mü", "", MatchNone},         // prefixes are not names
+		{"Hans Unbekannt", "", MatchNone},
+		{"", "", MatchNone},
+	} {
+		e, how, score := x.Resolve(tc.text)
+		if e.ID != tc.id || how != tc.how {
+			t.Errorf("%q: %s %s (%v), want %s %s", tc.text, e.ID, how, score, tc.id, tc.how)
+		}
+		if how == MatchFuzzy && (score < FuzzyAccept || score >= 1) {
+			t.Errorf("%q: fuzzy score %v", tc.text, score)
+		}
+	}
+}
+
 func TestFoldingMakesGermanSpellingsOneWord(t *testing.T) {
 	for _, names := range [][]string{{"Müller", "Mueller", "Muller", "MÜLLER"}, {"Straße", "Strasse"}, {"Gößmann", "Goessmann", "Gossmann"}} {
 		want := words(names[0])
@@ -190,6 +230,17 @@ func BenchmarkDirectory(b *testing.B) {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "search-p50-ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "search-p99-ms")
+		// Resolve runs on the scan path, for every parcel with a name.
+		lat = lat[:0]
+		for range 50 {
+			for _, m := range misspellings {
+				t1 := time.Now()
+				x.Resolve(m.query)
+				lat = append(lat, time.Since(t1))
+			}
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "resolve-p99-ms")
 	}
 }
 
