@@ -261,3 +261,84 @@ func TestHandOverAndRoundInChromium(t *testing.T) {
 		}
 	}
 }
+
+// TestRecipientTypeAheadAndNeedsRecipientInChromium: at the manual entry
+// the clerk picks the recipient from the directory as they type (the
+// event names the person by id, not by the text typed); a parcel for a
+// name nobody has waits on the needs-recipient view until the clerk finds
+// the person there, which the cloud gets as parcel.updated.
+func TestRecipientTypeAheadAndNeedsRecipientInChromium(t *testing.T) {
+	chrome := chromiumPath(t)
+	s := newSetup(t, "mr-needs-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-needs-01/events")
+	_, webPort, devices := pageConfig(t, s, custodyCodes)
+	cfgPath := s.config(t, s.broker.URL(), devices)
+	people := filepath.Join(s.dir, "people.csv")
+	os.WriteFile(people, []byte("id,name,email,location,badges,delegates,active\n"+
+		"E1,Jürgen Müller,,MS-2.14,EMP-0042,,true\nE2,Anna Weiß,,MS-3.01,EMP-0077,,true\n"), 0o644)
+	var out, errOut strings.Builder
+	if code := Main([]string{"directory", "import", "--config", cfgPath, people}, &out, &errOut); code != 0 {
+		t.Fatalf("directory import: %s", errOut.String())
+	}
+	p := startDaemon(t, cfgPath)
+	p.waitLog(t, "status page", 10*time.Second)
+	p.waitLog(t, "uplink connected", 10*time.Second)
+	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
+	b := newBrowser(t, chrome, p, "needs-failure.png", 360, 740)
+	run, waitJS := b.run, b.waitJS
+	run("log in", b.login(base))
+	byType := func(typ event.Type) func(ms []mqtttest.Message) []event.Event {
+		return func(ms []mqtttest.Message) (out []event.Event) {
+			for _, m := range ms {
+				if ev, err := event.Decode(m.Payload); err == nil && ev.Type == typ {
+					out = append(out, ev)
+				}
+			}
+			return out
+		}
+	}
+	received := byType(event.TypeParcelReceived)
+
+	run("a parcel for a person picked as the name is typed",
+		chromedp.Navigate(base+"/#status"),
+		chromedp.WaitVisible(chromedp.CSS("#manual-tracking")),
+		chromedp.SendKeys(chromedp.CSS("#manual-tracking"), "1Z999AA10123456784"),
+		chromedp.SendKeys(chromedp.CSS("#manual-recipient"), "mueller jue"),
+		chromedp.WaitVisible(chromedp.CSS(`#manual-suggest li[data-person="E1"]`)),
+		chromedp.Click(chromedp.CSS(`#manual-suggest li[data-person="E1"]`)),
+		waitJS("the name filled in", `document.querySelector('#manual-recipient').value === 'Jürgen Müller'`),
+		chromedp.Click(chromedp.CSS("#manual-submit")))
+	msgs := sub.WaitFor(t, 15*time.Second, "the parcel", func(ms []mqtttest.Message) bool { return len(received(ms)) >= 1 })
+	if got := received(msgs)[0]; got.RecipientID != "E1" || got.RecipientMatch != "manual" || got.RecipientName != "Jürgen Müller" || got.Recipient != "" {
+		t.Fatalf("the parcel picked for E1: %+v", got)
+	}
+	for _, m := range msgs {
+		if strings.Contains(string(m.Payload), "mueller jue") {
+			t.Fatalf("the text typed travelled: %s", m.Payload)
+		}
+	}
+
+	run("a parcel for a name nobody has",
+		chromedp.SendKeys(chromedp.CSS("#manual-tracking"), "9400111899223855718403"),
+		chromedp.SendKeys(chromedp.CSS("#manual-recipient"), "Frau Unbekannt"),
+		chromedp.Click(chromedp.CSS("#manual-submit")))
+	msgs = sub.WaitFor(t, 15*time.Second, "the second parcel", func(ms []mqtttest.Message) bool { return len(received(ms)) >= 2 })
+	lost := received(msgs)[1]
+	if lost.RecipientMatch != "none" || lost.RecipientID != "" || lost.Recipient != "Frau Unbekannt" {
+		t.Fatalf("the parcel nobody fits: %+v", lost)
+	}
+	item := `#needs-list li[data-parcel="` + lost.ID + `"]`
+	run("the clerk finds the person on the needs-recipient view",
+		chromedp.Navigate(base+"/#needs"),
+		chromedp.WaitVisible(chromedp.CSS(item)),
+		waitJS("one parcel needs a recipient", `document.querySelector('#needs-count').textContent.trim() === '1'`),
+		chromedp.SendKeys(chromedp.CSS(item+" input.needs-search"), "anna weiss"),
+		chromedp.WaitVisible(chromedp.CSS(item+` .suggest li[data-person="E2"]`)),
+		chromedp.Click(chromedp.CSS(item+` .suggest li[data-person="E2"]`)),
+		waitJS("the list is empty", `document.querySelectorAll('#needs-list li[data-parcel]').length === 0`))
+	updated := byType(event.TypeParcelUpdated)
+	msgs = sub.WaitFor(t, 15*time.Second, "the assignment", func(ms []mqtttest.Message) bool { return len(updated(ms)) >= 1 })
+	if got := updated(msgs)[0]; got.ParcelID != lost.ID || got.RecipientID != "E2" || got.RecipientMatch != "manual" || got.By != "clara" {
+		t.Fatalf("the assignment: %+v", got)
+	}
+}
