@@ -69,6 +69,9 @@ func (c *Client) SignDirectory(target string, version int64, csv []byte, partSiz
 		if err != nil {
 			return nil, err
 		}
+		if len(env) > envelope.MaxSize {
+			return nil, fmt.Errorf("part %d is %d bytes signed, over the %d a box accepts: use a smaller part size", i+1, len(env), envelope.MaxSize)
+		}
 		out = append(out, env)
 	}
 	return out, nil

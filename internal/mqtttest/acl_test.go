@@ -41,6 +41,7 @@ func TestShippedACLConfinesEachBox(t *testing.T) {
 	cloud, boxA, boxB := connect("cloud-ingest"), connect("mr-a"), connect("mr-b")
 	listen(cloud, "cloud", "mailroom/v1/+/events")
 	listen(boxB, "b-cmd", "mailroom/v1/mr-b/cmd/+")
+	listen(boxB, "b-dir", "mailroom/v1/mr-b/directory/desired/+")
 	listen(boxA, "a-spy", "mailroom/v1/mr-b/cmd/+") // not allowed: receives nothing
 	pub := func(c mqtt.Client, topic, payload string) {
 		c.Publish(topic, 1, false, payload).WaitTimeout(5 * time.Second)
@@ -50,6 +51,8 @@ func TestShippedACLConfinesEachBox(t *testing.T) {
 	operator := connect("fleet-operator")
 	pub(operator, "mailroom/v1/mr-b/cmd/ping", "cmd-for-b")
 	pub(boxA, "mailroom/v1/mr-b/cmd/ping", "a-sends-cmd") // boxes cannot command boxes
+	pub(operator, "mailroom/v1/mr-b/directory/desired/1", "dir-for-b")
+	pub(boxA, "mailroom/v1/mr-b/directory/desired/2", "a-sends-dir") // nor push them a directory
 	// The broker handles one client's publishes in order: once box a's
 	// marker has arrived, its refused publishes were handled too.
 	pub(boxA, "mailroom/v1/mr-a/events", "a-marker")
@@ -68,6 +71,9 @@ func TestShippedACLConfinesEachBox(t *testing.T) {
 	}
 	if bGot := strings.Join(got["b-cmd"], "\n"); !strings.Contains(bGot, "cmd-for-b") || strings.Contains(bGot, "a-sends-cmd") {
 		t.Fatalf("box b's commands: %q", bGot)
+	}
+	if dGot := strings.Join(got["b-dir"], "\n"); !strings.Contains(dGot, "dir-for-b") || strings.Contains(dGot, "a-sends-dir") {
+		t.Fatalf("box b's directory parts: %q", dGot)
 	}
 	if len(got["a-spy"]) != 0 {
 		t.Fatalf("box a read box b's commands: %q", got["a-spy"])

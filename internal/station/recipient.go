@@ -90,7 +90,7 @@ func (s *Station) redactLabel(ev *event.Event) {
 		return
 	}
 	l := ev.Parcel.Label
-	if (l.ShipTo == nil || l.ShipTo.Name == "" && l.ShipTo.Company == "") && l.GS1["4300"] == "" && l.GS1["4301"] == "" {
+	if (l.ShipTo == nil || l.ShipTo.Name == "" && l.ShipTo.Company == "") && l.GS1["4300"] == "" && l.GS1["4301"] == "" && l.GS1["4308"] == "" {
 		return
 	}
 	c := *l
@@ -102,7 +102,7 @@ func (s *Station) redactLabel(ev *event.Event) {
 	if l.GS1 != nil {
 		c.GS1 = make(map[string]string, len(l.GS1))
 		for k, v := range l.GS1 {
-			if k != "4300" && k != "4301" {
+			if k != "4300" && k != "4301" && k != "4308" { // company, name, phone
 				c.GS1[k] = v
 			}
 		}

@@ -449,10 +449,10 @@ func scrubNamed(payload, needle []byte, id string, labelNames map[string]string)
 			st.Name = ""
 			l.ShipTo = &st
 		}
-		if _, ok := l.GS1["4301"]; ok {
+		if l.GS1["4301"] != "" || l.GS1["4308"] != "" {
 			gs1 := make(map[string]string, len(l.GS1))
 			for k, v := range l.GS1 {
-				if k != "4301" {
+				if k != "4301" && k != "4308" { // the name and the phone
 					gs1[k] = v
 				}
 			}
