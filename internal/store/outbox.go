@@ -262,7 +262,12 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	rdb.SetMaxOpenConns(4)
 	o.rdb = rdb
 
-	if o.wc, err = newWriteConn(ctx, wdb); err != nil {
+	if o.wc, err = newWriteConn(ctx, wdb); err == nil {
+		o.wc.busy = func(waited time.Duration) {
+			o.log.Warn("buffer locked by another process (a directory import or erasure); commits wait", "waited", waited.Round(time.Second))
+		}
+	}
+	if err != nil {
 		wdb.Close()
 		rdb.Close()
 		return nil, fmt.Errorf("open buffer: %w", err)

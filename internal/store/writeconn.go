@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/mattn/go-sqlite3"
 )
@@ -24,7 +25,16 @@ type writeConn struct {
 	stmts map[string]driver.Stmt
 	args  []driver.NamedValue
 	sc    *sqlite3.SQLiteConn // set only inside run
+	// lockWait is how long tx waits in all for another process that holds
+	// the write lock (a directory import or erasure run from the command
+	// line) before it gives up; busy is told of each wait of the
+	// connection's busy timeout that ran out.
+	lockWait time.Duration
+	busy     func(waited time.Duration)
 }
+
+// defaultLockWait is how long the writer waits in all for the write lock.
+const defaultLockWait = 5 * time.Minute
 
 // newWriteConn pins one connection of db for the writer. db must allow no
 // other use of it meanwhile.
@@ -33,7 +43,7 @@ func newWriteConn(ctx context.Context, db *sql.DB) (*writeConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &writeConn{conn: conn, stmts: make(map[string]driver.Stmt)}, nil
+	return &writeConn{conn: conn, stmts: make(map[string]driver.Stmt), lockWait: defaultLockWait}, nil
 }
 
 // run calls f with the driver's connection at hand for exec.
@@ -71,8 +81,21 @@ func (w *writeConn) exec(query string, args ...driver.Value) (driver.Result, err
 // tx runs f in a transaction, committed if f returns nil and rolled back
 // otherwise. Only within run.
 func (w *writeConn) tx(f func() error) error {
-	if _, err := w.exec("BEGIN IMMEDIATE"); err != nil {
-		return err
+	// Another process holding the write lock longer than the busy timeout
+	// (a VACUUM of a large buffer) makes the writer wait again, up to
+	// lockWait in all, rather than fail the batch.
+	for start := time.Now(); ; {
+		_, err := w.exec("BEGIN IMMEDIATE")
+		if err == nil {
+			break
+		}
+		var se sqlite3.Error
+		if !errors.As(err, &se) || se.Code != sqlite3.ErrBusy || time.Since(start) >= w.lockWait {
+			return err
+		}
+		if w.busy != nil {
+			w.busy(time.Since(start))
+		}
 	}
 	err := f()
 	if err == nil {

@@ -1,0 +1,60 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+)
+
+// A commit waits for another process that holds the write lock longer
+// than the busy timeout (a VACUUM run by `directory forget`), instead of
+// failing: the event is committed once the lock is free.
+func TestCommitWaitsForAnotherProcessHoldingTheLock(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o, err := Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	// A short busy timeout, so that the test sees several waits.
+	if err := o.wc.run(func() error { _, err := o.wc.exec("PRAGMA busy_timeout = 100"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var waits atomic.Int32
+	o.wc.busy = func(time.Duration) { waits.Add(1) }
+
+	other, err := sql.Open("sqlite3", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.SetMaxOpenConns(1)
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(700 * time.Millisecond) // several busy timeouts
+		conn.ExecContext(ctx, "COMMIT")
+		conn.Close()
+		close(released)
+	}()
+	ev, err := o.Append(ctx, event.Event{Appliance: "a", Type: event.TypeScan, Time: time.Now(), Barcode: []byte("X")})
+	<-released
+	if err != nil || ev.Seq != 1 {
+		t.Fatalf("append while another process held the lock: %+v %v", ev, err)
+	}
+	if waits.Load() < 2 {
+		t.Fatalf("%d waits reported; the lock was held for several busy timeouts", waits.Load())
+	}
+}
