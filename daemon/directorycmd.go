@@ -103,7 +103,7 @@ func directoryCommand(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		changed, err := store.ForgetPerson(ctx, cfg.Storage.Path, keys, fs.Arg(0))
-		if errors.Is(err, store.ErrNameRemains) {
+		if errors.Is(err, store.ErrNameRemains) || errors.Is(err, store.ErrWALInUse) {
 			fmt.Fprintf(stdout, "forgot %s (name taken out of %d events)\n", fs.Arg(0), changed)
 			fmt.Fprintf(stderr, "mailroomd: warning: %v\n", err)
 			return 0

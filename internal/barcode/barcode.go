@@ -186,6 +186,16 @@ func (c *Classifier) Classify(raw []byte) Result {
 			for _, f := range fields {
 				r.GS1[f.AI] = f.Value
 			}
+			// Names and addresses (AIs 4300-4308) as printed: letter case
+			// and blanks kept.
+			if strings.IndexByte(s, GS) >= 0 {
+				asPrinted, _ := parseGS1(s)
+				for _, f := range asPrinted {
+					if len(f.AI) == 4 && strings.HasPrefix(f.AI, "43") {
+						r.GS1[f.AI] = f.Value
+					}
+				}
+			}
 			target = strings.ReplaceAll(rest, string(GS), "")
 			for _, f := range fields {
 				switch {

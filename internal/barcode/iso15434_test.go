@@ -137,3 +137,12 @@ func FuzzParseMessage(f *testing.F) {
 		Classify([]byte(s))
 	})
 }
+
+// A GS1 code's ship-to name and address keep letter case and blanks as
+// printed; the tracking number is read as before.
+func TestGS1ShipToAsPrinted(t *testing.T) {
+	r := Classify([]byte("]d200340123450000000017\x1d4301Jürgen Müller\x1d4302Haupt str. 5\x1d4308+49 30 1234567"))
+	if r.Tracking != "340123450000000017" || r.GS1["4301"] != "Jürgen Müller" || r.GS1["4302"] != "Haupt str. 5" || r.GS1["4308"] != "+49 30 1234567" {
+		t.Fatalf("%+v", r)
+	}
+}

@@ -2,6 +2,7 @@ package station
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/mailroomd/mailroomd/internal/directory"
@@ -74,8 +75,8 @@ func (s *Station) matchRecipient(ctx context.Context, ev *event.Event, chosen st
 			return
 		}
 	}
-	if ev.Parcel != nil && ev.Parcel.Label != nil && ev.Parcel.Label.ShipTo != nil && ev.Parcel.Label.ShipTo.Name != "" {
-		if e, how, score := x.Resolve(ev.Parcel.Label.ShipTo.Name); how != directory.MatchNone {
+	if name := labelName(ev.Parcel); name != "" {
+		if e, how, score := x.Resolve(name); how != directory.MatchNone {
 			set(e, how, score)
 			return
 		}
@@ -83,31 +84,59 @@ func (s *Station) matchRecipient(ctx context.Context, ev *event.Event, chosen st
 	ev.RecipientMatch = directory.MatchNone
 }
 
-// redactLabel leaves the name a 2D label prints out of the event when
-// events carry no names.
-func (s *Station) redactLabel(ev *event.Event) {
-	if !s.cfg.PrivacyID || ev.Parcel == nil || ev.Parcel.Label == nil {
-		return
+// labelName is the recipient's name a parcel's code prints: the ship-to
+// contact of a 2D label, or GS1 AI 4301 of a GS1 code.
+func labelName(p *event.Parcel) string {
+	switch {
+	case p == nil:
+		return ""
+	case p.Label != nil && p.Label.ShipTo != nil && p.Label.ShipTo.Name != "":
+		return p.Label.ShipTo.Name
 	}
-	l := ev.Parcel.Label
-	if (l.ShipTo == nil || l.ShipTo.Name == "" && l.ShipTo.Company == "") && l.GS1["4300"] == "" && l.GS1["4301"] == "" && l.GS1["4308"] == "" {
-		return
+	return p.GS1["4301"]
+}
+
+// personalAIs are the GS1 AIs that name or reach a person (ship-to
+// company, contact name, phone): left out of events that carry no names.
+var personalAIs = []string{"4300", "4301", "4308"}
+
+// withoutPersonal returns m without the personal AIs: a copy when it had
+// any.
+func withoutPersonal(m map[string]string) map[string]string {
+	had := false
+	for _, ai := range personalAIs {
+		_, ok := m[ai]
+		had = had || ok
 	}
-	c := *l
-	if l.ShipTo != nil {
-		st := *l.ShipTo
-		st.Name, st.Company = "", ""
-		c.ShipTo = &st
+	if !had {
+		return m
 	}
-	if l.GS1 != nil {
-		c.GS1 = make(map[string]string, len(l.GS1))
-		for k, v := range l.GS1 {
-			if k != "4300" && k != "4301" && k != "4308" { // company, name, phone
-				c.GS1[k] = v
-			}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if !slices.Contains(personalAIs, k) {
+			out[k] = v
 		}
 	}
-	ev.Parcel.Label = &c
+	return out
+}
+
+// redactLabel leaves the names (and the phone) a 2D label or a GS1 code
+// prints out of the event when events carry no names.
+func (s *Station) redactLabel(ev *event.Event) {
+	if !s.cfg.PrivacyID || ev.Parcel == nil {
+		return
+	}
+	ev.Parcel.GS1 = withoutPersonal(ev.Parcel.GS1)
+	if l := ev.Parcel.Label; l != nil {
+		c := *l
+		if l.ShipTo != nil {
+			st := *l.ShipTo
+			st.Name, st.Company = "", ""
+			c.ShipTo = &st
+		}
+		c.GS1 = withoutPersonal(l.GS1)
+		ev.Parcel.Label = &c
+	}
 }
 
 // mayCollect says whether the holder of badge may collect parcel p: with

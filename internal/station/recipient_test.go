@@ -108,3 +108,70 @@ func TestNoDirectoryNoMatch(t *testing.T) {
 		t.Fatalf("event %+v", got)
 	}
 }
+
+// A badge scanned right after a parcel whose label named its person is
+// for the next parcel, not a new owner of this one.
+func TestBadgeAfterALabelMatchedParcelIsForTheNext(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer, c.People = "", "", testPeople })
+	r.run()
+	r.scan(gs1Label("340123450000000017", "Jürgen Müller"), 0, true)
+	r.scan("EMP-2", time.Second, true)
+	r.scan("1Z999AA10123456784", 2*time.Second, true)
+	got := r.waitEvents(event.TypeParcelReceived, 2)
+	if got[0].RecipientID != "E1" || got[1].RecipientID != "E2" || got[1].RecipientMatch != "badge" || got[1].Recipient != "EMP-2" {
+		t.Fatalf("parcels %+v / %+v", got[0], got[1])
+	}
+	if ups := r.events(event.TypeParcelUpdated); len(ups) != 0 {
+		t.Fatalf("the badge changed the first parcel: %+v", ups)
+	}
+	if p, _ := r.store.ParcelByID(context.Background(), got[0].ID); p.Person != "E1" {
+		t.Fatalf("first parcel's person %q", p.Person)
+	}
+}
+
+// In deliver mode a parcel for a person goes on a badge only to them or a
+// delegate; anyone else's badge is refused (not_a_delegate) and audited.
+func TestDeliverModeOnlyToThePersonOrADelegate(t *testing.T) {
+	people := staticPeople{directory.NewIndex([]directory.Entry{
+		{ID: "E1", Name: "Jürgen Müller", Badges: []string{"EMP-1"}, Delegates: []string{"E3"}, Active: true},
+		{ID: "E2", Name: "Anna Weiß", Badges: []string{"EMP-2"}, Active: true},
+		{ID: "E3", Name: "Carla Vogt", Badges: []string{"EMP-3"}, Active: true}})}
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer, c.BadgeIsProof, c.People = "", "", true, people })
+	r.run()
+	r.scan(gs1Label("340123450000000017", "Jürgen Müller"), 0, true)
+	r.scan(gs1Label("340123450000000024", "Jürgen Müller"), time.Second, true)
+	rcv := r.waitEvents(event.TypeParcelReceived, 2)
+	r.scan("ACT-DELIVER", 10*time.Second, true)
+	r.scan("EMP-2", 11*time.Second, true)
+	r.scan("340123450000000017", 12*time.Second, true) // Anna may not
+	r.scan("EMP-3", 13*time.Second, true)
+	r.scan("340123450000000017", 14*time.Second, true) // Carla may: his delegate
+	r.scan("EMP-1", 15*time.Second, true)
+	r.scan("340123450000000024", 16*time.Second, true) // he himself
+	del := r.waitEvents(event.TypeParcelDelivered, 2)
+	if del[0].ParcelID != rcv[0].ID || del[0].Proxy != "EMP-3" || del[0].RecipientID != "E1" || del[0].RecipientName != "Jürgen Müller" {
+		t.Fatalf("the delegate's collection %+v", del[0])
+	}
+	if del[1].ParcelID != rcv[1].ID || del[1].Proxy != "" || del[1].Recipient != "EMP-1" {
+		t.Fatalf("his own collection %+v", del[1])
+	}
+	audits := r.waitEvents(event.TypeAudit, 1)
+	if audits[0].Audit.Reason != "not_a_delegate" || audits[0].ParcelID != rcv[0].ID {
+		t.Fatalf("refusal %+v", audits[0].Audit)
+	}
+}
+
+// A GS1 code (not a 2D label) that names its recipient (AI 4301) is
+// matched too; with privacy "id" its name and phone leave the event.
+func TestGS1CodeNameMatchedAndRedacted(t *testing.T) {
+	r := newRig(t, "", func(c *Config) { c.Scale, c.Printer, c.People, c.PrivacyID = "", "", testPeople, true })
+	r.run()
+	r.scan("]d2"+"00340123450000000017\x1d4301Juergen Mueller\x1d4308+49301234567", 0, true)
+	got := r.waitEvents(event.TypeParcelReceived, 1)[0]
+	if got.RecipientID != "E1" || got.RecipientMatch != "exact" || got.RecipientName != "" {
+		t.Fatalf("event %+v", got)
+	}
+	if _, ok := got.Parcel.GS1["4301"]; ok || got.Parcel.GS1["4308"] != "" || got.Parcel.GS1["00"] != "340123450000000017" {
+		t.Fatalf("gs1 %v", got.Parcel.GS1)
+	}
+}

@@ -119,6 +119,8 @@ type Parcel struct {
 	Parcel    event.Parcel
 	Recipient string
 	Location  string
+	// Person is the directory id of the person it is for, if one was found.
+	Person string
 }
 
 // recentLimit is how many parcels a station remembers for reprints.
@@ -260,22 +262,22 @@ func (s *Station) Recover(ctx context.Context) error {
 		case ev.Type == event.TypeParcelUpdated:
 			updates[ev.ParcelID] = append(updates[ev.ParcelID], ev)
 		case ev.Parcel != nil:
-			p := &Parcel{ID: ev.ID, Time: ev.Time, Parcel: *ev.Parcel, Recipient: ev.Recipient, Location: ev.Location}
+			p := &Parcel{ID: ev.ID, Time: ev.Time, Parcel: *ev.Parcel, Recipient: ev.Recipient, Location: ev.Location, Person: ev.RecipientID}
 			s.mu.Lock()
 			s.remember(p)
 			s.mu.Unlock()
 			s.see(dupKey(ev.Parcel.Carrier, ev.Parcel.Tracking), ev.Time)
 			s.last = &lastParcel{id: ev.ID, at: ev.Time, has: map[barcode.Kind]bool{
-				barcode.KindRecipient: ev.Recipient != "", barcode.KindLocation: ev.Location != ""}}
+				barcode.KindRecipient: hasRecipient(ev), barcode.KindLocation: ev.Location != ""}}
 		}
 	}
 	for id, ups := range updates {
 		for _, u := range ups {
 			s.mu.Lock()
-			s.applyUpdate(id, u.Recipient, u.Location)
+			s.applyUpdate(id, u)
 			s.mu.Unlock()
 			if s.last != nil && s.last.id == id {
-				s.last.has[barcode.KindRecipient] = s.last.has[barcode.KindRecipient] || u.Recipient != ""
+				s.last.has[barcode.KindRecipient] = s.last.has[barcode.KindRecipient] || hasRecipient(u)
 				s.last.has[barcode.KindLocation] = s.last.has[barcode.KindLocation] || u.Location != ""
 			}
 		}
@@ -589,8 +591,8 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	}
 	s.see(key, at)
 	s.last = &lastParcel{id: committed.ID, at: at, has: map[barcode.Kind]bool{
-		barcode.KindRecipient: ev.Recipient != "", barcode.KindLocation: ev.Location != ""}}
-	rec := &Parcel{ID: committed.ID, Time: at, Parcel: *p, Recipient: ev.Recipient, Location: ev.Location}
+		barcode.KindRecipient: hasRecipient(ev), barcode.KindLocation: ev.Location != ""}}
+	rec := &Parcel{ID: committed.ID, Time: at, Parcel: *p, Recipient: ev.Recipient, Location: ev.Location, Person: ev.RecipientID}
 	s.mu.Lock()
 	s.stats.Received++
 	s.remember(rec)
@@ -636,7 +638,7 @@ func (s *Station) attach(ctx context.Context, scan event.Event, res barcode.Resu
 		l.has[kind] = true
 		s.mu.Lock()
 		s.stats.Updated++
-		s.applyUpdate(l.id, ev.Recipient, ev.Location)
+		s.applyUpdate(l.id, ev)
 		s.mu.Unlock()
 		s.log.Info("parcel updated", "parcel", l.id, string(kind), res.Tracking)
 		s.emit(committed)
@@ -652,19 +654,30 @@ func (s *Station) attach(ctx context.Context, scan event.Event, res barcode.Resu
 	return nil
 }
 
-// applyUpdate records a recipient or location on a remembered parcel.
-func (s *Station) applyUpdate(id, recipient, location string) {
+// applyUpdate records a parcel.updated's recipient, person or location on
+// a remembered parcel.
+func (s *Station) applyUpdate(id string, u event.Event) {
 	for _, p := range s.recent {
 		if p.ID == id {
-			if recipient != "" {
-				p.Recipient = recipient
+			if u.Recipient != "" {
+				p.Recipient = u.Recipient
 			}
-			if location != "" {
-				p.Location = location
+			if u.RecipientID != "" {
+				p.Person = u.RecipientID
+			}
+			if u.Location != "" {
+				p.Location = u.Location
 			}
 			return
 		}
 	}
+}
+
+// hasRecipient reports whether a parcel event names its recipient: a code,
+// or a person of the directory (found by name: a badge scanned next is
+// then for the next parcel, not this one).
+func hasRecipient(ev event.Event) bool {
+	return ev.Recipient != "" || ev.RecipientID != "" && ev.RecipientMatch != directory.MatchNone
 }
 
 func (s *Station) remember(p *Parcel) {
@@ -759,8 +772,18 @@ func (s *Station) print(p Parcel) {
 	if p.Parcel.Weight != nil {
 		w = weightText(p.Parcel.Weight)
 	}
+	recipient := p.Recipient
+	if p.Person != "" {
+		// The person's name as the directory has it, for the shelf.
+		recipient = p.Person
+		if x := s.directoryIndex(context.Background()); x != nil {
+			if e, ok := x.ByID(p.Person); ok {
+				recipient = e.Name
+			}
+		}
+	}
 	job, err := s.cfg.Label.Render(label.Fields{ID: p.ID, Carrier: p.Parcel.Carrier, Service: p.Parcel.Service,
-		Tracking: p.Parcel.Tracking, Recipient: p.Recipient, Location: p.Location, Station: s.cfg.Name,
+		Tracking: p.Parcel.Tracking, Recipient: recipient, Location: p.Location, Station: s.cfg.Name,
 		Weight: w, Time: p.Time.In(time.Local), QR: s.cfg.QR})
 	if err != nil {
 		s.log.Error("label not printed", "parcel", p.ID, "err", err)

@@ -13,9 +13,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/seal"
@@ -203,12 +205,23 @@ func (o *Outbox) RecordDirectoryPush(ctx context.Context, highest int64, report 
 // ErrNoPerson is ForgetPerson's answer for an id the directory lacks.
 var ErrNoPerson = errors.New("no person with that id in the directory")
 
-// ForgetPerson removes one person from the directory at once (an erasure
-// request). First the person's name is taken out of every event in the
-// buffer that names them by id (recipient_name, the name a 2D label
-// printed, also in the label's raw bytes and in its scan), a page of
-// events per transaction; then the entry is deleted, overwritten in the
-// database file, and the WAL is checkpointed so that no copy stays there.
+// ForgetPerson erases one person from the buffer at path at once (an
+// erasure request):
+//
+//  1. the entry is marked as left, so that a running daemon stops showing
+//     and matching the person;
+//  2. their name leaves every event of every parcel that names them by id
+//     (recipient_name; the name and phone a 2D label prints, in the
+//     label's fields, its raw bytes and its scan; a name typed in for
+//     them), a page of events per transaction;
+//  3. the entry is deleted, the events committed meanwhile are scrubbed
+//     too, and the print jobs of their parcels are dropped;
+//  4. the file is rewritten (VACUUM), so that no page freed earlier keeps a
+//     copy, and the WAL is checkpointed (TRUNCATE);
+//  5. the database file and its WAL are searched for the names: found, it
+//     returns ErrNameRemains; a WAL the daemon keeps open returns
+//     ErrWALInUse.
+//
 // It returns how many events it changed. Interrupted, it can be run again.
 func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) (int64, error) {
 	db, err := openDirectory(ctx, path)
@@ -216,70 +229,135 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 		return 0, err
 	}
 	defer db.Close()
-	var entry []byte
-	var keyID sql.NullString
-	err = db.QueryRowContext(ctx, "SELECT entry, key_id FROM directory WHERE id = ?", id).Scan(&entry, &keyID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("forget %s: %w", id, ErrNoPerson)
-	}
+	e, err := readEntry(ctx, db, keys, id)
 	if err != nil {
-		return 0, fmt.Errorf("forget %s: %w", id, err)
+		return 0, err
 	}
-	if keyID.Valid {
-		if keys == nil {
-			return 0, fmt.Errorf("forget %s: the entry is sealed and no storage.encryption_key_file is configured", id)
-		}
-		if entry, err = keys.Open(keyID.String, personSealID(id), entry); err != nil {
+	if e.Active {
+		left := e
+		left.Active = false
+		if err := writeEntry(ctx, db, keys, left); err != nil {
 			return 0, fmt.Errorf("forget %s: %w", id, err)
 		}
 	}
-	var e directory.Entry
-	if err := json.Unmarshal(entry, &e); err != nil {
-		return 0, fmt.Errorf("forget %s: %w", id, err)
+	sc := &scrubber{db: db, keys: keys, person: e, parcels: map[string]bool{}, scans: map[string]bool{},
+		names: map[string]bool{e.Name: true}}
+	if e.Email != "" {
+		sc.names[e.Email] = true
 	}
-	changed, err := scrubEvents(ctx, db, keys, e)
-	if err != nil {
-		return changed, fmt.Errorf("forget %s: %w", id, err)
+	if err := sc.run(ctx, 0); err != nil {
+		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return changed, fmt.Errorf("forget %s: %w", id, err)
+		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, "DELETE FROM directory WHERE id = ?", id); err != nil {
-		return changed, fmt.Errorf("forget %s: %w", id, err)
+		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
 	if _, err := bumpDirectoryVersion(ctx, tx); err != nil {
-		return changed, err
+		return sc.changed, err
+	}
+	for parcel := range sc.parcels {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM print_jobs WHERE parcel_id = ?", parcel); err != nil {
+			return sc.changed, fmt.Errorf("forget %s: %w", id, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
-		return changed, fmt.Errorf("forget %s: %w", id, err)
+		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
+	}
+	// Events a running daemon committed while the first pass ran.
+	if err := sc.run(ctx, sc.last); err != nil {
+		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
 	// Copies of the name can stay in pages SQLite freed earlier (a row
 	// rewritten when it was marked sent leaves its old bytes behind):
 	// VACUUM writes the live rows into a new file, and the checkpoint
-	// lets the WAL start over. A running daemon's readers may hold the WAL
-	// back until its own next checkpoint.
+	// lets the WAL start over.
 	if _, err := db.ExecContext(ctx, "VACUUM"); err != nil {
-		return changed, fmt.Errorf("forget %s: vacuum: %w", id, err)
+		return sc.changed, fmt.Errorf("forget %s: vacuum: %w", id, err)
 	}
 	var busy, logPages, done int
 	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
-		return changed, fmt.Errorf("forget %s: checkpoint: %w", id, err)
+		return sc.changed, fmt.Errorf("forget %s: checkpoint: %w", id, err)
 	}
-	if found, err := fileHolds(path, e.Name); err != nil {
-		return changed, fmt.Errorf("forget %s: check the buffer: %w", id, err)
-	} else if found {
-		return changed, fmt.Errorf("forget %s: %w", id, ErrNameRemains)
+	for _, f := range []string{path, path + "-wal"} {
+		for name := range sc.names {
+			found, err := fileHolds(f, name)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return sc.changed, fmt.Errorf("forget %s: check the buffer: %w", id, err)
+			}
+			if found && f == path+"-wal" && (busy != 0 || logPages != done) {
+				return sc.changed, fmt.Errorf("forget %s: %w", id, ErrWALInUse)
+			}
+			if found {
+				return sc.changed, fmt.Errorf("forget %s: %w", id, ErrNameRemains)
+			}
+		}
 	}
-	return changed, nil
+	return sc.changed, nil
 }
 
 // ErrNameRemains is ForgetPerson's answer when the person's name is still
-// in the buffer file after the entry and the names in events naming them
-// by id are gone: text typed in by a clerk (a manual entry's recipient)
-// holds it. The person is forgotten all the same.
+// in the buffer after everything that names them was erased: text typed
+// in by a clerk that the box cannot tie to the person (a manual entry's
+// recipient that matched nobody). The person is forgotten all the same.
 var ErrNameRemains = errors.New("the name still appears in the buffer, in text typed in at the page (events that do not name the person by id)")
+
+// ErrWALInUse is ForgetPerson's answer when a running daemon keeps the
+// WAL, which still holds old copies, from starting over.
+var ErrWALInUse = errors.New("the daemon keeps the WAL open, which still holds old copies of the name until the daemon's own writes cover them: stop the daemon and run forget again to leave no trace at once")
+
+// readEntry reads one directory entry.
+func readEntry(ctx context.Context, db *sql.DB, keys *seal.Keys, id string) (directory.Entry, error) {
+	var b []byte
+	var keyID sql.NullString
+	err := db.QueryRowContext(ctx, "SELECT entry, key_id FROM directory WHERE id = ?", id).Scan(&b, &keyID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return directory.Entry{}, fmt.Errorf("forget %s: %w", id, ErrNoPerson)
+	}
+	if err != nil {
+		return directory.Entry{}, fmt.Errorf("forget %s: %w", id, err)
+	}
+	if keyID.Valid {
+		if keys == nil {
+			return directory.Entry{}, fmt.Errorf("forget %s: the entry is sealed and no storage.encryption_key_file is configured", id)
+		}
+		if b, err = keys.Open(keyID.String, personSealID(id), b); err != nil {
+			return directory.Entry{}, fmt.Errorf("forget %s: %w", id, err)
+		}
+	}
+	var e directory.Entry
+	if err := json.Unmarshal(b, &e); err != nil {
+		return directory.Entry{}, fmt.Errorf("forget %s: %w", id, err)
+	}
+	return e, nil
+}
+
+// writeEntry replaces one directory entry and bumps the version.
+func writeEntry(ctx context.Context, db *sql.DB, keys *seal.Keys, e directory.Entry) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	var keyID driver.Value
+	if keys != nil {
+		b, keyID = keys.Seal(personSealID(e.ID), b), keys.Current()
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "UPDATE directory SET entry = ?, key_id = ? WHERE id = ?", b, keyID, e.ID); err != nil {
+		return err
+	}
+	if _, err := bumpDirectoryVersion(ctx, tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
 
 // fileHolds reports whether the file at path holds text, reading it in
 // blocks.
@@ -290,6 +368,9 @@ func fileHolds(path, text string) (bool, error) {
 	}
 	defer f.Close()
 	needle := []byte(text)
+	if len(needle) == 0 {
+		return false, nil
+	}
 	buf := make([]byte, 1<<20+len(needle))
 	keep := 0
 	for {
@@ -310,7 +391,7 @@ func fileHolds(path, text string) (bool, error) {
 	}
 }
 
-// scrubPage is how many events scrubEvents reads and rewrites at a time.
+// scrubPage is how many events a scrub reads and rewrites at a time.
 const scrubPage = 500
 
 type storedPayload struct {
@@ -320,72 +401,216 @@ type storedPayload struct {
 	keyID   sql.NullString
 }
 
-// scrubEvents takes a person's name out of the events naming them by id,
-// and out of the scans of their 2D labels. Payloads are decoded and
-// encoded again with the name left out; everything else stays as it was.
-func scrubEvents(ctx context.Context, db *sql.DB, keys *seal.Keys, person directory.Entry) (int64, error) {
-	idField, _ := json.Marshal(person.ID)
-	needle := append([]byte(`"recipient_id":`), idField...)
-	labelNames := map[string]string{} // scan id -> the name its label printed
-	var changed int64
-	for pass := 0; pass < 2; pass++ {
-		after := int64(0)
+// scrubber takes one person's name out of the events in a buffer.
+type scrubber struct {
+	db     *sql.DB
+	keys   *seal.Keys
+	person directory.Entry
+	// parcels are the ids of the parcels the person is named on, scans the
+	// ids of those parcels' scans, names what was found to erase (the
+	// directory's name and e-mail, names and phones labels print).
+	parcels, scans, names map[string]bool
+	last                  int64 // the last event position read
+	changed               int64
+}
+
+// run scrubs the events after position from: first those that name the
+// person by id (their parcels are noted), then those parcels' receipts,
+// then their scans.
+func (sc *scrubber) run(ctx context.Context, from int64) error {
+	needle, _ := json.Marshal(sc.person.ID)
+	needle = append([]byte(`"recipient_id":`), needle...)
+	steps := []func(ev *event.Event, raw []byte) bool{
+		func(ev *event.Event, raw []byte) bool {
+			if !bytes.Contains(raw, needle) || ev.RecipientID != sc.person.ID {
+				return false
+			}
+			switch {
+			case ev.Type == event.TypeParcelReceived:
+				sc.parcels[ev.ID] = true
+			case ev.ParcelID != "":
+				sc.parcels[ev.ParcelID] = true
+			}
+			changed := ev.RecipientName != ""
+			ev.RecipientName = ""
+			return sc.scrubParcel(ev) || changed
+		},
+		func(ev *event.Event, _ []byte) bool {
+			if ev.Type != event.TypeParcelReceived || !sc.parcels[ev.ID] {
+				return false
+			}
+			if ev.ScanID != "" {
+				sc.scans[ev.ScanID] = true
+			}
+			return sc.scrubParcel(ev)
+		},
+		func(ev *event.Event, _ []byte) bool {
+			if ev.Type != event.TypeScan || !sc.scans[ev.ID] {
+				return false
+			}
+			changed := sc.scrubTyped(ev)
+			values := personalValues(barcode.Classify(ev.Barcode))
+			for _, v := range values {
+				sc.names[v] = true
+				if bytes.Contains(ev.Barcode, []byte(v)) {
+					ev.Barcode, changed = bytes.ReplaceAll(ev.Barcode, []byte(v), []byte(redacted(v))), true
+				}
+			}
+			return changed
+		},
+	}
+	last := from
+	for _, step := range steps {
+		after := from
 		for {
-			page, err := readPage(ctx, db, after, pass == 1)
+			page, err := readPage(ctx, sc.db, after)
 			if err != nil {
-				return changed, err
+				return err
 			}
 			var edits []storedPayload
 			for _, r := range page {
-				after = r.pos
+				after, last = r.pos, max(last, r.pos)
 				b := r.payload
 				if r.keyID.Valid {
-					if keys == nil {
-						return changed, fmt.Errorf("event %s is sealed and no storage.encryption_key_file is configured", r.id)
+					if sc.keys == nil {
+						return fmt.Errorf("event %s is sealed and no storage.encryption_key_file is configured", r.id)
 					}
-					if b, err = keys.Open(r.keyID.String, r.id, b); err != nil {
-						return changed, fmt.Errorf("event %s: %w", r.id, err)
+					if b, err = sc.keys.Open(r.keyID.String, r.id, b); err != nil {
+						return fmt.Errorf("event %s: %w", r.id, err)
 					}
 				}
-				var out []byte
-				if pass == 0 {
-					out = scrubNamed(b, needle, person.ID, labelNames)
-				} else if name, ok := labelNames[r.id]; ok {
-					out = scrubScan(b, name)
+				ev, err := event.Decode(b)
+				if err != nil || !step(&ev, b) {
+					continue
 				}
-				if out == nil {
+				out, err := ev.AppendJSON(nil)
+				if err != nil || bytes.Equal(out, b) {
 					continue
 				}
 				if r.keyID.Valid {
-					out = keys.Seal(r.id, out)
-					r.keyID = sql.NullString{String: keys.Current(), Valid: true}
+					out = sc.keys.Seal(r.id, out)
+					r.keyID = sql.NullString{String: sc.keys.Current(), Valid: true}
 				}
 				r.payload = out
 				edits = append(edits, r)
 			}
 			if len(edits) > 0 {
-				if err := writePage(ctx, db, edits); err != nil {
-					return changed, err
+				if err := writePage(ctx, sc.db, edits); err != nil {
+					return err
 				}
-				changed += int64(len(edits))
+				sc.changed += int64(len(edits))
 			}
 			if len(page) < scrubPage {
 				break
 			}
 		}
-		if len(labelNames) == 0 {
-			break
-		}
 	}
-	return changed, nil
+	sc.last = last
+	return nil
 }
 
-func readPage(ctx context.Context, db *sql.DB, after int64, scans bool) ([]storedPayload, error) {
-	q := "SELECT pos, id, type, payload, key_id FROM events WHERE pos > ? ORDER BY pos LIMIT ?"
-	if scans {
-		q = "SELECT pos, id, type, payload, key_id FROM events WHERE pos > ? AND type = 'scan' ORDER BY pos LIMIT ?"
+// scrubParcel takes the person's name and phone out of a parcel's label
+// (its fields and its raw bytes) and a name typed in for them.
+func (sc *scrubber) scrubParcel(ev *event.Event) bool {
+	changed := sc.scrubTyped(ev)
+	p := ev.Parcel
+	if p == nil {
+		return changed
 	}
-	rows, err := db.QueryContext(ctx, q, after, scrubPage)
+	raw := []byte(p.Raw)
+	if p.RawB64 != "" {
+		if b, err := base64.StdEncoding.DecodeString(p.RawB64); err == nil {
+			raw = b
+		}
+	}
+	// The raw bytes say what the label printed even where the event's
+	// fields left it out (directory.privacy id).
+	values := personalValues(barcode.Classify(raw))
+	if p.Label != nil {
+		l := *p.Label
+		if l.ShipTo != nil && l.ShipTo.Name != "" {
+			values = append(values, l.ShipTo.Name)
+			st := *l.ShipTo
+			st.Name = ""
+			l.ShipTo, changed = &st, true
+		}
+		l.GS1, changed = withoutPersonal(l.GS1, changed)
+		p.Label = &l
+	}
+	p.GS1, changed = withoutPersonal(p.GS1, changed)
+	for _, v := range values {
+		sc.names[v] = true
+		if strings.Contains(p.Raw, v) {
+			p.Raw, changed = strings.ReplaceAll(p.Raw, v, redacted(v)), true
+		}
+		if bytes.Contains(raw, []byte(v)) && p.RawB64 != "" {
+			raw = bytes.ReplaceAll(raw, []byte(v), []byte(redacted(v)))
+			p.RawB64, changed = base64.StdEncoding.EncodeToString(raw), true
+		}
+	}
+	return changed
+}
+
+// scrubTyped takes a name typed in for the person (a manual entry's
+// recipient) out of an event: text the person alone fits.
+func (sc *scrubber) scrubTyped(ev *event.Event) bool {
+	if ev.Recipient == "" {
+		return false
+	}
+	if _, how, _ := directory.NewIndex([]directory.Entry{{ID: sc.person.ID, Name: sc.person.Name, Active: true}}).Resolve(ev.Recipient); how == directory.MatchExact || how == directory.MatchFuzzy {
+		sc.names[ev.Recipient] = true
+		ev.Recipient = ""
+		return true
+	}
+	return false
+}
+
+// personalAIs are the GS1 AIs that name or reach a person: the ship-to
+// contact name and phone.
+var personalAIs = []string{"4301", "4308"}
+
+// personalValues are the person's name and phone a code carries.
+func personalValues(r barcode.Result) []string {
+	var out []string
+	for _, m := range []map[string]string{r.GS1, labelGS1(r.Label)} {
+		for _, ai := range personalAIs {
+			if v := m[ai]; v != "" {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+func labelGS1(l *barcode.Label) map[string]string {
+	if l == nil {
+		return nil
+	}
+	return l.GS1
+}
+
+// withoutPersonal returns m without the personal AIs (a copy when it had
+// any), and whether it had any.
+func withoutPersonal(m map[string]string, changed bool) (map[string]string, bool) {
+	had := false
+	for _, ai := range personalAIs {
+		_, ok := m[ai]
+		had = had || ok
+	}
+	if !had {
+		return m, changed
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if !slices.Contains(personalAIs, k) {
+			out[k] = v
+		}
+	}
+	return out, true
+}
+
+func readPage(ctx context.Context, db *sql.DB, after int64) ([]storedPayload, error) {
+	rows, err := db.QueryContext(ctx, "SELECT pos, id, type, payload, key_id FROM events WHERE pos > ? ORDER BY pos LIMIT ?", after, scrubPage)
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
@@ -417,69 +642,6 @@ func writePage(ctx context.Context, db *sql.DB, edits []storedPayload) error {
 		}
 	}
 	return tx.Commit()
-}
-
-// scrubNamed returns an event naming the person by id without their name,
-// or nil when it does not name them. The name a 2D label printed is
-// remembered by the id of the label's scan.
-func scrubNamed(payload, needle []byte, id string, labelNames map[string]string) []byte {
-	if !bytes.Contains(payload, needle) {
-		return nil
-	}
-	ev, err := event.Decode(payload)
-	if err != nil || ev.RecipientID != id {
-		return nil
-	}
-	ev.RecipientName = ""
-	if p := ev.Parcel; p != nil && p.Label != nil {
-		l := *p.Label
-		if l.ShipTo != nil {
-			st := *l.ShipTo
-			if st.Name != "" {
-				if ev.ScanID != "" {
-					labelNames[ev.ScanID] = st.Name
-				}
-				p.Raw = strings.ReplaceAll(p.Raw, st.Name, redacted(st.Name))
-				if p.RawB64 != "" {
-					if raw, err := base64.StdEncoding.DecodeString(p.RawB64); err == nil {
-						p.RawB64 = base64.StdEncoding.EncodeToString(bytes.ReplaceAll(raw, []byte(st.Name), []byte(redacted(st.Name))))
-					}
-				}
-			}
-			st.Name = ""
-			l.ShipTo = &st
-		}
-		if l.GS1["4301"] != "" || l.GS1["4308"] != "" {
-			gs1 := make(map[string]string, len(l.GS1))
-			for k, v := range l.GS1 {
-				if k != "4301" && k != "4308" { // the name and the phone
-					gs1[k] = v
-				}
-			}
-			l.GS1 = gs1
-		}
-		p.Label = &l
-	}
-	out, err := ev.AppendJSON(nil)
-	if err != nil || bytes.Equal(out, payload) {
-		return nil
-	}
-	return out
-}
-
-// scrubScan returns a scan with the name its 2D label printed replaced by
-// asterisks, or nil when the scan does not hold it.
-func scrubScan(payload []byte, name string) []byte {
-	ev, err := event.Decode(payload)
-	if err != nil || !bytes.Contains(ev.Barcode, []byte(name)) {
-		return nil
-	}
-	ev.Barcode = bytes.ReplaceAll(ev.Barcode, []byte(name), []byte(redacted(name)))
-	out, err := ev.AppendJSON(nil)
-	if err != nil {
-		return nil
-	}
-	return out
 }
 
 // redacted is as many asterisks as name has bytes, so that fixed-length

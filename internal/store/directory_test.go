@@ -35,8 +35,9 @@ func TestDirectoryImportAndErasure(t *testing.T) {
 	if _, err := ForgetPerson(ctx, path, nil, "E1"); !errors.Is(err, ErrNoPerson) {
 		t.Fatalf("forgetting twice: %v", err)
 	}
-	if v, _ := o.DirectoryVersion(ctx); v != 2 {
-		t.Fatalf("version after forget %d, want 2", v)
+	// Marked as left, then deleted: two versions.
+	if v, _ := o.DirectoryVersion(ctx); v != 3 {
+		t.Fatalf("version after forget %d, want 3", v)
 	}
 	o.Close()
 	for _, f := range []string{path, path + "-wal"} {
