@@ -49,7 +49,7 @@ func NewIndex(entries []Entry) *Index {
 		for _, b := range e.Badges {
 			x.badges[strings.ToUpper(b)] = i
 		}
-		x.byID[e.ID] = i
+		x.byID[strings.ToUpper(e.ID)] = i
 	}
 	return x
 }
@@ -66,9 +66,10 @@ func (x *Index) ByBadge(code string) (Entry, bool) {
 	return x.entries[i], true
 }
 
-// ByID finds an active person by id.
+// ByID finds an active person by id, in any letter case (ids are unique
+// without regard to it).
 func (x *Index) ByID(id string) (Entry, bool) {
-	i, ok := x.byID[id]
+	i, ok := x.byID[strings.ToUpper(strings.TrimSpace(id))]
 	if !ok {
 		return Entry{}, false
 	}
@@ -287,8 +288,8 @@ const (
 )
 
 // Resolve finds the one person a code or a name stands for, for matching a
-// parcel without a person's help: a badge code, the person's id, or a
-// name that fits exactly one active person with high confidence. It
+// parcel without a person's help: a badge code, or a name that fits
+// exactly one active person with high confidence. It
 // returns MatchNone when nobody fits, or more than one person does.
 func (x *Index) Resolve(text string) (Entry, string, float64) {
 	text = strings.TrimSpace(text)

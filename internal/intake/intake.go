@@ -81,8 +81,12 @@ type Manual struct {
 	Station   string
 	Code      string
 	Recipient string
-	// RecipientID is the directory person the clerk chose, if any.
-	RecipientID string
+	// RecipientID is the directory person the clerk chose, or the one the
+	// name typed is; RecipientMatch says which (manual, exact or fuzzy)
+	// and RecipientScore how well a fuzzy name fit.
+	RecipientID    string
+	RecipientMatch string
+	RecipientScore float64
 	// Weight is optional.
 	Weight *event.Weight
 	At     time.Time
@@ -94,7 +98,8 @@ func (in *Intake) CommitManual(ctx context.Context, m Manual) (event.Event, erro
 	return in.commit(ctx, event.Event{
 		Appliance: in.appliance, Site: in.site, Type: event.TypeScan,
 		Time: m.At, Barcode: []byte(m.Code), Station: m.Station, Manual: true,
-		Recipient: m.Recipient, RecipientID: m.RecipientID, EnteredWeight: m.Weight,
+		Recipient: m.Recipient, RecipientID: m.RecipientID, RecipientMatch: m.RecipientMatch, RecipientScore: m.RecipientScore,
+		EnteredWeight: m.Weight,
 	})
 }
 

@@ -35,13 +35,14 @@ func (s *Station) directoryIndex(ctx context.Context) *directory.Index {
 }
 
 // matchRecipient finds the person a parcel is for and records them in ev:
-// the person a clerk chose (chosen, a directory id), else the one a code
-// or a typed name stands for (ev.Recipient), else the one the 2D label
-// names. A name typed in and matched is replaced by the person's id, so
-// that with directory.privacy "id" no name travels. With no directory
-// nothing is recorded; with one, a parcel nobody fits is marked "none"
-// and waits on the page's needs-recipient list.
-func (s *Station) matchRecipient(ctx context.Context, ev *event.Event, chosen string, typed bool) {
+// the person of the manual entry's scan (the clerk chose them, or the page
+// matched the name typed: scan.RecipientID and RecipientMatch), else the
+// one a code or a typed name stands for (ev.Recipient), else the one the
+// parcel's label names. A name typed in and matched is replaced by the
+// person's id. With no directory nothing is recorded; with one, a parcel
+// nobody fits is marked "none" and waits on the page's needs-recipient
+// list.
+func (s *Station) matchRecipient(ctx context.Context, ev *event.Event, scan event.Event, typed bool) {
 	defer s.redactLabel(ev)
 	x := s.directoryIndex(ctx)
 	if x == nil {
@@ -56,9 +57,13 @@ func (s *Station) matchRecipient(ctx context.Context, ev *event.Event, chosen st
 			ev.RecipientName = e.Name
 		}
 	}
-	if chosen != "" {
-		if e, ok := x.ByID(chosen); ok {
-			set(e, directory.MatchManual, 0)
+	if scan.RecipientID != "" {
+		if e, ok := x.ByID(scan.RecipientID); ok {
+			how := scan.RecipientMatch
+			if how != directory.MatchExact && how != directory.MatchFuzzy {
+				how = directory.MatchManual
+			}
+			set(e, how, scan.RecipientScore)
 			if typed {
 				ev.Recipient = ""
 			}

@@ -575,7 +575,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	if scan.Recipient != "" { // typed in with a manual entry
 		ev.Recipient, typed = scan.Recipient, true
 	}
-	s.matchRecipient(ctx, &ev, scan.RecipientID, typed)
+	s.matchRecipient(ctx, &ev, scan, typed)
 	if s.cfg.PickupPINs {
 		ev.PickupPIN = NewPickupPIN()
 	}
@@ -617,7 +617,7 @@ func (s *Station) attach(ctx context.Context, scan event.Event, res barcode.Resu
 			Resolves: []string{scan.ID}}
 		if kind == barcode.KindRecipient {
 			ev.Recipient = res.Tracking
-			s.matchRecipient(ctx, &ev, "", false)
+			s.matchRecipient(ctx, &ev, event.Event{}, false)
 			if ev.RecipientMatch == directory.MatchNone {
 				ev.RecipientMatch = "" // a code of nobody changes no match the parcel has
 			}

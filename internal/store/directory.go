@@ -233,6 +233,7 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 	if err != nil {
 		return 0, err
 	}
+	id = e.ID
 	if e.Active {
 		left := e
 		left.Active = false
@@ -313,7 +314,9 @@ var ErrWALInUse = errors.New("the daemon keeps the WAL open, which still holds o
 func readEntry(ctx context.Context, db *sql.DB, keys *seal.Keys, id string) (directory.Entry, error) {
 	var b []byte
 	var keyID sql.NullString
-	err := db.QueryRowContext(ctx, "SELECT entry, key_id FROM directory WHERE id = ?", id).Scan(&b, &keyID)
+	// Ids are unique without regard to letter case; the id as stored is
+	// the one its entry is sealed for.
+	err := db.QueryRowContext(ctx, "SELECT id, entry, key_id FROM directory WHERE id = ? COLLATE NOCASE", id).Scan(&id, &b, &keyID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return directory.Entry{}, fmt.Errorf("forget %s: %w", id, ErrNoPerson)
 	}

@@ -520,3 +520,30 @@ func (r *custodyRig) getJSON(path string, v any) {
 		r.t.Fatalf("%s: %d %s %v", path, resp.StatusCode, b, err)
 	}
 }
+
+// A manual entry's recipient that is one person's name is committed as
+// that person (recipient_id, how it matched), never as the text typed; a
+// person chosen on the page is "manual"; an id in any letter case names
+// its person; text that is nobody's stays text.
+func TestManualEntryNamesThePersonNotTheText(t *testing.T) {
+	r := startCustody(t)
+	for _, tc := range []struct {
+		body               string
+		recipient, id, how string
+	}{
+		{`{"station":"dock-1","tracking":"T1","recipient":"MUELLER, JUERGEN"}`, "", "E1", "exact"},
+		{`{"station":"dock-1","tracking":"T2","recipient":"Carla Voght"}`, "", "E3", "fuzzy"},
+		{`{"station":"dock-1","tracking":"T3","recipient":"anything","recipient_id":"e2"}`, "", "E2", "manual"},
+		{`{"station":"dock-1","tracking":"T4","recipient":"Poststelle"}`, "Poststelle", "", ""},
+		{`{"station":"dock-1","tracking":"T5","recipient":"EMP-1"}`, "EMP-1", "", ""},
+	} {
+		m, err := r.srv.parseManual(context.Background(), []byte(tc.body))
+		if err != nil || m.Recipient != tc.recipient || m.RecipientID != tc.id || m.RecipientMatch != tc.how {
+			t.Errorf("%s: %+v %v", tc.body, m, err)
+		}
+	}
+	if _, err := r.srv.parseManual(context.Background(), []byte(`{"station":"dock-1","tracking":"T6","recipient_id":"NOPE"}`)); err == nil ||
+		!strings.Contains(err.Error(), "no active person") {
+		t.Fatalf("unknown person: %v", err)
+	}
+}

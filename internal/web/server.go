@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/intake"
 	"github.com/mailroomd/mailroomd/internal/station"
@@ -730,6 +731,16 @@ func (s *Server) parseManual(ctx context.Context, body []byte) (intake.Manual, e
 		return intake.Manual{}, &entryError{"unknown_person", "no active person with that id in the directory"}
 	}
 	m := intake.Manual{Station: req.Station, Code: req.Tracking, Recipient: req.Recipient, RecipientID: req.RecipientID, At: s.opts.Now()}
+	if m.RecipientID != "" {
+		e, _ := s.person(ctx, m.RecipientID)
+		m.Recipient, m.RecipientID, m.RecipientMatch = "", e.ID, directory.MatchManual
+	} else if x := s.directory(ctx); x != nil && x.Len() > 0 && m.Recipient != "" {
+		// A name typed in that is one person's is committed as that person,
+		// so that the text itself is never recorded nor sent.
+		if e, how, score := x.Resolve(m.Recipient); how == directory.MatchExact || how == directory.MatchFuzzy {
+			m.Recipient, m.RecipientID, m.RecipientMatch, m.RecipientScore = "", e.ID, how, score
+		}
+	}
 	if req.Weight != 0 {
 		per, ok := gramsPer[req.Unit]
 		if !ok || req.Weight < 0 || req.Weight > 1e6 {
