@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -68,13 +69,49 @@ type dirPush struct {
 	keyID   string
 	size    int
 	data    map[int]string
+	last    time.Time // when the last part arrived
 }
+
+// claim is what an envelope says of itself before its signature is
+// checked: only used to pass over parts of pushes that are done.
+type claim struct {
+	version     int64
+	part, parts int
+	sum         string
+	ok          bool
+}
+
+// peek reads the version and part an envelope claims, unverified.
+func peek(msg []byte) claim {
+	var env envelope.Envelope
+	if json.Unmarshal(msg, &env) != nil {
+		return claim{}
+	}
+	b, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return claim{}
+	}
+	var p envelope.Payload
+	if json.Unmarshal(b, &p) != nil || p.Kind != envelope.KindDirectory || p.Version <= 0 {
+		return claim{}
+	}
+	return claim{version: p.Version, part: p.Part, parts: p.Parts, sum: p.SHA256, ok: true}
+}
+
+// staleParts is how long a push whose parts stopped arriving is kept.
+const staleParts = 10 * time.Minute
 
 // directoryPart takes one part of a pushed directory: verified alone,
 // kept until every part of its version is there, then checked as a whole
-// and applied in one transaction. A part that fails verification spoils
-// the version being collected: nothing of it is applied, and IT pushes a
-// new version.
+// and applied in one transaction.
+//
+// Parts of a version already tried (applied, refused, or older) are
+// passed over before they are verified: they are the retained parts of a
+// push that is done. A part that fails verification spoils the push being
+// collected when it belongs to it: nothing of it is applied, and IT pushes
+// a new version. A part outside its validity window (the box's clock, or
+// an expired push) is refused without spoiling anything, so that it is
+// tried again at the next connection.
 func (f *Fleet) directoryPart(ctx context.Context, topic string, msg []byte, retained bool) {
 	if len(msg) == 0 || f.opts.Directories == nil {
 		return // a retained part deleted, or no directory on this box
@@ -85,52 +122,62 @@ func (f *Fleet) directoryPart(ctx context.Context, topic string, msg []byte, ret
 		f.log.Error("directory push state cannot be read", "err", err)
 		return
 	}
-	p, keyID, err := envelope.Payload{}, "", error(nil)
-	if len(f.opts.Keys) == 0 {
-		err = errors.New("remote instructions are disabled: no fleet.public_keys configured")
-	} else {
-		p, keyID, err = f.verifier.Open(msg, envelope.KindDirectory)
+	cl := peek(msg)
+	c := f.collecting
+	if cl.ok && cl.version <= st.Highest {
+		if retained || cl.part != 1 || n != 1 {
+			return
+		}
+		// A push of a version tried already, just published: answered once.
+		p, keyID, err := f.openPart(msg, n)
+		if err != nil || p.Version != cl.version {
+			return
+		}
+		r := DirectoryReport{Version: p.Version, SHA256: p.SHA256, Status: DirectoryIgnored, Applied: st.Applied,
+			Errors: []string{fmt.Sprintf("version %d is not newer than version %d, the last one tried", p.Version, st.Highest)}}
+		if p.Version == st.Applied {
+			r.Status, r.Errors = DirectoryCurrent, nil
+		}
+		f.reportDirectory(ctx, st.Highest, r, keyID)
+		return
 	}
-	if err == nil && p.Part != n {
-		err = fmt.Errorf("part %d of the push arrived on the topic of part %d", p.Part, n)
+	if cl.ok && c != nil && cl.version < c.version {
+		return // an older push, superseded by the one being collected
 	}
+	p, keyID, err := f.openPart(msg, n)
 	if err != nil {
-		version := int64(0)
-		if c := f.collecting; c != nil {
-			version = c.version // the push being collected is spoilt
+		version, sum := cl.version, cl.sum
+		if errors.Is(err, envelope.ErrExpired) || errors.Is(err, envelope.ErrNotYetValid) {
+			if version != 0 && version == f.outOfWindow {
+				return // said once for this version
+			}
+			f.outOfWindow = version
+			f.rejectDirectory(ctx, st, version, sum, keyID, []string{fmt.Sprintf("part %d: %v", n, err)}, 0)
+			return
+		}
+		// A bad part of the push being collected spoils it. One that claims
+		// another version spoils nothing: an unverified claim must not mark
+		// a version (say, a far future one) as tried.
+		tried := int64(0)
+		if c != nil && (version == 0 || version == c.version) {
+			version, sum, tried = c.version, c.sum, c.version
 			f.collecting = nil
 		}
-		f.rejectDirectory(ctx, st, version, "", keyID, []string{fmt.Sprintf("part %d: %v", n, err)}, version)
+		f.rejectDirectory(ctx, st, version, sum, keyID, []string{fmt.Sprintf("part %d: %v", n, err)}, tried)
 		return
 	}
-	// A push that is no news is answered once, at its first part, when it
-	// was just published; the parts of a version that was refused are
-	// passed over (that was reported).
-	answer := !retained && p.Part == 1
-	switch {
-	case p.Version == st.Applied && st.Applied > 0:
-		if answer {
-			f.reportDirectory(ctx, st.Highest, DirectoryReport{Version: p.Version, SHA256: p.SHA256, Status: DirectoryCurrent, Applied: st.Applied}, keyID, false)
-		}
-		return
-	case p.Version <= st.Highest:
-		if answer && p.Version < st.Highest {
-			f.reportDirectory(ctx, st.Highest, DirectoryReport{Version: p.Version, SHA256: p.SHA256, Status: DirectoryIgnored, Applied: st.Applied,
-				Errors: []string{fmt.Sprintf("version %d is not newer than version %d, the last one tried", p.Version, st.Highest)}}, keyID, false)
-		}
-		return
-	}
-	c := f.collecting
+	now := f.opts.Clock.Now()
 	switch {
 	case c == nil || p.Version > c.version:
 		c = &dirPush{version: p.Version, parts: p.Parts, sum: p.SHA256, keyID: keyID, data: map[int]string{}}
 		f.collecting = c
 	case p.Version < c.version:
-		return // an older push, superseded by the one being collected
+		return
 	}
+	c.last = now
 	if p.Parts != c.parts || p.SHA256 != c.sum {
 		f.collecting = nil
-		f.rejectDirectory(ctx, st, c.version, c.sum, keyID, []string{fmt.Sprintf("part %d says %d parts and sha256 %s; part 1 to arrive said %d and %s",
+		f.rejectDirectory(ctx, st, c.version, c.sum, keyID, []string{fmt.Sprintf("part %d says %d parts and sha256 %s; the first part to arrive said %d and %s",
 			p.Part, p.Parts, p.SHA256, c.parts, c.sum)}, c.version)
 		return
 	}
@@ -144,11 +191,31 @@ func (f *Fleet) directoryPart(ctx context.Context, topic string, msg []byte, ret
 		return
 	}
 	if len(c.data) < c.parts {
-		f.log.Info("directory push part received", "version", c.version, "part", p.Part, "parts", c.parts, "received", len(c.data))
+		f.log.Debug("directory push part received", "version", c.version, "part", p.Part, "parts", c.parts, "received", len(c.data))
 		return
 	}
 	f.collecting = nil
 	f.applyDirectory(ctx, st, c)
+}
+
+// openPart verifies a part's envelope and that it came on its own topic.
+func (f *Fleet) openPart(msg []byte, n int) (envelope.Payload, string, error) {
+	if len(f.opts.Keys) == 0 {
+		return envelope.Payload{}, "", errors.New("remote instructions are disabled: no fleet.public_keys configured")
+	}
+	p, keyID, err := f.verifier.Open(msg, envelope.KindDirectory)
+	if err == nil && p.Part != n {
+		err = fmt.Errorf("part %d of the push arrived on the topic of part %d", p.Part, n)
+	}
+	return p, keyID, err
+}
+
+// dropStaleParts forgets a push whose parts stopped arriving.
+func (f *Fleet) dropStaleParts() {
+	if c := f.collecting; c != nil && f.opts.Clock.Now().Sub(c.last) > staleParts {
+		f.log.Warn("pushed directory incomplete: its parts stopped arriving; dropped", "version", c.version, "received", len(c.data), "parts", c.parts)
+		f.collecting = nil
+	}
 }
 
 // applyDirectory checks a complete push and applies it.
@@ -181,6 +248,7 @@ func (f *Fleet) applyDirectory(ctx context.Context, st store.DirectoryPush, c *d
 		f.rejectDirectory(ctx, st, c.version, c.sum, c.keyID, []string{"not applied: " + err.Error()}, 0)
 		return
 	}
+	f.outOfWindow = 0
 	f.log.Info("pushed directory applied", "version", c.version, "people", r.People, "active", r.Active, "key_id", c.keyID)
 	f.audit(ctx, &event.Audit{Action: "directory", KeyID: c.keyID, Version: c.version, Outcome: DirectoryApplied})
 	f.publishDirectoryReport(ctx, b)
@@ -195,18 +263,16 @@ func (f *Fleet) rejectDirectory(ctx context.Context, st store.DirectoryPush, ver
 	f.mu.Unlock()
 	f.opts.Health.Set(ConditionRejected, health.Warning, "rejected pushed directory: "+strings.Join(errs, "; "))
 	f.reportDirectory(ctx, max(st.Highest, tried), DirectoryReport{Version: version, SHA256: sum, Status: DirectoryRejected, Errors: errs,
-		Applied: st.Applied}, keyID, true)
+		Applied: st.Applied}, keyID)
 }
 
 // reportDirectory records, audits and publishes a report of a push not
-// applied.
-func (f *Fleet) reportDirectory(ctx context.Context, highest int64, r DirectoryReport, keyID string, record bool) {
+// applied: the last report is the one published again at connections.
+func (f *Fleet) reportDirectory(ctx context.Context, highest int64, r DirectoryReport, keyID string) {
 	r.V, r.TS = 1, f.opts.Clock.Now().UTC()
 	b, _ := json.Marshal(r)
-	if record {
-		if err := f.opts.Directories.RecordDirectoryPush(ctx, highest, b); err != nil {
-			f.log.Error("directory push state not recorded", "err", err)
-		}
+	if err := f.opts.Directories.RecordDirectoryPush(ctx, highest, b); err != nil {
+		f.log.Error("directory push state not recorded", "err", err)
 	}
 	f.audit(ctx, &event.Audit{Action: "directory", KeyID: keyID, Version: r.Version, Outcome: r.Status, Reason: strings.Join(r.Errors, "; ")})
 	f.publishDirectoryReport(ctx, b)

@@ -130,9 +130,14 @@ type Fleet struct {
 	lastIngestAt time.Time
 	rate         float64
 
-	// collecting is the directory push whose parts are arriving (Run's
+	// collecting is the directory push whose parts are arriving;
+	// outOfWindow the last version refused for its validity window (Run's
 	// goroutine only).
-	collecting *dirPush
+	collecting  *dirPush
+	outOfWindow int64
+	// connected tells Run that the uplink connected: it publishes the last
+	// directory report, in order with the reports it makes itself.
+	connected chan struct{}
 }
 
 type message struct {
@@ -201,6 +206,10 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 // Subscriptions are the topics the fleet receives.
 func (f *Fleet) Subscriptions() []uplink.Subscription {
 	take := func(topic string, payload []byte, retained bool) {
+		if len(payload) > envelope.MaxSize {
+			f.log.Warn("remote instruction dropped: too large", "topic", topic, "bytes", len(payload))
+			return
+		}
 		inbox := f.inbox
 		if strings.Contains(topic, "/"+TopicDirectoryDesired+"/") {
 			inbox = f.parts // a push's parts come in a burst
@@ -228,7 +237,10 @@ func (f *Fleet) OnConnect() {
 			f.PublishReport(context.Background(), b)
 		}
 	}
-	f.publishLastDirectoryReport(context.Background())
+	select {
+	case f.connected <- struct{}{}:
+	default: // one is pending already
+	}
 }
 
 // PublishReport publishes a config report, retained.
@@ -260,12 +272,15 @@ func (f *Fleet) Run(ctx context.Context) error {
 			f.handle(ctx, m)
 		case m := <-f.parts:
 			f.handle(ctx, m)
+		case <-f.connected:
+			f.publishLastDirectoryReport(ctx)
 		case <-telemetry:
 			f.publishTelemetry(ctx)
 		case <-probe:
 			f.sendProbe(ctx)
 		case <-evaluate:
 			f.evaluate(ctx)
+			f.dropStaleParts()
 		}
 	}
 }

@@ -55,6 +55,9 @@ func (c *Client) SignDirectory(target string, version int64, csv []byte, partSiz
 	if partSize <= 0 {
 		partSize = DefaultPartSize
 	}
+	if len(csv) > envelope.MaxDirectorySize {
+		return nil, fmt.Errorf("the directory file is %d bytes; a box takes at most %d", len(csv), envelope.MaxDirectorySize)
+	}
 	sum := sha256.Sum256(csv)
 	parts := SplitDirectory(csv, partSize)
 	if len(parts) > envelope.MaxDirectoryParts {
@@ -90,6 +93,19 @@ type DirectoryOutcome struct {
 // last, and waits up to wait for the appliance's report of this version.
 func (c *Client) PushDirectory(appliance string, version int64, parts [][]byte, wait time.Duration) (DirectoryOutcome, error) {
 	out := DirectoryOutcome{Appliance: appliance}
+	// The box's last report: a version not newer than it reported is
+	// refused here, before its parts replace the retained parts of the
+	// directory in use (a box whose buffer was salvaged would take them).
+	reported, err := c.Collect(appliance+"/"+fleet.TopicDirectoryReported, time.Second)
+	if err != nil {
+		return out, err
+	}
+	for _, m := range reported {
+		var r fleet.DirectoryReport
+		if json.Unmarshal(m.Payload, &r) == nil && max(r.Version, r.Applied) >= version {
+			return out, fmt.Errorf("version %d is not newer than version %d, the last %s reported: push a higher version", version, max(r.Version, r.Applied), appliance)
+		}
+	}
 	// Retained parts of an earlier, longer push are removed after this
 	// one's, so that the box never holds a mix for long (it would only
 	// pass them over: they name another version).
@@ -102,7 +118,7 @@ func (c *Client) PushDirectory(appliance string, version int64, parts [][]byte, 
 	topic := c.Topic(appliance, fleet.TopicDirectoryReported)
 	st := c.c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
 		var r fleet.DirectoryReport
-		if m.Retained() || json.Unmarshal(m.Payload(), &r) != nil || r.Version != version && !(r.Status == fleet.DirectoryRejected && r.Version == 0) {
+		if m.Retained() || json.Unmarshal(m.Payload(), &r) != nil || r.Version != version {
 			return
 		}
 		mu.Lock()

@@ -391,10 +391,10 @@ func (s *Station) custody(ctx context.Context, scan event.Event, res barcode.Res
 			return s.refuse(ctx, scan, mode, event.TypeParcelDelivered, p.ID,
 				&store.RefusedError{Code: store.RefusedClosed, ParcelID: p.ID, State: p.State})
 		}
-		person, self, may := s.mayCollect(ctx, p, badge)
-		if !may {
+		person, self, refusal := s.mayCollect(ctx, p, badge)
+		if refusal != "" {
 			return s.refuse(ctx, scan, mode, event.TypeParcelDelivered, p.ID,
-				&store.RefusedError{Code: store.RefusedNotDelegate, ParcelID: p.ID, State: p.State})
+				&store.RefusedError{Code: refusal, ParcelID: p.ID, State: p.State})
 		}
 		if !s.cfg.BadgeIsProof {
 			s.mu.Lock()

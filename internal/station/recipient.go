@@ -147,22 +147,24 @@ func (s *Station) redactLabel(ev *event.Event) {
 // mayCollect says whether the holder of badge may collect parcel p: with
 // a directory, a parcel for one of its people goes to that person (self)
 // or one of their delegates only; person is the recipient's entry, when
-// known.
-func (s *Station) mayCollect(ctx context.Context, p store.Parcel, badge string) (person directory.Entry, self, may bool) {
-	if p.Person == "" {
-		return person, false, true
+// known. refusal is the code of a refusal: not_a_delegate, or
+// directory_unavailable when the directory cannot be read.
+func (s *Station) mayCollect(ctx context.Context, p store.Parcel, badge string) (person directory.Entry, self bool, refusal string) {
+	if p.Person == "" || s.cfg.People == nil {
+		return person, false, ""
 	}
-	x := s.directoryIndex(ctx)
-	if x == nil {
-		return person, false, true
+	x, err := s.cfg.People.Index(ctx)
+	if err != nil {
+		s.log.Error("recipient directory cannot be read; a badge hand-over is refused", "err", err)
+		return person, false, store.RefusedNoDirectory
 	}
 	person, known := x.ByID(p.Person)
 	if !known {
-		return person, false, true // forgotten or left: the clerk decides
+		return person, false, "" // forgotten or left: the clerk decides
 	}
 	holder, ok := x.ByBadge(badge)
 	if !ok || !directory.MayCollect(person, holder) {
-		return person, false, false
+		return person, false, store.RefusedNotDelegate
 	}
-	return person, strings.EqualFold(holder.ID, person.ID), true
+	return person, strings.EqualFold(holder.ID, person.ID), ""
 }

@@ -64,7 +64,9 @@ func ReplaceDirectory(ctx context.Context, path string, keys *seal.Keys, entries
 		return 0, err
 	}
 	defer db.Close()
-	return replaceDirectory(ctx, db, keys, entries, nil)
+	// An import replaces a pushed directory: no pushed version is in use
+	// any more (the versions tried stay tried).
+	return replaceDirectory(ctx, db, keys, entries, map[string]string{metaPushApplied: "0"})
 }
 
 // replaceDirectory replaces the directory and sets the meta values given,

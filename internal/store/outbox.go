@@ -541,11 +541,14 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 	// receipt was published long ago is still known, and an action sent
 	// again is still answered once. Open applies the salvaged events on
 	// top of them. (Scan modes are not carried over: their scans were
-	// not, and the new epoch's seqs start again.)
+	// not, and the new epoch's seqs start again.) The recipient directory
+	// comes along with its version and what the box knows of pushes, so
+	// that a push already tried is not applied again.
 	var partial []error
 	for _, t := range []struct{ name, cols string }{
 		{"parcels", "id, state, code_tag, recipient_tag, location_tag, received_at, updated_at, closed_at, detail, key_id"},
 		{"action_keys", "key, event_id, epoch, seq, at, request, type, parcel_id, status, code, state"},
+		{"directory", "id, entry, key_id"},
 	} {
 		n, readErr, err := copyRows(ctx, old, tx, t.name, t.cols)
 		if err != nil {
@@ -555,6 +558,21 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 		if readErr != nil {
 			partial = append(partial, fmt.Errorf("%s: %d rows carried over, then: %w", t.name, n, readErr))
 		}
+	}
+	if rows, qerr := old.QueryContext(ctx, "SELECT key, value FROM meta WHERE key IN (?, ?, ?, ?)",
+		"directory_version", metaPushApplied, metaPushHighest, metaPushReport); qerr == nil {
+		for rows.Next() {
+			var k, v string
+			if rows.Scan(&k, &v) != nil {
+				break
+			}
+			if _, err = tx.ExecContext(ctx, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", k, v); err != nil {
+				rows.Close()
+				tx.Rollback()
+				return 0, fmt.Errorf("salvage from %s: meta: %w", path, err)
+			}
+		}
+		rows.Close()
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("salvage from %s: %w", path, err)
@@ -1468,7 +1486,7 @@ func (o *Outbox) commit(batch []*request) {
 					var err error
 					if r.kind == opRebuildParcels {
 						r.res.n, err = o.rebuildInWriter(r.ids != nil)
-					} else if err = o.resealParcels(); err == nil {
+					} else if err = o.resealParcels(false); err == nil {
 						err = o.resealDirectory()
 					}
 					if err != nil {

@@ -83,6 +83,10 @@ const (
 	// the recipient nor one of their delegates (refused by the station or
 	// the page, never by the store).
 	RefusedNotDelegate = "not_a_delegate"
+	// RefusedNoDirectory is a hand-over on a badge of a parcel for a person
+	// of the directory while the directory cannot be read: the badge
+	// cannot be checked (another proof still works on the page).
+	RefusedNoDirectory = "directory_unavailable"
 )
 
 // RefusedError is a custody event that was not committed because the
@@ -105,6 +109,8 @@ func (e *RefusedError) Error() string {
 		return fmt.Sprintf("parcel %s is held: release it (move it to a location) before it goes out", e.ParcelID)
 	case RefusedNotDelegate:
 		return fmt.Sprintf("parcel %s: the badge's holder may not collect for its recipient", e.ParcelID)
+	case RefusedNoDirectory:
+		return fmt.Sprintf("parcel %s: the recipient directory cannot be read, so the badge cannot be checked", e.ParcelID)
 	}
 	return fmt.Sprintf("parcel %s: %s", e.ParcelID, e.Code)
 }
@@ -647,7 +653,7 @@ func (o *Outbox) rebuildInWriter(keep bool) (int64, error) {
 		if _, err := o.wc.exec("DELETE FROM parcels"); err != nil {
 			return 0, err
 		}
-	} else if err := o.resealParcels(); err != nil {
+	} else if err := o.resealParcels(true); err != nil {
 		// The rows a salvage carried over get the columns the detail
 		// implies (an older schema's rows have no person columns).
 		return 0, err
@@ -694,8 +700,11 @@ func (o *Outbox) rebuildInWriter(keep bool) (int64, error) {
 }
 
 // resealParcels seals every parcel row with the current key and computes
-// its lookup tags again, after the key changed (writer only).
-func (o *Outbox) resealParcels() error {
+// its lookup tags again, after the key changed (writer only). With
+// salvaged, a row that cannot be read (carried over from a damaged file)
+// is dropped with a warning instead of stopping the start: the events
+// applied on top make its parcel again if they are there.
+func (o *Outbox) resealParcels(salvaged bool) error {
 	rows, err := o.rdb.Query("SELECT id, detail, key_id FROM parcels")
 	if err != nil {
 		return err
@@ -709,6 +718,13 @@ func (o *Outbox) resealParcels() error {
 			return err
 		}
 		p, err := o.openParcel(id, detail, keyID)
+		if err != nil && salvaged {
+			o.log.Warn("a salvaged parcel state cannot be read; dropped", "parcel", id, "err", err)
+			if _, err := o.wc.exec("DELETE FROM parcels WHERE id = ?", id); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/seal"
 )
@@ -451,6 +452,13 @@ func TestSalvageKeepsTheParcelStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A pushed directory and what the box knows of pushes.
+	if err := o.ApplyDirectoryPush(ctx, 7, []directory.Entry{{ID: "E1", Name: "Jürgen Müller", Active: true}}, []byte(`{"version":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.RecordDirectoryPush(ctx, 9, []byte(`{"version":9,"status":"rejected"}`)); err != nil {
+		t.Fatal(err)
+	}
 	o.Close()
 	breakSentIndex(t, path) // quick_check fails, the tables read
 
@@ -466,6 +474,13 @@ func TestSalvageKeepsTheParcelStates(t *testing.T) {
 	again, replayed, err := o.AppendOnce(ctx, mv, rec)
 	if err != nil || !replayed || again.EventID != first.EventID {
 		t.Fatalf("action key after salvage: %+v %v %v", again, replayed, err)
+	}
+	people, _, err := o.Directory(ctx)
+	if err != nil || len(people) != 1 || people[0].Name != "Jürgen Müller" {
+		t.Fatalf("directory after salvage: %+v %v", people, err)
+	}
+	if st, err := o.DirectoryPush(ctx); err != nil || st.Applied != 7 || st.Highest != 9 || string(st.Report) != `{"version":9,"status":"rejected"}` {
+		t.Fatalf("push state after salvage: %+v %v", st, err)
 	}
 }
 

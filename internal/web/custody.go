@@ -628,7 +628,18 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 		if p.Person != "" {
 			// A parcel for a person of the directory goes, on a badge, to
 			// that person or one of their delegates only.
-			x := s.directory(ctx)
+			var x *directory.Index
+			if s.opts.People != nil {
+				var err error
+				if x, err = s.opts.People.Index(ctx); err != nil && proof.Method == event.ProofBadge {
+					s.opts.Log.Error("recipient directory cannot be read; a badge hand-over is refused", "err", err)
+					// Not recorded under the key: the same request may work once
+					// the directory reads again.
+					return CustodyResult{}, &custodyError{status: http.StatusServiceUnavailable, code: store.RefusedNoDirectory,
+						parcelID: p.ID, state: string(p.State), actionType: typ,
+						msg: "the recipient directory cannot be read, so the badge cannot be checked: use another proof"}
+				}
+			}
 			person, known := directory.Entry{}, false
 			if x != nil {
 				person, known = x.ByID(p.Person)
