@@ -89,7 +89,9 @@ func TestDirectoryPushInParts(t *testing.T) {
 		t.Fatalf("a push with a tampered part was applied:\n%s", out)
 	}
 
-	// All parts valid, through the command line: applied, reported.
+	// All parts valid, through the command line: applied, reported. The
+	// file differs from version 1's (one more person).
+	csv = append(csv, "P99998,Zora Zweite,,MS-1,,,true\n"...)
 	file := filepath.Join(t.TempDir(), "people.csv")
 	os.WriteFile(file, csv, 0o600)
 	opCert, opKey := r.broker.ClientFiles(t, "operator-dir")
@@ -98,30 +100,43 @@ func TestDirectoryPushInParts(t *testing.T) {
 	var out, errOut strings.Builder
 	code := Main([]string{"fleet", "directory", "push", "--broker", r.broker.URL(), "--ca", r.broker.Files.CA, "--cert", opCert, "--key", opKey,
 		"--sign-key", keyFile, "--key-id", "it", "--target", "mr-dir-a", "--version", "2", "--part-size", "16384", "--wait", "30s", file}, &out, &errOut)
-	if code != 0 || !strings.Contains(out.String(), "mr-dir-a: applied (version 2 in use, 3001 people)") {
+	if code != 0 || !strings.Contains(out.String(), "mr-dir-a: applied (version 2 in use, 3002 people)") {
 		t.Fatalf("directory push: %d\n%s%s", code, out.String(), errOut.String())
 	}
 	rep = waitReport(2, fleet.DirectoryApplied)
-	if rep.People != 3001 || rep.Active != 3001 || rep.Applied != 2 {
+	if rep.People != 3002 || rep.Active != 3002 || rep.Applied != 2 {
 		t.Fatalf("report = %+v", rep)
 	}
-	if out := search("Juergen Mueller"); !strings.Contains(out, `"id":"P99999"`) {
+	if out := search("Zora Zweite"); !strings.Contains(out, `"id":"P99998"`) {
 		t.Fatalf("the pushed directory is not searched:\n%s", out)
 	}
-	// The same version again: current, and nothing changes; an older one
-	// is ignored with the reason.
+	// An older version is refused by the operator's command before it
+	// replaces the retained parts of the version in use.
+	out.Reset()
+	errOut.Reset()
 	code = Main([]string{"fleet", "directory", "push", "--broker", r.broker.URL(), "--ca", r.broker.Files.CA, "--cert", opCert, "--key", opKey,
 		"--sign-key", keyFile, "--key-id", "it", "--target", "mr-dir-a", "--version", "1", "--wait", "20s", file}, &out, &errOut)
-	if code != 1 || !strings.Contains(out.String(), "mr-dir-a: ignored (version 2 in use): version 1 is not newer than version 2") {
+	if code != 1 || !strings.Contains(out.String(), "mr-dir-a: version 1 is not newer than version 2, the last mr-dir-a reported") {
 		t.Fatalf("push of an older version: %d\n%s%s", code, out.String(), errOut.String())
 	}
-	// After a restart the report is published again, retained.
+	// After a restart the directory is there and its report is published
+	// again, retained.
 	p.stop(t)
 	p = startDaemon(t, cfg)
 	p.waitLog(t, "remote instructions ready", 10*time.Second)
-	if out := search("Jürgen Müller"); !strings.Contains(out, `"id":"P99999"`) {
+	if out := search("Zora Zweite"); !strings.Contains(out, `"id":"P99998"`) {
 		t.Fatalf("the pushed directory did not survive a restart:\n%s", out)
 	}
+	again := r.broker.Subscribe(t, "dir-reports-after", "mailroom/v1/mr-dir-a/directory/reported")
+	again.WaitFor(t, 10*time.Second, "the retained report of version 2", func(ms []mqtttest.Message) bool {
+		for _, m := range ms {
+			var rep fleet.DirectoryReport
+			if json.Unmarshal(m.Payload, &rep) == nil && rep.Version == 2 && rep.Status == fleet.DirectoryApplied {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // writeFleetKey writes a fleet signing key as `fleet keygen` does.

@@ -266,6 +266,9 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 		if _, err := tx.ExecContext(ctx, "DELETE FROM print_jobs WHERE parcel_id = ?", parcel); err != nil {
 			return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 		}
+		if err := forgetInParcel(ctx, tx, keys, parcel); err != nil {
+			return sc.changed, fmt.Errorf("forget %s: parcel %s: %w", id, parcel, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
@@ -300,6 +303,43 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 		}
 	}
 	return sc.changed, nil
+}
+
+// forgetInParcel takes the recipient text and the label's name out of a
+// parcel's state; the person's id stays.
+func forgetInParcel(ctx context.Context, tx *sql.Tx, keys *seal.Keys, id string) error {
+	var detail []byte
+	var keyID sql.NullString
+	err := tx.QueryRowContext(ctx, "SELECT detail, key_id FROM parcels WHERE id = ?", id).Scan(&detail, &keyID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // pruned
+	}
+	if err != nil {
+		return err
+	}
+	if keyID.Valid {
+		if keys == nil {
+			return errors.New("sealed, and no storage.encryption_key_file is configured")
+		}
+		if detail, err = keys.Open(keyID.String, parcelSealID(id), detail); err != nil {
+			return err
+		}
+	}
+	var p Parcel
+	if err := json.Unmarshal(detail, &p); err != nil {
+		return err
+	}
+	p.Recipient, p.Hint = "", ""
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	var kid driver.Value
+	if keys != nil {
+		b, kid = keys.Seal(parcelSealID(id), b), keys.Current()
+	}
+	_, err = tx.ExecContext(ctx, "UPDATE parcels SET detail = ?, key_id = ?, recipient_tag = '' WHERE id = ?", b, kid, id)
+	return err
 }
 
 // ErrNameRemains is ForgetPerson's answer when the person's name is still
@@ -447,13 +487,16 @@ func (sc *scrubber) run(ctx context.Context, from int64) error {
 			if ev.ScanID != "" {
 				sc.scans[ev.ScanID] = true
 			}
-			return sc.scrubParcel(ev)
+			// The recipient typed or scanned for the parcel stood for the
+			// person, whatever it says.
+			changed := sc.dropRecipient(ev)
+			return sc.scrubParcel(ev) || changed
 		},
 		func(ev *event.Event, _ []byte) bool {
 			if ev.Type != event.TypeScan || !sc.scans[ev.ID] {
 				return false
 			}
-			changed := sc.scrubTyped(ev)
+			changed := sc.dropRecipient(ev)
 			values := personalValues(barcode.Classify(ev.Barcode))
 			for _, v := range values {
 				sc.names[v] = true
@@ -556,6 +599,17 @@ func (sc *scrubber) scrubParcel(ev *event.Event) bool {
 	return changed
 }
 
+// dropRecipient takes the recipient text out of an event of the person's
+// parcel.
+func (sc *scrubber) dropRecipient(ev *event.Event) bool {
+	if ev.Recipient == "" {
+		return false
+	}
+	sc.names[ev.Recipient] = true
+	ev.Recipient = ""
+	return true
+}
+
 // scrubTyped takes a name typed in for the person (a manual entry's
 // recipient) out of an event: text the person alone fits.
 func (sc *scrubber) scrubTyped(ev *event.Event) bool {
@@ -579,7 +633,7 @@ func personalValues(r barcode.Result) []string {
 	var out []string
 	for _, m := range []map[string]string{r.GS1, labelGS1(r.Label)} {
 		for _, ai := range personalAIs {
-			if v := m[ai]; v != "" {
+			if v := m[ai]; strings.Trim(v, "*") != "" { // "***": erased already
 				out = append(out, v)
 			}
 		}
@@ -644,6 +698,11 @@ func writePage(ctx context.Context, db *sql.DB, edits []storedPayload) error {
 		}
 		if _, err := tx.ExecContext(ctx, "UPDATE events SET payload = ?, key_id = ? WHERE pos = ?", r.payload, keyID, r.pos); err != nil {
 			return fmt.Errorf("rewrite event %s: %w", r.id, err)
+		}
+		if r.typ == string(event.TypeScan) { // a scan not resolved yet keeps its copy there
+			if _, err := tx.ExecContext(ctx, "UPDATE unresolved SET payload = ?, key_id = ? WHERE scan_id = ?", r.payload, keyID, r.id); err != nil {
+				return fmt.Errorf("rewrite scan %s: %w", r.id, err)
+			}
 		}
 	}
 	return tx.Commit()

@@ -3,12 +3,15 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/directory"
+	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/seal"
 )
 
@@ -98,5 +101,105 @@ func TestDirectoryKeysChecked(t *testing.T) {
 	// A start without the key is refused with the reason.
 	if _, err := Open(ctx, Options{Path: path}); err == nil || !strings.Contains(err.Error(), "no storage.encryption_key_file") {
 		t.Fatalf("start without the key: %v", err)
+	}
+}
+
+// forgetRig is a buffer with three parcels of one person: one matched by
+// the name its label prints (with privacy "id": the name is only in the
+// raw bytes and the scan), one received for nobody and assigned later,
+// one chosen at a manual entry whose typed text matched.
+func forgetRig(t *testing.T, keys *seal.Keys) (path string, o *Outbox, ids []string) {
+	ctx := context.Background()
+	path = filepath.Join(t.TempDir(), "buffer.db")
+	if _, err := ReplaceDirectory(ctx, path, keys, []directory.Entry{{ID: "E1", Name: "Zacharias Quellenberger", Email: "zq@example.com", Active: true},
+		{ID: "E2", Name: "Anna Weiß", Active: true}}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Open(ctx, Options{Path: path, Seal: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := "[)>\x1e05\x1d00340123450000000017\x1d4301ZACHARIAS QUELLENBERGER\x1d4308+49 30 555 0101\x1e\x04"
+	add := func(ev event.Event) event.Event {
+		t.Helper()
+		ev.Appliance, ev.Time = "mr-test", t0
+		got, err := o.Append(ctx, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	scan := add(event.Event{Type: event.TypeScan, Station: "dock-1", Barcode: []byte(label)})
+	first := add(event.Event{Type: event.TypeParcelReceived, Station: "dock-1", ScanID: scan.ID, RecipientID: "E1", RecipientMatch: "exact",
+		Parcel: &event.Parcel{Carrier: "sscc", Tracking: "340123450000000017", Raw: label,
+			Label: &barcode.Label{Format: "05", Tracking: "340123450000000017", ShipTo: &barcode.ShipTo{}}}})
+	scan2 := add(event.Event{Type: event.TypeScan, Station: "dock-1", Manual: true, Barcode: []byte("T-2"), Recipient: "Herr Q."})
+	second := add(event.Event{Type: event.TypeParcelReceived, Station: "dock-1", ScanID: scan2.ID, Recipient: "Herr Q.", RecipientMatch: "none",
+		Parcel: &event.Parcel{Carrier: "unknown", Tracking: "T-2", Raw: "T-2"}})
+	add(event.Event{Type: event.TypeParcelUpdated, ParcelID: second.ID, RecipientID: "E1", RecipientName: "Zacharias Quellenberger", RecipientMatch: "manual", By: "clara"})
+	scan3 := add(event.Event{Type: event.TypeScan, Station: "dock-1", Manual: true, Barcode: []byte("T-3"), Recipient: "quellenberger zacharias"})
+	third := add(event.Event{Type: event.TypeParcelReceived, Station: "dock-1", ScanID: scan3.ID, RecipientID: "E1", RecipientName: "Zacharias Quellenberger",
+		RecipientMatch: "exact", Parcel: &event.Parcel{Carrier: "unknown", Tracking: "T-3", Raw: "T-3"}})
+	other := add(event.Event{Type: event.TypeParcelReceived, Station: "dock-1", RecipientID: "E2", RecipientName: "Anna Weiß", RecipientMatch: "exact",
+		Parcel: &event.Parcel{Carrier: "unknown", Tracking: "T-4", Raw: "T-4"}})
+	return path, o, []string{first.ID, second.ID, third.ID, other.ID}
+}
+
+// After forget no trace of the person's name, e-mail or phone is in the
+// buffer's files, in clear or (with encryption) in the events read back;
+// the events still name the person by id, and another person's are as
+// they were.
+func TestForgetErasesThePersonEverywhere(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		t.Run(fmt.Sprint("sealed=", sealed), func(t *testing.T) {
+			ctx := context.Background()
+			var keys *seal.Keys
+			if sealed {
+				keys, _ = seal.Parse(seal.NewKeyLine("k1"))
+			}
+			path, o, ids := forgetRig(t, keys)
+			before, _ := o.BySeq(ctx, 1, 100)
+			o.Close()
+			changed, err := ForgetPerson(ctx, path, keys, "e1") // any letter case
+			if err != nil || changed != 7 {
+				t.Fatalf("forget: %d events changed, %v", changed, err)
+			}
+			traces := []string{"QUELLENBERGER", "Quellenberger", "quellenberger", "zq@example.com", "+49 30 555 0101", "Herr Q."}
+			for _, f := range []string{path, path + "-wal"} {
+				b, _ := os.ReadFile(f)
+				for _, s := range traces {
+					if strings.Contains(string(b), s) {
+						t.Errorf("%s still holds %q", f, s)
+					}
+				}
+			}
+			o, err = Open(ctx, Options{Path: path, Seal: keys})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer o.Close()
+			after, _ := o.BySeq(ctx, 1, 100)
+			if len(after) != len(before) {
+				t.Fatalf("%d events after, %d before", len(after), len(before))
+			}
+			for i := range after {
+				for _, s := range traces {
+					if strings.Contains(string(after[i].Payload), s) {
+						t.Errorf("event %d still holds %q: %s", after[i].Seq, s, after[i].Payload)
+					}
+				}
+				ev, _ := event.Decode(after[i].Payload)
+				was, _ := event.Decode(before[i].Payload)
+				if ev.ID != was.ID || ev.Seq != was.Seq || ev.RecipientID != was.RecipientID || ev.Type != was.Type {
+					t.Errorf("event %d changed beyond the name: %+v", ev.Seq, ev)
+				}
+				if ev.ID == ids[3] && string(after[i].Payload) != string(before[i].Payload) {
+					t.Errorf("another person's event changed: %s", after[i].Payload)
+				}
+			}
+			if _, err := ForgetPerson(ctx, path, keys, "E1"); !errors.Is(err, ErrNoPerson) {
+				t.Fatalf("forgetting again: %v", err)
+			}
+		})
 	}
 }

@@ -212,6 +212,9 @@ func (s *Server) view(p store.Parcel) ParcelView {
 	v := ParcelView{ID: p.ID, State: string(p.State), Carrier: p.Carrier, Tracking: p.Tracking, Recipient: p.Recipient,
 		Location: p.Location, Round: p.Round, Received: p.Received, AgeS: now.Sub(p.Received).Seconds(), HasPIN: p.PickupPIN != "",
 		Person: p.Person, Match: p.Match, Hint: p.Hint}
+	if s.opts.PrivacyID {
+		v.Hint = "" // kept from before the setting changed: not shown
+	}
 	v.Overdue = !p.State.Closed() && s.opts.Delivery.Overdue > 0 && now.Sub(p.Received) >= s.opts.Delivery.Overdue
 	if p.Proof != nil {
 		v.Proof = p.Proof.Method
