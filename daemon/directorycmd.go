@@ -93,7 +93,13 @@ func directoryCommand(args []string, stdout, stderr io.Writer) int {
 		enc.SetEscapeHTML(false)
 		for _, q := range fs.Args() {
 			for _, m := range x.Search(q, *limit) {
-				enc.Encode(map[string]any{"query": q, "id": m.ID, "name": m.Name, "location": m.Location, "score": m.Score})
+				enc.Encode(struct {
+					Query    string  `json:"query"`
+					ID       string  `json:"id"`
+					Name     string  `json:"name"`
+					Location string  `json:"location"`
+					Score    float64 `json:"score"`
+				}{q, m.ID, m.Name, m.Location, m.Score})
 			}
 		}
 		return 0

@@ -13,6 +13,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -38,6 +39,9 @@ var Columns = []string{"id", "name", "email", "location", "badges", "delegates",
 // Limits of a directory file.
 const (
 	MaxEntries = 100_000
+	// MaxID is the longest id, in characters: the page takes ids of at
+	// most this length.
+	MaxID = 128
 	// MaxLine is the longest line accepted, in bytes.
 	MaxLine = 64 << 10
 	// maxErrors is how many problems one import reports at most.
@@ -142,15 +146,19 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 		switch {
 		case e.ID == "":
 			add(LineError{line, "id is empty"})
+		case utf8.RuneCountInString(e.ID) > MaxID:
+			add(LineError{line, fmt.Sprintf("id is longer than %d characters", MaxID)})
+		case strings.ContainsRune(e.ID, ';'):
+			add(LineError{line, fmt.Sprintf("id %q holds a ';', which separates the delegates", e.ID)})
 		case ids[idKey] != 0:
 			add(LineError{line, fmt.Sprintf("id %q again (first on line %d); ids are compared without letter case", e.ID, ids[idKey])})
 		}
 		if e.Name == "" {
 			add(LineError{line, "name is empty"})
 		}
-		for _, f := range rec {
-			if strings.ContainsFunc(f, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\ufeff' }) {
-				add(LineError{line, "a field holds a control character"})
+		for i, f := range rec {
+			if strings.ContainsFunc(f, func(r rune) bool { return unicode.IsControl(r) || r == '\ufeff' }) {
+				add(LineError{line, fmt.Sprintf("%s holds a control character", strings.ToLower(strings.TrimSpace(header[i])))})
 				break
 			}
 		}
@@ -166,6 +174,7 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 			}
 			badges[k] = e.ID
 		}
+		e.Badges, e.Delegates = unique(e.Badges), unique(e.Delegates)
 		ids[idKey] = line
 		out = append(out, e)
 		if len(errs) >= maxErrors {
@@ -251,6 +260,17 @@ func csvError(err error) error {
 		return LineError{pe.StartLine, pe.Err.Error()}
 	}
 	return err
+}
+
+// unique drops repeats (letter case aside), keeping the first.
+func unique(l []string) []string {
+	var out []string
+	for _, v := range l {
+		if !slices.ContainsFunc(out, func(o string) bool { return strings.EqualFold(o, v) }) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func list(s string) []string {

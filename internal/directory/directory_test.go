@@ -17,13 +17,14 @@ func TestParseCSV(t *testing.T) {
 		`E1,Jürgen Müller,jm@example.com,"Bldg 2, Floor 3",EMP-0001;EMP-1001,E2,true` + "\n" +
 		"E2,\"O'Neill, Siobhán\",,MS-4.12,,,false\n" +
 		"\n" +
-		"E3,Ayşe Yılmaz,,,emp-0003,,TRUE\n"
+		"E3,Ayşe Yılmaz,,,emp-0003;;EMP-0003;,,TRUE\n"
 	got, err := ParseCSV(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 3 || got[0].Location != "Bldg 2, Floor 3" || len(got[0].Badges) != 2 || got[0].Delegates[0] != "E2" ||
-		!got[0].Active || got[1].Active || got[1].Name != "O'Neill, Siobhán" || !got[2].Active {
+		!got[0].Active || got[1].Active || got[1].Name != "O'Neill, Siobhán" || !got[2].Active ||
+		len(got[2].Badges) != 1 || got[2].Badges[0] != "emp-0003" {
 		t.Fatalf("entries %+v", got)
 	}
 }
@@ -49,7 +50,10 @@ func TestParseCSVRefusesWithLineNumbers(t *testing.T) {
 		{"only a byte order mark", "\ufeff", []string{"the file is empty"}},
 		{"ids differ in case only", header + "E1,A,,,,,true\ne1,B,,,,,true\n", []string{`line 3: id "e1" again (first on line 2)`}},
 		{"own delegate", header + "E1,A,,,,e1,true\n", []string{"line 2: a person cannot be their own delegate"}},
-		{"control character", header + "E1,A\x00B,,,,,true\n", []string{"line 2: a field holds a control character"}},
+		{"control character", header + "E1,A\x00B,,,,,true\n", []string{"line 2: name holds a control character"}},
+		{"C1 control character", header + "E1,A,,MS\u0085,,,true\n", []string{"line 2: location holds a control character"}},
+		{"id too long", header + strings.Repeat("X", 129) + ",A,,,,,true\n", []string{"line 2: id is longer than 128 characters"}},
+		{"id with a semicolon", header + "E;1,A,,,,,true\n", []string{`line 2: id "E;1" holds a ';'`}},
 		{"more than 20", header + strings.Repeat("E1,,,,,,x\n", 30), []string{"the check stopped after 20 problems"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

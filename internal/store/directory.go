@@ -330,6 +330,12 @@ func forgetInParcel(ctx context.Context, tx *sql.Tx, keys *seal.Keys, id string)
 		return err
 	}
 	p.Recipient, p.Hint = "", ""
+	needs := int64(0)
+	if !p.State.Closed() {
+		// Still in the mailroom, for nobody the box knows any more: on the
+		// needs-recipient list, for a clerk to assign or send back.
+		p.Person, p.Match, needs = "", directory.MatchNone, 1
+	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		return err
@@ -338,7 +344,8 @@ func forgetInParcel(ctx context.Context, tx *sql.Tx, keys *seal.Keys, id string)
 	if keys != nil {
 		b, kid = keys.Seal(parcelSealID(id), b), keys.Current()
 	}
-	_, err = tx.ExecContext(ctx, "UPDATE parcels SET detail = ?, key_id = ?, recipient_tag = '' WHERE id = ?", b, kid, id)
+	_, err = tx.ExecContext(ctx, "UPDATE parcels SET detail = ?, key_id = ?, recipient_tag = '', person_tag = CASE WHEN ? = 1 THEN '' ELSE person_tag END, needs_recipient = ? WHERE id = ?",
+		b, kid, needs, needs, id)
 	return err
 }
 

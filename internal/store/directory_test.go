@@ -197,6 +197,14 @@ func TestForgetErasesThePersonEverywhere(t *testing.T) {
 					t.Errorf("another person's event changed: %s", after[i].Payload)
 				}
 			}
+			// Their open parcels wait for a clerk on the needs-recipient list.
+			needs, n, err := o.NeedsRecipient(ctx, 10)
+			if err != nil || n != 3 || len(needs) != 3 || needs[0].Person != "" || needs[0].Recipient != "" {
+				t.Fatalf("needs-recipient after forget: %d %+v %v", n, needs, err)
+			}
+			if mine, _ := o.OpenParcelsOfPerson(ctx, "E1", 10); len(mine) != 0 {
+				t.Fatalf("parcels still filed under the forgotten id: %+v", mine)
+			}
 			if _, err := ForgetPerson(ctx, path, keys, "E1"); !errors.Is(err, ErrNoPerson) {
 				t.Fatalf("forgetting again: %v", err)
 			}

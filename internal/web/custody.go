@@ -51,7 +51,7 @@ type People interface {
 type PersonView struct {
 	ID       string  `json:"id"`
 	Name     string  `json:"name"`
-	Location string  `json:"location,omitempty"`
+	Location string  `json:"location"`
 	Score    float64 `json:"score"`
 }
 
