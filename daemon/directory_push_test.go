@@ -116,7 +116,7 @@ func TestDirectoryPushInParts(t *testing.T) {
 	errOut.Reset()
 	code = Main([]string{"fleet", "directory", "push", "--broker", r.broker.URL(), "--ca", r.broker.Files.CA, "--cert", opCert, "--key", opKey,
 		"--sign-key", keyFile, "--key-id", "it", "--target", "mr-dir-a", "--version", "1", "--wait", "20s", file}, &out, &errOut)
-	if code != 1 || !strings.Contains(out.String(), "mr-dir-a: version 1 is not newer than version 2, the last mr-dir-a reported") {
+	if code != 1 || !strings.Contains(out.String(), "mr-dir-a: version 1 is not newer than version 2, the last mr-dir-a tried") {
 		t.Fatalf("push of an older version: %d\n%s%s", code, out.String(), errOut.String())
 	}
 	// After a restart the directory is there and its report is published

@@ -57,6 +57,8 @@ var Actions = []string{"receive", "move", "out_for_delivery", "deliver", "return
 type Field struct {
 	AI    string
 	Value string
+	// start and end are where Value lies in the string parsed.
+	start, end int
 }
 
 // Result is what a code was recognised as.
@@ -186,14 +188,15 @@ func (c *Classifier) Classify(raw []byte) Result {
 			for _, f := range fields {
 				r.GS1[f.AI] = f.Value
 			}
-			// Names and addresses (AIs 4300-4308) as printed: letter case
-			// and blanks kept.
-			if strings.IndexByte(s, GS) >= 0 {
-				asPrinted, _ := parseGS1(s)
-				for _, f := range asPrinted {
-					if len(f.AI) == 4 && strings.HasPrefix(f.AI, "43") {
-						r.GS1[f.AI] = f.Value
+			// Names and addresses (AIs 4300-4308) as printed, letter case
+			// and blanks kept: the same bytes of the code as read.
+			var at []int
+			for _, f := range fields {
+				if len(f.AI) == 4 && strings.HasPrefix(f.AI, "43") && f.end > f.start {
+					if at == nil {
+						at = compactOffsets(s)
 					}
+					r.GS1[f.AI] = s[at[f.start] : at[f.end-1]+1]
 				}
 			}
 			target = strings.ReplaceAll(rest, string(GS), "")
@@ -276,6 +279,17 @@ func (cr compiledRule) matches(s string) bool {
 }
 
 // compactUpper removes spaces and upper-cases ASCII letters.
+// compactOffsets maps each byte of compactUpper(s) to its offset in s.
+func compactOffsets(s string) []int {
+	at := make([]int, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] != ' ' {
+			at = append(at, i)
+		}
+	}
+	return at
+}
+
 func compactUpper(s string) string {
 	clean := true
 	for i := 0; i < len(s); i++ {

@@ -75,8 +75,10 @@ func lookupAI(s string) (ai string, spec aiSpec, ok bool) {
 // parseGS1 parses GS1 element strings. It stops at the first AI it does
 // not know; fields parsed so far are returned with the unparsed rest.
 func parseGS1(s string) (fields []Field, rest string) {
+	n := len(s)
 	s = strings.TrimLeft(s, string(GS))
 	for s != "" {
+		off := n - len(s) // where s starts in the string parsed
 		ai, spec, ok := lookupAI(s)
 		if !ok {
 			return fields, s
@@ -99,7 +101,7 @@ func parseGS1(s string) (fields []Field, rest string) {
 			}
 			value, data = data[:end], data[end:]
 		}
-		fields = append(fields, Field{AI: ai, Value: value})
+		fields = append(fields, Field{AI: ai, Value: value, start: off + len(ai), end: off + len(ai) + len(value)})
 		s = strings.TrimLeft(data, string(GS))
 	}
 	return fields, ""

@@ -141,8 +141,13 @@ func FuzzParseMessage(f *testing.F) {
 // A GS1 code's ship-to name and address keep letter case and blanks as
 // printed; the tracking number is read as before.
 func TestGS1ShipToAsPrinted(t *testing.T) {
-	r := Classify([]byte("]d200340123450000000017\x1d4301Jürgen Müller\x1d4302Haupt str. 5\x1d4308+49 30 1234567"))
-	if r.Tracking != "340123450000000017" || r.GS1["4301"] != "Jürgen Müller" || r.GS1["4302"] != "Haupt str. 5" || r.GS1["4308"] != "+49 30 1234567" {
-		t.Fatalf("%+v", r)
+	for _, code := range []string{
+		"]d200340123450000000017\x1d4301Jürgen Müller\x1d4302Haupt str. 5\x1d4308+49 30 1234567",
+		"]d2 00 3401 2345 0000 0000 17 4301Jürgen Müller\x1d4302Haupt str. 5\x1d4308+49 30 1234567", // blanks, no GS after 00
+	} {
+		r := Classify([]byte(code))
+		if r.Tracking != "340123450000000017" || r.GS1["4301"] != "Jürgen Müller" || r.GS1["4302"] != "Haupt str. 5" || r.GS1["4308"] != "+49 30 1234567" {
+			t.Errorf("%q: %+v", code, r)
+		}
 	}
 }

@@ -47,6 +47,8 @@ type DirectoryReport struct {
 	Errors []string `json:"errors,omitempty"`
 	// Applied is the pushed version in use afterwards (0: none).
 	Applied int64 `json:"applied_version"`
+	// Highest is the highest version tried: a push must be newer.
+	Highest int64 `json:"highest_tried"`
 	// People and Active count the entries of an applied directory.
 	People int       `json:"people,omitempty"`
 	Active int       `json:"active,omitempty"`
@@ -235,8 +237,8 @@ func (f *Fleet) applyDirectory(ctx context.Context, st store.DirectoryPush, c *d
 		f.rejectDirectory(ctx, st, c.version, c.sum, c.keyID, strings.Split(err.Error(), "\n"), c.version)
 		return
 	}
-	r := DirectoryReport{V: 1, Version: c.version, SHA256: c.sum, Status: DirectoryApplied, Applied: c.version, People: len(entries),
-		TS: f.opts.Clock.Now().UTC()}
+	r := DirectoryReport{V: 1, Version: c.version, SHA256: c.sum, Status: DirectoryApplied, Applied: c.version, Highest: c.version,
+		People: len(entries), TS: f.opts.Clock.Now().UTC()}
 	for _, e := range entries {
 		if e.Active {
 			r.Active++
@@ -269,7 +271,7 @@ func (f *Fleet) rejectDirectory(ctx context.Context, st store.DirectoryPush, ver
 // reportDirectory records, audits and publishes a report of a push not
 // applied: the last report is the one published again at connections.
 func (f *Fleet) reportDirectory(ctx context.Context, highest int64, r DirectoryReport, keyID string) {
-	r.V, r.TS = 1, f.opts.Clock.Now().UTC()
+	r.V, r.TS, r.Highest = 1, f.opts.Clock.Now().UTC(), highest
 	b, _ := json.Marshal(r)
 	if err := f.opts.Directories.RecordDirectoryPush(ctx, highest, b); err != nil {
 		f.log.Error("directory push state not recorded", "err", err)

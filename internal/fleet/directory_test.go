@@ -20,6 +20,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
 // recordingLink keeps what is published.
@@ -183,6 +184,9 @@ func TestDirectoryPushParts(t *testing.T) {
 	if st, _ := r.st.DirectoryPush(context.Background()); st.Highest != 2 {
 		t.Fatalf("a bad part marked version %d as tried", st.Highest)
 	}
+	if rep := last(); rep.Status != DirectoryRejected || rep.Highest != 2 || rep.Applied != 1 {
+		t.Fatalf("the bad part's report says %+v: the operator would refuse versions the box never tried", rep)
+	}
 
 	// Version 3 expired (the box's clock ahead): refused once, not tried;
 	// valid again, it is applied.
@@ -225,6 +229,21 @@ func TestDirectoryPushParts(t *testing.T) {
 	// The last report is the one published again at a connection.
 	r.f.publishLastDirectoryReport(context.Background())
 	if rep := last(); rep.Version != 5 || rep.Status != DirectoryRejected {
+		t.Fatalf("republished %+v", rep)
+	}
+}
+
+// At every connection the last report is published again, by Run.
+func TestLastDirectoryReportAtConnect(t *testing.T) {
+	r := newPushRig(t)
+	r.send(r.parts(1, people("Anna Weiß", "Carla Vogt"), 2, r.clock.Now()), false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.f.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	r.f.OnConnect()
+	waitfor.True(t, 5*time.Second, "the last report published again", func() bool { return len(r.link.reports(t)) >= 2 })
+	if rep := r.link.reports(t)[1]; rep.Version != 1 || rep.Status != DirectoryApplied {
 		t.Fatalf("republished %+v", rep)
 	}
 }

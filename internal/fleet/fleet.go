@@ -192,7 +192,7 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 		opts.Started = opts.Clock.Now()
 	}
 	f := &Fleet{opts: opts, log: opts.Log, started: opts.Started, inbox: make(chan message, 64),
-		parts:  make(chan message, envelope.MaxDirectoryParts),
+		parts: make(chan message, envelope.MaxDirectoryParts), connected: make(chan struct{}, 1),
 		alerts: map[string]*Alert{}}
 	f.verifier = &envelope.Verifier{Keys: opts.Keys, Appliance: opts.Appliance, Site: opts.Site,
 		Now: opts.Clock.Now, Skew: 5 * time.Minute}

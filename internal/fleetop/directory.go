@@ -102,8 +102,10 @@ func (c *Client) PushDirectory(appliance string, version int64, parts [][]byte, 
 	}
 	for _, m := range reported {
 		var r fleet.DirectoryReport
-		if json.Unmarshal(m.Payload, &r) == nil && max(r.Version, r.Applied) >= version {
-			return out, fmt.Errorf("version %d is not newer than version %d, the last %s reported: push a higher version", version, max(r.Version, r.Applied), appliance)
+		// The versions the box tried (applied, refused or passed over):
+		// not the version a refusal names, which may be one it never tried.
+		if json.Unmarshal(m.Payload, &r) == nil && max(r.Highest, r.Applied) >= version {
+			return out, fmt.Errorf("version %d is not newer than version %d, the last %s tried: push a higher version", version, max(r.Highest, r.Applied), appliance)
 		}
 	}
 	// Retained parts of an earlier, longer push are removed after this

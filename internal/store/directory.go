@@ -232,6 +232,12 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 	}
 	defer db.Close()
 	e, err := readEntry(ctx, db, keys, id)
+	if errors.Is(err, ErrNoPerson) {
+		// No such person, or an erasure interrupted after the entry was
+		// deleted: the rewrite is done all the same, which finishes it.
+		rewrite(ctx, db)
+		return 0, err
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -248,54 +254,48 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 	if e.Email != "" {
 		sc.names[e.Email] = true
 	}
-	if err := sc.run(ctx, 0); err != nil {
-		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
+	// The second pass takes what a running daemon committed while the
+	// first ran (the person is marked as left, so nothing new names them).
+	for range 2 {
+		if err := sc.run(ctx); err != nil {
+			return sc.changed, fmt.Errorf("forget %s: %w", id, err)
+		}
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
 	defer tx.Rollback()
+	for parcel := range sc.parcels {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM print_jobs WHERE parcel_id = ?", parcel); err != nil {
+			return sc.changed, fmt.Errorf("forget %s: %w", id, err)
+		}
+		if err := forgetInParcel(ctx, tx, keys, parcel, id); err != nil {
+			return sc.changed, fmt.Errorf("forget %s: parcel %s: %w", id, parcel, err)
+		}
+	}
+	// The entry goes last: until then, forget can be run again.
 	if _, err := tx.ExecContext(ctx, "DELETE FROM directory WHERE id = ?", id); err != nil {
 		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
 	if _, err := bumpDirectoryVersion(ctx, tx); err != nil {
 		return sc.changed, err
 	}
-	for parcel := range sc.parcels {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM print_jobs WHERE parcel_id = ?", parcel); err != nil {
-			return sc.changed, fmt.Errorf("forget %s: %w", id, err)
-		}
-		if err := forgetInParcel(ctx, tx, keys, parcel); err != nil {
-			return sc.changed, fmt.Errorf("forget %s: parcel %s: %w", id, parcel, err)
-		}
-	}
 	if err := tx.Commit(); err != nil {
 		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
-	// Events a running daemon committed while the first pass ran.
-	if err := sc.run(ctx, sc.last); err != nil {
+	busy, err := rewrite(ctx, db)
+	if err != nil {
 		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
-	// Copies of the name can stay in pages SQLite freed earlier (a row
-	// rewritten when it was marked sent leaves its old bytes behind):
-	// VACUUM writes the live rows into a new file, and the checkpoint
-	// lets the WAL start over.
-	if _, err := db.ExecContext(ctx, "VACUUM"); err != nil {
-		return sc.changed, fmt.Errorf("forget %s: vacuum: %w", id, err)
-	}
-	var busy, logPages, done int
-	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logPages, &done); err != nil {
-		return sc.changed, fmt.Errorf("forget %s: checkpoint: %w", id, err)
+	if busy {
+		return sc.changed, fmt.Errorf("forget %s: %w", id, ErrWALInUse)
 	}
 	for _, f := range []string{path, path + "-wal"} {
 		for name := range sc.names {
 			found, err := fileHolds(f, name)
 			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return sc.changed, fmt.Errorf("forget %s: check the buffer: %w", id, err)
-			}
-			if found && f == path+"-wal" && (busy != 0 || logPages != done) {
-				return sc.changed, fmt.Errorf("forget %s: %w", id, ErrWALInUse)
 			}
 			if found {
 				return sc.changed, fmt.Errorf("forget %s: %w", id, ErrNameRemains)
@@ -305,9 +305,25 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 	return sc.changed, nil
 }
 
+// rewrite writes the buffer's live rows into a new file (VACUUM), so that
+// no page freed earlier keeps an old copy (a row rewritten when it was
+// marked sent leaves its old bytes behind), and checkpoints the WAL so
+// that it starts over. busy is true when a reader (a running daemon) kept
+// the checkpoint from finishing: old pages may stay in the WAL.
+func rewrite(ctx context.Context, db *sql.DB) (busy bool, err error) {
+	if _, err := db.ExecContext(ctx, "VACUUM"); err != nil {
+		return false, fmt.Errorf("vacuum: %w", err)
+	}
+	var b, logPages, done int
+	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&b, &logPages, &done); err != nil {
+		return false, fmt.Errorf("checkpoint: %w", err)
+	}
+	return b != 0 || logPages != done, nil
+}
+
 // forgetInParcel takes the recipient text and the label's name out of a
 // parcel's state; the person's id stays.
-func forgetInParcel(ctx context.Context, tx *sql.Tx, keys *seal.Keys, id string) error {
+func forgetInParcel(ctx context.Context, tx *sql.Tx, keys *seal.Keys, id, person string) error {
 	var detail []byte
 	var keyID sql.NullString
 	err := tx.QueryRowContext(ctx, "SELECT detail, key_id FROM parcels WHERE id = ?", id).Scan(&detail, &keyID)
@@ -328,6 +344,9 @@ func forgetInParcel(ctx context.Context, tx *sql.Tx, keys *seal.Keys, id string)
 	var p Parcel
 	if err := json.Unmarshal(detail, &p); err != nil {
 		return err
+	}
+	if !strings.EqualFold(p.Person, person) {
+		return nil // assigned to someone else since: theirs to keep
 	}
 	p.Recipient, p.Hint = "", ""
 	needs := int64(0)
@@ -462,19 +481,18 @@ type scrubber struct {
 	// ids of those parcels' scans, names what was found to erase (the
 	// directory's name and e-mail, names and phones labels print).
 	parcels, scans, names map[string]bool
-	last                  int64 // the last event position read
 	changed               int64
 }
 
-// run scrubs the events after position from: first those that name the
-// person by id (their parcels are noted), then those parcels' receipts,
-// then their scans.
-func (sc *scrubber) run(ctx context.Context, from int64) error {
+// run scrubs the events: first those that name the person by id (their
+// parcels are noted), then the receipts of those parcels that are still
+// the person's, then their scans.
+func (sc *scrubber) run(ctx context.Context) error {
 	needle, _ := json.Marshal(sc.person.ID)
-	needle = append([]byte(`"recipient_id":`), needle...)
+	needle = bytes.ToLower(append([]byte(`"recipient_id":`), needle...))
 	steps := []func(ev *event.Event, raw []byte) bool{
 		func(ev *event.Event, raw []byte) bool {
-			if !bytes.Contains(raw, needle) || ev.RecipientID != sc.person.ID {
+			if !bytes.Contains(bytes.ToLower(raw), needle) || !strings.EqualFold(ev.RecipientID, sc.person.ID) {
 				return false
 			}
 			switch {
@@ -485,7 +503,7 @@ func (sc *scrubber) run(ctx context.Context, from int64) error {
 			}
 			changed := ev.RecipientName != ""
 			ev.RecipientName = ""
-			return sc.scrubParcel(ev) || changed
+			return sc.scrubTyped(ev) || changed
 		},
 		func(ev *event.Event, _ []byte) bool {
 			if ev.Type != event.TypeParcelReceived || !sc.parcels[ev.ID] {
@@ -514,9 +532,13 @@ func (sc *scrubber) run(ctx context.Context, from int64) error {
 			return changed
 		},
 	}
-	last := from
-	for _, step := range steps {
-		after := from
+	for i, step := range steps {
+		if i == 1 {
+			if err := sc.keepOwnParcels(ctx); err != nil {
+				return err
+			}
+		}
+		after := int64(0)
 		for {
 			page, err := readPage(ctx, sc.db, after)
 			if err != nil {
@@ -524,7 +546,7 @@ func (sc *scrubber) run(ctx context.Context, from int64) error {
 			}
 			var edits []storedPayload
 			for _, r := range page {
-				after, last = r.pos, max(last, r.pos)
+				after = r.pos
 				b := r.payload
 				if r.keyID.Valid {
 					if sc.keys == nil {
@@ -560,7 +582,39 @@ func (sc *scrubber) run(ctx context.Context, from int64) error {
 			}
 		}
 	}
-	sc.last = last
+	return nil
+}
+
+// keepOwnParcels drops from the parcels noted those assigned to someone
+// else since (their labels and texts are the other person's); a parcel
+// whose state was pruned stays.
+func (sc *scrubber) keepOwnParcels(ctx context.Context) error {
+	for id := range sc.parcels {
+		var detail []byte
+		var keyID sql.NullString
+		err := sc.db.QueryRowContext(ctx, "SELECT detail, key_id FROM parcels WHERE id = ?", id).Scan(&detail, &keyID)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if keyID.Valid {
+			if sc.keys == nil {
+				return fmt.Errorf("parcel %s is sealed and no storage.encryption_key_file is configured", id)
+			}
+			if detail, err = sc.keys.Open(keyID.String, parcelSealID(id), detail); err != nil {
+				return fmt.Errorf("parcel %s: %w", id, err)
+			}
+		}
+		var p Parcel
+		if err := json.Unmarshal(detail, &p); err != nil {
+			return fmt.Errorf("parcel %s: %w", id, err)
+		}
+		if p.Person != "" && !strings.EqualFold(p.Person, sc.person.ID) {
+			delete(sc.parcels, id)
+		}
+	}
 	return nil
 }
 

@@ -211,3 +211,44 @@ func TestForgetErasesThePersonEverywhere(t *testing.T) {
 		})
 	}
 }
+
+// A parcel that named the person once and was assigned to someone else
+// since keeps its new person, label and texts; forget also works while
+// the buffer is open (a running daemon), saying when the WAL could not
+// start over.
+func TestForgetLeavesOthersParcelsAndWorksWhileOpen(t *testing.T) {
+	ctx := context.Background()
+	path, o, ids := forgetRig(t, nil)
+	defer o.Close()
+	// The label-matched parcel goes to Anna after all.
+	if _, err := o.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelUpdated, Time: t0, ParcelID: ids[0],
+		RecipientID: "E2", RecipientName: "Anna Weiß", RecipientMatch: "manual", By: "clara"}); err != nil {
+		t.Fatal(err)
+	}
+	// A reader holds a snapshot, as the daemon's may.
+	rows, err := o.rdb.QueryContext(ctx, "SELECT id FROM events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows.Next()
+	_, err = ForgetPerson(ctx, path, nil, "E1")
+	rows.Close()
+	if err != nil && !errors.Is(err, ErrWALInUse) {
+		t.Fatalf("forget while open: %v", err)
+	}
+	if p, _ := o.ParcelByID(ctx, ids[0]); p.Person != "E2" || p.Match != "manual" {
+		t.Fatalf("Anna's parcel after forgetting E1: %+v", p)
+	}
+	if p, _ := o.ParcelByID(ctx, ids[1]); p.Person != "" || p.Match != "none" {
+		t.Fatalf("E1's open parcel after forget: %+v", p)
+	}
+	// Run again (the id is gone): the rewrite is done again, and with no
+	// reader left nothing of the name is in the files.
+	if _, err := ForgetPerson(ctx, path, nil, "E1"); !errors.Is(err, ErrNoPerson) {
+		t.Fatalf("forget again: %v", err)
+	}
+	b, _ := os.ReadFile(path)
+	if strings.Contains(string(b), "Zacharias Quellenberger") || strings.Contains(string(b), "zq@example.com") {
+		t.Fatal("the directory's name or e-mail is still in the file")
+	}
+}

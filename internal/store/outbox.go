@@ -286,6 +286,7 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	o.requests.New = func() any { return &request{done: make(chan struct{}, 1)} }
 	o.reqs = make(chan *request, 4096)
 	o.quit = make(chan struct{})
+	o.wc.stop = o.quit
 	o.writerDone = make(chan struct{})
 	o.notify = make(chan struct{}, 1)
 	o.checkpoint = make(chan struct{}, 1)

@@ -31,6 +31,8 @@ type writeConn struct {
 	// connection's busy timeout that ran out.
 	lockWait time.Duration
 	busy     func(waited time.Duration)
+	// stop ends the waiting: the buffer is closing.
+	stop <-chan struct{}
 }
 
 // defaultLockWait is how long the writer waits in all for the write lock.
@@ -92,6 +94,11 @@ func (w *writeConn) tx(f func() error) error {
 		var se sqlite3.Error
 		if !errors.As(err, &se) || se.Code != sqlite3.ErrBusy || time.Since(start) >= w.lockWait {
 			return err
+		}
+		select {
+		case <-w.stop:
+			return err // closing: a stop does not wait minutes for another process
+		default:
 		}
 		if w.busy != nil {
 			w.busy(time.Since(start))

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -545,5 +546,34 @@ func TestManualEntryNamesThePersonNotTheText(t *testing.T) {
 	if _, err := r.srv.parseManual(context.Background(), []byte(`{"station":"dock-1","tracking":"T6","recipient_id":"NOPE"}`)); err == nil ||
 		!strings.Contains(err.Error(), "no active person") {
 		t.Fatalf("unknown person: %v", err)
+	}
+}
+
+type brokenPeople struct{}
+
+func (brokenPeople) Index(context.Context) (*directory.Index, error) {
+	return nil, errors.New("read directory: disk I/O error")
+}
+
+// While the directory cannot be read, a badge cannot be checked: a badge
+// hand-over of a person's parcel is refused (503, not kept under the key,
+// so the same request works once the directory reads again).
+func TestBadgeHandOverRefusedWhileTheDirectoryCannotBeRead(t *testing.T) {
+	r := startCustody(t)
+	ctx := context.Background()
+	own := r.receive("OWN-9", "", "")
+	if _, err := r.st.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelUpdated, Time: time.Now(), ParcelID: own.ID,
+		RecipientID: "E1", RecipientMatch: "exact"}); err != nil {
+		t.Fatal(err)
+	}
+	good := r.srv.opts.People
+	r.srv.opts.People = brokenPeople{}
+	req := map[string]any{"key": "u1", "action": "deliver", "parcel": own.ID, "proof": map[string]any{"method": "badge", "badge": "EMP-1"}}
+	if code, m := r.act(req); code != 503 || m["code"] != "directory_unavailable" {
+		t.Fatalf("with the directory unreadable: %d %v", code, m)
+	}
+	r.srv.opts.People = good
+	if code, m := r.act(req); code != 200 || m["replayed"] == true {
+		t.Fatalf("the same request once the directory reads: %d %v", code, m)
 	}
 }
