@@ -250,7 +250,7 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 		}
 	}
 	sc := &scrubber{db: db, keys: keys, person: e, parcels: map[string]bool{}, scans: map[string]bool{},
-		names: map[string]bool{e.Name: true}}
+		names: map[string]bool{e.Name: true}, rewritten: map[int64]bool{}}
 	if e.Email != "" {
 		sc.names[e.Email] = true
 	}
@@ -482,6 +482,7 @@ type scrubber struct {
 	// directory's name and e-mail, names and phones labels print).
 	parcels, scans, names map[string]bool
 	changed               int64
+	rewritten             map[int64]bool // positions of the events changed
 }
 
 // run scrubs the events: first those that name the person by id (their
@@ -575,7 +576,12 @@ func (sc *scrubber) run(ctx context.Context) error {
 				if err := writePage(ctx, sc.db, edits); err != nil {
 					return err
 				}
-				sc.changed += int64(len(edits))
+				for _, e := range edits {
+					if !sc.rewritten[e.pos] {
+						sc.rewritten[e.pos] = true
+						sc.changed++
+					}
+				}
 			}
 			if len(page) < scrubPage {
 				break
