@@ -38,6 +38,7 @@ const fleetUsage = `usage: mailroomd fleet SUBCOMMAND [flags]
   directory push --target T --version N FILE.csv
                                              sign and publish a recipient directory (retained, in parts)
   alerts                                     alert messages (retained and new) for --for
+  blobs get --target ID --sha256 S --out F   reassemble a photo an appliance uploaded, check its SHA-256, write it to F
   events --follow                            print events; report seq gaps and duplicates per appliance and epoch
 
 Connection flags (all but keygen): --broker mqtts://HOST:8883 --ca FILE --cert FILE --key FILE
@@ -52,6 +53,9 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	sub, rest := args[0], args[1:]
 	if (sub == "config" || sub == "directory") && len(rest) > 0 && rest[0] == "push" {
 		sub, rest = sub+" push", rest[1:]
+	}
+	if sub == "blobs" && len(rest) > 0 && rest[0] == "get" {
+		sub, rest = "blobs get", rest[1:]
 	}
 	fs := flag.NewFlagSet("fleet "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -69,10 +73,11 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	dur := fs.Duration("for", 3*time.Second, "how long to listen (status, alerts, events)")
 	follow := fs.Bool("follow", false, "events: keep following until interrupted")
 	fromStart := fs.Bool("from-start", false, "events: expect every epoch to start at seq 1 (default: at the first seq seen)")
-	out := fs.String("out", "", "keygen: directory for the key pair")
+	out := fs.String("out", "", "keygen: directory for the key pair; blobs get: the file to write")
 	id := fs.String("id", "fleet", "keygen: key id")
 	cfgVersion := fs.Int64("version", 0, "config push, directory push: version, greater than the last one tried")
 	partSize := fs.Int("part-size", fleetop.DefaultPartSize, "directory push: bytes of the file per signed part")
+	blobSHA := fs.String("sha256", "", "blobs get: the blob's SHA-256")
 	if err := fs.Parse(rest); err != nil {
 		return 2
 	}
@@ -198,6 +203,22 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 			}
 		})
 		return fleetDirectoryPush(c, *target, *cfgVersion, fs.Arg(0), *partSize, pushWait, stdout, stderr)
+	case "blobs get":
+		if *target == "" || *blobSHA == "" || *out == "" || fs.NArg() != 0 {
+			fmt.Fprintln(stderr, "usage: mailroomd fleet blobs get --target APPLIANCE --sha256 S --out FILE [--wait D]")
+			return 2
+		}
+		b, m, err := c.GetBlob(context.Background(), *target, *blobSHA, *wait)
+		if err != nil {
+			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+			return 1
+		}
+		if err := os.WriteFile(*out, b, 0o600); err != nil {
+			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: %d bytes, %s, kind %s, SHA-256 checked\n", *out, len(b), m.ContentType, m.Kind)
+		return 0
 	case "status":
 		return fleetStatus(c, *dur, stdout, stderr)
 	case "alerts":

@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mailroomd/mailroomd/drivers/hotplug"
+	"github.com/mailroomd/mailroomd/internal/blobstore"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/envelope"
@@ -125,6 +127,8 @@ type App struct {
 	// auth is the status pages' sign-in state, kept across front switches.
 	auth    *web.Auth
 	people  *people // the recipient directory's index, shared by the fronts
+	blobs   *blobstore.Store
+	photos  *uplink.BlobSender
 	changed chan struct{}
 
 	// front is the running generation; it is swapped whole by Reconfigure.
@@ -186,6 +190,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 	}
 	a.store = st
 	a.people = &people{store: st}
+	a.blobs = blobstore.New(filepath.Join(filepath.Dir(cfg.Storage.Path), "blobs"), keys)
 	if rec := st.Recovery(); rec != nil {
 		log.Error("buffer database was unreadable: moved aside and replaced; a new epoch starts",
 			"moved_to", rec.MovedTo, "cause", rec.Cause, "salvaged_unsent", rec.Salvaged, "unreadable_unsent", rec.Unreadable,
@@ -226,6 +231,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 		st.Close()
 		return nil, err
 	}
+	a.photos = uplink.NewBlobSender(a.uplink, st, a.blobs, cfg.Photos.RetainSent.D(), clk, log.With("subsystem", "photos"))
 	a.intake = intake.New(st, cfg.Appliance.ID, cfg.Appliance.Site, nil, log.With("subsystem", "intake"), a.health)
 	a.intake.OnCommit = func(ev event.Event) {
 		a.history.Scan(ev.Time)
@@ -282,6 +288,7 @@ func (a *App) Start() {
 	a.log.Info("mailroomd starting", "version", a.opts.Version, "appliance", a.base.Appliance.ID,
 		"buffer", a.base.Storage.Path, "epoch", st.Epoch, "last_seq", st.LastSeq, "pending", st.Pending)
 	a.goBackground("uplink", func(ctx context.Context) error { return a.uplink.Run(ctx) })
+	a.goBackground("photos", a.photos.Run)
 	a.goBackground("fleet", a.fleet.Run)
 	a.goBackground("hotplug", a.hotplug.Run)
 	a.front.Load().start()

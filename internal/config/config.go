@@ -27,6 +27,7 @@ type Config struct {
 	Barcodes  Barcodes  `yaml:"barcodes"`
 	Delivery  Delivery  `yaml:"delivery"`
 	Directory Directory `yaml:"directory"`
+	Photos    Photos    `yaml:"photos"`
 	Web       Web       `yaml:"web"`
 	Fleet     Fleet     `yaml:"fleet"`
 	Log       Log       `yaml:"log"`
@@ -170,6 +171,19 @@ type Directory struct {
 	// "name" (the id and the display name) or "id" (the id alone; the name
 	// a 2D label prints is left out as well).
 	Privacy string `yaml:"privacy"`
+}
+
+// Photos configures the photos taken at receiving and hand-over.
+type Photos struct {
+	// MaxSizeKB is the largest photo accepted, in KiB.
+	MaxSizeKB int64 `yaml:"max_size_kb"`
+	// MaxTotalMB is how much the photos kept may take, in MiB: beyond it
+	// new photos are refused (nothing kept is dropped).
+	MaxTotalMB int64 `yaml:"max_total_mb"`
+	// LongEdge is the long edge, in pixels, the page scales a photo to.
+	LongEdge int `yaml:"long_edge"`
+	// RetainSent is how long a photo is kept after its upload.
+	RetainSent Duration `yaml:"retain_sent"`
 }
 
 // Privacy settings of directory.privacy.
@@ -378,6 +392,10 @@ func (c *Config) applyDefaults(written func(path string) bool) {
 	setDefault(written, "delivery.overdue", &c.Delivery.Overdue, DefaultOverdue)
 	setDefault(written, "delivery.retain_closed", &c.Delivery.RetainClosed, DefaultRetainClosed)
 	setDefault(written, "directory.privacy", &c.Directory.Privacy, PrivacyName)
+	setDefault(written, "photos.max_size_kb", &c.Photos.MaxSizeKB, 8192)
+	setDefault(written, "photos.max_total_mb", &c.Photos.MaxTotalMB, 1024)
+	setDefault(written, "photos.long_edge", &c.Photos.LongEdge, 1600)
+	setDefault(written, "photos.retain_sent", &c.Photos.RetainSent, Duration(7*24*time.Hour))
 	if c.Web.Listen != "" {
 		setDefault(written, "web.session_ttl", &c.Web.SessionTTL, Duration(12*time.Hour))
 		setDefault(written, "web.max_failures", &c.Web.MaxFailures, 5)

@@ -70,7 +70,7 @@ func TestBrokenConfigs(t *testing.T) {
 		want    []string
 	}{
 		{"unknown top-level key", func(s string) string { return s + "colour: blue\n" }, 0o600,
-			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, delivery, devices, directory, fleet, log, stations, storage, uplink, version, web)"}},
+			[]string{":12:1: colour: unknown key (known keys: appliance, barcodes, delivery, devices, directory, fleet, log, photos, stations, storage, uplink, version, web)"}},
 		{"unknown nested key", func(s string) string { return strings.Replace(s, "max_pending: 1000", "max_pendng: 1000", 1) }, 0o600,
 			[]string{":3:28: storage.max_pendng: unknown key"}},
 		{"wrong type", func(s string) string { return strings.Replace(s, "baud: 9600", "baud: fast", 1) }, 0o600,

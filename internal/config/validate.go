@@ -259,6 +259,18 @@ func (d *decoder) validate(c *Config) {
 	validateWeb(&c.Web, bad, abs)
 	validateFleet(&c.Fleet, bad, abs)
 	validateDelivery(&c.Delivery, bad)
+	if ph := c.Photos; ph.MaxSizeKB < 16 || ph.MaxSizeKB > 65536 {
+		bad("photos.max_size_kb", "must be 16 to 65536 (KiB)")
+	}
+	if c.Photos.MaxTotalMB < 1 {
+		bad("photos.max_total_mb", "must be at least 1 (MiB)")
+	}
+	if c.Photos.LongEdge < 320 || c.Photos.LongEdge > 8192 {
+		bad("photos.long_edge", "must be 320 to 8192 (pixels)")
+	}
+	if c.Photos.RetainSent < 0 {
+		bad("photos.retain_sent", "must not be negative")
+	}
 	if p := c.Directory.Privacy; p != PrivacyName && p != PrivacyID {
 		bad("directory.privacy", "must be %q (events carry the recipient's id and name) or %q (the id alone), not %q", PrivacyName, PrivacyID, p)
 	}

@@ -159,6 +159,18 @@ type ext struct {
 	Reason        string  `json:"reason,omitempty"`
 	To            string  `json:"to,omitempty"`
 	PickupPIN     string  `json:"pickup_pin,omitempty"`
+	Photos        []Photo `json:"photos,omitempty"`
+}
+
+// Photo is a photo (or another blob) an event refers to: the box keeps
+// it, content-addressed, and uploads it apart from the events.
+type Photo struct {
+	// SHA256 is the hex SHA-256 of the bytes, which name the blob.
+	SHA256      string `json:"sha256"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+	// Kind is label, damage or proof.
+	Kind string `json:"kind"`
 }
 
 // Event is one committed fact. ID, Epoch and Seq are assigned by the store
@@ -218,6 +230,8 @@ type Event struct {
 	// PickupPIN is the PIN a recipient gives to collect the parcel, on
 	// parcel.received when the site accepts PINs as proof.
 	PickupPIN string
+	// Photos are the photos taken of the parcel or at its hand-over.
+	Photos []Photo
 
 	// Resolves lists scan ids that this event completes at its station. The
 	// store records them in the same transaction; they are not published.
@@ -227,13 +241,13 @@ type Event struct {
 func (e *Event) ext() *ext {
 	if e.Station == "" && !e.Manual && e.ScanID == "" && e.ParcelID == "" && e.Parcel == nil &&
 		e.Recipient == "" && e.RecipientID == "" && e.RecipientName == "" && e.RecipientMatch == "" && e.Location == "" && e.Printer == "" && e.EnteredWeight == nil && e.Audit == nil &&
-		e.By == "" && e.Round == "" && e.Proof == nil && e.Proxy == "" && e.Reason == "" && e.To == "" && e.PickupPIN == "" {
+		e.By == "" && e.Round == "" && e.Proof == nil && e.Proxy == "" && e.Reason == "" && e.To == "" && e.PickupPIN == "" && len(e.Photos) == 0 {
 		return nil
 	}
 	return &ext{Station: e.Station, Manual: e.Manual, ScanID: e.ScanID, ParcelID: e.ParcelID, Parcel: e.Parcel,
 		Recipient: e.Recipient, RecipientID: e.RecipientID, RecipientName: e.RecipientName, RecipientMatch: e.RecipientMatch,
 		RecipientScore: e.RecipientScore, Location: e.Location, Printer: e.Printer, EnteredWeight: e.EnteredWeight, Audit: e.Audit,
-		By: e.By, Round: e.Round, Proof: e.Proof, Proxy: e.Proxy, Reason: e.Reason, To: e.To, PickupPIN: e.PickupPIN}
+		By: e.By, Round: e.Round, Proof: e.Proof, Proxy: e.Proxy, Reason: e.Reason, To: e.To, PickupPIN: e.PickupPIN, Photos: e.Photos}
 }
 
 // wire is the JSON shape of an event, version 1.
@@ -362,7 +376,7 @@ func Decode(b []byte) (Event, error) {
 		Station: w.Station, Manual: w.Manual, ScanID: w.ScanID, ParcelID: w.ParcelID, Parcel: w.Parcel,
 		Recipient: w.Recipient, RecipientID: w.RecipientID, RecipientName: w.RecipientName, RecipientMatch: w.RecipientMatch,
 		RecipientScore: w.RecipientScore, Location: w.Location, Printer: w.Printer, EnteredWeight: w.EnteredWeight, Audit: w.Audit,
-		By: w.By, Round: w.Round, Proof: w.Proof, Proxy: w.Proxy, Reason: w.Reason, To: w.To, PickupPIN: w.PickupPIN}
+		By: w.By, Round: w.Round, Proof: w.Proof, Proxy: w.Proxy, Reason: w.Reason, To: w.To, PickupPIN: w.PickupPIN, Photos: w.Photos}
 	switch {
 	case w.BarcodeB4 != "":
 		e.Barcode, err = base64.StdEncoding.DecodeString(w.BarcodeB4)

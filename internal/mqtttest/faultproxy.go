@@ -25,6 +25,9 @@ const (
 	// DropPubacks forwards PUBLISH to the broker but drops the broker's
 	// PUBACKs: the box must resend after it reconnects.
 	DropPubacks
+	// SlowBlobs holds each blob chunk the box publishes for 50 ms: a slow
+	// uplink, so that an upload can be cut in the middle.
+	SlowBlobs
 )
 
 // FaultProxy is a TLS-terminating MQTT proxy in front of a Broker. It
@@ -146,6 +149,9 @@ func (p *FaultProxy) serve(down net.Conn) {
 			}
 			for p.currentFault() == Blackhole {
 				time.Sleep(20 * time.Millisecond) // hold it: nothing moves
+			}
+			if pub, ok := pk.(*packets.PublishPacket); ok && p.currentFault() == SlowBlobs && strings.Contains(pub.TopicName, "/blobs/") {
+				time.Sleep(50 * time.Millisecond)
 			}
 			if pub, ok := pk.(*packets.PublishPacket); ok && strings.HasSuffix(pub.TopicName, "/events") {
 				p.mu.Lock()

@@ -114,6 +114,7 @@ const (
 	opRebuildParcels
 	opResealParcels
 	opStationMode
+	opBlob // a blob's upload state (blobs.go)
 )
 
 type request struct {
@@ -131,6 +132,9 @@ type request struct {
 	action ActionRecord
 	// mode is the station mode of opStationMode (Mode "" clears it).
 	mode StationMode
+	// text and n are the blob and its state of opBlob.
+	text string
+	n    int64
 	// res is the writer's answer, valid once done has a value.
 	res  result
 	done chan struct{}
@@ -1305,7 +1309,9 @@ func (o *Outbox) commit(batch []*request) {
 	// The next durable commit flushes it along with its own rows.
 	marksOnly := true
 	for _, r := range batch {
-		if r.kind != opMarkSent {
+		// A blob's acknowledged chunks, like a sent mark, may be lost to
+		// a power cut: the chunks are sent again.
+		if r.kind != opMarkSent && !(r.kind == opBlob && r.n >= -1) {
 			marksOnly = false
 			break
 		}
@@ -1385,6 +1391,12 @@ func (o *Outbox) commit(batch []*request) {
 					}
 					if ev.Station != "" {
 						if err := o.trackResolution(ev, pos, payload, keyID); err != nil {
+							return err
+						}
+					}
+					for _, ph := range ev.Photos {
+						if _, err := o.wc.exec("INSERT OR IGNORE INTO blobs(sha256, size, content_type, kind, stored_at) VALUES (?,?,?,?,?)",
+							ph.SHA256, ph.Size, ph.ContentType, ph.Kind, now.UnixMilli()); err != nil {
 							return err
 						}
 					}
@@ -1481,6 +1493,10 @@ func (o *Outbox) commit(batch []*request) {
 							m.Station, m.Mode, m.At.UnixMilli(), m.Seq)
 					}
 					if err != nil {
+						return err
+					}
+				case opBlob:
+					if err := o.blobOp(r.text, r.n, now); err != nil {
 						return err
 					}
 				case opRebuildParcels, opResealParcels:

@@ -146,6 +146,20 @@ var migrations = []string{
 	ALTER TABLE parcels ADD COLUMN needs_recipient INTEGER NOT NULL DEFAULT 0;
 	CREATE INDEX parcels_open_person ON parcels(person_tag, received_at) WHERE closed_at IS NULL;
 	CREATE INDEX parcels_needs_recipient ON parcels(received_at) WHERE needs_recipient = 1 AND closed_at IS NULL;`,
+	// 10: photos and other blobs events refer to: the file is written
+	// before the event, the row in the event's transaction; acked counts
+	// the chunks the broker acknowledged, so an upload resumes there.
+	`CREATE TABLE blobs (
+		sha256       TEXT    PRIMARY KEY,
+		size         INTEGER NOT NULL,
+		content_type TEXT    NOT NULL,
+		kind         TEXT    NOT NULL,
+		stored_at    INTEGER NOT NULL,             -- unix ms of the event's commit
+		acked        INTEGER NOT NULL DEFAULT 0,   -- chunks acknowledged by the broker
+		sent_at      INTEGER                       -- all chunks acknowledged; NULL until then
+	) WITHOUT ROWID;
+	CREATE INDEX blobs_pending ON blobs(stored_at) WHERE sent_at IS NULL;
+	CREATE INDEX blobs_sent ON blobs(sent_at) WHERE sent_at IS NOT NULL;`,
 }
 
 // SchemaVersion is the schema version this build writes.

@@ -213,6 +213,29 @@ func (p *Publisher) Publish(ctx context.Context, suffix string, payload []byte, 
 	}
 }
 
+// publishAsync publishes at QoS 1 and returns the token to wait on.
+func (p *Publisher) publishAsync(suffix string, payload []byte, retain bool) (mqtt.Token, error) {
+	p.mu.Lock()
+	c := p.client
+	p.mu.Unlock()
+	if c == nil {
+		return nil, ErrOffline
+	}
+	return c.Publish(p.Topic(suffix), 1, retain, payload), nil
+}
+
+// wait waits for a publish's PUBACK.
+func (p *Publisher) wait(ctx context.Context, tok mqtt.Token, what string) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(p.opts.WriteTimeout + p.opts.KeepAlive):
+		return fmt.Errorf("publish %s: no PUBACK", what)
+	}
+}
+
 // subscribe makes every subscription on a new connection.
 func (p *Publisher) subscribe(c mqtt.Client) error {
 	for _, sub := range p.opts.Subscriptions {

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/fleetop"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+)
+
+// pageClient is a signed-in clerk's HTTP client and CSRF token.
+type pageClient struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+	csrf string
+}
+
+func signIn(t *testing.T, base, user, pw string) *pageClient {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp, err := c.Get(base + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("login form without CSRF field:\n%s", body)
+	}
+	if resp, err = c.PostForm(base+"/login", url.Values{"user": {user}, "password": {pw}, "csrf": {string(m[1])}}); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = c.Get(base + "/api/session")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s struct{ CSRF string }
+	json.NewDecoder(resp.Body).Decode(&s)
+	if s.CSRF == "" {
+		t.Fatal("not signed in")
+	}
+	return &pageClient{t: t, base: base, c: c, csrf: s.CSRF}
+}
+
+func (p *pageClient) post(path, ctype string, body []byte) (int, string) {
+	p.t.Helper()
+	req, _ := http.NewRequest("POST", p.base+path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", ctype)
+	req.Header.Set("X-CSRF-Token", p.csrf)
+	resp, err := p.c.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// fakeJPEG is n random bytes that start like a JPEG file.
+func fakeJPEG(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	copy(b, []byte{0xFF, 0xD8, 0xFF, 0xE0})
+	return b
+}
+
+// TestPhotoUploadSurvivesKillAndLinkCut: a photo taken of a parcel is
+// kept before its event, which names it by hash; its upload over a slow
+// link is cut (the connection closed) and then killed (SIGKILL) between
+// chunks, resumes where the broker's acknowledgements left it, and the
+// photo reassembled from the broker is byte-identical.
+func TestPhotoUploadSurvivesKillAndLinkCut(t *testing.T) {
+	s := newSetup(t, "mr-photo-01")
+	px := s.broker.StartFaultProxy(t, "mr-photo-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-photo-01/events")
+	chunks := s.broker.Subscribe(t, "chunks", "mailroom/v1/mr-photo-01/blobs/#")
+	scanDev, webPort, devices := pageConfig(t, s, "")
+	cfg := s.config(t, px.URL(), devices)
+	p := startDaemon(t, cfg)
+	p.waitLog(t, "uplink connected", 10*time.Second)
+	p.waitLog(t, "scanner connected", 10*time.Second)
+	if err := scanDev.Scan("1Z999AA10123456784"); err != nil {
+		t.Fatal(err)
+	}
+	parcels := func(ms []mqtttest.Message) (out []event.Event) {
+		for _, m := range ms {
+			if ev, err := event.Decode(m.Payload); err == nil && (ev.Type == event.TypeParcelReceived || ev.Type == event.TypeParcelUpdated) {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	msgs := sub.WaitFor(t, 15*time.Second, "the parcel", func(ms []mqtttest.Message) bool { return len(parcels(ms)) >= 1 })
+	parcel := parcels(msgs)[0]
+	page := signIn(t, fmt.Sprintf("http://127.0.0.1:%d", webPort), "clara", "clerk-password")
+
+	px.SetFault(mqtttest.SlowBlobs)
+	photo := fakeJPEG(3<<20 + 12345) // 49 chunks of 64 KiB
+	sum := sha256.Sum256(photo)
+	want := hex.EncodeToString(sum[:])
+	code, body := page.post("/api/parcels/"+parcel.ID+"/photos?kind=damage", "image/jpeg", photo)
+	if code != 200 || !strings.Contains(body, want) {
+		t.Fatalf("photo upload: %d %s", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "blobs", want[:2], want)); err != nil {
+		t.Fatalf("the photo's file: %v", err)
+	}
+	msgs = sub.WaitFor(t, 15*time.Second, "the photo's event", func(ms []mqtttest.Message) bool { return len(parcels(ms)) >= 2 })
+	upd := parcels(msgs)[1]
+	if upd.Type != event.TypeParcelUpdated || upd.ParcelID != parcel.ID || len(upd.Photos) != 1 || upd.Photos[0].SHA256 != want ||
+		upd.Photos[0].Size != int64(len(photo)) || upd.Photos[0].ContentType != "image/jpeg" || upd.Photos[0].Kind != "damage" || upd.By != "clara" {
+		t.Fatalf("the photo's event: %+v", upd)
+	}
+
+	prefix := "mailroom/v1/mr-photo-01/blobs/" + want + "/"
+	chunkMsgs := func(ms []mqtttest.Message) int {
+		n := 0
+		for _, m := range ms {
+			if strings.HasPrefix(m.Topic, prefix) {
+				n++
+			}
+		}
+		return n
+	}
+	chunks.WaitFor(t, 20*time.Second, "some chunks", func(ms []mqtttest.Message) bool { return chunkMsgs(ms) >= 6 })
+	px.CutAll() // the link drops between chunks
+	chunks.WaitFor(t, 20*time.Second, "more chunks after the reconnect", func(ms []mqtttest.Message) bool { return chunkMsgs(ms) >= 20 })
+	p.kill()
+	px.SetFault(mqtttest.Pass)
+	p = startDaemon(t, cfg)
+	p.waitLog(t, "blob uploaded", 60*time.Second)
+
+	op, err := fleetop.Dial(fleetop.Options{Broker: s.broker.URL(), TLS: s.broker.TLSConfig(t, "operator-photo"), ClientID: "operator-photo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	got, m, err := op.GetBlob(context.Background(), "mr-photo-01", want, 20*time.Second)
+	if err != nil || !bytes.Equal(got, photo) || m.ContentType != "image/jpeg" || m.Kind != "damage" || m.Chunks != 49 {
+		t.Fatalf("the photo from the broker: %d bytes, %+v, %v", len(got), m, err)
+	}
+	// It resumed rather than started over: at most two windows sent again.
+	if n := chunkMsgs(chunks.Messages()); n > 49+2*8 {
+		t.Fatalf("%d chunk messages for 49 chunks: the upload started over", n)
+	}
+}

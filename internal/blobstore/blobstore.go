@@ -1,0 +1,150 @@
+// Package blobstore keeps photos (and other blobs) as files next to the
+// buffer, each named by the SHA-256 of its bytes. A blob is written
+// durably (write a temporary file, fsync, rename, fsync the directory)
+// before the event that refers to it is committed, so a committed event
+// never names a blob that a power cut lost. With encryption at rest the
+// file holds the bytes sealed like event payloads.
+//
+// File layout: a header line "MRBLOB1 <key id>\n" ("-" when not sealed),
+// then the bytes, sealed or not.
+package blobstore
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mailroomd/mailroomd/internal/durable"
+	"github.com/mailroomd/mailroomd/internal/seal"
+)
+
+// Store keeps blobs in one directory.
+type Store struct {
+	dir  string
+	keys *seal.Keys
+}
+
+// New returns the store of dir; keys, when set, seal what it writes.
+func New(dir string, keys *seal.Keys) *Store { return &Store{dir: dir, keys: keys} }
+
+// ErrNotFound is Get's answer for a blob the store does not have.
+var ErrNotFound = errors.New("no such blob")
+
+const magic = "MRBLOB1 "
+
+// Sum is the hex SHA-256 of b: a blob's name.
+func Sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// valid reports whether s is a blob's name: 64 lower-case hex digits.
+func valid(s string) bool {
+	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
+}
+
+// Path is where the blob named sha is kept.
+func (s *Store) Path(sha string) string { return filepath.Join(s.dir, sha[:2], sha) }
+
+// Put keeps b durably and returns its name. A blob kept already is not
+// written again.
+func (s *Store) Put(b []byte) (string, error) {
+	sha := Sum(b)
+	path := s.Path(sha)
+	if _, err := os.Stat(path); err == nil {
+		return sha, nil
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("keep blob: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("keep blob: %w", err)
+	}
+	tmp := f.Name()
+	fail := func(err error) (string, error) {
+		f.Close()
+		os.Remove(tmp)
+		return "", fmt.Errorf("keep blob %s: %w", sha, err)
+	}
+	keyID, body := "-", b
+	if s.keys != nil {
+		keyID, body = s.keys.Current(), s.keys.Seal(sealID(sha), b)
+	}
+	w := bufio.NewWriter(f)
+	w.WriteString(magic + keyID + "\n")
+	w.Write(body)
+	if err := w.Flush(); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("keep blob %s: %w", sha, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("keep blob %s: %w", sha, err)
+	}
+	if err := durable.SyncDir(dir); err != nil {
+		return "", fmt.Errorf("keep blob %s: %w", sha, err)
+	}
+	if err := durable.SyncDir(s.dir); err != nil { // a new fan-out directory
+		return "", fmt.Errorf("keep blob %s: %w", sha, err)
+	}
+	return sha, nil
+}
+
+// Get reads a blob and checks that its bytes are the ones its name says.
+func (s *Store) Get(sha string) ([]byte, error) {
+	if !valid(sha) {
+		return nil, fmt.Errorf("read blob %q: %w", sha, ErrNotFound)
+	}
+	raw, err := os.ReadFile(s.Path(sha))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read blob %s: %w", sha, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read blob %s: %w", sha, err)
+	}
+	nl := bytes.IndexByte(raw, '\n')
+	if nl < 0 || !bytes.HasPrefix(raw, []byte(magic)) {
+		return nil, fmt.Errorf("read blob %s: not a blob file", sha)
+	}
+	keyID, body := string(raw[len(magic):nl]), raw[nl+1:]
+	if keyID != "-" {
+		if s.keys == nil {
+			return nil, fmt.Errorf("read blob %s: sealed with key %q and no storage.encryption_key_file is configured", sha, keyID)
+		}
+		if body, err = s.keys.Open(keyID, sealID(sha), body); err != nil {
+			return nil, fmt.Errorf("read blob %s: %w", sha, err)
+		}
+	}
+	if Sum(body) != sha {
+		return nil, fmt.Errorf("read blob %s: its bytes do not have that SHA-256 (damaged)", sha)
+	}
+	return body, nil
+}
+
+// Remove deletes a blob; one already gone is no error.
+func (s *Store) Remove(sha string) error {
+	if !valid(sha) {
+		return nil
+	}
+	if err := os.Remove(s.Path(sha)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove blob %s: %w", sha, err)
+	}
+	return nil
+}
+
+// sealID binds a sealed blob to its name.
+func sealID(sha string) string { return "blob/" + sha }

@@ -1,0 +1,166 @@
+package uplink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+// TopicBlobs is the topic suffix of blob uploads: the manifest on
+// blobs/{sha256}, chunk n (from 0) on blobs/{sha256}/{n}.
+const TopicBlobs = "blobs"
+
+// ChunkSize is the most bytes one chunk of a blob carries.
+const ChunkSize = 64 << 10
+
+// blobWindow is how many chunks are in flight at once.
+const blobWindow = 8
+
+// Manifest is published, retained, on blobs/{sha256} before the chunks.
+type Manifest struct {
+	V           int    `json:"v"`
+	SHA256      string `json:"sha256"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+	Kind        string `json:"kind"`
+	ChunkSize   int    `json:"chunk_size"`
+	Chunks      int    `json:"chunks"`
+}
+
+// BlobSource is the buffer as the blob uploader uses it.
+type BlobSource interface {
+	PendingEvents() int64
+	BlobsToSend(ctx context.Context, limit int) ([]store.Blob, error)
+	AckBlob(ctx context.Context, sha string, acked int) error
+	BlobSent(ctx context.Context, sha string) error
+	PruneSentBlobs(ctx context.Context, before time.Time) ([]string, error)
+}
+
+var _ BlobSource = (*store.Outbox)(nil)
+
+// BlobFiles reads and removes the blobs kept.
+type BlobFiles interface {
+	Get(sha string) ([]byte, error)
+	Remove(sha string) error
+}
+
+// BlobSender uploads the blobs events refer to over the publisher's
+// connection, after the events: it sends only while no event waits, a
+// window of chunks at a time, and resumes a blob with its first chunk the
+// broker has not acknowledged, after a reconnect or a restart.
+type BlobSender struct {
+	pub    *Publisher
+	src    BlobSource
+	files  BlobFiles
+	retain time.Duration
+	clock  clock.Clock
+	log    *slog.Logger
+	idle   time.Duration
+}
+
+// NewBlobSender returns the uploader of src's blobs over pub; uploaded
+// blobs are kept retain long, then removed.
+func NewBlobSender(pub *Publisher, src BlobSource, files BlobFiles, retain time.Duration, clk clock.Clock, log *slog.Logger) *BlobSender {
+	return &BlobSender{pub: pub, src: src, files: files, retain: retain, clock: clk, log: log, idle: 200 * time.Millisecond}
+}
+
+// Run uploads until ctx ends.
+func (b *BlobSender) Run(ctx context.Context) error {
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	for {
+		wait := b.idle
+		if b.pub.State().Connected && b.src.PendingEvents() == 0 {
+			blobs, err := b.src.BlobsToSend(ctx, 1)
+			switch {
+			case err != nil:
+				b.log.Warn("blobs to upload cannot be read", "err", err)
+			case len(blobs) > 0:
+				if err := b.send(ctx, blobs[0]); err != nil && ctx.Err() == nil {
+					b.log.Debug("blob upload paused", "sha256", blobs[0].SHA256, "err", err)
+				} else {
+					wait = 0
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-prune.C:
+			b.prune(ctx)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// errEventsFirst pauses an upload for events that are waiting.
+var errEventsFirst = errors.New("events waiting: they go first")
+
+// send uploads one blob from its first unacknowledged chunk.
+func (b *BlobSender) send(ctx context.Context, bl store.Blob) error {
+	data, err := b.files.Get(bl.SHA256)
+	if err != nil {
+		// The file was written before its event: it can only be gone if
+		// someone removed it or the disk lost it.
+		b.log.Error("blob to upload cannot be read; it is skipped", "sha256", bl.SHA256, "err", err)
+		return b.src.BlobSent(ctx, bl.SHA256)
+	}
+	chunks := (len(data) + ChunkSize - 1) / ChunkSize
+	m, _ := json.Marshal(Manifest{V: 1, SHA256: bl.SHA256, Size: int64(len(data)), ContentType: bl.ContentType, Kind: bl.Kind,
+		ChunkSize: ChunkSize, Chunks: chunks})
+	base := TopicBlobs + "/" + bl.SHA256
+	if err := b.pub.Publish(ctx, base, m, true); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	for n := bl.Acked; n < chunks; {
+		if b.src.PendingEvents() > 0 {
+			return errEventsFirst
+		}
+		end := min(n+blobWindow, chunks)
+		toks := make([]mqtt.Token, 0, end-n)
+		for i := n; i < end; i++ {
+			tok, err := b.pub.publishAsync(base+"/"+strconv.Itoa(i), data[i*ChunkSize:min((i+1)*ChunkSize, len(data))], true)
+			if err != nil {
+				return err
+			}
+			toks = append(toks, tok)
+		}
+		for i, tok := range toks {
+			if err := b.pub.wait(ctx, tok, base); err != nil {
+				return fmt.Errorf("chunk %d: %w", n+i, err)
+			}
+			if err := b.src.AckBlob(ctx, bl.SHA256, n+i+1); err != nil {
+				return err
+			}
+		}
+		n = end
+	}
+	if err := b.src.BlobSent(ctx, bl.SHA256); err != nil {
+		return err
+	}
+	b.log.Info("blob uploaded", "sha256", bl.SHA256, "bytes", len(data), "chunks", chunks)
+	return nil
+}
+
+// prune removes the blobs uploaded longer than retain ago.
+func (b *BlobSender) prune(ctx context.Context) {
+	shas, err := b.src.PruneSentBlobs(ctx, b.clock.Now().Add(-b.retain))
+	if err != nil {
+		b.log.Warn("uploaded blobs not pruned", "err", err)
+		return
+	}
+	for _, s := range shas {
+		if err := b.files.Remove(s); err != nil {
+			b.log.Warn("uploaded blob not removed", "sha256", s, "err", err)
+		}
+	}
+}

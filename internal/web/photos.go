@@ -1,0 +1,131 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+// PhotoStore keeps photos, durably, by the SHA-256 of their bytes.
+type PhotoStore interface {
+	Put(b []byte) (string, error)
+}
+
+// Photos are the photo settings and where photos go; a nil Store serves
+// no photo endpoint.
+type Photos struct {
+	Store PhotoStore
+	// Blobs counts the bytes the photos kept take.
+	Blobs interface {
+		BlobBytes(ctx context.Context) (int64, error)
+	}
+	// Alerts raises the condition of a full photo store; nil raises none.
+	Alerts interface {
+		Set(key string, sev health.Severity, msg string)
+		Clear(key string)
+	}
+	MaxSize, MaxTotal int64
+	// LongEdge is the long edge, in pixels, the page scales photos to.
+	LongEdge int
+}
+
+// ConditionPhotosFull is raised while new photos are refused because the
+// photos kept take photos.max_total_mb.
+const ConditionPhotosFull = "photos.full"
+
+// PhotoKinds are the kinds of photo a parcel takes.
+var PhotoKinds = []string{"label", "damage", "proof"}
+
+var photoTypes = map[string]bool{"image/jpeg": true, "image/png": true}
+
+// PhotoResult answers a photo upload.
+type PhotoResult struct {
+	SHA256   string `json:"sha256"`
+	Size     int64  `json:"size"`
+	EventID  string `json:"event_id"`
+	Seq      int64  `json:"seq"`
+	ParcelID string `json:"parcel_id"`
+}
+
+// photo takes a photo of a parcel: it is kept durably first, then a
+// parcel.updated that names it is committed.
+func (s *Server) photo(w http.ResponseWriter, r *http.Request, sess *session) {
+	ph := s.opts.Photos
+	kind := r.URL.Query().Get("kind")
+	if !slices.Contains(PhotoKinds, kind) {
+		jsonErrorCode(w, http.StatusBadRequest, "bad_kind", "kind must be label, damage or proof")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, ph.MaxSize))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		jsonErrorCode(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("a photo may be %d KiB at most", ph.MaxSize>>10))
+		return
+	case err != nil:
+		jsonErrorCode(w, http.StatusBadRequest, "malformed", "photo not read: "+err.Error())
+		return
+	case len(body) == 0:
+		jsonErrorCode(w, http.StatusBadRequest, "photo_required", "the body must be the photo (JPEG or PNG)")
+		return
+	}
+	ctype := http.DetectContentType(body)
+	if !photoTypes[ctype] {
+		jsonErrorCode(w, http.StatusUnsupportedMediaType, "bad_type", "a photo must be JPEG or PNG, not "+ctype)
+		return
+	}
+	p, err := s.lookup(r.Context(), r.PathValue("id"))
+	if errors.Is(err, store.ErrNoParcel) {
+		jsonErrorCode(w, http.StatusNotFound, store.RefusedUnknownParcel, "no parcel with that code on this box")
+		return
+	}
+	if err != nil {
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
+		return
+	}
+	used, err := ph.Blobs.BlobBytes(r.Context())
+	if err != nil {
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
+		return
+	}
+	if used+int64(len(body)) > ph.MaxTotal {
+		msg := fmt.Sprintf("photos take %d of %d MiB: new photos are refused until uploaded ones are pruned", used>>20, ph.MaxTotal>>20)
+		if ph.Alerts != nil {
+			ph.Alerts.Set(ConditionPhotosFull, health.Warning, msg)
+		}
+		s.opts.Log.Error("photo refused: the photo store is full", "parcel", p.ID, "used", used, "max", ph.MaxTotal)
+		jsonErrorCode(w, http.StatusInsufficientStorage, "photos_full", msg)
+		return
+	}
+	if ph.Alerts != nil {
+		ph.Alerts.Clear(ConditionPhotosFull)
+	}
+	sha, err := ph.Store.Put(body)
+	if err != nil {
+		s.opts.Log.Error("photo not kept", "parcel", p.ID, "err", err)
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", "not kept: "+err.Error())
+		return
+	}
+	ev := event.Event{Appliance: s.opts.Appliance, Site: s.opts.Site, Type: event.TypeParcelUpdated, Time: s.opts.Now(),
+		ParcelID: p.ID, By: sess.user,
+		Photos: []event.Photo{{SHA256: sha, Size: int64(len(body)), ContentType: ctype, Kind: kind}}}
+	committed, err := s.opts.Custody.Append(r.Context(), ev)
+	var refused *store.RefusedError
+	if errors.As(err, &refused) {
+		jsonErrorCode(w, http.StatusConflict, refused.Code, refused.Error())
+		return
+	}
+	if err != nil {
+		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", "not recorded: "+err.Error())
+		return
+	}
+	s.opts.Log.Info("photo taken", "parcel", p.ID, "kind", kind, "sha256", sha, "bytes", len(body), "user", sess.user)
+	writeJSON(w, PhotoResult{SHA256: sha, Size: int64(len(body)), EventID: committed.ID, Seq: committed.Seq, ParcelID: p.ID})
+}
