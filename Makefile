@@ -47,6 +47,9 @@ deps:
 	command -v dpkg-deb >/dev/null || need+=(dpkg); \
 	command -v openssl >/dev/null || need+=(openssl); \
 	command -v file >/dev/null || need+=(file); \
+	command -v tesseract >/dev/null || need+=(tesseract-ocr); \
+	ls /usr/share/tesseract-ocr/*/tessdata/deu.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-deu); \
+	ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-eng); \
 	if [ $${#need[@]} -gt 0 ]; then \
 	  echo "installing: $${need[*]}"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -22,6 +22,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleetop"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/ocr/ocrtest"
 )
 
 // pageClient is a signed-in clerk's HTTP client and CSRF token.
@@ -163,5 +164,66 @@ func TestPhotoUploadSurvivesKillAndLinkCut(t *testing.T) {
 	// It resumed rather than started over: at most two windows sent again.
 	if n := chunkMsgs(chunks.Messages()); n > 49+2*8 {
 		t.Fatalf("%d chunk messages for 49 chunks: the upload started over", n)
+	}
+}
+
+// TestLabelPhotoNamesTheRecipient: a parcel received without a name waits
+// for a recipient; a photo of its label is read off the scan path and the
+// person it names is recorded (recipient_match "ocr").
+func TestLabelPhotoNamesTheRecipient(t *testing.T) {
+	s := newSetup(t, "mr-ocr-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-ocr-01/events")
+	scanDev, webPort, devices := pageConfig(t, s, "")
+	cfg := s.config(t, s.broker.URL(), devices)
+	people := filepath.Join(s.dir, "people.csv")
+	os.WriteFile(people, []byte("id,name,email,location,badges,delegates,active\n"+
+		"E1,Jürgen Müller,,MS-2.14,EMP-0042,,true\nE2,Anna Weiß,,MS-3.01,EMP-0077,,true\n"), 0o644)
+	var out, errOut strings.Builder
+	if code := Main([]string{"directory", "import", "--config", cfg, people}, &out, &errOut); code != 0 {
+		t.Fatalf("directory import: %s", errOut.String())
+	}
+	p := startDaemon(t, cfg)
+	p.waitLog(t, "uplink connected", 10*time.Second)
+	p.waitLog(t, "scanner connected", 10*time.Second)
+	if err := scanDev.Scan("1Z999AA10123456784"); err != nil {
+		t.Fatal(err)
+	}
+	byType := func(typ event.Type) func([]mqtttest.Message) []event.Event {
+		return func(ms []mqtttest.Message) (out []event.Event) {
+			for _, m := range ms {
+				if ev, err := event.Decode(m.Payload); err == nil && ev.Type == typ {
+					out = append(out, ev)
+				}
+			}
+			return out
+		}
+	}
+	msgs := sub.WaitFor(t, 15*time.Second, "the parcel", func(ms []mqtttest.Message) bool { return len(byType(event.TypeParcelReceived)(ms)) >= 1 })
+	parcel := byType(event.TypeParcelReceived)(msgs)[0]
+	if parcel.RecipientMatch != "none" {
+		t.Fatalf("a parcel without a name: %+v", parcel)
+	}
+	img, err := ocrtest.Label(ocrtest.Fonts[0], []string{"UPS GROUND", "SHIP TO:", "Jürgen Müller", "Example Corp", "10115 Berlin"}, 2, 2000, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := signIn(t, fmt.Sprintf("http://127.0.0.1:%d", webPort), "clara", "clerk-password")
+	if code, body := page.post("/api/parcels/"+parcel.ID+"/photos?kind=label", "image/png", img); code != 200 {
+		t.Fatalf("label photo: %d %s", code, body)
+	}
+	updated := byType(event.TypeParcelUpdated)
+	msgs = sub.WaitFor(t, 60*time.Second, "the recipient read off the label", func(ms []mqtttest.Message) bool {
+		for _, ev := range updated(ms) {
+			if ev.RecipientMatch == "ocr" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, ev := range updated(msgs) {
+		if ev.RecipientMatch == "ocr" && (ev.ParcelID != parcel.ID || ev.RecipientID != "E1" || ev.RecipientName != "Jürgen Müller" ||
+			ev.RecipientScore != 1 || ev.By != "ocr") {
+			t.Fatalf("the label's recipient: %+v", ev)
+		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/intake"
 	"github.com/mailroomd/mailroomd/internal/logring"
 	"github.com/mailroomd/mailroomd/internal/metrics"
+	"github.com/mailroomd/mailroomd/internal/ocr"
 	"github.com/mailroomd/mailroomd/internal/seal"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
@@ -129,6 +130,7 @@ type App struct {
 	people  *people // the recipient directory's index, shared by the fronts
 	blobs   *blobstore.Store
 	photos  *uplink.BlobSender
+	labels  *labelReader // nil when label photos are not read
 	changed chan struct{}
 
 	// front is the running generation; it is swapped whole by Reconfigure.
@@ -232,6 +234,17 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 		return nil, err
 	}
 	a.photos = uplink.NewBlobSender(a.uplink, st, a.blobs, cfg.Photos.RetainSent.D(), clk, log.With("subsystem", "photos"))
+	if cfg.Photos.ReadsLabels() {
+		reader := ocr.New(cfg.Photos.OCRCommand, time.Minute)
+		if err := reader.Check(); err != nil {
+			log.Warn("label photos are not read", "err", err)
+			a.health.Set(ConditionOCRUnavailable, health.Warning, err.Error())
+		} else {
+			a.labels = &labelReader{jobs: make(chan labelJob, 64), reader: reader, blobs: a.blobs, store: st, people: a.people,
+				privacyID: cfg.Directory.Privacy == config.PrivacyID, appliance: cfg.Appliance.ID, site: cfg.Appliance.Site,
+				clock: clk, log: log.With("subsystem", "ocr")}
+		}
+	}
 	a.intake = intake.New(st, cfg.Appliance.ID, cfg.Appliance.Site, nil, log.With("subsystem", "intake"), a.health)
 	a.intake.OnCommit = func(ev event.Event) {
 		a.history.Scan(ev.Time)
@@ -289,6 +302,9 @@ func (a *App) Start() {
 		"buffer", a.base.Storage.Path, "epoch", st.Epoch, "last_seq", st.LastSeq, "pending", st.Pending)
 	a.goBackground("uplink", func(ctx context.Context) error { return a.uplink.Run(ctx) })
 	a.goBackground("photos", a.photos.Run)
+	if a.labels != nil {
+		a.goBackground("labels", a.labels.Run)
+	}
 	a.goBackground("fleet", a.fleet.Run)
 	a.goBackground("hotplug", a.hotplug.Run)
 	a.front.Load().start()

@@ -184,7 +184,14 @@ type Photos struct {
 	LongEdge int `yaml:"long_edge"`
 	// RetainSent is how long a photo is kept after its upload.
 	RetainSent Duration `yaml:"retain_sent"`
+	// OCR reads the recipient off label photos; OCRCommand is Tesseract.
+	OCR        *bool  `yaml:"ocr"`
+	OCRCommand string `yaml:"ocr_command"`
 }
+
+// ReadsLabels reports whether label photos are read (photos.ocr, on unless
+// written false).
+func (p Photos) ReadsLabels() bool { return p.OCR == nil || *p.OCR }
 
 // Privacy settings of directory.privacy.
 const (
@@ -396,6 +403,7 @@ func (c *Config) applyDefaults(written func(path string) bool) {
 	setDefault(written, "photos.max_total_mb", &c.Photos.MaxTotalMB, 1024)
 	setDefault(written, "photos.long_edge", &c.Photos.LongEdge, 1600)
 	setDefault(written, "photos.retain_sent", &c.Photos.RetainSent, Duration(7*24*time.Hour))
+	setDefault(written, "photos.ocr_command", &c.Photos.OCRCommand, "tesseract")
 	if c.Web.Listen != "" {
 		setDefault(written, "web.session_ttl", &c.Web.SessionTTL, Duration(12*time.Hour))
 		setDefault(written, "web.max_failures", &c.Web.MaxFailures, 5)

@@ -271,6 +271,9 @@ func (d *decoder) validate(c *Config) {
 	if c.Photos.RetainSent < 0 {
 		bad("photos.retain_sent", "must not be negative")
 	}
+	if c.Photos.ReadsLabels() && strings.TrimSpace(c.Photos.OCRCommand) == "" {
+		bad("photos.ocr_command", "name the Tesseract command (tesseract), or set photos.ocr: false")
+	}
 	if p := c.Directory.Privacy; p != PrivacyName && p != PrivacyID {
 		bad("directory.privacy", "must be %q (events carry the recipient's id and name) or %q (the id alone), not %q", PrivacyName, PrivacyID, p)
 	}

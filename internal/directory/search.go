@@ -276,6 +276,7 @@ const (
 	MatchExact  = "exact"  // a name that is the person's, letter case, accents and word order aside
 	MatchFuzzy  = "fuzzy"  // a name close to the person's and to nobody else's
 	MatchManual = "manual" // a clerk chose the person
+	MatchOCR    = "ocr"    // the name read off a photo of the label
 	MatchNone   = "none"   // no one, or more than one person fits
 )
 

@@ -34,6 +34,9 @@ type Photos struct {
 	MaxSize, MaxTotal int64
 	// LongEdge is the long edge, in pixels, the page scales photos to.
 	LongEdge int
+	// OnLabel is told of every label photo committed, to read it; nil
+	// reads none. It must not block.
+	OnLabel func(parcelID, sha string)
 }
 
 // ConditionPhotosFull is raised while new photos are refused because the
@@ -127,5 +130,8 @@ func (s *Server) photo(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 	s.opts.Log.Info("photo taken", "parcel", p.ID, "kind", kind, "sha256", sha, "bytes", len(body), "user", sess.user)
+	if kind == "label" && ph.OnLabel != nil {
+		ph.OnLabel(p.ID, sha)
+	}
 	writeJSON(w, PhotoResult{SHA256: sha, Size: int64(len(body)), EventID: committed.ID, Seq: committed.Seq, ParcelID: p.ID})
 }

@@ -30,6 +30,15 @@ const T = {
     alertRejected: "Ferngesteuerte Anweisung abgelehnt", alertLockout: "Anmeldung nach Fehlversuchen gesperrt",
     alertProbeFailed: "Testnachricht über die Cloud kam nicht zurück", alertProbeSlow: "Cloud antwortet langsam",
     alertClockUnsynced: "Systemuhr nicht synchronisiert", alertClockJumped: "Systemuhr ist gesprungen",
+    photo: "Foto", photoKind: "Art", photo_label: "Etikett", photo_damage: "Schaden", photo_proof: "Übergabe",
+    photoTake: "Aufnehmen", photoCancel: "Abbrechen", photoSaved: "Foto gespeichert", photoNoCamera: "Keine Kamera verfügbar",
+    photoOffline: "Nicht gesendet: keine Verbindung",
+    ph_bad_kind: "Unbekannte Art von Foto.", ph_photo_required: "Kein Bild aufgenommen – bitte noch einmal.",
+    ph_bad_type: "Das Bild ist weder JPEG noch PNG.", ph_too_large: "Das Foto ist zu groß.",
+    ph_unknown_parcel: "Unbekannte Sendung – bitte zuerst annehmen.",
+    ph_photos_full: "Der Fotospeicher ist voll: neue Fotos werden abgelehnt, bis hochgeladene gelöscht sind.",
+    ph_refused: "Das Gerät nimmt gerade keine Fotos an – bitte die Warnungen beachten.",
+    ph_parcel_closed: "Die Sendung ist bereits abgeschlossen: kein Foto mehr möglich.",
   },
   en: {
     logout: "Sign out", link: "Cloud", queue: "Queue", lastHour: "Last hour", alerts: "Alerts",
@@ -58,6 +67,15 @@ const T = {
     alertRejected: "Remote instruction refused", alertLockout: "Sign-in locked after failed attempts",
     alertProbeFailed: "Test message through the cloud did not come back", alertProbeSlow: "The cloud answers slowly",
     alertClockUnsynced: "System clock not synchronised", alertClockJumped: "System clock jumped",
+    photo: "Photo", photoKind: "Kind", photo_label: "Label", photo_damage: "Damage", photo_proof: "Hand-over",
+    photoTake: "Take", photoCancel: "Cancel", photoSaved: "Photo saved", photoNoCamera: "No camera available",
+    photoOffline: "Not sent: no connection",
+    ph_bad_kind: "Unknown kind of photo.", ph_photo_required: "No picture taken – try again.",
+    ph_bad_type: "The picture is neither JPEG nor PNG.", ph_too_large: "The photo is too large.",
+    ph_unknown_parcel: "Unknown parcel – receive it first.",
+    ph_photos_full: "The photo store is full: new photos are refused until uploaded ones are pruned.",
+    ph_refused: "The box does not take photos right now – see the alerts.",
+    ph_parcel_closed: "The parcel is closed already: no more photos.",
   },
 };
 
@@ -133,6 +151,7 @@ function setLang(l) {
     b.setAttribute("aria-pressed", String(b.dataset.lang === l));
   }
   showResult();
+  photoShow();
   if (last) render(last);
   if (window.onLang) window.onLang();
 }
@@ -210,7 +229,8 @@ function render(s) {
     el("td", {}, e.weight || ""),
     el("td", { class: e.sent ? "ok" : "warn" }, e.sent ? t("sent") : t("waiting")),
     el("td", {}, e.type === "parcel.received" && printers.has(e.station) ?
-      el("button", { type: "button", class: "reprint", "data-station": e.station, "data-id": e.id }, t("reprint")) : ""))));
+      el("button", { type: "button", class: "reprint", "data-station": e.station, "data-id": e.id }, t("reprint")) : "",
+    e.type === "parcel.received" ? photoButton(e.id, "label", e.tracking) : ""))));
   drawChart(s.chart);
   if (window.onStatus) window.onStatus(s);
 }
@@ -316,6 +336,112 @@ function typeahead(input, list, pick, edit) {
   return { search, close };
 }
 
+// ---- photos ------------------------------------------------------------------
+// A photo of a parcel, taken with the device's camera in one dialog and sent
+// at once: photos are never queued, a failed upload is said and the clerk
+// may try again. photo is the dialog's state while it is open.
+let photo = null; // {parcel, stream, timer, busy}
+let photoSaid = null; // the dialog's last message, kept as a key so that a language switch translates it
+
+// photoButton offers a photo of a parcel when the box takes photos; kind is
+// the kind the dialog starts with, what names the parcel.
+function photoButton(id, kind, what) {
+  if (!session || !session.photo_long_edge) return "";
+  return el("button", { type: "button", class: "photo", "data-parcel": id, "data-kind": kind, "data-what": what || id,
+    "aria-label": t("photo") + " – " + (what || id) }, el("span", { "aria-hidden": "true" }, "📷"), el("span", { class: "txt" }, " " + t("photo")));
+}
+
+// photoSay shows a message in the dialog: the text of key (else fallback),
+// then extra.
+function photoSay(key, extra, ok, fallback) {
+  photoSaid = { key, extra: extra || "", ok, fallback: fallback || "" };
+  photoShow();
+}
+function photoShow() {
+  const m = $("photo-msg");
+  if (!m || !photoSaid) return;
+  const s = photoSaid;
+  m.textContent = [s.key && T[lang][s.key] ? t(s.key) : s.fallback, s.extra].filter(Boolean).join(" ");
+  m.className = s.ok ? "ok" : "bad";
+}
+
+async function photoOpen(parcel, kind, what) {
+  const d = $("photo-dialog");
+  if (d.open) return;
+  const mine = photo = { parcel, stream: null, timer: 0, busy: false };
+  delete d.dataset.sha256;
+  $("photo-kind").value = kind;
+  $("photo-for").textContent = what;
+  $("photo-take").disabled = true;
+  photoSaid = null; $("photo-msg").textContent = "";
+  d.showModal();
+  try {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) { // e.g. not a secure context
+      const e = new Error("no camera API"); e.name = window.isSecureContext ? "NotSupportedError" : "SecurityError"; throw e;
+    }
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+    if (photo !== mine) { for (const tr of stream.getTracks()) tr.stop(); return; } // closed meanwhile
+    mine.stream = stream;
+    const v = $("photo-video");
+    v.srcObject = stream;
+    await v.play().catch(() => {});
+    if (photo === mine) $("photo-take").disabled = false;
+  } catch (e) {
+    if (photo === mine) photoSay("photoNoCamera", "(" + (e.name || e) + ")", false);
+  }
+}
+
+// photoClosed stops the camera whenever the dialog closes: cancel, Escape
+// or a photo saved.
+function photoClosed() {
+  if (!photo) return;
+  clearTimeout(photo.timer);
+  if (photo.stream) for (const tr of photo.stream.getTracks()) tr.stop();
+  $("photo-video").srcObject = null;
+  photo = null;
+}
+
+// photoTake sends the frame shown now as a JPEG whose long edge is at most
+// photo_long_edge, smaller in bytes than photo_max_bytes.
+async function photoTake() {
+  const p = photo, v = $("photo-video");
+  if (!p || !p.stream || p.busy || !v.videoWidth) return;
+  p.busy = true;
+  $("photo-take").disabled = true;
+  try {
+    const k = Math.min(1, session.photo_long_edge / Math.max(v.videoWidth, v.videoHeight));
+    const c = document.createElement("canvas");
+    c.width = Math.round(v.videoWidth * k); c.height = Math.round(v.videoHeight * k);
+    c.getContext("2d").drawImage(v, 0, 0, c.width, c.height);
+    const jpeg = (q) => new Promise((done) => c.toBlob(done, "image/jpeg", q));
+    const max = session.photo_max_bytes || Infinity;
+    let blob = await jpeg(0.85);
+    if (blob && blob.size > max) blob = await jpeg(0.6);
+    if (!blob) { photoSay("ph_photo_required", "", false); return; }
+    if (blob.size > max) { photoSay("ph_too_large", "", false); return; }
+    let r;
+    try {
+      r = await fetch("/api/parcels/" + encodeURIComponent(p.parcel) + "/photos?kind=" + encodeURIComponent($("photo-kind").value), {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "image/jpeg", "X-CSRF-Token": session.csrf }, body: blob,
+      });
+    } catch (e) {
+      if (photo === p) photoSay("photoOffline", "", false);
+      return;
+    }
+    if (r.status === 401) { location.href = "/login"; return; }
+    const data = await r.json().catch(() => ({ error: r.statusText }));
+    if (photo !== p) return; // closed meanwhile
+    if (!r.ok) { photoSay("ph_" + data.code, "", false, data.error || r.statusText); return; }
+    $("photo-dialog").dataset.sha256 = data.sha256;
+    photoSay("photoSaved", String(data.sha256).slice(0, 12), true);
+    p.timer = setTimeout(() => $("photo-dialog").close(), 1500);
+  } finally {
+    p.busy = false;
+    if (photo === p && !p.timer) $("photo-take").disabled = false;
+  }
+}
+
 function connect() {
   const es = new EventSource("/api/stream");
   es.addEventListener("status", (m) => {
@@ -373,6 +499,13 @@ document.addEventListener("DOMContentLoaded", async () => {
       if (e.code === "unknown_person") { manualPerson = ""; $("manual-recipient").focus(); $("manual-recipient").select(); }
       showResult("notRecorded", e.message, false, e.code);
     }
+  });
+  $("photo-take").addEventListener("click", photoTake);
+  $("photo-cancel").addEventListener("click", () => $("photo-dialog").close());
+  $("photo-dialog").addEventListener("close", photoClosed);
+  document.body.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button.photo");
+    if (b) photoOpen(b.dataset.parcel, b.dataset.kind || "label", b.dataset.what || b.dataset.parcel);
   });
   document.body.addEventListener("click", async (ev) => {
     const b = ev.target.closest("button.reprint, button.device-test");

@@ -374,7 +374,8 @@ function renderHo() {
       what.append(pin);
     }
     return el("tr", { class: p.overdue ? "overdue" : "", "data-id": p.id },
-      el("td", {}, box), what, el("td", {}, fmtAge(p.age_s)), el("td", {}, p.location || p.round || ""));
+      el("td", {}, box), what, el("td", {}, fmtAge(p.age_s)), el("td", {}, p.location || p.round || ""),
+      el("td", {}, photoButton(p.id, "proof", p.tracking || p.id)));
   }));
   $("ho-proof").hidden = ho.parcels.length === 0;
   const methods = (last && last.delivery.proof) || store.get("mailroomd.proof", []);
@@ -693,6 +694,12 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   saveOutbox();
   showView();
-  // The session is fetched by app.js; send what waits once it is known.
-  const wait = setInterval(() => { if (session) { clearInterval(wait); send(); loadNeeds(); if (view === "waiting") loadWaiting(); } }, 200);
+  // The session is fetched by app.js; send what waits once it is known, and
+  // list the hand-over again with its photo buttons.
+  const wait = setInterval(() => {
+    if (!session) return;
+    clearInterval(wait); send(); loadNeeds();
+    if (view === "waiting") loadWaiting();
+    if (view === "handover" && ho.parcels.length) renderHo();
+  }, 200);
 });

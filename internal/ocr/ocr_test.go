@@ -1,0 +1,102 @@
+package ocr
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/directory"
+	"github.com/mailroomd/mailroomd/internal/ocr/ocrtest"
+)
+
+// The test directory: names from several languages, some alike.
+var staff = []directory.Entry{
+	{ID: "E01", Name: "Jürgen Müller"}, {ID: "E02", Name: "Anna Weiß"}, {ID: "E03", Name: "Konstantin Papadopoulos"},
+	{ID: "E04", Name: "Siobhán O'Neill"}, {ID: "E05", Name: "Łukasz Wójcik"}, {ID: "E06", Name: "Ayşe Yılmaz"},
+	{ID: "E07", Name: "Dagmar Straßburger"}, {ID: "E08", Name: "José García"}, {ID: "E09", Name: "Björn Åkesson"},
+	{ID: "E10", Name: "Friederike Hoffmann"}, {ID: "E11", Name: "Maximilian Schröder"}, {ID: "E12", Name: "Elena Rossi"},
+	{ID: "E13", Name: "Thomas Becker"}, {ID: "E14", Name: "Sabine Wagner"}, {ID: "E15", Name: "Marco Bianchi"},
+	{ID: "E16", Name: "Karin Zimmermann"}, {ID: "E17", Name: "Peter Schmidt"}, {ID: "E18", Name: "Petra Schmitt"},
+	{ID: "E19", Name: "Hannelore Vogel"}, {ID: "E20", Name: "Matthias Krüger"},
+}
+
+func label(t *testing.T, f ocrtest.Font, lines []string, deg float64, noise int, seed uint64) []byte {
+	t.Helper()
+	b, err := ocrtest.Label(f, lines, deg, noise, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// OCR on labels rendered in several fonts, rotated a few degrees, with
+// noise: the right person for at least 90 % of them, and nobody wrongly.
+func TestRecipientReadOffGeneratedLabels(t *testing.T) {
+	bin, err := exec.LookPath("tesseract")
+	if err != nil {
+		t.Fatal("tesseract is not installed (make deps installs tesseract-ocr, tesseract-ocr-deu, tesseract-ocr-eng)")
+	}
+	r := New(bin, 30*time.Second)
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range staff {
+		staff[i].Active = true
+	}
+	x := directory.NewIndex(staff)
+	fonts := ocrtest.Fonts
+	right, wrong, total := 0, 0, 0
+	for i, p := range staff {
+		f := fonts[i%len(fonts)]
+		deg := []float64{-3, -1.5, 0, 2, 3.5}[i%5]
+		header := []string{"UPS GROUND", "SHIP TO:", "An:", "DELIVER TO"}[i%4]
+		lines := []string{"FROM: ACME Versand GmbH, Lagerstr. 7", "12345 Musterstadt", "", header, p.Name,
+			"Example Corp, Mail Stop 2.14", "Hauptstrasse 5", "10115 Berlin", "TRACKING 1Z999AA10123456784"}
+		img := label(t, f, lines, deg, 3000, uint64(i))
+		t0 := time.Now()
+		text, err := r.Text(context.Background(), img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, score, ok := Match(x, Candidates(text))
+		total++
+		switch {
+		case ok && e.ID == p.ID:
+			right++
+		case ok:
+			wrong++
+			t.Errorf("%s (%s, %.1f°): read as %s (%v)\n%s", p.Name, f.Name, deg, e.Name, score, text)
+		default:
+			t.Logf("%s (%s, %.1f°): nobody found in %.0f ms\n%s", p.Name, f.Name, deg, float64(time.Since(t0).Milliseconds()), text)
+		}
+	}
+	// Labels for people the directory does not have: nobody is assigned.
+	for i, name := range []string{"Gustav Unbekannt", "Olga Nirgendwo"} {
+		img := label(t, ocrtest.Fonts[0], []string{"SHIP TO:", name, "Hauptstrasse 5", "10115 Berlin"}, 1.5, 3000, uint64(100+i))
+		text, err := r.Text(context.Background(), img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, score, ok := Match(x, Candidates(text)); ok {
+			t.Errorf("%s, who is not in the directory, read as %s (%v)", name, e.Name, score)
+		}
+	}
+	if right*10 < total*9 {
+		t.Errorf("the right person for %d of %d labels; at least 90 %% are needed", right, total)
+	}
+	t.Logf("right %d, wrong %d, none %d of %d", right, wrong, total-right-wrong, total)
+}
+
+func TestCandidates(t *testing.T) {
+	text := "UPS GROUND\nSHIP TO: Jürgen Mü1ler\nExample Corp\n10115 Berlin\nTRACKING 1Z999\n"
+	got := Candidates(text)
+	if len(got) == 0 || got[0] != "Jürgen Müller" {
+		t.Fatalf("candidates %q", got)
+	}
+	for _, c := range got {
+		if c == "10115 Berlin" || c == "TRACKING 1Z999" {
+			t.Fatalf("%q is no name", c)
+		}
+	}
+}
