@@ -18,10 +18,6 @@ type Blob struct {
 	Acked int
 }
 
-// PendingEvents is how many committed events wait to be published: blobs
-// are uploaded only when none does.
-func (o *Outbox) PendingEvents() int64 { return o.pending.Load() }
-
 // BlobsToSend returns up to limit blobs not uploaded yet, oldest first.
 func (o *Outbox) BlobsToSend(ctx context.Context, limit int) ([]Blob, error) {
 	rows, err := o.rdb.QueryContext(ctx, `SELECT sha256, size, content_type, kind, stored_at, acked FROM blobs

@@ -3,7 +3,6 @@ package uplink
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -22,8 +21,13 @@ const TopicBlobs = "blobs"
 // ChunkSize is the most bytes one chunk of a blob carries.
 const ChunkSize = 64 << 10
 
-// blobWindow is how many chunks are in flight at once.
-const blobWindow = 8
+// blobWindow is how many chunks are in flight at once: few, so that an
+// event never waits long behind them; ackEvery how many acknowledged
+// chunks make one write of the upload's progress.
+const (
+	blobWindow = 2
+	ackEvery   = 16
+)
 
 // Manifest is published, retained, on blobs/{sha256} before the chunks.
 type Manifest struct {
@@ -38,7 +42,6 @@ type Manifest struct {
 
 // BlobSource is the buffer as the blob uploader uses it.
 type BlobSource interface {
-	PendingEvents() int64
 	BlobsToSend(ctx context.Context, limit int) ([]store.Blob, error)
 	AckBlob(ctx context.Context, sha string, acked int) error
 	BlobSent(ctx context.Context, sha string) error
@@ -79,7 +82,7 @@ func (b *BlobSender) Run(ctx context.Context) error {
 	defer prune.Stop()
 	for {
 		wait := b.idle
-		if b.pub.State().Connected && b.src.PendingEvents() == 0 {
+		if b.pub.CaughtUp() {
 			blobs, err := b.src.BlobsToSend(ctx, 1)
 			switch {
 			case err != nil:
@@ -102,8 +105,21 @@ func (b *BlobSender) Run(ctx context.Context) error {
 	}
 }
 
-// errEventsFirst pauses an upload for events that are waiting.
-var errEventsFirst = errors.New("events waiting: they go first")
+// eventsFirst waits until the publisher has every committed event on the
+// connection, or the link is down.
+func (b *BlobSender) eventsFirst(ctx context.Context) error {
+	for !b.pub.CaughtUp() {
+		if !b.pub.State().Connected {
+			return ErrOffline
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
+}
 
 // send uploads one blob from its first unacknowledged chunk.
 func (b *BlobSender) send(ctx context.Context, bl store.Blob) error {
@@ -121,28 +137,49 @@ func (b *BlobSender) send(ctx context.Context, bl store.Blob) error {
 	if err := b.pub.Publish(ctx, base, m, true); err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
-	for n := bl.Acked; n < chunks; {
-		if b.src.PendingEvents() > 0 {
-			return errEventsFirst
+	// A sliding window of blobWindow chunks: an event published now waits
+	// behind at most that many bytes at the broker. The acknowledged count
+	// is written every ackEvery chunks (the writer is the scans' too).
+	acked, written := bl.Acked, bl.Acked
+	record := func() error {
+		if acked == written {
+			return nil
 		}
-		end := min(n+blobWindow, chunks)
-		toks := make([]mqtt.Token, 0, end-n)
-		for i := n; i < end; i++ {
-			tok, err := b.pub.publishAsync(base+"/"+strconv.Itoa(i), data[i*ChunkSize:min((i+1)*ChunkSize, len(data))], true)
+		written = acked
+		return b.src.AckBlob(ctx, bl.SHA256, acked)
+	}
+	var inflight []mqtt.Token
+	for next := bl.Acked; acked < chunks; {
+		if next < chunks && len(inflight) < blobWindow {
+			// Events go first: a chunk starts only once the publisher has
+			// every committed event on the connection.
+			if err := b.eventsFirst(ctx); err != nil {
+				record()
+				return err
+			}
+			tok, err := b.pub.publishAsync(base+"/"+strconv.Itoa(next), data[next*ChunkSize:min((next+1)*ChunkSize, len(data))], true)
 			if err != nil {
+				record()
 				return err
 			}
-			toks = append(toks, tok)
+			inflight = append(inflight, tok)
+			next++
+			continue
 		}
-		for i, tok := range toks {
-			if err := b.pub.wait(ctx, tok, base); err != nil {
-				return fmt.Errorf("chunk %d: %w", n+i, err)
-			}
-			if err := b.src.AckBlob(ctx, bl.SHA256, n+i+1); err != nil {
+		if err := b.pub.wait(ctx, inflight[0], base); err != nil {
+			record()
+			return fmt.Errorf("chunk %d: %w", acked, err)
+		}
+		inflight = inflight[1:]
+		acked++
+		if acked-written >= ackEvery {
+			if err := record(); err != nil {
 				return err
 			}
 		}
-		n = end
+	}
+	if err := record(); err != nil {
+		return err
 	}
 	if err := b.src.BlobSent(ctx, bl.SHA256); err != nil {
 		return err

@@ -136,6 +136,8 @@ type Publisher struct {
 	handoff atomic.Bool
 	// configVersion is the remote config version in use (status message).
 	configVersion atomic.Int64
+	// caughtUp is true while the publisher found no event left to publish.
+	caughtUp atomic.Bool
 
 	mu    sync.Mutex
 	state LinkState
@@ -235,6 +237,11 @@ func (p *Publisher) wait(ctx context.Context, tok mqtt.Token, what string) error
 		return fmt.Errorf("publish %s: no PUBACK", what)
 	}
 }
+
+// CaughtUp reports whether every committed event the publisher has read
+// of is on the connection (published, perhaps not acknowledged yet): what
+// else shares the connection may go now without delaying an event.
+func (p *Publisher) CaughtUp() bool { return p.caughtUp.Load() && p.State().Connected }
 
 // subscribe makes every subscription on a new connection.
 func (p *Publisher) subscribe(c mqtt.Client) error {
@@ -678,6 +685,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 			}
 			return fmt.Errorf("read buffer: %w", err)
 		}
+		p.caughtUp.Store(len(recs) == 0)
 		if len(recs) == 0 {
 			select {
 			case <-p.src.Notify():

@@ -238,7 +238,7 @@ func (s *Server) Handler() http.Handler {
 		// refuses; other sites still get neither referrer nor origin.
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+		h.Set("Permissions-Policy", "camera=(self), microphone=(), geolocation=()") // the page photographs labels
 		if s.opts.TLS != nil {
 			h.Set("Strict-Transport-Security", "max-age=31536000")
 		}

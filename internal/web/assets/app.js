@@ -348,7 +348,7 @@ let photoSaid = null; // the dialog's last message, kept as a key so that a lang
 function photoButton(id, kind, what) {
   if (!session || !session.photo_long_edge) return "";
   return el("button", { type: "button", class: "photo", "data-parcel": id, "data-kind": kind, "data-what": what || id,
-    "aria-label": t("photo") + " – " + (what || id) }, el("span", { "aria-hidden": "true" }, "📷"), el("span", { class: "txt" }, " " + t("photo")));
+    "aria-label": t("photo") + " – " + (what || id) }, el("span", { class: "txt" }, t("photo")));
 }
 
 // photoSay shows a message in the dialog: the text of key (else fallback),

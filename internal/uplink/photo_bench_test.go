@@ -1,0 +1,180 @@
+package uplink_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mailroomd/mailroomd/internal/blobstore"
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/store"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+)
+
+// barePhotos publishes bytes in 64 KiB chunks, retained, QoS 1, eight in
+// flight, as plain paho: the ceiling for the photo upload.
+func barePhotos(b *testing.B, broker *mqtttest.Broker, n, size int) time.Duration {
+	p := make([]byte, size)
+	rand.Read(p)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(broker.URL()).SetClientID("bare-photos").
+		SetTLSConfig(broker.TLSConfig(b, "bare-photos")).SetAutoReconnect(false).SetOrderMatters(false))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatalf("bare connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	start := time.Now()
+	for i := range n {
+		for n := 0; n*uplink.ChunkSize < len(p); n += 8 {
+			var toks []mqtt.Token
+			for k := n; k < n+8 && k*uplink.ChunkSize < len(p); k++ {
+				toks = append(toks, c.Publish(fmt.Sprintf("mailroom/v1/bare/blobs/%d/%d", i, k), 1, true,
+					p[k*uplink.ChunkSize:min((k+1)*uplink.ChunkSize, len(p))]))
+			}
+			for _, t := range toks {
+				t.Wait()
+			}
+		}
+	}
+	return time.Since(start)
+}
+
+// BenchmarkPhotoUpload uploads 100 photos of 500 KB through the uplink
+// (the blob sender on the publisher's connection) next to a bare paho
+// publisher of the same chunks, while scans are committed at 50 per
+// second: photo throughput against the bare one, the scans' commit-to-
+// PUBACK p99 meanwhile, and the Go heap's peak against a backlog four
+// times smaller (it must not grow with the backlog).
+func BenchmarkPhotoUpload(b *testing.B) {
+	broker := mqtttest.Start(b)
+	cert, key := broker.ClientFiles(b, appliance)
+	tlsCfg, err := uplink.LoadTLS(broker.Files.CA, cert, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	run := func(b *testing.B, n int, scans bool) (rate float64, p99 time.Duration, heap uint64) {
+		dir := b.TempDir()
+		o, err := store.Open(context.Background(), store.Options{Path: filepath.Join(dir, "buffer.db")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer o.Close()
+		files := blobstore.New(filepath.Join(dir, "blobs"), nil)
+		var total int64
+		for i := range n {
+			p := make([]byte, 500_000)
+			rand.Read(p)
+			sha, err := files.Put(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += int64(len(p))
+			if _, err := o.Append(context.Background(), event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
+				ParcelID: fmt.Sprint("p", i), Photos: []event.Photo{{SHA256: sha, Size: int64(len(p)), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var mu sync.Mutex
+		committed := map[int64]time.Time{}
+		var lat, commits []time.Duration
+		pub, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance, TopicPrefix: "mailroom/v1",
+			Window: 64, KeepAlive: 30 * time.Second,
+			OnAck: func(pos int64, _ time.Duration) {
+				mu.Lock()
+				if t, ok := committed[pos]; ok {
+					lat = append(lat, time.Since(t))
+				}
+				mu.Unlock()
+			}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sender := uplink.NewBlobSender(pub, o, files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler))
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); pub.Run(ctx) }()
+		for !pub.State().Connected {
+			time.Sleep(5 * time.Millisecond)
+		}
+		waitDrained(b, o, time.Minute) // the photos' events first
+		start := time.Now()
+		go func() { defer wg.Done(); sender.Run(ctx) }()
+		stop := make(chan struct{})
+		if scans {
+			wg.Add(1)
+			go func() { // 50 scans per second while the photos upload
+				defer wg.Done()
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+					}
+					t := time.Now()
+					ev, err := o.Append(context.Background(), event.Event{Appliance: appliance, Type: event.TypeScan, Time: t, Barcode: []byte("1Z999AA10123456784")})
+					mu.Lock()
+					commits = append(commits, time.Since(t))
+					mu.Unlock()
+					if err == nil {
+						mu.Lock()
+						committed[ev.Seq] = t // the first epoch: pos = seq
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			heap = max(heap, ms.HeapInuse)
+			left, _ := o.BlobsToSend(context.Background(), 1)
+			if len(left) == 0 {
+				break
+			}
+			if time.Since(start) > 5*time.Minute {
+				b.Fatal("photos not uploaded within 5 minutes")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		close(stop)
+		cancel()
+		wg.Wait()
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		if len(lat) > 0 {
+			p99 = lat[len(lat)*99/100]
+		}
+		sort.Slice(commits, func(i, j int) bool { return commits[i] < commits[j] })
+		if len(commits) > 0 {
+			b.Logf("commit p50 %v p99 %v; puback p50 %v p99 %v (%d scans)", commits[len(commits)/2], commits[len(commits)*99/100], lat[len(lat)/2], p99, len(lat))
+		}
+		return float64(total) / elapsed.Seconds(), p99, heap
+	}
+	for range b.N {
+		runtime.GC()
+		rate, p99, heap := run(b, 100, true)
+		bare := barePhotos(b, broker, 100, 500_000)
+		bareRate := float64(100*500_000) / bare.Seconds()
+		runtime.GC()
+		_, _, smallHeap := run(b, 25, true)
+		b.ReportMetric(rate/1e6, "photo-MB/s")
+		b.ReportMetric(bareRate/1e6, "bare-MB/s")
+		b.ReportMetric(rate/bareRate*100, "photo-%-of-bare")
+		b.ReportMetric(float64(p99.Microseconds())/1000, "scan-to-puback-p99-ms")
+		b.ReportMetric(float64(heap)/(1<<20), "heap-peak-MiB-100-photos")
+		b.ReportMetric(float64(smallHeap)/(1<<20), "heap-peak-MiB-25-photos")
+	}
+}
