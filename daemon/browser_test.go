@@ -106,10 +106,11 @@ type browser struct {
 
 // newBrowser starts Chromium with a German locale at the given window
 // size; it is closed when the test ends.
-func newBrowser(t *testing.T, chrome string, p *proc, failShot string, w, h int) *browser {
+func newBrowser(t *testing.T, chrome string, p *proc, failShot string, w, h int, extra ...chromedp.ExecAllocatorOption) *browser {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
 		chromedp.Flag("headless", "new"), chromedp.WindowSize(w, h), chromedp.Flag("lang", "de-DE"),
 		chromedp.Flag("accept-lang", "de-DE,de"))
+	opts = append(opts, extra...)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	ctx, tcancel := context.WithTimeout(ctx, 120*time.Second)

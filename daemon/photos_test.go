@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"image/jpeg"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleetop"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
@@ -225,5 +227,77 @@ func TestLabelPhotoNamesTheRecipient(t *testing.T) {
 			ev.RecipientScore != 1 || ev.By != "ocr") {
 			t.Fatalf("the label's recipient: %+v", ev)
 		}
+	}
+}
+
+// TestPhotoFromThePageCamera: the clerk photographs a parcel's label with
+// the camera of the device the page runs on (Chromium's fake camera); the
+// photo, scaled and compressed on the page, is named by its event and
+// arrives at the broker byte for byte.
+func TestPhotoFromThePageCamera(t *testing.T) {
+	chrome := chromiumPath(t)
+	s := newSetup(t, "mr-camera-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-camera-01/events")
+	scanDev, webPort, devices := pageConfig(t, s, "")
+	cfg := s.config(t, s.broker.URL(), devices)
+	p := startDaemon(t, cfg)
+	p.waitLog(t, "status page", 10*time.Second)
+	p.waitLog(t, "uplink connected", 10*time.Second)
+	p.waitLog(t, "scanner connected", 10*time.Second)
+	if err := scanDev.Scan("1Z999AA10123456784"); err != nil {
+		t.Fatal(err)
+	}
+	byType := func(typ event.Type) func([]mqtttest.Message) []event.Event {
+		return func(ms []mqtttest.Message) (out []event.Event) {
+			for _, m := range ms {
+				if ev, err := event.Decode(m.Payload); err == nil && ev.Type == typ {
+					out = append(out, ev)
+				}
+			}
+			return out
+		}
+	}
+	msgs := sub.WaitFor(t, 15*time.Second, "the parcel", func(ms []mqtttest.Message) bool { return len(byType(event.TypeParcelReceived)(ms)) >= 1 })
+	parcel := byType(event.TypeParcelReceived)(msgs)[0]
+
+	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
+	b := newBrowser(t, chrome, p, "camera-failure.png", 1024, 800,
+		chromedp.Flag("use-fake-device-for-media-stream", true), chromedp.Flag("use-fake-ui-for-media-stream", true))
+	button := `button.photo[data-parcel="` + parcel.ID + `"]`
+	b.run("log in", b.login(base))
+	b.run("photograph the label",
+		chromedp.Navigate(base+"/#status"),
+		chromedp.WaitVisible(chromedp.CSS(button)),
+		chromedp.Click(chromedp.CSS(button)),
+		b.waitJS("the camera is on", `!document.querySelector('#photo-take').disabled`),
+		chromedp.Click(chromedp.CSS("#photo-take")),
+		b.waitJS("the photo is saved", `!!document.querySelector('#photo-dialog').dataset.sha256`))
+	sha, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector('#photo-dialog').dataset.sha256`))
+	if err != nil || len(sha) != 64 {
+		t.Fatalf("sha256 on the page: %q %v", sha, err)
+	}
+	msgs = sub.WaitFor(t, 15*time.Second, "the photo's event", func(ms []mqtttest.Message) bool { return len(byType(event.TypeParcelUpdated)(ms)) >= 1 })
+	upd := byType(event.TypeParcelUpdated)(msgs)[0]
+	if upd.ParcelID != parcel.ID || len(upd.Photos) != 1 || upd.Photos[0].SHA256 != sha || upd.Photos[0].Kind != "label" ||
+		upd.Photos[0].ContentType != "image/jpeg" {
+		t.Fatalf("the photo's event: %+v", upd)
+	}
+	p.waitLog(t, "blob uploaded", 30*time.Second)
+	op, err := fleetop.Dial(fleetop.Options{Broker: s.broker.URL(), TLS: s.broker.TLSConfig(t, "operator-camera"), ClientID: "operator-camera"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	got, _, err := op.GetBlob(context.Background(), "mr-camera-01", sha, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(got)
+	if hex.EncodeToString(sum[:]) != sha || int64(len(got)) != upd.Photos[0].Size {
+		t.Fatalf("the photo from the broker is not the one taken")
+	}
+	img, err := jpeg.DecodeConfig(bytes.NewReader(got))
+	if err != nil || max(img.Width, img.Height) > 1600 || img.Width == 0 {
+		t.Fatalf("the photo: %+v %v", img, err)
 	}
 }
