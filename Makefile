@@ -194,6 +194,8 @@ bench: deps
 	$(GO) test -run XXX -bench IngestOffered -benchtime 1x -count 5 ./internal/store
 	$(GO) test -run XXX -bench Parcels -benchtime 1x -count 3 -timeout 20m ./internal/store
 	$(GO) test -run XXX -bench Directory -benchtime 1x -count 3 ./internal/directory
+	$(GO) test -run XXX -bench PhotoUpload -benchtime 1x -timeout 20m ./internal/uplink
+	$(GO) test -run XXX -bench ReadLabel -benchtime 3x ./internal/ocr
 	TMPDIR=/dev/shm $(GO) test -run XXX -bench IngestOffered -benchtime 1x -count 3 ./internal/store
 
 clean:

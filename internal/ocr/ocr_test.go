@@ -3,6 +3,7 @@ package ocr
 import (
 	"context"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,4 +100,39 @@ func TestCandidates(t *testing.T) {
 			t.Fatalf("%q is no name", c)
 		}
 	}
+}
+
+// BenchmarkReadLabel reads rendered labels: the time per label, and the
+// CPU Tesseract takes as a share of one core while it reads.
+func BenchmarkReadLabel(b *testing.B) {
+	bin, err := exec.LookPath("tesseract")
+	if err != nil {
+		b.Fatal("tesseract is not installed")
+	}
+	r := New(bin, time.Minute)
+	var imgs [][]byte
+	for i, f := range ocrtest.Fonts {
+		img, err := ocrtest.Label(f, []string{"UPS GROUND", "SHIP TO:", staff[i].Name, "Example Corp", "10115 Berlin"}, 2, 3000, uint64(i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	var before, after syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &before)
+	start := time.Now()
+	n := 0
+	for range b.N {
+		for _, img := range imgs {
+			if _, err := r.Text(context.Background(), img); err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+	}
+	wall := time.Since(start)
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &after)
+	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+	b.ReportMetric(float64(wall.Milliseconds())/float64(n), "ms/label")
+	b.ReportMetric(cpu.Seconds()/wall.Seconds()*100, "cpu-%-of-one-core")
 }
