@@ -16,9 +16,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mailroomd/mailroomd/internal/durable"
 	"github.com/mailroomd/mailroomd/internal/seal"
@@ -148,3 +150,39 @@ func (s *Store) Remove(sha string) error {
 
 // sealID binds a sealed blob to its name.
 func sealID(sha string) string { return "blob/" + sha }
+
+// Each calls fn with the name and modification time of every blob file,
+// and of every temporary file a write left behind (name "" then, path
+// given), until fn returns false.
+func (s *Store) Each(fn func(sha, path string, mod time.Time) bool) error {
+	err := filepath.WalkDir(s.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		name := d.Name()
+		if !valid(name) {
+			name = ""
+			if !strings.HasPrefix(d.Name(), ".tmp-") {
+				return nil
+			}
+		}
+		if !fn(name, path, info.ModTime()) {
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	return nil
+}

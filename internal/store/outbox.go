@@ -548,12 +548,14 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 	// top of them. (Scan modes are not carried over: their scans were
 	// not, and the new epoch's seqs start again.) The recipient directory
 	// comes along with its version and what the box knows of pushes, so
-	// that a push already tried is not applied again.
+	// that a push already tried is not applied again; the photos' upload
+	// state too, so that their upload goes on.
 	var partial []error
 	for _, t := range []struct{ name, cols string }{
 		{"parcels", "id, state, code_tag, recipient_tag, location_tag, received_at, updated_at, closed_at, detail, key_id"},
 		{"action_keys", "key, event_id, epoch, seq, at, request, type, parcel_id, status, code, state"},
 		{"directory", "id, entry, key_id"},
+		{"blobs", "sha256, size, content_type, kind, stored_at, acked, sent_at"},
 	} {
 		n, readErr, err := copyRows(ctx, old, tx, t.name, t.cols)
 		if err != nil {

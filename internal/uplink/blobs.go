@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"time"
 
@@ -42,6 +43,7 @@ type Manifest struct {
 
 // BlobSource is the buffer as the blob uploader uses it.
 type BlobSource interface {
+	BlobKnown(ctx context.Context, sha string) (bool, error)
 	BlobsToSend(ctx context.Context, limit int) ([]store.Blob, error)
 	AckBlob(ctx context.Context, sha string, acked int) error
 	BlobSent(ctx context.Context, sha string) error
@@ -50,10 +52,11 @@ type BlobSource interface {
 
 var _ BlobSource = (*store.Outbox)(nil)
 
-// BlobFiles reads and removes the blobs kept.
+// BlobFiles reads, lists and removes the blobs kept.
 type BlobFiles interface {
 	Get(sha string) ([]byte, error)
 	Remove(sha string) error
+	Each(fn func(sha, path string, mod time.Time) bool) error
 }
 
 // BlobSender uploads the blobs events refer to over the publisher's
@@ -200,4 +203,24 @@ func (b *BlobSender) prune(ctx context.Context) {
 			b.log.Warn("uploaded blob not removed", "sha256", s, "err", err)
 		}
 	}
+	// A photo kept whose event never came (a crash between the two), and
+	// a temporary file a write left: removed after an hour.
+	old := b.clock.Now().Add(-orphanAge)
+	b.files.Each(func(sha, path string, mod time.Time) bool {
+		if mod.After(old) {
+			return true
+		}
+		if sha == "" {
+			os.Remove(path)
+			return true
+		}
+		if known, err := b.src.BlobKnown(ctx, sha); err == nil && !known {
+			b.log.Info("photo no event names removed", "sha256", sha)
+			b.files.Remove(sha)
+		}
+		return ctx.Err() == nil
+	})
 }
+
+// orphanAge is how old a blob file no event names must be to be removed.
+const orphanAge = time.Hour
