@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/blobstore"
 	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/seal"
@@ -250,7 +251,7 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 		}
 	}
 	sc := &scrubber{db: db, keys: keys, person: e, parcels: map[string]bool{}, scans: map[string]bool{},
-		names: map[string]bool{e.Name: true}, rewritten: map[int64]bool{}}
+		names: map[string]bool{e.Name: true}, rewritten: map[int64]bool{}, photos: map[string]bool{}}
 	if e.Email != "" {
 		sc.names[e.Email] = true
 	}
@@ -266,6 +267,12 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
 	defer tx.Rollback()
+	for sha := range sc.photos {
+		// Not uploaded any more: the photo is gone from the box.
+		if _, err := tx.ExecContext(ctx, "DELETE FROM blobs WHERE sha256 = ?", sha); err != nil {
+			return sc.changed, fmt.Errorf("forget %s: %w", id, err)
+		}
+	}
 	for parcel := range sc.parcels {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM print_jobs WHERE parcel_id = ?", parcel); err != nil {
 			return sc.changed, fmt.Errorf("forget %s: %w", id, err)
@@ -283,6 +290,12 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 	}
 	if err := tx.Commit(); err != nil {
 		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
+	}
+	photos := blobstore.New(filepath.Join(filepath.Dir(path), "blobs"), nil)
+	for sha := range sc.photos {
+		if err := photos.Remove(sha); err != nil {
+			return sc.changed, fmt.Errorf("forget %s: %w", id, err)
+		}
 	}
 	busy, err := rewrite(ctx, db)
 	if err != nil {
@@ -481,6 +494,7 @@ type scrubber struct {
 	// ids of those parcels' scans, names what was found to erase (the
 	// directory's name and e-mail, names and phones labels print).
 	parcels, scans, names map[string]bool
+	photos                map[string]bool // of the person's parcels
 	changed               int64
 	rewritten             map[int64]bool // positions of the events changed
 }
@@ -519,6 +533,13 @@ func (sc *scrubber) run(ctx context.Context) error {
 			return sc.scrubParcel(ev) || changed
 		},
 		func(ev *event.Event, _ []byte) bool {
+			// The photos of the person's parcels (their labels print the
+			// name; a hand-over photo may show the person) are removed.
+			if p := ev.ParcelID; p != "" && sc.parcels[p] || ev.Type == event.TypeParcelReceived && sc.parcels[ev.ID] {
+				for _, ph := range ev.Photos {
+					sc.photos[ph.SHA256] = true
+				}
+			}
 			if ev.Type != event.TypeScan || !sc.scans[ev.ID] {
 				return false
 			}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/blobstore"
 	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/seal"
@@ -225,6 +226,20 @@ func TestForgetLeavesOthersParcelsAndWorksWhileOpen(t *testing.T) {
 		RecipientID: "E2", RecipientName: "Anna Weiß", RecipientMatch: "manual", By: "clara"}); err != nil {
 		t.Fatal(err)
 	}
+	// A photo of one of his parcels, and one of Anna's.
+	photos := blobstore.New(filepath.Join(filepath.Dir(path), "blobs"), nil)
+	var shas []string
+	for i, parcel := range []string{ids[1], ids[3]} {
+		sha, err := photos.Put([]byte(fmt.Sprint("\xff\xd8\xff label photo ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		shas = append(shas, sha)
+		if _, err := o.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelUpdated, Time: t0, ParcelID: parcel, By: "clara",
+			Photos: []event.Photo{{SHA256: sha, Size: 10, ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// A reader holds a snapshot, as the daemon's may.
 	rows, err := o.rdb.QueryContext(ctx, "SELECT id FROM events")
 	if err != nil {
@@ -235,6 +250,15 @@ func TestForgetLeavesOthersParcelsAndWorksWhileOpen(t *testing.T) {
 	rows.Close()
 	if err != nil && !errors.Is(err, ErrWALInUse) {
 		t.Fatalf("forget while open: %v", err)
+	}
+	if _, err := photos.Get(shas[0]); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("the photo of his parcel: %v", err)
+	}
+	if _, err := photos.Get(shas[1]); err != nil {
+		t.Fatalf("the photo of Anna's parcel: %v", err)
+	}
+	if todo, _ := o.BlobsToSend(ctx, 10); len(todo) != 1 || todo[0].SHA256 != shas[1] {
+		t.Fatalf("photos left to upload: %+v", todo)
 	}
 	if p, _ := o.ParcelByID(ctx, ids[0]); p.Person != "E2" || p.Match != "manual" {
 		t.Fatalf("Anna's parcel after forgetting E1: %+v", p)
