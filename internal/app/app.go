@@ -14,7 +14,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -192,7 +191,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 	}
 	a.store = st
 	a.people = &people{store: st}
-	a.blobs = blobstore.New(filepath.Join(filepath.Dir(cfg.Storage.Path), "blobs"), keys)
+	a.blobs = blobstore.New(store.BlobDir(cfg.Storage.Path), keys)
 	if rec := st.Recovery(); rec != nil {
 		log.Error("buffer database was unreadable: moved aside and replaced; a new epoch starts",
 			"moved_to", rec.MovedTo, "cause", rec.Cause, "salvaged_unsent", rec.Salvaged, "unreadable_unsent", rec.Unreadable,
@@ -233,7 +232,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 		st.Close()
 		return nil, err
 	}
-	a.photos = uplink.NewBlobSender(a.uplink, st, a.blobs, cfg.Photos.RetainSent.D(), clk, log.With("subsystem", "photos"))
+	a.photos = uplink.NewBlobSender(a.uplink, st, a.blobs, cfg.Photos.RetainSent.D(), clk, log.With("subsystem", "photos"), a.health)
 	if cfg.Photos.ReadsLabels() {
 		reader := ocr.New(cfg.Photos.OCRCommand, time.Minute)
 		if err := reader.Check(); err != nil {

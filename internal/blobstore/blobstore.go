@@ -60,6 +60,10 @@ func (s *Store) Put(b []byte) (string, error) {
 	sha := Sum(b)
 	path := s.Path(sha)
 	if _, err := os.Stat(path); err == nil {
+		// Kept already: it is young again, so that the sweep of photos no
+		// event names leaves it to the event about to name it.
+		now := time.Now()
+		os.Chtimes(path, now, now)
 		return sha, nil
 	}
 	dir := filepath.Dir(path)

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -59,18 +58,11 @@ func (r *Reader) Text(ctx context.Context, img []byte) (string, error) {
 		return "", ctx.Err()
 	}
 	defer func() { <-r.one }()
-	dir, err := os.MkdirTemp("", "mailroomd-ocr-")
-	if err != nil {
-		return "", fmt.Errorf("ocr: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	in := filepath.Join(dir, "label")
-	if err := os.WriteFile(in, img, 0o600); err != nil {
-		return "", fmt.Errorf("ocr: %w", err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	args := []string{in, "stdout", "-l", r.langs, "--psm", "6"}
+	// The image goes in on stdin: a decrypted photo is never written to
+	// disk.
+	args := []string{"stdin", "stdout", "-l", r.langs, "--psm", "6"}
 	name := r.bin
 	if nice, err := exec.LookPath("nice"); err == nil { // below the scans
 		name, args = nice, append([]string{"-n", "10", r.bin}, args...)
@@ -78,7 +70,7 @@ func (r *Reader) Text(ctx context.Context, img []byte) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), "OMP_THREAD_LIMIT=1") // one core
 	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(img), &out, &errOut
 	if err := cmd.Run(); err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return "", fmt.Errorf("ocr: no text within %s", r.timeout)
@@ -91,10 +83,14 @@ func (r *Reader) Text(ctx context.Context, img []byte) (string, error) {
 // shipTo finds the words that open a label's recipient block.
 var shipTo = regexp.MustCompile(`(?i)^\s*(ship\s*to|deliver\s*to|to|an|empf[äa]nger|zustellen\s+an|recipient|attn|z\.\s*hd\.?)\b\s*:?\s*(.*)$`)
 
+// sender finds the words that open a label's sender block.
+var sender = regexp.MustCompile(`(?i)^\s*(from|ship\s*from|sender|absender|von|shipper)\b`)
+
 // Candidates are the lines of an OCR text that may be the recipient's
 // name, most likely first: those of the "ship to" block (the rest of its
-// line and the two lines after it), then every other line that looks like
-// a name (two to four words of letters). Common misreadings of letters as
+// line and the two lines after it) when there is one; else every line
+// that looks like a name (two to four words of letters) but those of the
+// sender's block. Common misreadings of letters as
 // digits are undone (0→o, 1→l, 5→s inside words).
 func Candidates(text string) []string {
 	lines := strings.Split(text, "\n")
@@ -115,7 +111,17 @@ func Candidates(text string) []string {
 			}
 		}
 	}
-	for _, l := range lines {
+	if len(out) > 0 {
+		return out // the ship-to block names the recipient: nothing else
+	}
+	from := -1 // the sender's block is no recipient's
+	for i, l := range lines {
+		if sender.MatchString(l) {
+			from = i
+		}
+		if from >= 0 && i <= from+1 { // the sender line and the one after it
+			continue
+		}
 		add(l)
 	}
 	return out

@@ -90,6 +90,14 @@ func TestRecipientReadOffGeneratedLabels(t *testing.T) {
 }
 
 func TestCandidates(t *testing.T) {
+	// The sender (in the directory too, for internal mail) is no candidate.
+	if got := Candidates("FROM: Anna Weiss\nExample Corp\nSHIP TO:\nJurgen Muller\n10115 Berlin\n"); len(got) != 1 || got[0] != "Jurgen Muller" {
+		t.Fatalf("with a ship-to block: %q", got)
+	}
+	if got := Candidates("Absender: Anna Weiss\nLager 3\nJurgen Muller\n10115 Berlin\n"); len(got) != 1 || got[0] != "Jurgen Muller" {
+		t.Fatalf("without one: %q", got)
+	}
+
 	text := "UPS GROUND\nSHIP TO: Jürgen Mü1ler\nExample Corp\n10115 Berlin\nTRACKING 1Z999\n"
 	got := Candidates(text)
 	if len(got) == 0 || got[0] != "Jürgen Müller" {

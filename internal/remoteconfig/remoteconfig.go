@@ -172,6 +172,7 @@ func (m *Manager) check(path string, b []byte) (*config.Config, error) {
 	same("uplink.key_file", cfg.Uplink.KeyFile, l.Uplink.KeyFile)
 	same("web.cert_file", cfg.Web.CertFile, l.Web.CertFile)
 	same("web.key_file", cfg.Web.KeyFile, l.Web.KeyFile)
+	same("photos.ocr_command", cfg.Photos.OCRCommand, l.Photos.OCRCommand) // a program the box runs
 	if cfg.Appliance.ID != l.Appliance.ID {
 		errs = append(errs, fmt.Sprintf("appliance.id: a local-only setting, it cannot be changed remotely (it is %q on this box)", l.Appliance.ID))
 	}

@@ -3,8 +3,12 @@ package store
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 )
+
+// BlobDir is where the photos of the buffer at path are kept.
+func BlobDir(path string) string { return filepath.Join(filepath.Dir(path), "blobs") }
 
 // Blob is the row of a photo (or another blob) an event refers to.
 type Blob struct {

@@ -291,7 +291,7 @@ func ForgetPerson(ctx context.Context, path string, keys *seal.Keys, id string) 
 	if err := tx.Commit(); err != nil {
 		return sc.changed, fmt.Errorf("forget %s: %w", id, err)
 	}
-	photos := blobstore.New(filepath.Join(filepath.Dir(path), "blobs"), nil)
+	photos := blobstore.New(BlobDir(path), nil)
 	for sha := range sc.photos {
 		if err := photos.Remove(sha); err != nil {
 			return sc.changed, fmt.Errorf("forget %s: %w", id, err)

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -689,6 +691,22 @@ func (o *Outbox) rebuildInWriter(keep bool) (int64, error) {
 		}
 		if err := o.applyParcel(&ev, p); err != nil {
 			return 0, err
+		}
+		// The photos the events name, whose files are still there, wait
+		// for their upload again (a salvage may not have carried their
+		// rows over; a photo uploaded twice is the same bytes).
+		for _, ph := range ev.Photos {
+			sha := ph.SHA256
+			if len(sha) != 64 {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(BlobDir(o.opts.Path), sha[:2], sha)); err != nil {
+				continue
+			}
+			if _, err := o.wc.exec("INSERT OR IGNORE INTO blobs(sha256, size, content_type, kind, stored_at) VALUES (?,?,?,?,?)",
+				sha, ph.Size, ph.ContentType, ph.Kind, ev.Time.UnixMilli()); err != nil {
+				return 0, err
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -12,6 +12,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/store"
 )
 
@@ -64,20 +65,30 @@ type BlobFiles interface {
 // window of chunks at a time, and resumes a blob with its first chunk the
 // broker has not acknowledged, after a reconnect or a restart.
 type BlobSender struct {
-	pub    *Publisher
-	src    BlobSource
-	files  BlobFiles
-	retain time.Duration
-	clock  clock.Clock
-	log    *slog.Logger
-	idle   time.Duration
+	// unreadable are the blobs whose files could not be read, until when
+	// they wait (Run's goroutine only).
+	unreadable map[string]time.Time
+	health     health.Reporter
+	started    time.Time
+	pub        *Publisher
+	src        BlobSource
+	files      BlobFiles
+	retain     time.Duration
+	clock      clock.Clock
+	log        *slog.Logger
+	idle       time.Duration
 }
 
 // NewBlobSender returns the uploader of src's blobs over pub; uploaded
 // blobs are kept retain long, then removed.
-func NewBlobSender(pub *Publisher, src BlobSource, files BlobFiles, retain time.Duration, clk clock.Clock, log *slog.Logger) *BlobSender {
-	return &BlobSender{pub: pub, src: src, files: files, retain: retain, clock: clk, log: log, idle: 200 * time.Millisecond}
+func NewBlobSender(pub *Publisher, src BlobSource, files BlobFiles, retain time.Duration, clk clock.Clock, log *slog.Logger, h health.Reporter) *BlobSender {
+	return &BlobSender{pub: pub, src: src, files: files, retain: retain, clock: clk, log: log, idle: 200 * time.Millisecond,
+		unreadable: map[string]time.Time{}, health: h, started: clk.Now()}
 }
+
+// ConditionBlobUnreadable is raised while a photo waiting for its upload
+// cannot be read.
+const ConditionBlobUnreadable = "photos.unreadable"
 
 // Run uploads until ctx ends.
 func (b *BlobSender) Run(ctx context.Context) error {
@@ -86,16 +97,25 @@ func (b *BlobSender) Run(ctx context.Context) error {
 	for {
 		wait := b.idle
 		if b.pub.CaughtUp() {
-			blobs, err := b.src.BlobsToSend(ctx, 1)
-			switch {
-			case err != nil:
-				b.log.Warn("blobs to upload cannot be read", "err", err)
-			case len(blobs) > 0:
-				if err := b.send(ctx, blobs[0]); err != nil && ctx.Err() == nil {
-					b.log.Debug("blob upload paused", "sha256", blobs[0].SHA256, "err", err)
+			blobs, err := b.src.BlobsToSend(ctx, 16)
+			if err != nil {
+				b.log.Warn("photos to upload cannot be read", "err", err)
+			}
+			now := b.clock.Now()
+			for _, bl := range blobs {
+				if now.Before(b.unreadable[bl.SHA256]) {
+					continue // tried a moment ago
+				}
+				if err := b.send(ctx, bl); err != nil && ctx.Err() == nil {
+					b.log.Info("photo upload paused", "sha256", bl.SHA256, "err", err)
 				} else {
+					delete(b.unreadable, bl.SHA256)
 					wait = 0
 				}
+				break
+			}
+			if len(b.unreadable) == 0 && b.health != nil {
+				b.health.Clear(ConditionBlobUnreadable)
 			}
 		}
 		select {
@@ -128,12 +148,21 @@ func (b *BlobSender) eventsFirst(ctx context.Context) error {
 func (b *BlobSender) send(ctx context.Context, bl store.Blob) error {
 	data, err := b.files.Get(bl.SHA256)
 	if err != nil {
-		// The file was written before its event: it can only be gone if
-		// someone removed it or the disk lost it.
-		b.log.Error("blob to upload cannot be read; it is skipped", "sha256", bl.SHA256, "err", err)
-		return b.src.BlobSent(ctx, bl.SHA256)
+		// The file was written before its event: it is gone, damaged or
+		// sealed with a key the key file lacks. It is never marked sent
+		// (and so never pruned): it is tried again later, the others go
+		// on meanwhile, and the condition says so.
+		b.unreadable[bl.SHA256] = b.clock.Now().Add(time.Minute)
+		b.log.Error("photo to upload cannot be read; tried again in a minute", "sha256", bl.SHA256, "err", err)
+		if b.health != nil {
+			b.health.Set(ConditionBlobUnreadable, health.Warning, fmt.Sprintf("photo %s cannot be read for its upload: %v", bl.SHA256, err))
+		}
+		return err
 	}
 	chunks := (len(data) + ChunkSize - 1) / ChunkSize
+	if bl.Acked > 0 {
+		b.log.Info("photo upload resumed", "sha256", bl.SHA256, "from_chunk", bl.Acked, "chunks", chunks)
+	}
 	m, _ := json.Marshal(Manifest{V: 1, SHA256: bl.SHA256, Size: int64(len(data)), ContentType: bl.ContentType, Kind: bl.Kind,
 		ChunkSize: ChunkSize, Chunks: chunks})
 	base := TopicBlobs + "/" + bl.SHA256
@@ -149,7 +178,8 @@ func (b *BlobSender) send(ctx context.Context, bl store.Blob) error {
 			return nil
 		}
 		written = acked
-		return b.src.AckBlob(ctx, bl.SHA256, acked)
+		// Also when ctx ended (a stop): the progress is worth keeping.
+		return b.src.AckBlob(context.WithoutCancel(ctx), bl.SHA256, acked)
 	}
 	var inflight []mqtt.Token
 	for next := bl.Acked; acked < chunks; {
@@ -205,6 +235,9 @@ func (b *BlobSender) prune(ctx context.Context) {
 	}
 	// A photo kept whose event never came (a crash between the two), and
 	// a temporary file a write left: removed after an hour.
+	if b.clock.Now().Sub(b.started) < orphanAge {
+		return // a start after a salvage: the rows may still be coming back
+	}
 	old := b.clock.Now().Add(-orphanAge)
 	b.files.Each(func(sha, path string, mod time.Time) bool {
 		if mod.After(old) {

@@ -99,7 +99,7 @@ func BenchmarkPhotoUpload(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sender := uplink.NewBlobSender(pub, o, files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler))
+		sender := uplink.NewBlobSender(pub, o, files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler), nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		wg.Add(2)

@@ -675,6 +675,10 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 	}()
 	defer settle()
 
+	// Until the first read of this connection, events that piled up
+	// offline may wait: nothing else goes first.
+	p.caughtUp.Store(false)
+	defer p.caughtUp.Store(false)
 	var cursor int64
 	batch := max(p.opts.Window, 1024)
 	for {

@@ -1,9 +1,13 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"image"
+	_ "image/jpeg" // the formats of photos: their sizes are read
+	_ "image/png"
 	"io"
 	"net/http"
 	"slices"
@@ -42,6 +46,9 @@ type Photos struct {
 // ConditionPhotosFull is raised while new photos are refused because the
 // photos kept take photos.max_total_mb.
 const ConditionPhotosFull = "photos.full"
+
+// MaxPhotoEdge is the most pixels a photo may have on an edge.
+const MaxPhotoEdge = 8192
 
 // PhotoKinds are the kinds of photo a parcel takes.
 var PhotoKinds = []string{"label", "damage", "proof"}
@@ -82,6 +89,13 @@ func (s *Server) photo(w http.ResponseWriter, r *http.Request, sess *session) {
 	ctype := http.DetectContentType(body)
 	if !photoTypes[ctype] {
 		jsonErrorCode(w, http.StatusUnsupportedMediaType, "bad_type", "a photo must be JPEG or PNG, not "+ctype)
+		return
+	}
+	if cfg, _, err := image.DecodeConfig(bytes.NewReader(body)); err != nil {
+		jsonErrorCode(w, http.StatusUnsupportedMediaType, "bad_type", "the photo cannot be read: "+err.Error())
+		return
+	} else if cfg.Width < 1 || cfg.Height < 1 || cfg.Width > MaxPhotoEdge || cfg.Height > MaxPhotoEdge {
+		jsonErrorCode(w, http.StatusBadRequest, "bad_size", fmt.Sprintf("a photo is 1 to %d pixels on each edge, not %d×%d", MaxPhotoEdge, cfg.Width, cfg.Height))
 		return
 	}
 	p, err := s.lookup(r.Context(), r.PathValue("id"))

@@ -1,8 +1,13 @@
 package web
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"hash/crc32"
+	"image"
+	stdjpeg "image/jpeg"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -58,10 +63,13 @@ func TestPhotoEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A real JPEG (its header is read), padded to n bytes.
 	jpeg := func(n int, fill byte) []byte {
-		b := []byte(strings.Repeat(string(fill), n))
-		copy(b, "\xff\xd8\xff\xe0")
-		return b
+		var b bytes.Buffer
+		img := image.NewGray(image.Rect(0, 0, 16, 8))
+		img.Pix[0] = fill
+		stdjpeg.Encode(&b, img, nil)
+		return append(b.Bytes(), bytes.Repeat([]byte{fill}, max(0, n-b.Len()))...)
 	}
 	code, m := postPhoto(t, r, c, token, "/api/parcels/1z999aa10123456784/photos?kind=label", jpeg(40<<10, 'a'))
 	if code != 200 || m["parcel_id"] != rcv.ID || m["size"] != float64(40<<10) {
@@ -89,6 +97,8 @@ func TestPhotoEndpoint(t *testing.T) {
 		{"/api/parcels/" + rcv.ID + "/photos?kind=damage", jpeg(65<<10, 'c'), 413, "too_large"},
 		{"/api/parcels/NOPE/photos?kind=damage", jpeg(100, 'd'), 404, "unknown_parcel"},
 		{"/api/parcels/" + rcv.ID + "/photos?kind=damage", nil, 400, "photo_required"},
+		{"/api/parcels/" + rcv.ID + "/photos?kind=damage", []byte("\xff\xd8\xff\xe0 sniffed as JPEG, but no JPEG"), 415, "bad_type"},
+		{"/api/parcels/" + rcv.ID + "/photos?kind=damage", hugePNG(), 400, "bad_size"},
 		{"/api/parcels/" + rcv.ID + "/photos?kind=damage", jpeg(61<<10, 'e'), 507, "photos_full"}, // 40 + 61 > 100 KiB
 	} {
 		if code, m := postPhoto(t, r, c, token, tc.path, tc.body); code != tc.code || m["code"] != tc.want {
@@ -108,4 +118,20 @@ func TestPhotoEndpoint(t *testing.T) {
 	if active := tracker.Active(); len(active) != 0 {
 		t.Fatalf("conditions after room came back: %+v", active)
 	}
+}
+
+// hugePNG is a PNG header claiming 30000×30000 pixels: read, it would take
+// gigabytes.
+func hugePNG() []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], 30000)
+	binary.BigEndian.PutUint32(ihdr[4:], 30000)
+	ihdr[8], ihdr[9] = 8, 2 // 8 bits, RGB
+	binary.Write(&b, binary.BigEndian, uint32(len(ihdr)))
+	chunk := append([]byte("IHDR"), ihdr...)
+	b.Write(chunk)
+	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(chunk))
+	return b.Bytes()
 }
