@@ -204,7 +204,7 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		})
 		return fleetDirectoryPush(c, *target, *cfgVersion, fs.Arg(0), *partSize, pushWait, stdout, stderr)
 	case "blobs get":
-		if *target == "" || *blobSHA == "" || *out == "" || fs.NArg() != 0 {
+		if *target == "" || *blobSHA == "" || *out == "" || fs.NArg() != 0 || !isSHA256(*blobSHA) || strings.ContainsAny(*target, "+#/") {
 			fmt.Fprintln(stderr, "usage: mailroomd fleet blobs get --target APPLIANCE --sha256 S --out FILE [--wait D]")
 			return 2
 		}
@@ -281,6 +281,11 @@ func fleetDirectoryPush(c *fleetop.Client, target string, version int64, file st
 		}
 	}
 	return code
+}
+
+// isSHA256 reports whether s is 64 hex digits.
+func isSHA256(s string) bool {
+	return len(s) == 64 && strings.Trim(strings.ToLower(s), "0123456789abcdef") == ""
 }
 
 func fleetKeygen(dir, id string, stdout, stderr io.Writer) int {

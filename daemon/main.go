@@ -48,7 +48,7 @@ Usage:
                                          print what each code is recognised as, one JSON object per line
   mailroomd directory import|search|forget --config FILE ...
                                          the recipient directory: import a CSV, search it, forget a person
-  mailroomd fleet SUBCOMMAND ...         IT's fleet tools: keygen, status, cmd, config push, alerts, events
+  mailroomd fleet SUBCOMMAND ...         IT's fleet tools: keygen, status, cmd, config push, directory push, blobs get, alerts, events
   mailroomd release sign|verify ...      sign release artifacts (SHA256SUMS + Ed25519 signature), or verify one
   mailroomd udev-rules                   print the udev rules that give the service its devices
   mailroomd buffer-key [--id ID]         print a new key line for storage.encryption_key_file

@@ -185,13 +185,12 @@ type Photos struct {
 	// RetainSent is how long a photo is kept after its upload.
 	RetainSent Duration `yaml:"retain_sent"`
 	// OCR reads the recipient off label photos; OCRCommand is Tesseract.
-	OCR        *bool  `yaml:"ocr"`
+	OCR        bool   `yaml:"ocr"`
 	OCRCommand string `yaml:"ocr_command"`
 }
 
-// ReadsLabels reports whether label photos are read (photos.ocr, on unless
-// written false).
-func (p Photos) ReadsLabels() bool { return p.OCR == nil || *p.OCR }
+// ReadsLabels reports whether label photos are read (photos.ocr).
+func (p Photos) ReadsLabels() bool { return p.OCR }
 
 // Privacy settings of directory.privacy.
 const (
@@ -404,6 +403,7 @@ func (c *Config) applyDefaults(written func(path string) bool) {
 	setDefault(written, "photos.long_edge", &c.Photos.LongEdge, 1600)
 	setDefault(written, "photos.retain_sent", &c.Photos.RetainSent, Duration(7*24*time.Hour))
 	setDefault(written, "photos.ocr_command", &c.Photos.OCRCommand, "tesseract")
+	setDefault(written, "photos.ocr", &c.Photos.OCR, true)
 	if c.Web.Listen != "" {
 		setDefault(written, "web.session_ttl", &c.Web.SessionTTL, Duration(12*time.Hour))
 		setDefault(written, "web.max_failures", &c.Web.MaxFailures, 5)

@@ -20,6 +20,7 @@ import (
 // PhotoStore keeps photos, durably, by the SHA-256 of their bytes.
 type PhotoStore interface {
 	Put(b []byte) (string, error)
+	Remove(sha string) error
 }
 
 // Photos are the photo settings and where photos go; a nil Store serves
@@ -29,6 +30,7 @@ type Photos struct {
 	// Blobs counts the bytes the photos kept take.
 	Blobs interface {
 		BlobBytes(ctx context.Context) (int64, error)
+		BlobKnown(ctx context.Context, sha string) (bool, error)
 	}
 	// Alerts raises the condition of a full photo store; nil raises none.
 	Alerts interface {
@@ -107,13 +109,17 @@ func (s *Server) photo(w http.ResponseWriter, r *http.Request, sess *session) {
 		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
 		return
 	}
+	if p.State.Closed() { // refused before anything is kept
+		jsonErrorCode(w, http.StatusConflict, store.RefusedClosed, (&store.RefusedError{Code: store.RefusedClosed, ParcelID: p.ID, State: p.State}).Error())
+		return
+	}
 	used, err := ph.Blobs.BlobBytes(r.Context())
 	if err != nil {
 		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error())
 		return
 	}
 	if used+int64(len(body)) > ph.MaxTotal {
-		msg := fmt.Sprintf("photos take %d of %d MiB: new photos are refused until uploaded ones are pruned", used>>20, ph.MaxTotal>>20)
+		msg := fmt.Sprintf("photos take %.1f of %d MiB: new photos are refused until uploaded ones are pruned", float64(used)/(1<<20), ph.MaxTotal>>20)
 		if ph.Alerts != nil {
 			ph.Alerts.Set(ConditionPhotosFull, health.Warning, msg)
 		}
@@ -134,6 +140,13 @@ func (s *Server) photo(w http.ResponseWriter, r *http.Request, sess *session) {
 		ParcelID: p.ID, By: sess.user,
 		Photos: []event.Photo{{SHA256: sha, Size: int64(len(body)), ContentType: ctype, Kind: kind}}}
 	committed, err := s.opts.Custody.Append(r.Context(), ev)
+	if err != nil {
+		// Not named by an event: the photo goes again, unless another
+		// event names the same bytes.
+		if known, kerr := ph.Blobs.BlobKnown(r.Context(), sha); kerr == nil && !known {
+			ph.Store.Remove(sha)
+		}
+	}
 	var refused *store.RefusedError
 	if errors.As(err, &refused) {
 		jsonErrorCode(w, http.StatusConflict, refused.Code, refused.Error())
