@@ -64,9 +64,17 @@ func FreePort(t testing.TB) int {
 // end of the test.
 func Start(t testing.TB) *Broker { return StartWithACL(t, "") }
 
+// StartProduction starts a broker that saves its persistence database as
+// mosquitto does by default (every 30 minutes and at exit) rather than
+// every second: for benchmarks with many retained bytes, where saving them
+// every second would stall the broker.
+func StartProduction(t testing.TB) *Broker { return start(t, "", "autosave_interval 1800") }
+
 // StartWithACL starts a broker that enforces the given mosquitto ACL file
 // contents (empty: no ACL, everything allowed).
-func StartWithACL(t testing.TB, acl string) *Broker {
+func StartWithACL(t testing.TB, acl string) *Broker { return start(t, acl, "autosave_interval 1") }
+
+func start(t testing.TB, acl, autosave string) *Broker {
 	t.Helper()
 	dir := t.TempDir()
 	ca, srv := serverPKI(t, "test CA")
@@ -87,7 +95,7 @@ func StartWithACL(t testing.TB, acl string) *Broker {
 		"tls_version tlsv1.2",
 		"persistence true",
 		"persistence_location " + dir + "/",
-		"autosave_interval 1",
+		autosave,
 		"max_inflight_messages 0",
 		"max_queued_messages 0",
 		"log_dest stderr",

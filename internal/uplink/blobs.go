@@ -23,11 +23,12 @@ const TopicBlobs = "blobs"
 // ChunkSize is the most bytes one chunk of a blob carries.
 const ChunkSize = 64 << 10
 
-// blobWindow is how many chunks are in flight at once: few, so that an
-// event never waits long behind them; ackEvery how many acknowledged
+// blobWindow is how many chunks are in flight at once: one, so that an
+// event waits behind at most one chunk (more in flight was slower as well
+// as later, BenchmarkPhotoUpload); ackEvery how many acknowledged
 // chunks make one write of the upload's progress.
 const (
-	blobWindow = 2
+	blobWindow = 1
 	ackEvery   = 16
 )
 
