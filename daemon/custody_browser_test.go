@@ -287,16 +287,7 @@ func TestRecipientTypeAheadAndNeedsRecipientInChromium(t *testing.T) {
 	b := newBrowser(t, chrome, p, "needs-failure.png", 360, 740)
 	run, waitJS := b.run, b.waitJS
 	run("log in", b.login(base))
-	byType := func(typ event.Type) func(ms []mqtttest.Message) []event.Event {
-		return func(ms []mqtttest.Message) (out []event.Event) {
-			for _, m := range ms {
-				if ev, err := event.Decode(m.Payload); err == nil && ev.Type == typ {
-					out = append(out, ev)
-				}
-			}
-			return out
-		}
-	}
+	byType := eventsOfType
 	received := byType(event.TypeParcelReceived)
 
 	run("a parcel for a person picked as the name is typed",

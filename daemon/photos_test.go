@@ -199,16 +199,7 @@ func TestLabelPhotoNamesTheRecipient(t *testing.T) {
 	if err := scanDev.Scan("1Z999AA10123456784"); err != nil {
 		t.Fatal(err)
 	}
-	byType := func(typ event.Type) func([]mqtttest.Message) []event.Event {
-		return func(ms []mqtttest.Message) (out []event.Event) {
-			for _, m := range ms {
-				if ev, err := event.Decode(m.Payload); err == nil && ev.Type == typ {
-					out = append(out, ev)
-				}
-			}
-			return out
-		}
-	}
+	byType := eventsOfType
 	msgs := sub.WaitFor(t, 15*time.Second, "the parcel", func(ms []mqtttest.Message) bool { return len(byType(event.TypeParcelReceived)(ms)) >= 1 })
 	parcel := byType(event.TypeParcelReceived)(msgs)[0]
 	if parcel.RecipientMatch != "none" {
@@ -256,16 +247,7 @@ func TestPhotoFromThePageCamera(t *testing.T) {
 	if err := scanDev.Scan("1Z999AA10123456784"); err != nil {
 		t.Fatal(err)
 	}
-	byType := func(typ event.Type) func([]mqtttest.Message) []event.Event {
-		return func(ms []mqtttest.Message) (out []event.Event) {
-			for _, m := range ms {
-				if ev, err := event.Decode(m.Payload); err == nil && ev.Type == typ {
-					out = append(out, ev)
-				}
-			}
-			return out
-		}
-	}
+	byType := eventsOfType
 	msgs := sub.WaitFor(t, 15*time.Second, "the parcel", func(ms []mqtttest.Message) bool { return len(byType(event.TypeParcelReceived)(ms)) >= 1 })
 	parcel := byType(event.TypeParcelReceived)(msgs)[0]
 
@@ -308,5 +290,18 @@ func TestPhotoFromThePageCamera(t *testing.T) {
 	img, err := jpeg.DecodeConfig(bytes.NewReader(got))
 	if err != nil || max(img.Width, img.Height) > 1600 || img.Width == 0 {
 		t.Fatalf("the photo: %+v %v", img, err)
+	}
+}
+
+// eventsOfType returns a function picking the events of a type out of
+// messages received on the events topic, in the order received.
+func eventsOfType(typ event.Type) func([]mqtttest.Message) []event.Event {
+	return func(ms []mqtttest.Message) (out []event.Event) {
+		for _, m := range ms {
+			if ev, err := event.Decode(m.Payload); err == nil && ev.Type == typ {
+				out = append(out, ev)
+			}
+		}
+		return out
 	}
 }
