@@ -158,12 +158,7 @@ func TestPhotoUploadSurvivesKillAndLinkCut(t *testing.T) {
 	p = startDaemon(t, cfg)
 	p.waitLog(t, "blob uploaded", 60*time.Second)
 
-	op, err := fleetop.Dial(fleetop.Options{Broker: s.broker.URL(), TLS: s.broker.TLSConfig(t, "operator-photo"), ClientID: "operator-photo"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer op.Close()
-	got, m, err := op.GetBlob(context.Background(), "mr-photo-01", want, 20*time.Second)
+	got, m, err := operator(t, s.broker, "operator-photo").GetBlob(context.Background(), "mr-photo-01", want, 20*time.Second)
 	if err != nil || !bytes.Equal(got, photo) || m.ContentType != "image/jpeg" || m.Kind != "damage" || m.Chunks != 49 {
 		t.Fatalf("the photo from the broker: %d bytes, %+v, %v", len(got), m, err)
 	}
@@ -274,12 +269,7 @@ func TestPhotoFromThePageCamera(t *testing.T) {
 		t.Fatalf("the photo's event: %+v", upd)
 	}
 	p.waitLog(t, "blob uploaded", 30*time.Second)
-	op, err := fleetop.Dial(fleetop.Options{Broker: s.broker.URL(), TLS: s.broker.TLSConfig(t, "operator-camera"), ClientID: "operator-camera"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer op.Close()
-	got, _, err := op.GetBlob(context.Background(), "mr-camera-01", sha, 20*time.Second)
+	got, _, err := operator(t, s.broker, "operator-camera").GetBlob(context.Background(), "mr-camera-01", sha, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,4 +294,16 @@ func eventsOfType(typ event.Type) func([]mqtttest.Message) []event.Event {
 		}
 		return out
 	}
+}
+
+// operator is an operator's fleet client on the broker, closed when the
+// test ends.
+func operator(t *testing.T, b *mqtttest.Broker, cn string) *fleetop.Client {
+	t.Helper()
+	op, err := fleetop.Dial(fleetop.Options{Broker: b.URL(), TLS: b.TLSConfig(t, cn), ClientID: cn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(op.Close)
+	return op
 }
