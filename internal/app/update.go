@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/durable"
 	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleet"
@@ -78,7 +79,7 @@ func (a *App) updateCommand(ctx context.Context, args json.RawMessage) (any, err
 		// The hardened service cannot install packages: the package's
 		// mailroomd-update.path unit sees the marker and runs the updater
 		// as root, which verifies the artifact again.
-		if err := os.WriteFile(filepath.Join(dir, "pending"), []byte(artifact+"\n"), 0o600); err != nil {
+		if err := durable.WriteFile(filepath.Join(dir, "pending"), []byte(artifact+"\n"), 0o600); err != nil {
 			return nil, err
 		}
 		return map[string]any{"updating": true, "via": "mailroomd-update.service"}, nil
@@ -114,7 +115,7 @@ func copyTo(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(dst, b, 0o600)
+	return durable.WriteFile(dst, b, 0o600)
 }
 
 // download fetches an artifact and its signed sums from the same place.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/durable"
 	"github.com/mailroomd/mailroomd/internal/release"
 )
 
@@ -73,10 +74,10 @@ func Apply(p Plan) Result {
 		if err := copyFile(p.Artifact, p.Exe+".new", 0o755); err != nil {
 			return err
 		}
-		if err := os.Rename(p.Exe, prev); err != nil {
+		if err := durable.Rename(p.Exe, prev); err != nil {
 			return err
 		}
-		return os.Rename(p.Exe+".new", p.Exe)
+		return durable.Rename(p.Exe+".new", p.Exe)
 	}
 	rollback := func(pid int, cause error) Result {
 		if pid > 0 {
@@ -86,9 +87,11 @@ func Apply(p Plan) Result {
 		writeResult(p.StateDir, r)
 		if p.Deb {
 			copyFile(prev, p.Exe+".rollback", 0o755)
-			os.Rename(p.Exe+".rollback", p.Exe)
-		} else {
-			os.Rename(prev, p.Exe)
+			if err := durable.Rename(p.Exe+".rollback", p.Exe); err != nil {
+				p.Log("put back the previous binary: %v", err)
+			}
+		} else if err := durable.Rename(prev, p.Exe); err != nil {
+			p.Log("put back the previous binary: %v", err)
 		}
 		if err := restoreBuffer(p.Buffer, dir, saved); err != nil {
 			p.Log("restore buffer: %v", err)

@@ -126,7 +126,7 @@ func backupBuffer(db, dir string) ([]string, error) {
 		}
 		saved = append(saved, suffix)
 	}
-	return saved, nil
+	return saved, durable.SyncDir(dir)
 }
 
 func restoreBuffer(db, dir string, saved []string) error {
@@ -138,5 +138,5 @@ func restoreBuffer(db, dir string, saved []string) error {
 			return err
 		}
 	}
-	return nil
+	return durable.SyncDir(filepath.Dir(db))
 }
