@@ -40,6 +40,7 @@ deps:
 	command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients); \
 	command -v chromium >/dev/null || need+=(chromium); \
 	command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross); \
+	command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static); \
 	command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64); \
 	command -v osslsigncode >/dev/null || need+=(osslsigncode); \
 	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server); \

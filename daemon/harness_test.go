@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"debug/buildinfo"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,27 +20,109 @@ import (
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
 )
 
-// binary is the mailroomd binary under test, built once by TestMain.
+// binary is the mailroomd binary under test: built once by TestMain, or
+// the one MAILROOMD_TEST_BINARY names (a cross-compiled one, for example).
+// startDaemon runs it through binaryExec; the few tests that run it
+// otherwise (web_test.go's passwd, update_test.go) need the host's build.
 var binary string
 
+// binaryExec is the command line that runs binary, from
+// MAILROOMD_TEST_EXEC split at spaces (for example "qemu-aarch64-static -L
+// /usr/aarch64-linux-gnu"); empty, binary runs by itself.
+var binaryExec []string
+
+// timeScale multiplies the timeouts of the tests that run a given binary
+// under emulation (MAILROOMD_TEST_TIME_SCALE, a whole number; 1 unless set).
+var timeScale = 1
+
 func TestMain(m *testing.M) {
+	if err := selectBinary(); err != nil {
+		fmt.Fprintf(os.Stderr, "mailroomd binary under test: %v\n", err)
+		os.Exit(1)
+	}
 	dir, err := os.MkdirTemp("", "mailroomd-bin")
 	if err != nil {
 		panic(err)
 	}
-	binary = filepath.Join(dir, "mailroomd")
-	args := []string{"build", "-o", binary}
-	if os.Getenv("MAILROOMD_RACE") != "" {
-		args = append(args, "-race") // the binary itself under the race detector
-	}
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build mailroomd: %v\n%s", err, out)
-		os.Exit(1)
+	if binary == "" {
+		binary = filepath.Join(dir, "mailroomd")
+		args := []string{"build", "-o", binary}
+		if os.Getenv("MAILROOMD_RACE") != "" {
+			args = append(args, "-race") // the binary itself under the race detector
+		}
+		out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build mailroomd: %v\n%s", err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// selectBinary takes the binary under test, the command that runs it and
+// the time scale from MAILROOMD_TEST_BINARY, MAILROOMD_TEST_EXEC and
+// MAILROOMD_TEST_TIME_SCALE. A given binary must run `version` through
+// binaryExec, and with MAILROOMD_TEST_GOARCH set its build information
+// must name that architecture, so that a run meant for an emulated build
+// cannot test the host's instead; the line it prints names both.
+func selectBinary() error {
+	binaryExec = strings.Fields(os.Getenv("MAILROOMD_TEST_EXEC"))
+	if s := os.Getenv("MAILROOMD_TEST_TIME_SCALE"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return fmt.Errorf("MAILROOMD_TEST_TIME_SCALE=%q: want a whole number of at least 1", s)
+		}
+		timeScale = n
+	}
+	given := os.Getenv("MAILROOMD_TEST_BINARY")
+	if given == "" {
+		if len(binaryExec) > 0 || os.Getenv("MAILROOMD_TEST_GOARCH") != "" {
+			return errors.New("MAILROOMD_TEST_EXEC and MAILROOMD_TEST_GOARCH need MAILROOMD_TEST_BINARY")
+		}
+		return nil
+	}
+	if os.Getenv("MAILROOMD_RACE") != "" {
+		return errors.New("MAILROOMD_RACE builds the binary; it cannot be combined with MAILROOMD_TEST_BINARY")
+	}
+	abs, err := filepath.Abs(given)
+	if err != nil {
+		return fmt.Errorf("MAILROOMD_TEST_BINARY: %w", err)
+	}
+	binary = abs
+	info, err := buildinfo.ReadFile(binary)
+	if err != nil {
+		return fmt.Errorf("read the build information of %s: %w", binary, err)
+	}
+	var arch string
+	for _, s := range info.Settings {
+		if s.Key == "GOARCH" {
+			arch = s.Value
+		}
+	}
+	if want := os.Getenv("MAILROOMD_TEST_GOARCH"); want != "" && arch != want {
+		return fmt.Errorf("%s is built for GOARCH %q, want %q", binary, arch, want)
+	}
+	out, err := binaryCommand("version").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w\n%s", strings.Join(binaryCommand("version").Args, " "), err, out)
+	}
+	fmt.Printf("binary under test: %s, GOARCH %s, run by %q: %s", binary, arch, strings.Join(binaryExec, " "), out)
+	return nil
+}
+
+// binaryCommand is a command that runs the binary under test with args,
+// through binaryExec when it is set.
+func binaryCommand(args ...string) *exec.Cmd {
+	argv := append(append(slices.Clone(binaryExec), binary), args...)
+	return exec.Command(argv[0], argv[1:]...)
+}
+
+// scaled is d times timeScale: a timeout long enough for the binary under
+// test, emulated or not.
+func scaled(d time.Duration) time.Duration {
+	return d * time.Duration(timeScale)
 }
 
 // syncBuffer is a log sink safe for concurrent writes and reads.
@@ -83,7 +169,7 @@ type proc struct {
 func startDaemon(t testing.TB, cfgPath string, extraEnv ...string) *proc {
 	t.Helper()
 	p := &proc{log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, "run", "--config", cfgPath)
+	p.cmd = binaryCommand("run", "--config", cfgPath)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.Env = append(os.Environ(), extraEnv...)
 	if err := p.cmd.Start(); err != nil {

@@ -26,15 +26,15 @@ func TestScansFromSerialScannerReachBroker(t *testing.T) {
 	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-e2e-01/#")
 	fake := serialtest.New(t, filepath.Join(s.dir, "ttyScanner"))
 	p := startDaemon(t, s.config(t, s.broker.URL(), serialDevice(fake.Link)))
-	p.waitLog(t, "scanner connected", 10*time.Second)
-	p.waitLog(t, "uplink connected", 10*time.Second)
+	p.waitLog(t, "scanner connected", scaled(10*time.Second))
+	p.waitLog(t, "uplink connected", scaled(10*time.Second))
 	codes := []string{"1Z999AA10123456784", "9400111899223197428490", "RB123456785GB", "M\xfcller-\xff"}
 	for _, c := range codes {
 		if err := fake.Scan(c); err != nil {
 			t.Fatal(err)
 		}
 	}
-	msgs := sub.WaitFor(t, 15*time.Second, "4 events", mqtttest.DistinctEvents(4))
+	msgs := sub.WaitFor(t, scaled(15*time.Second), "4 events", mqtttest.DistinctEvents(4))
 	evs, _ := mqtttest.Delivered(t, msgs)
 	for i, c := range codes {
 		ev := evs[int64(i+1)]
@@ -55,7 +55,7 @@ func TestScansFromSerialScannerReachBroker(t *testing.T) {
 	if code := p.stop(t); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM", code)
 	}
-	sub.WaitFor(t, 5*time.Second, "retained offline status", func(ms []mqtttest.Message) bool {
+	sub.WaitFor(t, scaled(5*time.Second), "retained offline status", func(ms []mqtttest.Message) bool {
 		last := ms[len(ms)-1]
 		return strings.HasSuffix(last.Topic, "/status") && strings.Contains(string(last.Payload), `"state":"offline"`)
 	})
@@ -102,7 +102,7 @@ func TestCrashLosesNothingCommitted(t *testing.T) {
 	n := 0
 	for k := 0; k < kills; k++ {
 		p := startDaemon(t, cfg)
-		p.waitLog(t, "scanner connected", 10*time.Second)
+		p.waitLog(t, "scanner connected", scaled(10*time.Second))
 		lines := 1 + rng.IntN(30)
 		for i := 0; i < lines; i++ {
 			code := fmt.Sprintf("CRASH-%02d-%05d", k, n)
@@ -118,7 +118,7 @@ func TestCrashLosesNothingCommitted(t *testing.T) {
 	}
 	// A final, undisturbed run drains everything.
 	p := startDaemon(t, cfg)
-	p.waitLog(t, "scanner connected", 10*time.Second)
+	p.waitLog(t, "scanner connected", scaled(10*time.Second))
 
 	db, err := sql.Open("sqlite3", "file:"+filepath.Join(s.dir, "buffer.db")+"?mode=ro")
 	if err != nil {
@@ -126,8 +126,9 @@ func TestCrashLosesNothingCommitted(t *testing.T) {
 	}
 	defer db.Close()
 	// The final run first commits the lines still waiting in the tty: read
-	// the buffer once its count has stopped moving.
-	for stable, last := 0, -1; stable < 4; time.Sleep(250 * time.Millisecond) {
+	// the buffer once its count has stopped moving for a second (times the
+	// time scale: an emulated daemon commits more slowly).
+	for stable, last := 0, -1; stable < 4*timeScale; time.Sleep(250 * time.Millisecond) {
 		var n int
 		db.QueryRow("SELECT count(*) FROM events").Scan(&n)
 		if n == last {
@@ -159,7 +160,7 @@ func TestCrashLosesNothingCommitted(t *testing.T) {
 		}
 	}
 
-	msgs := sub.WaitFor(t, 60*time.Second, "every committed event", mqtttest.DistinctEvents(len(committed)))
+	msgs := sub.WaitFor(t, scaled(60*time.Second), "every committed event", mqtttest.DistinctEvents(len(committed)))
 	evs, dups := mqtttest.Delivered(t, msgs)
 	if len(evs) != len(committed) {
 		t.Fatalf("broker has %d distinct events, buffer committed %d", len(evs), len(committed))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -23,10 +24,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/mailroomd/mailroomd/internal/blobstore"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleetop"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
 	"github.com/mailroomd/mailroomd/internal/ocr/ocrtest"
+	"github.com/mailroomd/mailroomd/internal/store"
 )
 
 // pageClient is a signed-in clerk's HTTP client and CSRF token.
@@ -306,4 +309,194 @@ func operator(t *testing.T, b *mqtttest.Broker, cn string) *fleetop.Client {
 	}
 	t.Cleanup(op.Close)
 	return op
+}
+
+// TestPhotosFillTheDisk puts the buffer and its photo store on a small
+// tmpfs while the cloud is unreachable, and uploads photos, smaller and
+// smaller, until not even one of 4 KiB fits: every refused upload fails
+// with a 503 naming the full disk; every photo a committed event names is
+// kept whole (its bytes have its SHA-256); a refused one is named by no
+// event and left no file behind, not even a temporary one. Once space
+// returns, the refused photos are taken again, and every committed photo
+// arrives at the broker byte for byte.
+func TestPhotosFillTheDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the photo disk-full test mounts a tmpfs and needs root")
+		}
+		t.Skip("mounting a tmpfs needs root")
+	}
+	s := newSetup(t, "mr-photofull-01")
+	px := s.broker.StartFaultProxy(t, "mr-photofull-01")
+	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-photofull-01/events")
+	vol := filepath.Join(s.dir, "vol")
+	if err := os.MkdirAll(vol, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := execCommand("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", vol); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { execCommand("umount", "-l", vol) })
+	scanDev, webPort, devices := pageConfig(t, s, "")
+	buffer := filepath.Join(vol, "buffer.db")
+	cfg := filepath.Join(s.dir, "photofull.yaml")
+	cfgText := strings.Replace(s.configText(px.URL(), devices), filepath.Join(s.dir, "buffer.db"), buffer, 1)
+	if err := os.WriteFile(cfg, []byte(cfgText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startDaemon(t, cfg)
+	p.waitLog(t, "uplink connected", 10*time.Second)
+	p.waitLog(t, "scanner connected", 10*time.Second)
+	if err := scanDev.Scan("1Z999AA10123456784"); err != nil {
+		t.Fatal(err)
+	}
+	msgs := sub.WaitFor(t, 15*time.Second, "the parcel", func(ms []mqtttest.Message) bool {
+		return len(eventsOfType(event.TypeParcelReceived)(ms)) >= 1
+	})
+	parcel := eventsOfType(event.TypeParcelReceived)(msgs)[0]
+	page := signIn(t, fmt.Sprintf("http://127.0.0.1:%d", webPort), "clara", "clerk-password")
+
+	// Nothing drains: the photos stay on the volume until it is full.
+	// Photos of 600 KiB go first, then smaller ones fill what is left, down
+	// to photos of 4 KiB: every one refused must say the disk is full.
+	px.SetFault(mqtttest.Blackhole)
+	taken := map[string][]byte{} // by SHA-256, every photo the box accepted
+	var refused [][]byte
+	for _, size := range []int{600 << 10, 64 << 10, 16 << 10, 4 << 10} {
+		for i := 0; ; i++ {
+			if i == 200 {
+				t.Fatalf("200 photos of %d KiB fit on a 4 MiB volume", size>>10)
+			}
+			photo := fakeJPEG(size)
+			code, body := page.post("/api/parcels/"+parcel.ID+"/photos?kind=damage", "image/jpeg", photo)
+			if code == http.StatusOK {
+				var res struct{ SHA256 string }
+				if err := json.Unmarshal([]byte(body), &res); err != nil || res.SHA256 != blobSum(photo) {
+					t.Fatalf("a photo of %d KiB: %s (%v)", size>>10, body, err)
+				}
+				taken[res.SHA256] = photo
+				continue
+			}
+			var answer struct{ Code, Error string }
+			json.Unmarshal([]byte(body), &answer)
+			if code != http.StatusServiceUnavailable || answer.Code != "refused" ||
+				!(strings.Contains(answer.Error, "no space left on device") || strings.Contains(answer.Error, "disk is full")) {
+				t.Fatalf("a photo of %d KiB that did not fit: %d %s; want 503, code refused, naming the full disk", size>>10, code, body)
+			}
+			t.Logf("%d photos taken; one of %d KiB refused: %d %s", len(taken), size>>10, code, body)
+			refused = append(refused, photo)
+			break
+		}
+	}
+	if len(taken) == 0 {
+		t.Fatal("not one photo fit on the volume")
+	}
+
+	// Every photo a committed event names is kept whole; the refused one
+	// is named by none and left no file, not even a temporary one.
+	named := committedPhotos(t, buffer)
+	if len(named) != len(taken) {
+		t.Fatalf("committed events name %d photos, the box accepted %d", len(named), len(taken))
+	}
+	blobs := blobstore.New(store.BlobDir(buffer), nil)
+	for sha := range named {
+		if taken[sha] == nil {
+			t.Fatalf("a committed event names photo %s, which the box did not accept", sha)
+		}
+		got, err := blobs.Get(sha)
+		if err != nil || !bytes.Equal(got, taken[sha]) {
+			t.Fatalf("photo %s named by a committed event is not kept whole: %d bytes, %v", sha, len(got), err)
+		}
+	}
+	for _, photo := range refused {
+		if named[blobSum(photo)] {
+			t.Fatalf("a committed event names photo %s, which did not fit", blobSum(photo))
+		}
+	}
+	blobs.Each(func(sha, path string, _ time.Time) bool {
+		if taken[sha] == nil {
+			t.Errorf("%s is kept, but no photo accepted has that name", path)
+		}
+		return true
+	})
+
+	// Space returns: the refused photos are taken now, and everything
+	// drains.
+	if out, err := execCommand("mount", "-o", "remount,size=64m", vol); err != nil {
+		t.Fatalf("remount: %v %s", err, out)
+	}
+	for _, photo := range refused {
+		if code, body := page.post("/api/parcels/"+parcel.ID+"/photos?kind=damage", "image/jpeg", photo); code != http.StatusOK {
+			t.Fatalf("a refused photo again, with space: %d %s", code, body)
+		}
+		taken[blobSum(photo)] = photo
+	}
+	px.SetFault(mqtttest.Pass)
+	px.CutAll()
+	op := operator(t, s.broker, "operator-photofull")
+	for sha, photo := range taken {
+		got, m, err := op.GetBlob(context.Background(), "mr-photofull-01", sha, 60*time.Second)
+		if err != nil || !bytes.Equal(got, photo) || m.Size != int64(len(photo)) || m.ContentType != "image/jpeg" || m.Kind != "damage" {
+			t.Fatalf("photo %s from the broker: %d bytes, %+v, %v", sha, len(got), m, err)
+		}
+	}
+	msgs = sub.WaitFor(t, 30*time.Second, "an event for every photo", func(ms []mqtttest.Message) bool {
+		n := map[string]bool{}
+		for _, ev := range eventsOfType(event.TypeParcelUpdated)(ms) {
+			for _, ph := range ev.Photos {
+				n[ph.SHA256] = true
+			}
+		}
+		return len(n) >= len(taken)
+	})
+	for _, ev := range eventsOfType(event.TypeParcelUpdated)(msgs) {
+		for _, ph := range ev.Photos {
+			if taken[ph.SHA256] == nil {
+				t.Fatalf("the broker has an event naming photo %s, which the box did not accept", ph.SHA256)
+			}
+		}
+	}
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// committedPhotos reads the buffer at path and returns the SHA-256 of
+// every photo its committed events name.
+func committedPhotos(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query("SELECT payload FROM events")
+	if err != nil {
+		t.Fatalf("read the buffer: %v", err)
+	}
+	defer rows.Close()
+	named := map[string]bool{}
+	for rows.Next() {
+		var payload []byte
+		if err := rows.Scan(&payload); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := event.Decode(payload)
+		if err != nil {
+			t.Fatalf("an event in the buffer does not decode: %v", err)
+		}
+		for _, ph := range ev.Photos {
+			named[ph.SHA256] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read the buffer: %v", err)
+	}
+	return named
+}
+
+// blobSum is the hex SHA-256 of b, a photo's name.
+func blobSum(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -3,7 +3,8 @@
 # throwaway keys, and checks what IT would check: package contents,
 # permissions and scripts, an install from /usr/bin, a clean remove and
 # purge, the Windows signature (and that a tampered copy fails), and the
-# signed checksums. Run by `make package-test` (part of `make test`).
+# signed checksums; and runs the scanner's end-to-end tests against the
+# arm64 binary under QEMU user emulation. Run by `make package-test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
@@ -18,7 +19,7 @@ if [ "$(id -u)" != 0 ]; then
 	command -v sudo >/dev/null || fail "installing the package needs root or sudo"
 	SUDO=sudo
 fi
-for tool in dpkg-deb dpkg file osslsigncode openssl aarch64-linux-gnu-gcc x86_64-w64-mingw32-gcc; do
+for tool in dpkg-deb dpkg file osslsigncode openssl aarch64-linux-gnu-gcc x86_64-w64-mingw32-gcc qemu-aarch64-static; do
 	command -v "$tool" >/dev/null || fail "$tool is missing (make deps installs it)"
 done
 
@@ -61,6 +62,29 @@ for arch in amd64 arm64; do
 	cmp -s "$work/root-$arch/usr/share/mailroomd/release.pub" "$work/release/fleet.pub" || fail "$deb: not the release key"
 	ok "$deb: files, modes, conffile, scripts, architecture"
 done
+
+# The arm64 build runs: the end-to-end tests of the scanner path (a PTY
+# scanner, the SQLite buffer, mosquitto over mutual TLS; one of them with 24
+# SIGKILLs, the other with a SIGTERM) run against the packaged arm64 binary
+# under QEMU user emulation, invoked directly with Debian's arm64 libraries.
+arm=$PWD/bin/linux-arm64/mailroomd
+says "ARM aarch64" file "$arm" || fail "$arm is not an arm64 binary"
+cmp -s "$arm" "$work/root-arm64/usr/bin/mailroomd" || fail "$arm is not the binary in the arm64 package"
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || fail "the arm64 C library is missing (make deps installs libc6-dev-arm64-cross)"
+arm_tests=(TestScansFromSerialScannerReachBroker TestCrashLosesNothingCommitted)
+qemu="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
+started=$SECONDS
+out=$(MAILROOMD_TEST_BINARY="$arm" MAILROOMD_TEST_EXEC="$qemu" MAILROOMD_TEST_GOARCH=arm64 MAILROOMD_TEST_TIME_SCALE=3 \
+	$GO test -count=1 -v -timeout 15m -run "^($(IFS='|'; echo "${arm_tests[*]}"))\$" ./daemon 2>&1) || {
+	echo "$out" >&2
+	fail "the end-to-end tests failed against the arm64 binary under QEMU"
+}
+grep -qF "binary under test: $arm, GOARCH arm64, run by \"$qemu\": mailroomd " <<<"$out" || { echo "$out" >&2; fail "the tests did not run $arm under $qemu"; }
+grep -q "(commit $commit)" <<<"$out" || { echo "$out" >&2; fail "the arm64 binary does not name commit $commit"; }
+for t in "${arm_tests[@]}"; do
+	grep -q -- "^--- PASS: $t (" <<<"$out" || { echo "$out" >&2; fail "$t did not pass against the arm64 binary (skipped or not run)"; }
+done
+ok "arm64 binary under $qemu: ${arm_tests[*]} passed ($((SECONDS - started)) s)"
 
 # Install, run from /usr/bin, remove, purge.
 deb=$(ls dist/mailroomd_*_amd64.deb)
