@@ -85,6 +85,18 @@ func (p *pageClient) post(path, ctype string, body []byte) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// pageStatus is the status page's /api/status, as the page reads it.
+func pageStatus(t *testing.T, p *pageClient) string {
+	t.Helper()
+	resp, err := p.c.Get(p.base + "/api/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 // fakeJPEG is a small JPEG followed by random bytes, n in all: a photo
 // whose header reads, of the size a test needs.
 func fakeJPEG(n int) []byte {
@@ -314,7 +326,7 @@ func operator(t *testing.T, b *mqtttest.Broker, cn string) *fleetop.Client {
 // TestPhotosFillTheDisk puts the buffer and its photo store on a small
 // tmpfs while the cloud is unreachable, and uploads photos, smaller and
 // smaller, until not even one of 4 KiB fits: every refused upload fails
-// with a 503 naming the full disk; every photo a committed event names is
+// with a 507 disk_full naming the full disk and raises photos.full; every photo a committed event names is
 // kept whole (its bytes have its SHA-256); a refused one is named by no
 // event and left no file behind, not even a temporary one. Once space
 // returns, the refused photos are taken again, and every committed photo
@@ -379,9 +391,12 @@ func TestPhotosFillTheDisk(t *testing.T) {
 			}
 			var answer struct{ Code, Error string }
 			json.Unmarshal([]byte(body), &answer)
-			if code != http.StatusServiceUnavailable || answer.Code != "refused" ||
-				!(strings.Contains(answer.Error, "no space left on device") || strings.Contains(answer.Error, "disk is full")) {
-				t.Fatalf("a photo of %d KiB that did not fit: %d %s; want 503, code refused, naming the full disk", size>>10, code, body)
+			if code != http.StatusInsufficientStorage || answer.Code != "disk_full" ||
+				answer.Error != "the box's disk is full: the photo was not kept; everything recorded before is safe" {
+				t.Fatalf("a photo of %d KiB that did not fit: %d %s; want 507, code disk_full, naming the full disk", size>>10, code, body)
+			}
+			if st := pageStatus(t, page); !strings.Contains(st, `"key":"photos.full"`) {
+				t.Fatalf("after a photo refused for a full disk, the status has no photos.full alert: %s", st)
 			}
 			t.Logf("%d photos taken; one of %d KiB refused: %d %s", len(taken), size>>10, code, body)
 			refused = append(refused, photo)

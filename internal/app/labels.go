@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/mailroomd/mailroomd/internal/blobstore"
@@ -93,7 +94,13 @@ func (l *labelReader) read(ctx context.Context, j labelJob) error {
 	default:
 		ev.RecipientMatch = directory.MatchNone
 	}
-	committed, err := l.store.Append(ctx, ev)
+	// Committed only if nobody chose the parcel's person since it was read.
+	committed, err := l.store.AppendUnassigned(ctx, ev)
+	var refused *store.RefusedError
+	if errors.As(err, &refused) && refused.Code == store.RefusedAssigned {
+		l.log.Info("label photo read: the parcel's recipient was chosen meanwhile; the reading is not recorded", "parcel", p.ID)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -15,12 +15,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
 	"github.com/shirou/gopsutil/v4/disk"
 
 	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/seal"
 )
@@ -130,6 +132,9 @@ type request struct {
 	job LabelJob
 	// action is the record of an AppendOnce; its Key is set then.
 	action ActionRecord
+	// unassigned makes an opAppend of a parcel.updated conditional: it
+	// is refused (RefusedAssigned) when the parcel has a person by then.
+	unassigned bool
 	// mode is the station mode of opStationMode (Mode "" clears it).
 	mode StationMode
 	// text and n are the blob and its state of opBlob.
@@ -872,6 +877,27 @@ func (o *Outbox) Append(ctx context.Context, ev event.Event) (event.Event, error
 	return res.ev, nil
 }
 
+// IsDiskFull reports whether err is the disk (or SQLite's file) being full.
+func IsDiskFull(err error) bool {
+	var se sqlite3.Error
+	return errors.Is(err, syscall.ENOSPC) || (errors.As(err, &se) && se.Code == sqlite3.ErrFull)
+}
+
+// AppendUnassigned appends a parcel.updated that names its parcel's person
+// only if the parcel has no person when the event is committed: a reading
+// of the label never overrides a person a clerk chose meanwhile. It is
+// refused with RefusedAssigned otherwise, and nothing is committed.
+func (o *Outbox) AppendUnassigned(ctx context.Context, ev event.Event) (event.Event, error) {
+	if ev.Type != event.TypeParcelUpdated {
+		return event.Event{}, fmt.Errorf("commit %s event: only a parcel.updated can be conditional", ev.Type)
+	}
+	res, err := o.submit(ctx, request{kind: opAppend, ev: ev, unassigned: true})
+	if err != nil {
+		return event.Event{}, fmt.Errorf("commit %s event: %w", ev.Type, err)
+	}
+	return res.ev, nil
+}
+
 func isRefusal(err error) bool {
 	var se sqlite3.Error
 	return errors.As(err, &se) && (se.Code == sqlite3.ErrFull || se.Code == sqlite3.ErrIoErr)
@@ -1365,6 +1391,9 @@ func (o *Outbox) commit(batch []*request) {
 					if parcelEvent(r.ev.Type) {
 						var err error
 						state, err = o.checkParcel(&r.ev)
+						if err == nil && r.unassigned && state != nil && state.Person != "" && state.Match != directory.MatchNone {
+							err = &RefusedError{Code: RefusedAssigned, ParcelID: state.ID, State: state.State}
+						}
 						var refused *RefusedError
 						if errors.As(err, &refused) {
 							r.res.err = refused

@@ -89,6 +89,9 @@ const (
 	// of the directory while the directory cannot be read: the badge
 	// cannot be checked (another proof still works on the page).
 	RefusedNoDirectory = "directory_unavailable"
+	// RefusedAssigned is a conditional recipient (AppendUnassigned) for a
+	// parcel that has a person by the time it would be committed.
+	RefusedAssigned = "recipient_known"
 )
 
 // RefusedError is a custody event that was not committed because the
@@ -113,6 +116,8 @@ func (e *RefusedError) Error() string {
 		return fmt.Sprintf("parcel %s: the badge's holder may not collect for its recipient", e.ParcelID)
 	case RefusedNoDirectory:
 		return fmt.Sprintf("parcel %s: the recipient directory cannot be read, so the badge cannot be checked", e.ParcelID)
+	case RefusedAssigned:
+		return fmt.Sprintf("parcel %s has its recipient already", e.ParcelID)
 	}
 	return fmt.Sprintf("parcel %s: %s", e.ParcelID, e.Code)
 }

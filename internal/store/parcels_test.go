@@ -553,3 +553,45 @@ func TestParcelStatesSealedWhenEncryptionIsTurnedOn(t *testing.T) {
 		t.Fatalf("lookup after sealing: %v %v", ps, err)
 	}
 }
+
+// TestReadingNeverOverridesAChosenRecipient: a recipient read off the label
+// is committed only while the parcel has no person; once a clerk chose one,
+// the reading is refused with recipient_known and the clerk's choice stays.
+func TestReadingNeverOverridesAChosenRecipient(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	ocr := func(parcel, id string) event.Event {
+		return event.Event{Appliance: "mr-test", Type: event.TypeParcelUpdated, Time: t0, ParcelID: parcel, By: "ocr",
+			RecipientID: id, RecipientMatch: directory.MatchOCR, RecipientScore: 0.93}
+	}
+	first := receive(t, o, "T1", "", "", t0)
+	if _, err := o.AppendUnassigned(ctx, ocr(first.ID, "p-1")); err != nil {
+		t.Fatalf("a reading for a parcel without a person: %v", err)
+	}
+	if p := state(t, o, first.ID); p.Person != "p-1" || p.Match != directory.MatchOCR {
+		t.Fatalf("after the reading: %+v", p)
+	}
+
+	second := receive(t, o, "T2", "", "", t0)
+	manual := event.Event{Appliance: "mr-test", Type: event.TypeParcelUpdated, Time: t0, ParcelID: second.ID, By: "clara",
+		RecipientID: "p-2", RecipientMatch: directory.MatchManual}
+	if _, err := o.Append(ctx, manual); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := o.Stats(ctx)
+	_, err := o.AppendUnassigned(ctx, ocr(second.ID, "p-3"))
+	var refused *RefusedError
+	if !errors.As(err, &refused) || refused.Code != RefusedAssigned {
+		t.Fatalf("a reading after the clerk chose: %v, want %s", err, RefusedAssigned)
+	}
+	if p := state(t, o, second.ID); p.Person != "p-2" || p.Match != directory.MatchManual {
+		t.Fatalf("the clerk's choice changed: %+v", p)
+	}
+	if after, _ := o.Stats(ctx); after.LastSeq != before.LastSeq {
+		t.Fatalf("a refused reading took seq %d", after.LastSeq)
+	}
+	if _, err := o.AppendUnassigned(ctx, custody(event.TypeParcelMoved, second.ID, t0)); err == nil {
+		t.Fatal("a conditional parcel.moved was accepted")
+	}
+}

@@ -127,12 +127,13 @@ func (s *Server) photo(w http.ResponseWriter, r *http.Request, sess *session) {
 		jsonErrorCode(w, http.StatusInsufficientStorage, "photos_full", msg)
 		return
 	}
-	if ph.Alerts != nil {
-		ph.Alerts.Clear(ConditionPhotosFull)
-	}
 	sha, err := ph.Store.Put(body)
 	if err != nil {
 		s.opts.Log.Error("photo not kept", "parcel", p.ID, "err", err)
+		if store.IsDiskFull(err) {
+			s.diskFull(w, ph)
+			return
+		}
 		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", "not kept: "+err.Error())
 		return
 	}
@@ -152,13 +153,33 @@ func (s *Server) photo(w http.ResponseWriter, r *http.Request, sess *session) {
 		jsonErrorCode(w, http.StatusConflict, refused.Code, refused.Error())
 		return
 	}
+	if err != nil && store.IsDiskFull(err) {
+		s.diskFull(w, ph)
+		return
+	}
 	if err != nil {
 		jsonErrorCode(w, http.StatusServiceUnavailable, "refused", "not recorded: "+err.Error())
 		return
+	}
+	if ph.Alerts != nil {
+		ph.Alerts.Clear(ConditionPhotosFull)
 	}
 	s.opts.Log.Info("photo taken", "parcel", p.ID, "kind", kind, "sha256", sha, "bytes", len(body), "user", sess.user)
 	if kind == "label" && ph.OnLabel != nil {
 		ph.OnLabel(p.ID, sha)
 	}
 	writeJSON(w, PhotoResult{SHA256: sha, Size: int64(len(body)), EventID: committed.ID, Seq: committed.Seq, ParcelID: p.ID})
+}
+
+// diskFullMessage is what the clerk reads when the box's disk has no room
+// for a photo.
+const diskFullMessage = "the box's disk is full: the photo was not kept; everything recorded before is safe"
+
+// diskFull answers a photo the disk had no room for: 507 disk_full, and the
+// photos.full condition (an alert) until a photo is kept again.
+func (s *Server) diskFull(w http.ResponseWriter, ph Photos) {
+	if ph.Alerts != nil {
+		ph.Alerts.Set(ConditionPhotosFull, health.Warning, diskFullMessage)
+	}
+	jsonErrorCode(w, http.StatusInsufficientStorage, "disk_full", diskFullMessage)
 }
