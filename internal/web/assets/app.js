@@ -9,7 +9,7 @@ const T = {
     station: "Station", tracking: "Sendungsnummer", recipient: "Empfänger", weight: "Gewicht", record: "Erfassen",
     chart: "Letzte 24 Stunden", recent: "Letzte Sendungen", time: "Zeit", carrier: "Dienst", delivery: "Übertragen",
     connected: "Verbunden", disconnected: "Getrennt", since: "seit", pending: "wartend", oldest: "älteste",
-    sent: "übertragen", waiting: "wartet", none: "Keine Warnungen", reprint: "Nachdrucken", test: "Testen",
+    sent: "übertragen", waiting: "gespeichert, wird übertragen", waitingHint: "Sicher auf der Box gespeichert. Es wird der Reihe nach an die Cloud übertragen, nach allem, was vorher gespeichert wurde.", none: "Keine Warnungen", reprint: "Nachdrucken", test: "Testen",
     noticeLost: "Verbindung zum Gerät unterbrochen – die Anzeige ist nicht aktuell. Neuer Versuch läuft …",
     recorded: "Erfasst als Nr.", notRecorded: "Nicht erfasst:", scans: "Scans pro Stunde", pendingLine: "wartend",
     connected_state: "verbunden", disconnected_state: "getrennt", error_state: "Fehler", reprinted: "Etikett wird gedruckt",
@@ -47,7 +47,7 @@ const T = {
     station: "Station", tracking: "Tracking number", recipient: "Recipient", weight: "Weight", record: "Record",
     chart: "Last 24 hours", recent: "Recent parcels", time: "Time", carrier: "Carrier", delivery: "Delivered",
     connected: "Connected", disconnected: "Disconnected", since: "since", pending: "pending", oldest: "oldest",
-    sent: "sent", waiting: "pending", none: "No alerts", reprint: "Reprint", test: "Test",
+    sent: "sent", waiting: "recorded, being sent", waitingHint: "Safely recorded on the box. It is sent to the cloud in order, after everything recorded before it.", none: "No alerts", reprint: "Reprint", test: "Test",
     noticeLost: "Connection to the box lost – the page is not up to date. Reconnecting …",
     recorded: "Recorded as no.", notRecorded: "Not recorded:", scans: "scans per hour", pendingLine: "pending",
     connected_state: "connected", disconnected_state: "disconnected", error_state: "error", reprinted: "Label is printing",
@@ -229,7 +229,9 @@ function render(s) {
     el("td", { class: "tracking" }, e.tracking + (e.recipient ? " → " + e.recipient : ""),
       e.match === "none" ? el("span", { class: "needs-mark" }, t("needsRecipient")) : ""),
     el("td", {}, e.weight || ""),
-    el("td", { class: e.sent ? "ok" : "warn" }, e.sent ? t("sent") : t("waiting")),
+    // Not sent yet is no problem: the event is committed on the box and
+    // goes in order, behind whatever was recorded before it.
+    e.sent ? el("td", { class: "ok" }, t("sent")) : el("td", { class: "recorded", title: t("waitingHint") }, t("waiting")),
     el("td", {}, e.type === "parcel.received" && printers.has(e.station) ?
       el("button", { type: "button", class: "reprint", "data-station": e.station, "data-id": e.id }, t("reprint")) : "",
     e.type === "parcel.received" ? photoButton(e.id, "label", e.tracking) : ""))));
