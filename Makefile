@@ -48,6 +48,7 @@ deps:
 	command -v dpkg-deb >/dev/null || need+=(dpkg); \
 	command -v openssl >/dev/null || need+=(openssl); \
 	command -v file >/dev/null || need+=(file); \
+	command -v fusermount3 >/dev/null || need+=(fuse3); \
 	command -v tesseract >/dev/null || need+=(tesseract-ocr); \
 	ls /usr/share/tesseract-ocr/*/tessdata/deu.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-deu); \
 	ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-eng); \
@@ -136,10 +137,23 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzManualEntry -fuzztime $(FUZZTIME) ./internal/web
 	$(GO) test -run XXX -fuzz FuzzCheckSignature -fuzztime $(FUZZTIME) ./internal/web
 
-## chaos: the chaos suite with many faults (a short run is part of make test)
+## chaos: the chaos suite with many faults (a short run is part of make test),
+## the power cuts of TestPowerCut among them, then one summary table of both
 CHAOS_ROUNDS ?= 200
+POWERCUT_ROUNDS ?= 200
 chaos: deps
-	MAILROOMD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(GO) test -count=1 -timeout 60m -run 'TestChaos|TestDiskFull|TestClockJumps' -v ./daemon
+	@mkdir -p var
+	set -o pipefail; MAILROOMD_CHAOS_ROUNDS=$(CHAOS_ROUNDS) MAILROOMD_POWERCUT_ROUNDS=$(POWERCUT_ROUNDS) \
+	  $(GO) test -count=1 -timeout 90m -run 'TestChaos|TestDiskFull|TestClockJumps|TestPowerCut' -v ./daemon | tee var/chaos.log
+	@awk '/^ +(SIGKILL daemon|broker killed and restarted|link cut without TCP close|cut between PUBLISH and PUBACK|power cut [a-z ]+) +[0-9]+$$/ { \
+	    n = $$NF; $$NF = ""; sub(/^ +/, ""); sub(/ +$$/, ""); rows[++k] = $$0; faults[$$0] = n } \
+	  /events committed [0-9]+, forwarded/ { match($$0, /events committed [0-9]+/); cc = substr($$0, RSTART+17, RLENGTH-17); \
+	    match($$0, /lost [0-9]+/); cl = substr($$0, RSTART+5, RLENGTH-5) } \
+	  /power cuts: events committed/ { match($$0, /committed [0-9]+/); pc = substr($$0, RSTART+10, RLENGTH-10); \
+	    match($$0, /lost [0-9]+/); pl = substr($$0, RSTART+5, RLENGTH-5); match($$0, /gaps [0-9]+/); pg = substr($$0, RSTART+5, RLENGTH-5) } \
+	  END { printf "\n%-36s %8s\n", "fault", "count"; for (i = 1; i <= k; i++) printf "%-36s %8d\n", rows[i], faults[rows[i]]; \
+	    printf "%-36s %8d\n%-36s %8d\n%-36s %8d\n", "events committed", cc + pc, "events lost", cl + pl, "gaps", pg; \
+	    if (cc == "" || pc == "") { print "chaos: a summary line is missing from var/chaos.log"; exit 1 } }' var/chaos.log
 
 ## cross: linux/amd64, linux/arm64 and windows/amd64 binaries, with cgo
 ## (Debian's cross compilers), version and commit stamped

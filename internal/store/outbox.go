@@ -23,6 +23,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/directory"
+	"github.com/mailroomd/mailroomd/internal/durable"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/seal"
 )
@@ -223,19 +224,33 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
 	o := &Outbox{opts: opts, log: lg}
+	marker := salvageMarker(opts.Path)
+	unsalvaged, err := readSalvageMarker(marker)
+	if err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
 	wdb, cause, err := openChecked(ctx, opts.Path)
 	if err != nil {
 		return nil, err
 	}
 	if cause != nil {
-		moved, err := moveAside(opts.Path, opts.Clock.Now())
-		if err != nil {
+		// The marker names the damaged file before it is moved: a power
+		// cut before its salvage is committed leaves the marker, and the
+		// next start salvages again.
+		dst := opts.Path + ".corrupt-" + opts.Clock.Now().UTC().Format("20060102T150405.000Z")
+		unsalvaged = append(unsalvaged, dst)
+		if err := durable.WriteFile(marker, []byte(strings.Join(unsalvaged, "\n")+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("open buffer: %s is corrupt (%v) and its salvage cannot be recorded: %w", opts.Path, cause, err)
+		}
+		if err := moveAside(opts.Path, dst); err != nil {
 			return nil, fmt.Errorf("open buffer: %s is corrupt (%v) and could not be moved aside: %w", opts.Path, cause, err)
 		}
-		o.recovery = &Recovery{MovedTo: moved, Cause: cause}
+		o.recovery = &Recovery{MovedTo: dst, Cause: cause}
 		if wdb, cause, err = openChecked(ctx, opts.Path); err != nil || cause != nil {
 			return nil, fmt.Errorf("open buffer: fresh database %s: %w", opts.Path, errors.Join(err, cause))
 		}
+	} else if len(unsalvaged) > 0 {
+		o.recovery = &Recovery{MovedTo: unsalvaged[len(unsalvaged)-1], Cause: ErrSalvageInterrupted}
 	}
 	o.wdb = wdb
 	// The writer's own checkpoint is the backstop behind the checkpointer:
@@ -257,7 +272,14 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 		return nil, err
 	}
 	if o.recovery != nil {
-		o.recovery.Salvaged, o.recovery.SalvageErr = o.salvage(ctx, o.recovery.MovedTo)
+		for _, from := range unsalvaged {
+			if o.salvaged(ctx, from) {
+				continue // committed before the cut that interrupted the rest
+			}
+			n, err := o.salvage(ctx, from)
+			o.recovery.Salvaged += n
+			o.recovery.SalvageErr = errors.Join(o.recovery.SalvageErr, err)
+		}
 		if err := errors.Join(o.loadLast(ctx), o.loadCounts(ctx)); err != nil {
 			wdb.Close()
 			return nil, err
@@ -316,6 +338,17 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 			return nil, fmt.Errorf("open buffer: seal parcel states with the current key: %w", err)
 		}
 	}
+	if len(unsalvaged) > 0 {
+		// Salvaged, rebuilt and sealed: nothing is left to do again.
+		if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+			o.Close()
+			return nil, fmt.Errorf("open buffer: %w", err)
+		}
+		if err := durable.SyncDir(filepath.Dir(marker)); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("open buffer: %w", err)
+		}
+	}
 	o.wg.Add(1)
 	go o.checkpointer()
 	if opts.PruneInterval > 0 {
@@ -364,18 +397,58 @@ func isCorrupt(err error) bool {
 }
 
 // moveAside renames a corrupt database and its WAL and shared-memory files
-// to <path>.corrupt-<UTC time>, keeping them for inspection.
-func moveAside(path string, now time.Time) (string, error) {
-	dst := path + ".corrupt-" + now.UTC().Format("20060102T150405.000Z")
+// to dst (<path>.corrupt-<UTC time>), keeping them for inspection, durably.
+func moveAside(path, dst string) error {
 	if err := os.Rename(path, dst); err != nil {
-		return "", err
+		return err
 	}
 	for _, suffix := range []string{"-wal", "-shm"} {
 		if err := os.Rename(path+suffix, dst+suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return dst, err
+			return err
 		}
 	}
-	return dst, nil
+	return durable.SyncDir(filepath.Dir(path))
+}
+
+// ErrSalvageInterrupted is the Recovery cause of a start that finishes a
+// salvage a power cut (or a kill) interrupted.
+var ErrSalvageInterrupted = errors.New("the salvage of a damaged buffer was interrupted before it finished; it was done again")
+
+// salvageMarker is the file that names, one a line, the damaged buffers
+// moved aside whose salvage is not finished. It is written before a
+// damaged buffer is moved, and removed once the salvage is committed and
+// the parcel states rebuilt.
+func salvageMarker(path string) string { return path + ".salvaging" }
+
+// readSalvageMarker returns the damaged buffers the marker names that are
+// still there.
+func readSalvageMarker(marker string) ([]string, error) {
+	b, err := os.ReadFile(marker)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", marker, err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l == "" {
+			continue
+		}
+		if _, err := os.Stat(l); err == nil {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// salvagedKey is the meta key a salvage from a file commits with its rows.
+func salvagedKey(from string) string { return "salvaged:" + filepath.Base(from) }
+
+// salvaged reports whether a salvage from the file was committed.
+func (o *Outbox) salvaged(ctx context.Context, from string) bool {
+	var v string
+	return o.wdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = ?", salvagedKey(from)).Scan(&v) == nil
 }
 
 func (o *Outbox) init(ctx context.Context) error {
@@ -586,13 +659,19 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 		}
 		rows.Close()
 	}
+	if _, err = tx.ExecContext(ctx, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", salvagedKey(path), strconv.Itoa(n)); err != nil {
+		tx.Rollback()
+		return 0, fmt.Errorf("salvage from %s: meta: %w", path, err)
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("salvage from %s: %w", path, err)
 	}
-	o.recovery.Unreadable, o.recovery.UnreadableSeqs = sv.lost()
+	unreadable, seqs := sv.lost()
+	o.recovery.Unreadable += unreadable
+	o.recovery.UnreadableSeqs = append(o.recovery.UnreadableSeqs, seqs...)
 	var lostEvents error
-	if o.recovery.Unreadable > 0 {
-		lostEvents = fmt.Errorf("%d unsent events could not be read (seq %s)", o.recovery.Unreadable, strings.Join(o.recovery.UnreadableSeqs, ", "))
+	if unreadable > 0 {
+		lostEvents = fmt.Errorf("%d unsent events could not be read (seq %s)", unreadable, strings.Join(seqs, ", "))
 	}
 	if err := errors.Join(append([]error{lostEvents}, partial...)...); err != nil {
 		return n, fmt.Errorf("salvage from %s: %w", path, err)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,4 +96,86 @@ func salvageAround(t *testing.T, damage []int64) {
 		t.Fatalf("salvaged %d + unreadable %d does not account for the 2050 unsent", rec.Salvaged, rec.Unreadable)
 	}
 	t.Logf("salvaged %d, unreadable %d of 2050 unsent (seq %v)", rec.Salvaged, rec.Unreadable, rec.UnreadableSeqs)
+}
+
+// TestSalvageInterruptedIsDoneAgain: a power cut after a damaged buffer was
+// moved aside and a fresh one created, but before the salvage was
+// committed, leaves the marker: the next start salvages then, and once the
+// salvage is committed a marker left behind salvages nothing twice.
+func TestSalvageInterruptedIsDoneAgain(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	damaged := func(name string) string {
+		path := filepath.Join(dir, name, "buffer.db")
+		os.MkdirAll(filepath.Dir(path), 0o700)
+		o := open(t, path, Options{})
+		appendN(t, o, 600)
+		o.Close()
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := f.Stat()
+		f.WriteAt([]byte(strings.Repeat("\xa5", 4096)), st.Size()/2/4096*4096)
+		f.Close()
+		return path
+	}
+
+	// The reference: a salvage that runs through.
+	ref := open(t, damaged("ref"), Options{})
+	want := ref.Recovery()
+	if want == nil || want.Salvaged == 0 {
+		t.Fatalf("the reference buffer was not salvaged: %+v", want)
+	}
+	refStats, _ := ref.Stats(ctx)
+	ref.Close()
+
+	// The same damage, cut after the move and the fresh buffer.
+	path := damaged("cut")
+	marker := salvageMarker(path)
+	dst := path + ".corrupt-20261129T000000.000Z"
+	if err := os.WriteFile(marker, []byte(dst+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := moveAside(path, dst); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(marker, marker+".away") // the fresh buffer as the cut left it
+	fresh := open(t, path, Options{})
+	fresh.Close()
+	os.Rename(marker+".away", marker)
+
+	o := open(t, path, Options{})
+	rec := o.Recovery()
+	if rec == nil || !errors.Is(rec.Cause, ErrSalvageInterrupted) || rec.MovedTo != dst {
+		t.Fatalf("the interrupted salvage was not done again: %+v", rec)
+	}
+	if rec.Salvaged != want.Salvaged {
+		t.Fatalf("salvaged %d unsent events after the cut, %d without it", rec.Salvaged, want.Salvaged)
+	}
+	st, _ := o.Stats(ctx)
+	if st.Pending != refStats.Pending {
+		t.Fatalf("%d events pending after the resumed salvage, %d after an uninterrupted one", st.Pending, refStats.Pending)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the marker is still there after the salvage: %v", err)
+	}
+	o.Close()
+
+	// A cut after the salvage was committed but before the marker went:
+	// nothing is salvaged twice.
+	if err := os.WriteFile(marker, []byte(dst+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o = open(t, path, Options{})
+	defer o.Close()
+	if again, _ := o.Stats(ctx); again.Pending != st.Pending {
+		t.Fatalf("%d events pending after a second start with the marker, %d before", again.Pending, st.Pending)
+	}
+	if rec := o.Recovery(); rec == nil || rec.Salvaged != 0 {
+		t.Fatalf("the second start salvaged again: %+v", rec)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the marker is still there after the second start: %v", err)
+	}
 }
