@@ -38,7 +38,7 @@ func (a *App) updateCommand(ctx context.Context, args json.RawMessage) (any, err
 		return nil, errors.New(`update needs {"path": "..."} or {"url": "..."}`)
 	}
 	dir := filepath.Join(a.stateDir(), update.Dir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	src := r.Path

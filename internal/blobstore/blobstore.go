@@ -67,7 +67,7 @@ func (s *Store) Put(b []byte) (string, error) {
 		return sha, nil
 	}
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("keep blob: %w", err)
 	}
 	f, err := os.CreateTemp(dir, ".tmp-*")

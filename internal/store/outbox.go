@@ -220,7 +220,7 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
+	if err := durable.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
 	o := &Outbox{opts: opts, log: lg}
