@@ -23,12 +23,13 @@ const TopicBlobs = "blobs"
 // ChunkSize is the most bytes one chunk of a blob carries.
 const ChunkSize = 64 << 10
 
-// blobWindow is how many chunks are in flight at once: one, so that an
-// event waits behind at most one chunk (more in flight was slower as well
-// as later, BenchmarkPhotoUpload); ackEvery how many acknowledged
-// chunks make one write of the upload's progress.
+// blobWindow is how many publishes of blobs (manifests and chunks) await
+// their PUBACK at once: an event published meanwhile waits behind at most
+// that many chunks at the broker (BenchmarkPhotoUpload measures both);
+// ackEvery how many acknowledged chunks make one write of an upload's
+// progress.
 const (
-	blobWindow = 1
+	blobWindow = 4
 	ackEvery   = 16
 )
 
@@ -78,13 +79,16 @@ type BlobSender struct {
 	clock      clock.Clock
 	log        *slog.Logger
 	idle       time.Duration
+	// Window is how many publishes may await their PUBACK at once
+	// (default 4).
+	Window int
 }
 
 // NewBlobSender returns the uploader of src's blobs over pub; uploaded
 // blobs are kept retain long, then removed.
 func NewBlobSender(pub *Publisher, src BlobSource, files BlobFiles, retain time.Duration, clk clock.Clock, log *slog.Logger, h health.Reporter) *BlobSender {
 	return &BlobSender{pub: pub, src: src, files: files, retain: retain, clock: clk, log: log, idle: 200 * time.Millisecond,
-		unreadable: map[string]time.Time{}, health: h, started: clk.Now()}
+		unreadable: map[string]time.Time{}, health: h, started: clk.Now(), Window: blobWindow}
 }
 
 // ConditionBlobUnreadable is raised while a photo waiting for its upload
@@ -103,17 +107,21 @@ func (b *BlobSender) Run(ctx context.Context) error {
 				b.log.Warn("photos to upload cannot be read", "err", err)
 			}
 			now := b.clock.Now()
+			ready := blobs[:0]
 			for _, bl := range blobs {
 				if now.Before(b.unreadable[bl.SHA256]) {
 					continue // tried a moment ago
 				}
-				if err := b.send(ctx, bl); err != nil && ctx.Err() == nil {
-					b.log.Info("photo upload paused", "sha256", bl.SHA256, "err", err)
-				} else {
-					delete(b.unreadable, bl.SHA256)
+				ready = append(ready, bl)
+			}
+			if len(ready) > 0 {
+				sent, err := b.send(ctx, ready)
+				if err != nil && ctx.Err() == nil {
+					b.log.Info("photo upload paused", "err", err)
+				}
+				if sent > 0 {
 					wait = 0
 				}
-				break
 			}
 			if len(b.unreadable) == 0 && b.health != nil {
 				b.health.Clear(ConditionBlobUnreadable)
@@ -145,81 +153,175 @@ func (b *BlobSender) eventsFirst(ctx context.Context) error {
 	return nil
 }
 
-// send uploads one blob from its first unacknowledged chunk.
-func (b *BlobSender) send(ctx context.Context, bl store.Blob) error {
-	data, err := b.files.Get(bl.SHA256)
-	if err != nil {
-		// The file was written before its event: it is gone, damaged or
-		// sealed with a key the key file lacks. It is never marked sent
-		// (and so never pruned): it is tried again later, the others go
-		// on meanwhile, and the condition says so.
-		b.unreadable[bl.SHA256] = b.clock.Now().Add(time.Minute)
-		b.log.Error("photo to upload cannot be read; tried again in a minute", "sha256", bl.SHA256, "err", err)
-		if b.health != nil {
-			b.health.Set(ConditionBlobUnreadable, health.Warning, fmt.Sprintf("photo %s cannot be read for its upload: %v", bl.SHA256, err))
-		}
-		return err
+// upload is one blob on its way: its chunks published so far, and those
+// the broker acknowledged (from the first, in order).
+type upload struct {
+	store.Blob
+	chunks  int
+	next    int // the next chunk to publish
+	acked   int // chunks acknowledged, from the first
+	written int // acked as last recorded in the buffer
+}
+
+// inflight is a publish awaiting its PUBACK: a manifest (chunk -1) or a
+// chunk of an upload.
+type inflight struct {
+	tok   mqtt.Token
+	up    *upload
+	chunk int
+}
+
+// loaded is a blob's bytes read ahead of its upload.
+type loaded struct {
+	data []byte
+	err  error
+}
+
+// readAhead reads a blob's file on a goroutine of its own, so that the
+// next blob is ready when the chunks of the one before are out.
+func (b *BlobSender) readAhead(bl store.Blob) <-chan loaded {
+	ch := make(chan loaded, 1)
+	go func() {
+		d, err := b.files.Get(bl.SHA256)
+		ch <- loaded{data: d, err: err}
+	}()
+	return ch
+}
+
+// unreadableBlob notes a blob whose file cannot be read. It was written
+// before its event: it is gone, damaged or sealed with a key the key file
+// lacks. It is never marked sent (and so never pruned): it is tried again
+// later, the others go on meanwhile, and the condition says so.
+func (b *BlobSender) unreadableBlob(bl store.Blob, err error) {
+	b.unreadable[bl.SHA256] = b.clock.Now().Add(time.Minute)
+	b.log.Error("photo to upload cannot be read; tried again in a minute", "sha256", bl.SHA256, "err", err)
+	if b.health != nil {
+		b.health.Set(ConditionBlobUnreadable, health.Warning, fmt.Sprintf("photo %s cannot be read for its upload: %v", bl.SHA256, err))
 	}
-	chunks := (len(data) + ChunkSize - 1) / ChunkSize
-	if bl.Acked > 0 {
-		b.log.Info("photo upload resumed", "sha256", bl.SHA256, "from_chunk", bl.Acked, "chunks", chunks)
-	}
-	m, _ := json.Marshal(Manifest{V: 1, SHA256: bl.SHA256, Size: int64(len(data)), ContentType: bl.ContentType, Kind: bl.Kind,
-		ChunkSize: ChunkSize, Chunks: chunks})
-	base := TopicBlobs + "/" + bl.SHA256
-	if err := b.pub.Publish(ctx, base, m, true); err != nil {
-		return fmt.Errorf("manifest: %w", err)
-	}
-	// A sliding window of blobWindow chunks: an event published now waits
-	// behind at most that many bytes at the broker. The acknowledged count
-	// is written every ackEvery chunks (the writer is the scans' too).
-	acked, written := bl.Acked, bl.Acked
-	record := func() error {
-		if acked == written {
+}
+
+// send uploads blobs, in order, each from its first unacknowledged chunk,
+// with up to Window publishes awaiting their PUBACK at once across blob
+// boundaries: the next blob's manifest and first chunks go while the last
+// chunks of the one before are still on their way. It returns how many
+// blobs it finished. At most two blobs' bytes are held at a time: the one
+// being published and the next, read ahead (besides what the connection
+// still has to write).
+func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) {
+	window := max(b.Window, 1)
+	var (
+		flights []inflight
+		cur     *upload // the blob being published
+		data    []byte  // cur's bytes
+		started []*upload
+		done    int
+		ahead   <-chan loaded // blobs[0] being read
+	)
+	// record writes an upload's acknowledged count (also when ctx ended,
+	// on a stop: the progress is worth keeping).
+	record := func(u *upload) error {
+		if u.acked == u.written {
 			return nil
 		}
-		written = acked
-		// Also when ctx ended (a stop): the progress is worth keeping.
-		return b.src.AckBlob(context.WithoutCancel(ctx), bl.SHA256, acked)
+		u.written = u.acked
+		return b.src.AckBlob(context.WithoutCancel(ctx), u.SHA256, u.acked)
 	}
-	var inflight []mqtt.Token
-	for next := bl.Acked; acked < chunks; {
-		if next < chunks && len(inflight) < blobWindow {
-			// Events go first: a chunk starts only once the publisher has
-			// every committed event on the connection.
+	stop := func(err error) (int, error) {
+		for _, u := range started {
+			if u.acked < u.chunks {
+				record(u)
+			}
+		}
+		return done, err
+	}
+	for {
+		if len(flights) < window && (cur != nil || len(blobs) > 0) {
+			// Events go first: a publish starts only once the publisher
+			// has every committed event on the connection.
 			if err := b.eventsFirst(ctx); err != nil {
-				record()
-				return err
+				return stop(err)
 			}
-			tok, err := b.pub.publishAsync(base+"/"+strconv.Itoa(next), data[next*ChunkSize:min((next+1)*ChunkSize, len(data))], true)
+			if cur == nil {
+				bl := blobs[0]
+				blobs = blobs[1:]
+				if ahead == nil {
+					ahead = b.readAhead(bl)
+				}
+				got := <-ahead
+				ahead = nil
+				if len(blobs) > 0 {
+					ahead = b.readAhead(blobs[0])
+				}
+				if got.err != nil {
+					b.unreadableBlob(bl, got.err)
+					continue
+				}
+				delete(b.unreadable, bl.SHA256)
+				d := got.data
+				chunks := (len(d) + ChunkSize - 1) / ChunkSize
+				cur, data = &upload{Blob: bl, chunks: chunks, next: bl.Acked, acked: bl.Acked, written: bl.Acked}, d
+				started = append(started, cur)
+				if bl.Acked > 0 {
+					b.log.Info("photo upload resumed", "sha256", bl.SHA256, "from_chunk", bl.Acked, "chunks", chunks)
+				}
+				m, _ := json.Marshal(Manifest{V: 1, SHA256: bl.SHA256, Size: int64(len(d)), ContentType: bl.ContentType, Kind: bl.Kind,
+					ChunkSize: ChunkSize, Chunks: chunks})
+				tok, err := b.pub.publishAsync(TopicBlobs+"/"+bl.SHA256, m, true)
+				if err != nil {
+					return stop(err)
+				}
+				flights = append(flights, inflight{tok: tok, up: cur, chunk: -1})
+				if cur.next >= cur.chunks { // acknowledged whole before a restart
+					cur, data = nil, nil
+				}
+				continue
+			}
+			n := cur.next
+			tok, err := b.pub.publishAsync(TopicBlobs+"/"+cur.SHA256+"/"+strconv.Itoa(n), data[n*ChunkSize:min((n+1)*ChunkSize, len(data))], true)
 			if err != nil {
-				record()
-				return err
+				return stop(err)
 			}
-			inflight = append(inflight, tok)
-			next++
+			flights = append(flights, inflight{tok: tok, up: cur, chunk: n})
+			if cur.next++; cur.next >= cur.chunks {
+				cur, data = nil, nil
+			}
 			continue
 		}
-		if err := b.pub.wait(ctx, inflight[0], base); err != nil {
-			record()
-			return fmt.Errorf("chunk %d: %w", acked, err)
+		if len(flights) == 0 {
+			return done, nil
 		}
-		inflight = inflight[1:]
-		acked++
-		if acked-written >= ackEvery {
-			if err := record(); err != nil {
-				return err
+		f := flights[0]
+		what := TopicBlobs + "/" + f.up.SHA256
+		if err := b.pub.wait(ctx, f.tok, what); err != nil {
+			if f.chunk >= 0 {
+				err = fmt.Errorf("%s chunk %d: %w", f.up.SHA256, f.chunk, err)
+			} else {
+				err = fmt.Errorf("%s manifest: %w", f.up.SHA256, err)
 			}
+			return stop(err)
 		}
+		flights = flights[1:]
+		u := f.up
+		if f.chunk >= 0 {
+			u.acked++
+		}
+		if u.acked < u.chunks {
+			if u.acked-u.written >= ackEvery {
+				if err := record(u); err != nil {
+					return stop(err)
+				}
+			}
+			continue
+		}
+		if err := record(u); err != nil {
+			return stop(err)
+		}
+		if err := b.src.BlobSent(ctx, u.SHA256); err != nil {
+			return stop(err)
+		}
+		b.log.Info("blob uploaded", "sha256", u.SHA256, "bytes", u.Size, "chunks", u.chunks)
+		done++
 	}
-	if err := record(); err != nil {
-		return err
-	}
-	if err := b.src.BlobSent(ctx, bl.SHA256); err != nil {
-		return err
-	}
-	b.log.Info("blob uploaded", "sha256", bl.SHA256, "bytes", len(data), "chunks", chunks)
-	return nil
 }
 
 // prune removes the blobs uploaded longer than retain ago.

@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -153,8 +154,9 @@ func (c *coalescingConn) SetDeadline(t time.Time) error { return c.Conn.SetReadD
 func (c *coalescingConn) SetWriteDeadline(time.Time) error { return nil }
 
 // dialer returns paho's connection function: TLS (or, with insecure
-// brokers, plain TCP) within the connect timeout, wrapped so that
-// concurrent publishes share TLS records and system calls.
+// brokers, plain TCP) within the connect timeout, acknowledging what it
+// reads at once (withQuickAck), wrapped so that concurrent publishes share
+// TLS records and system calls.
 func dialer(connectTimeout, writeTimeout time.Duration) mqtt.OpenConnectionFunc {
 	return func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		d := &net.Dialer{Timeout: connectTimeout}
@@ -164,9 +166,21 @@ func dialer(connectTimeout, writeTimeout time.Duration) mqtt.OpenConnectionFunc 
 		)
 		switch u.Scheme {
 		case "mqtts", "ssl", "tls":
-			c, err = tls.DialWithDialer(d, "tcp", u.Host, o.TLSConfig)
+			var tc net.Conn
+			if tc, err = d.Dial("tcp", u.Host); err == nil {
+				conn := tls.Client(withQuickAck(tc), tlsFor(o.TLSConfig, u.Hostname()))
+				hs, cancel := context.WithTimeout(context.Background(), connectTimeout)
+				err = conn.HandshakeContext(hs)
+				cancel()
+				if err != nil {
+					tc.Close()
+				}
+				c = conn
+			}
 		case "mqtt", "tcp":
-			c, err = d.Dial("tcp", u.Host)
+			if c, err = d.Dial("tcp", u.Host); err == nil {
+				c = withQuickAck(c)
+			}
 		default:
 			return nil, fmt.Errorf("unsupported broker scheme %q", u.Scheme)
 		}
@@ -175,4 +189,18 @@ func dialer(connectTimeout, writeTimeout time.Duration) mqtt.OpenConnectionFunc 
 		}
 		return newCoalescingConn(c, writeTimeout), nil
 	}
+}
+
+// tlsFor is cfg for a connection to host: the server name to verify is the
+// host's unless cfg names one.
+func tlsFor(cfg *tls.Config, host string) *tls.Config {
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName != "" {
+		return cfg
+	}
+	c := cfg.Clone()
+	c.ServerName = host
+	return c
 }
