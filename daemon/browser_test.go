@@ -43,7 +43,7 @@ type proxy struct {
 	conns  []net.Conn
 }
 
-func startProxy(t *testing.T, target string) *proxy {
+func startProxy(t testing.TB, target string) *proxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -77,6 +77,9 @@ func startProxy(t *testing.T, target string) *proxy {
 	}()
 	return p
 }
+
+// addr is where the proxy listens.
+func (p *proxy) addr() string { return p.ln.Addr().String() }
 
 func (p *proxy) cut() {
 	p.mu.Lock()
@@ -305,6 +308,16 @@ func TestStatusPageInChromium(t *testing.T) {
 	run("back", chromedp.WaitNotVisible(chromedp.CSS("#notice")))
 	scanDev.Scan("RB123456785GB")
 	run("scan after reconnect", waitText("#events tbody", "RB123456785GB"))
+
+	// While the cloud is out of reach a parcel scanned is recorded, and
+	// its row says so as a good state, not a warning; once sent, "sent".
+	s.broker.Stop()
+	p.waitLog(t, "uplink down", 15*time.Second)
+	scanDev.Scan("9400111899223855718410")
+	row := `Array.from(document.querySelectorAll('#events tbody tr')).find(tr => tr.textContent.includes('9400111899223855718410'))`
+	run("recorded while offline", b.waitJS("recorded, being sent", row+`?.cells[5].className === 'recorded' && `+row+`.cells[5].textContent === 'recorded, being sent' && `+row+`.cells[5].title.startsWith('Safely recorded on the box')`))
+	s.broker.Start()
+	run("sent once back", b.waitJS("sent", row+`?.cells[5].className === 'ok' && `+row+`.cells[5].textContent === 'sent'`))
 
 	// A duplicate scan is no row of its own: the list shows parcels only.
 	// The next parcel is the marker that the duplicate was handled.

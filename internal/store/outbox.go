@@ -285,7 +285,10 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 			return nil, err
 		}
 	}
-	rdb, err := sql.Open("sqlite3", dsn(opts.Path)+"&_query_only=1")
+	// Readers walk the buffer in order (the uplink) or look up a few rows
+	// (the page): a small page cache each keeps the daemon's memory flat
+	// however large the buffer (SQLite's default is 2 MiB a connection).
+	rdb, err := sql.Open("sqlite3", dsn(opts.Path)+"&_query_only=1&_cache_size=-512")
 	if err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("open buffer reader: %w", err)
@@ -304,7 +307,7 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
 
-	cdb, err := sql.Open("sqlite3", dsn(opts.Path))
+	cdb, err := sql.Open("sqlite3", dsn(opts.Path)+"&_cache_size=-256") // a checkpoint copies WAL frames, it needs no cache
 	if err != nil {
 		o.wc.close()
 		wdb.Close()

@@ -1,0 +1,449 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptrace"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mailroomd/mailroomd/drivers/printer/zpl/zpltest"
+	"github.com/mailroomd/mailroomd/drivers/scanner/sim"
+	"github.com/mailroomd/mailroomd/drivers/serialtest"
+	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/store"
+)
+
+// BenchmarkFullLoad is the box on the day the link comes back after an
+// outage: the real binary, with a backlog of MAILROOMD_FULLLOAD_BACKLOG
+// events (default 1,000,000: half of them scans at a receiving station,
+// half the parcel.received of each, so half as many open parcels) built
+// while the broker was unreachable, reconnects and drains it to mosquitto while two PTY scanners at two
+// receiving stations commit 50 scans/s each, a scale answers and a label
+// printer prints at the first station, and five status pages follow the
+// SSE stream. It reports:
+//   - commit-p99-ms, commit-max-ms: from a code written to the scanner's
+//     tty to the daemon's "scan committed" for it, for the scans of the
+//     drain (the first seconds after the reconnect included);
+//     commit-max-first-5s-ms and commit-max-after-5s-ms split the longest
+//     into the scans written in the first 5 s after the reconnect and the
+//     later ones;
+//   - ttfb-p99-ms: time to first byte of the status page and of
+//     /api/status, asked for every 100 ms during the drain;
+//   - drain-ev/s and idle-drain-ev/s: the same backlog drained with all
+//     that running and with nothing else running; drain-ratio is their
+//     quotient;
+//   - peak-RSS-MiB: the daemon's peak resident set over the whole run,
+//     and peak-heap-MiB: the largest Go heap in use the /metrics endpoint
+//     reported while draining.
+func BenchmarkFullLoad(b *testing.B) {
+	backlog := 1_000_000
+	if v := os.Getenv("MAILROOMD_FULLLOAD_BACKLOG"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1000 {
+			b.Fatalf("MAILROOMD_FULLLOAD_BACKLOG=%q: want a number of at least 1000", v)
+		}
+		backlog = n
+	}
+	for range b.N {
+		idle := fullLoadRun(b, backlog, false)
+		busy := fullLoadRun(b, backlog, true)
+		b.ReportMetric(busy.commitP99, "commit-p99-ms")
+		b.ReportMetric(busy.commitMax, "commit-max-ms")
+		b.ReportMetric(busy.firstMax, "commit-max-first-5s-ms")
+		b.ReportMetric(busy.laterMax, "commit-max-after-5s-ms")
+		b.ReportMetric(busy.ttfbP99, "ttfb-p99-ms")
+		b.ReportMetric(busy.rate, "drain-ev/s")
+		b.ReportMetric(idle.rate, "idle-drain-ev/s")
+		b.ReportMetric(busy.rate/idle.rate, "drain-ratio")
+		b.ReportMetric(max(busy.peakRSS, idle.peakRSS), "peak-RSS-MiB")
+		b.ReportMetric(max(busy.peakHeap, idle.peakHeap), "peak-heap-MiB")
+		b.Logf("backlog %d: idle drain %.0f ev/s (peak RSS %.1f MiB); under load %.0f ev/s (peak RSS %.1f MiB, heap %.1f MiB), %d scans, commit p99 %.1f ms max %.1f ms, TTFB p99 %.1f ms over %d requests",
+			backlog, idle.rate, idle.peakRSS, busy.rate, busy.peakRSS, busy.peakHeap, busy.scans, busy.commitP99, busy.commitMax, busy.ttfbP99, busy.requests)
+	}
+}
+
+type fullLoadResult struct {
+	rate, peakRSS, peakHeap       float64
+	commitP99, commitMax, ttfbP99 float64
+	// firstMax and laterMax are the longest commit of a scan written in
+	// the first 5 s after the reconnect, and after them.
+	firstMax, laterMax float64
+	scans, requests    int
+}
+
+// prefill writes n unsent events into a new buffer at path as a box's
+// receiving stations would have during an outage: half of them scans at
+// the station dock-1, each followed by the parcel.received that resolves
+// it, so that the buffer also holds n/2 open parcels.
+func prefill(b *testing.B, path, appliance string, n int) {
+	o, err := store.Open(context.Background(), store.Options{Path: path})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gen := sim.New("scan-1", time.Second, int64(w), nil)
+			for next.Add(2) <= int64(n) {
+				code := gen.Next()
+				scan, err := o.Append(context.Background(), event.Event{Appliance: appliance, Site: "bench", Type: event.TypeScan,
+					Time: time.Now(), Device: "scan-1", Station: "dock-1", Barcode: []byte(code)})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				res := barcode.Classify([]byte(code))
+				if _, err := o.Append(context.Background(), event.Event{Appliance: appliance, Site: "bench", Type: event.TypeParcelReceived,
+					Time: time.Now(), Device: "scan-1", Station: "dock-1", ScanID: scan.ID, Resolves: []string{scan.ID},
+					Parcel: &event.Parcel{Carrier: string(res.Carrier), Tracking: res.Tracking}}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func fullLoadRun(b *testing.B, backlog int, busy bool) fullLoadResult {
+	s := newSetup(b, "mr-load-01")
+	prefill(b, filepath.Join(s.dir, "buffer.db"), s.id, backlog)
+	link := startProxy(b, strings.TrimPrefix(s.broker.URL(), "mqtts://"))
+	link.cut() // the outage: nothing reaches the broker
+
+	scan1 := serialtest.New(b, filepath.Join(s.dir, "ttyScan1"))
+	scan2 := serialtest.New(b, filepath.Join(s.dir, "ttyScan2"))
+	scale := serialtest.New(b, filepath.Join(s.dir, "ttyScale"))
+	printer := zpltest.Start(b)
+	stop := make(chan struct{})
+	defer close(stop)
+	go scale.Answer(stop, func(req []byte) []byte {
+		if strings.Contains(string(req), "W\r") {
+			return []byte("\n0012.50LB\r\n00\r\x03")
+		}
+		return nil
+	})
+	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
+	webPort := mqtttest.FreePort(b)
+	devices := fmt.Sprintf(`  - {name: scan-1, kind: scanner, driver: serial-line, port: %s, reconnect_max: 200ms}
+  - {name: scan-2, kind: scanner, driver: serial-line, port: %s, reconnect_max: 200ms}
+  - {name: dock-scale, kind: scale, driver: nci, port: %s, poll_interval: 250ms, reconnect_max: 200ms}
+  - {name: dock-printer, kind: printer, driver: zpl, address: "tcp://%s", poll_interval: 1s, reconnect_max: 200ms}
+stations:
+  - {name: dock-1, scanner: scan-1, scale: dock-scale, printer: dock-printer, weight_window: 1500ms}
+  - {name: dock-2, scanner: scan-2}
+web:
+  listen: 127.0.0.1:%d
+  users:
+    - {name: clara, role: clerk, password_hash: "%s"}`, scan1.Link, scan2.Link, scale.Link, printer.Addr(), webPort, hash)
+	// A box that expects long outages holds more than the default
+	// 1,000,000 unsent events.
+	cfg := filepath.Join(s.dir, "mailroomd.yaml")
+	text := strings.Replace(s.configText("mqtts://"+link.addr(), devices), "retain_sent: 720h}", "retain_sent: 720h, max_pending: 5000000}", 1)
+	if !strings.Contains(text, "max_pending") {
+		b.Fatal("the configuration's storage section changed: max_pending not set")
+	}
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	p := startDaemon(b, cfg)
+	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
+	for _, l := range []string{"scanner connected", "uplink down"} {
+		p.waitLog(b, l, 20*time.Second)
+	}
+
+	var res fullLoadResult
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	var written [2][]time.Time // per scanner, when each code went out
+	var samples []time.Duration
+	var samplesMu sync.Mutex
+	if busy {
+		p.waitLog(b, "printer connected", 20*time.Second)
+		p.waitLog(b, "scale connected", 20*time.Second)
+		// Five status pages follow the stream.
+		for range 5 {
+			c := benchSignIn(b, base)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithCancel(context.Background())
+				go func() { <-done; cancel() }()
+				req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/stream", nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}()
+		}
+		// Two scanners, 50 scans/s each, from a few seconds before the
+		// reconnect until the backlog is gone.
+		for i, dev := range []*serialtest.Scanner{scan1, scan2} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				gen := sim.New("", time.Second, int64(100+i), nil)
+				rng := rand.New(rand.NewPCG(uint64(i), 7))
+				t := time.NewTicker(20 * time.Millisecond)
+				defer t.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-t.C:
+					}
+					code := gen.Next()
+					if rng.IntN(10) == 0 {
+						code = fmt.Sprintf("EMP-%04d", rng.IntN(10000)) // a recipient badge now and then
+					}
+					written[i] = append(written[i], time.Now())
+					if err := dev.Scan(code); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		// The clerk's page asks for the page and the status.
+		c := benchSignIn(b, base)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for n := 0; ; n++ {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+				}
+				path := "/"
+				if n%2 == 1 {
+					path = "/api/status"
+				}
+				if d, err := ttfb(c, base+path); err == nil {
+					samplesMu.Lock()
+					samples = append(samples, d)
+					samplesMu.Unlock()
+				}
+			}
+		}()
+		time.Sleep(3 * time.Second) // scans committed during the outage
+	}
+
+	lastSeq := maxSeq(b, filepath.Join(s.dir, "buffer.db"))
+	heapDone := make(chan float64)
+	go func() { heapDone <- peakHeap(base, done) }()
+	commitsBefore := len(commitTimes(p.log.String())["scan-1"])
+	start := time.Now()
+	link.restore()
+	// The backlog is what was committed before the link came back; scans
+	// committed since are published behind it.
+	for pendingUpTo(b, filepath.Join(s.dir, "buffer.db"), lastSeq) > 0 {
+		if time.Since(start) > 20*time.Minute {
+			b.Fatal("the backlog did not drain within 20 minutes")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	el := time.Since(start)
+	res.rate = float64(lastSeq) / el.Seconds()
+	close(done)
+	wg.Wait()
+	res.peakHeap = <-heapDone
+	// The codes written last may still wait in the ttys.
+	for deadline := time.Now().Add(30 * time.Second); busy && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		c := commitTimes(p.log.String())
+		if len(c["scan-1"]) >= len(written[0]) && len(c["scan-2"]) >= len(written[1]) {
+			break
+		}
+	}
+	res.peakRSS = peakRSS(p.cmd.Process.Pid)
+	p.cmd.Process.Kill()
+	<-p.done
+	if !busy {
+		return res
+	}
+
+	// Commit latency: the n-th "scan committed" of a scanner is the n-th
+	// code written to it (a scanner's codes are committed in order).
+	commits := commitTimes(p.log.String())
+	var lat []float64
+	for i, dev := range []string{"scan-1", "scan-2"} {
+		got := commits[dev]
+		if len(got) < len(written[i]) {
+			b.Fatalf("%s: %d codes written, %d committed", dev, len(written[i]), len(got))
+		}
+		from := 0
+		if i == 0 {
+			from = commitsBefore
+		}
+		for k := from; k < min(len(got), len(written[i])); k++ {
+			// Log times have millisecond resolution: round the write
+			// time down the same way.
+			l := float64(got[k].Sub(written[i][k].Truncate(time.Millisecond))) / 1e6
+			lat = append(lat, l)
+			if written[i][k].Before(start.Add(5 * time.Second)) {
+				res.firstMax = max(res.firstMax, l)
+			} else {
+				res.laterMax = max(res.laterMax, l)
+			}
+		}
+	}
+	slices.Sort(lat)
+	res.scans = len(lat)
+	if len(lat) > 0 {
+		res.commitP99, res.commitMax = lat[len(lat)*99/100], lat[len(lat)-1]
+	}
+	slices.Sort(samples)
+	res.requests = len(samples)
+	if len(samples) > 0 {
+		res.ttfbP99 = float64(samples[len(samples)*99/100]) / 1e6
+	}
+	if labels := printer.Labels(); len(labels) == 0 {
+		b.Fatal("the printer printed no label")
+	}
+	return res
+}
+
+// pendingUpTo counts the events up to seq last that wait for the broker.
+func pendingUpTo(b *testing.B, path string, last int64) int {
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM events WHERE sent_at IS NULL AND seq <= ?", last).Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
+// maxSeq is the last seq committed in the buffer at path.
+func maxSeq(b *testing.B, path string) int64 {
+	db, err := sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	var n int64
+	if err := db.QueryRow("SELECT max(seq) FROM events").Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+var committedLine = regexp.MustCompile(`time=(\S+) level=INFO msg="scan committed" subsystem=intake device=(\S+)`)
+
+// commitTimes reads the daemon's log: when each scan of each device was
+// committed, in order.
+func commitTimes(log string) map[string][]time.Time {
+	out := map[string][]time.Time{}
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		m := committedLine.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, m[1])
+		if err == nil {
+			out[m[2]] = append(out[m[2]], t)
+		}
+	}
+	return out
+}
+
+// ttfb is the time from a GET to its response's first byte.
+func ttfb(c *http.Client, u string) (time.Duration, error) {
+	var first time.Time
+	req, _ := http.NewRequest("GET", u, nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotFirstResponseByte: func() { first = time.Now() },
+	}))
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return first.Sub(start), nil
+}
+
+// peakHeap polls the daemon's /metrics for the Go heap in use until done,
+// and returns the largest value seen, in MiB.
+func peakHeap(base string, done <-chan struct{}) float64 {
+	var peak float64
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return peak
+		case <-t.C:
+		}
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_inuse_bytes "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				peak = max(peak, f/(1<<20))
+			}
+		}
+		resp.Body.Close()
+	}
+}
+
+// benchSignIn signs in as the clerk the full-load configuration has.
+func benchSignIn(b *testing.B, base string) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	resp, err := c.Get(base + "/login")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(body)
+	if m == nil {
+		b.Fatalf("login form without CSRF field:\n%s", body)
+	}
+	if resp, err = c.PostForm(base+"/login", url.Values{"user": {"clara"}, "password": {"clerk-password"}, "csrf": {string(m[1])}}); err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	return c
+}
