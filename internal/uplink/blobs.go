@@ -313,9 +313,7 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 			}
 			continue
 		}
-		if err := record(u); err != nil {
-			return stop(err)
-		}
+		// Sent marks it done whatever its acknowledged count: one write.
 		if err := b.src.BlobSent(ctx, u.SHA256); err != nil {
 			return stop(err)
 		}
