@@ -202,7 +202,8 @@ bench: deps
 	$(GO) test -run XXX -bench . -benchmem ./drivers/... ./internal/barcode
 	$(GO) test -run XXX -bench PageTTFB -benchmem ./internal/web
 	$(GO) test -run XXX -bench Stream20 -benchtime 1x ./internal/web
-	$(GO) test -run XXX -bench Fleet -benchtime 1x -timeout 20m ./internal/uplink
+	$(GO) test -run XXX -bench 'Fleet$$' -benchtime 1x -timeout 20m ./internal/uplink
+	$(GO) test -run XXX -bench FleetCluster -benchtime 1x -timeout 30m ./internal/uplink
 	$(GO) test -run XXX -bench DiskSync -benchtime 5000x ./internal/store
 	$(GO) test -run XXX -bench 'Ingest$$|Drain|ScanToPuback|BacklogRSS' -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
 	# commit latency varies with the disk from minute to minute: five runs
@@ -210,6 +211,7 @@ bench: deps
 	$(GO) test -run XXX -bench Parcels -benchtime 1x -count 3 -timeout 20m ./internal/store
 	$(GO) test -run XXX -bench Directory -benchtime 1x -count 3 ./internal/directory
 	$(GO) test -run XXX -bench PhotoUpload -benchtime 1x -timeout 20m ./internal/uplink
+	$(GO) test -run XXX -bench FullLoad -benchtime 1x -timeout 40m ./daemon
 	$(GO) test -run XXX -bench ReadLabel -benchtime 3x ./internal/ocr
 	TMPDIR=/dev/shm $(GO) test -run XXX -bench IngestOffered -benchtime 1x -count 3 ./internal/store
 

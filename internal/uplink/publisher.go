@@ -17,8 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +147,9 @@ type Publisher struct {
 	// reconnects.
 	connects int64
 	client   mqtt.Client // the connected client, nil while offline
+	// first is the index in Brokers of the endpoint the next connect
+	// tries first: the one after the endpoint whose connection was lost.
+	first int
 }
 
 // SetConfigVersion records the remote config version now in use and, when
@@ -243,26 +248,41 @@ func (p *Publisher) wait(ctx context.Context, tok mqtt.Token, what string) error
 // else shares the connection may go now without delaying an event.
 func (p *Publisher) CaughtUp() bool { return p.caughtUp.Load() && p.State().Connected }
 
-// subscribe makes every subscription on a new connection.
+// subscribe makes every subscription on a new connection, in one
+// SUBSCRIBE packet, at QoS 0. The session is clean, so a QoS 1
+// subscription would keep nothing across a lost connection either; on
+// NATS it costs a replicated JetStream consumer per filter, made on every
+// connect and deleted on the next one, and those calls wait for the
+// cluster's leaders after a node loss (measured in TestClusterNodeLoss).
+// A broker processes one client's packets in order, so each of those
+// calls delays the events behind it.
 func (p *Publisher) subscribe(c mqtt.Client) error {
+	filters := make(map[string]byte, len(p.opts.Subscriptions))
+	names := make(map[string]string, len(p.opts.Subscriptions))
 	for _, sub := range p.opts.Subscriptions {
 		h := sub.Handler
 		topic := p.Topic(sub.Filter)
-		tok := c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload(), m.Retained()) })
-		wait := p.opts.WriteTimeout
-		if wait <= 0 {
-			wait = 10 * time.Second
-		}
-		if !tok.WaitTimeout(wait) {
-			return fmt.Errorf("subscribe %s: no SUBACK within %s", sub.Filter, wait)
-		}
-		if err := tok.Error(); err != nil {
-			return fmt.Errorf("subscribe %s: %w", sub.Filter, err)
-		}
-		// A broker refuses a subscription in the SUBACK's return code
-		// (0x80), not as an error of the token.
-		if st, ok := tok.(*mqtt.SubscribeToken); ok {
-			if code, ok := st.Result()[topic]; !ok || code == 0x80 {
+		c.AddRoute(topic, func(_ mqtt.Client, m mqtt.Message) { h(m.Topic(), m.Payload(), m.Retained()) })
+		filters[topic] = 0
+		names[topic] = sub.Filter
+	}
+	tok := c.SubscribeMultiple(filters, nil)
+	what := strings.Join(slices.Sorted(maps.Values(names)), ", ")
+	wait := p.opts.WriteTimeout
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	if !tok.WaitTimeout(wait) {
+		return fmt.Errorf("subscribe %s: no SUBACK within %s", what, wait)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("subscribe %s: %w", what, err)
+	}
+	// A broker refuses a subscription in the SUBACK's return code
+	// (0x80), not as an error of the token.
+	if st, ok := tok.(*mqtt.SubscribeToken); ok {
+		for _, sub := range p.opts.Subscriptions {
+			if code, ok := st.Result()[p.Topic(sub.Filter)]; !ok || code == 0x80 {
 				return fmt.Errorf("subscribe %s: the broker refused it (SUBACK return code 0x%02x): check its access list", sub.Filter, code)
 			}
 		}
@@ -305,6 +325,26 @@ func (p *Publisher) subscribeUntilReady(c mqtt.Client, ended <-chan struct{}, fi
 		}
 		wait = min(2*wait, resubscribeMax)
 	}
+}
+
+// waitCaughtUp waits until every event waiting in the buffer is on the
+// connection (CaughtUp), or at most limit; false if the connection ended
+// first.
+func (p *Publisher) waitCaughtUp(ended <-chan struct{}, limit time.Duration) bool {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for !p.caughtUp.Load() {
+		select {
+		case <-ended:
+			return false
+		case <-deadline.C:
+			return true
+		case <-poll.C:
+		}
+	}
+	return true
 }
 
 // Connects returns how many times the uplink has connected since start.
@@ -432,6 +472,13 @@ func (p *Publisher) Run(ctx context.Context) error {
 			backoff = p.opts.ReconnectMin
 		}
 		wait := jitter(backoff)
+		if connected {
+			// A connection that was up is gone (a broker node failed, or
+			// the network): try again at once, give or take a spread of
+			// reconnect_min so that the boxes of a failed node do not all
+			// come back to the others in the same instant.
+			wait = time.Duration(rand.Int64N(int64(p.opts.ReconnectMin)))
+		}
 		p.log.Warn("uplink down, retrying", "err", Explain(err), "retry_in", wait.Round(time.Millisecond))
 		backoff = min(backoff*2, p.opts.ReconnectMax)
 		t := time.NewTimer(wait)
@@ -483,10 +530,17 @@ func (p *Publisher) clientOptions(broker string, lost chan<- error) *mqtt.Client
 	return o
 }
 
-// connect tries each broker in order and returns the first connected client.
+// connect tries each broker in order, from the one after the endpoint
+// whose connection was lost last (a cluster node that failed is not the
+// first to try again), and returns the first connected client.
 func (p *Publisher) connect(ctx context.Context, lost chan error) (mqtt.Client, string, error) {
 	var errs []error
-	for _, b := range p.opts.Brokers {
+	p.mu.Lock()
+	first := p.first
+	p.mu.Unlock()
+	for k := range p.opts.Brokers {
+		i := (first + k) % len(p.opts.Brokers)
+		b := p.opts.Brokers[i]
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
 		}
@@ -509,6 +563,15 @@ func (p *Publisher) connect(ctx context.Context, lost chan error) (mqtt.Client, 
 		return c, b, nil
 	}
 	return nil, "", endpointErrors(errs)
+}
+
+// lostEndpoint makes the endpoint after broker the first one the next
+// connect tries.
+func (p *Publisher) lostEndpoint(broker string) {
+	i := slices.Index(p.opts.Brokers, broker)
+	p.mu.Lock()
+	p.first = (i + 1) % len(p.opts.Brokers)
+	p.mu.Unlock()
 }
 
 // endpointErrors are the failed connects of one round, one per broker,
@@ -565,13 +628,18 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 	if st, err := p.src.Stats(ctx); err == nil {
 		pending = &st.Pending
 	}
-	client.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
 	p.log.Info("uplink connected", "broker", redact(broker), "client_id", p.opts.ClientID)
 	p.mu.Lock()
 	p.client = client
 	p.mu.Unlock()
-	// Subscriptions must not hold up the events: a broker slow to SUBACK,
-	// or refusing, delays remote instructions only.
+	// The online status and the subscriptions must not hold up the
+	// events: a broker handles one client's packets in order, and on a
+	// clustered broker a retained message or a subscription can wait for
+	// the cluster (NATS: a JetStream call of up to 4 s each while leaders
+	// are elected after a node loss). They go once the events waiting
+	// in the buffer are on the connection, or after the connect timeout
+	// at the latest. A broker slow to SUBACK, or refusing, delays remote
+	// instructions only.
 	ended := make(chan struct{})
 	onConnect := func() {
 		if p.opts.OnConnect != nil {
@@ -579,6 +647,10 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 		}
 	}
 	go func() {
+		if !p.waitCaughtUp(ended, p.opts.ConnectTimeout) {
+			return // the connection is gone
+		}
+		client.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
 		if len(p.opts.Subscriptions) == 0 {
 			onConnect()
 			return
@@ -588,6 +660,9 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 
 	err = p.serve(ctx, client, lost)
 	close(ended)
+	if ctx.Err() == nil {
+		p.lostEndpoint(broker)
+	}
 	p.mu.Lock()
 	p.client = nil
 	p.mu.Unlock()
