@@ -112,6 +112,7 @@ func (m *mnode) truncate(size int64) {
 	m.ops = append(m.ops, wop{size: size})
 }
 
+// grow extends b with zeros to size, which must not be below len(b).
 func grow(b []byte, size int64) []byte {
 	if int64(cap(b)) >= size {
 		n := b[:size]
@@ -177,9 +178,13 @@ func (m *mnode) survivor(mode Mode, rng *rand.Rand) []byte {
 		if rng.IntN(2) == 0 {
 			size = int64(len(m.data))
 		}
-		b := grow(append([]byte(nil), m.synced...), size)
-		if size < int64(len(m.synced)) {
+		// A file truncated since its last fsync (a WAL that starts
+		// over) may keep the shorter current size: grow only grows.
+		b := append([]byte(nil), m.synced...)
+		if size < int64(len(b)) {
 			b = b[:size]
+		} else {
+			b = grow(b, size)
 		}
 		for p := range m.dirty {
 			if rng.IntN(2) == 0 {

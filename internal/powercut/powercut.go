@@ -198,23 +198,31 @@ func (f *FS) Disarm() {
 // use it first: a process killed while it waits in an operation dies once
 // Cut fails that operation.
 func (f *FS) Cut(mode Mode) error {
-	f.mu.Lock()
-	f.gen++
-	f.frozen = false
-	f.trigger = nil
-	files, dirs := revert(f.root, mode, f.rng)
-	f.stats.Cuts++
-	f.stats.FilesReverted += files
-	f.stats.DirsReverted += dirs
-	server, conn := f.server, f.conn
-	f.server = nil
-	f.cond.Broadcast()
-	f.mu.Unlock()
+	files, dirs, server, conn := f.revert(mode)
 	f.log.Info("power cut", "mode", mode, "files_reverted", files, "dirs_reverted", dirs)
 	if err := f.unmount(server, conn); err != nil {
 		return err
 	}
 	return f.mount()
+}
+
+// revert ends the current mount generation and reverts the model. The
+// lock is released even if the model panics, so that the panic is
+// reported rather than every operation and Close waiting forever.
+func (f *FS) revert(mode Mode) (files, dirs int, server *fuse.Server, conn uint32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gen++
+	f.frozen = false
+	f.trigger = nil
+	f.cond.Broadcast()
+	files, dirs = revert(f.root, mode, f.rng)
+	f.stats.Cuts++
+	f.stats.FilesReverted += files
+	f.stats.DirsReverted += dirs
+	server, conn = f.server, f.conn
+	f.server = nil
+	return files, dirs, server, conn
 }
 
 // unmount detaches the mount at once (lazily) and aborts its FUSE

@@ -205,6 +205,40 @@ func TestTornAndPagesKeepOnlyUnsyncedParts(t *testing.T) {
 	}
 }
 
+// TestCutOfAFileShortenedSinceItsSync cuts a file that was truncated
+// and written again since its last fsync (as SQLite's WAL is when it
+// starts over) in every mode: what survives is the synced content, or in
+// the pages mode a mix of it and the new one (zeros beyond the new end)
+// at the old or the new size, or in the torn mode the truncation and a
+// prefix of the new write; never another byte, and no panic of the cut.
+func TestCutOfAFileShortenedSinceItsSync(t *testing.T) {
+	for _, mode := range Modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			f := mount(t)
+			path := filepath.Join(f.Dir(), "f")
+			base := bytes.Repeat([]byte{'a'}, 8*PageSize)
+			writeFile(t, path, base, true)
+			syncDir(t, f.Dir())
+			for round := 0; round < 20; round++ {
+				writeFile(t, path, bytes.Repeat([]byte{'b'}, PageSize+100), false) // O_TRUNC, then a shorter write
+				cut(t, f, mode)
+				b, err := os.ReadFile(path)
+				// Torn keeps the truncation and a prefix of the write.
+				if err != nil || (len(b) != len(base) && len(b) > PageSize+100) || (mode != Torn && len(b) != len(base) && len(b) != PageSize+100) {
+					t.Fatalf("round %d: read after the cut: %d bytes (%v)", round, len(b), err)
+				}
+				for i, c := range b {
+					// Beyond the new end, a page whose truncation survived is zeros.
+					if c != 'a' && c != 'b' && (c != 0 || i < PageSize+100) {
+						t.Fatalf("round %d: byte %d is %q, neither old nor new", round, i, c)
+					}
+				}
+				writeFile(t, path, base, true)
+			}
+		})
+	}
+}
+
 // TestTriggerFreezesUntilCut checks that the operation matching a trigger
 // is the last one served before the cut.
 func TestTriggerFreezesUntilCut(t *testing.T) {

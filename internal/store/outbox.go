@@ -229,6 +229,10 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
+	var unsalvagedLeft []string
+	if err := finishMoveAside(opts.Path, unsalvaged); err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
 	wdb, cause, err := openChecked(ctx, opts.Path)
 	if err != nil {
 		return nil, err
@@ -283,6 +287,14 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 		if err := errors.Join(o.loadLast(ctx), o.loadCounts(ctx)); err != nil {
 			wdb.Close()
 			return nil, err
+		}
+		// A salvage that could not be committed (a full disk) is tried
+		// again at the next start (asked here: the writer takes wdb's
+		// connection for itself below).
+		for _, from := range unsalvaged {
+			if !o.salvaged(ctx, from) {
+				unsalvagedLeft = append(unsalvagedLeft, from)
+			}
 		}
 	}
 	// Readers walk the buffer in order (the uplink) or look up a few rows
@@ -342,12 +354,15 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 		}
 	}
 	if len(unsalvaged) > 0 {
-		// Salvaged, rebuilt and sealed: nothing is left to do again.
-		if err := os.Remove(marker); err != nil && !errors.Is(err, os.ErrNotExist) {
-			o.Close()
-			return nil, fmt.Errorf("open buffer: %w", err)
+		// Salvaged, rebuilt and sealed: what was committed is not done
+		// again.
+		var err error
+		if left := unsalvagedLeft; len(left) > 0 {
+			err = durable.WriteFile(marker, []byte(strings.Join(left, "\n")+"\n"), 0o600)
+		} else if err = os.Remove(marker); err == nil || errors.Is(err, os.ErrNotExist) {
+			err = durable.SyncDir(filepath.Dir(marker))
 		}
-		if err := durable.SyncDir(filepath.Dir(marker)); err != nil {
+		if err != nil {
 			o.Close()
 			return nil, fmt.Errorf("open buffer: %w", err)
 		}
@@ -413,6 +428,33 @@ func moveAside(path, dst string) error {
 	return durable.SyncDir(filepath.Dir(path))
 }
 
+// finishMoveAside completes a move of a damaged buffer that a kill or a
+// power cut interrupted between its renames: with the buffer itself moved
+// (it is missing), its WAL and shared memory still under the buffer's name
+// belong to the damaged file. Left there, SQLite would delete the WAL when
+// a fresh buffer is created, and with it every commit not yet checkpointed.
+func finishMoveAside(path string, moved []string) error {
+	if len(moved) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	dst := moved[len(moved)-1]
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(path + suffix); err != nil {
+			continue
+		}
+		if _, err := os.Stat(dst + suffix); err == nil {
+			continue
+		}
+		if err := durable.Rename(path+suffix, dst+suffix); err != nil {
+			return fmt.Errorf("finish moving %s aside: %w", path+suffix, err)
+		}
+	}
+	return nil
+}
+
 // ErrSalvageInterrupted is the Recovery cause of a start that finishes a
 // salvage a power cut (or a kill) interrupted.
 var ErrSalvageInterrupted = errors.New("the salvage of a damaged buffer was interrupted before it finished; it was done again")
@@ -459,8 +501,15 @@ func (o *Outbox) init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open buffer %s: %w", o.opts.Path, err)
 	}
-	// A buffer from before schema 8 has events but no parcel states yet.
-	o.rebuild = from > 0 && from < 8
+	// A buffer from before schema 8 has events but no parcel states yet;
+	// the migration to schema 8 leaves a mark until they are rebuilt, so
+	// that a power cut in between does not leave them empty.
+	var rebuildMark string
+	err = o.wdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'parcels_rebuild'").Scan(&rebuildMark)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("open buffer: parcel states: %w", err)
+	}
+	o.rebuild = (from > 0 && from < 8) || rebuildMark != ""
 	var key string
 	err = o.wdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'parcel_key'").Scan(&key)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -962,7 +1011,8 @@ func (o *Outbox) Append(ctx context.Context, ev event.Event) (event.Event, error
 // IsDiskFull reports whether err is the disk (or SQLite's file) being full.
 func IsDiskFull(err error) bool {
 	var se sqlite3.Error
-	return errors.Is(err, syscall.ENOSPC) || (errors.As(err, &se) && se.Code == sqlite3.ErrFull)
+	return errors.Is(err, syscall.ENOSPC) ||
+		(errors.As(err, &se) && (se.Code == sqlite3.ErrFull || errors.Is(se.SystemErrno, syscall.ENOSPC)))
 }
 
 // AppendUnassigned appends a parcel.updated that names its parcel's person
@@ -1615,7 +1665,9 @@ func (o *Outbox) commit(batch []*request) {
 				case opRebuildParcels, opResealParcels:
 					var err error
 					if r.kind == opRebuildParcels {
-						r.res.n, err = o.rebuildInWriter(r.ids != nil)
+						if r.res.n, err = o.rebuildInWriter(r.ids != nil); err == nil {
+							_, err = o.wc.exec("DELETE FROM meta WHERE key = 'parcels_rebuild'")
+						}
 					} else if err = o.resealParcels(false); err == nil {
 						err = o.resealDirectory()
 					}

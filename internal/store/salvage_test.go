@@ -179,3 +179,39 @@ func TestSalvageInterruptedIsDoneAgain(t *testing.T) {
 		t.Fatalf("the marker is still there after the second start: %v", err)
 	}
 }
+
+// TestHalfDoneMoveIsFinished: killed after the damaged buffer was renamed
+// but before its WAL and shared memory were, the next start moves them
+// after it (SQLite would delete a WAL it finds beside a fresh buffer, and
+// with it the commits not yet checkpointed); with a buffer under the name
+// again, the WAL is that buffer's and stays.
+func TestHalfDoneMoveIsFinished(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "buffer.db")
+	dst := path + ".corrupt-20261129T000000.000Z"
+	os.WriteFile(dst, []byte("damaged"), 0o600)
+	os.WriteFile(path+"-wal", []byte("its WAL"), 0o600)
+	os.WriteFile(path+"-shm", []byte("its shm"), 0o600)
+	if err := finishMoveAside(path, []string{dst}); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if _, err := os.Stat(path + suffix); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still under the buffer's name: %v", suffix, err)
+		}
+		if b, err := os.ReadFile(dst + suffix); err != nil || !strings.HasPrefix(string(b), "its ") {
+			t.Errorf("%s not beside the damaged buffer: %q %v", suffix, b, err)
+		}
+	}
+
+	// A fresh buffer under the name: its own WAL is left alone.
+	os.WriteFile(path, []byte("fresh"), 0o600)
+	os.WriteFile(path+"-wal", []byte("fresh WAL"), 0o600)
+	os.Remove(dst + "-wal")
+	if err := finishMoveAside(path, []string{dst}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path + "-wal"); string(b) != "fresh WAL" {
+		t.Fatalf("the fresh buffer's WAL was moved: %q", b)
+	}
+}

@@ -186,6 +186,16 @@ func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) (from int, err e
 			tx.Rollback()
 			return v, fmt.Errorf("migrate to schema %d: %w", i+1, err)
 		}
+		if i+1 == 8 && v > 0 {
+			// A buffer from before schema 8 has events but no parcel
+			// states: the marker, committed with the schema that brings
+			// the table, stays until the states are rebuilt, so that a
+			// power cut between the two does not leave them empty.
+			if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO meta(key, value) VALUES ('parcels_rebuild', '1')"); err != nil {
+				tx.Rollback()
+				return v, fmt.Errorf("migrate to schema %d: %w", i+1, err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
 			tx.Rollback()
 			return v, fmt.Errorf("migrate to schema %d: %w", i+1, err)
