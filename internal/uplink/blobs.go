@@ -23,15 +23,14 @@ const TopicBlobs = "blobs"
 // ChunkSize is the most bytes one chunk of a blob carries.
 const ChunkSize = 64 << 10
 
-// blobWindow is how many publishes of blobs (manifests and chunks) await
-// their PUBACK at once: an event published meanwhile waits behind at most
-// that many chunks at the broker (BenchmarkPhotoUpload measures both);
-// ackEvery how many acknowledged chunks make one write of an upload's
-// progress.
-const (
-	blobWindow = 4
-	ackEvery   = 16
-)
+// ackEvery is how many acknowledged chunks make one write of an upload's
+// progress. blobWindow is how many publishes of blobs (manifests and
+// chunks) await their PUBACK at once: an event published meanwhile waits
+// behind at most that many chunks at the broker (BenchmarkPhotoUpload
+// measures both).
+// blobWindow is set per system (quickack_*.go): four where the uplink
+// acknowledges at once, one elsewhere.
+const ackEvery = 16
 
 // Manifest is published, retained, on blobs/{sha256} before the chunks.
 type Manifest struct {
@@ -80,7 +79,7 @@ type BlobSender struct {
 	log        *slog.Logger
 	idle       time.Duration
 	// Window is how many publishes may await their PUBACK at once
-	// (default 4).
+	// (default 4 on Linux, 1 elsewhere).
 	Window int
 }
 

@@ -159,26 +159,26 @@ func (c *coalescingConn) SetWriteDeadline(time.Time) error { return nil }
 // TLS records and system calls.
 func dialer(connectTimeout, writeTimeout time.Duration) mqtt.OpenConnectionFunc {
 	return func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
-		d := &net.Dialer{Timeout: connectTimeout}
+		d := &net.Dialer{}
 		var (
 			c   net.Conn
 			err error
 		)
+		// The dial and the TLS handshake together within the timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+		defer cancel()
 		switch u.Scheme {
 		case "mqtts", "ssl", "tls":
 			var tc net.Conn
-			if tc, err = d.Dial("tcp", u.Host); err == nil {
+			if tc, err = d.DialContext(ctx, "tcp", u.Host); err == nil {
 				conn := tls.Client(withQuickAck(tc), tlsFor(o.TLSConfig, u.Hostname()))
-				hs, cancel := context.WithTimeout(context.Background(), connectTimeout)
-				err = conn.HandshakeContext(hs)
-				cancel()
-				if err != nil {
+				if err = conn.HandshakeContext(ctx); err != nil {
 					tc.Close()
 				}
 				c = conn
 			}
 		case "mqtt", "tcp":
-			if c, err = d.Dial("tcp", u.Host); err == nil {
+			if c, err = d.DialContext(ctx, "tcp", u.Host); err == nil {
 				c = withQuickAck(c)
 			}
 		default:

@@ -650,7 +650,13 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 		if !p.waitCaughtUp(ended, p.opts.ConnectTimeout) {
 			return // the connection is gone
 		}
-		client.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
+		// Not after a stop's offline status: the client must still be
+		// the connected one (a stop clears it before saying offline).
+		p.mu.Lock()
+		if p.client == client {
+			client.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
+		}
+		p.mu.Unlock()
 		if len(p.opts.Subscriptions) == 0 {
 			onConnect()
 			return
