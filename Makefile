@@ -193,7 +193,7 @@ sign: package
 	  -in bin/windows-amd64/mailroomd.exe -out dist/mailroomd.exe
 	./bin/linux-amd64/mailroomd release sign --key $(RELEASE_KEY) --out dist dist/*.deb dist/mailroomd.exe
 
-## package-test: build, sign, inspect, install and purge the packages
+## package-test: build, sign and inspect the packages, install and purge the amd64 one, and run the arm64 binary's end-to-end tests under QEMU
 package-test: deps
 	packaging/test-package.sh
 

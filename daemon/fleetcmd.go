@@ -232,7 +232,7 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case "events":
-		return fleetEvents(c, *follow, !*fromStart, *dur, stdout)
+		return fleetEvents(c, *follow, !*fromStart, *dur, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "mailroomd fleet: unknown subcommand %q\n\n%s", sub, fleetUsage)
 	return 2
@@ -378,7 +378,7 @@ func fleetStatus(c *fleetop.Client, d time.Duration, stdout, stderr io.Writer) i
 	return 0
 }
 
-func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration, stdout io.Writer) int {
+func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if follow {
@@ -391,11 +391,13 @@ func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration,
 	}
 	g := fleetop.NewGapDetector()
 	g.FromFirstSeen = fromFirstSeen
+	conflicts := 0
 	show := func(ev event.Event) {
 		f := g.Add(ev)
 		note := ""
 		switch {
 		case f.Conflict:
+			conflicts++
 			note = "  CONFLICT: seq already seen with another id"
 		case f.Duplicate:
 			note = "  duplicate (resend)"
@@ -432,10 +434,14 @@ func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration,
 	for _, line := range g.Summary() {
 		fmt.Fprintln(stdout, "summary:", line)
 	}
+	if conflicts > 0 {
+		fmt.Fprintf(stdout, "summary: %d seqs seen with two different ids\n", conflicts)
+	}
 	if err != nil {
+		fmt.Fprintf(stderr, "mailroomd fleet events: %v; the summary covers only what arrived before\n", err)
 		return 1
 	}
-	if len(g.Gaps()) > 0 {
+	if len(g.Gaps()) > 0 || conflicts > 0 {
 		return 3
 	}
 	return 0

@@ -43,7 +43,16 @@ type Options struct {
 type Client struct {
 	opts Options
 	c    mqtt.Client
+	// lost is closed when the connection to the broker is lost; lostErr
+	// says why. The client does not reconnect.
+	lost    chan struct{}
+	lostErr error
 }
+
+// ErrConnectionLost is Follow's error when the connection to the broker
+// was lost: what the broker had for the subscription after it was not
+// seen.
+var ErrConnectionLost = errors.New("the connection to the broker was lost")
 
 // Dial connects to the broker.
 func Dial(opts Options) (*Client, error) {
@@ -62,7 +71,13 @@ func Dial(opts Options) (*Client, error) {
 		}
 		o.SetTLSConfig(t)
 	}
+	cl := &Client{opts: opts, lost: make(chan struct{})}
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		cl.lostErr = err
+		close(cl.lost)
+	})
 	c := mqtt.NewClient(o)
+	cl.c = c
 	tok := c.Connect()
 	if !tok.WaitTimeout(15 * time.Second) {
 		return nil, fmt.Errorf("connect %s: timed out", opts.Broker)
@@ -70,7 +85,7 @@ func Dial(opts Options) (*Client, error) {
 	if err := tok.Error(); err != nil {
 		return nil, fmt.Errorf("connect %s: %w", opts.Broker, err)
 	}
-	return &Client{opts: opts, c: c}, nil
+	return cl, nil
 }
 
 // Close disconnects.
@@ -188,6 +203,8 @@ func (c *Client) Follow(ctx context.Context, filter string, fn func(Message)) er
 		select {
 		case m := <-ch:
 			fn(m)
+		case <-c.lost:
+			return fmt.Errorf("follow %s: %w: %v", topic, ErrConnectionLost, c.lostErr)
 		case <-ctx.Done():
 			return nil
 		}
