@@ -227,7 +227,7 @@ log: {level: info}
 	all := map[int64]event.Event{}
 	dups := 0
 	for _, s := range subs {
-		evs, d, late := durableDelivered(t, s.messages(id))
+		evs, d, late := mqtttest.DeliveredAnyOrder(t, s.messages(id))
 		dups += d
 		if late > 0 {
 			t.Logf("%s: %d events first arrived after a higher seq (the engine redelivered them to this session late)", s.id, late)
@@ -257,38 +257,6 @@ log: {level: info}
 	t.Logf("%d kills: %d events committed, every one at the durable subscribers together (%d resends); %d bare messages made",
 		kills, last, dups, bare.made())
 	t.Log(failoverTable(rounds))
-}
-
-// durableDelivered decodes the events a durable subscriber received: a
-// seq never carries two different events (a duplicate is a resend with the
-// same id and barcode). It returns the distinct events by seq, the number
-// of duplicates, and how many first arrived after a higher seq: a
-// persistent session on a cluster that lost a node may get an event late,
-// when the engine redelivers it, so the cloud orders by seq.
-func durableDelivered(t *testing.T, msgs []mqtttest.Message) (map[int64]event.Event, int, int) {
-	t.Helper()
-	bySeq := map[int64]event.Event{}
-	var high int64
-	dups, late := 0, 0
-	for _, m := range msgs {
-		ev, err := event.Decode(m.Payload)
-		if err != nil {
-			t.Fatalf("undecodable event %q: %v", m.Payload, err)
-		}
-		if prev, ok := bySeq[ev.Seq]; ok {
-			if prev.ID != ev.ID || string(prev.Barcode) != string(ev.Barcode) {
-				t.Fatalf("seq %d carries two events: %s/%q and %s/%q", ev.Seq, prev.ID, prev.Barcode, ev.ID, ev.Barcode)
-			}
-			dups++
-			continue
-		}
-		if ev.Seq < high {
-			late++
-		}
-		high = max(high, ev.Seq)
-		bySeq[ev.Seq] = ev
-	}
-	return bySeq, dups, late
 }
 
 // failover is what one kill of the box's node cost.

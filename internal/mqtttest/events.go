@@ -14,9 +14,36 @@ import (
 // deliveries.
 func Delivered(t testing.TB, msgs []Message) (map[int64]event.Event, int) {
 	t.Helper()
+	bySeq, dups, late := deliveries(t, msgs)
+	if late.count > 0 {
+		t.Fatalf("first delivery of seq %d came after seq %d", late.first[0], late.first[1])
+	}
+	return bySeq, dups
+}
+
+// DeliveredAnyOrder is Delivered for a subscriber that may get an event
+// late, after higher seqs (a persistent session on a cluster that lost a
+// node, when the engine redelivers): it also returns how many events
+// first arrived after a higher seq instead of failing on them.
+func DeliveredAnyOrder(t testing.TB, msgs []Message) (bySeq map[int64]event.Event, dups, late int) {
+	t.Helper()
+	bySeq, dups, l := deliveries(t, msgs)
+	return bySeq, dups, l.count
+}
+
+// lateness counts first deliveries after a higher seq; first is the first
+// such seq and the higher one before it.
+type lateness struct {
+	count int
+	first [2]int64
+}
+
+func deliveries(t testing.TB, msgs []Message) (map[int64]event.Event, int, lateness) {
+	t.Helper()
 	bySeq := map[int64]event.Event{}
-	var last int64
+	var high int64
 	dups := 0
+	var late lateness
 	for _, m := range msgs {
 		if !strings.HasSuffix(m.Topic, "/events") {
 			continue
@@ -32,13 +59,16 @@ func Delivered(t testing.TB, msgs []Message) (map[int64]event.Event, int) {
 			dups++
 			continue
 		}
-		if ev.Seq < last {
-			t.Fatalf("first delivery of seq %d came after seq %d", ev.Seq, last)
+		if ev.Seq < high {
+			if late.count == 0 {
+				late.first = [2]int64{ev.Seq, high}
+			}
+			late.count++
 		}
-		last = ev.Seq
+		high = max(high, ev.Seq)
 		bySeq[ev.Seq] = ev
 	}
-	return bySeq, dups
+	return bySeq, dups, late
 }
 
 // DistinctEvents is a WaitFor condition: at least n distinct event payloads
