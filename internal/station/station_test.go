@@ -271,10 +271,12 @@ func TestRecipientBeforeAndAfter(t *testing.T) {
 		t.Fatalf("%d scans unresolved", n)
 	}
 	_ = badge
-	recent := r.st.Recent()
-	if len(recent) != 2 || recent[1].Location != "MS-4.12" || recent[1].Recipient != "EMP-0042" {
-		t.Fatalf("recent = %+v", recent)
-	}
+	// The station updates what it remembers just after the commit that
+	// the store reported above: wait for it rather than race it.
+	waitfor.True(t, 5*time.Second, "the station remembers both parcels, the first on its shelf", func() bool {
+		recent := r.st.Recent()
+		return len(recent) == 2 && recent[1].Location == "MS-4.12" && recent[1].Recipient == "EMP-0042"
+	})
 }
 
 func TestHeldCodeExpires(t *testing.T) {
