@@ -9,6 +9,7 @@ import (
 	"image"
 	stdjpeg "image/jpeg"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/health"
+	"github.com/mailroomd/mailroomd/internal/photo"
 	"github.com/mailroomd/mailroomd/internal/store"
 )
 
@@ -53,7 +55,8 @@ func TestPhotoEndpoint(t *testing.T) {
 	tracker := health.NewTracker(clock.Real{}, nil)
 	r := startWith(t, func(o *Options) {
 		o.Custody = st
-		o.Photos = Photos{Store: blobs, Blobs: st, Alerts: tracker, MaxSize: 64 << 10, MaxTotal: 100 << 10, LongEdge: 1600}
+		o.Photos = Photos{LongEdge: 1600, Keeper: &photo.Keeper{Store: blobs, Index: st, Custody: st, Alerts: tracker,
+			MaxSize: 64 << 10, MaxTotal: 100 << 10, Appliance: "mr-test", Now: time.Now, Log: slog.New(slog.DiscardHandler)}}
 	})
 	c := r.client()
 	r.login(c, "clara", "clerk-password")

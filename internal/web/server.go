@@ -85,7 +85,7 @@ type Options struct {
 	Custody Custody
 	// People is the recipient directory; nil serves no search.
 	People People
-	// Photos are the photo settings; a nil Photos.Store takes no photos.
+	// Photos are the photo settings; a nil Photos.Keeper takes no photos.
 	Photos Photos
 	// PrivacyID: events name a person of the directory by their id alone
 	// (directory.privacy "id"), without their display name.
@@ -211,7 +211,7 @@ func New(opts Options) (*Server, error) {
 		mux.HandleFunc("GET /api/parcels/{id}/signature", s.need(RoleClerk, false, s.signature))
 		mux.HandleFunc("GET /api/waiting", s.need(RoleClerk, false, s.waiting))
 		mux.HandleFunc("GET /api/needs-recipient", s.need(RoleClerk, false, s.needsRecipient))
-		if opts.Photos.Store != nil {
+		if opts.Photos.Keeper != nil {
 			mux.HandleFunc("POST /api/parcels/{id}/photos", s.need(RoleClerk, true, s.photo))
 		}
 		mux.HandleFunc("POST /api/custody", s.need(RoleClerk, true, s.custody))
@@ -610,8 +610,8 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, sess *session) {
 
 func (s *Server) session(w http.ResponseWriter, r *http.Request, sess *session) {
 	out := map[string]any{"user": sess.user, "role": sess.role, "csrf": sess.csrf, "lang": lang(r)}
-	if s.opts.Photos.Store != nil {
-		out["photo_long_edge"], out["photo_max_bytes"] = s.opts.Photos.LongEdge, s.opts.Photos.MaxSize
+	if s.opts.Photos.Keeper != nil {
+		out["photo_long_edge"], out["photo_max_bytes"] = s.opts.Photos.LongEdge, s.opts.Photos.Keeper.MaxSize
 	}
 	writeJSON(w, out)
 }
