@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailroomd/mailroomd/drivers/camera"
 	"github.com/mailroomd/mailroomd/drivers/printer"
 	"github.com/mailroomd/mailroomd/drivers/scale"
 	"github.com/mailroomd/mailroomd/drivers/scanner"
@@ -54,6 +55,18 @@ func listDevices(stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "    scanner: {name: scanner-1, kind: scanner, driver: serial-line, port: %s, baud: 9600, terminator: cr}\n", name)
 		fmt.Fprintf(stdout, "    scale:   {name: scale-1, kind: scale, driver: nci, port: %s}\n", name)
+	}
+	fmt.Fprintln(stdout, "Cameras (V4L2):")
+	cams, _ := filepath.Glob("/dev/v4l/by-id/*-video-index0")
+	if len(cams) == 0 {
+		fmt.Fprintln(stdout, "  (none)")
+	}
+	for _, c := range cams {
+		fmt.Fprintf(stdout, "  %s\n", c)
+		if target, err := filepath.EvalSymlinks(c); err == nil {
+			fmt.Fprintf(stdout, "    device: %s\n", target)
+		}
+		fmt.Fprintf(stdout, "    camera: {name: camera-1, kind: camera, driver: v4l2, path: %s}\n", c)
 	}
 	devs, err := usbhid.List()
 	fmt.Fprintln(stdout, "USB devices:")
@@ -101,7 +114,7 @@ func serialByID() map[string]string {
 
 // probe opens one configured device and prints what it reads until
 // interrupted or until timeout (0: no timeout).
-func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stderr io.Writer) int {
+func probe(cfg *config.Config, name string, timeout time.Duration, out string, stdout, stderr io.Writer) int {
 	var dc *config.Device
 	for i := range cfg.Devices {
 		if cfg.Devices[i].Name == name {
@@ -134,6 +147,9 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 	}
 	fmt.Fprintf(stdout, "probing %s (%s, driver %s); Ctrl-C to stop\n", name, dc.Kind, dc.Driver)
 	done := make(chan error, 1)
+	if dev.Camera != nil {
+		return probeCamera(ctx, dev, out, stdout, stderr)
+	}
 	if dev.Printer != nil {
 		ch := make(chan printer.Reading)
 		go func() { done <- dev.Printer.Run(ctx, ch) }()
@@ -168,6 +184,52 @@ func probe(cfg *config.Config, name string, timeout time.Duration, stdout, stder
 				fmt.Fprintf(stdout, " symbology %s", r.Symbology)
 			}
 			fmt.Fprintf(stdout, " (% x)\n", r.Barcode)
+		case err := <-done:
+			return exitOf(err, stderr)
+		}
+	}
+}
+
+// probeCamera prints a camera's state changes, takes one still once it
+// is connected, and writes that still to out when out is set.
+func probeCamera(ctx context.Context, dev app.Device, out string, stdout, stderr io.Writer) int {
+	status := make(chan camera.Status)
+	done := make(chan error, 1)
+	go func() { done <- dev.Camera.Run(ctx, status) }()
+	type result struct {
+		still camera.Photo
+		err   error
+	}
+	stills := make(chan result, 1)
+	taken := false
+	for {
+		select {
+		case s := <-status:
+			if !s.Connected {
+				fmt.Fprintf(stdout, "%s  state: disconnected: %s\n", s.At.Format("15:04:05.000"), s.Detail)
+				continue
+			}
+			fmt.Fprintf(stdout, "%s  state: connected: %s\n", s.At.Format("15:04:05.000"), s.Detail)
+			if !taken {
+				taken = true
+				go func() { // Run keeps serving while the still is taken
+					still, err := dev.Camera.Still(ctx)
+					stills <- result{still, err}
+				}()
+			}
+		case r := <-stills:
+			if r.err != nil {
+				fmt.Fprintf(stdout, "still: %v\n", r.err)
+				continue
+			}
+			fmt.Fprintf(stdout, "%s  still: %dx%d JPEG, %d bytes\n", r.still.At.Format("15:04:05.000"), r.still.Width, r.still.Height, len(r.still.JPEG))
+			if out != "" {
+				if err := os.WriteFile(out, r.still.JPEG, 0o600); err != nil {
+					fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+					continue
+				}
+				fmt.Fprintf(stdout, "still written to %s\n", out)
+			}
 		case err := <-done:
 			return exitOf(err, stderr)
 		}

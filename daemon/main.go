@@ -42,8 +42,8 @@ Usage:
   mailroomd uninstall | start | stop | restart | status
                                          control the installed service
   mailroomd devices                      list serial ports and USB devices, with config snippets
-  mailroomd probe --config FILE [--for D] DEVICE
-                                         print what one configured device reads
+  mailroomd probe --config FILE [--for D] [--out FILE] DEVICE
+                                         print what one configured device reads (a camera: one still)
   mailroomd decode [--config FILE] BARCODE...
                                          print what each code is recognised as, one JSON object per line
   mailroomd directory import|search|forget --config FILE ...
@@ -125,8 +125,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		path := fs.String("config", "", "configuration file")
 		dur := fs.Duration("for", 0, "stop after this long (0 or left out: until interrupted)")
+		out := fs.String("out", "", "a camera: write its still to this file")
 		if err := fs.Parse(rest); err != nil || *path == "" || fs.NArg() != 1 || *dur < 0 {
-			fmt.Fprintln(stderr, "usage: mailroomd probe --config FILE [--for DURATION] DEVICE (DURATION > 0; left out: until interrupted)")
+			fmt.Fprintln(stderr, "usage: mailroomd probe --config FILE [--for DURATION] [--out FILE] DEVICE (DURATION > 0; left out: until interrupted; --out: where a camera's still goes)")
 			return 2
 		}
 		cfg, err := config.Load(*path)
@@ -134,7 +135,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mailroomd: invalid configuration:\n%v\n", err)
 			return 2
 		}
-		return probe(cfg, fs.Arg(0), *dur, stdout, stderr)
+		return probe(cfg, fs.Arg(0), *dur, *out, stdout, stderr)
 	case "decode":
 		return decode(rest, stdout, stderr)
 	case "directory":

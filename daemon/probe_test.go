@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"image/jpeg"
 	"net"
 	"os"
 	"path/filepath"
@@ -105,5 +106,35 @@ devices:
 	}
 	if !strings.Contains(out.String(), "printer: paper out, head open") {
 		t.Fatalf("probe output:\n%s\n%s", out.String(), errOut.String())
+	}
+}
+
+// TestProbeCamera: probing a camera prints its state, takes one still and
+// writes it where --out says.
+func TestProbeCamera(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "probe.yaml")
+	os.WriteFile(cfg, []byte(`version: 1
+appliance: {id: mr-probe}
+uplink: {brokers: ["mqtt://127.0.0.1:1"], insecure: true}
+devices:
+  - {name: cam, kind: camera, driver: sim-camera}
+`), 0o644)
+	still := filepath.Join(dir, "still.jpg")
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"probe", "--config", cfg, "--for", "3s", "--out", still, "cam"}, &out, &errOut); code != 0 {
+		t.Fatalf("probe exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{"state: connected", "still: ", "JPEG", "still written to " + still} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("probe output lacks %q:\n%s\n%s", want, out.String(), errOut.String())
+		}
+	}
+	b, err := os.ReadFile(still)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := jpeg.DecodeConfig(bytes.NewReader(b)); err != nil || c.Width == 0 {
+		t.Fatalf("the still is not a JPEG: %v", err)
 	}
 }

@@ -26,12 +26,13 @@ import (
 )
 
 // Device is one configured device and its driver: exactly one of Scanner,
-// Scale and Printer is set.
+// Scale, Printer and Camera is set.
 type Device struct {
 	Name    string
 	Scanner scanner.Driver
 	Scale   scale.Driver
 	Printer *zpl.Printer
+	Camera  cameraDriver
 }
 
 // labelPrinter keeps a nil *zpl.Printer from becoming a non-nil interface.
@@ -86,6 +87,8 @@ var deviceConstructors = map[string]func(d config.Device, env deviceEnv) (Device
 	"mt-sics":      newSerialScaleDevice,
 	"toledo":       newSerialScaleDevice,
 	"continuous":   newSerialScaleDevice,
+	"v4l2":         newV4L2Device,
+	"sim-camera":   newSimCameraDevice,
 }
 
 // NewDevice builds the driver of one configured device. wake, if not nil,

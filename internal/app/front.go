@@ -40,7 +40,9 @@ type generation struct {
 	byScanner map[string]*station.Station
 	byScale   map[string]*station.Station
 	byName    map[string]*station.Station
-	web       *web.Server
+	// cameraJobs are the parcels each camera photographs, by camera name.
+	cameraJobs map[string]chan cameraJob
+	web        *web.Server
 	// unsubscribe removes the hotplug subscriptions of the devices.
 	unsubscribe []func()
 
@@ -90,7 +92,8 @@ func (a *App) buildGeneration(cfg *config.Config) (g *generation, err error) {
 // runs when not even the previous front can be built again.
 func (a *App) emptyGeneration(cfg *config.Config) *generation {
 	g := &generation{a: a, id: a.gens.Add(1), cfg: cfg,
-		byScanner: map[string]*station.Station{}, byScale: map[string]*station.Station{}, byName: map[string]*station.Station{}}
+		byScanner: map[string]*station.Station{}, byScale: map[string]*station.Station{}, byName: map[string]*station.Station{},
+		cameraJobs: map[string]chan cameraJob{}}
 	g.log = a.log.With("generation", g.id)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.stop = sync.OnceFunc(g.shutdown)
@@ -129,6 +132,12 @@ func (g *generation) buildStations(printers map[string]*zpl.Printer) error {
 			}
 		}
 		scaleName := sc.Scale
+		onEvent := func(event.Event) { a.notifyChanged() }
+		if sc.Camera != "" {
+			jobs := make(chan cameraJob, cameraQueue)
+			g.cameraJobs[sc.Camera] = jobs
+			onEvent = g.photographReceived(sc.Name, sc.Camera, jobs)
+		}
 		s := station.New(station.Config{
 			Name: sc.Name, Appliance: cfg.Appliance.ID, Site: cfg.Appliance.Site,
 			Scale: sc.Scale, Printer: sc.Printer, WeightWindow: sc.WeightWindow.D(),
@@ -138,7 +147,7 @@ func (g *generation) buildStations(printers map[string]*zpl.Printer) error {
 			Clock:      a.clock, Log: a.log.With("subsystem", "station"), Health: a.health,
 			ModeIdle: cfg.Delivery.ModeIdle.D(), BadgeIsProof: cfg.Delivery.Accepts("badge"), PickupPINs: cfg.Delivery.Accepts("pin"),
 			People: a.people, PrivacyID: cfg.Directory.Privacy == config.PrivacyID,
-			OnEvent: func(event.Event) { a.notifyChanged() },
+			OnEvent: onEvent,
 		}, a.store, labelPrinter(printers[sc.Printer]))
 		g.stations = append(g.stations, s)
 		g.byScanner[sc.Scanner] = s
@@ -181,6 +190,8 @@ func (g *generation) start() {
 			g.startScale(d)
 		case d.Printer != nil:
 			g.startPrinter(d)
+		case d.Camera != nil:
+			g.startCamera(d, g.cameraJobs[d.Name])
 		default:
 			g.wg.Add(1)
 			go func() {
@@ -260,6 +271,23 @@ func (g *generation) startScale(d Device) {
 			g.log.Debug("weight", "device", r.Device, "value", r.Value, "unit", string(r.Unit), "status", string(r.Status))
 		}
 	}()
+}
+
+// photographReceived is the OnEvent of a station with a camera: every
+// parcel it receives is queued for its label photo.
+func (g *generation) photographReceived(stationName, cameraName string, jobs chan cameraJob) func(event.Event) {
+	return func(ev event.Event) {
+		g.a.notifyChanged()
+		if ev.Type != event.TypeParcelReceived {
+			return
+		}
+		// A parcel's id is the id of the event that received it.
+		select {
+		case jobs <- cameraJob{parcel: ev.ID, station: stationName}:
+		default:
+			g.log.Warn("parcel received without a label photo: the camera is behind", "parcel", ev.ID, "station", stationName, "camera", cameraName)
+		}
+	}
 }
 
 // startPrinter runs a printer; its status goes to the health model.

@@ -67,8 +67,7 @@ func (a *App) buildWeb(g *generation) (*web.Server, error) {
 		Users: users, SessionTTL: wc.SessionTTL.D(), MaxFailures: wc.MaxFailures, Lockout: wc.Lockout.D(),
 		FailureDelay: time.Second,
 		Store:        a.store, Health: a.health, Link: a.uplink, Actions: actions{g}, Stations: refs, History: a.history,
-		Photos: web.Photos{Store: a.blobs, Blobs: a.store, Alerts: a.health, MaxSize: cfg.Photos.MaxSizeKB << 10,
-			MaxTotal: cfg.Photos.MaxTotalMB << 20, LongEdge: cfg.Photos.LongEdge, OnLabel: a.readLabel},
+		Photos:  web.Photos{Keeper: a.photoKeeper(cfg), LongEdge: cfg.Photos.LongEdge},
 		Custody: a.store, People: a.people, PrivacyID: cfg.Directory.Privacy == config.PrivacyID, Delivery: web.Delivery{Proof: cfg.Delivery.Proof, Overdue: cfg.Delivery.Overdue.D()}, Codes: codeRules(cfg),
 		Metrics: a.metrics.Handler(), Changed: a.changed, Now: a.clock.Now, Log: a.log.With("subsystem", "web"),
 		OnLoginFailure: func(user, remote string, locked bool) {

@@ -110,6 +110,18 @@ type Device struct {
 	// sim
 	Interval Duration `yaml:"interval"`
 	Seed     int64    `yaml:"seed"`
+
+	// v4l2 cameras: the video device (best a /dev/v4l/by-id/ link) and
+	// the size asked for; the camera gives the nearest it has.
+	Path   string `yaml:"path"`
+	Width  int    `yaml:"width"`
+	Height int    `yaml:"height"`
+	// Warmup is the frames dropped before a still, while the camera's
+	// exposure settles.
+	Warmup int `yaml:"warmup"`
+	// Image is the picture (JPEG or PNG) a sim-camera returns; empty: a
+	// generated test picture.
+	Image string `yaml:"image"`
 }
 
 // Station is a receiving station: the scanner a clerk uses, and the scale
@@ -119,6 +131,9 @@ type Station struct {
 	Scanner string `yaml:"scanner"`
 	Scale   string `yaml:"scale"`
 	Printer string `yaml:"printer"`
+	// Camera, if set, takes a label photo of every parcel the station
+	// receives.
+	Camera string `yaml:"camera"`
 	// WeightWindow is how long a parcel scan waits for the scale to settle.
 	WeightWindow Duration `yaml:"weight_window"`
 	// DuplicateWindow: the same code again within it is a duplicate.
@@ -379,7 +394,7 @@ func (c *Config) applyDefaults(written func(path string) bool) {
 	for i := range c.Devices {
 		d := &c.Devices[i]
 		dp := fmt.Sprintf("devices[%d]", i)
-		if spec, ok := DriverByName(d.Driver); ok {
+		if spec, ok := DriverByName(d.Driver); ok && spec.Defaults != nil {
 			spec.Defaults(d, func(key string) bool { return written != nil && written(dp+"."+key) })
 		}
 	}

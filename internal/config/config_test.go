@@ -102,6 +102,9 @@ func TestBrokenConfigs(t *testing.T) {
 			return s + "stations:\n  - {name: a, scanner: dock-scanner}\n  - {name: b, scanner: dock-scanner, weight_window: -1s}\n"
 		}, 0o600, []string{":14:24: stations[1].scanner: device \"dock-scanner\" already belongs to station \"a\"",
 			"stations[1].weight_window: must not be negative"}},
+		{"station with a camera that is a scanner", func(s string) string {
+			return s + "stations:\n  - {name: dock-1, scanner: dock-scanner, camera: demo-scanner}\n"
+		}, 0o600, []string{"stations[0].camera: device \"demo-scanner\" is a scanner, not a camera"}},
 		{"station without scanner", func(s string) string { return s + "stations:\n  - {name: a, label_code: datamatrix}\n" }, 0o600,
 			[]string{"stations[0].scanner: required", "stations[0].label_code: unknown code \"datamatrix\""}},
 		{"bad internal code rules", func(s string) string {
@@ -183,6 +186,8 @@ func TestHardwareDevices(t *testing.T) {
   - {name: stream, kind: scale, driver: continuous, port: /dev/ttyS1}
   - {name: cdc, kind: scanner, driver: serial-line, usb: "0c2e:0b6a"}
   - {name: zebra, kind: printer, driver: zpl, address: "tcp://127.0.0.1:9100"}
+  - {name: cam, kind: camera, driver: v4l2, path: /dev/video0, width: 1280}
+  - {name: simcam, kind: camera, driver: sim-camera}
 `), 0o644)
 	c, err := Load(path)
 	if err != nil {
@@ -193,6 +198,9 @@ func TestHardwareDevices(t *testing.T) {
 	}
 	if d := c.Devices[4]; d.DataBits != 8 || d.Parity != "none" {
 		t.Errorf("mt-sics defaults (8N1): %+v", d)
+	}
+	if d := c.Devices[9]; d.Width != 1280 || d.Height != 1200 || d.Warmup != 5 || d.ReadTimeout.D() != 2*time.Second {
+		t.Errorf("v4l2 defaults (height 1200, warmup 5, read_timeout 2s): %+v", d)
 	}
 	if c.Devices[0].Layout != "de" || c.Devices[1].Layout != "us" {
 		t.Errorf("layouts: %q %q", c.Devices[0].Layout, c.Devices[1].Layout)
@@ -206,6 +214,9 @@ func TestHardwareDevices(t *testing.T) {
   - {name: e, kind: scale, driver: nci, port: /dev/ttyS0, terminator: cr}
   - {name: f, kind: scanner, driver: hid-keyboard, usb: "12:34", layout: fr}
   - {name: g, kind: printer, driver: zpl, address: "lpd://printer"}
+  - {name: h, kind: camera, driver: v4l2, width: 8, warmup: -1}
+  - {name: i, kind: scanner, driver: sim-camera}
+  - {name: j, kind: camera, driver: sim-camera, path: /dev/video0}
 `), 0o644)
 	_, err = Load(path)
 	if err == nil {
@@ -220,6 +231,11 @@ func TestHardwareDevices(t *testing.T) {
 		`devices[5].usb: "12:34" is not a USB id`,
 		`devices[5].layout: unknown keyboard layout "fr"`,
 		"devices[6].address: required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600, or usb:///dev/usb/lp0",
+		"devices[7].path: required: the camera's video device",
+		"devices[7].width: must be 16 to 8192 (pixels)",
+		"devices[7].warmup: must be 0 to 100 (frames)",
+		`devices[8].kind: driver sim-camera drives a camera, not a "scanner"`,
+		"devices[9].path: not used by driver sim-camera",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%s", want, err)

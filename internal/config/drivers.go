@@ -11,7 +11,8 @@ import (
 // table (package app), which a test keeps in step with this one.
 type DriverSpec struct {
 	Name string
-	// Kinds are the device kinds it drives: scanner, scale, printer.
+	// Kinds are the device kinds it drives: scanner, scale, printer,
+	// camera.
 	Kinds []string
 	// Keys are the keys it accepts beyond name, kind and driver.
 	Keys []string
@@ -74,6 +75,15 @@ var Drivers = []DriverSpec{
 			setDefault(w, "read_timeout", &d.ReadTimeout, Duration(2*time.Second))
 			setDefault(w, "reconnect_max", &d.ReconnectMax, DefaultDeviceReconnect)
 		}},
+	{Name: "v4l2", Kinds: []string{"camera"}, Keys: []string{"path", "width", "height", "warmup", "read_timeout", "reconnect_max"},
+		Defaults: func(d *Device, w func(string) bool) {
+			setDefault(w, "width", &d.Width, 1600)
+			setDefault(w, "height", &d.Height, 1200)
+			setDefault(w, "warmup", &d.Warmup, 5)
+			setDefault(w, "read_timeout", &d.ReadTimeout, Duration(2*time.Second))
+			setDefault(w, "reconnect_max", &d.ReconnectMax, DefaultDeviceReconnect)
+		}},
+	{Name: "sim-camera", Kinds: []string{"camera"}, Keys: []string{"image"}},
 }
 
 func hidDefaults(d *Device, w func(string) bool) {

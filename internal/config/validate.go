@@ -5,6 +5,9 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"image"
+	_ "image/jpeg" // a sim-camera's picture
+	_ "image/png"
 	"net"
 	"net/url"
 	"os"
@@ -228,6 +231,38 @@ func (d *decoder) validate(c *Config) {
 			if dev.ReconnectMax <= 0 {
 				bad(p+".reconnect_max", "must be positive")
 			}
+		case "sim-camera":
+			if dev.Image != "" {
+				dev.Image = abs(dev.Image)
+				if f, err := os.Open(dev.Image); err != nil {
+					bad(p+".image", "cannot read %s: %v", dev.Image, unwrapPathError(err))
+				} else {
+					_, _, err := image.DecodeConfig(f)
+					f.Close()
+					if err != nil {
+						bad(p+".image", "%s is not a JPEG or PNG picture: %v", dev.Image, err)
+					}
+				}
+			}
+		case "v4l2":
+			if dev.Path == "" {
+				bad(p+".path", "required: the camera's video device, best a /dev/v4l/by-id/...-video-index0 link (see `mailroomd devices`)")
+			}
+			if dev.Width < 16 || dev.Width > 8192 {
+				bad(p+".width", "must be 16 to 8192 (pixels)")
+			}
+			if dev.Height < 16 || dev.Height > 8192 {
+				bad(p+".height", "must be 16 to 8192 (pixels)")
+			}
+			if dev.Warmup < 0 || dev.Warmup > 100 {
+				bad(p+".warmup", "must be 0 to 100 (frames)")
+			}
+			if dev.ReadTimeout <= 0 {
+				bad(p+".read_timeout", "must be positive")
+			}
+			if dev.ReconnectMax <= 0 {
+				bad(p+".reconnect_max", "must be positive")
+			}
 		case "hid-keyboard", "hid-pos":
 			if dev.USB == "" {
 				bad(p+".usb", "required: the device's USB id, vid:pid (see `mailroomd devices`)")
@@ -380,6 +415,7 @@ func (d *decoder) validateStations(c *Config, bad func(string, string, ...any), 
 		checkName(bad, p+".name", "station", st.Name, names)
 		for _, ref := range []struct{ key, dev, kind string }{
 			{"scanner", st.Scanner, "scanner"}, {"scale", st.Scale, "scale"}, {"printer", st.Printer, "printer"},
+			{"camera", st.Camera, "camera"},
 		} {
 			f := p + "." + ref.key
 			if ref.dev == "" {
