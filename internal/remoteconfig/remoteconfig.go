@@ -173,6 +173,16 @@ func (m *Manager) check(path string, b []byte) (*config.Config, error) {
 	same("web.cert_file", cfg.Web.CertFile, l.Web.CertFile)
 	same("web.key_file", cfg.Web.KeyFile, l.Web.KeyFile)
 	same("photos.ocr_command", cfg.Photos.OCRCommand, l.Photos.OCRCommand) // a program the box runs
+	// A simulated camera's picture is a file of the box that goes to the
+	// cloud as every photo: only the box's own config names one.
+	for i, d := range cfg.Devices {
+		if d.Image == "" {
+			continue
+		}
+		if !slices.ContainsFunc(l.Devices, func(ld config.Device) bool { return ld.Name == d.Name && ld.Image == d.Image }) {
+			errs = append(errs, fmt.Sprintf("devices[%d].image: a local-only setting, only the box's own config names a picture file for device %q", i, d.Name))
+		}
+	}
 	if cfg.Appliance.ID != l.Appliance.ID {
 		errs = append(errs, fmt.Sprintf("appliance.id: a local-only setting, it cannot be changed remotely (it is %q on this box)", l.Appliance.ID))
 	}

@@ -1,7 +1,10 @@
 package remoteconfig
 
 import (
+	"bytes"
 	"fmt"
+	"image"
+	pngenc "image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,4 +165,29 @@ func mustOpen(t *testing.T, dir string, local *config.Config) *Manager {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// A remote config cannot name a picture file for a simulated camera: the
+// picture would go to the cloud as every photo.
+func TestRemotePictureFileRefused(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)
+	local, err := config.Load(filepath.Join(dir, "local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(dir, local, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	png := filepath.Join(dir, "picture.png")
+	var pic bytes.Buffer
+	if err := pngenc.Encode(&pic, image.NewGray(image.Rect(0, 0, 4, 4))); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(png, pic.Bytes(), 0o600)
+	camera := string(cfgText(dir, "2s")) + "  - {name: cam, kind: camera, driver: sim-camera, image: " + png + "}\n"
+	if c, r := m.Consider(2, "it", []byte(camera)); c != nil || r.Status != StatusRejected || !strings.Contains(strings.Join(r.Errors, "\n"), "devices[1].image: a local-only setting") {
+		t.Fatalf("a remote picture file: %+v", r)
+	}
 }
