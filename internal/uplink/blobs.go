@@ -101,7 +101,7 @@ func (b *BlobSender) Run(ctx context.Context) error {
 	for {
 		wait := b.idle
 		if b.pub.CaughtUp() {
-			blobs, err := b.src.BlobsToSend(ctx, 16)
+			blobs, err := b.src.BlobsToSend(ctx, 64)
 			if err != nil {
 				b.log.Warn("photos to upload cannot be read", "err", err)
 			}
@@ -199,6 +199,66 @@ func (b *BlobSender) unreadableBlob(bl store.Blob, err error) {
 	}
 }
 
+// progress writes the uploads' progress into the buffer on a goroutine of
+// its own, in the order given, so that the chunks of the next blob go
+// while the buffer records the one before. A write lost to a crash only
+// makes chunks go again.
+type progress struct {
+	src  BlobSource
+	log  *slog.Logger
+	ch   chan progressMark
+	done chan struct{}
+	err  error // the first write that failed; read after done
+	// failed is closed when a write fails.
+	failed chan struct{}
+}
+
+// progressMark is an upload's acknowledged chunks, or sent (the whole blob).
+type progressMark struct {
+	up    *upload
+	acked int
+	sent  bool
+}
+
+func startProgress(ctx context.Context, src BlobSource, log *slog.Logger) *progress {
+	p := &progress{src: src, log: log, ch: make(chan progressMark, 64), done: make(chan struct{}), failed: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		ctx := context.WithoutCancel(ctx) // the progress is worth keeping on a stop too
+		for m := range p.ch {
+			if p.err != nil {
+				continue
+			}
+			var err error
+			if m.sent {
+				// Sent marks it done whatever its acknowledged count: one write.
+				err = p.src.BlobSent(ctx, m.up.SHA256)
+			} else {
+				err = p.src.AckBlob(ctx, m.up.SHA256, m.acked)
+			}
+			if err != nil {
+				p.err = fmt.Errorf("record upload of %s: %w", m.up.SHA256, err)
+				close(p.failed)
+				continue
+			}
+			if m.sent {
+				p.log.Info("blob uploaded", "sha256", m.up.SHA256, "bytes", m.up.Size, "chunks", m.up.chunks)
+			}
+		}
+	}()
+	return p
+}
+
+// mark queues a write.
+func (p *progress) mark(m progressMark) { p.ch <- m }
+
+// close waits for every write queued and returns the first that failed.
+func (p *progress) close() error {
+	close(p.ch)
+	<-p.done
+	return p.err
+}
+
 // send uploads blobs, in order, each from its first unacknowledged chunk,
 // with up to Window publishes awaiting their PUBACK at once across blob
 // boundaries: the next blob's manifest and first chunks go while the last
@@ -216,14 +276,19 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 		done    int
 		ahead   <-chan loaded // blobs[0] being read
 	)
-	// record writes an upload's acknowledged count (also when ctx ended,
-	// on a stop: the progress is worth keeping).
-	record := func(u *upload) error {
-		if u.acked == u.written {
-			return nil
+	rec := startProgress(ctx, b.src, b.log)
+	// record queues the write of an upload's acknowledged count.
+	record := func(u *upload) {
+		if u.acked != u.written {
+			u.written = u.acked
+			rec.mark(progressMark{up: u, acked: u.acked})
 		}
-		u.written = u.acked
-		return b.src.AckBlob(context.WithoutCancel(ctx), u.SHA256, u.acked)
+	}
+	finish := func(err error) (int, error) {
+		if rerr := rec.close(); err == nil && rerr != nil {
+			return 0, rerr
+		}
+		return done, err
 	}
 	stop := func(err error) (int, error) {
 		for _, u := range started {
@@ -231,9 +296,14 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 				record(u)
 			}
 		}
-		return done, err
+		return finish(err)
 	}
 	for {
+		select {
+		case <-rec.failed:
+			return stop(nil)
+		default:
+		}
 		if len(flights) < window && (cur != nil || len(blobs) > 0) {
 			// Events go first: a publish starts only once the publisher
 			// has every committed event on the connection.
@@ -287,7 +357,7 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 			continue
 		}
 		if len(flights) == 0 {
-			return done, nil
+			return finish(nil)
 		}
 		f := flights[0]
 		what := TopicBlobs + "/" + f.up.SHA256
@@ -306,17 +376,12 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 		}
 		if u.acked < u.chunks {
 			if u.acked-u.written >= ackEvery {
-				if err := record(u); err != nil {
-					return stop(err)
-				}
+				record(u)
 			}
 			continue
 		}
-		// Sent marks it done whatever its acknowledged count: one write.
-		if err := b.src.BlobSent(ctx, u.SHA256); err != nil {
-			return stop(err)
-		}
-		b.log.Info("blob uploaded", "sha256", u.SHA256, "bytes", u.Size, "chunks", u.chunks)
+		u.written = u.acked
+		rec.mark(progressMark{up: u, sent: true})
 		done++
 	}
 }

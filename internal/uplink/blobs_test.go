@@ -1,0 +1,130 @@
+package uplink_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mailroomd/mailroomd/internal/blobstore"
+	"github.com/mailroomd/mailroomd/internal/clock"
+	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/store"
+	"github.com/mailroomd/mailroomd/internal/uplink"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
+)
+
+// failingSent is a buffer whose first BlobSent fails, as on a full disk.
+type failingSent struct {
+	*store.Outbox
+	failed atomic.Bool
+}
+
+func (f *failingSent) BlobSent(ctx context.Context, sha string) error {
+	if f.failed.CompareAndSwap(false, true) {
+		return errors.New("disk full")
+	}
+	return f.Outbox.BlobSent(ctx, sha)
+}
+
+// The uploads' progress is written off the chunks' way; a write that
+// fails pauses the upload ("photo upload paused"), and the photo whose
+// completion was not recorded is uploaded again and then recorded: every
+// photo ends up sent, none counted sent without its write.
+func TestBlobProgressWriteFails(t *testing.T) {
+	broker := mqtttest.Start(t)
+	chunks := broker.Subscribe(t, "chunks", "mailroom/v1/"+appliance+"/blobs/#")
+	cert, key := broker.ClientFiles(t, appliance)
+	tlsCfg, err := uplink.LoadTLS(broker.Files.CA, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	o, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "buffer.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	files := blobstore.New(filepath.Join(dir, "blobs"), nil)
+	var shas []string
+	for i := range 3 {
+		p := make([]byte, 3*uplink.ChunkSize+100)
+		rand.Read(p)
+		sha, err := files.Put(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shas = append(shas, sha)
+		if _, err := o.Append(ctx, event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
+			ParcelID: fmt.Sprint("p", i), Photos: []event.Photo{{SHA256: sha, Size: int64(len(p)), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance, TopicPrefix: "mailroom/v1",
+		Window: 16, KeepAlive: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	src := &failingSent{Outbox: o}
+	sender := uplink.NewBlobSender(pub, src, files, time.Hour, clock.Real{}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); pub.Run(ctx) }()
+	go func() { defer wg.Done(); sender.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	waitfor.True(t, 30*time.Second, "every photo recorded as sent", func() bool {
+		left, _ := o.BlobsToSend(ctx, 10)
+		return len(left) == 0
+	})
+	if !src.failed.Load() || !bytes.Contains(logs.Bytes(), []byte("photo upload paused")) || !bytes.Contains(logs.Bytes(), []byte("disk full")) {
+		t.Fatalf("the failed write did not pause the upload:\n%s", logs.Bytes())
+	}
+	if n := bytes.Count(logs.Bytes(), []byte("blob uploaded")); n != len(shas) {
+		t.Fatalf("%d photos logged uploaded, want %d (one per recorded completion):\n%s", n, len(shas), logs.Bytes())
+	}
+	// Every chunk of every photo reached the broker.
+	chunks.WaitFor(t, 10*time.Second, "every chunk", func(ms []mqtttest.Message) bool {
+		seen := map[string]bool{}
+		for _, m := range ms {
+			seen[m.Topic] = true
+		}
+		for _, sha := range shas {
+			for n := range 4 {
+				if !seen[fmt.Sprintf("mailroom/v1/%s/blobs/%s/%d", appliance, sha, n)] {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// Bytes returns a copy of what was written.
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
+}
