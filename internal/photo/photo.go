@@ -15,8 +15,10 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/blobstore"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/health"
 	"github.com/mailroomd/mailroomd/internal/store"
@@ -107,6 +109,48 @@ type Keeper struct {
 	// OnLabel is told of every label photo committed, to read it; nil
 	// reads none. It must not block.
 	OnLabel func(parcelID, sha string)
+	// Locks serialise the keeping of the same bytes; every Keeper of a
+	// blob store must share one. Nil: the Keeper's own.
+	Locks *Locks
+	own   Locks
+}
+
+// Locks hold the photos being kept, by hash: the same bytes kept twice at
+// once (two cameras, a camera and the page) are kept one after the other,
+// so that a photo removed because its event was refused is never one
+// another event is about to name.
+type Locks struct {
+	mu   sync.Mutex
+	held map[string]*heldPhoto
+}
+
+type heldPhoto struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lock holds sha until the returned func is called.
+func (l *Locks) lock(sha string) func() {
+	l.mu.Lock()
+	if l.held == nil {
+		l.held = map[string]*heldPhoto{}
+	}
+	h := l.held[sha]
+	if h == nil {
+		h = &heldPhoto{}
+		l.held[sha] = h
+	}
+	h.users++
+	l.mu.Unlock()
+	h.mu.Lock()
+	return func() {
+		h.mu.Unlock()
+		l.mu.Lock()
+		if h.users--; h.users == 0 {
+			delete(l.held, sha)
+		}
+		l.mu.Unlock()
+	}
 }
 
 // CheckKind refuses a kind of photo other than Kinds.
@@ -161,7 +205,7 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 	}
 	used, err := k.Index.BlobBytes(ctx)
 	if err != nil {
-		return Kept{}, fmt.Errorf("keep photo: %w", err)
+		return Kept{}, fmt.Errorf("not kept: %w", err)
 	}
 	if used+int64(len(p.Body)) > k.MaxTotal {
 		msg := fmt.Sprintf("photos take %.1f of %d MiB: new photos are refused until uploaded ones are pruned", float64(used)/(1<<20), k.MaxTotal>>20)
@@ -169,6 +213,11 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 		k.Log.Error("photo refused: the photo store is full", "parcel", p.ParcelID, "used", used, "max", k.MaxTotal)
 		return Kept{}, &Error{CodeFull, msg}
 	}
+	locks := k.Locks
+	if locks == nil {
+		locks = &k.own
+	}
+	defer locks.lock(blobstore.Sum(p.Body))()
 	sha, err := k.Store.Put(p.Body)
 	if err != nil {
 		k.Log.Error("photo not kept", "parcel", p.ParcelID, "err", err)
@@ -176,7 +225,7 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 			k.raise(DiskFullMessage)
 			return Kept{}, &Error{CodeDiskFull, DiskFullMessage}
 		}
-		return Kept{}, fmt.Errorf("keep photo: %w", err)
+		return Kept{}, fmt.Errorf("not kept: %w", err)
 	}
 	size := int64(len(p.Body))
 	ev := event.Event{Appliance: k.Appliance, Site: k.Site, Type: event.TypeParcelUpdated, Time: k.Now(),
@@ -193,7 +242,7 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 			k.raise(DiskFullMessage)
 			return Kept{}, &Error{CodeDiskFull, DiskFullMessage}
 		}
-		return Kept{}, fmt.Errorf("record photo: %w", err)
+		return Kept{}, fmt.Errorf("not recorded: %w", err)
 	}
 	if k.Alerts != nil {
 		k.Alerts.Clear(ConditionFull)

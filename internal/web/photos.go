@@ -88,7 +88,11 @@ func (s *Server) photo(w http.ResponseWriter, r *http.Request, sess *session) {
 // recorded.
 func (s *Server) photoRefused(w http.ResponseWriter, err error) {
 	if e, ok := photo.IsRefused(err); ok {
-		jsonErrorCode(w, photoStatus[e.Code], e.Code, e.Msg)
+		status, known := photoStatus[e.Code]
+		if !known {
+			status = http.StatusBadRequest
+		}
+		jsonErrorCode(w, status, e.Code, e.Msg)
 		return
 	}
 	var refused *store.RefusedError
@@ -96,5 +100,5 @@ func (s *Server) photoRefused(w http.ResponseWriter, err error) {
 		jsonErrorCode(w, http.StatusConflict, refused.Code, refused.Error())
 		return
 	}
-	jsonErrorCode(w, http.StatusServiceUnavailable, "refused", "not recorded: "+err.Error())
+	jsonErrorCode(w, http.StatusServiceUnavailable, "refused", err.Error()) // "not kept: …" or "not recorded: …"
 }
