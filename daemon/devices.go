@@ -201,7 +201,23 @@ func probeCamera(ctx context.Context, dev app.Device, out string, stdout, stderr
 		err   error
 	}
 	stills := make(chan result, 1)
-	taken := false
+	taken, ok := false, false
+	// handle prints a still and writes it; true when both went well.
+	handle := func(r result) bool {
+		if r.err != nil {
+			fmt.Fprintf(stdout, "still: %v\n", r.err)
+			return false
+		}
+		fmt.Fprintf(stdout, "%s  still: %dx%d JPEG, %d bytes\n", r.still.At.Format("15:04:05.000"), r.still.Width, r.still.Height, len(r.still.JPEG))
+		if out != "" {
+			if err := os.WriteFile(out, r.still.JPEG, 0o600); err != nil {
+				fmt.Fprintf(stderr, "mailroomd: %v\n", err)
+				return false
+			}
+			fmt.Fprintf(stdout, "still written to %s\n", out)
+		}
+		return true
+	}
 	for {
 		select {
 		case s := <-status:
@@ -218,20 +234,18 @@ func probeCamera(ctx context.Context, dev app.Device, out string, stdout, stderr
 				}()
 			}
 		case r := <-stills:
-			if r.err != nil {
-				fmt.Fprintf(stdout, "still: %v\n", r.err)
-				continue
-			}
-			fmt.Fprintf(stdout, "%s  still: %dx%d JPEG, %d bytes\n", r.still.At.Format("15:04:05.000"), r.still.Width, r.still.Height, len(r.still.JPEG))
-			if out != "" {
-				if err := os.WriteFile(out, r.still.JPEG, 0o600); err != nil {
-					fmt.Fprintf(stderr, "mailroomd: %v\n", err)
-					continue
-				}
-				fmt.Fprintf(stdout, "still written to %s\n", out)
-			}
+			ok = handle(r)
 		case err := <-done:
-			return exitOf(err, stderr)
+			select {
+			case r := <-stills: // taken just before the end
+				ok = handle(r)
+			default:
+			}
+			if code := exitOf(err, stderr); code != 0 || ok {
+				return code
+			}
+			fmt.Fprintln(stderr, "mailroomd: no still taken")
+			return 1
 		}
 	}
 }

@@ -119,6 +119,7 @@ appliance: {id: mr-probe}
 uplink: {brokers: ["mqtt://127.0.0.1:1"], insecure: true}
 devices:
   - {name: cam, kind: camera, driver: sim-camera}
+  - {name: gone, kind: camera, driver: v4l2, path: `+filepath.Join(dir, "video9")+`}
 `), 0o644)
 	still := filepath.Join(dir, "still.jpg")
 	var out, errOut bytes.Buffer
@@ -136,5 +137,16 @@ devices:
 	}
 	if c, err := jpeg.DecodeConfig(bytes.NewReader(b)); err != nil || c.Width == 0 {
 		t.Fatalf("the still is not a JPEG: %v", err)
+	}
+	// A camera that is not there: its state, no still, exit 1.
+	out.Reset()
+	errOut.Reset()
+	if code := Main([]string{"probe", "--config", cfg, "--for", "1s", "--out", filepath.Join(dir, "none.jpg"), "gone"}, &out, &errOut); code != 1 ||
+		!strings.Contains(out.String(), "state: disconnected: ") || !strings.Contains(out.String(), "video9") ||
+		!strings.Contains(errOut.String(), "no still taken") {
+		t.Fatalf("a missing camera: exit %d\n%s\n%s", code, out.String(), errOut.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "none.jpg")); err == nil {
+		t.Fatal("a still file was written without a still")
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/logring"
 	"github.com/mailroomd/mailroomd/internal/metrics"
 	"github.com/mailroomd/mailroomd/internal/ocr"
+	"github.com/mailroomd/mailroomd/internal/photo"
 	"github.com/mailroomd/mailroomd/internal/seal"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
@@ -125,12 +126,14 @@ type App struct {
 	latency atomic.Int64 // last publish latency, ns
 	history *web.History
 	// auth is the status pages' sign-in state, kept across front switches.
-	auth    *web.Auth
-	people  *people // the recipient directory's index, shared by the fronts
-	blobs   *blobstore.Store
-	photos  *uplink.BlobSender
-	labels  *labelReader // nil when label photos are not read
-	changed chan struct{}
+	auth   *web.Auth
+	people *people // the recipient directory's index, shared by the fronts
+	blobs  *blobstore.Store
+	// photoLocks are shared by every photo.Keeper of blobs.
+	photoLocks *photo.Locks
+	photos     *uplink.BlobSender
+	labels     *labelReader // nil when label photos are not read
+	changed    chan struct{}
 
 	// front is the running generation; it is swapped whole by Reconfigure.
 	front atomic.Pointer[generation]
@@ -192,6 +195,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 	a.store = st
 	a.people = &people{store: st}
 	a.blobs = blobstore.New(store.BlobDir(cfg.Storage.Path), keys)
+	a.photoLocks = &photo.Locks{}
 	if rec := st.Recovery(); rec != nil {
 		log.Error("buffer database was unreadable: moved aside and replaced; a new epoch starts",
 			"moved_to", rec.MovedTo, "cause", rec.Cause, "salvaged_unsent", rec.Salvaged, "unreadable_unsent", rec.Unreadable,

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"image"
 	_ "image/jpeg" // a sim-camera's picture
@@ -39,13 +38,17 @@ func (a *App) photoKeeper(cfg *config.Config) *photo.Keeper {
 	return &photo.Keeper{Store: a.blobs, Index: a.store, Custody: a.store, Alerts: a.health,
 		MaxSize: cfg.Photos.MaxSizeKB << 10, MaxTotal: cfg.Photos.MaxTotalMB << 20,
 		Appliance: cfg.Appliance.ID, Site: cfg.Appliance.Site, Now: a.clock.Now,
-		Log: a.log.With("subsystem", "photos"), OnLabel: a.readLabel}
+		Log: a.log.With("subsystem", "photos"), OnLabel: a.readLabel, Locks: a.photoLocks}
 }
 
 // newV4L2Device is a USB (UVC) camera through Linux's V4L2.
 func newV4L2Device(d config.Device, env deviceEnv) (Device, error) {
 	dev := Device{Name: d.Name}
-	dev.Camera = v4l2.New(v4l2.Config{Name: d.Name, Path: d.Path, Width: d.Width, Height: d.Height, Warmup: d.Warmup,
+	warmup := d.Warmup
+	if warmup == 0 {
+		warmup = -1 // the driver's zero is its default; the config's is none
+	}
+	dev.Camera = v4l2.New(v4l2.Config{Name: d.Name, Path: d.Path, Width: d.Width, Height: d.Height, Warmup: warmup,
 		FrameTimeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Now: env.clock.Now, Log: env.log})
 	return dev, nil
 }
@@ -71,10 +74,18 @@ func newSimCameraDevice(d config.Device, env deviceEnv) (Device, error) {
 	return dev, nil
 }
 
+// cameraMaxAge is how long after its scan a parcel is photographed at
+// most, beyond the station's weight window: later, another parcel is
+// likely under the camera.
+const cameraMaxAge = 5 * time.Second
+
 // cameraJob is a parcel whose label a camera photographs.
 type cameraJob struct {
 	parcel  string
 	station string
+	// scanned is when the parcel's code was scanned; by is when its photo
+	// must be taken at the latest.
+	scanned, by time.Time
 }
 
 // startCamera runs a camera: its status goes to the health model, and it
@@ -109,7 +120,14 @@ func (g *generation) startCamera(d Device, jobs <-chan cameraJob) {
 		for {
 			select {
 			case <-g.ctx.Done():
-				return
+				for {
+					select {
+					case j := <-jobs:
+						g.log.Warn("parcel received without a label photo: the devices are stopping", "parcel", j.parcel, "station", j.station, "camera", d.Name)
+					default:
+						return
+					}
+				}
 			case j := <-jobs:
 				g.photograph(d, keeper, j)
 			}
@@ -119,13 +137,20 @@ func (g *generation) startCamera(d Device, jobs <-chan cameraJob) {
 
 // photograph takes the label photo of a parcel just received and keeps it.
 func (g *generation) photograph(d Device, keeper *photo.Keeper, j cameraJob) {
+	if now := g.a.clock.Now(); now.After(j.by) {
+		g.log.Warn("parcel received without a label photo: the camera is behind, another parcel may be under it", "parcel", j.parcel,
+			"station", j.station, "camera", d.Name, "scanned_ago", now.Sub(j.scanned).Round(time.Millisecond))
+		return
+	}
 	ctx, cancel := context.WithTimeout(g.ctx, cameraStillTimeout)
 	defer cancel()
 	still, err := d.Camera.Still(ctx)
 	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			g.log.Warn("parcel received without a label photo", "parcel", j.parcel, "station", j.station, "camera", d.Name, "err", err)
+		reason := err.Error()
+		if g.ctx.Err() != nil {
+			reason = "the devices are stopping"
 		}
+		g.log.Warn("parcel received without a label photo", "parcel", j.parcel, "station", j.station, "camera", d.Name, "err", reason)
 		return
 	}
 	// The photo is kept even when the generation stops meanwhile: it was

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/mailroomd/mailroomd/drivers/printer"
 	"github.com/mailroomd/mailroomd/drivers/printer/zpl"
@@ -136,7 +137,7 @@ func (g *generation) buildStations(printers map[string]*zpl.Printer) error {
 		if sc.Camera != "" {
 			jobs := make(chan cameraJob, cameraQueue)
 			g.cameraJobs[sc.Camera] = jobs
-			onEvent = g.photographReceived(sc.Name, sc.Camera, jobs)
+			onEvent = g.photographReceived(sc.Name, sc.Camera, sc.WeightWindow.D(), jobs)
 		}
 		s := station.New(station.Config{
 			Name: sc.Name, Appliance: cfg.Appliance.ID, Site: cfg.Appliance.Site,
@@ -274,16 +275,20 @@ func (g *generation) startScale(d Device) {
 }
 
 // photographReceived is the OnEvent of a station with a camera: every
-// parcel it receives is queued for its label photo.
-func (g *generation) photographReceived(stationName, cameraName string, jobs chan cameraJob) func(event.Event) {
+// parcel it receives is queued for its label photo, to be taken within
+// the station's weight window and cameraMaxAge of its scan. A parcel
+// received from a scan of before a restart (the station's recovery) is
+// long off the table by then, and is not photographed.
+func (g *generation) photographReceived(stationName, cameraName string, weightWindow time.Duration, jobs chan cameraJob) func(event.Event) {
 	return func(ev event.Event) {
 		g.a.notifyChanged()
 		if ev.Type != event.TypeParcelReceived {
 			return
 		}
-		// A parcel's id is the id of the event that received it.
+		// A parcel's id is the id of the event that received it; its time
+		// is its scan's.
 		select {
-		case jobs <- cameraJob{parcel: ev.ID, station: stationName}:
+		case jobs <- cameraJob{parcel: ev.ID, station: stationName, scanned: ev.Time, by: ev.Time.Add(weightWindow + cameraMaxAge)}:
 		default:
 			g.log.Warn("parcel received without a label photo: the camera is behind", "parcel", ev.ID, "station", stationName, "camera", cameraName)
 		}

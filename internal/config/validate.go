@@ -237,7 +237,7 @@ func (d *decoder) validate(c *Config) {
 				if f, err := os.Open(dev.Image); err != nil {
 					bad(p+".image", "cannot read %s: %v", dev.Image, unwrapPathError(err))
 				} else {
-					_, _, err := image.DecodeConfig(f)
+					_, _, err := image.Decode(f) // whole: the camera returns all of it
 					f.Close()
 					if err != nil {
 						bad(p+".image", "%s is not a JPEG or PNG picture: %v", dev.Image, err)
