@@ -127,13 +127,19 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		dur := fs.Duration("for", 0, "stop after this long (0 or left out: until interrupted)")
 		out := fs.String("out", "", "a camera: write its still to this file")
 		if err := fs.Parse(rest); err != nil || *path == "" || fs.NArg() != 1 || *dur < 0 {
-			fmt.Fprintln(stderr, "usage: mailroomd probe --config FILE [--for DURATION] [--out FILE] DEVICE (DURATION > 0; left out: until interrupted; --out: where a camera's still goes)")
+			fmt.Fprintln(stderr, "usage: mailroomd probe --config FILE [--for DURATION] [--out FILE] DEVICE (DURATION: 0 or left out: until interrupted; --out: where a camera's still goes)")
 			return 2
 		}
 		cfg, err := config.Load(*path)
 		if err != nil {
 			fmt.Fprintf(stderr, "mailroomd: invalid configuration:\n%v\n", err)
 			return 2
+		}
+		for _, d := range cfg.Devices {
+			if d.Name == fs.Arg(0) && *out != "" && d.Kind != "camera" {
+				fmt.Fprintf(stderr, "mailroomd: --out is for a camera's still; %s is a %s\n", d.Name, d.Kind)
+				return 2
+			}
 		}
 		return probe(cfg, fs.Arg(0), *dur, *out, stdout, stderr)
 	case "decode":

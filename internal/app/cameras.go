@@ -155,7 +155,8 @@ func (g *generation) photograph(d Device, keeper *photo.Keeper, j cameraJob) {
 	}
 	// The photo is kept even when the generation stops meanwhile: it was
 	// taken, and its parcel is committed.
-	if _, err := keeper.Keep(context.WithoutCancel(ctx), photo.Photo{ParcelID: j.parcel, Kind: "label", By: "camera:" + d.Name, Body: still.JPEG}); err != nil {
+	if _, err := keeper.Keep(context.WithoutCancel(ctx), photo.Photo{ParcelID: j.parcel, Kind: "label", By: "camera:" + d.Name,
+		Station: j.station, Device: d.Name, Body: still.JPEG}); err != nil {
 		g.log.Error("label photo not kept", "parcel", j.parcel, "station", j.station, "camera", d.Name, "err", err)
 	}
 }

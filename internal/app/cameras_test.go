@@ -43,7 +43,8 @@ func TestStationCameraSkipsAParcelLongOffTheTable(t *testing.T) {
 	}
 	waitfor.True(t, 10*time.Second, "the scanned parcel's photo", func() bool { return len(photos()) == 1 })
 	received, _ := s.app.store.Recent(context.Background(), 10, event.TypeParcelReceived)
-	if len(received) != 1 || photos()[0].ParcelID != received[0].Event.ID || photos()[0].By != "camera:cam" || photos()[0].Seq <= received[0].Event.Seq {
+	if len(received) != 1 || photos()[0].ParcelID != received[0].Event.ID || photos()[0].By != "camera:cam" ||
+		photos()[0].Station != "dock-1" || photos()[0].Device != "cam" || photos()[0].Seq <= received[0].Event.Seq {
 		t.Fatalf("the photo %+v of the parcel %+v", photos()[0], received)
 	}
 

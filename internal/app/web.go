@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mailroomd/mailroomd/drivers/printer/zpl"
@@ -153,7 +154,10 @@ func (x actions) DeviceTest(_ context.Context, name string) (string, error) {
 		}
 		for _, st := range a.health.Devices() {
 			if st.Name == name {
-				return st.State + " " + st.LastReading, nil
+				if st.State != health.DeviceConnected {
+					return strings.TrimSpace(st.State + ": " + st.Reason), nil
+				}
+				return strings.TrimSpace(st.State + " " + st.LastReading), nil
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/envelope"
@@ -234,20 +235,15 @@ func (d *decoder) validate(c *Config) {
 		case "sim-camera":
 			if dev.Image != "" {
 				dev.Image = abs(dev.Image)
-				if f, err := os.Open(dev.Image); err != nil {
-					bad(p+".image", "cannot read %s: %v", dev.Image, unwrapPathError(err))
-				} else {
-					_, _, err := image.Decode(f) // whole: the camera returns all of it
-					f.Close()
-					if err != nil {
-						bad(p+".image", "%s is not a JPEG or PNG picture: %v", dev.Image, err)
-					}
+				if msg := checkPicture(dev.Image); msg != "" {
+					bad(p+".image", "%s", msg)
 				}
 			}
 		case "v4l2":
 			if dev.Path == "" {
 				bad(p+".path", "required: the camera's video device, best a /dev/v4l/by-id/...-video-index0 link (see `mailroomd devices`)")
 			}
+			dev.Path = abs(dev.Path)
 			if dev.Width < 16 || dev.Width > 8192 {
 				bad(p+".width", "must be 16 to 8192 (pixels)")
 			}
@@ -257,8 +253,8 @@ func (d *decoder) validate(c *Config) {
 			if dev.Warmup < 0 || dev.Warmup > 100 {
 				bad(p+".warmup", "must be 0 to 100 (frames)")
 			}
-			if dev.ReadTimeout <= 0 {
-				bad(p+".read_timeout", "must be positive")
+			if dev.ReadTimeout <= 0 || dev.ReadTimeout.D() > 10*time.Second {
+				bad(p+".read_timeout", "must be positive and at most 10s (a still is given up after 20s)")
 			}
 			if dev.ReconnectMax <= 0 {
 				bad(p+".reconnect_max", "must be positive")
@@ -395,6 +391,27 @@ func ParseTerminator(s string) ([]byte, error) {
 	return nil, fmt.Errorf("unknown terminator %q (cr, lf, crlf, tab, etx, one character, or a byte as 0xNN)", s)
 }
 
+// checkPicture returns why the file at path cannot be a simulated
+// camera's picture, or "".
+func checkPicture(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", path, unwrapPathError(err))
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return fmt.Sprintf("%s is a directory, not a picture", path)
+	}
+	img, _, err := image.Decode(f) // whole: the camera returns all of it
+	if err != nil {
+		return fmt.Sprintf("%s is not a JPEG or PNG picture: %v", path, err)
+	}
+	if b := img.Bounds(); b.Dx() > 8192 || b.Dy() > 8192 {
+		return fmt.Sprintf("%s is %d×%d pixels: a photo is at most 8192 on each edge", path, b.Dx(), b.Dy())
+	}
+	return ""
+}
+
 func unwrapPathError(err error) error {
 	if pe, ok := err.(*os.PathError); ok {
 		return pe.Err
@@ -428,6 +445,8 @@ func (d *decoder) validateStations(c *Config, bad func(string, string, ...any), 
 			switch {
 			case !ok:
 				bad(f, "no device named %q in devices", ref.dev)
+			case kind == "":
+				bad(f, "device %q has no kind (it must be a %s)", ref.dev, ref.kind)
 			case kind != ref.kind:
 				bad(f, "device %q is a %s, not a %s", ref.dev, kind, ref.kind)
 			case owner[ref.dev] != "":

@@ -83,8 +83,11 @@ type Photo struct {
 	// Kind is label, damage or proof.
 	Kind string
 	// By is who took it: a page user, or "camera:<device>".
-	By   string
-	Body []byte
+	By string
+	// Station and Device name the station and the camera that took it;
+	// empty for a photo from the page.
+	Station, Device string
+	Body            []byte
 }
 
 // Kept is a photo kept and the event that names it.
@@ -161,9 +164,13 @@ func CheckKind(kind string) error {
 	return nil
 }
 
-// TooLarge is the refusal of a photo over MaxSize.
+// limit is the most bytes one photo may have: MaxSize, or MaxTotal when
+// that is less (such a photo could never be kept).
+func (k *Keeper) limit() int64 { return min(k.MaxSize, k.MaxTotal) }
+
+// TooLarge is the refusal of a photo over the most one may have.
 func (k *Keeper) TooLarge() *Error {
-	return &Error{CodeTooLarge, fmt.Sprintf("a photo may be %d KiB at most", k.MaxSize>>10)}
+	return &Error{CodeTooLarge, fmt.Sprintf("a photo may be %d KiB at most", k.limit()>>10)}
 }
 
 // Check refuses a photo that is not one: of an unknown kind, empty, too
@@ -176,7 +183,7 @@ func (k *Keeper) Check(p Photo) (string, error) {
 	if len(p.Body) == 0 {
 		return "", &Error{CodeEmpty, "the body must be the photo (JPEG or PNG)"}
 	}
-	if int64(len(p.Body)) > k.MaxSize {
+	if int64(len(p.Body)) > k.limit() {
 		return "", k.TooLarge()
 	}
 	ctype := http.DetectContentType(p.Body)
@@ -229,7 +236,7 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 	}
 	size := int64(len(p.Body))
 	ev := event.Event{Appliance: k.Appliance, Site: k.Site, Type: event.TypeParcelUpdated, Time: k.Now(),
-		ParcelID: p.ParcelID, By: p.By,
+		ParcelID: p.ParcelID, By: p.By, Station: p.Station, Device: p.Device,
 		Photos: []event.Photo{{SHA256: sha, Size: size, ContentType: ctype, Kind: p.Kind}}}
 	committed, err := k.Custody.Append(ctx, ev)
 	if err != nil {

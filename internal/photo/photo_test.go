@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,6 +91,13 @@ func TestCheck(t *testing.T) {
 				t.Fatalf("got %v, want code %s", err, c.code)
 			}
 		})
+	}
+	// A photo larger than the whole store could never be kept: too large,
+	// not "full" (nothing is).
+	small := newRig(t, 100)
+	if _, err := small.k.Keep(context.Background(), photo.Photo{ParcelID: "p", Kind: "label", Body: jpegOf(t, 8, 8, 1)}); err == nil ||
+		!strings.Contains(err.Error(), "a photo may be 0 KiB at most") || len(small.alerts.Active()) != 0 {
+		t.Fatalf("a photo over the whole store: %v %+v", err, small.alerts.Active())
 	}
 	if ct, err := r.k.Check(photo.Photo{Kind: "damage", Body: jpegOf(t, 8, 8, 1)}); err != nil || ct != "image/jpeg" {
 		t.Fatalf("a JPEG: %q %v", ct, err)

@@ -179,7 +179,9 @@ func (m *Manager) check(path string, b []byte) (*config.Config, error) {
 		if d.Image == "" {
 			continue
 		}
-		if !slices.ContainsFunc(l.Devices, func(ld config.Device) bool { return ld.Name == d.Name && ld.Image == d.Image }) {
+		if !slices.ContainsFunc(l.Devices, func(ld config.Device) bool {
+			return ld.Name == d.Name && ld.Image != "" && filepath.Clean(ld.Image) == filepath.Clean(d.Image)
+		}) {
 			errs = append(errs, fmt.Sprintf("devices[%d].image: a local-only setting, only the box's own config names a picture file for device %q", i, d.Name))
 		}
 	}

@@ -350,6 +350,9 @@ func (c *Camera) setup(dev Device) (negotiated, error) {
 	path := c.cfg.Path
 	var capa capability
 	if err := ioctl(dev, path, "VIDIOC_QUERYCAP", vidiocQuerycap, unsafe.Pointer(&capa)); err != nil {
+		if errors.Is(err, syscall.ENOTTY) || errors.Is(err, syscall.EINVAL) {
+			return negotiated{}, fmt.Errorf("%s is not a video device: %w", path, err)
+		}
 		return negotiated{}, err
 	}
 	card := cString(capa.Card[:])

@@ -48,7 +48,7 @@ func TestLinuxDevice(t *testing.T) {
 }
 
 // TestDriverOnDevNull: the driver with the real device refuses /dev/null
-// with the ioctl's error as the status.
+// as not a video device, with the ioctl's error, as the status.
 func TestDriverOnDevNull(t *testing.T) {
 	cam := New(Config{Name: "null-cam", Path: "/dev/null"})
 	status := make(chan camera.Status, 1)
@@ -56,7 +56,7 @@ func TestDriverOnDevNull(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cam.Run(ctx, status) }()
 	s := <-status
-	if s.Connected || s.Detail != "VIDIOC_QUERYCAP /dev/null: inappropriate ioctl for device" || s.Device != "null-cam" {
+	if s.Connected || s.Detail != "/dev/null is not a video device: VIDIOC_QUERYCAP /dev/null: inappropriate ioctl for device" || s.Device != "null-cam" {
 		t.Errorf("status %+v", s)
 	}
 	waitfor.True(t, 5*time.Second, "Still refused", func() bool {
