@@ -136,6 +136,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./drivers/hotplug
 	$(GO) test -run XXX -fuzz FuzzManualEntry -fuzztime $(FUZZTIME) ./internal/web
 	$(GO) test -run XXX -fuzz FuzzCheckSignature -fuzztime $(FUZZTIME) ./internal/web
+	$(GO) test -run XXX -fuzz FuzzFrameToJPEG -fuzztime $(FUZZTIME) ./drivers/camera/v4l2
 
 ## chaos: the chaos suite with many faults (a short run is part of make test),
 ## the power cuts of TestPowerCut among them, then one summary table of both
