@@ -444,6 +444,29 @@ func TestNewerSchemaRefused(t *testing.T) {
 	}
 }
 
+// A buffer of schema 8 to 10 made without the directory table (builds of
+// schema 8 from before the directory) opens: schema 11 adds the table, and
+// its events are still there.
+func TestBufferWithoutDirectoryTableOpens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.db")
+	o := open(t, path, Options{})
+	appendN(t, o, 3)
+	o.Close()
+	db, _ := sql.Open("sqlite3", path)
+	if _, err := db.Exec("DROP TABLE directory; PRAGMA user_version = 10"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	o, err := Open(context.Background(), Options{Path: path})
+	if err != nil {
+		t.Fatalf("a buffer without the directory table: %v", err)
+	}
+	defer o.Close()
+	if recs, err := o.Pending(context.Background(), 0, 10); err != nil || len(recs) != 3 {
+		t.Fatalf("its events: %d %v", len(recs), err)
+	}
+}
+
 func TestRanges(t *testing.T) {
 	got := ranges([]int64{7, 3, 4, 5, 9, 10, 1, 4})
 	want := [][2]int64{{1, 1}, {3, 5}, {7, 7}, {9, 10}}

@@ -160,6 +160,15 @@ var migrations = []string{
 	) WITHOUT ROWID;
 	CREATE INDEX blobs_pending ON blobs(stored_at) WHERE sent_at IS NULL;
 	CREATE INDEX blobs_sent ON blobs(sent_at) WHERE sent_at IS NOT NULL;`,
+	// 11: the directory table for buffers at schema 8 to 10 that lack it:
+	// builds of schema 8 made before the directory existed created schema
+	// 8 without it, and such a buffer did not open ("no such table:
+	// directory").
+	`CREATE TABLE IF NOT EXISTS directory (
+		id      TEXT    PRIMARY KEY,               -- the person's directory id
+		entry   BLOB    NOT NULL,                  -- the entry (JSON), sealed like payloads when encryption is on
+		key_id  TEXT
+	) WITHOUT ROWID;`,
 }
 
 // SchemaVersion is the schema version this build writes.
