@@ -21,6 +21,11 @@ type FakeBroker struct {
 	// RefuseConnect answers every CONNECT with return code 5 (not
 	// authorised) and closes the connection.
 	RefuseConnect atomic.Bool
+	// DropAfterConnack accepts every CONNECT and closes the connection
+	// right after its CONNACK, as a broker does that takes a client id
+	// over for another connection, or kicks a client its access list
+	// refuses.
+	DropAfterConnack atomic.Bool
 
 	mu        sync.Mutex
 	levels    []byte
@@ -101,6 +106,10 @@ func (f *FakeBroker) serve(c net.Conn) {
 			ack := packets.NewControlPacket(packets.Connack).(*packets.ConnackPacket)
 			if f.RefuseConnect.Load() {
 				ack.ReturnCode = packets.ErrRefusedNotAuthorised
+				ack.Write(c)
+				return
+			}
+			if f.DropAfterConnack.Load() {
 				ack.Write(c)
 				return
 			}

@@ -464,10 +464,16 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		began := p.opts.Clock.Now()
 		connected, err := p.connectAndServe(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		// Only a connection that stayed up a while counts as one: a broker
+		// that accepts and drops at once (another connection taking the
+		// client id over, a kick by its access list) gets the backoff of a
+		// refusal, not a reconnect every few hundred milliseconds.
+		connected = connected && p.opts.Clock.Now().Sub(began) >= stableConnection
 		if connected {
 			backoff = p.opts.ReconnectMin
 		}
@@ -490,6 +496,11 @@ func (p *Publisher) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// stableConnection is how long a connection must last to count as one
+// that was up: a lost one is then retried at once and the backoff starts
+// over.
+const stableConnection = 10 * time.Second
 
 // jitter spreads d over [0.8d, 1.2d) so that a fleet does not reconnect in
 // lockstep after a cloud outage.
