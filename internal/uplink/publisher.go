@@ -141,6 +141,14 @@ type Publisher struct {
 	// caughtUp is true while the publisher found no event left to publish.
 	caughtUp atomic.Bool
 
+	// statusMu orders the online status of a connection before the
+	// offline status of its end, without holding mu (which State and
+	// CaughtUp take) while a publish may block on a dying connection.
+	statusMu sync.Mutex
+	// connectedAt is when the current or last connection was made (unix
+	// ns), to tell a connection that was up from one dropped at once.
+	connectedAt atomic.Int64
+
 	mu    sync.Mutex
 	state LinkState
 	// connects counts successful connections; all but the first are
@@ -460,20 +468,29 @@ func (p *Publisher) status(state, reason string, pending *int64) []byte {
 // ShutdownTimeout) and the offline status has been published.
 func (p *Publisher) Run(ctx context.Context) error {
 	backoff := p.opts.ReconnectMin
+	short := 0 // connections in a row lost within stableConnection
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			return nil
 		}
-		began := p.opts.Clock.Now()
 		connected, err := p.connectAndServe(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		// Only a connection that stayed up a while counts as one: a broker
-		// that accepts and drops at once (another connection taking the
-		// client id over, a kick by its access list) gets the backoff of a
-		// refusal, not a reconnect every few hundred milliseconds.
-		connected = connected && p.opts.Clock.Now().Sub(began) >= stableConnection
+		// A connection lost within stableConnection of its CONNACK is
+		// short. A few in a row are retried at once like any lost
+		// connection (a cluster electing leaders drops a few); after that
+		// they count as connects that failed, with the growing backoff, so
+		// that a broker that accepts and drops the box at once (another
+		// connection taking its client id over, a kick by its access list)
+		// is not tried several times a second.
+		if connected {
+			if p.opts.Clock.Now().Sub(time.Unix(0, p.connectedAt.Load())) >= stableConnection {
+				short = 0
+			} else if short++; short >= shortConnections {
+				connected = false
+			}
+		}
 		if connected {
 			backoff = p.opts.ReconnectMin
 		}
@@ -497,10 +514,13 @@ func (p *Publisher) Run(ctx context.Context) error {
 	}
 }
 
-// stableConnection is how long a connection must last to count as one
-// that was up: a lost one is then retried at once and the backoff starts
-// over.
-const stableConnection = 10 * time.Second
+// stableConnection is how long after its CONNACK a connection must last
+// to count as one that was up; shortConnections lost sooner in a row are
+// still retried at once, the next ones with the growing backoff.
+const (
+	stableConnection = 10 * time.Second
+	shortConnections = 3
+)
 
 // jitter spreads d over [0.8d, 1.2d) so that a fleet does not reconnect in
 // lockstep after a cloud outage.
@@ -640,6 +660,7 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 		pending = &st.Pending
 	}
 	p.log.Info("uplink connected", "broker", redact(broker), "client_id", p.opts.ClientID)
+	p.connectedAt.Store(p.opts.Clock.Now().UnixNano())
 	p.mu.Lock()
 	p.client = client
 	p.mu.Unlock()
@@ -663,11 +684,14 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 		}
 		// Not after a stop's offline status: the client must still be
 		// the connected one (a stop clears it before saying offline).
+		p.statusMu.Lock()
 		p.mu.Lock()
-		if p.client == client {
+		current := p.client == client
+		p.mu.Unlock()
+		if current {
 			client.Publish(p.Topic(TopicStatus), 1, true, p.status("online", "", pending))
 		}
-		p.mu.Unlock()
+		p.statusMu.Unlock()
 		if len(p.opts.Subscriptions) == 0 {
 			onConnect()
 			return
@@ -680,9 +704,11 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 	if ctx.Err() == nil {
 		p.lostEndpoint(broker)
 	}
+	p.statusMu.Lock() // an online status being published goes first
 	p.mu.Lock()
 	p.client = nil
 	p.mu.Unlock()
+	p.statusMu.Unlock()
 	if ctx.Err() != nil {
 		reason := "shutdown"
 		if p.handoff.Load() {
