@@ -28,6 +28,10 @@ type cameraDriver interface {
 // frame timeout fit well inside it.
 const cameraStillTimeout = 20 * time.Second
 
+// cameraStillGrace is how long after a job's latest moment its still may
+// still be taken (the camera's warm-up frames).
+const cameraStillGrace = 2 * time.Second
+
 // cameraQueue is how many parcels may wait for their photo from one
 // camera; a parcel beyond it is received without one, with a warning.
 const cameraQueue = 16
@@ -120,19 +124,28 @@ func (g *generation) startCamera(d Device, jobs <-chan cameraJob) {
 		for {
 			select {
 			case <-g.ctx.Done():
-				for {
-					select {
-					case j := <-jobs:
-						g.log.Warn("parcel received without a label photo: the devices are stopping", "parcel", j.parcel, "station", j.station, "camera", d.Name)
-					default:
-						return
-					}
-				}
+				return // the parcels still queued are logged at the end of the shutdown
 			case j := <-jobs:
 				g.photograph(d, keeper, j)
 			}
 		}
 	}()
+}
+
+// logUnphotographed logs the parcels still queued for a camera when the
+// generation stopped: called after every goroutine that queues them ended.
+func (g *generation) logUnphotographed() {
+	for name, jobs := range g.cameraJobs {
+		for {
+			select {
+			case j := <-jobs:
+				g.log.Warn("parcel received without a label photo: the devices are stopping", "parcel", j.parcel, "station", j.station, "camera", name)
+				continue
+			default:
+			}
+			break
+		}
+	}
 }
 
 // photograph takes the label photo of a parcel just received and keeps it.
@@ -142,9 +155,18 @@ func (g *generation) photograph(d Device, keeper *photo.Keeper, j cameraJob) {
 			"station", j.station, "camera", d.Name, "scanned_ago", now.Sub(j.scanned).Round(time.Millisecond))
 		return
 	}
-	ctx, cancel := context.WithTimeout(g.ctx, cameraStillTimeout)
+	// The still must be taken by then too: a slow camera must not
+	// photograph the next parcel for this one.
+	deadline := j.by.Add(cameraStillGrace)
+	if limit := g.a.clock.Now().Add(cameraStillTimeout); limit.Before(deadline) {
+		deadline = limit
+	}
+	ctx, cancel := context.WithDeadline(g.ctx, deadline)
 	defer cancel()
 	still, err := d.Camera.Still(ctx)
+	if err == nil && still.At.After(j.by.Add(cameraStillGrace)) {
+		err = fmt.Errorf("the still came %s after the parcel's scan: another parcel may be under the camera", still.At.Sub(j.scanned).Round(time.Millisecond))
+	}
 	if err != nil {
 		reason := err.Error()
 		if g.ctx.Err() != nil {

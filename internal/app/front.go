@@ -222,6 +222,7 @@ func (g *generation) shutdown() {
 	g.cancel()
 	g.webWG.Wait()
 	g.wg.Wait()
+	g.logUnphotographed()
 	g.release()
 	for _, d := range g.devCfgs {
 		g.a.health.DropDevice(d.Name)

@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -101,7 +102,7 @@ func (b *BlobSender) Run(ctx context.Context) error {
 	for {
 		wait := b.idle
 		if b.pub.CaughtUp() {
-			blobs, err := b.src.BlobsToSend(ctx, 64)
+			blobs, err := b.src.BlobsToSend(ctx, 16)
 			if err != nil {
 				b.log.Warn("photos to upload cannot be read", "err", err)
 			}
@@ -285,8 +286,9 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 		}
 	}
 	finish := func(err error) (int, error) {
-		if rerr := rec.close(); err == nil && rerr != nil {
-			return 0, rerr
+		if rerr := rec.close(); rerr != nil {
+			// Some completions may not be recorded: they go again.
+			return 0, errors.Join(err, rerr)
 		}
 		return done, err
 	}
