@@ -47,3 +47,31 @@ func TestCheckConfig(t *testing.T) {
 		})
 	}
 }
+
+// The fleet tools refuse, before connecting to anything, flags of another
+// subcommand, durations that are not positive, an unknown subcommand and a
+// malformed blob hash, each with exit status 2 and a message naming it;
+// --help lists the subcommand's own flags only.
+func TestFleetUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"fleet", "events", "--broker", "mqtt://127.0.0.1:1", "--for", "-5s"}, "--for must be positive, not -5s"},
+		{[]string{"fleet", "cmd", "--broker", "mqtt://127.0.0.1:1", "--ttl", "0s", "--target", "x", "reboot"}, "--ttl must be positive"},
+		{[]string{"fleet", "status", "--broker", "mqtt://127.0.0.1:1", "--sha256", "x"}, "--sha256 is not a flag of this subcommand"},
+		{[]string{"fleet", "bogus"}, `unknown subcommand "bogus"`},
+		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "mr-1", "--sha256", "abc", "--out", "x"}, `--sha256 "abc" is not a SHA-256`},
+		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "mr/1", "--sha256", strings.Repeat("a", 64), "--out", "x"}, `--target "mr/1" is not one appliance id`},
+	} {
+		var out, errOut strings.Builder
+		if code := Main(c.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", c.args, code, errOut.String(), c.want)
+		}
+	}
+	var out, errOut strings.Builder
+	Main([]string{"fleet", "events", "--help"}, &out, &errOut)
+	if help := errOut.String(); !strings.Contains(help, "--follow") || strings.Contains(help, "--sha256") || strings.Contains(help, "--sign-key") {
+		t.Errorf("fleet events --help:\n%s", help)
+	}
+}

@@ -45,6 +45,30 @@ Connection flags (all but keygen): --broker mqtts://HOST:8883 --ca FILE --cert F
   [--prefix mailroom/v1] [--client-id ID]; signing: --sign-key FILE --key-id ID
 `
 
+// fleetFlags are the flags each fleet subcommand takes.
+var fleetFlags = func() map[string]map[string]bool {
+	conn := []string{"broker", "ca", "cert", "key", "prefix", "client-id"}
+	sign := []string{"sign-key", "key-id"}
+	m := map[string][]string{
+		"keygen":         {"out", "id"},
+		"status":         append([]string{"for"}, conn...),
+		"cmd":            append(append([]string{"target", "ttl", "wait"}, conn...), sign...),
+		"config push":    append(append([]string{"target", "version", "wait"}, conn...), sign...),
+		"directory push": append(append([]string{"target", "version", "wait", "part-size"}, conn...), sign...),
+		"alerts":         append([]string{"for"}, conn...),
+		"blobs get":      append([]string{"target", "sha256", "out", "wait"}, conn...),
+		"events":         append([]string{"for", "follow", "from-start"}, conn...),
+	}
+	out := map[string]map[string]bool{}
+	for sub, names := range m {
+		out[sub] = map[string]bool{}
+		for _, n := range names {
+			out[sub][n] = true
+		}
+	}
+	return out
+}()
+
 func fleetMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, fleetUsage)
@@ -78,7 +102,39 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	cfgVersion := fs.Int64("version", 0, "config push, directory push: version, greater than the last one tried")
 	partSize := fs.Int("part-size", fleetop.DefaultPartSize, "directory push: bytes of the file per signed part")
 	blobSHA := fs.String("sha256", "", "blobs get: the blob's SHA-256")
+	used, known := fleetFlags[sub]
+	if !known {
+		fmt.Fprintf(stderr, "mailroomd fleet: unknown subcommand %q\n%s", sub, fleetUsage)
+		return 2
+	}
+	fs.Usage = func() { // the flags of this subcommand only
+		fmt.Fprintf(stderr, "Usage of fleet %s:\n", sub)
+		fs.VisitAll(func(f *flag.Flag) {
+			if used[f.Name] {
+				fmt.Fprintf(stderr, "  --%s\t%s\n", f.Name, f.Usage)
+			}
+		})
+	}
 	if err := fs.Parse(rest); err != nil {
+		return 2
+	}
+	bad := false
+	fs.Visit(func(f *flag.Flag) {
+		if !used[f.Name] {
+			fmt.Fprintf(stderr, "mailroomd fleet %s: --%s is not a flag of this subcommand\n", sub, f.Name)
+			bad = true
+		}
+	})
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"for", *dur}, {"wait", *wait}, {"ttl", *ttl}} {
+		if used[d.name] && d.v <= 0 {
+			fmt.Fprintf(stderr, "mailroomd fleet %s: --%s must be positive, not %s\n", sub, d.name, d.v)
+			bad = true
+		}
+	}
+	if bad {
 		return 2
 	}
 	if sub == "keygen" {
@@ -111,6 +167,18 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		}
 		if *keyID == "" {
 			fmt.Fprintln(stderr, "mailroomd fleet: --key-id is required with --sign-key")
+			return 2
+		}
+	}
+	if sub == "blobs get" { // checked before connecting: a usage error needs no broker
+		if *target == "" || *blobSHA == "" || *out == "" || fs.NArg() != 0 || !isSHA256(*blobSHA) || strings.ContainsAny(*target, "+#/") {
+			switch {
+			case *blobSHA != "" && !isSHA256(*blobSHA):
+				fmt.Fprintf(stderr, "mailroomd fleet blobs get: --sha256 %q is not a SHA-256 (64 hex digits)\n", *blobSHA)
+			case strings.ContainsAny(*target, "+#/"):
+				fmt.Fprintf(stderr, "mailroomd fleet blobs get: --target %q is not one appliance id (no +, # or /)\n", *target)
+			}
+			fmt.Fprintln(stderr, "usage: mailroomd fleet blobs get --target APPLIANCE --sha256 S --out FILE [--wait D]")
 			return 2
 		}
 	}
@@ -204,10 +272,6 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		})
 		return fleetDirectoryPush(c, *target, *cfgVersion, fs.Arg(0), *partSize, pushWait, stdout, stderr)
 	case "blobs get":
-		if *target == "" || *blobSHA == "" || *out == "" || fs.NArg() != 0 || !isSHA256(*blobSHA) || strings.ContainsAny(*target, "+#/") {
-			fmt.Fprintln(stderr, "usage: mailroomd fleet blobs get --target APPLIANCE --sha256 S --out FILE [--wait D]")
-			return 2
-		}
 		b, m, err := c.GetBlob(context.Background(), *target, *blobSHA, *wait)
 		if err != nil {
 			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
