@@ -53,7 +53,7 @@ func newV4L2Device(d config.Device, env deviceEnv) (Device, error) {
 		warmup = -1 // the driver's zero is its default; the config's is none
 	}
 	dev.Camera = v4l2.New(v4l2.Config{Name: d.Name, Path: d.Path, Width: d.Width, Height: d.Height, Warmup: warmup,
-		FrameTimeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Now: env.clock.Now, Log: env.log})
+		FrameTimeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Wake: env.wake, Now: env.clock.Now, Log: env.log})
 	return dev, nil
 }
 

@@ -38,6 +38,10 @@ type Config struct {
 	// Probe is how often an idle device is checked with VIDIOC_QUERYCAP, so
 	// that an unplug is reported without waiting for a still (default 3s).
 	Probe time.Duration
+	// Wake, if not nil, tells a camera that is not connected that a
+	// device appeared (hotplug): it tries again at once, not after its
+	// backoff.
+	Wake <-chan struct{}
 	// Open opens the device node; nil is OpenDevice (the real device).
 	Open func(path string) (Device, error)
 	// Now stamps photos and statuses; nil is time.Now.
@@ -267,6 +271,8 @@ func (c *Camera) pause(ctx context.Context, d time.Duration) bool {
 		case <-ctx.Done():
 			return false
 		case <-t.C:
+			return true
+		case <-c.cfg.Wake: // nil: never
 			return true
 		case r := <-c.reqs:
 			r.reply <- result{err: c.notConnected()}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -646,6 +647,29 @@ func TestAbsentAtStart(t *testing.T) {
 	}
 	if d := time.Since(t0); d > time.Second {
 		t.Errorf("Still took %s", d)
+	}
+}
+
+// TestWakeTriesAtOnce: a camera plugged in while the driver waits out a
+// long backoff is opened when hotplug says a device appeared, not when the
+// backoff ends.
+func TestWakeTriesAtOnce(t *testing.T) {
+	fake := v4l2test.New(v4l2test.Config{})
+	fake.Unplug()
+	wake := make(chan struct{}, 1)
+	var tries atomic.Int32
+	h := startOn(t, fake, v4l2.Config{ReconnectMax: time.Hour, Wake: wake, Open: func(path string) (v4l2.Device, error) {
+		tries.Add(1)
+		return fake.Open(path)
+	}})
+	// Five failed opens: the next comes 4 s after the fifth.
+	waitfor.True(t, 10*time.Second, "five failed opens", func() bool { return tries.Load() >= 5 })
+	fake.Plug()
+	woken := time.Now()
+	wake <- struct{}{}
+	h.waitConnected()
+	if d := time.Since(woken); d > 2*time.Second {
+		t.Fatalf("connected %s after the wake: the backoff was waited out", d)
 	}
 }
 

@@ -58,7 +58,8 @@
 // set up, Run reports the camera disconnected with the reason, closes the
 // node and opens it again after 250ms, doubling the wait up to
 // ReconnectMax (30s by default); a successful connection starts again at
-// 250ms. A still that gets no frame in time or only bad frames fails, but
+// 250ms. A value on Config.Wake (hotplug: a device appeared) ends the
+// wait at once. A still that gets no frame in time or only bad frames fails, but
 // the device stays open. Still fails at once, saying why, while the camera
 // is not connected or Run is not running. When Run's context ends it stops
 // a still in progress (the stream is stopped and the buffers freed), closes
