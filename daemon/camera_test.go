@@ -9,7 +9,6 @@ import (
 	"image/jpeg"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -39,13 +38,7 @@ func TestStationCameraPhotographsEveryParcel(t *testing.T) {
 stations:
   - {name: dock-1, scanner: dock-scanner, camera: dock-camera}`, scanDev.Link, picture)
 	cfg := s.config(t, s.broker.URL(), devices)
-	people := filepath.Join(s.dir, "people.csv")
-	os.WriteFile(people, []byte("id,name,email,location,badges,delegates,active\n"+
-		"E1,Jürgen Müller,,MS-2.14,EMP-0042,,true\nE2,Anna Weiß,,MS-3.01,EMP-0077,,true\n"), 0o644)
-	var out, errOut strings.Builder
-	if code := Main([]string{"directory", "import", "--config", cfg, people}, &out, &errOut); code != 0 {
-		t.Fatalf("directory import: %s", errOut.String())
-	}
+	importTwoPeople(t, s, cfg)
 	p := startDaemon(t, cfg)
 	p.waitLog(t, "uplink connected", 10*time.Second)
 	p.waitLog(t, "scanner connected", 10*time.Second)

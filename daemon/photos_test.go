@@ -196,13 +196,7 @@ func TestLabelPhotoNamesTheRecipient(t *testing.T) {
 	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-ocr-01/events")
 	scanDev, webPort, devices := pageConfig(t, s, "")
 	cfg := s.config(t, s.broker.URL(), devices)
-	people := filepath.Join(s.dir, "people.csv")
-	os.WriteFile(people, []byte("id,name,email,location,badges,delegates,active\n"+
-		"E1,Jürgen Müller,,MS-2.14,EMP-0042,,true\nE2,Anna Weiß,,MS-3.01,EMP-0077,,true\n"), 0o644)
-	var out, errOut strings.Builder
-	if code := Main([]string{"directory", "import", "--config", cfg, people}, &out, &errOut); code != 0 {
-		t.Fatalf("directory import: %s", errOut.String())
-	}
+	importTwoPeople(t, s, cfg)
 	p := startDaemon(t, cfg)
 	p.waitLog(t, "uplink connected", 10*time.Second)
 	p.waitLog(t, "scanner connected", 10*time.Second)
@@ -295,6 +289,19 @@ func TestPhotoFromThePageCamera(t *testing.T) {
 	img, err := jpeg.DecodeConfig(bytes.NewReader(got))
 	if err != nil || max(img.Width, img.Height) > 1600 || img.Width == 0 {
 		t.Fatalf("the photo: %+v %v", img, err)
+	}
+}
+
+// importTwoPeople imports the directory of the label tests into the box
+// of cfg: E1 Jürgen Müller and E2 Anna Weiß.
+func importTwoPeople(t *testing.T, s *setup, cfg string) {
+	t.Helper()
+	people := filepath.Join(s.dir, "people.csv")
+	os.WriteFile(people, []byte("id,name,email,location,badges,delegates,active\n"+
+		"E1,Jürgen Müller,,MS-2.14,EMP-0042,,true\nE2,Anna Weiß,,MS-3.01,EMP-0077,,true\n"), 0o644)
+	var out, errOut strings.Builder
+	if code := Main([]string{"directory", "import", "--config", cfg, people}, &out, &errOut); code != 0 {
+		t.Fatalf("directory import: %s", errOut.String())
 	}
 }
 
