@@ -22,6 +22,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/devcert"
+	"github.com/mailroomd/mailroomd/internal/mallocarenas"
 	"github.com/mailroomd/mailroomd/internal/seal"
 	"github.com/mailroomd/mailroomd/internal/web"
 )
@@ -73,6 +74,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "run":
+		mallocarenas.Limit(2) // before SQLite allocates (see the package)
 		path, ok := configFlag("run", rest, stderr)
 		if !ok {
 			return 2
