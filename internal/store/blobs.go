@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -26,6 +27,21 @@ type Blob struct {
 func (o *Outbox) BlobsToSend(ctx context.Context, limit int) ([]Blob, error) {
 	rows, err := o.rdb.QueryContext(ctx, `SELECT sha256, size, content_type, kind, stored_at, acked FROM blobs
 		WHERE sent_at IS NULL ORDER BY stored_at, sha256 LIMIT ?`, limit)
+	return scanBlobs(rows, err)
+}
+
+// BlobsToSendAfter returns up to limit blobs not uploaded yet that come
+// after the given one in the order of BlobsToSend: the next ones of an
+// upload still on its way, whose own blobs are not recorded as sent yet.
+func (o *Outbox) BlobsToSendAfter(ctx context.Context, after Blob, limit int) ([]Blob, error) {
+	at := after.Stored.UnixMilli()
+	rows, err := o.rdb.QueryContext(ctx, `SELECT sha256, size, content_type, kind, stored_at, acked FROM blobs
+		WHERE sent_at IS NULL AND (stored_at > ? OR (stored_at = ? AND sha256 > ?)) ORDER BY stored_at, sha256 LIMIT ?`,
+		at, at, after.SHA256, limit)
+	return scanBlobs(rows, err)
+}
+
+func scanBlobs(rows *sql.Rows, err error) ([]Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read blobs to send: %w", err)
 	}

@@ -190,7 +190,12 @@ type Outbox struct {
 
 	lastSeq atomic.Int64
 	pending atomic.Int64
-	refused atomic.Int64
+	// committedPos is lastPos for other goroutines.
+	committedPos atomic.Int64
+	// appending counts the callers waiting for a commit of events;
+	// lastAppended is when the last of them was answered (Unix ns).
+	appending, lastAppended atomic.Int64
+	refused                 atomic.Int64
 	// lastAppendErr is why the last commit with events failed; nil once a
 	// commit of events succeeded.
 	lastAppendErr   atomic.Pointer[error]
@@ -588,6 +593,7 @@ func (o *Outbox) loadLast(ctx context.Context) error {
 		return fmt.Errorf("open buffer: %w", err)
 	}
 	o.ids, o.lastID, o.lastPos = gen, lastID, lastPos
+	o.committedPos.Store(lastPos)
 	o.lastSeq.Store(lastSeq)
 	return nil
 }
@@ -960,6 +966,13 @@ func (o *Outbox) Notify() <-chan struct{} { return o.notify }
 // allocating them was most of the garbage, and the collector's pauses a
 // visible part of the commit latency's tail.
 func (o *Outbox) submit(ctx context.Context, req request) (result, error) {
+	if req.kind == opAppend || req.kind == opLabelPrinted {
+		o.appending.Add(1)
+		defer func() {
+			o.lastAppended.Store(o.opts.Clock.Now().UnixNano())
+			o.appending.Add(-1)
+		}()
+	}
 	r := o.requests.Get().(*request)
 	done := r.done
 	*r = req
@@ -986,6 +999,23 @@ func (o *Outbox) submit(ctx context.Context, req request) (result, error) {
 	res := r.res
 	o.release(r)
 	return res, res.err
+}
+
+// LastPos is the position of the newest event committed (0 before the
+// first): every event up to it is in the buffer, or was sent and pruned.
+func (o *Outbox) LastPos() int64 { return o.committedPos.Load() }
+
+// AppendActivity reports whether an event is being committed (a caller of
+// Append waits for its answer), and when the last commit of events was
+// answered (zero before the first). Work that can wait (uploading photos)
+// waits for a commit, so that it has the cores and the disk to itself, and
+// takes less of the link while events flow.
+func (o *Outbox) AppendActivity() (busy bool, last time.Time) {
+	busy = o.appending.Load() > 0
+	if n := o.lastAppended.Load(); n != 0 {
+		last = time.Unix(0, n)
+	}
+	return busy, last
 }
 
 // release returns an answered (or never queued) request to the pool.
@@ -1702,6 +1732,7 @@ func (o *Outbox) commit(batch []*request) {
 		o.lastSeq.Store(seq)
 		if appended > 0 {
 			o.lastPos, o.lastID = pos, lastID
+			o.committedPos.Store(pos)
 			o.lastAppendErr.Store(nil)
 		}
 		o.pending.Add(appended - sentDelta)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -701,4 +702,83 @@ func breakSentIndex(t *testing.T, path string) {
 	}
 	f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize)
 	f.Close()
+}
+
+// TestBlobsToSendAfter reads the blobs to upload in the order of
+// BlobsToSend, a part at a time after a given one, blobs stored in the
+// same millisecond (ordered by hash) among them, and leaves out those sent.
+func TestBlobsToSendAfter(t *testing.T) {
+	ctx := context.Background()
+	fc := clock.NewFake(t0)
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{Clock: fc})
+	defer o.Close()
+	for i := range 7 {
+		if i%3 == 0 {
+			fc.Advance(time.Millisecond) // three in each millisecond
+		}
+		sha := fmt.Sprintf("%064x", (i*7919)%31) // not in the order stored
+		if _, err := o.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelUpdated, Time: t0, ParcelID: fmt.Sprint("p", i),
+			Photos: []event.Photo{{SHA256: sha, Size: 10, ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := o.BlobsToSend(ctx, 100)
+	if err != nil || len(all) != 7 {
+		t.Fatalf("blobs to send: %d, %v", len(all), err)
+	}
+	if err := o.BlobSent(ctx, all[4].SHA256); err != nil {
+		t.Fatal(err)
+	}
+	want := append(slices.Clone(all[:4]), all[5:]...)
+	got, err := o.BlobsToSend(ctx, 2)
+	for len(got) < 10 && err == nil {
+		var part []Blob
+		if part, err = o.BlobsToSendAfter(ctx, got[len(got)-1], 2); len(part) == 0 {
+			break
+		}
+		got = append(got, part...)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read in parts: %d blobs, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].SHA256 != want[i].SHA256 {
+			t.Fatalf("blob %d read in parts is %s, want %s", i, got[i].SHA256, want[i].SHA256)
+		}
+	}
+}
+
+// LastPos is the newest committed event's position, before and after a
+// reopen; AppendActivity says when the last commit of events was answered,
+// and that none is in progress once it was.
+func TestLastPosAndAppendActivity(t *testing.T) {
+	ctx := context.Background()
+	fc := clock.NewFake(t0)
+	path := filepath.Join(t.TempDir(), "b.db")
+	o := open(t, path, Options{Clock: fc})
+	if busy, last := o.AppendActivity(); busy || !last.IsZero() || o.LastPos() != 0 {
+		t.Fatalf("fresh buffer: busy %v, last %v, last pos %d", busy, last, o.LastPos())
+	}
+	appendN(t, o, 3)
+	fc.Advance(time.Minute)
+	if err := o.MarkSent(ctx, []int64{1}); err != nil { // not an event commit
+		t.Fatal(err)
+	}
+	busy, last := o.AppendActivity()
+	if busy || !last.Equal(t0) {
+		t.Fatalf("after three appends: busy %v, last %v, want %v", busy, last, t0)
+	}
+	recs, _ := o.Pending(ctx, 0, 10)
+	if n := o.LastPos(); n != recs[len(recs)-1].Pos {
+		t.Fatalf("last pos %d, want %d", n, recs[len(recs)-1].Pos)
+	}
+	o.Close()
+	o = open(t, path, Options{Clock: fc})
+	defer o.Close()
+	if n := o.LastPos(); n != recs[len(recs)-1].Pos {
+		t.Fatalf("last pos after a reopen %d, want %d", n, recs[len(recs)-1].Pos)
+	}
 }

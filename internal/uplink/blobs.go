@@ -25,13 +25,17 @@ const TopicBlobs = "blobs"
 const ChunkSize = 64 << 10
 
 // ackEvery is how many acknowledged chunks make one write of an upload's
-// progress. blobWindow is how many publishes of blobs (manifests and
-// chunks) await their PUBACK at once: an event published meanwhile waits
-// behind at most that many chunks at the broker (BenchmarkPhotoUpload
-// measures both).
-// blobWindow is set per system (quickack_*.go): four where the uplink
-// acknowledges at once, one elsewhere.
+// progress.
 const ackEvery = 16
+
+// blobWindow is how many publishes of blobs (manifests and chunks) may
+// await their PUBACK at once while no event was committed for
+// eventsQuiet; blobBusyWindow is how many while events flow. An event
+// published meanwhile waits behind at most that many chunks at the broker
+// (BenchmarkPhotoUpload measures both). They are set per system
+// (quickack_*.go): sixteen and two where the uplink acknowledges at once,
+// one elsewhere.
+const eventsQuiet = time.Second
 
 // Manifest is published, retained, on blobs/{sha256} before the chunks.
 type Manifest struct {
@@ -48,6 +52,10 @@ type Manifest struct {
 type BlobSource interface {
 	BlobKnown(ctx context.Context, sha string) (bool, error)
 	BlobsToSend(ctx context.Context, limit int) ([]store.Blob, error)
+	BlobsToSendAfter(ctx context.Context, after store.Blob, limit int) ([]store.Blob, error)
+	// AppendActivity reports whether an event is being committed, and
+	// when the last commit of events was answered.
+	AppendActivity() (busy bool, last time.Time)
 	AckBlob(ctx context.Context, sha string, acked int) error
 	BlobSent(ctx context.Context, sha string) error
 	PruneSentBlobs(ctx context.Context, before time.Time) ([]string, error)
@@ -79,16 +87,18 @@ type BlobSender struct {
 	clock      clock.Clock
 	log        *slog.Logger
 	idle       time.Duration
-	// Window is how many publishes may await their PUBACK at once
-	// (default 4 on Linux, 1 elsewhere).
-	Window int
+	// Window is how many publishes may await their PUBACK at once while
+	// no event was committed for a second (default 16 on Linux, 1
+	// elsewhere); BusyWindow is how many while events are committed
+	// (default 2 on Linux, 1 elsewhere; never more than Window).
+	Window, BusyWindow int
 }
 
 // NewBlobSender returns the uploader of src's blobs over pub; uploaded
 // blobs are kept retain long, then removed.
 func NewBlobSender(pub *Publisher, src BlobSource, files BlobFiles, retain time.Duration, clk clock.Clock, log *slog.Logger, h health.Reporter) *BlobSender {
 	return &BlobSender{pub: pub, src: src, files: files, retain: retain, clock: clk, log: log, idle: 200 * time.Millisecond,
-		unreadable: map[string]time.Time{}, health: h, started: clk.Now(), Window: blobWindow}
+		unreadable: map[string]time.Time{}, health: h, started: clk.Now(), Window: blobWindow, BusyWindow: blobBusyWindow}
 }
 
 // ConditionBlobUnreadable is raised while a photo waiting for its upload
@@ -102,18 +112,7 @@ func (b *BlobSender) Run(ctx context.Context) error {
 	for {
 		wait := b.idle
 		if b.pub.CaughtUp() {
-			blobs, err := b.src.BlobsToSend(ctx, 16)
-			if err != nil {
-				b.log.Warn("photos to upload cannot be read", "err", err)
-			}
-			now := b.clock.Now()
-			ready := blobs[:0]
-			for _, bl := range blobs {
-				if now.Before(b.unreadable[bl.SHA256]) {
-					continue // tried a moment ago
-				}
-				ready = append(ready, bl)
-			}
+			ready := b.next(ctx, nil)
 			if len(ready) > 0 {
 				sent, err := b.send(ctx, ready)
 				if err != nil && ctx.Err() == nil {
@@ -137,20 +136,77 @@ func (b *BlobSender) Run(ctx context.Context) error {
 	}
 }
 
+// blobsPerRead is how many blobs to upload are read from the buffer at a
+// time.
+const blobsPerRead = 16
+
+// next returns the next blobs to upload, oldest first, after the given one
+// (from the first when nil), leaving out those whose file could not be
+// read a moment ago. It is empty when there are none, or the buffer could
+// not be read (which is logged).
+func (b *BlobSender) next(ctx context.Context, after *store.Blob) []store.Blob {
+	for {
+		var (
+			blobs []store.Blob
+			err   error
+		)
+		if after == nil {
+			blobs, err = b.src.BlobsToSend(ctx, blobsPerRead)
+		} else {
+			blobs, err = b.src.BlobsToSendAfter(ctx, *after, blobsPerRead)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				b.log.Warn("photos to upload cannot be read", "err", err)
+			}
+			return nil
+		}
+		now := b.clock.Now()
+		ready := make([]store.Blob, 0, len(blobs))
+		for _, bl := range blobs {
+			if now.Before(b.unreadable[bl.SHA256]) {
+				continue // tried a moment ago
+			}
+			ready = append(ready, bl)
+		}
+		if len(ready) > 0 || len(blobs) < blobsPerRead {
+			return ready
+		}
+		after = &blobs[len(blobs)-1] // a whole read of unreadable ones: past them
+	}
+}
+
+// window is how many publishes may await their PUBACK now: fewer while
+// events are committed, so that an event waits behind fewer chunks.
+func (b *BlobSender) window() int {
+	w := max(b.Window, 1)
+	busy, last := b.src.AppendActivity()
+	// (A last commit after now is of a clock set back: quiet.)
+	if since := b.clock.Now().Sub(last); busy || (!last.IsZero() && since >= 0 && since < eventsQuiet) {
+		w = min(w, max(b.BusyWindow, 1))
+	}
+	return w
+}
+
 // eventsFirst waits until the publisher has every committed event on the
 // connection, or the link is down.
 func (b *BlobSender) eventsFirst(ctx context.Context) error {
-	for !b.pub.CaughtUp() {
-		if !b.pub.State().Connected {
-			return ErrOffline
+	for {
+		if !b.pub.CaughtUp() {
+			if !b.pub.State().Connected {
+				return ErrOffline
+			}
+		} else if busy, _ := b.src.AppendActivity(); !busy {
+			return nil
 		}
+		// An event is being committed (it is published next, and its
+		// commit has the cores meanwhile), or waits to be published.
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
+		case <-time.After(500 * time.Microsecond): // about a commit's time
 		}
 	}
-	return nil
 }
 
 // upload is one blob on its way: its chunks published so far, and those
@@ -268,12 +324,11 @@ func (p *progress) close() error {
 // being published and the next, read ahead (besides what the connection
 // still has to write).
 func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) {
-	window := max(b.Window, 1)
 	var (
 		flights []inflight
-		cur     *upload // the blob being published
-		data    []byte  // cur's bytes
-		started []*upload
+		cur     *upload   // the blob being published
+		data    []byte    // cur's bytes
+		started []*upload // those not finished, in order
 		done    int
 		ahead   <-chan loaded // blobs[0] being read
 	)
@@ -306,7 +361,7 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 			return stop(nil)
 		default:
 		}
-		if len(flights) < window && (cur != nil || len(blobs) > 0) {
+		if len(flights) < b.window() && (cur != nil || len(blobs) > 0) {
 			// Events go first: a publish starts only once the publisher
 			// has every committed event on the connection.
 			if err := b.eventsFirst(ctx); err != nil {
@@ -315,6 +370,11 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 			if cur == nil {
 				bl := blobs[0]
 				blobs = blobs[1:]
+				if len(blobs) == 0 {
+					// The last of those read: the next ones are read now, so
+					// that their chunks follow its own without a pause.
+					blobs = b.next(ctx, &bl)
+				}
 				if ahead == nil {
 					ahead = b.readAhead(bl)
 				}
@@ -385,6 +445,9 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 		u.written = u.acked
 		rec.mark(progressMark{up: u, sent: true})
 		done++
+		for len(started) > 0 && started[0].acked >= started[0].chunks {
+			started = started[1:] // finished: nothing left to record of it
+		}
 	}
 }
 

@@ -68,3 +68,44 @@ func TestPruneBlobs(t *testing.T) {
 		t.Fatal("a photo waiting for its upload, or one just kept, was removed")
 	}
 }
+
+// activity is a buffer as window sees it: only its commits of events.
+type activity struct {
+	BlobSource
+	busy bool
+	last time.Time
+}
+
+func (a activity) AppendActivity() (bool, time.Time) { return a.busy, a.last }
+
+// The window narrows while an event is committed and for a second after
+// the last commit, and is wide otherwise: before any commit, and after a
+// clock set back behind the last commit.
+func TestBlobWindowNarrowsWhileEventsFlow(t *testing.T) {
+	now := time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		src  activity
+		want int
+	}{
+		{"no commit yet", activity{}, 16},
+		{"committing now", activity{busy: true, last: now.Add(-time.Hour)}, 2},
+		{"committed just now", activity{last: now}, 2},
+		{"committed 999 ms ago", activity{last: now.Add(-999 * time.Millisecond)}, 2},
+		{"committed a second ago", activity{last: now.Add(-time.Second)}, 16},
+		{"clock set back behind the last commit", activity{last: now.Add(time.Hour)}, 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBlobSender(nil, tc.src, nil, 0, clock.NewFake(now), slog.New(slog.DiscardHandler), nil)
+			b.Window, b.BusyWindow = 16, 2
+			if got := b.window(); got != tc.want {
+				t.Fatalf("window %d, want %d", got, tc.want)
+			}
+		})
+	}
+	b := NewBlobSender(nil, activity{busy: true}, nil, 0, clock.NewFake(now), slog.New(slog.DiscardHandler), nil)
+	b.Window, b.BusyWindow = 1, 4
+	if got := b.window(); got != 1 {
+		t.Fatalf("a busy window larger than the window: %d, want 1", got)
+	}
+}

@@ -83,9 +83,10 @@ func TestBlobProgressWriteFails(t *testing.T) {
 	go func() { defer wg.Done(); pub.Run(ctx) }()
 	go func() { defer wg.Done(); sender.Run(ctx) }()
 	defer func() { cancel(); wg.Wait() }()
-	waitfor.True(t, 30*time.Second, "every photo recorded as sent", func() bool {
+	// A completion is logged just after its write: wait for both.
+	waitfor.True(t, 30*time.Second, "every photo recorded as sent, and logged", func() bool {
 		left, _ := o.BlobsToSend(ctx, 10)
-		return len(left) == 0
+		return len(left) == 0 && bytes.Count(logs.Bytes(), []byte("blob uploaded")) >= len(shas)
 	})
 	if !src.failed.Load() || !bytes.Contains(logs.Bytes(), []byte("photo upload paused")) || !bytes.Contains(logs.Bytes(), []byte("disk full")) {
 		t.Fatalf("the failed write did not pause the upload:\n%s", logs.Bytes())
@@ -127,4 +128,97 @@ func (s *syncBuffer) Bytes() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return bytes.Clone(s.b.Bytes())
+}
+
+// countingReads is a buffer that counts the reads of blobs to upload that
+// found some, from the first and after a given blob.
+type countingReads struct {
+	*store.Outbox
+	first, after atomic.Int32
+}
+
+func (c *countingReads) BlobsToSend(ctx context.Context, limit int) ([]store.Blob, error) {
+	bs, err := c.Outbox.BlobsToSend(ctx, limit)
+	if len(bs) > 0 {
+		c.first.Add(1)
+	}
+	return bs, err
+}
+
+func (c *countingReads) BlobsToSendAfter(ctx context.Context, after store.Blob, limit int) ([]store.Blob, error) {
+	bs, err := c.Outbox.BlobsToSendAfter(ctx, after, limit)
+	if len(bs) > 0 {
+		c.after.Add(1)
+	}
+	return bs, err
+}
+
+// A backlog of more photos than one read of the buffer gives goes as one
+// stream: the next photos are read while the last of the ones before are
+// on their way, instead of the upload stopping until every chunk is
+// acknowledged and starting over with a fresh read. Every photo arrives.
+func TestBlobBacklogIsOneStream(t *testing.T) {
+	broker := mqtttest.Start(t)
+	chunks := broker.Subscribe(t, "chunks", "mailroom/v1/"+appliance+"/blobs/#")
+	cert, key := broker.ClientFiles(t, appliance)
+	tlsCfg, err := uplink.LoadTLS(broker.Files.CA, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	o, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "buffer.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	files := blobstore.New(filepath.Join(dir, "blobs"), nil)
+	const photos = 40 // more than two reads' worth
+	shas := map[string]bool{}
+	for i := range photos {
+		p := make([]byte, 1000)
+		rand.Read(p)
+		sha, err := files.Put(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shas[sha] = true
+		if _, err := o.Append(ctx, event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
+			ParcelID: fmt.Sprint("p", i), Photos: []event.Photo{{SHA256: sha, Size: int64(len(p)), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance, TopicPrefix: "mailroom/v1",
+		Window: 16, KeepAlive: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &countingReads{Outbox: o}
+	sender := uplink.NewBlobSender(pub, src, files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); pub.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	waitfor.True(t, 30*time.Second, "the photos' events published", pub.CaughtUp)
+	wg.Add(1)
+	go func() { defer wg.Done(); sender.Run(ctx) }()
+	waitfor.True(t, 30*time.Second, "every photo recorded as sent", func() bool {
+		left, _ := o.BlobsToSend(ctx, 10)
+		return len(left) == 0
+	})
+	if n, m := src.first.Load(), src.after.Load(); n != 1 || m < 2 {
+		t.Fatalf("%d reads from the first photo and %d after one found photos: want 1, and the rest read while uploading", n, m)
+	}
+	chunks.WaitFor(t, 10*time.Second, "every photo's chunk", func(ms []mqtttest.Message) bool {
+		seen := 0
+		for _, m := range ms {
+			for sha := range shas {
+				if m.Topic == fmt.Sprintf("mailroom/v1/%s/blobs/%s/0", appliance, sha) {
+					seen++
+				}
+			}
+		}
+		return seen == photos
+	})
 }

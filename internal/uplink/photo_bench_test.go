@@ -5,9 +5,12 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -23,10 +26,15 @@ import (
 	"github.com/mailroomd/mailroomd/internal/uplink"
 )
 
+// bareRuns counts the runs of barePhotos.
+var bareRuns int
+
 // barePhotos publishes n photos of size bytes in 64 KiB chunks, retained,
 // QoS 1, with a sliding window of eight in flight, as plain paho: the
 // ceiling for the photo upload.
 func barePhotos(b *testing.B, broker *mqtttest.Broker, n, size int) time.Duration {
+	bareRuns++
+	run := bareRuns // new topics, as the uplink's photos are: not retained ones replaced
 	p := make([]byte, size)
 	rand.Read(p)
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(broker.URL()).SetClientID("bare-photos").
@@ -43,7 +51,7 @@ func barePhotos(b *testing.B, broker *mqtttest.Broker, n, size int) time.Duratio
 				inflight[0].Wait()
 				inflight = inflight[1:]
 			}
-			inflight = append(inflight, c.Publish(fmt.Sprintf("mailroom/v1/bare/blobs/%d/%d", i, k), 1, true,
+			inflight = append(inflight, c.Publish(fmt.Sprintf("mailroom/v1/bare/blobs/%d-%d/%d", run, i, k), 1, true,
 				p[k*uplink.ChunkSize:min((k+1)*uplink.ChunkSize, len(p))]))
 		}
 	}
@@ -55,10 +63,12 @@ func barePhotos(b *testing.B, broker *mqtttest.Broker, n, size int) time.Duratio
 
 // BenchmarkPhotoUpload uploads 100 photos of 500 KB through the uplink
 // (the blob sender on the publisher's connection) next to a bare paho
-// publisher of the same chunks, while scans are committed at 50 per
-// second: photo throughput against the bare one, the scans' commit-to-
-// PUBACK p99 meanwhile, and the Go heap's peak against a backlog twenty
-// times larger: 2,000 photos, 1 GB (it must not grow with the backlog).
+// publisher of the same chunks: photo throughput against the bare one
+// (photo-%-of-bare, both alone on the link). Then it uploads them again
+// while scans are committed at 50 per second: the throughput then
+// (photo-with-scans-%-of-bare), the scans' commit-to-PUBACK p99 meanwhile,
+// and the Go heap's peak against a backlog twenty times larger: 2,000
+// photos, 1 GB (it must not grow with the backlog).
 func BenchmarkPhotoUpload(b *testing.B) {
 	// Saving 50 MB of retained chunks every second, as the test broker
 	// does, would stall it: this one saves as mosquitto does by default.
@@ -68,7 +78,7 @@ func BenchmarkPhotoUpload(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	run := func(b *testing.B, n int, scans bool) (rate float64, p99 time.Duration, heap uint64) {
+	run := func(b *testing.B, n int, scans bool) (rate float64, lat []time.Duration, heap uint64) {
 		dir := b.TempDir()
 		o, err := store.Open(context.Background(), store.Options{Path: filepath.Join(dir, "buffer.db")})
 		if err != nil {
@@ -92,7 +102,7 @@ func BenchmarkPhotoUpload(b *testing.B) {
 		}
 		var mu sync.Mutex
 		committed := map[int64]time.Time{}
-		var lat, commits []time.Duration
+		var commits []time.Duration
 		pub, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance, TopicPrefix: "mailroom/v1",
 			Window: 64, KeepAlive: 30 * time.Second,
 			OnAck: func(pos int64, _ time.Duration) {
@@ -106,6 +116,10 @@ func BenchmarkPhotoUpload(b *testing.B) {
 			b.Fatal(err)
 		}
 		sender := uplink.NewBlobSender(pub, o, files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler), nil)
+		if w, bw, ok := strings.Cut(os.Getenv("MAILROOMD_BLOB_WINDOWS"), "/"); ok { // to compare windows: "8/4"
+			sender.Window, _ = strconv.Atoi(w)
+			sender.BusyWindow, _ = strconv.Atoi(bw)
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		wg.Add(2)
@@ -115,6 +129,9 @@ func BenchmarkPhotoUpload(b *testing.B) {
 		}
 		waitDrained(b, o, time.Minute) // the photos' events first
 		syscall.Sync()                 // the photos just written reach the disk before the clock starts, not during
+		if !scans {
+			time.Sleep(time.Second) // alone on the link: no event committed for a second
+		}
 		start := time.Now()
 		go func() { defer wg.Done(); sender.Run(ctx) }()
 		stop := make(chan struct{})
@@ -160,26 +177,46 @@ func BenchmarkPhotoUpload(b *testing.B) {
 		close(stop)
 		cancel()
 		wg.Wait()
-		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		if len(lat) > 0 {
-			p99 = lat[len(lat)*99/100]
-		}
 		sort.Slice(commits, func(i, j int) bool { return commits[i] < commits[j] })
 		if len(commits) > 0 {
-			b.Logf("commit p50 %v p99 %v; puback p50 %v p99 %v (%d scans)", commits[len(commits)/2], commits[len(commits)*99/100], lat[len(lat)/2], p99, len(lat))
+			b.Logf("%d photos: commit p50 %v p99 %v (%d scans)", n, commits[len(commits)/2], commits[len(commits)*99/100], len(commits))
 		}
-		return float64(total) / elapsed.Seconds(), p99, heap
+		return float64(total) / elapsed.Seconds(), lat, heap
 	}
 	for range b.N {
-		runtime.GC()
-		rate, p99, heap := run(b, 100, true)
-		bare := barePhotos(b, broker, 100, 500_000)
-		bareRate := float64(100*500_000) / bare.Seconds()
+		// The throughput alone on the link, the uplink's and the bare
+		// publisher's in turn, twice: the better of each counts.
+		var rate, bareRate float64
+		for range 2 {
+			runtime.GC()
+			r, _, _ := run(b, 100, false)
+			rate = max(rate, r)
+			bareRate = max(bareRate, float64(100*500_000)/barePhotos(b, broker, 100, 500_000).Seconds())
+		}
+		// 100 photos upload five times with scans at 50/s: about 150 scans
+		// in all, so that the p99 is not merely the slowest of 30.
+		var lat []time.Duration
+		var busyRate float64
+		var heap uint64
+		for range 5 {
+			runtime.GC()
+			r, l, h := run(b, 100, true)
+			busyRate += r / 5
+			lat = append(lat, l...)
+			heap = max(heap, h)
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		var p99 time.Duration
+		if len(lat) > 0 {
+			p99 = lat[len(lat)*99/100]
+			b.Logf("100 photos, five times: commit-to-PUBACK p50 %v p99 %v max %v (%d scans)", lat[len(lat)/2], p99, lat[len(lat)-1], len(lat))
+		}
 		runtime.GC()
 		_, _, bigHeap := run(b, 2000, true) // 1 GB waiting
 		b.ReportMetric(rate/1e6, "photo-MB/s")
 		b.ReportMetric(bareRate/1e6, "bare-MB/s")
 		b.ReportMetric(rate/bareRate*100, "photo-%-of-bare")
+		b.ReportMetric(busyRate/bareRate*100, "photo-with-scans-%-of-bare")
 		b.ReportMetric(float64(p99.Microseconds())/1000, "scan-to-puback-p99-ms")
 		b.ReportMetric(float64(heap)/(1<<20), "heap-peak-MiB-100-photos")
 		b.ReportMetric(float64(bigHeap)/(1<<20), "heap-peak-MiB-2000-photos")

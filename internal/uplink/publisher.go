@@ -40,6 +40,8 @@ type Source interface {
 	MarkSent(ctx context.Context, pos []int64) error
 	Notify() <-chan struct{}
 	Stats(ctx context.Context) (store.Stats, error)
+	// LastPos is the position of the newest event committed.
+	LastPos() int64
 }
 
 var _ Source = (*store.Outbox)(nil)
@@ -138,8 +140,11 @@ type Publisher struct {
 	handoff atomic.Bool
 	// configVersion is the remote config version in use (status message).
 	configVersion atomic.Int64
-	// caughtUp is true while the publisher found no event left to publish.
+	// caughtUp is true while the publisher found no event left to publish;
+	// onConn is the position up to which every committed event is on this
+	// connection (published, or sent on an earlier one).
 	caughtUp atomic.Bool
+	onConn   atomic.Int64
 
 	// statusMu orders the online status of a connection before the
 	// offline status of its end, without holding mu (which State and
@@ -251,10 +256,13 @@ func (p *Publisher) wait(ctx context.Context, tok mqtt.Token, what string) error
 	}
 }
 
-// CaughtUp reports whether every committed event the publisher has read
-// of is on the connection (published, perhaps not acknowledged yet): what
-// else shares the connection may go now without delaying an event.
-func (p *Publisher) CaughtUp() bool { return p.caughtUp.Load() && p.State().Connected }
+// CaughtUp reports whether every committed event is on the connection
+// (published, perhaps not acknowledged yet), one committed a moment ago
+// included: what else shares the connection may go now without delaying
+// an event.
+func (p *Publisher) CaughtUp() bool {
+	return p.caughtUp.Load() && p.onConn.Load() >= p.src.LastPos() && p.State().Connected
+}
 
 // subscribe makes every subscription on a new connection, in one
 // SUBSCRIBE packet, at QoS 0. The session is clean, so a QoS 1
@@ -797,15 +805,22 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 	// offline may wait: nothing else goes first.
 	p.caughtUp.Store(false)
 	defer p.caughtUp.Store(false)
+	p.onConn.Store(0)
 	var cursor int64
 	batch := max(p.opts.Window, 1024)
 	for {
+		// Every event committed up to last is in what the read finds, or
+		// on this connection, or sent before it.
+		last := p.src.LastPos()
 		recs, err := p.src.Pending(ctx, cursor, batch)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("read buffer: %w", err)
+		}
+		if len(recs) == 0 {
+			p.onConn.Store(max(last, cursor))
 		}
 		p.caughtUp.Store(len(recs) == 0)
 		if len(recs) == 0 {

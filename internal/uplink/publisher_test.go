@@ -20,6 +20,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/uplink"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -307,4 +308,56 @@ func TestBatchesDrainInOrder(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.stop(t)
+}
+
+// gatedSource is a buffer whose reads of pending events wait while the
+// gate is shut.
+type gatedSource struct {
+	*store.Outbox
+	mu   sync.Mutex
+	gate chan struct{} // closed: open
+}
+
+func (g *gatedSource) shut() {
+	g.mu.Lock()
+	g.gate = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gatedSource) open() {
+	g.mu.Lock()
+	close(g.gate)
+	g.mu.Unlock()
+}
+
+func (g *gatedSource) Pending(ctx context.Context, after int64, limit int) ([]store.Record, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	select {
+	case <-gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.Outbox.Pending(ctx, after, limit)
+}
+
+// CaughtUp is false from the moment an event is committed until it is on
+// the connection, not only once the publisher has read it: what shares
+// the connection (photos) must not slip in before it.
+func TestCaughtUpIncludesAnEventJustCommitted(t *testing.T) {
+	b := mqtttest.Start(t)
+	sub := b.Subscribe(t, "cloud", "mailroom/v1/+/events")
+	src := &gatedSource{Outbox: newOutbox(t), gate: make(chan struct{})}
+	close(src.gate)
+	r := start(t, src, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b), Version: "test"})
+	waitfor.True(t, 10*time.Second, "caught up on an empty buffer", r.p.CaughtUp)
+	src.shut() // the publisher's next read waits
+	appendScans(t, src.Outbox, 0, 1)
+	if r.p.CaughtUp() {
+		t.Fatal("caught up with an event committed and not read, let alone published")
+	}
+	src.open()
+	sub.WaitFor(t, 10*time.Second, "the event", mqtttest.DistinctEvents(1))
+	waitfor.True(t, 10*time.Second, "caught up once the event is on the connection", r.p.CaughtUp)
 }

@@ -7,9 +7,13 @@ import (
 	"syscall"
 )
 
-// blobWindow: with every segment acknowledged at once, four blob publishes
-// in flight are faster than one.
-const blobWindow = 4
+// blobWindow and blobBusyWindow: with every segment acknowledged at once,
+// sixteen blob publishes in flight (1 MiB) are faster than a few; while
+// events flow, two (128 KiB) keep the bytes an event waits behind few.
+const (
+	blobWindow     = 16
+	blobBusyWindow = 2
+)
 
 // quickAckConn acknowledges every segment it reads at once (TCP_QUICKACK,
 // which Linux clears again after a while, so it is set after every read).
