@@ -116,9 +116,14 @@ func BenchmarkPhotoUpload(b *testing.B) {
 			b.Fatal(err)
 		}
 		sender := uplink.NewBlobSender(pub, o, files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler), nil)
-		if w, bw, ok := strings.Cut(os.Getenv("MAILROOMD_BLOB_WINDOWS"), "/"); ok { // to compare windows: "8/4"
-			sender.Window, _ = strconv.Atoi(w)
-			sender.BusyWindow, _ = strconv.Atoi(bw)
+		if v := os.Getenv("MAILROOMD_BLOB_WINDOWS"); v != "" { // to compare windows: "8/4"
+			w, bw, _ := strings.Cut(v, "/")
+			var err1, err2 error
+			sender.Window, err1 = strconv.Atoi(w)
+			sender.BusyWindow, err2 = strconv.Atoi(bw)
+			if err1 != nil || err2 != nil || sender.Window < 1 || sender.BusyWindow < 1 {
+				b.Fatalf("MAILROOMD_BLOB_WINDOWS=%q: want two whole numbers of at least 1, as 16/2", v)
+			}
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
