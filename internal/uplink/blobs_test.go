@@ -35,13 +35,21 @@ func (f *failingSent) BlobSent(ctx context.Context, sha string) error {
 	return f.Outbox.BlobSent(ctx, sha)
 }
 
-// The uploads' progress is written off the chunks' way; a write that
-// fails pauses the upload ("photo upload paused"), and the photo whose
-// completion was not recorded is uploaded again and then recorded: every
-// photo ends up sent, none counted sent without its write.
-func TestBlobProgressWriteFails(t *testing.T) {
+// photoRig is a buffer with n photos of size random bytes, each named by
+// an event, and a publisher for it (not started) on a broker whose blob
+// topics a subscriber watches.
+type photoRig struct {
+	o      *store.Outbox
+	files  *blobstore.Store
+	shas   []string
+	pub    *uplink.Publisher
+	chunks *mqtttest.Subscriber
+}
+
+func newPhotoRig(t *testing.T, n, size int) *photoRig {
+	t.Helper()
 	broker := mqtttest.Start(t)
-	chunks := broker.Subscribe(t, "chunks", "mailroom/v1/"+appliance+"/blobs/#")
+	r := &photoRig{chunks: broker.Subscribe(t, "chunks", "mailroom/v1/"+appliance+"/blobs/#")}
 	cert, key := broker.ClientFiles(t, appliance)
 	tlsCfg, err := uplink.LoadTLS(broker.Files.CA, cert, key)
 	if err != nil {
@@ -49,31 +57,39 @@ func TestBlobProgressWriteFails(t *testing.T) {
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
-	o, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "buffer.db")})
-	if err != nil {
+	if r.o, err = store.Open(ctx, store.Options{Path: filepath.Join(dir, "buffer.db")}); err != nil {
 		t.Fatal(err)
 	}
-	defer o.Close()
-	files := blobstore.New(filepath.Join(dir, "blobs"), nil)
-	var shas []string
-	for i := range 3 {
-		p := make([]byte, 3*uplink.ChunkSize+100)
+	t.Cleanup(func() { r.o.Close() })
+	r.files = blobstore.New(filepath.Join(dir, "blobs"), nil)
+	for i := range n {
+		p := make([]byte, size)
 		rand.Read(p)
-		sha, err := files.Put(p)
+		sha, err := r.files.Put(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		shas = append(shas, sha)
-		if _, err := o.Append(ctx, event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
+		r.shas = append(r.shas, sha)
+		if _, err := r.o.Append(ctx, event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
 			ParcelID: fmt.Sprint("p", i), Photos: []event.Photo{{SHA256: sha, Size: int64(len(p)), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pub, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance, TopicPrefix: "mailroom/v1",
-		Window: 16, KeepAlive: 30 * time.Second})
-	if err != nil {
+	if r.pub, err = uplink.New(r.o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance, TopicPrefix: "mailroom/v1",
+		Window: 16, KeepAlive: 30 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// The uploads' progress is written off the chunks' way; a write that
+// fails pauses the upload ("photo upload paused"), and the photo whose
+// completion was not recorded is uploaded again and then recorded: every
+// photo ends up sent, none counted sent without its write.
+func TestBlobProgressWriteFails(t *testing.T) {
+	r := newPhotoRig(t, 3, 3*uplink.ChunkSize+100)
+	o, files, shas, pub, chunks := r.o, r.files, r.shas, r.pub, r.chunks
+	ctx := context.Background()
 	var logs syncBuffer
 	src := &failingSent{Outbox: o}
 	sender := uplink.NewBlobSender(pub, src, files, time.Hour, clock.Real{}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
@@ -158,41 +174,14 @@ func (c *countingReads) BlobsToSendAfter(ctx context.Context, after store.Blob, 
 // on their way, instead of the upload stopping until every chunk is
 // acknowledged and starting over with a fresh read. Every photo arrives.
 func TestBlobBacklogIsOneStream(t *testing.T) {
-	broker := mqtttest.Start(t)
-	chunks := broker.Subscribe(t, "chunks", "mailroom/v1/"+appliance+"/blobs/#")
-	cert, key := broker.ClientFiles(t, appliance)
-	tlsCfg, err := uplink.LoadTLS(broker.Files.CA, cert, key)
-	if err != nil {
-		t.Fatal(err)
+	const photos = 40 // more than two reads' worth
+	r := newPhotoRig(t, photos, 1000)
+	o, files, pub, chunks := r.o, r.files, r.pub, r.chunks
+	shas := map[string]bool{}
+	for _, sha := range r.shas {
+		shas[sha] = true
 	}
 	ctx := context.Background()
-	dir := t.TempDir()
-	o, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "buffer.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
-	files := blobstore.New(filepath.Join(dir, "blobs"), nil)
-	const photos = 40 // more than two reads' worth
-	shas := map[string]bool{}
-	for i := range photos {
-		p := make([]byte, 1000)
-		rand.Read(p)
-		sha, err := files.Put(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		shas[sha] = true
-		if _, err := o.Append(ctx, event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
-			ParcelID: fmt.Sprint("p", i), Photos: []event.Photo{{SHA256: sha, Size: int64(len(p)), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pub, err := uplink.New(o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance, TopicPrefix: "mailroom/v1",
-		Window: 16, KeepAlive: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
 	src := &countingReads{Outbox: o}
 	sender := uplink.NewBlobSender(pub, src, files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler), nil)
 	ctx, cancel := context.WithCancel(ctx)
