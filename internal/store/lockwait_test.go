@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mailroomd/mailroomd/internal/event"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
 )
 
 // A commit waits for another process that holds the write lock longer
@@ -56,5 +57,44 @@ func TestCommitWaitsForAnotherProcessHoldingTheLock(t *testing.T) {
 	}
 	if waits.Load() < 2 {
 		t.Fatalf("%d waits reported; the lock was held for several busy timeouts", waits.Load())
+	}
+}
+
+// AppendActivity is busy while an Append waits for its commit (here for
+// another process's write lock) and idle once it is answered.
+func TestAppendActivityBusyWhileAppendWaits(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o, err := Open(ctx, Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	other, err := sql.Open("sqlite3", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.SetMaxOpenConns(1)
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := o.Append(ctx, event.Event{Appliance: "a", Type: event.TypeScan, Time: time.Now(), Barcode: []byte("X")})
+		done <- err
+	}()
+	waitfor.True(t, 5*time.Second, "busy while the append waits", func() bool { busy, _ := o.AppendActivity(); return busy })
+	conn.ExecContext(ctx, "COMMIT")
+	conn.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if busy, last := o.AppendActivity(); busy || last.IsZero() {
+		t.Fatalf("after the append: busy %v, last %v", busy, last)
 	}
 }

@@ -28,14 +28,23 @@ const ChunkSize = 64 << 10
 // progress.
 const ackEvery = 16
 
-// blobWindow is how many publishes of blobs (manifests and chunks) may
-// await their PUBACK at once while no event was committed for
-// eventsQuiet; blobBusyWindow is how many while events flow. An event
+// blobWindow (quickack_*.go) is how many publishes of blobs (manifests
+// and chunks) may await their PUBACK at once while no event was committed
+// for eventsQuiet; blobBusyWindow is how many while events flow. An event
 // published meanwhile waits behind at most that many chunks at the broker
-// (BenchmarkPhotoUpload measures both). They are set per system
-// (quickack_*.go): sixteen and two where the uplink acknowledges at once,
-// one elsewhere.
+// (BenchmarkPhotoUpload measures both): sixteen and two where the uplink
+// acknowledges at once, one elsewhere.
 const eventsQuiet = time.Second
+
+// photoShare is the longest a photo publish waits for events that are
+// committed one after another without a pause: then one goes anyway, so
+// that photos are never starved by a steady stream of scans. Events
+// waiting in the buffer (a backlog) always go first.
+const photoShare = 100 * time.Millisecond
+
+// streamFor is how long one stream of a photo backlog goes on before the
+// uploader stops to prune and to retry unreadable photos.
+const streamFor = time.Minute
 
 // Manifest is published, retained, on blobs/{sha256} before the chunks.
 type Manifest struct {
@@ -191,23 +200,40 @@ func (b *BlobSender) window() int {
 // eventsFirst waits until the publisher has every committed event on the
 // connection, or the link is down.
 func (b *BlobSender) eventsFirst(ctx context.Context) error {
+	var (
+		poll  *time.Timer
+		since time.Time
+	)
 	for {
-		if !b.pub.CaughtUp() {
-			if !b.pub.State().Connected {
-				return ErrOffline
-			}
-		} else if busy, _ := b.src.AppendActivity(); !busy {
-			return nil
+		// Busy first: an event's position is the buffer's last before its
+		// caller is answered, so CaughtUp then covers it.
+		if busy, _ := b.src.AppendActivity(); !busy && b.pub.CaughtUp() {
+			break
+		}
+		if !b.pub.State().Connected {
+			return ErrOffline
 		}
 		// An event is being committed (it is published next, and its
 		// commit has the cores meanwhile), or waits to be published.
+		if poll == nil {
+			poll, since = time.NewTimer(eventsPoll), time.Now()
+			defer poll.Stop()
+		} else if b.pub.caughtUp.Load() && time.Since(since) >= photoShare {
+			break // no backlog, only events committed without a pause
+		} else {
+			poll.Reset(eventsPoll)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(500 * time.Microsecond): // about a commit's time
+		case <-poll.C:
 		}
 	}
+	return nil
 }
+
+// eventsPoll is how often eventsFirst looks again: about a commit's time.
+const eventsPoll = 500 * time.Microsecond
 
 // upload is one blob on its way: its chunks published so far, and those
 // the broker acknowledged (from the first, in order).
@@ -317,10 +343,11 @@ func (p *progress) close() error {
 }
 
 // send uploads blobs, in order, each from its first unacknowledged chunk,
-// with up to Window publishes awaiting their PUBACK at once across blob
+// with up to window() publishes awaiting their PUBACK at once across blob
 // boundaries: the next blob's manifest and first chunks go while the last
-// chunks of the one before are still on their way. It returns how many
-// blobs it finished. At most two blobs' bytes are held at a time: the one
+// chunks of the one before are still on their way. When the last of blobs
+// is started, the next ones are read from the buffer, for up to streamFor:
+// a backlog goes as one stream. It returns how many blobs it finished. At most two blobs' bytes are held at a time: the one
 // being published and the next, read ahead (besides what the connection
 // still has to write).
 func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) {
@@ -332,6 +359,7 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 		done    int
 		ahead   <-chan loaded // blobs[0] being read
 	)
+	began := time.Now()
 	rec := startProgress(ctx, b.src, b.log)
 	// record queues the write of an upload's acknowledged count.
 	record := func(u *upload) {
@@ -370,7 +398,7 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 			if cur == nil {
 				bl := blobs[0]
 				blobs = blobs[1:]
-				if len(blobs) == 0 {
+				if len(blobs) == 0 && time.Since(began) < streamFor {
 					// The last of those read: the next ones are read now, so
 					// that their chunks follow its own without a pause.
 					blobs = b.next(ctx, &bl)

@@ -2,9 +2,11 @@ package uplink
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,5 +109,131 @@ func TestBlobWindowNarrowsWhileEventsFlow(t *testing.T) {
 	b.Window, b.BusyWindow = 1, 4
 	if got := b.window(); got != 1 {
 		t.Fatalf("a busy window larger than the window: %d, want 1", got)
+	}
+}
+
+// committing is a buffer as eventsFirst sees it: an event being committed
+// or not, and the newest event's position.
+type committing struct {
+	Source
+	BlobSource
+	busy atomic.Bool
+}
+
+func (c *committing) AppendActivity() (bool, time.Time) { return c.busy.Load(), time.Time{} }
+func (c *committing) LastPos() int64                    { return 7 }
+
+// eventsFirstRig is a blob sender whose publisher is connected with every
+// event up to the buffer's last on the connection (backlog false) or with
+// events left to publish (backlog true).
+func eventsFirstRig(backlog bool) (*BlobSender, *committing, *Publisher) {
+	src := &committing{}
+	p := &Publisher{src: src}
+	p.state.Connected = true
+	p.caughtUp.Store(!backlog)
+	if !backlog {
+		p.onConn.Store(7)
+	}
+	return NewBlobSender(p, src, nil, 0, clock.Real{}, slog.New(slog.DiscardHandler), nil), src, p
+}
+
+// eventsFirstAsync runs eventsFirst and delivers its result.
+func eventsFirstAsync(ctx context.Context, b *BlobSender) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- b.eventsFirst(ctx) }()
+	return done
+}
+
+// A photo publish waits while an event is being committed, and goes once
+// the commit is answered.
+func TestPhotosWaitWhileAnEventIsCommitted(t *testing.T) {
+	b, src, _ := eventsFirstRig(false)
+	if err := b.eventsFirst(context.Background()); err != nil {
+		t.Fatalf("nothing committed: %v", err)
+	}
+	src.busy.Store(true)
+	done := eventsFirstAsync(context.Background(), b)
+	select {
+	case err := <-done:
+		t.Fatalf("went while an event was being committed: %v", err)
+	case <-time.After(photoShare / 2):
+	}
+	src.busy.Store(false)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still waiting after the commit was answered")
+	}
+}
+
+// Events committed one after another without a pause hold a photo publish
+// back for photoShare at most; a backlog of events holds it back until it
+// is on the connection, and a link that is down ends the wait.
+func TestPhotosGetAShareButBacklogsGoFirst(t *testing.T) {
+	b, src, _ := eventsFirstRig(false)
+	src.busy.Store(true) // for ever
+	began := time.Now()
+	if err := b.eventsFirst(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took < photoShare || took > photoShare+2*time.Second {
+		t.Fatalf("a photo publish waited %v behind a steady stream of commits, want about %v", took, photoShare)
+	}
+
+	b, _, p := eventsFirstRig(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := eventsFirstAsync(ctx, b)
+	select {
+	case err := <-done:
+		t.Fatalf("went before a backlog of events: %v", err)
+	case <-time.After(3 * photoShare):
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Fatalf("cancelled wait: %v", err)
+	}
+	p.mu.Lock()
+	p.state.Connected = false
+	p.mu.Unlock()
+	if err := b.eventsFirst(context.Background()); err != ErrOffline {
+		t.Fatalf("link down: %v, want ErrOffline", err)
+	}
+}
+
+// unreadableAhead is a buffer whose first read of blobs to upload finds
+// only photos that could not be read a moment ago, and the next read one
+// that can.
+type unreadableAhead struct {
+	BlobSource
+	first []store.Blob
+	then  store.Blob
+}
+
+func (u unreadableAhead) BlobsToSend(context.Context, int) ([]store.Blob, error) { return u.first, nil }
+
+func (u unreadableAhead) BlobsToSendAfter(_ context.Context, after store.Blob, _ int) ([]store.Blob, error) {
+	if after.SHA256 == u.first[len(u.first)-1].SHA256 {
+		return []store.Blob{u.then}, nil
+	}
+	return nil, nil
+}
+
+// A whole read of photos that could not be read a moment ago does not
+// hold up the photos behind them.
+func TestUnreadablePhotosDoNotHoldUpOthers(t *testing.T) {
+	src := unreadableAhead{then: store.Blob{SHA256: "readable"}}
+	b := NewBlobSender(nil, nil, nil, 0, clock.Real{}, slog.New(slog.DiscardHandler), nil)
+	for i := range blobsPerRead {
+		bl := store.Blob{SHA256: fmt.Sprint("unreadable-", i)}
+		src.first = append(src.first, bl)
+		b.unreadable[bl.SHA256] = time.Now().Add(time.Minute)
+	}
+	b.src = src
+	got := b.next(context.Background(), nil)
+	if len(got) != 1 || got[0].SHA256 != "readable" {
+		t.Fatalf("next photos to upload: %+v, want the readable one behind %d unreadable", got, blobsPerRead)
 	}
 }
