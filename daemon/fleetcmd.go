@@ -93,7 +93,7 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	keyID := fs.String("key-id", "", "id of the signing key, as the boxes know it")
 	target := fs.String("target", "", "appliance id (cmd), or appliance id, site:NAME or * (config push)")
 	ttl := fs.Duration("ttl", 5*time.Minute, "how long a command stays valid")
-	wait := fs.Duration("wait", time.Minute, "how long to wait for a result (config push: for each box's report; default 2m)")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for a result (default 1m; config push and directory push: for each box's report, default 2m)")
 	dur := fs.Duration("for", 3*time.Second, "how long to listen (status, alerts, events)")
 	follow := fs.Bool("follow", false, "events: keep following until interrupted")
 	fromStart := fs.Bool("from-start", false, "events: expect every epoch to start at seq 1 (default: at the first seq seen)")

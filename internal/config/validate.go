@@ -293,8 +293,8 @@ func (d *decoder) validate(c *Config) {
 	if ph := c.Photos; ph.MaxSizeKB < 16 || ph.MaxSizeKB > 65536 {
 		bad("photos.max_size_kb", "must be 16 to 65536 (KiB)")
 	}
-	if c.Photos.MaxTotalMB < 1 {
-		bad("photos.max_total_mb", "must be at least 1 (MiB)")
+	if c.Photos.MaxTotalMB < 1 || c.Photos.MaxTotalMB > maxPhotosTotalMB {
+		bad("photos.max_total_mb", "must be 1 to %d (MiB, 16 TiB)", maxPhotosTotalMB)
 	}
 	if c.Photos.LongEdge < 320 || c.Photos.LongEdge > 8192 {
 		bad("photos.long_edge", "must be 320 to 8192 (pixels)")
@@ -682,3 +682,7 @@ func validateDelivery(d *Delivery, bad func(string, string, ...any)) {
 		bad("delivery.retain_closed", "must not be negative")
 	}
 }
+
+// maxPhotosTotalMB is the largest photos.max_total_mb: 16 TiB, far beyond
+// any disk of the box, and far from overflowing when counted in bytes.
+const maxPhotosTotalMB = 16 << 20

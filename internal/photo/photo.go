@@ -210,21 +210,27 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 	if err != nil {
 		return Kept{}, err
 	}
+	locks := k.Locks
+	if locks == nil {
+		locks = &k.own
+	}
+	sum := blobstore.Sum(p.Body)
+	defer locks.lock(sum)()
+	// The same bytes kept already take no more room.
+	known, err := k.Index.BlobKnown(ctx, sum)
+	if err != nil {
+		return Kept{}, fmt.Errorf("not kept: %w", err)
+	}
 	used, err := k.Index.BlobBytes(ctx)
 	if err != nil {
 		return Kept{}, fmt.Errorf("not kept: %w", err)
 	}
-	if used+int64(len(p.Body)) > k.MaxTotal {
+	if !known && used+int64(len(p.Body)) > k.MaxTotal {
 		msg := fmt.Sprintf("photos take %.1f of %d MiB: new photos are refused until uploaded ones are pruned", float64(used)/(1<<20), k.MaxTotal>>20)
 		k.raise(msg)
 		k.Log.Error("photo refused: the photo store is full", "parcel", p.ParcelID, "used", used, "max", k.MaxTotal)
 		return Kept{}, &Error{CodeFull, msg}
 	}
-	locks := k.Locks
-	if locks == nil {
-		locks = &k.own
-	}
-	defer locks.lock(blobstore.Sum(p.Body))()
 	sha, err := k.Store.Put(p.Body)
 	if err != nil {
 		k.Log.Error("photo not kept", "parcel", p.ParcelID, "err", err)
