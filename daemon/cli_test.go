@@ -2,10 +2,18 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
 )
 
 func TestCheckConfig(t *testing.T) {
@@ -63,6 +71,10 @@ func TestFleetUsageErrors(t *testing.T) {
 		{[]string{"fleet", "bogus"}, `unknown subcommand "bogus"`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "mr-1", "--sha256", "abc", "--out", "x"}, `--sha256 "abc" is not a SHA-256`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "mr/1", "--sha256", strings.Repeat("a", 64), "--out", "x"}, `--target "mr/1" is not one appliance id`},
+		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "*", "--sha256", strings.Repeat("a", 64), "--out", "x"}, `--target "*" is not one appliance id`},
+		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "site:lab", "--sha256", strings.Repeat("a", 64), "--out", "x"}, `--target "site:lab" is not one appliance id`},
+		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "mr-1", "--out", "x"}, "--sha256 is required"},
+		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--sha256", strings.Repeat("a", 64)}, "--target is required"},
 	} {
 		var out, errOut strings.Builder
 		if code := Main(c.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), c.want) {
@@ -73,5 +85,53 @@ func TestFleetUsageErrors(t *testing.T) {
 	Main([]string{"fleet", "events", "--help"}, &out, &errOut)
 	if help := errOut.String(); !strings.Contains(help, "--follow") || strings.Contains(help, "--sha256") || strings.Contains(help, "--sign-key") {
 		t.Errorf("fleet events --help:\n%s", help)
+	}
+}
+
+// `fleet blobs get` writes the photo to a new file readable by its owner
+// only, replacing one there before whatever its mode, or to standard
+// output with --out -.
+func TestFleetBlobsGetOut(t *testing.T) {
+	b := mqtttest.Start(t)
+	photo := bytes.Repeat([]byte("label photo "), 10000) // two chunks
+	sum := sha256.Sum256(photo)
+	sha := hex.EncodeToString(sum[:])
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("box").SetTLSConfig(b.TLSConfig(t, "box")))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	const chunk = 65536
+	publish := func(topic string, body []byte) {
+		if tok := c.Publish(topic, 1, true, body); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", topic, tok.Error())
+		}
+	}
+	publish("mailroom/v1/mr-1/blobs/"+sha, []byte(fmt.Sprintf(`{"v":1,"sha256":%q,"size":%d,"content_type":"image/jpeg","kind":"label","chunk_size":%d,"chunks":2}`, sha, len(photo), chunk)))
+	publish("mailroom/v1/mr-1/blobs/"+sha+"/0", photo[:chunk])
+	publish("mailroom/v1/mr-1/blobs/"+sha+"/1", photo[chunk:])
+
+	opCert, opKey := b.ClientFiles(t, "operator-blobs")
+	get := func(out string) (int, string, string) {
+		var stdout, stderr strings.Builder
+		code := Main([]string{"fleet", "blobs", "get", "--broker", b.URL(), "--ca", b.Files.CA, "--cert", opCert, "--key", opKey,
+			"--target", "mr-1", "--sha256", sha, "--out", out, "--wait", "10s"}, &stdout, &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+	path := filepath.Join(t.TempDir(), "label.jpg")
+	if err := os.WriteFile(path, []byte("an older file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := get(path); code != 0 {
+		t.Fatalf("blobs get --out FILE: exit %d: %s", code, errOut)
+	}
+	got, err := os.ReadFile(path)
+	fi, _ := os.Stat(path)
+	if err != nil || !bytes.Equal(got, photo) || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the file written over an older one: %d bytes, mode %v, %v", len(got), fi.Mode().Perm(), err)
+	}
+	code, stdout, errOut := get("-")
+	if code != 0 || stdout != string(photo) || !strings.Contains(errOut, "SHA-256 checked") {
+		t.Fatalf("blobs get --out -: exit %d, %d bytes on stdout, stderr %q", code, len(stdout), errOut)
 	}
 }

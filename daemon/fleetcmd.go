@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/directory"
 	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/event"
@@ -171,14 +172,26 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if sub == "blobs get" { // checked before connecting: a usage error needs no broker
-		if *target == "" || *blobSHA == "" || *out == "" || fs.NArg() != 0 || !isSHA256(*blobSHA) || strings.ContainsAny(*target, "+#/") {
-			switch {
-			case *blobSHA != "" && !isSHA256(*blobSHA):
-				fmt.Fprintf(stderr, "mailroomd fleet blobs get: --sha256 %q is not a SHA-256 (64 hex digits)\n", *blobSHA)
-			case strings.ContainsAny(*target, "+#/"):
-				fmt.Fprintf(stderr, "mailroomd fleet blobs get: --target %q is not one appliance id (no +, # or /)\n", *target)
+		var problems []string
+		for _, f := range []struct{ name, value string }{{"target", *target}, {"sha256", *blobSHA}, {"out", *out}} {
+			if f.value == "" {
+				problems = append(problems, "--"+f.name+" is required")
 			}
-			fmt.Fprintln(stderr, "usage: mailroomd fleet blobs get --target APPLIANCE --sha256 S --out FILE [--wait D]")
+		}
+		if *blobSHA != "" && !isSHA256(*blobSHA) {
+			problems = append(problems, fmt.Sprintf("--sha256 %q is not a SHA-256 (64 hex digits)", *blobSHA))
+		}
+		if *target != "" && !config.ValidApplianceID(*target) {
+			problems = append(problems, fmt.Sprintf("--target %q is not one appliance id (1-64 letters, digits, '-', '_' or '.'; no site:NAME or *)", *target))
+		}
+		if fs.NArg() != 0 {
+			problems = append(problems, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+		}
+		if len(problems) > 0 {
+			for _, p := range problems {
+				fmt.Fprintf(stderr, "mailroomd fleet blobs get: %s\n", p)
+			}
+			fmt.Fprintln(stderr, "usage: mailroomd fleet blobs get --target APPLIANCE --sha256 S --out FILE|- [--wait D]")
 			return 2
 		}
 	}
@@ -277,7 +290,15 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
 			return 1
 		}
-		if err := os.WriteFile(*out, b, 0o600); err != nil {
+		if *out == "-" {
+			if _, err := stdout.Write(b); err != nil {
+				fmt.Fprintf(stderr, "mailroomd fleet: write the photo: %v\n", err)
+				return 1
+			}
+			fmt.Fprintf(stderr, "%d bytes, %s, kind %s, SHA-256 checked\n", len(b), m.ContentType, m.Kind)
+			return 0
+		}
+		if err := writeNewFile(*out, b); err != nil {
 			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
 			return 1
 		}
@@ -509,4 +530,30 @@ func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration,
 		return 3
 	}
 	return 0
+}
+
+// writeNewFile writes b to path, readable by its owner only, whether or not
+// path existed: a file written before is replaced, not rewritten in place
+// with its old mode.
+func writeNewFile(path string, b []byte) error {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

@@ -26,6 +26,10 @@ import (
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
+// ValidApplianceID reports whether id can be an appliance.id: 1 to 64
+// letters, digits, '-', '_' or '.', starting with a letter or digit.
+func ValidApplianceID(id string) bool { return nameRE.MatchString(id) }
+
 // certIdentity reads the common name and DNS names of the first
 // certificate in a PEM file; ok is false when there is none to read.
 func certIdentity(path string) (cn string, names []string, ok bool) {
