@@ -30,24 +30,11 @@ func TestCommitWaitsForAnotherProcessHoldingTheLock(t *testing.T) {
 	var waits atomic.Int32
 	o.wc.busy = func(time.Duration) { waits.Add(1) }
 
-	other, err := sql.Open("sqlite3", dsn(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	other.SetMaxOpenConns(1)
-	conn, err := other.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	release := holdWriteLock(t, path)
 	released := make(chan struct{})
 	go func() {
 		time.Sleep(700 * time.Millisecond) // several busy timeouts
-		conn.ExecContext(ctx, "COMMIT")
-		conn.Close()
+		release()
 		close(released)
 	}()
 	ev, err := o.Append(ctx, event.Event{Appliance: "a", Type: event.TypeScan, Time: time.Now(), Barcode: []byte("X")})
@@ -65,36 +52,47 @@ func TestCommitWaitsForAnotherProcessHoldingTheLock(t *testing.T) {
 func TestAppendActivityBusyWhileAppendWaits(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "buffer.db")
-	o, err := Open(ctx, Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
+	o := open(t, path, Options{})
 	defer o.Close()
-	other, err := sql.Open("sqlite3", dsn(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	other.SetMaxOpenConns(1)
-	conn, err := other.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	release := holdWriteLock(t, path)
 	done := make(chan error, 1)
 	go func() {
 		_, err := o.Append(ctx, event.Event{Appliance: "a", Type: event.TypeScan, Time: time.Now(), Barcode: []byte("X")})
 		done <- err
 	}()
 	waitfor.True(t, 5*time.Second, "busy while the append waits", func() bool { busy, _ := o.AppendActivity(); return busy })
-	conn.ExecContext(ctx, "COMMIT")
-	conn.Close()
+	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	if busy, last := o.AppendActivity(); busy || last.IsZero() {
 		t.Fatalf("after the append: busy %v, last %v", busy, last)
+	}
+}
+
+// holdWriteLock takes the write lock of the buffer at path on a connection
+// of its own, as another process would, until release is called.
+func holdWriteLock(t *testing.T, path string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	other, err := sql.Open("sqlite3", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.SetMaxOpenConns(1)
+	conn, err := other.Conn(ctx)
+	if err != nil {
+		other.Close()
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		conn.Close()
+		other.Close()
+		t.Fatal(err)
+	}
+	return func() {
+		conn.ExecContext(ctx, "COMMIT")
+		conn.Close()
+		other.Close()
 	}
 }
