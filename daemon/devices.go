@@ -193,6 +193,8 @@ func probe(cfg *config.Config, name string, timeout time.Duration, out string, s
 // probeCamera prints a camera's state changes, takes one still once it
 // is connected, and writes that still to out when out is set.
 func probeCamera(ctx context.Context, dev app.Device, out string, stdout, stderr io.Writer) int {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	status := make(chan camera.Status)
 	done := make(chan error, 1)
 	go func() { done <- dev.Camera.Run(ctx, status) }()
@@ -234,7 +236,19 @@ func probeCamera(ctx context.Context, dev app.Device, out string, stdout, stderr
 				}()
 			}
 		case r := <-stills:
+			// The one still is taken, or failed: the probe ends.
 			ok = handle(r)
+			stop()
+			for {
+				select {
+				case <-status:
+				case <-done:
+					if ok {
+						return 0
+					}
+					return 1
+				}
+			}
 		case err := <-done:
 			select {
 			case r := <-stills: // taken just before the end

@@ -123,8 +123,12 @@ devices:
 `), 0o644)
 	still := filepath.Join(dir, "still.jpg")
 	var out, errOut bytes.Buffer
-	if code := Main([]string{"probe", "--config", cfg, "--for", "3s", "--out", still, "cam"}, &out, &errOut); code != 0 {
+	began := time.Now()
+	if code := Main([]string{"probe", "--config", cfg, "--for", "30s", "--out", still, "cam"}, &out, &errOut); code != 0 {
 		t.Fatalf("probe exit %d: %s", code, errOut.String())
+	}
+	if took := time.Since(began); took > 15*time.Second {
+		t.Fatalf("probe of a camera ran %v: it ends once its one still is taken, not at --for", took)
 	}
 	for _, want := range []string{"state: connected", "still: ", "JPEG", "still written to " + still} {
 		if !strings.Contains(out.String(), want) {
