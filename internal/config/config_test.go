@@ -90,6 +90,8 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{":11:12: devices[1].name: duplicate device name \"dock-scanner\" (also devices[0])"}},
 		{"bad terminator", func(s string) string { return strings.Replace(s, "terminator: cr", "terminator: return", 1) }, 0o600,
 			[]string{"devices[0].terminator: unknown terminator \"return\""}},
+		{"a section without a value", func(s string) string { return s + "photos:\n" }, 0o600,
+			[]string{":12:8: photos: no value: write its keys, or leave it out for its defaults"}},
 		{"photo total that would overflow", func(s string) string { return s + "photos: {max_total_mb: 9223372036854775807}\n" }, 0o600,
 			[]string{":12:24: photos.max_total_mb: must be 1 to 16777216 (MiB, 16 TiB)"}},
 		{"invalid yaml", func(s string) string { return s + "devices: [\n" }, 0o600,

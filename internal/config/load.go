@@ -142,8 +142,12 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" && v.Kind() != reflect.Slice && v.Kind() != reflect.Struct {
-		d.addf(p, path, "no value: write one, or leave the key out for its default")
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" && v.Kind() != reflect.Slice {
+		if v.Kind() == reflect.Struct {
+			d.addf(p, path, "no value: write its keys, or leave it out for its defaults")
+		} else {
+			d.addf(p, path, "no value: write one, or leave the key out for its default")
+		}
 		return
 	}
 	if reflect.PointerTo(v.Type()).Implements(unmarshalerType) {
