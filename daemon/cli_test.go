@@ -74,6 +74,8 @@ func TestFleetUsageErrors(t *testing.T) {
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "*", "--sha256", strings.Repeat("a", 64), "--out", "x"}, `--target "*" is not one appliance id`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "site:lab", "--sha256", strings.Repeat("a", 64), "--out", "x"}, `--target "site:lab" is not one appliance id`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "mr-1", "--out", "x"}, "--sha256 is required"},
+		{[]string{"fleet", "status", "--broker", "mqtt://127.0.0.1:1", "--prefix", "mail#"}, `--prefix "mail#" is not a valid topic prefix`},
+		{[]string{"fleet", "events", "--broker", "mqtt://127.0.0.1:1", "--prefix", "mailroom/v1/"}, `--prefix "mailroom/v1/" is not a valid topic prefix`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--sha256", strings.Repeat("a", 64)}, "--target is required"},
 	} {
 		var out, errOut strings.Builder

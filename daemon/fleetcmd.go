@@ -145,6 +145,10 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mailroomd fleet: --broker is required")
 		return 2
 	}
+	if !config.ValidTopicPrefix(*prefix) {
+		fmt.Fprintf(stderr, "mailroomd fleet: --prefix %q is not a valid topic prefix: %s\n", *prefix, config.TopicPrefixRule)
+		return 2
+	}
 	opts := fleetop.Options{Broker: *broker, Prefix: *prefix, ClientID: *clientID, KeyID: *keyID}
 	if opts.ClientID == "" {
 		opts.ClientID = fmt.Sprintf("fleet-%d", os.Getpid())

@@ -26,6 +26,15 @@ import (
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
+// TopicPrefixRule says what ValidTopicPrefix accepts.
+const TopicPrefixRule = "not empty, no wildcards, no leading '$', no leading, trailing or double '/'"
+
+// ValidTopicPrefix reports whether p can prefix the box's topics.
+func ValidTopicPrefix(p string) bool {
+	return p != "" && !strings.Contains(p, "//") && !strings.ContainsAny(p, "+#") && !strings.HasPrefix(p, "/") &&
+		!strings.HasSuffix(p, "/") && !strings.HasPrefix(p, "$")
+}
+
 // ValidApplianceID reports whether id can be an appliance.id: 1 to 64
 // letters, digits, '-', '_' or '.', starting with a letter or digit.
 func ValidApplianceID(id string) bool { return nameRE.MatchString(id) }
@@ -151,8 +160,8 @@ func (d *decoder) validate(c *Config) {
 			bad("uplink.cert_file", "the certificate is for %q, but appliance.id is %q: they must be the same (the broker takes the client id from the certificate)", cn, c.Appliance.ID)
 		}
 	}
-	if u.TopicPrefix == "" || strings.Contains(u.TopicPrefix, "//") || strings.ContainsAny(u.TopicPrefix, "+#") || strings.HasPrefix(u.TopicPrefix, "/") || strings.HasSuffix(u.TopicPrefix, "/") || strings.HasPrefix(u.TopicPrefix, "$") {
-		bad("uplink.topic_prefix", "%q is not a valid topic prefix: not empty, no wildcards, no leading '$', no leading, trailing or double '/'", u.TopicPrefix)
+	if !ValidTopicPrefix(u.TopicPrefix) {
+		bad("uplink.topic_prefix", "%q is not a valid topic prefix: %s", u.TopicPrefix, TopicPrefixRule)
 	}
 	if u.InflightWindow < 1 || u.InflightWindow > 65535 {
 		bad("uplink.inflight_window", "must be between 1 and 65535")
