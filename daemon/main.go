@@ -107,7 +107,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "dev-certs":
 		fs := flag.NewFlagSet("dev-certs", flag.ContinueOnError)
 		fs.SetOutput(stderr)
-		dir := fs.String("dir", "", "directory to write ca.pem, server.pem/key, client.pem/key into")
+		dir := fs.String("dir", "", "directory to write ca.pem, server.pem/key, client.pem/key, watcher.pem/key and operator.pem/key into")
 		id := fs.String("client-id", "mr-demo-01", "common name of the client certificate (the appliance id)")
 		if err := fs.Parse(rest); err != nil || *dir == "" {
 			fmt.Fprintln(stderr, "usage: mailroomd dev-certs --dir DIR [--client-id ID]")

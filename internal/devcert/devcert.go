@@ -111,23 +111,30 @@ type Files struct {
 	// the broker: a client needs a certificate of its own, since the broker
 	// takes the client id from the certificate (use_username_as_clientid).
 	WatcherCert, WatcherKey string
+	// OperatorCert and OperatorKey (CN "fleet-operator", the operator of
+	// configs/mosquitto-acl.conf) are for `mailroomd fleet`, beside a
+	// watcher.
+	OperatorCert, OperatorKey string
 }
 
-// WriteDir writes a CA, a loopback server pair, a client pair for clientCN
-// and a watcher pair into dir (keys mode 0600) and returns their paths.
-// Existing files are left alone, so a development setup keeps its
-// certificates (a directory from before the watcher pair is made anew).
+// WriteDir writes a CA, a loopback server pair, a client pair for clientCN,
+// a watcher pair and an operator pair into dir (keys mode 0600) and
+// returns their paths. Existing files are left alone, so a development
+// setup keeps its certificates (a directory from before the operator pair
+// is made anew, all of it: the CA's key is not kept).
 func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 	f := Files{
-		CA:          filepath.Join(dir, "ca.pem"),
-		ServerCert:  filepath.Join(dir, "server.pem"),
-		ServerKey:   filepath.Join(dir, "server.key"),
-		ClientCert:  filepath.Join(dir, "client.pem"),
-		ClientKey:   filepath.Join(dir, "client.key"),
-		WatcherCert: filepath.Join(dir, "watcher.pem"),
-		WatcherKey:  filepath.Join(dir, "watcher.key"),
+		CA:           filepath.Join(dir, "ca.pem"),
+		ServerCert:   filepath.Join(dir, "server.pem"),
+		ServerKey:    filepath.Join(dir, "server.key"),
+		ClientCert:   filepath.Join(dir, "client.pem"),
+		ClientKey:    filepath.Join(dir, "client.key"),
+		WatcherCert:  filepath.Join(dir, "watcher.pem"),
+		WatcherKey:   filepath.Join(dir, "watcher.key"),
+		OperatorCert: filepath.Join(dir, "operator.pem"),
+		OperatorKey:  filepath.Join(dir, "operator.key"),
 	}
-	if _, err := os.Stat(f.WatcherKey); err == nil {
+	if _, err := os.Stat(f.OperatorKey); err == nil {
 		// Kept, but only for the same appliance: a certificate for another
 		// id would make the broker file the box under that id.
 		if b, err := os.ReadFile(f.ClientCert); err == nil {
@@ -159,6 +166,10 @@ func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 	if err != nil {
 		return f, err
 	}
+	operator, err := ca.IssueClient("fleet-operator", now, 2*365*24*time.Hour)
+	if err != nil {
+		return f, err
+	}
 	for _, w := range []struct {
 		path string
 		data []byte
@@ -167,6 +178,7 @@ func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 		{f.CA, ca.CertPEM, 0o644}, {f.ServerCert, srv.CertPEM, 0o644}, {f.ServerKey, srv.KeyPEM, 0o600},
 		{f.ClientCert, cli.CertPEM, 0o644}, {f.ClientKey, cli.KeyPEM, 0o600},
 		{f.WatcherCert, watcher.CertPEM, 0o644}, {f.WatcherKey, watcher.KeyPEM, 0o600},
+		{f.OperatorCert, operator.CertPEM, 0o644}, {f.OperatorKey, operator.KeyPEM, 0o600},
 	} {
 		if err := os.WriteFile(w.path, w.data, w.mode); err != nil {
 			return f, fmt.Errorf("write development certificates: %w", err)
