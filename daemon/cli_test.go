@@ -136,4 +136,13 @@ func TestFleetBlobsGetOut(t *testing.T) {
 	if code != 0 || stdout != string(photo) || !strings.Contains(errOut, "SHA-256 checked") {
 		t.Fatalf("blobs get --out -: exit %d, %d bytes on stdout, stderr %q", code, len(stdout), errOut)
 	}
+	// A manifest that is not JSON is reported as damaged, not as missing.
+	other := strings.Repeat("b", 64)
+	publish("mailroom/v1/mr-1/blobs/"+other, []byte("{not json"))
+	var so, se strings.Builder
+	if code := Main([]string{"fleet", "blobs", "get", "--broker", b.URL(), "--ca", b.Files.CA, "--cert", opCert, "--key", opKey,
+		"--target", "mr-1", "--sha256", other, "--out", filepath.Join(t.TempDir(), "x"), "--wait", "1s"}, &so, &se); code != 1 ||
+		!strings.Contains(se.String(), "manifest of blob "+other+" from mr-1 is damaged") {
+		t.Fatalf("a damaged manifest: exit %d, stderr %q", code, se.String())
+	}
 }

@@ -31,6 +31,7 @@ func (c *Client) GetBlob(ctx context.Context, appliance, sha string, wait time.D
 	var mu sync.Mutex
 	chunks := map[int][]byte{}
 	have := false
+	var damaged error // why the last manifest was no JSON
 	changed := make(chan struct{}, 1)
 	poke := func() {
 		select {
@@ -43,8 +44,11 @@ func (c *Client) GetBlob(ctx context.Context, appliance, sha string, wait time.D
 			mu.Lock()
 			defer mu.Unlock()
 			if msg.Topic() == base {
-				if json.Unmarshal(msg.Payload(), &m) == nil {
-					have = true
+				var got uplink.Manifest
+				if err := json.Unmarshal(msg.Payload(), &got); err != nil {
+					damaged = err
+				} else {
+					m, have, damaged = got, true, nil
 				}
 			} else if n, err := strconv.Atoi(msg.Topic()[len(base)+1:]); err == nil && n >= 0 {
 				chunks[n] = append([]byte(nil), msg.Payload()...)
@@ -69,6 +73,9 @@ func (c *Client) GetBlob(ctx context.Context, appliance, sha string, wait time.D
 		case <-deadline:
 			mu.Lock()
 			defer mu.Unlock()
+			if !have && damaged != nil {
+				return nil, m, fmt.Errorf("the manifest of blob %s from %s is damaged (not JSON: %v)", sha, appliance, damaged)
+			}
 			if !have {
 				return nil, m, fmt.Errorf("no manifest of blob %s from %s within %s", sha, appliance, wait)
 			}
