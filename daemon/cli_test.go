@@ -77,6 +77,8 @@ func TestFleetUsageErrors(t *testing.T) {
 		{[]string{"fleet", "status", "--broker", "mqtt://127.0.0.1:1", "--prefix", "mail#"}, `--prefix "mail#" is not a valid topic prefix`},
 		{[]string{"fleet", "events", "--broker", "mqtt://127.0.0.1:1", "--prefix", "mailroom/v1/"}, `--prefix "mailroom/v1/" is not a valid topic prefix`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--sha256", strings.Repeat("a", 64)}, "--target is required"},
+		{[]string{"fleet", "blobs", "get", "--target", "mr-1", "--sha256", strings.Repeat("a", 64), "--out", "x"}, "--broker is required"},
+		{[]string{"fleet", "blobs", "get", "--broker", "mqtts://127.0.0.1:1", "--target", "*", "--out", "x"}, "--sha256 is required"},
 	} {
 		var out, errOut strings.Builder
 		if code := Main(c.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), c.want) {
@@ -128,9 +130,36 @@ func TestFleetBlobsGetOut(t *testing.T) {
 		t.Fatalf("blobs get --out FILE: exit %d: %s", code, errOut)
 	}
 	got, err := os.ReadFile(path)
-	fi, _ := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
 	if err != nil || !bytes.Equal(got, photo) || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("the file written over an older one: %d bytes, mode %v, %v", len(got), fi.Mode().Perm(), err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".*tmp*")); len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
+	}
+	// A link stays a link, and a device is written into, not replaced.
+	link := filepath.Join(filepath.Dir(path), "link.jpg")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, []byte("older again"), 0o600)
+	if code, _, errOut := get(link); code != 0 {
+		t.Fatalf("blobs get --out LINK: exit %d: %s", code, errOut)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link was replaced: %v %v", fi.Mode(), err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, photo) {
+		t.Fatal("the file the link names was not written")
+	}
+	if code, _, errOut := get(os.DevNull); code != 0 {
+		t.Fatalf("blobs get --out /dev/null: exit %d: %s", code, errOut)
+	}
+	if fi, err := os.Stat(os.DevNull); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		t.Fatalf("/dev/null is no longer a device: %v %v", fi.Mode(), err)
 	}
 	code, stdout, errOut := get("-")
 	if code != 0 || stdout != string(photo) || !strings.Contains(errOut, "SHA-256 checked") {

@@ -98,7 +98,7 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	dur := fs.Duration("for", 3*time.Second, "how long to listen (status, alerts, events)")
 	follow := fs.Bool("follow", false, "events: keep following until interrupted")
 	fromStart := fs.Bool("from-start", false, "events: expect every epoch to start at seq 1 (default: at the first seq seen)")
-	out := fs.String("out", "", "keygen: directory for the key pair; blobs get: the file to write")
+	out := fs.String("out", "", "keygen: directory for the key pair; blobs get: the file to write, or - for standard output")
 	id := fs.String("id", "fleet", "keygen: key id")
 	cfgVersion := fs.Int64("version", 0, "config push, directory push: version, greater than the last one tried")
 	partSize := fs.Int("part-size", fleetop.DefaultPartSize, "directory push: bytes of the file per signed part")
@@ -141,6 +141,30 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	if sub == "keygen" {
 		return fleetKeygen(*out, *id, stdout, stderr)
 	}
+	if sub == "blobs get" { // checked before connecting: a usage error needs no broker
+		var problems []string
+		for _, f := range []struct{ name, value string }{{"broker", *broker}, {"target", *target}, {"sha256", *blobSHA}, {"out", *out}} {
+			if f.value == "" {
+				problems = append(problems, "--"+f.name+" is required")
+			}
+		}
+		if *blobSHA != "" && !isSHA256(*blobSHA) {
+			problems = append(problems, fmt.Sprintf("--sha256 %q is not a SHA-256 (64 hex digits)", *blobSHA))
+		}
+		if *target != "" && !config.ValidApplianceID(*target) {
+			problems = append(problems, fmt.Sprintf("--target %q is not one appliance id (1-64 letters, digits, '-', '_' or '.'; no site:NAME or *)", *target))
+		}
+		if fs.NArg() != 0 {
+			problems = append(problems, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+		}
+		if len(problems) > 0 {
+			for _, p := range problems {
+				fmt.Fprintf(stderr, "mailroomd fleet blobs get: %s\n", p)
+			}
+			fmt.Fprintln(stderr, "usage: mailroomd fleet blobs get --target APPLIANCE --sha256 S --out FILE|- [--wait D]")
+			return 2
+		}
+	}
 	if *broker == "" {
 		fmt.Fprintln(stderr, "mailroomd fleet: --broker is required")
 		return 2
@@ -172,30 +196,6 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		}
 		if *keyID == "" {
 			fmt.Fprintln(stderr, "mailroomd fleet: --key-id is required with --sign-key")
-			return 2
-		}
-	}
-	if sub == "blobs get" { // checked before connecting: a usage error needs no broker
-		var problems []string
-		for _, f := range []struct{ name, value string }{{"target", *target}, {"sha256", *blobSHA}, {"out", *out}} {
-			if f.value == "" {
-				problems = append(problems, "--"+f.name+" is required")
-			}
-		}
-		if *blobSHA != "" && !isSHA256(*blobSHA) {
-			problems = append(problems, fmt.Sprintf("--sha256 %q is not a SHA-256 (64 hex digits)", *blobSHA))
-		}
-		if *target != "" && !config.ValidApplianceID(*target) {
-			problems = append(problems, fmt.Sprintf("--target %q is not one appliance id (1-64 letters, digits, '-', '_' or '.'; no site:NAME or *)", *target))
-		}
-		if fs.NArg() != 0 {
-			problems = append(problems, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
-		}
-		if len(problems) > 0 {
-			for _, p := range problems {
-				fmt.Fprintf(stderr, "mailroomd fleet blobs get: %s\n", p)
-			}
-			fmt.Fprintln(stderr, "usage: mailroomd fleet blobs get --target APPLIANCE --sha256 S --out FILE|- [--wait D]")
 			return 2
 		}
 	}
@@ -536,10 +536,30 @@ func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration,
 	return 0
 }
 
-// writeNewFile writes b to path, readable by its owner only, whether or not
-// path existed: a file written before is replaced, not rewritten in place
-// with its old mode.
+// writeNewFile writes b to path. A regular file (or none) is replaced by a
+// new one readable by its owner only, written whole (a temporary file,
+// fsync, rename); anything else that is there (a device such as
+// /dev/stdout, a pipe) is written into as it is.
 func writeNewFile(path string, b []byte) error {
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target // a link stays a link: what it names is written
+	}
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		if fi.IsDir() {
+			return fmt.Errorf("write %s: it is a directory", path)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.Write(b)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		return nil
+	}
 	dir, name := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -549,6 +569,9 @@ func writeNewFile(path string, b []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -118,6 +118,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mailroomd: %v\n", err)
 			return 1
 		}
+		if f.Renewed {
+			fmt.Fprintf(stdout, "the certificates in %s were from before the operator pair and are made anew, CA included: restart a broker that uses them\n", filepath.Dir(f.CA))
+		}
 		fmt.Fprintf(stdout, "development certificates in %s (CA %s)\n", filepath.Dir(f.CA), f.CA)
 		return 0
 	case "devices":

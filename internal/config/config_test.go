@@ -93,7 +93,7 @@ func TestBrokenConfigs(t *testing.T) {
 		{"a section without a value", func(s string) string { return s + "photos:\n" }, 0o600,
 			[]string{":12:8: photos: no value: write its keys, or leave it out for its defaults"}},
 		{"photo total that would overflow", func(s string) string { return s + "photos: {max_total_mb: 9223372036854775807}\n" }, 0o600,
-			[]string{":12:24: photos.max_total_mb: must be 1 to 16777216 (MiB, 16 TiB)"}},
+			[]string{":12:24: photos.max_total_mb: must be 1 to 8796093022207 (MiB; more does not fit in a count of bytes)"}},
 		{"invalid yaml", func(s string) string { return s + "devices: [\n" }, 0o600,
 			[]string{": (document): invalid YAML:"}},
 		{"missing cert file", func(s string) string { return strings.Replace(s, "client.pem", "nope.pem", 1) }, 0o600,

@@ -8,6 +8,7 @@ import (
 	"image"
 	_ "image/jpeg" // a sim-camera's picture
 	_ "image/png"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -307,7 +308,7 @@ func (d *decoder) validate(c *Config) {
 		bad("photos.max_size_kb", "must be 16 to 65536 (KiB)")
 	}
 	if c.Photos.MaxTotalMB < 1 || c.Photos.MaxTotalMB > maxPhotosTotalMB {
-		bad("photos.max_total_mb", "must be 1 to %d (MiB, 16 TiB)", maxPhotosTotalMB)
+		bad("photos.max_total_mb", "must be 1 to %d (MiB; more does not fit in a count of bytes)", maxPhotosTotalMB)
 	}
 	if c.Photos.LongEdge < 320 || c.Photos.LongEdge > 8192 {
 		bad("photos.long_edge", "must be 320 to 8192 (pixels)")
@@ -696,6 +697,6 @@ func validateDelivery(d *Delivery, bad func(string, string, ...any)) {
 	}
 }
 
-// maxPhotosTotalMB is the largest photos.max_total_mb: 16 TiB, far beyond
-// any disk of the box, and far from overflowing when counted in bytes.
-const maxPhotosTotalMB = 16 << 20
+// maxPhotosTotalMB is the largest photos.max_total_mb: the most MiB a
+// 64-bit count of bytes holds (2^43 − 1), far beyond any disk of the box.
+const maxPhotosTotalMB = math.MaxInt64 >> 20

@@ -115,6 +115,9 @@ type Files struct {
 	// configs/mosquitto-acl.conf) are for `mailroomd fleet`, beside a
 	// watcher.
 	OperatorCert, OperatorKey string
+	// Renewed is set when WriteDir replaced certificates made before the
+	// operator pair: a broker using the old ones must be restarted.
+	Renewed bool
 }
 
 // WriteDir writes a CA, a loopback server pair, a client pair for clientCN,
@@ -146,6 +149,9 @@ func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 			}
 		}
 		return f, nil
+	}
+	if _, err := os.Stat(f.CA); err == nil {
+		f.Renewed = true
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return f, fmt.Errorf("write development certificates: %w", err)
@@ -180,6 +186,7 @@ func WriteDir(dir, clientCN string, now time.Time) (Files, error) {
 		{f.WatcherCert, watcher.CertPEM, 0o644}, {f.WatcherKey, watcher.KeyPEM, 0o600},
 		{f.OperatorCert, operator.CertPEM, 0o644}, {f.OperatorKey, operator.KeyPEM, 0o600},
 	} {
+		os.Remove(w.path) // a file there before keeps its mode through WriteFile
 		if err := os.WriteFile(w.path, w.data, w.mode); err != nil {
 			return f, fmt.Errorf("write development certificates: %w", err)
 		}

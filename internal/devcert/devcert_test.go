@@ -54,8 +54,11 @@ func TestWriteDirOperatorPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	newCA, _ := os.ReadFile(f.CA)
-	if _, err := os.Stat(f.OperatorKey); err != nil || bytes.Equal(oldCA, newCA) {
-		t.Fatalf("an old directory was not made anew: operator key %v, same CA %v", err, bytes.Equal(oldCA, newCA))
+	if _, err := os.Stat(f.OperatorKey); err != nil || bytes.Equal(oldCA, newCA) || !f.Renewed {
+		t.Fatalf("an old directory was not made anew: operator key %v, same CA %v, renewed %v", err, bytes.Equal(oldCA, newCA), f.Renewed)
+	}
+	if f, _ := WriteDir(t.TempDir(), "mr-demo-01", time.Now()); f.Renewed {
+		t.Fatal("a fresh directory reported as renewed")
 	}
 }
 

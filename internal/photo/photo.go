@@ -257,8 +257,8 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 		}
 		return Kept{}, fmt.Errorf("not recorded: %w", err)
 	}
-	if k.Alerts != nil {
-		k.Alerts.Clear(ConditionFull)
+	if k.Alerts != nil && !known {
+		k.Alerts.Clear(ConditionFull) // there was room for a new photo
 	}
 	k.Log.Info("photo taken", "parcel", p.ParcelID, "kind", p.Kind, "sha256", sha, "bytes", size, "by", p.By)
 	if p.Kind == "label" && k.OnLabel != nil {

@@ -163,6 +163,9 @@ func TestKeepFull(t *testing.T) {
 	if _, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p3", Kind: "label", Body: first}); err != nil {
 		t.Fatalf("the same bytes again while full: %v", err)
 	}
+	if a := r.alerts.Active(); len(a) != 1 || a[0].Key != photo.ConditionFull {
+		t.Fatalf("photos.full cleared by bytes kept already, while still full: %+v", a)
+	}
 	r.k.MaxTotal = 1 << 20
 	if _, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p2", Kind: "label", Body: second}); err != nil {
 		t.Fatal(err)

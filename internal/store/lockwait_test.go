@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ func TestAppendActivityBusyWhileAppendWaits(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	o := open(t, path, Options{})
-	defer o.Close()
+	t.Cleanup(func() { o.Close() }) // after the lock is released
 	release := holdWriteLock(t, path)
 	done := make(chan error, 1)
 	go func() {
@@ -90,9 +91,14 @@ func holdWriteLock(t *testing.T, path string) (release func()) {
 		other.Close()
 		t.Fatal(err)
 	}
-	return func() {
-		conn.ExecContext(ctx, "COMMIT")
-		conn.Close()
-		other.Close()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			conn.ExecContext(ctx, "COMMIT")
+			conn.Close()
+			other.Close()
+		})
 	}
+	t.Cleanup(release) // a test that fails first does not hang the writer
+	return release
 }
