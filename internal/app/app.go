@@ -237,6 +237,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 		return nil, err
 	}
 	a.photos = uplink.NewBlobSender(a.uplink, st, a.blobs, cfg.Photos.RetainSent.D(), clk, log.With("subsystem", "photos"), a.health)
+	a.photos.Locks = a.photoLocks
 	if cfg.Photos.ReadsLabels() {
 		reader := ocr.New(cfg.Photos.OCRCommand, time.Minute)
 		if err := reader.Check(); err != nil {
@@ -392,3 +393,5 @@ func (a *App) LinkUp() bool { return a.uplink.State().Connected }
 
 // Fleet returns the fleet link, to report and audit remote configs.
 func (a *App) Fleet() *fleet.Fleet { return a.fleet }
+
+var _ uplink.BlobLocker = (*photo.Locks)(nil)

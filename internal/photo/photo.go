@@ -120,8 +120,8 @@ type Keeper struct {
 
 // Locks hold the photos being kept, by hash: the same bytes kept twice at
 // once (two cameras, a camera and the page) are kept one after the other,
-// so that a photo removed because its event was refused is never one
-// another event is about to name.
+// so that a photo removed because its event was refused (or pruned after
+// its upload) is never one another event is about to name.
 type Locks struct {
 	mu   sync.Mutex
 	held map[string]*heldPhoto
@@ -131,6 +131,11 @@ type heldPhoto struct {
 	mu    sync.Mutex
 	users int
 }
+
+// Lock holds sha until the returned func is called: the uploader's pruning
+// takes it too, so that a photo is never removed while the same bytes are
+// being kept for a new event.
+func (l *Locks) Lock(sha string) (unlock func()) { return l.lock(sha) }
 
 // lock holds sha until the returned func is called.
 func (l *Locks) lock(sha string) func() {

@@ -72,6 +72,11 @@ type BlobSource interface {
 
 var _ BlobSource = (*store.Outbox)(nil)
 
+// BlobLocker holds a blob by its hash until unlock is called.
+type BlobLocker interface {
+	Lock(sha string) (unlock func())
+}
+
 // BlobFiles reads, lists and removes the blobs kept.
 type BlobFiles interface {
 	Get(sha string) ([]byte, error)
@@ -96,6 +101,9 @@ type BlobSender struct {
 	clock      clock.Clock
 	log        *slog.Logger
 	idle       time.Duration
+	// Locks, when set, is held for a photo while its file is removed:
+	// the lock photo.Keeper holds while it keeps the same bytes.
+	Locks BlobLocker
 	// Window is how many publishes may await their PUBACK at once while
 	// no event was committed for a second (default 16 on Linux, 1
 	// elsewhere); BusyWindow is how many while events are committed
@@ -487,8 +495,10 @@ func (b *BlobSender) prune(ctx context.Context) {
 		return
 	}
 	for _, s := range shas {
-		if err := b.files.Remove(s); err != nil {
+		if removed, err := b.removeUnnamed(ctx, s); err != nil {
 			b.log.Warn("uploaded blob not removed", "sha256", s, "err", err)
+		} else if !removed {
+			b.log.Info("uploaded blob kept: a new event names the same bytes", "sha256", s)
 		}
 	}
 	// A photo kept whose event never came (a crash between the two), and
@@ -505,12 +515,25 @@ func (b *BlobSender) prune(ctx context.Context) {
 			os.Remove(path)
 			return true
 		}
-		if known, err := b.src.BlobKnown(ctx, sha); err == nil && !known {
+		if removed, err := b.removeUnnamed(ctx, sha); err == nil && removed {
 			b.log.Info("photo no event names removed", "sha256", sha)
-			b.files.Remove(sha)
 		}
 		return ctx.Err() == nil
 	})
+}
+
+// removeUnnamed removes a blob's file unless an event names it, holding
+// the blob's lock meanwhile: the same bytes kept for a new event just now
+// stay. It reports whether the file was removed.
+func (b *BlobSender) removeUnnamed(ctx context.Context, sha string) (bool, error) {
+	if b.Locks != nil {
+		defer b.Locks.Lock(sha)()
+	}
+	known, err := b.src.BlobKnown(ctx, sha)
+	if err != nil || known {
+		return false, err
+	}
+	return true, b.files.Remove(sha)
 }
 
 // orphanAge is how old a blob file no event names must be to be removed.

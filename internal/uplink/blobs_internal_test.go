@@ -237,3 +237,62 @@ func TestUnreadablePhotosDoNotHoldUpOthers(t *testing.T) {
 		t.Fatalf("next photos to upload: %+v, want the readable one behind %d unreadable", got, blobsPerRead)
 	}
 }
+
+// renamedWhilePruned is a buffer in which, as its uploaded blobs are
+// pruned, a new event names the same bytes again (a photo.Keeper keeping
+// them for another parcel at that moment).
+type renamedWhilePruned struct {
+	*store.Outbox
+	t *testing.T
+}
+
+func (r renamedWhilePruned) PruneSentBlobs(ctx context.Context, before time.Time) ([]string, error) {
+	shas, err := r.Outbox.PruneSentBlobs(ctx, before)
+	for _, sha := range shas {
+		if _, err := r.Append(ctx, event.Event{Appliance: "a", Type: event.TypeParcelUpdated, Time: time.Now(), ParcelID: "p2",
+			Photos: []event.Photo{{SHA256: sha, Size: 1, ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	return shas, err
+}
+
+// lockLog records the blobs locked.
+type lockLog struct{ locked []string }
+
+func (l *lockLog) Lock(sha string) func() { l.locked = append(l.locked, sha); return func() {} }
+
+// An uploaded photo past its retention is not removed when a new event
+// names the same bytes by then, and its removal holds the photo's lock.
+func TestPruneKeepsBytesNamedAgain(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "buffer.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	files := blobstore.New(filepath.Join(dir, "blobs"), nil)
+	sha, err := files.Put([]byte("\xff\xd8\xff the same label"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, event.Event{Appliance: "a", Type: event.TypeParcelUpdated, Time: time.Now(), ParcelID: "p1",
+		Photos: []event.Photo{{SHA256: sha, Size: 1, ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.BlobSent(ctx, sha); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // past its retention (none)
+	b := NewBlobSender(nil, renamedWhilePruned{Outbox: st, t: t}, files, 0, clock.Real{}, slog.New(slog.DiscardHandler), nil)
+	locks := &lockLog{}
+	b.Locks = locks
+	b.prune(ctx)
+	if _, err := os.Stat(files.Path(sha)); err != nil {
+		t.Fatalf("a photo a new event names was removed: %v", err)
+	}
+	if len(locks.locked) != 1 || locks.locked[0] != sha {
+		t.Fatalf("locks held while pruning: %v, want the photo's", locks.locked)
+	}
+}
