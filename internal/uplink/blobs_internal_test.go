@@ -16,18 +16,25 @@ import (
 	"github.com/mailroomd/mailroomd/internal/store"
 )
 
+// bufferWithBlobs opens a buffer in a new directory, and its blob files
+// beside it; the buffer is closed when the test ends.
+func bufferWithBlobs(t *testing.T) (dir string, st *store.Outbox, files *blobstore.Store) {
+	t.Helper()
+	dir = t.TempDir()
+	st, err := store.Open(context.Background(), store.Options{Path: filepath.Join(dir, "buffer.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return dir, st, blobstore.New(filepath.Join(dir, "blobs"), nil)
+}
+
 // Pruning removes photos uploaded longer than the retention ago, photos no
 // event names after an hour (a crash between keeping one and committing
 // its event), and temporary files a write left; nothing else.
 func TestPruneBlobs(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "buffer.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	files := blobstore.New(filepath.Join(dir, "blobs"), nil)
+	dir, st, files := bufferWithBlobs(t)
 	put := func(s string) string {
 		sha, err := files.Put([]byte("\xff\xd8\xff" + s))
 		if err != nil {
@@ -266,13 +273,7 @@ func (l *lockLog) Lock(sha string) func() { l.locked = append(l.locked, sha); re
 // names the same bytes by then, and its removal holds the photo's lock.
 func TestPruneKeepsBytesNamedAgain(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.Open(ctx, store.Options{Path: filepath.Join(dir, "buffer.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	files := blobstore.New(filepath.Join(dir, "blobs"), nil)
+	_, st, files := bufferWithBlobs(t)
 	sha, err := files.Put([]byte("\xff\xd8\xff the same label"))
 	if err != nil {
 		t.Fatal(err)
