@@ -22,6 +22,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/directory"
+	"github.com/mailroomd/mailroomd/internal/durable"
 	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleet"
@@ -537,8 +538,8 @@ func fleetEvents(c *fleetop.Client, follow, fromFirstSeen bool, d time.Duration,
 }
 
 // writeNewFile writes b to path. A regular file (or none) is replaced by a
-// new one readable by its owner only, written whole (a temporary file,
-// fsync, rename); anything else that is there (a device such as
+// new one readable by its owner only, written durably (durable.WriteFile);
+// anything else that is there (a device such as
 // /dev/stdout, a pipe) is written into as it is.
 func writeNewFile(path string, b []byte) error {
 	if target, err := filepath.EvalSymlinks(path); err == nil {
@@ -560,27 +561,8 @@ func writeNewFile(path string, b []byte) error {
 		}
 		return nil
 	}
-	dir, name := filepath.Split(path)
-	if dir == "" {
-		dir = "."
+	if _, err := os.Stat(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("write %s: %w", path, err) // a directory is not made for it
 	}
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return durable.WriteFile(path, b, 0o600)
 }

@@ -26,15 +26,11 @@ import (
 	"github.com/mailroomd/mailroomd/internal/uplink"
 )
 
-// bareRuns counts the runs of barePhotos.
-var bareRuns int
-
 // barePhotos publishes n photos of size bytes in 64 KiB chunks, retained,
 // QoS 1, with a sliding window of eight in flight, as plain paho: the
 // ceiling for the photo upload.
 func barePhotos(b *testing.B, broker *mqtttest.Broker, n, size int) time.Duration {
-	bareRuns++
-	run := bareRuns // new topics, as the uplink's photos are: not retained ones replaced
+	run := time.Now().UnixNano() // new topics, as the uplink's photos are: not retained ones replaced
 	p := make([]byte, size)
 	rand.Read(p)
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(broker.URL()).SetClientID("bare-photos").
