@@ -278,7 +278,7 @@ func waitDrained(t *testing.T, path string) *sql.DB {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var pending int
-		db.QueryRow("SELECT count(*) FROM events WHERE sent_at IS NULL").Scan(&pending)
+		db.QueryRow("SELECT count(*) FROM events WHERE pos > (SELECT coalesce(max(pos), 0) FROM sent_marks)").Scan(&pending)
 		if pending == 0 {
 			return db
 		}

@@ -124,7 +124,7 @@ log: {level: info}
 	// marks an event sent within 5 ms of its PUBACK).
 	ackedAfter := func(mark int64) bool {
 		var n int
-		db.QueryRow("SELECT count(*) FROM events WHERE seq > ? AND sent_at IS NOT NULL", mark).Scan(&n)
+		db.QueryRow("SELECT count(*) FROM events WHERE seq > ? AND pos <= (SELECT coalesce(max(pos), 0) FROM sent_marks)", mark).Scan(&n)
 		return n > 0
 	}
 

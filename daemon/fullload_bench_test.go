@@ -341,7 +341,7 @@ func pendingUpTo(b *testing.B, path string, last int64) int {
 	}
 	defer db.Close()
 	var seq int64
-	switch err := db.QueryRow("SELECT seq FROM events WHERE sent_at IS NULL ORDER BY pos LIMIT 1").Scan(&seq); {
+	switch err := db.QueryRow("SELECT seq FROM events WHERE pos > (SELECT coalesce(max(pos), 0) FROM sent_marks) ORDER BY pos LIMIT 1").Scan(&seq); {
 	case errors.Is(err, sql.ErrNoRows):
 		return 0
 	case err != nil:

@@ -453,7 +453,7 @@ func toSchema4(t *testing.T, path string) []oldEvent {
 	defer db.Close()
 	db.SetMaxOpenConns(1)
 	var unsent []oldEvent
-	rows, err := db.Query("SELECT epoch, seq, id FROM events WHERE sent_at IS NULL ORDER BY pos")
+	rows, err := db.Query("SELECT epoch, seq, id FROM events WHERE pos > (SELECT coalesce(max(pos), 0) FROM sent_marks) ORDER BY pos")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +480,8 @@ func toSchema4(t *testing.T, path string) []oldEvent {
 			payload BLOB    NOT NULL,
 			sent_at INTEGER,
 			key_id  TEXT)`,
-		`INSERT INTO events_v4 SELECT pos, epoch, seq, id, type, ts, payload, sent_at, key_id FROM events`,
+		`INSERT INTO events_v4 SELECT pos, epoch, seq, id, type, ts, payload,
+			CASE WHEN pos <= (SELECT coalesce(max(pos), 0) FROM sent_marks) THEN coalesce(sent_at, 1) END, key_id FROM events`,
 		`DROP TABLE events`,
 		`ALTER TABLE events_v4 RENAME TO events`,
 		`CREATE INDEX events_pending ON events(pos) WHERE sent_at IS NULL`,
@@ -488,7 +489,7 @@ func toSchema4(t *testing.T, path string) []oldEvent {
 		`UPDATE sqlite_sequence SET seq = max(seq, (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_pos')) WHERE name = 'events'`,
 		`DELETE FROM meta WHERE key IN ('last_pos', 'parcel_key', 'directory_version') OR key LIKE 'salvaged:%'`,
 		`DROP TABLE alerts`, `DROP TABLE print_jobs`, `DROP TABLE parcels`, `DROP TABLE action_keys`,
-		`DROP TABLE station_modes`, `DROP TABLE directory`, `DROP TABLE blobs`,
+		`DROP TABLE station_modes`, `DROP TABLE directory`, `DROP TABLE blobs`, `DROP TABLE sent_marks`,
 		`PRAGMA user_version = 4`,
 		`COMMIT`,
 		`PRAGMA wal_checkpoint(TRUNCATE)`,
@@ -809,7 +810,7 @@ func newBufferKey(t *testing.T, id string) string {
 	return strings.TrimSpace(out.String())
 }
 
-// corruptIndex overwrites the root page of the events_sent index with
+// corruptIndex overwrites the root page of the parcels_received index with
 // garbage (through the power-cut file system, fsynced), after a checkpoint
 // that leaves no WAL: the buffer fails quick_check and is moved aside and
 // salvaged at the next start, while every event row stays readable.
@@ -820,7 +821,7 @@ func corruptIndex(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	var root, pageSize int64
-	if err := db.QueryRow("SELECT rootpage FROM sqlite_master WHERE name = 'events_sent'").Scan(&root); err != nil {
+	if err := db.QueryRow("SELECT rootpage FROM sqlite_master WHERE name = 'parcels_received'").Scan(&root); err != nil {
 		t.Fatal(err)
 	}
 	db.QueryRow("PRAGMA page_size").Scan(&pageSize)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -188,6 +189,19 @@ type Outbox struct {
 	// the events, or sealed again with another key, once the writer runs.
 	rebuild, reseal bool
 
+	// lastMark is the newest row of sent_marks: its pos and at (writer
+	// only, after Open).
+	lastMark [2]int64
+	// sentMu guards sentUpTo and acked, which the writer changes once a
+	// commit of acknowledgements succeeded and readers use to leave sent
+	// events out. Every event at or below sentUpTo was acknowledged (the
+	// watermark, as sent_marks has it); acked holds the positions above
+	// it acknowledged out of order, until the watermark passes them.
+	// They are kept in memory only: after a restart they are sent again.
+	sentMu   sync.Mutex
+	sentUpTo int64
+	acked    map[int64]struct{}
+
 	lastSeq atomic.Int64
 	pending atomic.Int64
 	// committedPos is lastPos for other goroutines.
@@ -202,11 +216,19 @@ type Outbox struct {
 	lastAppendErrAt atomic.Value // time.Time of lastAppendErr
 }
 
-// The writer's two statements on every commit.
+// The writer's statements on every commit: an event, and the watermark
+// of what was acknowledged (a new row of sent_marks each minute, the
+// newest row moved up within it).
 const (
 	insertEvent = "INSERT INTO events(pos, epoch, seq, id, type, ts, payload, key_id) VALUES (?,?,?,?,?,?,?,?)"
-	markSent    = "UPDATE events SET sent_at = ? WHERE pos BETWEEN ? AND ? AND sent_at IS NULL"
+	insertMark  = "INSERT INTO sent_marks(pos, at) VALUES (?, ?)"
+	moveMark    = "UPDATE sent_marks SET pos = ?, at = ? WHERE pos = ?"
+	nextEvent   = "SELECT pos FROM events WHERE pos > ? ORDER BY pos LIMIT 1"
 )
+
+// markEvery is how long the newest row of sent_marks moves up before a
+// new one is written: the retention of sent events is as fine as this.
+const markEvery = int64(time.Minute / time.Millisecond)
 
 func dsn(path string) string {
 	return "file:" + path + "?_busy_timeout=10000&_synchronous=FULL&_txlock=immediate"
@@ -611,12 +633,17 @@ func (o *Outbox) saveLast() error {
 	return nil
 }
 
+// loadCounts reads the watermark of what was sent. Positions are handed
+// out without gaps and only events at or below the watermark are pruned,
+// so every position above it up to the last is an unsent event: counting
+// them needs no read of the rows.
 func (o *Outbox) loadCounts(ctx context.Context) error {
-	var n int64
-	if err := o.wdb.QueryRowContext(ctx, "SELECT count(*) FROM events WHERE sent_at IS NULL").Scan(&n); err != nil {
-		return fmt.Errorf("open buffer: count pending: %w", err)
+	err := o.wdb.QueryRowContext(ctx, "SELECT pos, at FROM sent_marks ORDER BY pos DESC LIMIT 1").Scan(&o.lastMark[0], &o.lastMark[1])
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("open buffer: read what was sent: %w", err)
 	}
-	o.pending.Store(n)
+	o.sentUpTo, o.acked = o.lastMark[0], map[int64]struct{}{}
+	o.pending.Store(max(o.lastPos-o.sentUpTo, 0))
 	return nil
 }
 
@@ -637,6 +664,10 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 	if _, err := old.ExecContext(ctx, "SELECT key_id FROM events LIMIT 0"); err != nil {
 		sv.keyCol = "NULL" // a buffer from before schema 4
 	}
+	// What was sent: below the watermark (from schema 12), or marked in
+	// its row (before). An unreadable watermark counts every event with
+	// no mark as unsent: they are sent again, never lost.
+	old.QueryRowContext(ctx, "SELECT coalesce(max(pos), 0) FROM sent_marks").Scan(&sv.sentUpTo)
 	lo, hi := sv.bounds()
 	for a := lo; a <= hi; a += salvageChunk {
 		sv.read(a, min(a+salvageChunk-1, hi))
@@ -785,6 +816,7 @@ type salvager struct {
 	rows       []salvaged
 	unreadable []int64 // positions that could not be read
 	metaLast   int64   // last_pos as meta recorded it, if readable
+	sentUpTo   int64   // the watermark of what was sent, if readable
 }
 
 type salvaged struct {
@@ -826,7 +858,7 @@ func (sv *salvager) bounds() (lo, hi int64) {
 // cannot be read.
 func (sv *salvager) read(a, b int64) {
 	rows, err := sv.db.QueryContext(sv.ctx, "SELECT pos, epoch, seq, id, type, ts, payload, "+sv.keyCol+
-		", sent_at IS NULL FROM events WHERE pos BETWEEN ? AND ? ORDER BY pos", a, b)
+		", sent_at IS NULL AND pos > ? FROM events WHERE pos BETWEEN ? AND ? ORDER BY pos", sv.sentUpTo, a, b)
 	next := a // the first position not known yet
 	if err == nil {
 		for rows.Next() {
@@ -1282,7 +1314,7 @@ type Stored struct {
 // Recent returns up to limit of the most recent events, newest first,
 // optionally only of the given types. Pruned events are gone.
 func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]Stored, error) {
-	q := "SELECT id, payload, key_id, sent_at IS NOT NULL FROM events"
+	q := "SELECT pos, id, payload, key_id FROM events"
 	args := make([]any, 0, len(types)+1)
 	if len(types) > 0 {
 		q += " WHERE type IN (?" + strings.Repeat(",?", len(types)-1) + ")"
@@ -1300,14 +1332,17 @@ func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]
 	var out []Stored
 	for rows.Next() {
 		var (
+			pos     int64
 			id      string
 			payload []byte
 			keyID   sql.NullString
-			sent    bool
 		)
-		if err := rows.Scan(&id, &payload, &keyID, &sent); err != nil {
+		if err := rows.Scan(&pos, &id, &payload, &keyID); err != nil {
 			return nil, fmt.Errorf("read recent events: %w", err)
 		}
+		o.sentMu.Lock()
+		sent := o.sentLocked(pos)
+		o.sentMu.Unlock()
 		payload, err := o.open(keyID, id, payload)
 		if err != nil {
 			return nil, fmt.Errorf("read recent events: %w", err)
@@ -1337,8 +1372,15 @@ func (o *Outbox) Prune(ctx context.Context) (int64, error) {
 // Pending returns up to limit unsent events after position after, in
 // publish order.
 func (o *Outbox) Pending(ctx context.Context, after int64, limit int) ([]Record, error) {
+	o.sentMu.Lock()
+	after = max(after, o.sentUpTo)
+	var acked map[int64]struct{} // acknowledged above the watermark
+	if len(o.acked) > 0 {
+		acked = maps.Clone(o.acked)
+	}
+	o.sentMu.Unlock()
 	rows, err := o.rdb.QueryContext(ctx,
-		"SELECT pos, seq, id, payload, key_id FROM events WHERE sent_at IS NULL AND pos > ? ORDER BY pos LIMIT ?", after, limit)
+		"SELECT pos, seq, id, payload, key_id FROM events WHERE pos > ? ORDER BY pos LIMIT ?", after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read pending events: %w", err)
 	}
@@ -1349,6 +1391,9 @@ func (o *Outbox) Pending(ctx context.Context, after int64, limit int) ([]Record,
 		var keyID sql.NullString
 		if err := rows.Scan(&r.Pos, &r.Seq, &r.ID, &r.Payload, &keyID); err != nil {
 			return nil, fmt.Errorf("read pending events: %w", err)
+		}
+		if _, sent := acked[r.Pos]; sent {
+			continue
 		}
 		if r.Payload, err = o.open(keyID, r.ID, r.Payload); err != nil {
 			return nil, fmt.Errorf("read pending events: %w", err)
@@ -1365,13 +1410,31 @@ func (o *Outbox) Pending(ctx context.Context, after int64, limit int) ([]Record,
 func (o *Outbox) Stats(ctx context.Context) (Stats, error) {
 	s := Stats{Epoch: o.epoch, LastSeq: o.lastSeq.Load(), Pending: o.pending.Load(), Refused: o.refused.Load()}
 	if s.Pending > 0 {
-		var ts int64
-		err := o.rdb.QueryRowContext(ctx, "SELECT ts FROM events WHERE sent_at IS NULL ORDER BY pos LIMIT 1").Scan(&ts)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		o.sentMu.Lock()
+		after, skip := o.sentUpTo, len(o.acked)
+		o.sentMu.Unlock()
+		// The first event above the watermark that was not acknowledged
+		// out of order: at most skip rows on.
+		rows, err := o.rdb.QueryContext(ctx, "SELECT pos, ts FROM events WHERE pos > ? ORDER BY pos LIMIT ?", after, skip+1)
+		if err != nil {
 			return s, fmt.Errorf("read buffer stats: %w", err)
 		}
-		if err == nil {
-			s.OldestPending = time.UnixMilli(ts)
+		defer rows.Close()
+		for rows.Next() {
+			var pos, ts int64
+			if err := rows.Scan(&pos, &ts); err != nil {
+				return s, fmt.Errorf("read buffer stats: %w", err)
+			}
+			o.sentMu.Lock()
+			sent := o.sentLocked(pos)
+			o.sentMu.Unlock()
+			if !sent {
+				s.OldestPending = time.UnixMilli(ts)
+				break
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return s, fmt.Errorf("read buffer stats: %w", err)
 		}
 	}
 	return s, nil
@@ -1491,8 +1554,10 @@ func (o *Outbox) writer() {
 func (o *Outbox) commit(batch []*request) {
 	seq, pos := o.lastSeq.Load(), o.lastPos
 	pending := o.pending.Load()
-	var sentDelta, appended int64
+	var appended int64
 	var lastID string
+	var marked []int64   // positions acknowledged in this batch
+	var mark sentAdvance // what the batch does to the watermark
 
 	// A batch that only records acknowledgements need not wait for fsync:
 	// losing it to a power cut only means those events are sent again.
@@ -1621,14 +1686,7 @@ func (o *Outbox) commit(batch []*request) {
 						return err
 					}
 				case opMarkSent:
-					for _, rg := range ranges(r.pos) {
-						res, err := o.wc.exec(markSent, now.UnixMilli(), rg[0], rg[1])
-						if err != nil {
-							return err
-						}
-						n, _ := res.RowsAffected()
-						sentDelta += n
-					}
+					marked = append(marked, r.pos...)
 				case opResolve:
 					if err := o.deleteUnresolved(r.ids); err != nil {
 						return err
@@ -1658,15 +1716,26 @@ func (o *Outbox) commit(batch []*request) {
 					}
 				case opPrune:
 					cutoff := now.Add(-o.opts.RetainSent).UnixMilli()
-					// The newest row is never pruned: it carries the last
-					// position, seq and id (loadLast).
-					res, err := o.wc.exec(`DELETE FROM events WHERE pos IN (
-						SELECT pos FROM events WHERE sent_at IS NOT NULL AND sent_at < ? AND type != 'audit'
-						AND pos < (SELECT max(pos) FROM events) LIMIT 100000)`, cutoff)
-					if err != nil {
+					// Every event at or below cut was acknowledged before
+					// the cutoff. The newest row is never pruned: it
+					// carries the last position, seq and id (loadLast).
+					var cut int64
+					if _, err := o.wc.queryRow("SELECT max(pos) FROM sent_marks WHERE at < ?", []driver.Value{cutoff}, &cut); err != nil {
 						return err
 					}
-					r.res.n, _ = res.RowsAffected()
+					if cut > 0 {
+						res, err := o.wc.exec(`DELETE FROM events WHERE pos IN (
+							SELECT pos FROM events WHERE pos <= ? AND type != 'audit'
+							AND pos < (SELECT max(pos) FROM events) LIMIT 100000)`, cut)
+						if err != nil {
+							return err
+						}
+						r.res.n, _ = res.RowsAffected()
+						// The row at cut still says all below it were sent.
+						if _, err := o.wc.exec("DELETE FROM sent_marks WHERE pos < ?", cut); err != nil {
+							return err
+						}
+					}
 					if _, err := o.wc.exec("DELETE FROM nonces WHERE expires < ?", now.UnixMilli()); err != nil {
 						return err
 					}
@@ -1709,6 +1778,12 @@ func (o *Outbox) commit(batch []*request) {
 					}
 				}
 			}
+			if len(marked) > 0 {
+				var err error
+				if mark, err = o.advance(marked, pos, now.UnixMilli()); err != nil {
+					return err
+				}
+			}
 			return nil
 		})
 	})
@@ -1735,7 +1810,14 @@ func (o *Outbox) commit(batch []*request) {
 			o.committedPos.Store(pos)
 			o.lastAppendErr.Store(nil)
 		}
-		o.pending.Add(appended - sentDelta)
+		if len(marked) > 0 {
+			o.applyAdvance(mark)
+		}
+		if appended > 0 || len(marked) > 0 {
+			o.sentMu.Lock()
+			o.pending.Store(max(o.lastPos-o.sentUpTo-int64(len(o.acked)), 0))
+			o.sentMu.Unlock()
+		}
 		if o.commits++; o.commits%checkpointEvery == 0 {
 			select {
 			case o.checkpoint <- struct{}{}:
@@ -1784,17 +1866,107 @@ func (o *Outbox) deleteUnresolved(ids []string) error {
 	return nil
 }
 
-// ranges sorts positions and folds them into inclusive [first, last] runs.
-func ranges(pos []int64) [][2]int64 {
-	p := slices.Clone(pos)
-	slices.Sort(p)
-	var out [][2]int64
-	for _, v := range p {
-		if n := len(out); n > 0 && (v == out[n-1][1] || v == out[n-1][1]+1) {
-			out[n-1][1] = v
-			continue
-		}
-		out = append(out, [2]int64{v, v})
+// sentAdvance is what a commit of acknowledgements does to the record of
+// what was sent, applied once the commit succeeded.
+type sentAdvance struct {
+	upTo  int64   // the new watermark
+	fresh []int64 // positions newly acknowledged above the old one, sorted
+	mark  [2]int64
+}
+
+// advance works out, within the writer's transaction, the watermark that
+// the acknowledged positions (up to last, the newest event) bring, and
+// writes it to sent_marks. The watermark moves over positions with no
+// event (an old buffer's gaps), so that acknowledgements beyond them do
+// not pile up in memory.
+func (o *Outbox) advance(marked []int64, last, now int64) (sentAdvance, error) {
+	o.sentMu.Lock()
+	upTo, acked := o.sentUpTo, o.acked
+	o.sentMu.Unlock() // the writer alone changes them
+	fresh := slices.Clone(marked)
+	slices.Sort(fresh)
+	fresh = slices.Compact(fresh)
+	fresh = slices.DeleteFunc(fresh, func(p int64) bool {
+		_, dup := acked[p]
+		return p <= upTo || p > last || dup
+	})
+	adv := sentAdvance{upTo: upTo, fresh: fresh, mark: o.lastMark}
+	if len(fresh) == 0 {
+		return adv, nil
 	}
-	return out
+	isAcked := func(p int64) bool {
+		if _, ok := acked[p]; ok {
+			return true
+		}
+		_, ok := slices.BinarySearch(fresh, p)
+		return ok
+	}
+	highest := fresh[len(fresh)-1]
+	for p := range acked {
+		highest = max(highest, p)
+	}
+	for {
+		for adv.upTo < highest && isAcked(adv.upTo+1) {
+			adv.upTo++
+		}
+		if adv.upTo >= highest {
+			break
+		}
+		var next int64
+		found, err := o.wc.queryRow(nextEvent, []driver.Value{adv.upTo}, &next)
+		if err != nil {
+			return adv, err
+		}
+		if !found || next <= adv.upTo+1 || !isAcked(next) {
+			break
+		}
+		adv.upTo = next
+	}
+	if adv.upTo == upTo {
+		return adv, nil
+	}
+	at := max(now, o.lastMark[1])
+	if o.lastMark[0] > 0 && at/markEvery == o.lastMark[1]/markEvery {
+		if _, err := o.wc.exec(moveMark, adv.upTo, at, o.lastMark[0]); err != nil {
+			return adv, err
+		}
+	} else if _, err := o.wc.exec(insertMark, adv.upTo, at); err != nil {
+		return adv, err
+	}
+	adv.mark = [2]int64{adv.upTo, at}
+	return adv, nil
+}
+
+// applyAdvance makes a committed advance the record readers see.
+func (o *Outbox) applyAdvance(adv sentAdvance) {
+	o.sentMu.Lock()
+	defer o.sentMu.Unlock()
+	for _, p := range adv.fresh {
+		o.acked[p] = struct{}{}
+	}
+	if adv.upTo > o.sentUpTo {
+		if int64(len(o.acked)) < adv.upTo-o.sentUpTo {
+			for p := range o.acked {
+				if p <= adv.upTo {
+					delete(o.acked, p)
+				}
+			}
+		} else {
+			for p := o.sentUpTo + 1; p <= adv.upTo; p++ {
+				delete(o.acked, p)
+			}
+		}
+		o.sentUpTo = adv.upTo
+	}
+	o.lastMark = adv.mark
+}
+
+// sentLocked reports whether the event at pos was acknowledged. Call
+// with sentMu held.
+func (o *Outbox) sentLocked(pos int64) bool {
+	if pos <= o.sentUpTo {
+		return true
+	}
+	_, ok := o.acked[pos]
+	return ok
 }

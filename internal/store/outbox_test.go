@@ -367,7 +367,7 @@ func TestCorruptDatabaseMovedAsideAndSalvaged(t *testing.T) {
 		{"garbage file", func(t *testing.T, path string) {
 			os.WriteFile(path, []byte(strings.Repeat("not a database ", 1000)), 0o600)
 		}, false},
-		{"broken index page", breakSentIndex, true},
+		{"broken index page", breakIndex, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -454,7 +454,7 @@ func TestBufferWithoutDirectoryTableOpens(t *testing.T) {
 	appendN(t, o, 3)
 	o.Close()
 	db, _ := sql.Open("sqlite3", path)
-	if _, err := db.Exec("DROP TABLE directory; PRAGMA user_version = 10"); err != nil {
+	if _, err := db.Exec(undoSchema12 + "DROP TABLE directory; PRAGMA user_version = 10"); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -465,14 +465,6 @@ func TestBufferWithoutDirectoryTableOpens(t *testing.T) {
 	defer o.Close()
 	if recs, err := o.Pending(context.Background(), 0, 10); err != nil || len(recs) != 3 {
 		t.Fatalf("its events: %d %v", len(recs), err)
-	}
-}
-
-func TestRanges(t *testing.T) {
-	got := ranges([]int64{7, 3, 4, 5, 9, 10, 1, 4})
-	want := [][2]int64{{1, 1}, {3, 5}, {7, 7}, {9, 10}}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("ranges = %v, want %v", got, want)
 	}
 }
 
@@ -494,6 +486,189 @@ func TestMarkSentSparse(t *testing.T) {
 	}
 	if st, _ := o.Stats(ctx); st.Pending != 6 {
 		t.Fatalf("pending count = %d, want 6", st.Pending)
+	}
+}
+
+// undoSchema12 takes a buffer's sent marks back to the sent column of
+// schema 11 (the events, unmarked, are unsent there).
+const undoSchema12 = `DROP TABLE sent_marks;
+	CREATE INDEX events_pending ON events(pos) WHERE sent_at IS NULL;
+	CREATE INDEX events_sent ON events(sent_at) WHERE sent_at IS NOT NULL;`
+
+// sentMarks returns the rows of sent_marks as "pos@at" (at in seconds
+// after t0).
+func sentMarks(t *testing.T, o *Outbox) string {
+	t.Helper()
+	rows, err := o.rdb.Query("SELECT pos, at FROM sent_marks ORDER BY pos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var pos, at int64
+		if err := rows.Scan(&pos, &at); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%d@%d", pos, (at-t0.UnixMilli())/1000))
+	}
+	return strings.Join(out, " ")
+}
+
+func pendingSeqs(t *testing.T, o *Outbox) string {
+	t.Helper()
+	recs, err := o.Pending(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []string
+	for _, r := range recs {
+		seqs = append(seqs, fmt.Sprint(r.Seq))
+	}
+	return strings.Join(seqs, " ")
+}
+
+// TestSentWatermark: acknowledgements out of order are held in memory
+// until every event below them was acknowledged; only then does the
+// watermark in sent_marks move, one row per minute. After a restart the
+// ones above the watermark are pending again (sent again: at least once),
+// and the page shows what was sent from both.
+func TestSentWatermark(t *testing.T) {
+	ctx := context.Background()
+	fc := clock.NewFake(t0)
+	path := filepath.Join(t.TempDir(), "b.db")
+	o := open(t, path, Options{Clock: fc})
+	appendN(t, o, 10)
+	if err := o.MarkSent(ctx, []int64{3, 2, 8}); err != nil {
+		t.Fatal(err)
+	}
+	if m := sentMarks(t, o); m != "" {
+		t.Fatalf("sent_marks after acknowledgements above a gap = %q, want none", m)
+	}
+	if got := pendingSeqs(t, o); got != "1 4 5 6 7 9 10" {
+		t.Fatalf("pending = %s", got)
+	}
+	recent, err := o.Recent(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []string
+	for _, r := range recent {
+		if r.Sent {
+			sent = append(sent, fmt.Sprint(r.Event.Seq))
+		}
+	}
+	if strings.Join(sent, " ") != "8 3 2" {
+		t.Fatalf("recent events shown sent: %v, want 8 3 2", sent)
+	}
+	fc.Advance(10 * time.Second)
+	o.MarkSent(ctx, []int64{1})
+	fc.Advance(10 * time.Second)
+	o.MarkSent(ctx, []int64{4})
+	if m := sentMarks(t, o); m != "4@20" {
+		t.Fatalf("sent_marks within a minute = %q, want the one row moved up: 4@20", m)
+	}
+	fc.Advance(time.Minute)
+	o.MarkSent(ctx, []int64{5, 6})
+	if m := sentMarks(t, o); m != "4@20 6@80" {
+		t.Fatalf("sent_marks a minute later = %q, want a new row: 4@20 6@80", m)
+	}
+	if st, _ := o.Stats(ctx); st.Pending != 3 {
+		t.Fatalf("pending count = %d, want 3 (7, 9, 10)", st.Pending)
+	}
+	if len(o.acked) != 1 {
+		t.Fatalf("held in memory: %v, want only 8", o.acked)
+	}
+	o.Close()
+
+	o = open(t, path, Options{Clock: fc})
+	defer o.Close()
+	if got := pendingSeqs(t, o); got != "7 8 9 10" {
+		t.Fatalf("pending after a restart = %s, want 7 8 9 10 (8 again)", got)
+	}
+	if st, _ := o.Stats(ctx); st.Pending != 4 {
+		t.Fatalf("pending count after a restart = %d, want 4", st.Pending)
+	}
+}
+
+// TestSentWatermarkPassesGaps: positions with no event (an old buffer's
+// rows pruned out of order) do not hold the watermark back.
+func TestSentWatermarkPassesGaps(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{})
+	defer o.Close()
+	appendN(t, o, 10)
+	db, err := sql.Open("sqlite3", "file:"+o.opts.Path+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("DELETE FROM events WHERE pos IN (3, 4, 7)"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := o.MarkSent(ctx, []int64{10, 9, 8, 6, 5, 2, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if o.sentUpTo != 10 || len(o.acked) != 0 {
+		t.Fatalf("watermark %d, held %v; want 10 and none", o.sentUpTo, o.acked)
+	}
+	if st, _ := o.Stats(ctx); st.Pending != 0 {
+		t.Fatalf("pending count = %d, want 0", st.Pending)
+	}
+}
+
+// TestOldSentMarksMigrate: a buffer of schema 11, whose rows carried
+// their sent time, opens with the watermark below its first unsent event,
+// one row per minute of what was sent, and keeps pruning by those times.
+func TestOldSentMarksMigrate(t *testing.T) {
+	ctx := context.Background()
+	fc := clock.NewFake(t0)
+	path := filepath.Join(t.TempDir(), "b.db")
+	o := open(t, path, Options{Clock: fc})
+	appendN(t, o, 8)
+	o.Close()
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := func(d time.Duration) int64 { return t0.Add(d).UnixMilli() }
+	for _, q := range []string{
+		undoSchema12,
+		// 1-2 sent at 0:10, 3 at 0:50, 4 at 2:00, 6 out of order; 5, 7, 8 not.
+		fmt.Sprintf("UPDATE events SET sent_at = %d WHERE pos <= 2", ms(10*time.Second)),
+		fmt.Sprintf("UPDATE events SET sent_at = %d WHERE pos = 3", ms(50*time.Second)),
+		fmt.Sprintf("UPDATE events SET sent_at = %d WHERE pos IN (4, 6)", ms(2*time.Minute)),
+		"PRAGMA user_version = 11",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+
+	fc.Advance(3 * time.Minute)
+	o = open(t, path, Options{Clock: fc, RetainSent: 90 * time.Second, PruneInterval: time.Hour})
+	defer o.Close()
+	if m := sentMarks(t, o); m != "3@50 4@120" {
+		t.Fatalf("sent_marks after the migration = %q, want 3@50 4@120", m)
+	}
+	if got := pendingSeqs(t, o); got != "5 6 7 8" {
+		t.Fatalf("pending after the migration = %s, want 5 6 7 8 (6 again)", got)
+	}
+	if st, _ := o.Stats(ctx); st.Pending != 4 {
+		t.Fatalf("pending count = %d, want 4", st.Pending)
+	}
+	// At 3:00 with 90 s retention: 1-3 (sent by 0:50) go, 4 (2:00) stays.
+	if n, err := o.Prune(ctx); err != nil || n != 3 {
+		t.Fatalf("prune = %d, %v; want 3", n, err)
+	}
+	if m := sentMarks(t, o); m != "3@50 4@120" {
+		t.Fatalf("sent_marks after the prune = %q", m)
+	}
+	var indexes int
+	o.rdb.QueryRow("SELECT count(*) FROM sqlite_master WHERE name IN ('events_pending', 'events_sent')").Scan(&indexes)
+	if indexes != 0 {
+		t.Fatal("the indexes of the sent column are still there: every commit writes them")
 	}
 }
 
@@ -684,16 +859,16 @@ func TestSealedPayloadsAtRest(t *testing.T) {
 	}
 }
 
-// breakSentIndex overwrites the first page of the index of sent events:
-// quick_check then fails while the tables can still be read.
-func breakSentIndex(t *testing.T, path string) {
+// breakIndex overwrites the first page of the index of parcels by their
+// receipt: quick_check then fails while the tables can still be read.
+func breakIndex(t *testing.T, path string) {
 	t.Helper()
 	db, err := sql.Open("sqlite3", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var root, pageSize int64
-	db.QueryRow("SELECT rootpage FROM sqlite_master WHERE name = 'events_sent'").Scan(&root)
+	db.QueryRow("SELECT rootpage FROM sqlite_master WHERE name = 'parcels_received'").Scan(&root)
 	db.QueryRow("PRAGMA page_size").Scan(&pageSize)
 	db.Close()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)

@@ -396,7 +396,7 @@ func TestBufferFromBeforeSchema8GetsItsParcelStates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec("DROP TABLE parcels; DROP TABLE action_keys; DROP TABLE station_modes; DROP TABLE directory; DROP TABLE blobs; DELETE FROM meta WHERE key = 'parcel_key'; PRAGMA user_version = 7"); err != nil {
+	if _, err := db.Exec(undoSchema12 + "DROP TABLE parcels; DROP TABLE action_keys; DROP TABLE station_modes; DROP TABLE directory; DROP TABLE blobs; DELETE FROM meta WHERE key = 'parcel_key'; PRAGMA user_version = 7"); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -460,7 +460,7 @@ func TestSalvageKeepsTheParcelStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.Close()
-	breakSentIndex(t, path) // quick_check fails, the tables read
+	breakIndex(t, path) // quick_check fails, the tables read
 
 	o = open(t, path, Options{})
 	defer o.Close()

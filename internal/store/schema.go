@@ -169,6 +169,36 @@ var migrations = []string{
 		entry   BLOB    NOT NULL,                  -- the entry (JSON), sealed like payloads when encryption is on
 		key_id  TEXT
 	) WITHOUT ROWID;`,
+	// 12: what was sent moves out of the event rows. Marking events sent
+	// rewrote every page holding them and their index entries: during a
+	// drain some 5,000 pages of WAL a second, which the scans' fsyncs
+	// waited behind. A row of sent_marks says that every event at or
+	// below pos was acknowledged by at; the newest row's pos is the
+	// watermark, and one row is written per minute of acknowledgements.
+	// Acknowledgements above the watermark (out of order) are held in
+	// memory until it passes them, and are sent again after a restart.
+	// The watermark starts below the first unsent event, so events sent
+	// out of order before the upgrade are sent again once. The rows
+	// carry the latest sent_at at or below their pos, a row per minute,
+	// so retention goes on as before. events.sent_at is no longer written.
+	`CREATE TABLE sent_marks (
+		pos INTEGER PRIMARY KEY,                   -- every event at or below was acknowledged
+		at  INTEGER NOT NULL                       -- unix ms by which they were
+	);
+	INSERT INTO sent_marks(pos, at)
+		SELECT max(pos), max(at) FROM (
+			SELECT pos, max(coalesce(sent_at, 0)) OVER (ORDER BY pos) AS at FROM events
+			WHERE pos < coalesce((SELECT min(pos) FROM events WHERE sent_at IS NULL), 9223372036854775807)
+		) GROUP BY at / 60000;
+	INSERT OR IGNORE INTO sent_marks(pos, at)
+		SELECT coalesce((SELECT min(pos) FROM events WHERE sent_at IS NULL) - 1,
+			max(coalesce((SELECT max(pos) FROM events), 0), coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_pos'), 0))),
+			coalesce((SELECT max(at) FROM sent_marks), 0)
+		WHERE (SELECT coalesce(max(pos), 0) FROM sent_marks) < coalesce((SELECT min(pos) FROM events WHERE sent_at IS NULL) - 1,
+			max(coalesce((SELECT max(pos) FROM events), 0), coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_pos'), 0)));
+	DELETE FROM sent_marks WHERE pos <= 0;
+	DROP INDEX events_pending;
+	DROP INDEX events_sent;`,
 }
 
 // SchemaVersion is the schema version this build writes.
