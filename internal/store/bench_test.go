@@ -142,6 +142,7 @@ func BenchmarkIngestOffered(b *testing.B) {
 // behind).
 func BenchmarkCommitWhileDraining(b *testing.B) {
 	const backlog = 100000
+	b.StopTimer()
 	for it := 0; it < b.N; it++ {
 		path := filepath.Join(b.TempDir(), "bench.db")
 		o := open(b, path, Options{})
@@ -159,7 +160,7 @@ func BenchmarkCommitWhileDraining(b *testing.B) {
 		}
 		o.cdb.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 		wroteBefore := written(b)
-		b.ResetTimer()
+		b.StartTimer()
 		stop := make(chan struct{})
 		var lat []time.Duration
 		scansDone := make(chan struct{})

@@ -53,7 +53,8 @@ type Options struct {
 	PruneInterval time.Duration
 	// MaxBatch caps how many queued operations one transaction takes.
 	MaxBatch int
-	// Clock stamps sent_at and seeds ids; nil means the system clock.
+	// Clock stamps what was sent and when, and seeds ids; nil means the
+	// system clock.
 	Clock clock.Clock
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
@@ -229,6 +230,13 @@ const (
 // markEvery is how long the newest row of sent_marks moves up before a
 // new one is written: the retention of sent events is as fine as this.
 const markEvery = int64(time.Minute / time.Millisecond)
+
+// maxHeld caps the acknowledgements held in memory above the watermark.
+// They come out of order only from clustered brokers, a window's worth at
+// a time; should an event below them never be acknowledged, those beyond
+// the cap are forgotten and sent again (at least once), rather than
+// memory growing.
+const maxHeld = 1 << 16
 
 func dsn(path string) string {
 	return "file:" + path + "?_busy_timeout=10000&_synchronous=FULL&_txlock=immediate"
@@ -636,7 +644,9 @@ func (o *Outbox) saveLast() error {
 // loadCounts reads the watermark of what was sent. Positions are handed
 // out without gaps and only events at or below the watermark are pruned,
 // so every position above it up to the last is an unsent event: counting
-// them needs no read of the rows.
+// them needs no read of the rows. (A buffer from before schema 12 may
+// have gaps above it, where events sent out of order were pruned: they
+// count as pending until the watermark passes them.)
 func (o *Outbox) loadCounts(ctx context.Context) error {
 	err := o.wdb.QueryRowContext(ctx, "SELECT pos, at FROM sent_marks ORDER BY pos DESC LIMIT 1").Scan(&o.lastMark[0], &o.lastMark[1])
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -666,8 +676,13 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 	}
 	// What was sent: below the watermark (from schema 12), or marked in
 	// its row (before). An unreadable watermark counts every event with
-	// no mark as unsent: they are sent again, never lost.
-	old.QueryRowContext(ctx, "SELECT coalesce(max(pos), 0) FROM sent_marks").Scan(&sv.sentUpTo)
+	// no mark as unsent: they are sent again, never lost, and the salvage
+	// says so.
+	var partial []error
+	if err := old.QueryRowContext(ctx, "SELECT coalesce(max(pos), 0) FROM sent_marks").Scan(&sv.sentUpTo); err != nil &&
+		!strings.Contains(err.Error(), "no such table") {
+		partial = append(partial, fmt.Errorf("what was sent cannot be read, so every event is carried over as unsent: %w", err))
+	}
 	lo, hi := sv.bounds()
 	for a := lo; a <= hi; a += salvageChunk {
 		sv.read(a, min(a+salvageChunk-1, hi))
@@ -717,7 +732,6 @@ func (o *Outbox) salvage(ctx context.Context, path string) (int, error) {
 	// comes along with its version and what the box knows of pushes, so
 	// that a push already tried is not applied again; the photos' upload
 	// state too, so that their upload goes on.
-	var partial []error
 	for _, t := range []struct{ name, cols string }{
 		{"parcels", "id, state, code_tag, recipient_tag, location_tag, received_at, updated_at, closed_at, detail, key_id"},
 		{"action_keys", "key, event_id, epoch, seq, at, request, type, parcel_id, status, code, state"},
@@ -898,7 +912,7 @@ func (sv *salvager) lost() (n int, seqs []string) {
 	for _, r := range sv.rows {
 		known = max(known, r.pos)
 	}
-	sv.unreadable = slices.DeleteFunc(sv.unreadable, func(p int64) bool { return p > known })
+	sv.unreadable = slices.DeleteFunc(sv.unreadable, func(p int64) bool { return p > known || p <= sv.sentUpTo })
 	if len(sv.unreadable) == 0 {
 		return 0, nil
 	}
@@ -1379,8 +1393,10 @@ func (o *Outbox) Pending(ctx context.Context, after int64, limit int) ([]Record,
 		acked = maps.Clone(o.acked)
 	}
 	o.sentMu.Unlock()
+	// Every held position is above the watermark: reading that many more
+	// rows fills the page.
 	rows, err := o.rdb.QueryContext(ctx,
-		"SELECT pos, seq, id, payload, key_id FROM events WHERE pos > ? ORDER BY pos LIMIT ?", after, limit)
+		"SELECT pos, seq, id, payload, key_id FROM events WHERE pos > ? ORDER BY pos LIMIT ?", after, limit+len(acked))
 	if err != nil {
 		return nil, fmt.Errorf("read pending events: %w", err)
 	}
@@ -1392,7 +1408,7 @@ func (o *Outbox) Pending(ctx context.Context, after int64, limit int) ([]Record,
 		if err := rows.Scan(&r.Pos, &r.Seq, &r.ID, &r.Payload, &keyID); err != nil {
 			return nil, fmt.Errorf("read pending events: %w", err)
 		}
-		if _, sent := acked[r.Pos]; sent {
+		if _, sent := acked[r.Pos]; sent || len(out) == limit {
 			continue
 		}
 		if r.Payload, err = o.open(keyID, r.ID, r.Payload); err != nil {
@@ -1411,11 +1427,11 @@ func (o *Outbox) Stats(ctx context.Context) (Stats, error) {
 	s := Stats{Epoch: o.epoch, LastSeq: o.lastSeq.Load(), Pending: o.pending.Load(), Refused: o.refused.Load()}
 	if s.Pending > 0 {
 		o.sentMu.Lock()
-		after, skip := o.sentUpTo, len(o.acked)
+		after, acked := o.sentUpTo, maps.Clone(o.acked)
 		o.sentMu.Unlock()
 		// The first event above the watermark that was not acknowledged
-		// out of order: at most skip rows on.
-		rows, err := o.rdb.QueryContext(ctx, "SELECT pos, ts FROM events WHERE pos > ? ORDER BY pos LIMIT ?", after, skip+1)
+		// out of order: at most len(acked) rows on.
+		rows, err := o.rdb.QueryContext(ctx, "SELECT pos, ts FROM events WHERE pos > ? ORDER BY pos LIMIT ?", after, len(acked)+1)
 		if err != nil {
 			return s, fmt.Errorf("read buffer stats: %w", err)
 		}
@@ -1425,10 +1441,7 @@ func (o *Outbox) Stats(ctx context.Context) (Stats, error) {
 			if err := rows.Scan(&pos, &ts); err != nil {
 				return s, fmt.Errorf("read buffer stats: %w", err)
 			}
-			o.sentMu.Lock()
-			sent := o.sentLocked(pos)
-			o.sentMu.Unlock()
-			if !sent {
+			if _, sent := acked[pos]; !sent {
 				s.OldestPending = time.UnixMilli(ts)
 				break
 			}
@@ -1890,6 +1903,9 @@ func (o *Outbox) advance(marked []int64, last, now int64) (sentAdvance, error) {
 		_, dup := acked[p]
 		return p <= upTo || p > last || dup
 	})
+	if room := max(maxHeld-len(acked), 0); len(fresh) > room && fresh[0] > upTo+1 {
+		fresh = fresh[:room] // none of them moves the watermark now
+	}
 	adv := sentAdvance{upTo: upTo, fresh: fresh, mark: o.lastMark}
 	if len(fresh) == 0 {
 		return adv, nil
@@ -1925,7 +1941,10 @@ func (o *Outbox) advance(marked []int64, last, now int64) (sentAdvance, error) {
 	if adv.upTo == upTo {
 		return adv, nil
 	}
-	at := max(now, o.lastMark[1])
+	// A clock set back starts a new row with the earlier time; rows then
+	// say "acknowledged by at" of a later time only for a clock that was
+	// ahead, which retention then treats as it would any other time.
+	at := now
 	if o.lastMark[0] > 0 && at/markEvery == o.lastMark[1]/markEvery {
 		if _, err := o.wc.exec(moveMark, adv.upTo, at, o.lastMark[0]); err != nil {
 			return adv, err

@@ -496,7 +496,7 @@ const undoSchema12 = `DROP TABLE sent_marks;
 	CREATE INDEX events_sent ON events(sent_at) WHERE sent_at IS NOT NULL;`
 
 // sentMarks returns the rows of sent_marks as "pos@at" (at in seconds
-// after t0).
+// after t0, "-" for 0).
 func sentMarks(t *testing.T, o *Outbox) string {
 	t.Helper()
 	rows, err := o.rdb.Query("SELECT pos, at FROM sent_marks ORDER BY pos")
@@ -509,6 +509,10 @@ func sentMarks(t *testing.T, o *Outbox) string {
 		var pos, at int64
 		if err := rows.Scan(&pos, &at); err != nil {
 			t.Fatal(err)
+		}
+		if at == 0 {
+			out = append(out, fmt.Sprintf("%d@-", pos)) // by a time not known
+			continue
 		}
 		out = append(out, fmt.Sprintf("%d@%d", pos, (at-t0.UnixMilli())/1000))
 	}
@@ -615,6 +619,54 @@ func TestSentWatermarkPassesGaps(t *testing.T) {
 	if st, _ := o.Stats(ctx); st.Pending != 0 {
 		t.Fatalf("pending count = %d, want 0", st.Pending)
 	}
+
+	// A gap followed by an event not acknowledged: the watermark stops
+	// below that event.
+	appendN(t, o, 5) // 11-15
+	db, err = sql.Open("sqlite3", "file:"+o.opts.Path+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("DELETE FROM events WHERE pos = 12"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := o.MarkSent(ctx, []int64{11, 14, 15}); err != nil {
+		t.Fatal(err)
+	}
+	if o.sentUpTo != 11 || len(o.acked) != 2 {
+		t.Fatalf("watermark %d, held %v; want 11, and 14 and 15 held", o.sentUpTo, o.acked)
+	}
+	if got := pendingSeqs(t, o); got != "13" {
+		t.Fatalf("pending = %s, want 13", got)
+	}
+}
+
+// TestPendingPagesStayFull: acknowledgements held above the watermark do
+// not shorten a page of pending events, so a reader does not take a short
+// or empty page for the end of the backlog.
+func TestPendingPagesStayFull(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "b.db"), Options{})
+	defer o.Close()
+	appendN(t, o, 10)
+	if err := o.MarkSent(ctx, []int64{2, 3, 4, 5}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := o.Pending(ctx, 0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, r := range recs {
+		got = append(got, r.Pos)
+	}
+	if fmt.Sprint(got) != "[1 6 7]" {
+		t.Fatalf("a page of 3 = %v, want [1 6 7]", got)
+	}
+	if recs, _ := o.Pending(ctx, 1, 3); len(recs) != 3 || recs[0].Pos != 6 {
+		t.Fatalf("the page after 1 = %d events from %v, want 3 from 6", len(recs), recs)
+	}
 }
 
 // TestOldSentMarksMigrate: a buffer of schema 11, whose rows carried
@@ -669,6 +721,48 @@ func TestOldSentMarksMigrate(t *testing.T) {
 	o.rdb.QueryRow("SELECT count(*) FROM sqlite_master WHERE name IN ('events_pending', 'events_sent')").Scan(&indexes)
 	if indexes != 0 {
 		t.Fatal("the indexes of the sent column are still there: every commit writes them")
+	}
+}
+
+// TestOldSentMarksMigrateEdges: the watermark a schema-11 buffer gets when
+// it holds no event, when all were sent and the newest were pruned (meta
+// last_pos above the table), and when the sent events below the first
+// unsent one were pruned.
+func TestOldSentMarksMigrateEdges(t *testing.T) {
+	ms := t0.Add(10 * time.Second).UnixMilli()
+	for _, tc := range []struct {
+		name, setup, marks string
+		pending            int64
+	}{
+		{"emptied, its positions used up to 5", "DELETE FROM events", "5@-", 0},
+		{"all sent, newest pruned", fmt.Sprintf("UPDATE events SET sent_at = %d; DELETE FROM events WHERE pos > 3; "+
+			"INSERT OR REPLACE INTO meta(key, value) VALUES ('last_pos', '5')", ms), "3@10 5@10", 0},
+		{"sent ones pruned below the first unsent", fmt.Sprintf("UPDATE events SET sent_at = %d WHERE pos <= 2; "+
+			"DELETE FROM events WHERE pos <= 2", ms), "2@-", 3},
+		{"none sent", "", "", 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "b.db")
+			o := open(t, path, Options{})
+			appendN(t, o, 5)
+			o.Close()
+			db, err := sql.Open("sqlite3", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(undoSchema12 + tc.setup + "; PRAGMA user_version = 11"); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			o = open(t, path, Options{})
+			defer o.Close()
+			if m := sentMarks(t, o); m != tc.marks {
+				t.Fatalf("sent_marks = %q, want %q", m, tc.marks)
+			}
+			if st, _ := o.Stats(context.Background()); st.Pending != tc.pending {
+				t.Fatalf("pending = %d, want %d", st.Pending, tc.pending)
+			}
+		})
 	}
 }
 

@@ -197,8 +197,8 @@ var migrations = []string{
 		WHERE (SELECT coalesce(max(pos), 0) FROM sent_marks) < coalesce((SELECT min(pos) FROM events WHERE sent_at IS NULL) - 1,
 			max(coalesce((SELECT max(pos) FROM events), 0), coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_pos'), 0)));
 	DELETE FROM sent_marks WHERE pos <= 0;
-	DROP INDEX events_pending;
-	DROP INDEX events_sent;`,
+	DROP INDEX IF EXISTS events_pending;
+	DROP INDEX IF EXISTS events_sent;`,
 }
 
 // SchemaVersion is the schema version this build writes.
