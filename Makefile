@@ -206,7 +206,8 @@ bench: deps
 	$(GO) test -run XXX -bench 'Fleet$$' -benchtime 1x -timeout 20m ./internal/uplink
 	$(GO) test -run XXX -bench FleetCluster -benchtime 1x -timeout 30m ./internal/uplink
 	$(GO) test -run XXX -bench DiskSync -benchtime 5000x ./internal/store
-	$(GO) test -run XXX -bench 'Ingest$$|Drain|ScanToPuback|BacklogRSS' -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
+	$(GO) test -run XXX -bench 'Ingest$$|Drain$$|ScanToPuback|BacklogRSS' -benchtime 1x -timeout 30m ./internal/store ./internal/uplink ./daemon
+	$(GO) test -run XXX -bench CommitWhileDraining -benchtime 1x -count 3 ./internal/store
 	# commit latency varies with the disk from minute to minute: five runs
 	$(GO) test -run XXX -bench IngestOffered -benchtime 1x -count 5 ./internal/store
 	$(GO) test -run XXX -bench Parcels -benchtime 1x -count 3 -timeout 20m ./internal/store
