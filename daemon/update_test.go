@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/fleet"
 	"github.com/mailroomd/mailroomd/internal/mqtttest"
 	"github.com/mailroomd/mailroomd/internal/release"
@@ -54,7 +55,27 @@ func TestSelfUpdateAppliedRefusedRolledBack(t *testing.T) {
 	v2bytes, _ := os.ReadFile(v2)
 	good := releaseDir(t, relKey, "mailroomd", v2bytes)
 	badlySigned := releaseDir(t, otherKey, "mailroomd", v2bytes)
-	hangs := releaseDir(t, relKey, "mailroomd", []byte("#!/bin/sh\nexec sleep 600\n"))
+	// A version on trial that commits a scan (as a newer build would,
+	// through its own buffer) and then never becomes healthy.
+	var ids event.IDGenerator
+	trialID := ids.New(time.Now().Add(time.Minute))
+	trialEv := event.Event{Appliance: "mr-update-a", Type: event.TypeScan, Time: time.Now(), Device: "trial",
+		Barcode: []byte("TRIAL-1"), ID: trialID, Seq: 987654321, Epoch: "EPOCH-PLACEHOLDER"}
+	template, err := trialEv.AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buffer := filepath.Join(box.dir, "buffer.db")
+	hangs := releaseDir(t, relKey, "mailroomd", []byte(fmt.Sprintf(`#!/bin/sh
+sqlite3 -cmd ".timeout 5000" %q 2>%q <<'SQL' || exit 1
+WITH e(epoch) AS (SELECT value FROM meta WHERE key = 'epoch'),
+  s(seq) AS (SELECT max(seq) + 1 FROM events, e WHERE events.epoch = e.epoch)
+INSERT INTO events(pos, epoch, seq, id, type, ts, payload)
+  SELECT (SELECT max(pos) + 1 FROM events), e.epoch, s.seq, '%s', 'scan', 0,
+    replace(replace('%s', '987654321', s.seq), 'EPOCH-PLACEHOLDER', e.epoch) FROM e, s;
+SQL
+exec sleep 600
+`, buffer, filepath.Join(box.dir, "trial.log"), trialID, template)))
 
 	cfg := box.config(t, r.broker.URL(), "  - {name: sim, kind: scanner, driver: sim, interval: 200ms}\n"+r.fleetSection()+
 		fmt.Sprintf("\n  release_key_file: %s\n  update_timeout: 4s", pubFile))
@@ -65,6 +86,8 @@ func TestSelfUpdateAppliedRefusedRolledBack(t *testing.T) {
 				b, _ := os.ReadFile(filepath.Join(stateDir, update.Dir, f))
 				t.Logf("%s:\n%s", f, b)
 			}
+			b, _ := os.ReadFile(filepath.Join(stateDir, "trial.log"))
+			t.Logf("the version on trial's sqlite3:\n%s", b)
 		}
 		if h, err := update.ReadHealth(stateDir); err == nil {
 			update.StopProcess(h.PID, 5*time.Second)
@@ -80,6 +103,7 @@ func TestSelfUpdateAppliedRefusedRolledBack(t *testing.T) {
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	p.waitLog(t, "remote instructions ready", 10*time.Second)
 	results := r.broker.Subscribe(t, "update-results", "mailroom/v1/mr-update-a/cmd/update/result")
+	events := r.broker.Subscribe(t, "update-events", "mailroom/v1/mr-update-a/events")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ping := func() string {
@@ -139,6 +163,23 @@ func TestSelfUpdateAppliedRefusedRolledBack(t *testing.T) {
 	if v := ping(); v != "2.0.0-test" {
 		t.Fatalf("version %q after the rollback", v)
 	}
+	// The scan the version on trial committed reaches the cloud with its
+	// id, and the seqs go on after it.
+	var trialSeq int64
+	events.WaitFor(t, 30*time.Second, "the trial's scan, and the next seq after it", func(ms []mqtttest.Message) bool {
+		seqs := map[int64]bool{}
+		for _, m := range ms {
+			ev, err := event.Decode(m.Payload)
+			if err != nil {
+				continue
+			}
+			if ev.ID == trialID {
+				trialSeq = ev.Seq
+			}
+			seqs[ev.Seq] = true
+		}
+		return trialSeq > 0 && seqs[trialSeq+1]
+	})
 	if got, _ := os.ReadFile(installed); string(got) != string(v2bytes) {
 		t.Fatal("the rollback did not restore version 2")
 	}

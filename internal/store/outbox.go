@@ -119,7 +119,8 @@ const (
 	opRebuildParcels
 	opResealParcels
 	opStationMode
-	opBlob // a blob's upload state (blobs.go)
+	opBlob  // a blob's upload state (blobs.go)
+	opCarry // events carried over from a buffer set aside (carryover.go)
 )
 
 type request struct {
@@ -140,9 +141,12 @@ type request struct {
 	unassigned bool
 	// mode is the station mode of opStationMode (Mode "" clears it).
 	mode StationMode
-	// text and n are the blob and its state of opBlob.
+	// text and n are the blob and its state of opBlob; text is the meta
+	// key that records a buffer carried over for opCarry.
 	text string
 	n    int64
+	// carry is the chunk of events of opCarry.
+	carry []carried
 	// res is the writer's answer, valid once done has a value.
 	res  result
 	done chan struct{}
@@ -401,6 +405,10 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 			o.Close()
 			return nil, fmt.Errorf("open buffer: %w", err)
 		}
+	}
+	if _, err := o.carryOver(ctx); err != nil {
+		o.Close()
+		return nil, fmt.Errorf("open buffer: %w", err)
 	}
 	o.wg.Add(1)
 	go o.checkpointer()
@@ -1571,6 +1579,7 @@ func (o *Outbox) commit(batch []*request) {
 	var lastID string
 	var marked []int64   // positions acknowledged in this batch
 	var mark sentAdvance // what the batch does to the watermark
+	carriedIDs := false  // ids came from a buffer set aside
 
 	// A batch that only records acknowledgements need not wait for fsync:
 	// losing it to a power cut only means those events are sent again.
@@ -1774,6 +1783,26 @@ func (o *Outbox) commit(batch []*request) {
 					if err := o.blobOp(r.text, r.n, now); err != nil {
 						return err
 					}
+				case opCarry:
+					if len(r.carry) > 0 {
+						from := pos
+						var err error
+						if pos, lastID, err = o.carryInWriter(r.carry, pos, max(lastID, o.lastID)); err != nil {
+							return err
+						}
+						appended += pos - from
+						for _, c := range r.carry {
+							if c.epoch == o.epoch {
+								seq = max(seq, c.seq)
+							}
+						}
+						carriedIDs = true
+					}
+					if r.text != "" {
+						if _, err := o.wc.exec("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", r.text); err != nil {
+							return err
+						}
+					}
 				case opRebuildParcels, opResealParcels:
 					var err error
 					if r.kind == opRebuildParcels {
@@ -1822,6 +1851,12 @@ func (o *Outbox) commit(batch []*request) {
 			o.lastPos, o.lastID = pos, lastID
 			o.committedPos.Store(pos)
 			o.lastAppendErr.Store(nil)
+		}
+		if carriedIDs {
+			// New ids sort after the carried ones.
+			if gen, err := event.NewIDGenerator(o.lastID); err == nil {
+				o.ids = gen
+			}
 		}
 		if len(marked) > 0 {
 			o.applyAdvance(mark)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/internal/durable"
 	"github.com/mailroomd/mailroomd/internal/release"
+	"github.com/mailroomd/mailroomd/internal/store"
 )
 
 // Plan is what the updater process does.
@@ -93,8 +94,23 @@ func Apply(p Plan) Result {
 		} else if err := durable.Rename(prev, p.Exe); err != nil {
 			p.Log("put back the previous binary: %v", err)
 		}
+		if pid > 0 {
+			// The version on trial may have committed events: its buffer
+			// is kept, and the previous version carries them over when
+			// it opens the backup.
+			if aside, err := store.SetAside(p.Buffer, time.Now()); err != nil {
+				p.Log("keep the buffer of the version on trial: %v", err)
+			} else {
+				p.Log("buffer of the version on trial kept as %s; its events are carried over at the next start", aside)
+			}
+		}
 		if err := restoreBuffer(p.Buffer, dir, saved); err != nil {
 			p.Log("restore buffer: %v", err)
+		}
+		for _, f := range []string{p.Buffer, p.Buffer + "-wal", p.Buffer + "-shm", store.CarryOverMarker(p.Buffer)} {
+			if err := ownLike(f, filepath.Dir(p.Buffer)); err != nil {
+				p.Log("give %s to the daemon's user: %v", f, err)
+			}
 		}
 		if _, err := p.Start(); err != nil {
 			p.Log("start the previous version: %v", err)

@@ -43,3 +43,21 @@ func StopProcess(pid int, grace time.Duration) {
 	}
 	p.Kill()
 }
+
+// ownLike gives path the owner and group of like: the updater of a
+// package runs as root, the daemon as its own user, which must be able to
+// open what the updater puts back.
+func ownLike(path, like string) error {
+	fi, err := os.Stat(like)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if err := os.Lchown(path, int(st.Uid), int(st.Gid)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
+}

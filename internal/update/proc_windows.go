@@ -30,3 +30,7 @@ func StopProcess(pid int, grace time.Duration) {
 		p.Kill()
 	}
 }
+
+// ownLike is a no-op on Windows, where the updater and the service run as
+// the same account.
+func ownLike(path, like string) error { return nil }
