@@ -176,6 +176,9 @@ exec sleep 600
 			if ev.ID == trialID {
 				trialSeq = ev.Seq
 			}
+			if trialSeq > 0 && ev.Seq == trialSeq && ev.ID != trialID {
+				t.Fatalf("seq %d of the trial's scan was used again by %s", ev.Seq, ev.ID)
+			}
 			seqs[ev.Seq] = true
 		}
 		return trialSeq > 0 && seqs[trialSeq+1]

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,8 +29,10 @@ func carryMarker(path string) string { return path + ".carryover" }
 // the buffer at path, until Open has carried their events over.
 func CarryOverMarker(path string) string { return carryMarker(path) }
 
-// carriedKey is the meta key that records a buffer set aside as carried.
-func carriedKey(from string) string { return "carried:" + filepath.Base(from) }
+// carriedKey is the meta key that records a buffer set aside as carried;
+// carriedUpTo the one that records how far into it a start got.
+func carriedKey(from string) string  { return "carried:" + filepath.Base(from) }
+func carriedUpTo(from string) string { return "carrying:" + filepath.Base(from) }
 
 // SetAside moves the buffer at path, with its WAL and shared memory, to
 // path.trial-<UTC time>, durably, and names it in path.carryover, so that
@@ -66,7 +69,10 @@ const carryChunk = 1000
 // carryOver carries the events of the buffers named in the carry-over
 // marker into this one (Open, with the writer running). Per epoch, the
 // events with a seq above the highest this buffer has are carried, in
-// their order: a start cut in the middle carries the rest.
+// their order: a start cut in the middle carries the rest. A buffer set
+// aside that cannot be read, or holds an event this version cannot open,
+// is reported and left (its events from there on are not carried): the
+// daemon starts without them rather than not at all.
 func (o *Outbox) carryOver(ctx context.Context) (int, error) {
 	marker := carryMarker(o.opts.Path)
 	if _, err := os.Stat(marker); errors.Is(err, os.ErrNotExist) {
@@ -84,12 +90,18 @@ func (o *Outbox) carryOver(ctx context.Context) (int, error) {
 		}
 		n, err := o.carryFrom(ctx, from)
 		total += n
-		if err != nil {
-			return total, fmt.Errorf("carry over the events of %s: %w", from, err)
-		}
-		if n > 0 {
+		switch {
+		case ctx.Err() != nil:
+			return total, ctx.Err()
+		case err != nil:
+			o.log.Error("events of a version rolled back cannot be carried over; the buffer set aside is kept",
+				"from", from, "carried", n, "err", err)
+			if _, err := o.submit(ctx, request{kind: opCarry, text: carriedKey(from)}); err != nil {
+				return total, err
+			}
+		case n > 0:
 			o.log.Warn("events committed by a version rolled back carried over", "from", from, "events", n)
-		} else {
+		default:
 			o.log.Info("buffer of a version rolled back holds no event this one lacks", "from", from)
 		}
 	}
@@ -99,51 +111,69 @@ func (o *Outbox) carryOver(ctx context.Context) (int, error) {
 	return total, durable.SyncDir(filepath.Dir(marker))
 }
 
+// carryFrom carries the events of one buffer set aside. The version on
+// trial went on from the positions of the buffer it was given, so its new
+// events lie above this buffer's last position; one that started a new
+// epoch (a salvage) starts its positions again, and is read whole.
 func (o *Outbox) carryFrom(ctx context.Context, from string) (int, error) {
-	src, err := sql.Open("sqlite3", "file:"+from+"?_busy_timeout=5000&_query_only=1")
+	src, err := sql.Open("sqlite3", "file:"+from+"?mode=ro&_busy_timeout=5000")
 	if err != nil {
 		return 0, err
 	}
 	defer src.Close()
 	src.SetMaxOpenConns(1)
-	var epochs []string
-	rows, err := src.QueryContext(ctx, "SELECT DISTINCT epoch FROM events")
-	if err != nil {
-		return 0, err
+	var epoch string
+	if err := src.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'epoch'").Scan(&epoch); err != nil {
+		return 0, fmt.Errorf("read its epoch: %w", err)
 	}
-	for rows.Next() {
-		var e string
-		if err := rows.Scan(&e); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		epochs = append(epochs, e)
+	var after int64
+	var upTo string
+	if o.rdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = ?", carriedUpTo(from)).Scan(&upTo) == nil {
+		after, _ = strconv.ParseInt(upTo, 10, 64) // a start cut in the middle
+	} else if epoch == o.epoch {
+		after = o.lastPos
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
+	above := map[string]int64{o.epoch: o.lastSeq.Load()} // per epoch, the highest seq here
 	n := 0
-	for _, epoch := range epochs {
-		var above int64
-		if epoch == o.epoch {
-			above = o.lastSeq.Load()
-		} else if err := o.rdb.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) FROM events WHERE epoch = ?", epoch).Scan(&above); err != nil {
+	for {
+		chunk, last, err := readCarried(ctx, src, after)
+		if err != nil {
 			return n, err
 		}
-		for {
-			chunk, err := readCarried(ctx, src, epoch, above)
-			if err != nil {
+		if last == 0 {
+			break
+		}
+		after = last
+		keep := chunk[:0]
+		for _, c := range chunk {
+			h, known := above[c.epoch]
+			if !known {
+				if err := o.rdb.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) FROM events WHERE epoch = ?", c.epoch).Scan(&h); err != nil {
+					return n, err
+				}
+				above[c.epoch] = h
+			}
+			if c.seq <= h {
+				continue // this buffer has it
+			}
+			if _, err := o.open(c.keyID, c.id, c.payload); err != nil {
+				// Stored, it would hold up every event after it.
+				if len(keep) > 0 {
+					if _, err := o.submit(ctx, request{kind: opCarry, carry: keep}); err != nil {
+						return n, err
+					}
+					n += len(keep)
+				}
+				return n, fmt.Errorf("event %s (seq %d) cannot be opened: %w", c.id, c.seq, err)
+			}
+			above[c.epoch] = c.seq
+			keep = append(keep, c)
+		}
+		if len(keep) > 0 {
+			if _, err := o.submit(ctx, request{kind: opCarry, carry: keep, text: carriedUpTo(from), n: last}); err != nil {
 				return n, err
 			}
-			if len(chunk) == 0 {
-				break
-			}
-			if _, err := o.submit(ctx, request{kind: opCarry, carry: chunk}); err != nil {
-				return n, err
-			}
-			n += len(chunk)
-			above = chunk[len(chunk)-1].seq
+			n += len(keep)
 		}
 	}
 	if _, err := o.submit(ctx, request{kind: opCarry, text: carriedKey(from)}); err != nil {
@@ -152,31 +182,33 @@ func (o *Outbox) carryFrom(ctx context.Context, from string) (int, error) {
 	return n, nil
 }
 
-// readCarried reads the next events of an epoch above a seq, in order.
-func readCarried(ctx context.Context, src *sql.DB, epoch string, above int64) ([]carried, error) {
-	rows, err := src.QueryContext(ctx, "SELECT epoch, seq, id, type, ts, payload, key_id FROM events WHERE epoch = ? AND seq > ? ORDER BY seq LIMIT ?",
-		epoch, above, carryChunk)
+// readCarried reads the next events after a position, in order, and the
+// last position read (0: none).
+func readCarried(ctx context.Context, src *sql.DB, after int64) ([]carried, int64, error) {
+	rows, err := src.QueryContext(ctx, "SELECT pos, epoch, seq, id, type, ts, payload, key_id FROM events WHERE pos > ? ORDER BY pos LIMIT ?",
+		after, carryChunk)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer rows.Close()
 	var out []carried
+	var last int64
 	for rows.Next() {
 		var c carried
-		if err := rows.Scan(&c.epoch, &c.seq, &c.id, &c.typ, &c.ts, &c.payload, &c.keyID); err != nil {
-			return nil, err
+		if err := rows.Scan(&last, &c.epoch, &c.seq, &c.id, &c.typ, &c.ts, &c.payload, &c.keyID); err != nil {
+			return nil, 0, err
 		}
 		out = append(out, c)
 	}
-	return out, rows.Err()
+	return out, last, rows.Err()
 }
 
 // carryInWriter stores carried events in the writer's transaction as an
 // append would, but with their own epoch, seq, id and bytes, and applies
 // them to the parcel states and the scans left unresolved. It returns the
-// last position and the newest id. An event whose payload cannot be opened
-// or decoded is stored all the same (it is sent as it is); only the states
-// miss it.
+// last position and the newest id. An event that cannot be decoded is
+// stored all the same (it is sent as it is, and opens: carryFrom checked
+// that); only the states miss it.
 func (o *Outbox) carryInWriter(chunk []carried, pos int64, lastID string) (int64, string, error) {
 	for _, c := range chunk {
 		pos++

@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mailroomd/mailroomd/internal/event"
@@ -64,6 +66,7 @@ func TestRollbackCarriesTheTrialsEvents(t *testing.T) {
 	}
 	trial, _ := o.Pending(ctx, 0, 10)
 	o.Close()
+	atStation := scanned
 
 	aside, err := SetAside(path, t0)
 	if err != nil {
@@ -74,8 +77,18 @@ func TestRollbackCarriesTheTrialsEvents(t *testing.T) {
 	}
 	copyBuffer(t, backup, path)
 
-	for range 2 { // the second open carries nothing again
+	for i := range 2 { // the second open carries nothing again
 		o = open(t, path, Options{})
+		if i == 0 {
+			// Seqs, positions and ids go on after the carried events at
+			// once, not only after a restart.
+			if st, _ := o.Stats(ctx); st.LastSeq != scanned.Seq {
+				t.Fatalf("last seq after carrying = %d, want %d", st.LastSeq, scanned.Seq)
+			}
+			if o.LastPos() != int64(len(trial)) {
+				t.Fatalf("last position after carrying = %d, want %d", o.LastPos(), len(trial))
+			}
+		}
 		got, _ := o.Pending(ctx, 0, 10)
 		if len(got) != len(trial) {
 			t.Fatalf("%d events after the rollback, want the trial's %d", len(got), len(trial))
@@ -89,18 +102,26 @@ func TestRollbackCarriesTheTrialsEvents(t *testing.T) {
 		if p := state(t, o, rcv.ID); p.Location != "SHELF-B02" {
 			t.Fatalf("parcel state after the rollback: location %q, want the trial's move", p.Location)
 		}
-		if un, _ := o.Unresolved(ctx, "dock-1"); len(un) != 1 || un[0].ID != scanned.ID {
+		if un, _ := o.Unresolved(ctx, "dock-1"); len(un) != 1 || un[0].ID != atStation.ID {
 			t.Fatalf("unresolved scans after the rollback: %v", un)
 		}
 		if st, _ := o.Stats(ctx); st.Pending != int64(len(trial)) {
 			t.Fatalf("pending = %d, want %d", st.Pending, len(trial))
+		}
+		if i == 0 {
+			extra := appendN(t, o, 1)[0]
+			if extra.Seq != scanned.Seq+1 || extra.ID <= scanned.ID {
+				t.Fatalf("the event after carrying: seq %d id %s; want seq %d and an id after %s", extra.Seq, extra.ID, scanned.Seq+1, scanned.ID)
+			}
+			scanned = extra
+			trial, _ = o.Pending(ctx, 0, 10)
 		}
 		o.Close()
 	}
 	o = open(t, path, Options{})
 	defer o.Close()
 	next := appendN(t, o, 1)[0]
-	if next.Seq != scanned.Seq+1 || next.ID <= scanned.ID || moved.Seq != scanned.Seq-1 {
+	if next.Seq != scanned.Seq+1 || next.ID <= scanned.ID || moved.Seq != scanned.Seq-2 {
 		t.Fatalf("the next event: seq %d id %s; want seq %d and an id after %s", next.Seq, next.ID, scanned.Seq+1, scanned.ID)
 	}
 	if _, err := os.Stat(carryMarker(path)); !os.IsNotExist(err) {
@@ -115,7 +136,39 @@ func TestRollbackCarriesTheTrialsEvents(t *testing.T) {
 	}
 	defer db.Close()
 	var n int
-	if err := db.QueryRow("SELECT count(*) FROM events").Scan(&n); err != nil || n != len(trial) {
-		t.Fatalf("the buffer set aside holds %d events (%v), want %d", n, err, len(trial))
+	if err := db.QueryRow("SELECT count(*) FROM events").Scan(&n); err != nil || n != len(trial)-1 {
+		t.Fatalf("the buffer set aside holds %d events (%v), want %d", n, err, len(trial)-1)
+	}
+}
+
+// TestUnreadableTrialBufferDoesNotStopTheStart: a buffer set aside that
+// cannot be read is reported and left, and the buffer opens.
+func TestUnreadableTrialBufferDoesNotStopTheStart(t *testing.T) {
+	var logged strings.Builder
+	dir := t.TempDir()
+	path := filepath.Join(dir, "buffer.db")
+	o := open(t, path, Options{})
+	appendN(t, o, 2)
+	o.Close()
+	aside := path + ".trial-20261129T000000.000Z"
+	if err := os.WriteFile(aside, []byte("not a database at all, not even close to one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(carryMarker(path), []byte(aside+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o = open(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logged, nil))})
+	defer o.Close()
+	if !strings.Contains(logged.String(), "events of a version rolled back cannot be carried over") {
+		t.Fatalf("the failure was not logged:\n%s", logged.String())
+	}
+	if st, _ := o.Stats(context.Background()); st.LastSeq != 2 {
+		t.Fatalf("last seq = %d, want 2", st.LastSeq)
+	}
+	if _, err := os.Stat(carryMarker(path)); !os.IsNotExist(err) {
+		t.Fatalf("the marker is still there: %v", err)
+	}
+	if _, err := os.Stat(aside); err != nil {
+		t.Fatalf("the buffer set aside is gone: %v", err)
 	}
 }

@@ -272,6 +272,14 @@ func Open(ctx context.Context, opts Options) (*Outbox, error) {
 	if err := finishMoveAside(opts.Path, unsalvaged); err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
+	// A cut between the renames of SetAside, the same way.
+	setAside, err := readSalvageMarker(carryMarker(opts.Path))
+	if err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	if err := finishMoveAside(opts.Path, setAside); err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
 	wdb, cause, err := openChecked(ctx, opts.Path)
 	if err != nil {
 		return nil, err
@@ -1798,10 +1806,20 @@ func (o *Outbox) commit(batch []*request) {
 						}
 						carriedIDs = true
 					}
-					if r.text != "" {
-						if _, err := o.wc.exec("INSERT OR REPLACE INTO meta(key, value) VALUES (?, '1')", r.text); err != nil {
+					if r.text != "" { // how far the carrying got, or that it is done
+						v := "1"
+						if len(r.carry) > 0 {
+							v = strconv.FormatInt(r.n, 10)
+						}
+						if _, err := o.wc.exec("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", r.text, v); err != nil {
 							return err
 						}
+					}
+					// Carried rows of another epoch may be the newest: meta
+					// keeps where this epoch and the positions are.
+					if _, err := o.wc.exec("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?), ('last_id', ?), ('last_pos', ?)",
+						strconv.FormatInt(seq, 10), max(lastID, o.lastID), strconv.FormatInt(pos, 10)); err != nil {
+						return err
 					}
 				case opRebuildParcels, opResealParcels:
 					var err error

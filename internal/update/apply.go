@@ -80,6 +80,7 @@ func Apply(p Plan) Result {
 		}
 		return durable.Rename(p.Exe+".new", p.Exe)
 	}
+	started := false // the new version was started: it may have committed events
 	rollback := func(pid int, cause error) Result {
 		if pid > 0 {
 			p.Stop(pid)
@@ -94,7 +95,7 @@ func Apply(p Plan) Result {
 		} else if err := durable.Rename(prev, p.Exe); err != nil {
 			p.Log("put back the previous binary: %v", err)
 		}
-		if pid > 0 {
+		if started {
 			// The version on trial may have committed events: its buffer
 			// is kept, and the previous version carries them over when
 			// it opens the backup.
@@ -123,14 +124,15 @@ func Apply(p Plan) Result {
 	os.Remove(filepath.Join(p.StateDir, HealthFile))
 	r.Status = "installing" // the new daemon waits for the outcome
 	writeResult(p.StateDir, r)
-	started := time.Now()
+	began := time.Now()
+	started = true
 	pid, err := p.Start()
 	if err != nil {
 		return rollback(0, fmt.Errorf("start the new version: %w", err))
 	}
-	deadline := started.Add(p.HealthTimeout)
+	deadline := began.Add(p.HealthTimeout)
 	for time.Now().Before(deadline) {
-		if h, err := ReadHealth(p.StateDir); err == nil && h.PID == pid && h.TS.After(started.Add(-time.Second)) {
+		if h, err := ReadHealth(p.StateDir); err == nil && h.PID == pid && h.TS.After(began.Add(-time.Second)) {
 			r.Status, r.To, r.TS = "applied", h.Version, time.Now().UTC()
 			p.Log("update applied: %s -> %s", p.From, h.Version)
 			writeResult(p.StateDir, r)
