@@ -24,10 +24,23 @@ func waitExit(pid int, max time.Duration) {
 // Detach is a no-op on Windows: the child already outlives its parent.
 func Detach(cmd *exec.Cmd) {}
 
-// StopProcess kills a process.
+// StopProcess kills a process and waits up to grace for it to exit (on
+// Windows a process handle can be waited for by any process), so that the
+// files it held open can be moved once it returns.
 func StopProcess(pid int, grace time.Duration) {
-	if p, err := os.FindProcess(pid); err == nil {
-		p.Kill()
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return
+	}
+	p.Kill()
+	done := make(chan struct{})
+	go func() {
+		p.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(grace):
 	}
 }
 
