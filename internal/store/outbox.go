@@ -1354,6 +1354,9 @@ func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]
 	}
 	q += " ORDER BY pos DESC LIMIT ?"
 	args = append(args, limit)
+	o.sentMu.Lock()
+	upTo, acked := o.sentUpTo, maps.Clone(o.acked)
+	o.sentMu.Unlock()
 	rows, err := o.rdb.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read recent events: %w", err)
@@ -1370,9 +1373,8 @@ func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]
 		if err := rows.Scan(&pos, &id, &payload, &keyID); err != nil {
 			return nil, fmt.Errorf("read recent events: %w", err)
 		}
-		o.sentMu.Lock()
-		sent := o.sentLocked(pos)
-		o.sentMu.Unlock()
+		_, sent := acked[pos]
+		sent = sent || pos <= upTo
 		payload, err := o.open(keyID, id, payload)
 		if err != nil {
 			return nil, fmt.Errorf("read recent events: %w", err)
@@ -2031,14 +2033,4 @@ func (o *Outbox) applyAdvance(adv sentAdvance) {
 		o.sentUpTo = adv.upTo
 	}
 	o.lastMark = adv.mark
-}
-
-// sentLocked reports whether the event at pos was acknowledged. Call
-// with sentMu held.
-func (o *Outbox) sentLocked(pos int64) bool {
-	if pos <= o.sentUpTo {
-		return true
-	}
-	_, ok := o.acked[pos]
-	return ok
 }
