@@ -137,6 +137,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzManualEntry -fuzztime $(FUZZTIME) ./internal/web
 	$(GO) test -run XXX -fuzz FuzzCheckSignature -fuzztime $(FUZZTIME) ./internal/web
 	$(GO) test -run XXX -fuzz FuzzFrameToJPEG -fuzztime $(FUZZTIME) ./drivers/camera/v4l2
+	$(GO) test -run XXX -fuzz FuzzParsePending -fuzztime $(FUZZTIME) ./internal/update
 
 ## chaos: the chaos suite with many faults (a short run is part of make test),
 ## the power cuts of TestPowerCut among them, then one summary table of both

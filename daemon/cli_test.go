@@ -175,3 +175,20 @@ func TestFleetBlobsGetOut(t *testing.T) {
 		t.Fatalf("a damaged manifest: exit %d, stderr %q", code, se.String())
 	}
 }
+
+// The packaged updater refuses a marker it cannot read, with exit status
+// 2 and the reason, and removes it, so that the path unit does not start it
+// again and again.
+func TestUpdateApplyRefusesABadMarker(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "pending")
+	if err := os.WriteFile(marker, []byte(`{"artifact":"/srv/a.deb","timeout_ns":-5}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	if code := Main([]string{"update-apply", "--deb", "--pending", marker}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "read update marker: negative timeout") {
+		t.Errorf("exit %d, stderr %q; want 2 and the marker's error", code, errOut.String())
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("the marker is still there: %v", err)
+	}
+}

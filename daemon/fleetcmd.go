@@ -95,7 +95,7 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 	keyID := fs.String("key-id", "", "id of the signing key, as the boxes know it")
 	target := fs.String("target", "", "appliance id (cmd), or appliance id, site:NAME or * (config push)")
 	ttl := fs.Duration("ttl", 5*time.Minute, "how long a command stays valid")
-	wait := fs.Duration("wait", time.Minute, "how long to wait for a result (default 1m; config push and directory push: for each box's report, default 2m)")
+	wait := fs.Duration("wait", time.Minute, "how long to wait for a result (default 1m; cmd update: for its outcome, default 10m; config push and directory push: for each box's report, default 2m)")
 	dur := fs.Duration("for", 3*time.Second, "how long to listen (status, alerts, events)")
 	follow := fs.Bool("follow", false, "events: keep following until interrupted")
 	fromStart := fs.Bool("from-start", false, "events: expect every epoch to start at seq 1 (default: at the first seq seen)")
@@ -221,9 +221,29 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 			}
 			args = raw
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), *wait)
-		defer cancel()
-		res, err := c.Command(ctx, *target, fs.Arg(0), args, *ttl)
+		var res fleet.Result
+		var err error
+		if fs.Arg(0) == "update" {
+			// An update's outcome comes once the new version became
+			// healthy or was rolled back: wait 10 minutes unless told
+			// otherwise.
+			updateWait := 10 * time.Minute
+			fs.Visit(func(f *flag.Flag) {
+				if f.Name == "wait" {
+					updateWait = *wait
+				}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), updateWait)
+			defer cancel()
+			res, err = c.Update(ctx, *target, args, *ttl, func(r fleet.Result) {
+				b, _ := json.Marshal(r.Result)
+				fmt.Fprintf(stderr, "mailroomd fleet: %s accepted the update (%s); waiting for its outcome\n", *target, b)
+			})
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), *wait)
+			defer cancel()
+			res, err = c.Command(ctx, *target, fs.Arg(0), args, *ttl)
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "mailroomd fleet: %v\n", err)
 			return 1

@@ -123,30 +123,40 @@ exec sleep 600
 		t.Fatalf("version %q after a refused update", v)
 	}
 
-	// A good one: the daemon hands over, version 2 runs and reports.
-	res, err = r.op.Command(ctx, "mr-update-a", "update", map[string]string{"path": good}, time.Minute)
-	if err != nil || !res.OK {
+	// A good one: the daemon hands over, version 2 runs and reports. The
+	// operator tool waits for that outcome, by the command's id.
+	var accepted []fleet.Result
+	res, err = r.op.Update(ctx, "mr-update-a", map[string]string{"path": good}, time.Minute, func(a fleet.Result) { accepted = append(accepted, a) })
+	if err != nil || !res.OK || !strings.Contains(fmt.Sprint(res.Result), "status:applied") {
 		t.Fatalf("update: %+v %v", res, err)
+	}
+	if len(accepted) != 1 || accepted[0].ID != res.ID || !strings.Contains(fmt.Sprint(accepted[0].Result), "updating:true") {
+		t.Fatalf("the box's first answer before the outcome %+v: %+v", res, accepted)
 	}
 	select {
 	case <-p.done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the old daemon did not hand over")
 	}
-	waitOutcome := func(status string) {
+	// The outcome comes later on the same topic, with the command's id:
+	// the operator tool waits for it by that id.
+	waitOutcome := func(id, status string) {
 		t.Helper()
-		results.WaitFor(t, 60*time.Second, "update "+status, func(ms []mqtttest.Message) bool {
+		results.WaitFor(t, 60*time.Second, "update "+status+" for request "+id, func(ms []mqtttest.Message) bool {
 			for _, m := range ms {
 				var fr fleet.Result
 				json.Unmarshal(m.Payload, &fr)
 				if b, _ := json.Marshal(fr.Result); strings.Contains(string(b), `"status":"`+status+`"`) {
+					if fr.ID != id || !strings.Contains(string(b), `"request_id":"`+id+`"`) {
+						t.Fatalf("update outcome %s reported for request %q (%s), want %q", status, fr.ID, b, id)
+					}
 					return true
 				}
 			}
 			return false
 		})
 	}
-	waitOutcome("applied")
+	waitOutcome(res.ID, "applied")
 	if v := ping(); v != "2.0.0-test" {
 		t.Fatalf("version %q after the update", v)
 	}
@@ -159,7 +169,7 @@ exec sleep 600
 	if err != nil || !res.OK {
 		t.Fatalf("update to a hanging version: %+v %v", res, err)
 	}
-	waitOutcome("rolled_back")
+	waitOutcome(res.ID, "rolled_back")
 	if v := ping(); v != "2.0.0-test" {
 		t.Fatalf("version %q after the rollback", v)
 	}

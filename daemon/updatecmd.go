@@ -39,7 +39,21 @@ func updateApply(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		os.Remove(*pending)
-		*artifact = strings.TrimSpace(string(b))
+		m, err := update.ParsePending(b)
+		if err != nil {
+			fmt.Fprintf(stderr, "update-apply: %v\n", err)
+			return 2
+		}
+		*artifact = m.Artifact
+		if m.RequestID != "" {
+			*reqID = m.RequestID
+		}
+		if m.From != "" {
+			*from = m.From
+		}
+		if m.Timeout > 0 {
+			*timeout = m.Timeout
+		}
 	}
 	if *deb && *exe == "" {
 		*exe = "/usr/bin/mailroomd"

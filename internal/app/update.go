@@ -79,7 +79,8 @@ func (a *App) updateCommand(ctx context.Context, args json.RawMessage) (any, err
 		// The hardened service cannot install packages: the package's
 		// mailroomd-update.path unit sees the marker and runs the updater
 		// as root, which verifies the artifact again.
-		if err := durable.WriteFile(filepath.Join(dir, "pending"), []byte(artifact+"\n"), 0o600); err != nil {
+		marker := update.Pending{Artifact: artifact, RequestID: fleet.RequestID(ctx), From: a.opts.Version, Timeout: a.base.Fleet.UpdateTimeout.D()}
+		if err := durable.WriteFile(filepath.Join(dir, "pending"), marker.Marshal(), 0o600); err != nil {
 			return nil, err
 		}
 		return map[string]any{"updating": true, "via": "mailroomd-update.service"}, nil
@@ -89,7 +90,7 @@ func (a *App) updateCommand(ctx context.Context, args json.RawMessage) (any, err
 	}
 	argv := []string{"update-apply", "--pub", a.base.Fleet.ReleaseKeyFile, "--artifact", artifact, "--state", a.stateDir(),
 		"--buffer", a.base.Storage.Path, "--exe", exe, "--old-pid", fmt.Sprint(os.Getpid()), "--from", a.opts.Version,
-		"--timeout", a.base.Fleet.UpdateTimeout.String(), "--"}
+		"--request", fleet.RequestID(ctx), "--timeout", a.base.Fleet.UpdateTimeout.D().String(), "--"}
 	cmd := exec.Command(exe, append(argv, a.opts.Args...)...)
 	logf, err := os.OpenFile(filepath.Join(dir, "update.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {

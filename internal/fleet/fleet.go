@@ -310,6 +310,16 @@ type Result struct {
 	TS     time.Time `json:"ts"`
 }
 
+type requestIDKey struct{}
+
+// RequestID is the id of the signed command a Command runs for ("" outside
+// one). A command whose outcome is published later (update) reports it
+// with the same id.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
 // command verifies and runs one command.
 func (f *Fleet) command(ctx context.Context, name string, msg []byte) {
 	res := Result{V: 1, Name: name}
@@ -324,7 +334,7 @@ func (f *Fleet) command(ctx context.Context, name string, msg []byte) {
 		f.mu.Unlock()
 		f.opts.Health.Set(ConditionRejected, health.Warning, fmt.Sprintf("rejected remote command %q: %v", name, err))
 	} else {
-		out, err := f.run(ctx, name, p.Args)
+		out, err := f.run(context.WithValue(ctx, requestIDKey{}, p.ID), name, p.Args)
 		if err != nil {
 			res.Error, audit.Outcome, audit.Reason = err.Error(), "failed", err.Error()
 			f.log.Warn("remote command failed", "name", name, "id", p.ID, "key_id", keyID, "err", err)

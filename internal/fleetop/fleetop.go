@@ -105,13 +105,49 @@ func nonce() string {
 // Command signs and sends a command to one appliance and waits for its
 // result.
 func (c *Client) Command(ctx context.Context, appliance, name string, args any, ttl time.Duration) (fleet.Result, error) {
-	var res fleet.Result
+	id, env, err := c.signCommand(appliance, name, args, ttl)
+	if err != nil {
+		return fleet.Result{}, err
+	}
+	return c.Send(ctx, appliance, name, id, env)
+}
+
+// Update sends the command update and waits for its outcome: the result
+// that the version running after it publishes, with the command's id,
+// once the new version became healthy or was rolled back. A refusal (the
+// artifact does not verify) is the outcome at once. accepted, if not nil,
+// is called with the box's first answer, that it hands over to the
+// updater.
+func (c *Client) Update(ctx context.Context, appliance string, args any, ttl time.Duration, accepted func(fleet.Result)) (fleet.Result, error) {
+	id, env, err := c.signCommand(appliance, "update", args, ttl)
+	if err != nil {
+		return fleet.Result{}, err
+	}
+	return c.sendUntil(ctx, appliance, "update", id, env, func(r fleet.Result) bool {
+		switch {
+		case IsUpdateOutcome(r):
+			// Builds before this one report the outcome without the id.
+			return r.ID == id || r.ID == ""
+		case r.ID != id:
+			return false
+		case r.OK:
+			if accepted != nil {
+				accepted(r)
+			}
+			return false
+		}
+		return true
+	})
+}
+
+// signCommand signs a command envelope and returns it with its id.
+func (c *Client) signCommand(appliance, name string, args any, ttl time.Duration) (string, []byte, error) {
 	if c.opts.Key == nil {
-		return res, errors.New("no signing key")
+		return "", nil, errors.New("no signing key")
 	}
 	raw, err := json.Marshal(args)
 	if err != nil {
-		return res, err
+		return "", nil, err
 	}
 	if args == nil {
 		raw = nil
@@ -121,14 +157,32 @@ func (c *Client) Command(ctx context.Context, appliance, name string, args any, 
 		Nonce: nonce(), Issued: now.UTC(), Expires: now.Add(ttl).UTC(), Args: raw}
 	env, err := envelope.Sign(c.opts.Key, c.opts.KeyID, p)
 	if err != nil {
-		return res, err
+		return "", nil, err
 	}
-	return c.Send(ctx, appliance, name, p.ID, env)
+	return p.ID, env, nil
+}
+
+// IsUpdateOutcome reports whether r is the outcome of an update (applied,
+// rolled_back or failed), published by the version that runs after it,
+// rather than the box's first answer that it hands over to the updater.
+func IsUpdateOutcome(r fleet.Result) bool {
+	m, ok := r.Result.(map[string]any)
+	if !ok {
+		return false
+	}
+	_, ok = m["status"].(string)
+	return ok
 }
 
 // Send publishes a ready envelope and waits for the result naming id (any
 // result when id is empty).
 func (c *Client) Send(ctx context.Context, appliance, name, id string, env []byte) (fleet.Result, error) {
+	return c.sendUntil(ctx, appliance, name, id, env, func(r fleet.Result) bool { return id == "" || r.ID == id })
+}
+
+// sendUntil publishes a ready envelope and returns the first result that
+// done accepts.
+func (c *Client) sendUntil(ctx context.Context, appliance, name, id string, env []byte, done func(fleet.Result) bool) (fleet.Result, error) {
 	var res fleet.Result
 	results := make(chan fleet.Result, 16)
 	topic := c.Topic(appliance, fleet.TopicCommand+"/"+name+"/result")
@@ -152,7 +206,7 @@ func (c *Client) Send(ctx context.Context, appliance, name, id string, env []byt
 	for {
 		select {
 		case r := <-results:
-			if id == "" || r.ID == id {
+			if done(r) {
 				return r, nil
 			}
 		case <-ctx.Done():
