@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +191,30 @@ func TestUpdateApplyRefusesABadMarker(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Errorf("the marker is still there: %v", err)
+	}
+}
+
+// The packaged update unit's command line is one update-apply accepts: it
+// gets as far as reading its marker.
+func TestUpdateUnitCommandLineParses(t *testing.T) {
+	b, err := os.ReadFile("../packaging/mailroomd-update.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^ExecStart=/usr/bin/mailroomd ((?:.*\\\n)*.*)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no ExecStart=/usr/bin/mailroomd in the unit:\n%s", b)
+	}
+	args := strings.Fields(strings.ReplaceAll(string(m[1]), "\\\n", " "))
+	marker := filepath.Join(t.TempDir(), "pending")
+	for i, a := range args {
+		if a == "/var/lib/mailroomd/update/pending" {
+			args[i] = marker // absent: the run ends there
+		}
+	}
+	var out, errOut strings.Builder
+	code := Main(args, &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "update-apply: open "+marker) {
+		t.Fatalf("%v: exit %d, stderr %q; want the flags accepted and the missing marker reported", args, code, errOut.String())
 	}
 }

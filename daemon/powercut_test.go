@@ -854,6 +854,7 @@ type ttyFeed struct {
 	fake  *serialtest.Scanner
 	codes []string
 	thaw  func() // before a failure: lets a daemon waiting in a frozen file system die
+	trace []string
 }
 
 const codeLen = len("PC-000000")
@@ -868,6 +869,11 @@ func (f *ttyFeed) pending() int {
 	n, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
 	if err != nil {
 		f.t.Fatalf("TIOCINQ: %v", err)
+	}
+	tm, _ := unix.IoctlGetTermios(fd, unix.TCGETS)
+	f.trace = append(f.trace, fmt.Sprintf("%s written %d inq %d icanon %v veol %d icrnl %v", time.Now().Format("15:04:05.000000"), len(f.codes), n, tm.Lflag&unix.ICANON != 0, tm.Cc[unix.VEOL], tm.Iflag&unix.ICRNL != 0))
+	if len(f.trace) > 400 {
+		f.trace = f.trace[200:]
 	}
 	return n
 }
@@ -905,6 +911,7 @@ func (f *ttyFeed) feed(d time.Duration, stop <-chan struct{}) bool {
 				if f.thaw != nil {
 					f.thaw() // so that the daemon, waiting in a frozen file system, can be killed
 				}
+				f.t.Logf("TMP trace:\n%s", strings.Join(f.trace, "\n"))
 				f.t.Fatalf("writing %s into the scanner's tty blocked for 10 s: %d bytes in the tty's input queue, %d lines written, %d read",
 					code, f.pending(), len(f.codes), f.consumed())
 			}

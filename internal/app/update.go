@@ -88,6 +88,9 @@ func (a *App) updateCommand(ctx context.Context, args json.RawMessage) (any, err
 	if deb {
 		return nil, errors.New("a .deb updates a packaged install; this box runs a plain binary: send the binary")
 	}
+	if err := plainUpdateRefused(update.PackagedUnit(), os.Getenv("INVOCATION_ID")); err != nil {
+		return nil, err
+	}
 	argv := []string{"update-apply", "--pub", a.base.Fleet.ReleaseKeyFile, "--artifact", artifact, "--state", a.stateDir(),
 		"--buffer", a.base.Storage.Path, "--exe", exe, "--old-pid", fmt.Sprint(os.Getpid()), "--from", a.opts.Version,
 		"--request", fleet.RequestID(ctx), "--timeout", a.base.Fleet.UpdateTimeout.D().String(), "--"}
@@ -109,6 +112,21 @@ func (a *App) updateCommand(ctx context.Context, args json.RawMessage) (any, err
 		time.AfterFunc(500*time.Millisecond, a.opts.Handover) // after the result is published
 	}
 	return map[string]any{"updating": true, "artifact": filepath.Base(artifact)}, nil
+}
+
+// plainUpdateRefused says why a plain binary cannot update this box: the
+// hardened service of the package cannot write /usr/bin, and under any
+// other systemd unit (mailroomd install) the updater would be stopped with
+// the service it hands over from. invocationID is systemd's
+// INVOCATION_ID, set for the processes of a unit.
+func plainUpdateRefused(packagedUnit, invocationID string) error {
+	switch {
+	case packagedUnit != "":
+		return errors.New("this box runs the Debian package: send the .deb")
+	case invocationID != "":
+		return errors.New("this daemon runs as a systemd service without the package: a plain binary cannot replace it from there; install the new binary by hand, or install the package")
+	}
+	return nil
 }
 
 func copyTo(src, dst string) error {

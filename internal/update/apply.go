@@ -46,14 +46,24 @@ func Apply(p Plan) Result {
 		writeResult(p.StateDir, r)
 		return r
 	}
-	if err := release.VerifyFile(p.Pub, p.Artifact); err != nil {
-		return fail("failed", err)
+	// notInstalled ends an update that changed nothing: the daemon, which
+	// handed over (or was stopped), runs again and reports the failure.
+	notInstalled := func(err error) Result {
+		res := fail("failed", err)
+		if _, serr := p.Start(); serr != nil {
+			p.Log("start the previous version again: %v", serr)
+		}
+		return res
 	}
+	verr := release.VerifyFile(p.Pub, p.Artifact)
 	waitExit(p.OldPID, 30*time.Second)
+	if verr != nil {
+		return notInstalled(verr)
+	}
 	dir := filepath.Join(p.StateDir, Dir)
 	saved, err := backupBuffer(p.Buffer, dir)
 	if err != nil {
-		return fail("failed", err)
+		return notInstalled(err)
 	}
 	prev := p.Exe + ".prev"
 	if p.Deb {
@@ -61,7 +71,7 @@ func Apply(p Plan) Result {
 		// a rollback can put it back.
 		prev = filepath.Join(dir, "mailroomd.prev")
 		if err := copyFile(p.Exe, prev, 0o755); err != nil {
-			return fail("failed", fmt.Errorf("keep the previous binary: %w", err))
+			return notInstalled(fmt.Errorf("keep the previous binary: %w", err))
 		}
 	}
 	install := func() error {

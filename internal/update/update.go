@@ -82,9 +82,16 @@ func MarkReported(stateDir string, r Result) error {
 	return writeAtomic(filepath.Join(stateDir, Dir, ResultFile), b)
 }
 
+// writeResult records the outcome for the daemon, which reads it at its
+// next start: the updater of a package runs as root, so the file is given
+// to the owner of the directory it is in (the daemon's user).
 func writeResult(stateDir string, r Result) error {
 	b, _ := json.MarshalIndent(r, "", "  ")
-	return writeAtomic(filepath.Join(stateDir, Dir, ResultFile), b)
+	path := filepath.Join(stateDir, Dir, ResultFile)
+	if err := writeAtomic(path, b); err != nil {
+		return err
+	}
+	return ownLike(path, filepath.Dir(path))
 }
 
 func writeAtomic(path string, b []byte) error { return durable.WriteFile(path, b, 0o600) }
