@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -249,4 +251,46 @@ func (s *striding) Now() time.Time {
 	defer s.mu.Unlock()
 	s.t = s.t.Add(s.step)
 	return s.t
+}
+
+// TestThreeShortConnectionsAreRetriedAtOnce pins the numbers of
+// docs/mqtt-api.md: up to three connections in a row lost right after
+// their CONNACK are retried at once (within reconnect_min), the fourth waits
+// the backoff of a connect that failed (2 × reconnect_min, ±20 %).
+func TestThreeShortConnectionsAreRetriedAtOnce(t *testing.T) {
+	b := mqtttest.StartFake(t)
+	b.DropAfterConnack.Store(true)
+	logs := &syncBuffer{}
+	const min = 400 * time.Millisecond
+	p, err := uplink.New(newOutbox(t), uplink.Options{Brokers: []string{b.URL()}, ClientID: appliance, TopicPrefix: "mailroom/v1",
+		Window: 64, ReconnectMin: min, ReconnectMax: 10 * min, KeepAlive: 2 * time.Second, ConnectTimeout: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	retry := regexp.MustCompile(`msg="uplink down, retrying" .* retry_in=(\S+)`)
+	var waits []time.Duration
+	waitfor.True(t, 10*time.Second, "four reconnects logged", func() bool {
+		waits = waits[:0]
+		for _, m := range retry.FindAllStringSubmatch(string(logs.Bytes()), -1) {
+			d, err := time.ParseDuration(m[1])
+			if err != nil {
+				t.Fatalf("retry_in %q: %v", m[1], err)
+			}
+			waits = append(waits, d)
+		}
+		return len(waits) >= 4
+	})
+	for i, d := range waits[:3] {
+		if d >= min {
+			t.Errorf("short connection %d retried in %v, want at once (< %v); all: %v", i+1, d, min, waits)
+		}
+	}
+	if d := waits[3]; d < 2*min*8/10 || d >= 2*min*12/10 {
+		t.Errorf("fourth short connection retried in %v, want the backoff of 2 × %v ± 20 %%; all: %v", d, min, waits)
+	}
 }

@@ -495,7 +495,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 		if connected {
 			if p.opts.Clock.Now().Sub(time.Unix(0, p.connectedAt.Load())) >= stableConnection {
 				short = 0
-			} else if short++; short >= shortConnections {
+			} else if short++; short > shortConnections {
 				connected = false
 			}
 		}
