@@ -25,6 +25,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/fleet"
 	"github.com/mailroomd/mailroomd/internal/remoteconfig"
+	"github.com/mailroomd/mailroomd/internal/uplink"
 )
 
 // Options say how the operator connects and signs.
@@ -62,6 +63,7 @@ func Dial(opts Options) (*Client, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = "mailroom/v1"
 	}
+	opts.Broker = uplink.WithDefaultPort(opts.Broker)
 	o := mqtt.NewClientOptions().AddBroker(opts.Broker).SetClientID(opts.ClientID).SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).SetOrderMatters(true)
 	if opts.TLS != nil {

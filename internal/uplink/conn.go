@@ -157,6 +157,25 @@ func (c *coalescingConn) SetWriteDeadline(time.Time) error { return nil }
 // brokers, plain TCP) within the connect timeout, acknowledging what it
 // reads at once (withQuickAck), wrapped so that concurrent publishes share
 // TLS records and system calls.
+// WithDefaultPort returns a broker URL with its port: 8883 for mqtts://
+// (ssl://, tls://), 1883 for mqtt:// (tcp://) when it names none. Anything
+// it cannot read is returned as it is, for the caller's error.
+func WithDefaultPort(broker string) string {
+	u, err := url.Parse(broker)
+	if err != nil || u.Host == "" || u.Port() != "" {
+		return broker
+	}
+	switch u.Scheme {
+	case "mqtts", "ssl", "tls":
+		u.Host = net.JoinHostPort(u.Hostname(), "8883")
+	case "mqtt", "tcp":
+		u.Host = net.JoinHostPort(u.Hostname(), "1883")
+	default:
+		return broker
+	}
+	return u.String()
+}
+
 func dialer(connectTimeout, writeTimeout time.Duration) mqtt.OpenConnectionFunc {
 	return func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		d := &net.Dialer{}

@@ -402,6 +402,11 @@ func New(src Source, opts Options) (*Publisher, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = 10 * time.Second
 	}
+	brokers := make([]string, len(opts.Brokers))
+	for i, b := range opts.Brokers {
+		brokers[i] = WithDefaultPort(b)
+	}
+	opts.Brokers = brokers
 	if opts.ShutdownTimeout < 0 {
 		opts.ShutdownTimeout = 0 // do not wait for in-flight publishes
 	} else if opts.ShutdownTimeout == 0 {
