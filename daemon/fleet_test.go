@@ -483,3 +483,43 @@ func TestFleetCLI(t *testing.T) {
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+// TestExpiredRetainedConfigIsPassedOver: the retained desired config that
+// was applied stays on the broker after it expired; a restart sees it
+// again and passes it over in silence, as any retained config seen again,
+// instead of reporting it rejected (over its own applied report) and
+// raising an alert for the config in use.
+func TestExpiredRetainedConfigIsPassedOver(t *testing.T) {
+	r := newFleetRig(t)
+	a := r.box(t, "mr-remote-x")
+	section := "  - {name: sim, kind: scanner, driver: sim, interval: 300ms}\n" + r.fleetSection() + "\n  config_trial: 1s"
+	cfg := a.config(t, r.broker.URL(), section)
+	reports := r.broker.Subscribe(t, "reports-x", "mailroom/v1/mr-remote-x/config/reported")
+	p := startDaemon(t, cfg)
+	p.waitLog(t, "remote instructions ready", 10*time.Second)
+	const ttl = 4 * time.Second
+	pushed := time.Now()
+	if _, err := r.op.PushConfig("mr-remote-x", 1, strings.Replace(a.configText(r.broker.URL(), section), "interval: 300ms", "interval: 200ms", 1), ttl); err != nil {
+		t.Fatal(err)
+	}
+	reports.WaitFor(t, 20*time.Second, "version 1 applied", func(ms []mqtttest.Message) bool {
+		return len(ms) > 0 && strings.Contains(string(ms[len(ms)-1].Payload), `"status":"applied"`)
+	})
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	time.Sleep(time.Until(pushed.Add(ttl + time.Second))) // the retained envelope has expired
+	from := len(reports.Messages())
+	p = startDaemon(t, cfg)
+	p.waitLog(t, "remote instructions ready", 10*time.Second)
+	p.waitLog(t, "scan committed", 10*time.Second)
+	time.Sleep(2 * time.Second) // the retained config arrives right after the subscription
+	if strings.Contains(p.log.String(), "remote config rejected") || strings.Contains(p.log.String(), "rejected_instruction") {
+		t.Fatalf("the expired retained config was rejected again:\n%s", p.log.String())
+	}
+	for _, m := range reports.Messages()[from:] {
+		if !strings.Contains(string(m.Payload), `"status":"applied"`) {
+			t.Fatalf("report after the restart: %s", m.Payload)
+		}
+	}
+}

@@ -98,6 +98,8 @@ type hooks struct {
 	onConfig func(ctx context.Context, p envelope.Payload, keyID string) fleet.ConfigOutcome
 	// reported returns the last config report.
 	reported func() ([]byte, bool)
+	// configTried reports whether a remote config version was considered.
+	configTried func(version int64) bool
 	// configVersion is the remote config version in use (0: the local file).
 	configVersion int64
 }

@@ -75,6 +75,10 @@ type Options struct {
 	// Reported returns the last config report, published retained on every
 	// connection.
 	Reported func() ([]byte, bool)
+	// ConfigTried reports whether a desired config version was considered
+	// before (nil: none was). A retained config of such a version that has
+	// expired since is passed over like any retained config seen again.
+	ConfigTried func(version int64) bool
 	// Directories keeps pushed recipient directories; nil refuses none
 	// and applies none (the parts are passed over).
 	Directories Directories
@@ -430,6 +434,11 @@ func (f *Fleet) desiredConfig(ctx context.Context, msg []byte, retained bool) {
 		p, keyID, err = f.verifier.Open(msg, envelope.KindConfig)
 	}
 	audit.KeyID, audit.Version = keyID, p.Version
+	if err != nil && retained && errors.Is(err, envelope.ErrExpired) && f.opts.ConfigTried != nil && f.opts.ConfigTried(p.Version) {
+		// Signed, and seen before it expired (it was applied, or refused
+		// then): the retained message of every connection since.
+		return
+	}
 	if err != nil {
 		f.log.Warn("remote config rejected", "key_id", keyID, "reason", err)
 		f.mu.Lock()

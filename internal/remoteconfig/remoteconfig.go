@@ -288,6 +288,14 @@ func (m *Manager) Superseded(version int64, yaml []byte, by int64) Report {
 		Errors: []string{fmt.Sprintf("superseded by version %d before it was applied", by)}}
 }
 
+// Tried reports whether a version was considered before: it is the one in
+// use, or not newer than the last one tried.
+func (m *Manager) Tried(version int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return version == m.st.InUse || version <= m.st.Highest
+}
+
 // InUse is the version of the remote config in use; 0 means the box's own
 // config file.
 func (m *Manager) InUse() int64 {
