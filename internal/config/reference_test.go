@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -92,6 +94,37 @@ func TestReferenceConfigShowsEveryKey(t *testing.T) {
 	for _, p := range errs {
 		if !strings.Contains(p.Msg, "no such file or directory") {
 			t.Errorf("reference config: %s", p)
+		}
+	}
+}
+
+// The uplink's certificate and key in the reference config live where the
+// packaged service may write (ReadWritePaths= of packaging/mailroomd.service),
+// since renew-cert and install-cert write beside them.
+func TestReferenceConfigKeepsCertificatesWritable(t *testing.T) {
+	unit, err := os.ReadFile("../../packaging/mailroomd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var writable []string
+	for _, l := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(l, "ReadWritePaths="); ok {
+			for _, p := range strings.Fields(v) {
+				writable = append(writable, strings.TrimPrefix(p, "-"))
+			}
+		}
+	}
+	b, err := os.ReadFile("../../configs/mailroomd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"cert_file", "key_file"} {
+		m := regexp.MustCompile(`(?m)^  ` + key + `: (\S+)`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("uplink %s not found", key)
+		}
+		if dir := filepath.Dir(string(m[1])); !slices.Contains(writable, dir) {
+			t.Errorf("uplink.%s %s: its directory is not one the service may write (%v)", key, m[1], writable)
 		}
 	}
 }
