@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"time"
@@ -170,11 +171,15 @@ func newZPLDevice(d config.Device, env deviceEnv) (Device, error) {
 		if b, err := strconv.Atoi(u.Query().Get("baud")); err == nil && b > 0 {
 			baud = b
 		}
-		dial = zpl.DialSerial(u.Path, &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit}, nil)
+		dial = zpl.DialSerial(config.PrinterPort(u), &serial.Mode{BaudRate: baud, DataBits: 8, Parity: serial.NoParity, StopBits: serial.OneStopBit}, nil)
 	case "usb":
 		dial = zpl.DialDevice(u.Path)
 	default:
-		dial = zpl.DialTCP(u.Host, 5*time.Second)
+		host := u.Host
+		if u.Port() == "" {
+			host = net.JoinHostPort(u.Hostname(), "9100") // raw printing's port
+		}
+		dial = zpl.DialTCP(host, 5*time.Second)
 	}
 	dev.Printer = zpl.New(zpl.Config{Name: d.Name, Where: d.Address, Dial: dial,
 		Poll: d.PollInterval.D(), Timeout: d.ReadTimeout.D(), ReconnectMax: d.ReconnectMax.D(), Log: env.log, Health: env.health, Wake: env.wake})

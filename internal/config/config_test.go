@@ -192,6 +192,8 @@ func TestHardwareDevices(t *testing.T) {
   - {name: zebra, kind: printer, driver: zpl, address: "tcp://127.0.0.1:9100"}
   - {name: cam, kind: camera, driver: v4l2, path: /dev/video0, width: 1280}
   - {name: simcam, kind: camera, driver: sim-camera}
+  - {name: zebra-win, kind: printer, driver: zpl, address: "serial://COM3?baud=9600"}
+  - {name: zebra-lan, kind: printer, driver: zpl, address: "tcp://printer.lan"}
 `), 0o644)
 	c, err := Load(path)
 	if err != nil {
@@ -221,6 +223,7 @@ func TestHardwareDevices(t *testing.T) {
   - {name: h, kind: camera, driver: v4l2, width: 8, warmup: -1}
   - {name: i, kind: scanner, driver: sim-camera}
   - {name: j, kind: camera, driver: sim-camera, path: /dev/video0}
+  - {name: k, kind: printer, driver: zpl, address: "serial://"}
 `), 0o644)
 	_, err = Load(path)
 	if err == nil {
@@ -234,7 +237,8 @@ func TestHardwareDevices(t *testing.T) {
 		"devices[4].terminator: not used by driver nci",
 		`devices[5].usb: "12:34" is not a USB id`,
 		`devices[5].layout: unknown keyboard layout "fr"`,
-		"devices[6].address: required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600, or usb:///dev/usb/lp0",
+		"devices[6].address: required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600 (serial://COM3 on Windows), or usb:///dev/usb/lp0",
+		"devices[10].address: required: tcp://host:9100",
 		"devices[7].path: required: the camera's video device",
 		"devices[7].width: must be 16 to 8192 (pixels)",
 		"devices[7].warmup: must be 0 to 100 (frames)",

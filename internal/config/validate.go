@@ -234,8 +234,8 @@ func (d *decoder) validate(c *Config) {
 			}
 		case "zpl":
 			if u, err := url.Parse(dev.Address); dev.Address == "" || err != nil ||
-				!(u.Scheme == "tcp" && u.Port() != "" || (u.Scheme == "serial" || u.Scheme == "usb") && u.Path != "") {
-				bad(p+".address", "required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600, or usb:///dev/usb/lp0 (a USB printer through Linux's usblp)")
+				!(u.Scheme == "tcp" && u.Hostname() != "" || u.Scheme == "serial" && PrinterPort(u) != "" || u.Scheme == "usb" && u.Path != "") {
+				bad(p+".address", "required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600 (serial://COM3 on Windows), or usb:///dev/usb/lp0 (a USB printer through Linux's usblp)")
 			}
 			if dev.PollInterval <= 0 {
 				bad(p+".poll_interval", "must be positive")
@@ -700,3 +700,12 @@ func validateDelivery(d *Delivery, bad func(string, string, ...any)) {
 // maxPhotosTotalMB is the largest photos.max_total_mb: the most MiB a
 // 64-bit count of bytes holds (2^43 − 1), far beyond any disk of the box.
 const maxPhotosTotalMB = math.MaxInt64 >> 20
+
+// PrinterPort is the serial port of a printer address serial:///dev/ttyUSB0
+// or, on Windows, serial://COM3.
+func PrinterPort(u *url.URL) string {
+	if u.Path != "" && u.Path != "/" {
+		return u.Path
+	}
+	return u.Host
+}
