@@ -217,6 +217,16 @@ web:
 		strings.Contains(string(logs), "PRIVATE KEY") {
 		t.Fatalf("logs = %s", logs)
 	}
+	// More than 1000 lines asked: 1000 at most, not the 100 of no number.
+	lineCount := func(r fleet.Result) int { return len(r.Result.(map[string]any)["lines"].([]any)) }
+	if many, err := r.op.Command(ctx, "mr-fleet-a", "logs", map[string]int{"lines": 5000}, time.Minute); err != nil || !many.OK ||
+		lineCount(many) < lineCount(res) || lineCount(many) > 1000 {
+		t.Fatalf("logs of 5000 lines: %+v %v (200 asked: %d lines)", many, err, lineCount(res))
+	}
+	if bad, err := r.op.Command(ctx, "mr-fleet-a", "logs", map[string]string{"lines": "all"}, time.Minute); err != nil || bad.OK ||
+		!strings.Contains(bad.Error, `logs takes {"lines": N}`) {
+		t.Fatalf("logs with lines \"all\": %+v %v", bad, err)
+	}
 
 	// An unplugged scanner raises one alert; plugging it back clears it once.
 	scanDev.Unplug()

@@ -55,9 +55,16 @@ func (a *App) newFleet(ctx context.Context, keys map[string]ed25519.PublicKey) (
 			var r struct {
 				Lines int `json:"lines"`
 			}
-			json.Unmarshal(args, &r)
-			if r.Lines <= 0 || r.Lines > 1000 {
+			if len(args) > 0 {
+				if err := json.Unmarshal(args, &r); err != nil {
+					return nil, errors.New(`logs takes {"lines": N} (1 to 1000; 100 without it)`)
+				}
+			}
+			switch {
+			case r.Lines <= 0:
 				r.Lines = 100
+			case r.Lines > 1000:
+				r.Lines = 1000
 			}
 			return map[string][]string{"lines": a.opts.Logs.Last(r.Lines)}, nil
 		},
