@@ -19,6 +19,10 @@ func (l lazyLink) Publish(ctx context.Context, suffix string, payload []byte, re
 	return l.a.uplink.Publish(ctx, suffix, payload, retain)
 }
 
+func (l lazyLink) Republish(ctx context.Context, payloads [][]byte) (int, error) {
+	return l.a.uplink.Republish(ctx, payloads)
+}
+
 func (l lazyLink) State() uplink.LinkState { return l.a.uplink.State() }
 
 // newFleet builds the fleet link with the daemon's remote commands.

@@ -35,6 +35,14 @@ func (l *recordingLink) Publish(_ context.Context, suffix string, payload []byte
 	l.mu.Unlock()
 	return nil
 }
+func (l *recordingLink) Republish(ctx context.Context, payloads [][]byte) (int, error) {
+	for i, p := range payloads {
+		if err := l.Publish(ctx, uplink.TopicEvents, p, false); err != nil {
+			return i, err
+		}
+	}
+	return len(payloads), nil
+}
 func (*recordingLink) State() uplink.LinkState { return uplink.LinkState{Connected: true} }
 
 // reports are the directory reports published, in order.

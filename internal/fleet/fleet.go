@@ -28,6 +28,9 @@ import (
 // Link is the uplink as the fleet uses it.
 type Link interface {
 	Publish(ctx context.Context, suffix string, payload []byte, retain bool) error
+	// Republish publishes events again as the uplink sends them (single,
+	// or batched), and returns how many were acknowledged.
+	Republish(ctx context.Context, payloads [][]byte) (int, error)
 	State() uplink.LinkState
 }
 
@@ -408,10 +411,12 @@ func (f *Fleet) resend(ctx context.Context, args json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range recs {
-		if err := f.opts.Link.Publish(ctx, uplink.TopicEvents, r.Payload, false); err != nil {
-			return nil, fmt.Errorf("resend seq %d: %w", r.Seq, err)
-		}
+	payloads := make([][]byte, len(recs))
+	for i, r := range recs {
+		payloads[i] = r.Payload
+	}
+	if n, err := f.opts.Link.Republish(ctx, payloads); err != nil {
+		return nil, fmt.Errorf("resend seq %d: %w", recs[n].Seq, err)
 	}
 	missing := a.To - a.From + 1 - int64(len(recs))
 	return map[string]int64{"resent": int64(len(recs)), "missing": missing}, nil

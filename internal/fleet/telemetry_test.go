@@ -16,6 +16,7 @@ import (
 type offlineLink struct{}
 
 func (offlineLink) Publish(context.Context, string, []byte, bool) error { return uplink.ErrOffline }
+func (offlineLink) Republish(context.Context, [][]byte) (int, error)    { return 0, uplink.ErrOffline }
 func (offlineLink) State() uplink.LinkState                             { return uplink.LinkState{} }
 
 // TestTelemetryCountsNetworkTraffic: the telemetry's per-interface counters

@@ -857,7 +857,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 			// One message of as many events as fit, in order.
 			body := append(make([]byte, 0, 4096), '[')
 			var pos []int64
-			for i < len(recs) && len(pos) < p.opts.BatchMax && (len(pos) == 0 || len(body)+len(recs[i].Payload) < maxBatchBytes) {
+			for i < len(recs) && len(pos) < p.opts.BatchMax && (len(pos) == 0 || fitsBatch(len(body), len(recs[i].Payload))) {
 				if len(pos) > 0 {
 					body = append(body, ',')
 				}
@@ -870,6 +870,43 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 			tokens <- published{tok: client.Publish(p.Topic(TopicEventBatch), 1, false, body), pos: pos, at: time.Now()}
 		}
 	}
+}
+
+// fitsBatch reports whether an event of n bytes still fits a batch whose
+// body has size bytes so far ("[" and the events before it): with its comma
+// and the closing "]" the message stays under maxBatchBytes.
+func fitsBatch(size, n int) bool { return size+1+n+1 < maxBatchBytes }
+
+// Republish publishes events again, in order, as the drain sends them:
+// one message each, or batches on events/batch when batching is on. It
+// returns once the broker acknowledged all of them, or the first error
+// with how many were acknowledged before it.
+func (p *Publisher) Republish(ctx context.Context, payloads [][]byte) (int, error) {
+	done := 0
+	for len(payloads) > 0 {
+		if p.opts.BatchMax <= 1 {
+			if err := p.Publish(ctx, TopicEvents, payloads[0], false); err != nil {
+				return done, err
+			}
+			payloads, done = payloads[1:], done+1
+			continue
+		}
+		body := append(make([]byte, 0, 4096), '[')
+		n := 0
+		for n < len(payloads) && n < p.opts.BatchMax && (n == 0 || fitsBatch(len(body), len(payloads[n]))) {
+			if n > 0 {
+				body = append(body, ',')
+			}
+			body = append(body, payloads[n]...)
+			n++
+		}
+		body = append(body, ']')
+		if err := p.Publish(ctx, TopicEventBatch, body, false); err != nil {
+			return done, err
+		}
+		payloads, done = payloads[n:], done+n
+	}
+	return done, nil
 }
 
 // published is a publish awaiting its PUBACK: one event, or a batch.

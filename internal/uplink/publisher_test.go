@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -360,4 +361,63 @@ func TestCaughtUpIncludesAnEventJustCommitted(t *testing.T) {
 	src.open()
 	sub.WaitFor(t, 10*time.Second, "the event", mqtttest.DistinctEvents(1))
 	waitfor.True(t, 10*time.Second, "caught up once the event is on the connection", r.p.CaughtUp)
+}
+
+// TestRepublishSendsAsTheDrainDoes: events published again (the fleet's
+// resend) go as batches on events/batch when batching is on, never on
+// events, in order, each message under 120 KiB with its commas and
+// brackets.
+func TestRepublishSendsAsTheDrainDoes(t *testing.T) {
+	b := mqtttest.Start(t)
+	batches := b.Subscribe(t, "cloud-batches", "mailroom/v1/"+appliance+"/events/batch")
+	singles := b.Subscribe(t, "cloud-singles", "mailroom/v1/"+appliance+"/events")
+	r := start(t, newOutbox(t), uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b), BatchMax: 50})
+	waitfor.True(t, 10*time.Second, "connected", func() bool { return r.p.State().Connected })
+	var small, large [][]byte
+	for i := range 120 {
+		small = append(small, []byte(fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	pad := func(n, size int) []byte {
+		return []byte(fmt.Sprintf(`{"n":%d,"pad":"%s"}`, n, strings.Repeat("x", size-len(fmt.Sprintf(`{"n":%d,"pad":""}`, n)))))
+	}
+	// Two events of 61,438 and 61,439 bytes make a message of exactly
+	// 120 KiB with "[", "," and "]": one too many, so they go apart.
+	large = [][]byte{pad(1000, 61438), pad(1001, 61439), pad(1002, 40960), pad(1003, 40960)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, set := range [][][]byte{small, large} {
+		if n, err := r.p.Republish(ctx, set); err != nil || n != len(set) {
+			t.Fatalf("republish %d events: %d acknowledged, %v", len(set), n, err)
+		}
+	}
+	msgs := batches.WaitFor(t, 10*time.Second, "6 batches", func(ms []mqtttest.Message) bool { return len(ms) >= 6 })
+	time.Sleep(200 * time.Millisecond) // nothing more comes
+	var sizes []int
+	var got []string
+	for _, m := range msgs {
+		var arr []json.RawMessage
+		if err := json.Unmarshal(m.Payload, &arr); err != nil {
+			t.Fatalf("batch is not a JSON array: %v", err)
+		}
+		if len(m.Payload) >= 120*1024 {
+			t.Errorf("a batch of %d bytes, not under 120 KiB", len(m.Payload))
+		}
+		sizes = append(sizes, len(arr))
+		for _, e := range arr {
+			got = append(got, string(e))
+		}
+	}
+	if want := []int{50, 50, 20, 1, 2, 1}; !slices.Equal(sizes, want) {
+		t.Errorf("batch sizes %v, want %v", sizes, want)
+	}
+	var want []string
+	for _, p := range append(small, large...) {
+		want = append(want, string(p))
+	}
+	if !slices.Equal(got, want) {
+		t.Error("events republished out of order or changed")
+	}
+	if n := len(singles.Messages()); n != 0 {
+		t.Errorf("%d messages on events while batching", n)
+	}
 }
