@@ -854,7 +854,9 @@ type ttyFeed struct {
 	fake  *serialtest.Scanner
 	codes []string
 	thaw  func() // before a failure: lets a daemon waiting in a frozen file system die
-	trace []string
+	// samples are the last readings of the tty's input queue, logged
+	// when a write into it blocks: what the daemon had read, and when.
+	samples []string
 }
 
 const codeLen = len("PC-000000")
@@ -870,10 +872,12 @@ func (f *ttyFeed) pending() int {
 	if err != nil {
 		f.t.Fatalf("TIOCINQ: %v", err)
 	}
-	tm, _ := unix.IoctlGetTermios(fd, unix.TCGETS)
-	f.trace = append(f.trace, fmt.Sprintf("%s written %d inq %d icanon %v veol %d icrnl %v", time.Now().Format("15:04:05.000000"), len(f.codes), n, tm.Lflag&unix.ICANON != 0, tm.Cc[unix.VEOL], tm.Iflag&unix.ICRNL != 0))
-	if len(f.trace) > 400 {
-		f.trace = f.trace[200:]
+	sample := fmt.Sprintf("%s written %d, queued %d bytes", time.Now().Format("15:04:05.000000"), len(f.codes), n)
+	if tm, err := unix.IoctlGetTermios(fd, unix.TCGETS); err == nil {
+		sample += fmt.Sprintf(", icanon %v veol %d icrnl %v", tm.Lflag&unix.ICANON != 0, tm.Cc[unix.VEOL], tm.Iflag&unix.ICRNL != 0)
+	}
+	if f.samples = append(f.samples, sample); len(f.samples) > 400 {
+		f.samples = f.samples[200:]
 	}
 	return n
 }
@@ -911,7 +915,7 @@ func (f *ttyFeed) feed(d time.Duration, stop <-chan struct{}) bool {
 				if f.thaw != nil {
 					f.thaw() // so that the daemon, waiting in a frozen file system, can be killed
 				}
-				f.t.Logf("TMP trace:\n%s", strings.Join(f.trace, "\n"))
+				f.t.Logf("the tty's input queue before:\n%s", strings.Join(f.samples, "\n"))
 				f.t.Fatalf("writing %s into the scanner's tty blocked for 10 s: %d bytes in the tty's input queue, %d lines written, %d read",
 					code, f.pending(), len(f.codes), f.consumed())
 			}
