@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -148,6 +150,7 @@ web:
 		{"wrongly signed", "bad signature", r.envelope(t, otherKey, command("mr-fleet-a", "ping", "n-other", ""))},
 		{"wrong target", "not addressed to this appliance", r.envelope(t, r.priv, command("mr-fleet-b", "ping", "n-target", ""))},
 		{"expired", "expired", r.envelope(t, r.priv, expired)},
+		{"too large", "envelope too large: 300000 bytes (at most 262144)", bytes.Repeat([]byte{'x'}, 300000)},
 		{"first use", "", captured},
 		{"replayed", "replayed", captured},
 	} {
@@ -328,6 +331,37 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 		t.Fatalf("a scanner change restarted more than the devices:\n%s", p.log.String())
 	}
 
+	// Envelopes refused before their config is read: reported rejected
+	// with the reason and the version in use, without a hash.
+	raw := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(r.broker.URL()).SetClientID("operator-raw").
+		SetTLSConfig(r.broker.TLSConfig(t, "operator-raw")))
+	if tok := raw.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer raw.Disconnect(100)
+	for _, c := range []struct{ body, want string }{
+		{strings.Repeat("x", 300000), "envelope too large: 300000 bytes (at most 262144)"},
+		{`{"key_id":"it","payload":"e30=","sig":"AAAA"}`, "malformed envelope"},
+	} {
+		from := len(reports.Messages())
+		if tok := raw.Publish("mailroom/v1/mr-remote-a/config/desired", 1, false, []byte(c.body)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		reports.WaitFor(t, 20*time.Second, "the refusal: "+c.want, func(ms []mqtttest.Message) bool {
+			for _, m := range ms[min(from, len(ms)):] {
+				var r map[string]any
+				json.Unmarshal(m.Payload, &r)
+				if r["status"] == "rejected" && strings.Contains(fmt.Sprint(r["errors"]), c.want) {
+					if r["version"] != float64(0) || r["applied_version"] != float64(1) || r["hash"] != nil {
+						t.Fatalf("report of a refused envelope: %s", m.Payload)
+					}
+					return true
+				}
+			}
+			return false
+		})
+	}
+
 	// Version 2: broken; rejected with the exact errors, nothing changes.
 	if _, err := r.op.PushConfig("mr-remote-a", 2, "version: 1\nappliance: {id: mr-remote-a, colour: red}\n", time.Hour); err != nil {
 		t.Fatal(err)
@@ -363,7 +397,8 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 
-	// Through all the switches nothing was lost: seqs are gapless.
+	// Through all the switches nothing was lost: seqs are gapless. Every
+	// refusal is audited: version 2 and the two envelopes.
 	got, _ := mqtttest.Delivered(t, events.Messages())
 	gapless(t, got)
 	audits := map[string]int{}
@@ -372,7 +407,7 @@ func TestRemoteConfigAppliedRejectedRolledBack(t *testing.T) {
 			audits[ev.Audit.Outcome]++
 		}
 	}
-	if audits["applied"] != 1 || audits["rejected"] != 1 || audits["rolled_back"] != 1 {
+	if audits["applied"] != 1 || audits["rejected"] != 3 || audits["rolled_back"] != 1 {
 		t.Fatalf("config audit events by outcome: %v", audits)
 	}
 }

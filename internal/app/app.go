@@ -100,6 +100,8 @@ type hooks struct {
 	reported func() ([]byte, bool)
 	// configTried reports whether a remote config version was considered.
 	configTried func(version int64) bool
+	// configInUse is the remote config version in use now (0: the local file).
+	configInUse func() int64
 	// configVersion is the remote config version in use (0: the local file).
 	configVersion int64
 }

@@ -82,6 +82,9 @@ type Options struct {
 	// before (nil: none was). A retained config of such a version that has
 	// expired since is passed over like any retained config seen again.
 	ConfigTried func(version int64) bool
+	// ConfigInUse is the remote config version in use (0: the local file),
+	// for the report of a config refused before it was read.
+	ConfigInUse func() int64
 	// Directories keeps pushed recipient directories; nil refuses none
 	// and applies none (the parts are passed over).
 	Directories Directories
@@ -152,6 +155,14 @@ type message struct {
 	payload []byte
 	// retained: delivered because it was retained, not published just now.
 	retained bool
+	// tooLarge is the size of a command or config over envelope.MaxSize,
+	// whose bytes are not kept: it is refused as such.
+	tooLarge int
+}
+
+// errTooLarge is the refusal of an envelope of n bytes.
+func errTooLarge(n int) error {
+	return fmt.Errorf("%w: %d bytes (at most %d)", envelope.ErrTooLarge, n, envelope.MaxSize)
 }
 
 // Topic suffixes below {prefix}/{id}/.
@@ -213,16 +224,22 @@ func New(ctx context.Context, opts Options) (*Fleet, error) {
 // Subscriptions are the topics the fleet receives.
 func (f *Fleet) Subscriptions() []uplink.Subscription {
 	take := func(topic string, payload []byte, retained bool) {
-		if len(payload) > envelope.MaxSize {
+		m := message{topic: topic, retained: retained}
+		inbox := f.inbox
+		switch {
+		case len(payload) <= envelope.MaxSize:
+			m.payload = append([]byte(nil), payload...)
+		case strings.Contains(topic, "/"+TopicCommand+"/") || strings.HasSuffix(topic, "/"+TopicConfigDesired):
+			m.tooLarge = len(payload) // refused, with an answer
+		default:
 			f.log.Warn("remote instruction dropped: too large", "topic", topic, "bytes", len(payload))
 			return
 		}
-		inbox := f.inbox
 		if strings.Contains(topic, "/"+TopicDirectoryDesired+"/") {
 			inbox = f.parts // a push's parts come in a burst
 		}
 		select {
-		case inbox <- message{topic: topic, payload: append([]byte(nil), payload...), retained: retained}:
+		case inbox <- m:
 		default:
 			f.log.Warn("remote instruction dropped: too many queued", "topic", topic)
 		}
@@ -298,11 +315,11 @@ func (f *Fleet) handle(ctx context.Context, m message) {
 	case strings.HasSuffix(m.topic, "/"+TopicProbe):
 		f.probeReturned(m.payload)
 	case strings.HasSuffix(m.topic, "/"+TopicConfigDesired):
-		f.desiredConfig(ctx, m.payload, m.retained)
+		f.desiredConfig(ctx, m.payload, m.retained, m.tooLarge)
 	case strings.Contains(m.topic, "/"+TopicDirectoryDesired+"/"):
 		f.directoryPart(ctx, m.topic, m.payload, m.retained)
 	case i >= 0:
-		f.command(ctx, m.topic[i+len(TopicCommand)+2:], m.payload)
+		f.command(ctx, m.topic[i+len(TopicCommand)+2:], m.payload, m.tooLarge)
 	}
 }
 
@@ -328,10 +345,13 @@ func RequestID(ctx context.Context) string {
 }
 
 // command verifies and runs one command.
-func (f *Fleet) command(ctx context.Context, name string, msg []byte) {
+func (f *Fleet) command(ctx context.Context, name string, msg []byte, tooLarge int) {
 	res := Result{V: 1, Name: name}
 	audit := &event.Audit{Action: "command", Name: name}
-	p, keyID, err := f.open(ctx, name, msg)
+	p, keyID, err := envelope.Payload{}, "", errTooLarge(tooLarge)
+	if tooLarge == 0 {
+		p, keyID, err = f.open(ctx, name, msg)
+	}
 	res.ID, audit.RequestID, audit.KeyID = p.ID, p.ID, keyID
 	if err != nil {
 		res.Error, audit.Outcome, audit.Reason = err.Error(), "rejected", err.Error()
@@ -426,14 +446,16 @@ func (f *Fleet) resend(ctx context.Context, args json.RawMessage) (any, error) {
 // changes nothing (the one in use, or not newer than the last tried) is
 // reported and audited when it was just published; seen again as the
 // retained message of every connection, it is passed over in silence.
-func (f *Fleet) desiredConfig(ctx context.Context, msg []byte, retained bool) {
-	if len(msg) == 0 {
+func (f *Fleet) desiredConfig(ctx context.Context, msg []byte, retained bool, tooLarge int) {
+	if len(msg) == 0 && tooLarge == 0 {
 		return // the retained config was deleted
 	}
 	audit := &event.Audit{Action: "config"}
 	var out ConfigOutcome
 	p, keyID, err := envelope.Payload{}, "", error(nil)
-	if len(f.opts.Keys) == 0 {
+	if tooLarge > 0 {
+		err = errTooLarge(tooLarge)
+	} else if len(f.opts.Keys) == 0 {
 		err = errors.New("remote instructions are disabled: no fleet.public_keys configured")
 	} else {
 		p, keyID, err = f.verifier.Open(msg, envelope.KindConfig)
@@ -451,8 +473,12 @@ func (f *Fleet) desiredConfig(ctx context.Context, msg []byte, retained bool) {
 		f.mu.Unlock()
 		f.opts.Health.Set(ConditionRejected, health.Warning, fmt.Sprintf("rejected remote config: %v", err))
 		out.Status, out.Errors = "rejected", []string{err.Error()}
+		var inUse int64
+		if f.opts.ConfigInUse != nil {
+			inUse = f.opts.ConfigInUse()
+		}
 		out.Report, _ = json.Marshal(map[string]any{"v": 1, "version": p.Version, "status": "rejected",
-			"errors": out.Errors, "ts": f.opts.Clock.Now().UTC()})
+			"errors": out.Errors, "applied_version": inUse, "ts": f.opts.Clock.Now().UTC()})
 	} else if f.opts.OnConfig == nil {
 		out.Status, out.Errors = "rejected", []string{"remote configuration is not available in this mode"}
 	} else {
