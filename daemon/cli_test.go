@@ -87,7 +87,9 @@ func TestFleetUsageErrors(t *testing.T) {
 		}
 	}
 	var out, errOut strings.Builder
-	Main([]string{"fleet", "events", "--help"}, &out, &errOut)
+	if code := Main([]string{"fleet", "events", "--help"}, &out, &errOut); code != 0 {
+		t.Errorf("fleet events --help: exit %d, want 0", code)
+	}
 	if help := errOut.String(); !strings.Contains(help, "--follow") || strings.Contains(help, "--sha256") || strings.Contains(help, "--sign-key") {
 		t.Errorf("fleet events --help:\n%s", help)
 	}
