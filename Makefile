@@ -46,6 +46,7 @@ deps:
 	command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server); \
 	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server); \
 	command -v dpkg-deb >/dev/null || need+=(dpkg); \
+	command -v systemd-analyze >/dev/null || need+=(systemd); \
 	command -v openssl >/dev/null || need+=(openssl); \
 	command -v file >/dev/null || need+=(file); \
 	command -v fusermount3 >/dev/null || need+=(fuse3); \
