@@ -419,11 +419,9 @@ func (c *Config) applyDefaults(written func(path string) bool) {
 	setDefault(written, "photos.retain_sent", &c.Photos.RetainSent, Duration(7*24*time.Hour))
 	setDefault(written, "photos.ocr_command", &c.Photos.OCRCommand, "tesseract")
 	setDefault(written, "photos.ocr", &c.Photos.OCR, true)
-	if c.Web.Listen != "" {
-		setDefault(written, "web.session_ttl", &c.Web.SessionTTL, Duration(12*time.Hour))
-		setDefault(written, "web.max_failures", &c.Web.MaxFailures, 5)
-		setDefault(written, "web.lockout", &c.Web.Lockout, Duration(15*time.Minute))
-	}
+	setDefault(written, "web.session_ttl", &c.Web.SessionTTL, Duration(12*time.Hour))
+	setDefault(written, "web.max_failures", &c.Web.MaxFailures, 5)
+	setDefault(written, "web.lockout", &c.Web.Lockout, Duration(15*time.Minute))
 	f := &c.Fleet
 	setDefault(written, "fleet.telemetry_interval", &f.TelemetryInterval, DefaultTelemetryInterval)
 	setDefault(written, "fleet.probe_interval", &f.ProbeInterval, DefaultProbeInterval)

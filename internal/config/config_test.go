@@ -92,6 +92,11 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{"devices[0].terminator: unknown terminator \"return\""}},
 		{"a section without a value", func(s string) string { return s + "photos:\n" }, 0o600,
 			[]string{":12:8: photos: no value: write its keys, or leave it out for its defaults"}},
+		{"a list without a value", func(s string) string { return s + "fleet:\n  public_keys:\n" }, 0o600,
+			[]string{":13:15: fleet.public_keys: no value: write the list ([] for none), or leave the key out for its default"}},
+		{"page settings checked without a listen address", func(s string) string {
+			return s + "web: {session_ttl: 0s, host_names: [\"http://bad:80\"]}\n"
+		}, 0o600, []string{"web.session_ttl: must be positive", `web.host_names[0]: "http://bad:80" is not a host name`}},
 		{"photo total that would overflow", func(s string) string { return s + "photos: {max_total_mb: 9223372036854775807}\n" }, 0o600,
 			[]string{":12:24: photos.max_total_mb: must be 1 to 8796093022207 (MiB; more does not fit in a count of bytes)"}},
 		{"invalid yaml", func(s string) string { return s + "devices: [\n" }, 0o600,

@@ -513,13 +513,13 @@ func (b Barcodes) Rules() []barcode.Rule {
 var bcryptRE = regexp.MustCompile(`^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$`)
 
 func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) string) {
+	// Without listen the page is off, but what is written is checked all
+	// the same: every problem is reported at once.
 	if w.Listen == "" {
 		if len(w.Users) > 0 {
 			bad("web.listen", "required when web.users are set, e.g. 127.0.0.1:8080 or :8443")
 		}
-		return
-	}
-	if _, port, err := net.SplitHostPort(w.Listen); err != nil || port == "" {
+	} else if _, port, err := net.SplitHostPort(w.Listen); err != nil || port == "" {
 		bad("web.listen", "%q is not host:port, e.g. 127.0.0.1:8080 or :8443", w.Listen)
 	}
 	w.CertFile, w.KeyFile = abs(w.CertFile), abs(w.KeyFile)
@@ -550,7 +550,7 @@ func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) stri
 			bad(fmt.Sprintf("web.host_names[%d]", i), "%q is not a host name such as mailroom.example.com (no scheme, port or wildcard)", n)
 		}
 	}
-	if len(w.Users) == 0 {
+	if len(w.Users) == 0 && w.Listen != "" {
 		bad("web.users", "required: at least one user (create a password hash with `mailroomd passwd NAME`)")
 	}
 	seen := map[string]bool{}
