@@ -351,10 +351,13 @@ func (a *App) Stop(handoff bool) error {
 
 // FrontOnly reports whether n differs from the App's config only in
 // devices, stations, barcodes or the web server, so that Reconfigure can
-// apply it without touching the buffer, the uplink or the fleet link.
+// apply it without touching the buffer, the uplink or the fleet link. The
+// photos settings are read at the start (the uploader's retention, the
+// OCR), so a change of them restarts everything.
 func (a *App) FrontOnly(n *config.Config) bool {
 	o := a.base
 	return reflect.DeepEqual(o.Appliance, n.Appliance) && reflect.DeepEqual(o.Storage, n.Storage) &&
+		reflect.DeepEqual(o.Photos, n.Photos) &&
 		reflect.DeepEqual(o.Uplink, n.Uplink) && reflect.DeepEqual(o.Fleet, n.Fleet) && reflect.DeepEqual(o.Log, n.Log) &&
 		o.Delivery.RetainClosed == n.Delivery.RetainClosed && o.Delivery.Overdue == n.Delivery.Overdue
 }
