@@ -691,7 +691,7 @@ var gramsPer = map[string]float64{"g": 1, "kg": 1000, "lb": 453.59237, "oz": 28.
 func (s *Server) manual(w http.ResponseWriter, r *http.Request, sess *session) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 8192))
 	if err != nil {
-		jsonError(w, http.StatusBadRequest, "malformed request: "+err.Error())
+		jsonErrorCode(w, http.StatusBadRequest, "malformed", "malformed request: "+err.Error())
 		return
 	}
 	m, err := s.parseManual(r.Context(), body)

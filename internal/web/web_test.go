@@ -379,6 +379,7 @@ func TestCSRFAndRoles(t *testing.T) {
 		{`{"station":"dock-1","tracking":"X","weight":2,"unit":"stone"}`, "bad_weight"},
 		{`{"station":"dock-1","tracking":"X","weight":-2,"unit":"kg"}`, "bad_weight"},
 		{`{not json`, "malformed"},
+		{`{"station":"dock-1","tracking":"X","recipient":"` + strings.Repeat("r", 9000) + `"}`, "malformed"}, // over 8 KiB
 	} {
 		status, body := r.postBody(clerk, "/api/manual", tok, bad.body)
 		var got struct{ Error, Code string }
