@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/mailroomd/mailroomd/internal/update"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -89,6 +90,10 @@ func TestFleetUsageErrors(t *testing.T) {
 	var out, errOut strings.Builder
 	if code := Main([]string{"fleet", "events", "--help"}, &out, &errOut); code != 0 {
 		t.Errorf("fleet events --help: exit %d, want 0", code)
+	}
+	var usage strings.Builder
+	if code := Main([]string{"fleet", "--help"}, &out, &usage); code != 0 || !strings.Contains(usage.String(), "config push") {
+		t.Errorf("fleet --help: exit %d, want 0 and the subcommands:\n%s", code, usage.String())
 	}
 	if help := errOut.String(); !strings.Contains(help, "--follow") || strings.Contains(help, "--sha256") || strings.Contains(help, "--sign-key") {
 		t.Errorf("fleet events --help:\n%s", help)
@@ -213,6 +218,13 @@ func TestUpdateUnitCommandLineParses(t *testing.T) {
 		if a == "/var/lib/mailroomd/update/pending" {
 			args[i] = marker // absent: the run ends there
 		}
+	}
+	// The daemon writes the marker where the path unit looks for it.
+	if path, err := os.ReadFile("../packaging/mailroomd-update.path"); err != nil || !strings.Contains(string(path), "\nPathExists="+update.PackagePending+"\n") {
+		t.Errorf("mailroomd-update.path does not watch %s (%v):\n%s", update.PackagePending, err, path)
+	}
+	if !strings.Contains(string(b), "--pending "+update.PackagePending+" ") {
+		t.Errorf("the unit's updater does not read %s", update.PackagePending)
 	}
 	var out, errOut strings.Builder
 	code := Main(args, &out, &errOut)

@@ -567,4 +567,36 @@ func TestExpiredRetainedConfigIsPassedOver(t *testing.T) {
 			t.Fatalf("report after the restart: %s", m.Payload)
 		}
 	}
+
+	// A version never tried that expired before the box saw it is
+	// reported rejected once; from then on it counts as tried, and the
+	// next start passes it over.
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	pushed = time.Now()
+	if _, err := r.op.PushConfig("mr-remote-x", 2, a.configText(r.broker.URL(), section), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(pushed.Add(3 * time.Second)))
+	p = startDaemon(t, cfg)
+	reports.WaitFor(t, 20*time.Second, "version 2 rejected as expired", func(ms []mqtttest.Message) bool {
+		for _, m := range ms {
+			if strings.Contains(string(m.Payload), `"version":2,`) && strings.Contains(string(m.Payload), `"status":"rejected"`) &&
+				strings.Contains(string(m.Payload), "expired at") {
+				return true
+			}
+		}
+		return false
+	})
+	if code := p.stop(t); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	p = startDaemon(t, cfg)
+	p.waitLog(t, "remote instructions ready", 10*time.Second)
+	p.waitLog(t, "scan committed", 10*time.Second)
+	time.Sleep(2 * time.Second)
+	if strings.Contains(p.log.String(), "remote config rejected") || strings.Contains(p.log.String(), "rejected_instruction") {
+		t.Fatalf("an expired config reported once was rejected again at the next start:\n%s", p.log.String())
+	}
 }

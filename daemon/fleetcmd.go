@@ -78,6 +78,11 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	sub, rest := args[0], args[1:]
+	switch sub {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stderr, fleetUsage)
+		return 0
+	}
 	if (sub == "config" || sub == "directory") && len(rest) > 0 && rest[0] == "push" {
 		sub, rest = sub+" push", rest[1:]
 	}

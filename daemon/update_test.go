@@ -98,7 +98,7 @@ exec sleep 600
 	p.cmd = exec.Command(installed, "run", "--config", cfg)
 	// A plain binary updates a box not run by systemd, even where the
 	// tests are.
-	p.cmd.Env = append(os.Environ(), "INVOCATION_ID=")
+	p.cmd.Env = append(os.Environ(), "INVOCATION_ID=", "SYSTEMD_EXEC_PID=")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

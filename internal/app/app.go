@@ -102,6 +102,8 @@ type hooks struct {
 	configTried func(version int64) bool
 	// configInUse is the remote config version in use now (0: the local file).
 	configInUse func() int64
+	// configRefused records a signed config refused as expired.
+	configRefused func(version int64, reason string) []byte
 	// configVersion is the remote config version in use (0: the local file).
 	configVersion int64
 }

@@ -105,7 +105,7 @@ func (a *App) newFleet(ctx context.Context, keys map[string]ed25519.PublicKey) (
 	return fleet.New(ctx, fleet.Options{
 		Appliance: a.base.Appliance.ID, Site: a.base.Appliance.Site, Version: a.opts.Version, Keys: keys,
 		Link: lazyLink{a}, Store: a.store, Health: a.health, Commands: commands,
-		OnConfig: a.hooks.onConfig, Reported: a.hooks.reported, ConfigTried: a.hooks.configTried, ConfigInUse: a.hooks.configInUse, Settle: a.settle(), Started: a.opts.Started, Directories: a.store,
+		OnConfig: a.hooks.onConfig, Reported: a.hooks.reported, ConfigTried: a.hooks.configTried, ConfigInUse: a.hooks.configInUse, ConfigRefused: a.hooks.configRefused, Settle: a.settle(), Started: a.opts.Started, Directories: a.store,
 		TelemetryInterval: fc.TelemetryInterval.D(), ProbeInterval: fc.ProbeInterval.D(), ProbeTimeout: fc.ProbeTimeout.D(),
 		Thresholds: fleet.Thresholds{BrokerUnreachable: al.BrokerUnreachable.D(), PendingAbove: al.PendingAbove,
 			OldestPending: al.OldestPending.D(), DiskFreeBelowMB: al.DiskFreeBelowMB, DeviceDisconnected: al.DeviceDisconnected.D(),

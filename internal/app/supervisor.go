@@ -171,7 +171,11 @@ func (s *Supervisor) call(fn func()) bool {
 func (s *Supervisor) Failed() <-chan struct{} { return s.failed }
 
 func (s *Supervisor) hooks() hooks {
-	return hooks{onConfig: s.onConfig, reported: s.remote.LastReport, configTried: s.remote.Tried, configInUse: s.remote.InUse, configVersion: s.version}
+	return hooks{onConfig: s.onConfig, reported: s.remote.LastReport, configTried: s.remote.Tried, configInUse: s.remote.InUse,
+		configRefused: func(version int64, reason string) []byte {
+			b, _ := json.Marshal(s.remote.Refuse(version, reason))
+			return b
+		}, configVersion: s.version}
 }
 
 // loop handles one message at a time until Stop.

@@ -12,8 +12,10 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mailroomd/mailroomd/internal/durable"
 	"github.com/mailroomd/mailroomd/internal/envelope"
@@ -79,16 +81,30 @@ func (a *App) updateCommand(ctx context.Context, args json.RawMessage) (any, err
 		// The hardened service cannot install packages: the package's
 		// mailroomd-update.path unit sees the marker and runs the updater
 		// as root, which verifies the artifact again.
+		pending := filepath.Join(dir, "pending")
+		if pending != update.PackagePending {
+			return nil, fmt.Errorf("the package's update unit watches %s: a packaged box updates itself only with storage.path %s", update.PackagePending, filepath.Join(filepath.Dir(filepath.Dir(update.PackagePending)), "buffer.db"))
+		}
+		if !utf8.ValidString(artifact) {
+			return nil, errors.New("the artifact's name is not UTF-8")
+		}
 		marker := update.Pending{Artifact: artifact, RequestID: fleet.RequestID(ctx), From: a.opts.Version, Timeout: a.base.Fleet.UpdateTimeout.D()}
-		if err := durable.WriteFile(filepath.Join(dir, "pending"), marker.Marshal(), 0o600); err != nil {
+		if err := durable.WriteFile(pending+".new", marker.Marshal(), 0o600); err != nil {
 			return nil, err
 		}
+		// The marker starts the updater, which stops this daemon: it is put
+		// in place once this answer is published.
+		time.AfterFunc(500*time.Millisecond, func() {
+			if err := durable.Rename(pending+".new", pending); err != nil {
+				a.log.Error("update not handed over: cannot put the marker in place", "err", err)
+			}
+		})
 		return map[string]any{"updating": true, "via": "mailroomd-update.service"}, nil
 	}
 	if deb {
 		return nil, errors.New("a .deb updates a packaged install; this box runs a plain binary: send the binary")
 	}
-	if err := plainUpdateRefused(update.PackagedUnit(), os.Getenv("INVOCATION_ID")); err != nil {
+	if err := plainUpdateRefused(update.PackagedUnit(), systemdService()); err != nil {
 		return nil, err
 	}
 	argv := []string{"update-apply", "--pub", a.base.Fleet.ReleaseKeyFile, "--artifact", artifact, "--state", a.stateDir(),
@@ -114,16 +130,27 @@ func (a *App) updateCommand(ctx context.Context, args json.RawMessage) (any, err
 	return map[string]any{"updating": true, "artifact": filepath.Base(artifact)}, nil
 }
 
+// systemdService reports whether this process is the main process of a
+// systemd service: systemd (248 and later) names it in SYSTEMD_EXEC_PID;
+// before that, a process systemd started itself has it (PID 1) as parent
+// and INVOCATION_ID set. Processes further down (a supervisor's children,
+// a shell) inherit the variables but are neither.
+func systemdService() bool {
+	if pid := os.Getenv("SYSTEMD_EXEC_PID"); pid != "" {
+		return pid == strconv.Itoa(os.Getpid())
+	}
+	return os.Getenv("INVOCATION_ID") != "" && os.Getppid() == 1
+}
+
 // plainUpdateRefused says why a plain binary cannot update this box: the
-// hardened service of the package cannot write /usr/bin, and under any
-// other systemd unit (mailroomd install) the updater would be stopped with
-// the service it hands over from. invocationID is systemd's
-// INVOCATION_ID, set for the processes of a unit.
-func plainUpdateRefused(packagedUnit, invocationID string) error {
+// hardened service of the package cannot write /usr/bin, and as any other
+// systemd service (mailroomd install) the updater would be stopped with
+// the service it hands over from.
+func plainUpdateRefused(packagedUnit string, systemdService bool) error {
 	switch {
 	case packagedUnit != "":
 		return errors.New("this box runs the Debian package: send the .deb")
-	case invocationID != "":
+	case systemdService:
 		return errors.New("this daemon runs as a systemd service without the package: a plain binary cannot replace it from there; install the new binary by hand, or install the package")
 	}
 	return nil

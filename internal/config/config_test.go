@@ -92,11 +92,17 @@ func TestBrokenConfigs(t *testing.T) {
 			[]string{"devices[0].terminator: unknown terminator \"return\""}},
 		{"a section without a value", func(s string) string { return s + "photos:\n" }, 0o600,
 			[]string{":12:8: photos: no value: write its keys, or leave it out for its defaults"}},
-		{"a list without a value", func(s string) string { return s + "fleet:\n  public_keys:\n" }, 0o600,
-			[]string{":13:15: fleet.public_keys: no value: write the list ([] for none), or leave the key out for its default"}},
 		{"page settings checked without a listen address", func(s string) string {
 			return s + "web: {session_ttl: 0s, host_names: [\"http://bad:80\"]}\n"
 		}, 0o600, []string{"web.session_ttl: must be positive", `web.host_names[0]: "http://bad:80" is not a host name`}},
+		{"broker port out of range", func(s string) string {
+			return strings.Replace(s, "broker.example.com:8883", "broker.example.com:70000", 1)
+		}, 0o600,
+			[]string{`uplink.brokers[0]: "mqtts://broker.example.com:70000" is not a broker URL`}},
+		{"broker without a host", func(s string) string { return strings.Replace(s, "broker.example.com:8883", ":8883", 1) }, 0o600,
+			[]string{`uplink.brokers[0]: "mqtts://:8883" is not a broker URL`}},
+		{"broker with an empty port", func(s string) string { return strings.Replace(s, "broker.example.com:8883", "broker.example.com:", 1) }, 0o600,
+			[]string{`uplink.brokers[0]: "mqtts://broker.example.com:" is not a broker URL`}},
 		{"photo total that would overflow", func(s string) string { return s + "photos: {max_total_mb: 9223372036854775807}\n" }, 0o600,
 			[]string{":12:24: photos.max_total_mb: must be 1 to 8796093022207 (MiB; more does not fit in a count of bytes)"}},
 		{"invalid yaml", func(s string) string { return s + "devices: [\n" }, 0o600,
@@ -229,6 +235,8 @@ func TestHardwareDevices(t *testing.T) {
   - {name: i, kind: scanner, driver: sim-camera}
   - {name: j, kind: camera, driver: sim-camera, path: /dev/video0}
   - {name: k, kind: printer, driver: zpl, address: "serial://"}
+  - {name: l, kind: printer, driver: zpl, address: "tcp://127.0.0.1:99999"}
+  - {name: m, kind: printer, driver: zpl, address: "serial:///dev/ttyUSB0?baud=abc"}
 `), 0o644)
 	_, err = Load(path)
 	if err == nil {
@@ -244,6 +252,8 @@ func TestHardwareDevices(t *testing.T) {
 		`devices[5].layout: unknown keyboard layout "fr"`,
 		"devices[6].address: required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600 (serial://COM3 on Windows), or usb:///dev/usb/lp0",
 		"devices[10].address: required: tcp://host:9100",
+		"devices[11].address: required: tcp://host:9100",
+		"devices[12].address: required: tcp://host:9100",
 		"devices[7].path: required: the camera's video device",
 		"devices[7].width: must be 16 to 8192 (pixels)",
 		"devices[7].warmup: must be 0 to 100 (frames)",

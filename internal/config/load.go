@@ -191,8 +191,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 	case reflect.Slice:
 		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-			d.addf(p, path, "no value: write the list ([] for none), or leave the key out for its default")
-			return
+			return // a list written without a value is an empty list
 		}
 		if n.Kind != yaml.SequenceNode {
 			d.addf(p, path, "expected a list, got %s", describe(n))

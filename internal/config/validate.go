@@ -119,8 +119,8 @@ func (d *decoder) validate(c *Config) {
 	for i, b := range u.Brokers {
 		f := fmt.Sprintf("uplink.brokers[%d]", i)
 		bu, err := url.Parse(b)
-		if err != nil || bu.Host == "" {
-			bad(f, "%q is not a broker URL such as mqtts://broker.example.com:8883", b)
+		if err != nil || bu.Hostname() == "" || !validPort(bu) {
+			bad(f, "%q is not a broker URL such as mqtts://broker.example.com:8883 (a host, and a port from 1 to 65535 or none)", b)
 			continue
 		}
 		switch bu.Scheme {
@@ -234,7 +234,7 @@ func (d *decoder) validate(c *Config) {
 			}
 		case "zpl":
 			if u, err := url.Parse(dev.Address); dev.Address == "" || err != nil ||
-				!(u.Scheme == "tcp" && u.Hostname() != "" || u.Scheme == "serial" && PrinterPort(u) != "" || u.Scheme == "usb" && u.Path != "") {
+				!(u.Scheme == "tcp" && u.Hostname() != "" && validPort(u) || u.Scheme == "serial" && PrinterPort(u) != "" && validBaud(u) || u.Scheme == "usb" && u.Path != "") {
 				bad(p+".address", "required: tcp://host:9100, serial:///dev/ttyUSB0?baud=9600 (serial://COM3 on Windows), or usb:///dev/usb/lp0 (a USB printer through Linux's usblp)")
 			}
 			if dev.PollInterval <= 0 {
@@ -513,8 +513,9 @@ func (b Barcodes) Rules() []barcode.Rule {
 var bcryptRE = regexp.MustCompile(`^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$`)
 
 func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) string) {
-	// Without listen the page is off, but what is written is checked all
-	// the same: every problem is reported at once.
+	// Without listen the page is off, but the settings written are checked
+	// all the same (every problem is reported at once); only its files are
+	// not looked for, since nothing reads them.
 	if w.Listen == "" {
 		if len(w.Users) > 0 {
 			bad("web.listen", "required when web.users are set, e.g. 127.0.0.1:8080 or :8443")
@@ -526,7 +527,7 @@ func validateWeb(w *Web, bad func(string, string, ...any), abs func(string) stri
 	switch {
 	case (w.CertFile == "") != (w.KeyFile == ""):
 		bad("web.cert_file", "set both cert_file and key_file, or neither")
-	case w.KeyFile != "":
+	case w.KeyFile != "" && w.Listen != "":
 		for _, f := range []struct{ field, path string }{{"web.cert_file", w.CertFile}, {"web.key_file", w.KeyFile}} {
 			if _, err := os.Stat(f.path); err != nil {
 				bad(f.field, "cannot read %s: %v", f.path, unwrapPathError(err))
@@ -708,4 +709,29 @@ func PrinterPort(u *url.URL) string {
 		return u.Path
 	}
 	return u.Host
+}
+
+// validPort reports whether a URL names no port, or one from 1 to 65535;
+// an empty one after the colon is refused.
+func validPort(u *url.URL) bool {
+	if strings.HasSuffix(u.Host, ":") {
+		return false
+	}
+	p := u.Port()
+	if p == "" {
+		return true
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// validBaud reports whether a serial printer's address has no baud or a
+// positive one.
+func validBaud(u *url.URL) bool {
+	b := u.Query().Get("baud")
+	if b == "" {
+		return true
+	}
+	n, err := strconv.Atoi(b)
+	return err == nil && n > 0
 }

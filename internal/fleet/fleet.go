@@ -85,6 +85,9 @@ type Options struct {
 	// ConfigInUse is the remote config version in use (0: the local file),
 	// for the report of a config refused before it was read.
 	ConfigInUse func() int64
+	// ConfigRefused records a signed config refused as expired: its version
+	// counts as tried from then on. It returns the report to publish.
+	ConfigRefused func(version int64, reason string) []byte
 	// Directories keeps pushed recipient directories; nil refuses none
 	// and applies none (the parts are passed over).
 	Directories Directories
@@ -229,8 +232,10 @@ func (f *Fleet) Subscriptions() []uplink.Subscription {
 		switch {
 		case len(payload) <= envelope.MaxSize:
 			m.payload = append([]byte(nil), payload...)
-		case strings.Contains(topic, "/"+TopicCommand+"/") || strings.HasSuffix(topic, "/"+TopicConfigDesired):
-			m.tooLarge = len(payload) // refused, with an answer
+		case strings.Contains(topic, "/"+TopicCommand+"/") || strings.HasSuffix(topic, "/"+TopicConfigDesired) && !retained:
+			// Refused, with an answer. A retained one would be refused
+			// again at every connection: it is only logged.
+			m.tooLarge = len(payload)
 		default:
 			f.log.Warn("remote instruction dropped: too large", "topic", topic, "bytes", len(payload))
 			return
@@ -461,7 +466,7 @@ func (f *Fleet) desiredConfig(ctx context.Context, msg []byte, retained bool, to
 		p, keyID, err = f.verifier.Open(msg, envelope.KindConfig)
 	}
 	audit.KeyID, audit.Version = keyID, p.Version
-	if err != nil && retained && errors.Is(err, envelope.ErrExpired) && f.opts.ConfigTried != nil && f.opts.ConfigTried(p.Version) {
+	if err != nil && retained && errors.Is(err, envelope.ErrExpired) && p.Version > 0 && f.opts.ConfigTried != nil && f.opts.ConfigTried(p.Version) {
 		// Signed, and seen before it expired (it was applied, or refused
 		// then): the retained message of every connection since.
 		return
@@ -479,6 +484,9 @@ func (f *Fleet) desiredConfig(ctx context.Context, msg []byte, retained bool, to
 		}
 		out.Report, _ = json.Marshal(map[string]any{"v": 1, "version": p.Version, "status": "rejected",
 			"errors": out.Errors, "applied_version": inUse, "ts": f.opts.Clock.Now().UTC()})
+		if errors.Is(err, envelope.ErrExpired) && p.Version > 0 && f.opts.ConfigRefused != nil {
+			out.Report = f.opts.ConfigRefused(p.Version, err.Error())
+		}
 	} else if f.opts.OnConfig == nil {
 		out.Status, out.Errors = "rejected", []string{"remote configuration is not available in this mode"}
 	} else {

@@ -161,6 +161,9 @@ func (c *Client) signCommand(appliance, name string, args any, ttl time.Duration
 	if err != nil {
 		return "", nil, err
 	}
+	if len(env) > envelope.MaxSize {
+		return "", nil, fmt.Errorf("the signed command is %d bytes, over the %d a box accepts", len(env), envelope.MaxSize)
+	}
 	return p.ID, env, nil
 }
 
@@ -211,6 +214,8 @@ func (c *Client) sendUntil(ctx context.Context, appliance, name, id string, env 
 			if done(r) {
 				return r, nil
 			}
+		case <-c.lost:
+			return res, fmt.Errorf("waiting for the result from %s: %w: %v", appliance, ErrConnectionLost, c.lostErr)
 		case <-ctx.Done():
 			return res, fmt.Errorf("no result from %s: %w", appliance, ctx.Err())
 		}
@@ -340,6 +345,9 @@ func (c *Client) pushConfig(target string, version int64, yaml string, ttl, wait
 		Version: version, Issued: now.UTC(), Expires: now.Add(ttl).UTC(), Config: yaml})
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(env) > envelope.MaxSize {
+		return nil, nil, fmt.Errorf("the signed config is %d bytes, over the %d a box accepts", len(env), envelope.MaxSize)
 	}
 	// Subscribe to the reports before publishing, so that no report is
 	// missed; only reports published from now on (not retained ones) of

@@ -288,6 +288,22 @@ func (m *Manager) Superseded(version int64, yaml []byte, by int64) Report {
 		Errors: []string{fmt.Sprintf("superseded by version %d before it was applied", by)}}
 }
 
+// Refuse records a config refused before its YAML was read although its
+// signature held (it had expired): its version counts as tried, so the
+// retained message is passed over at the next connections, and the report
+// is the one published at each. It returns the report.
+func (m *Manager) Refuse(version int64, reason string) Report {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := Report{V: 1, Version: version, Status: StatusRejected, Errors: []string{reason}, Applied: m.st.InUse, TS: m.now().UTC()}
+	if version > m.st.Highest {
+		m.st.Highest = version
+	}
+	m.st.Report = r
+	m.save()
+	return r
+}
+
 // Tried reports whether a version was considered before: it is the one in
 // use, or not newer than the last one tried.
 func (m *Manager) Tried(version int64) bool {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Pending is what the daemon hands the packaged updater in the marker file
@@ -33,6 +34,9 @@ func ParsePending(b []byte) (Pending, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
 		return Pending{}, errors.New("read update marker: empty")
+	}
+	if !utf8.Valid(b) {
+		return Pending{}, errors.New("read update marker: not UTF-8")
 	}
 	if b[0] != '{' {
 		if bytes.ContainsAny(b, "\r\n") {

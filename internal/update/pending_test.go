@@ -26,6 +26,7 @@ func TestPendingMarker(t *testing.T) {
 		{in: `{"artifact":"/a.deb","timeout_ns":-1}`, err: "negative timeout"},
 		{in: `{"artifact":"/a.deb"} {}`, err: "data after"},
 		{in: `{"artifact":`, err: "unexpected EOF"},
+		{in: "/srv/a\xff.deb", err: "not UTF-8"},
 	} {
 		got, err := ParsePending([]byte(tc.in))
 		if tc.err != "" {

@@ -5,6 +5,10 @@ import (
 	"strings"
 )
 
+// PackagePending is the marker whose appearance starts the package's
+// mailroomd-update.service (mailroomd-update.path watches it).
+const PackagePending = "/var/lib/mailroomd/update/pending"
+
 // PackageUnitMarker is in the systemd unit the Debian package installs.
 const PackageUnitMarker = "# installed by the mailroomd package"
 

@@ -153,10 +153,6 @@ func (c *coalescingConn) SetDeadline(t time.Time) error { return c.Conn.SetReadD
 // SetWriteDeadline is a no-op for the same reason.
 func (c *coalescingConn) SetWriteDeadline(time.Time) error { return nil }
 
-// dialer returns paho's connection function: TLS (or, with insecure
-// brokers, plain TCP) within the connect timeout, acknowledging what it
-// reads at once (withQuickAck), wrapped so that concurrent publishes share
-// TLS records and system calls.
 // WithDefaultPort returns a broker URL with its port: 8883 for mqtts://
 // (ssl://, tls://), 1883 for mqtt:// (tcp://) when it names none. Anything
 // it cannot read is returned as it is, for the caller's error.
@@ -176,6 +172,10 @@ func WithDefaultPort(broker string) string {
 	return u.String()
 }
 
+// dialer returns paho's connection function: TLS (or, with insecure
+// brokers, plain TCP) within the connect timeout, acknowledging what it
+// reads at once (withQuickAck), wrapped so that concurrent publishes share
+// TLS records and system calls.
 func dialer(connectTimeout, writeTimeout time.Duration) mqtt.OpenConnectionFunc {
 	return func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		d := &net.Dialer{}

@@ -390,8 +390,9 @@ func TestRepublishSendsAsTheDrainDoes(t *testing.T) {
 			t.Fatalf("republish %d events: %d acknowledged, %v", len(set), n, err)
 		}
 	}
-	msgs := batches.WaitFor(t, 10*time.Second, "6 batches", func(ms []mqtttest.Message) bool { return len(ms) >= 6 })
+	batches.WaitFor(t, 10*time.Second, "6 batches", func(ms []mqtttest.Message) bool { return len(ms) >= 6 })
 	time.Sleep(200 * time.Millisecond) // nothing more comes
+	msgs := batches.Messages()
 	var sizes []int
 	var got []string
 	for _, m := range msgs {
