@@ -265,3 +265,26 @@ func TestHardwareDevices(t *testing.T) {
 		}
 	}
 }
+
+// A file named relative to the working directory still gives absolute
+// paths: a remote config names the same files, and is compared with them.
+func TestPathsAreAbsoluteForARelativeFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "etc"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeTLS(t, filepath.Join(dir, "etc"), 0o600)
+	if err := os.WriteFile(filepath.Join(dir, "etc", "m.yaml"), []byte(good), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	c, err := Load(filepath.Join("etc", "m.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]string{"storage.path": c.Storage.Path, "uplink.ca_file": c.Uplink.CAFile, "uplink.key_file": c.Uplink.KeyFile} {
+		if want := filepath.Join(dir, "etc", filepath.Base(p)); p != want {
+			t.Errorf("%s = %q, want %q", name, p, want)
+		}
+	}
+}

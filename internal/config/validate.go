@@ -72,7 +72,13 @@ func set(keys ...string) map[string]bool {
 
 func (d *decoder) validate(c *Config) {
 	bad := func(field, format string, args ...any) { d.addf(d.at(field), field, format, args...) }
+	// Paths are made absolute, also when the file was named relative to
+	// the working directory: a remote config (which must name the same
+	// files) is compared with them, and writes them absolute.
 	dir := filepath.Dir(c.File)
+	if a, err := filepath.Abs(dir); err == nil {
+		dir = a
+	}
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {
 			return p
