@@ -192,7 +192,11 @@ func TestResolveMatchesOnlyWhenOnePersonFits(t *testing.T) {
 }
 
 func TestFoldingMakesGermanSpellingsOneWord(t *testing.T) {
-	for _, names := range [][]string{{"Müller", "Mueller", "Muller", "MÜLLER"}, {"Straße", "Strasse"}, {"Gößmann", "Goessmann", "Gossmann"}} {
+	for _, names := range [][]string{{"Müller", "Mueller", "Muller", "MÜLLER", "Mu\u0308ller"}, {"Straße", "Strasse"}, {"Gößmann", "Goessmann", "Gossmann"},
+		// Accents the table does not name are dropped too, and a name
+		// written with combining marks (NFD) folds as its letters do.
+		{"Erdoğan Yılmaz", "Erdogan Yilmaz"}, {"Dănuț Popescu", "Danut Popescu"}, {"Győző Kovács", "Gyozo Kovacs"},
+		{"José", "Jose", "Jose\u0301"}} {
 		want := words(names[0])
 		for _, n := range names[1:] {
 			if got := words(n); strings.Join(got, " ") != strings.Join(want, " ") {
@@ -266,4 +270,17 @@ func FuzzParseCSV(f *testing.F) {
 		}
 		NewIndex(es).Search("a", 3)
 	})
+}
+
+// A margin of exactly FuzzyMargin to the next person is enough, although
+// 0.95 - 0.85 is a little less than 0.1 in floating point.
+func TestFuzzyMarginBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		best, second float64
+		want         bool
+	}{{0.95, 0.85, true}, {0.95, 0.86, false}, {0.9, 0.8, true}, {1, 0.9, true}, {0.85, 0.75, true}, {0.84, 0.5, false}} {
+		if got := fuzzyWinner(tc.best, tc.second); got != tc.want {
+			t.Errorf("best %v, next %v: %v, want %v", tc.best, tc.second, got, tc.want)
+		}
+	}
 }

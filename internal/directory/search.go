@@ -6,6 +6,10 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+
+	"golang.org/x/text/runes"
+	"golang.org/x/text/transform"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Match is a person found by a search, with how well the name fits: 1 is
@@ -245,9 +249,17 @@ var folds = strings.NewReplacer(
 // umlautForms folds the two-letter forms of umlauts to their base letter.
 var umlautForms = strings.NewReplacer("ae", "a", "oe", "o", "ue", "u")
 
-// words splits a name or query into folded words.
+// stripMarks removes what is left of diacritics after folds: the letters
+// the table does not name (ğ, ă, ș, ő, …) decomposed, their marks dropped.
+var stripMarks = transform.Chain(norm.NFD, runes.Remove(runes.In(unicode.Mn)), norm.NFC)
+
+// words splits a name or query into folded words. Text is composed first
+// (NFC), so a name written with combining marks folds as its letters do.
 func words(s string) []string {
-	s = folds.Replace(strings.ToLower(s))
+	s = folds.Replace(strings.ToLower(norm.NFC.String(s)))
+	if t, _, err := transform.String(stripMarks, s); err == nil {
+		s = t
+	}
 	fs := strings.FieldsFunc(s, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
 	out := fs[:0]
 	for _, f := range fs {
@@ -323,7 +335,7 @@ func (x *Index) Resolve(text string) (Entry, string, float64) {
 		return Entry{}, MatchNone, 0
 	case exact == 1 && best == 1 && len(x.words[at]) == len(q):
 		return x.entries[at], MatchExact, 1
-	case best >= FuzzyAccept && best-second >= FuzzyMargin:
+	case fuzzyWinner(best, second):
 		return x.entries[at], MatchFuzzy, float64(int(best*1000+0.5)) / 1000
 	}
 	return Entry{}, MatchNone, 0
@@ -341,4 +353,12 @@ func MayCollect(person, collector Entry) bool {
 		}
 	}
 	return false
+}
+
+// fuzzyWinner reports whether a best score is a fuzzy match: good enough,
+// and at least FuzzyMargin ahead of the next person's (up to rounding:
+// 0.95 - 0.85 is 0.0999… in floating point).
+func fuzzyWinner(best, second float64) bool {
+	const rounding = 1e-9
+	return best >= FuzzyAccept-rounding && best-second >= FuzzyMargin-rounding
 }
