@@ -111,6 +111,20 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 	var out []Entry
 	ids := map[string]int{}
 	badges := map[string]string{}
+	// rest reports whether the check stops before the end of the file:
+	// a line after the one it stopped at is not checked.
+	rest := func() bool {
+		for {
+			rec, err := cr.Read()
+			switch {
+			case err == io.EOF:
+				return false
+			case err == nil && len(rec) == 1 && strings.TrimSpace(rec[0]) == "":
+				continue // an empty line
+			}
+			return true
+		}
+	}
 	for {
 		rec, err := cr.Read()
 		if err == io.EOF {
@@ -118,6 +132,7 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 		}
 		if err != nil {
 			if !add(csvError(err)) {
+				more = more || rest()
 				break
 			}
 			continue
@@ -128,6 +143,7 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 		}
 		if len(rec) != len(header) {
 			if !add(LineError{line, fmt.Sprintf("%d fields, the header has %d", len(rec), len(header))}) {
+				more = more || rest()
 				break
 			}
 			continue
@@ -178,7 +194,7 @@ func ParseCSV(r io.Reader) ([]Entry, error) {
 		ids[idKey] = line
 		out = append(out, e)
 		if len(errs) >= maxErrors {
-			more = true
+			more = more || rest()
 			break
 		}
 		if len(out) > MaxEntries {

@@ -284,3 +284,37 @@ func TestFuzzyMarginBoundary(t *testing.T) {
 		}
 	}
 }
+
+// The import lists at most 20 problems, and says it stopped exactly when
+// something after them was left unchecked.
+func TestParseCSVSaysWhenItStopped(t *testing.T) {
+	lines := func(n int, line string) string {
+		var b strings.Builder
+		b.WriteString(header)
+		for i := range n {
+			fmt.Fprintf(&b, line, i)
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name    string
+		csv     string
+		stopped bool
+	}{
+		{"20 bad values, the last line among them", lines(20, "E%d,Name,,,,,maybe\n"), false},
+		{"21 bad values", lines(21, "E%d,Name,,,,,maybe\n"), true},
+		{"20 lines of the wrong width, then empty lines", lines(20, "E%d,Name\n") + "\n\n", false},
+		{"25 lines of the wrong width", lines(25, "E%d,Name\n"), true},
+	} {
+		_, err := ParseCSV(strings.NewReader(tc.csv))
+		if err == nil {
+			t.Fatalf("%s: accepted", tc.name)
+		}
+		if n := strings.Count(err.Error(), "line "); n != 20 {
+			t.Errorf("%s: %d problems listed, want 20:\n%v", tc.name, n, err)
+		}
+		if got := strings.Contains(err.Error(), "stopped after 20 problems"); got != tc.stopped {
+			t.Errorf("%s: says it stopped: %v, want %v:\n%v", tc.name, got, tc.stopped, err)
+		}
+	}
+}
