@@ -224,7 +224,7 @@ func (s *Server) view(p store.Parcel) ParcelView {
 
 func (s *Server) findParcel(w http.ResponseWriter, r *http.Request, _ *session) {
 	code := strings.TrimSpace(r.URL.Query().Get("code"))
-	if code == "" || len(code) > maxCode {
+	if code == "" || utf8.RuneCountInString(code) > maxCode {
 		jsonErrorCode(w, http.StatusBadRequest, "code_required", "a code of 1 to 128 characters is required")
 		return
 	}
@@ -283,7 +283,7 @@ func (s *Server) recipientParcels(w http.ResponseWriter, r *http.Request, _ *ses
 		return
 	}
 	who := strings.TrimSpace(r.URL.Query().Get("recipient"))
-	if who == "" || len(who) > maxCode {
+	if who == "" || utf8.RuneCountInString(who) > maxCode {
 		jsonErrorCode(w, http.StatusBadRequest, "recipient_required", "a recipient code of 1 to 128 characters is required")
 		return
 	}

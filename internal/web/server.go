@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/directory"
@@ -730,9 +731,9 @@ func (s *Server) parseManual(ctx context.Context, body []byte) (intake.Manual, e
 	req.Tracking, req.Recipient = strings.TrimSpace(req.Tracking), strings.TrimSpace(req.Recipient)
 	req.RecipientID = strings.TrimSpace(req.RecipientID)
 	switch {
-	case req.Tracking == "" || len(req.Tracking) > 128:
+	case req.Tracking == "" || utf8.RuneCountInString(req.Tracking) > 128:
 		return intake.Manual{}, &entryError{"tracking_required", "a tracking number of 1 to 128 characters is required"}
-	case len(req.Recipient) > 128:
+	case utf8.RuneCountInString(req.Recipient) > 128:
 		return intake.Manual{}, &entryError{"recipient_too_long", "the recipient is longer than 128 characters"}
 	case !s.hasStation(req.Station):
 		return intake.Manual{}, &entryError{"unknown_station", "unknown station " + strconv.Quote(req.Station)}

@@ -380,6 +380,7 @@ func TestCSRFAndRoles(t *testing.T) {
 		{`{"station":"dock-1","tracking":"X","weight":-2,"unit":"kg"}`, "bad_weight"},
 		{`{not json`, "malformed"},
 		{`{"station":"dock-1","tracking":"X","recipient":"` + strings.Repeat("r", 9000) + `"}`, "malformed"}, // over 8 KiB
+		{`{"station":"dock-1","tracking":"X","recipient":"` + strings.Repeat("ä", 129) + `"}`, "recipient_too_long"},
 	} {
 		status, body := r.postBody(clerk, "/api/manual", tok, bad.body)
 		var got struct{ Error, Code string }
@@ -390,6 +391,11 @@ func TestCSRFAndRoles(t *testing.T) {
 	if len(r.actions.manual) != 1 {
 		t.Fatalf("refused entries reached the intake: %+v", r.actions.manual)
 	}
+	// Lengths are counted in characters: 128 of "ä" (256 bytes) are taken.
+	if status, body := r.postBody(clerk, "/api/manual", tok, `{"station":"dock-1","tracking":"`+strings.Repeat("ä", 128)+`"}`); status != http.StatusOK {
+		t.Fatalf("a tracking number of 128 characters: %d %s", status, body)
+	}
+	r.actions.manual = r.actions.manual[:1]
 	if resp := r.post(clerk, "/api/reprint", tok, `{"station":"dock-1","parcel_id":"p1"}`); resp.StatusCode != http.StatusOK || r.actions.reprint[0] != "dock-1/p1" {
 		t.Fatalf("reprint by a clerk: %d %v", resp.StatusCode, r.actions.reprint)
 	}
