@@ -554,6 +554,11 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 			return CustodyResult{}, refused("bad_at", "at must be an RFC 3339 time such as 2026-11-29T10:14:03Z")
 		}
 	}
+	// An incomplete request is refused before the parcel is looked up: it
+	// is neither audited nor keyed, whatever parcel it names.
+	if code, msg := incomplete(req); code != "" {
+		return CustodyResult{}, &custodyError{status: http.StatusBadRequest, code: code, msg: msg, actionType: typ}
+	}
 	p, err := s.lookup(ctx, req.Parcel)
 	if errors.Is(err, store.ErrNoParcel) {
 		return CustodyResult{}, &custodyError{status: http.StatusNotFound, code: store.RefusedUnknownParcel, auditable: true, actionType: typ,
@@ -576,9 +581,6 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 	}
 	switch req.Action {
 	case "assign":
-		if req.Person == "" {
-			return bad("person_required", "the directory id of the person is required")
-		}
 		e, ok := s.person(ctx, req.Person)
 		if !ok {
 			return bad("unknown_person", "no active person with that id in the directory")
@@ -588,32 +590,14 @@ func (s *Server) doCustody(ctx context.Context, req *CustodyRequest, user string
 			ev.RecipientName = e.Name
 		}
 	case "move":
-		if req.Location == "" {
-			return bad("location_required", "a location is required")
-		}
 		ev.Location = req.Location
 	case "out_for_delivery":
-		if req.Round == "" {
-			return bad("round_required", "a round is required")
-		}
 		ev.Round = req.Round
 	case "hold":
-		if req.Reason == "" {
-			return bad("reason_required", "a reason is required")
-		}
 		ev.Reason, ev.Location = req.Reason, req.Location
 	case "return":
-		if req.Reason == "" {
-			return bad("reason_required", "a reason is required")
-		}
 		ev.Reason = req.Reason
 	case "forward":
-		if req.Reason == "" {
-			return bad("reason_required", "a reason is required")
-		}
-		if req.To == "" {
-			return bad("to_required", "where the parcel goes (to) is required")
-		}
 		ev.Reason, ev.To = req.Reason, req.To
 	case "deliver":
 		proof, cerr := s.checkProof(p, req)
@@ -946,4 +930,36 @@ func cell(v string) string {
 		return "'" + v
 	}
 	return v
+}
+
+// incomplete returns the code and message of a request that lacks a field
+// its action needs (the proof of a hand-over aside: that is checked
+// against the parcel), or "".
+func incomplete(req *CustodyRequest) (code, msg string) {
+	switch req.Action {
+	case "assign":
+		if req.Person == "" {
+			return "person_required", "the directory id of the person is required"
+		}
+	case "move":
+		if req.Location == "" {
+			return "location_required", "a location is required"
+		}
+	case "out_for_delivery":
+		if req.Round == "" {
+			return "round_required", "a round is required"
+		}
+	case "hold", "return":
+		if req.Reason == "" {
+			return "reason_required", "a reason is required"
+		}
+	case "forward":
+		if req.Reason == "" {
+			return "reason_required", "a reason is required"
+		}
+		if req.To == "" {
+			return "to_required", "where the parcel goes (to) is required"
+		}
+	}
+	return "", ""
 }

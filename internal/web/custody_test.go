@@ -182,6 +182,7 @@ func TestHandOverRefusals(t *testing.T) {
 		{"signature over 16 KiB", map[string]any{"key": "h2", "action": "deliver", "parcel": "TRACK-1",
 			"proof": map[string]any{"method": "signature", "signature": "M 1 1" + strings.Repeat(" L 1 1", 2731)}}, 400, "bad_signature"},
 		{"move without location", map[string]any{"key": "i", "action": "move", "parcel": "TRACK-1"}, 400, "location_required"},
+		{"unknown parcel without location", map[string]any{"key": "i2", "action": "move", "parcel": "NOPE"}, 400, "location_required"},
 		{"forward without to", map[string]any{"key": "j", "action": "forward", "parcel": "TRACK-1", "reason": "moved"}, 400, "to_required"},
 		{"pin missing", map[string]any{"key": "k", "action": "deliver", "parcel": "TRACK-1", "proof": map[string]any{"method": "pin"}}, 400, "pin_required"},
 		{"129 characters", map[string]any{"key": "l", "action": "move", "parcel": "TRACK-1", "location": strings.Repeat("ä", 129)}, 400, "too_long"},
