@@ -195,7 +195,13 @@ func TestLabelPhotoNamesTheRecipient(t *testing.T) {
 	s := newSetup(t, "mr-ocr-01")
 	sub := s.broker.Subscribe(t, "cloud", "mailroom/v1/mr-ocr-01/events")
 	scanDev, webPort, devices := pageConfig(t, s, "")
-	cfg := s.config(t, s.broker.URL(), devices)
+	// Tesseract through a script that counts its runs.
+	runs := filepath.Join(s.dir, "ocr-runs")
+	tesseract := filepath.Join(s.dir, "tesseract")
+	if err := os.WriteFile(tesseract, []byte("#!/bin/sh\necho run >> "+runs+"\nexec tesseract \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.config(t, s.broker.URL(), devices+"\nphotos: {ocr_command: "+tesseract+"}")
 	importTwoPeople(t, s, cfg)
 	p := startDaemon(t, cfg)
 	p.waitLog(t, "uplink connected", 10*time.Second)
@@ -231,6 +237,24 @@ func TestLabelPhotoNamesTheRecipient(t *testing.T) {
 			ev.RecipientScore != 1 || ev.By != "ocr") {
 			t.Fatalf("the label's recipient: %+v", ev)
 		}
+	}
+	// Another label photo of the parcel, whose person is known now, is
+	// kept but not read.
+	countRuns := func() int { b, _ := os.ReadFile(runs); return strings.Count(string(b), "run") }
+	first := countRuns()
+	if first == 0 {
+		t.Fatal("the label was read without the ocr_command")
+	}
+	img2, err := ocrtest.Label(ocrtest.Fonts[1], []string{"SHIP TO:", "Jürgen Müller"}, 0, 2001, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := page.post("/api/parcels/"+parcel.ID+"/photos?kind=label", "image/png", img2); code != 200 {
+		t.Fatalf("second label photo: %d %s", code, body)
+	}
+	time.Sleep(3 * time.Second) // a reading takes about a second here
+	if n := countRuns(); n != first {
+		t.Fatalf("Tesseract ran %d times for the first label and %d for the second: a label of a parcel with a known person was read", first, n-first)
 	}
 }
 

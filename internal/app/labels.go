@@ -65,6 +65,15 @@ func (l *labelReader) read(ctx context.Context, j labelJob) error {
 	if err != nil || x.Len() == 0 {
 		return err // no directory: nobody to find
 	}
+	known := func() (store.Parcel, bool, error) {
+		p, err := l.store.ParcelByID(ctx, j.parcel)
+		return p, err == nil && p.Person != "" && p.Match != directory.MatchNone, err
+	}
+	// A parcel whose person is known is not read (the label says nothing
+	// new); it is asked again after the reading, which takes a while.
+	if _, ok, err := known(); ok || err != nil {
+		return err
+	}
 	img, err := l.blobs.Get(j.sha)
 	if err != nil {
 		return err
@@ -73,12 +82,9 @@ func (l *labelReader) read(ctx context.Context, j labelJob) error {
 	if err != nil {
 		return err
 	}
-	p, err := l.store.ParcelByID(ctx, j.parcel)
-	if err != nil {
+	p, ok, err := known()
+	if ok || err != nil {
 		return err
-	}
-	if p.Person != "" && p.Match != directory.MatchNone {
-		return nil // known already: the label says nothing new
 	}
 	ev := event.Event{Appliance: l.appliance, Site: l.site, Type: event.TypeParcelUpdated, Time: l.clock.Now(), ParcelID: p.ID, By: "ocr"}
 	e, score, ok := ocr.Match(x, ocr.Candidates(text))
