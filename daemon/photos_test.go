@@ -252,7 +252,7 @@ func TestLabelPhotoNamesTheRecipient(t *testing.T) {
 	if code, body := page.post("/api/parcels/"+parcel.ID+"/photos?kind=label", "image/png", img2); code != 200 {
 		t.Fatalf("second label photo: %d %s", code, body)
 	}
-	time.Sleep(3 * time.Second) // a reading takes about a second here
+	p.waitLog(t, "label photo not read: the parcel's person is known", 20*time.Second)
 	if n := countRuns(); n != first {
 		t.Fatalf("Tesseract ran %d times for the first label and %d for the second: a label of a parcel with a known person was read", first, n-first)
 	}

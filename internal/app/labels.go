@@ -72,6 +72,9 @@ func (l *labelReader) read(ctx context.Context, j labelJob) error {
 	// A parcel whose person is known is not read (the label says nothing
 	// new); it is asked again after the reading, which takes a while.
 	if _, ok, err := known(); ok || err != nil {
+		if ok {
+			l.log.Info("label photo not read: the parcel's person is known", "parcel", j.parcel, "sha256", j.sha)
+		}
 		return err
 	}
 	img, err := l.blobs.Get(j.sha)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -317,4 +318,37 @@ func TestParseCSVSaysWhenItStopped(t *testing.T) {
 			t.Errorf("%s: says it stopped: %v, want %v:\n%v", tc.name, got, tc.stopped, err)
 		}
 	}
+}
+
+// Only Latin accents are dropped: the marks of other scripts are part of
+// their letters (ゴ is not コ).
+func TestFoldingKeepsOtherScriptsMarks(t *testing.T) {
+	if a, b := strings.Join(words("ゴトウ ケンジ"), " "), strings.Join(words("コトウ ケンシ"), " "); a == b {
+		t.Fatalf("ゴトウ ケンジ and コトウ ケンシ fold alike: %q", a)
+	}
+}
+
+// Names are folded from many goroutines at once (the page, the stations,
+// the label reader): folding keeps no shared state.
+func TestFoldingIsSafeForConcurrentUse(t *testing.T) {
+	names := []string{"Erdoğan Yılmaz", "Jürgen Müller", "Dănuț Popescu", "José García", "ゴトウ ケンジ", "Plain Name"}
+	want := make([]string, len(names))
+	for i, n := range names {
+		want[i] = strings.Join(words(n), " ")
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				k := (g + i) % len(names)
+				if got := strings.Join(words(names[k]), " "); got != want[k] {
+					t.Errorf("%s folded to %q, want %q", names[k], got, want[k])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

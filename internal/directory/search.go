@@ -6,9 +6,8 @@ import (
 	"strings"
 	"sync"
 	"unicode"
+	"unicode/utf8"
 
-	"golang.org/x/text/runes"
-	"golang.org/x/text/transform"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -249,17 +248,35 @@ var folds = strings.NewReplacer(
 // umlautForms folds the two-letter forms of umlauts to their base letter.
 var umlautForms = strings.NewReplacer("ae", "a", "oe", "o", "ue", "u")
 
-// stripMarks removes what is left of diacritics after folds: the letters
-// the table does not name (ğ, ă, ș, ő, …) decomposed, their marks dropped.
-var stripMarks = transform.Chain(norm.NFD, runes.Remove(runes.In(unicode.Mn)), norm.NFC)
+// stripMarks removes what is left of Latin diacritics after folds: the
+// letters the table does not name (ğ, ă, ș, ő, …) are decomposed and
+// their accents (U+0300–U+036F) dropped. Other scripts' marks (the voicing
+// of kana, Hebrew points) are part of their letters and stay. It is safe
+// for concurrent use: norm's forms keep no state.
+func stripMarks(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return s
+	}
+	d := strings.Map(func(r rune) rune {
+		if r >= 0x300 && r <= 0x36f {
+			return -1
+		}
+		return r
+	}, norm.NFD.String(s))
+	return norm.NFC.String(d)
+}
 
 // words splits a name or query into folded words. Text is composed first
 // (NFC), so a name written with combining marks folds as its letters do.
 func words(s string) []string {
-	s = folds.Replace(strings.ToLower(norm.NFC.String(s)))
-	if t, _, err := transform.String(stripMarks, s); err == nil {
-		s = t
-	}
+	s = stripMarks(folds.Replace(strings.ToLower(norm.NFC.String(s))))
 	fs := strings.FieldsFunc(s, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
 	out := fs[:0]
 	for _, f := range fs {
