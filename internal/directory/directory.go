@@ -248,7 +248,7 @@ func checkLines(r io.Reader) ([]byte, error) {
 			return nil, fmt.Errorf("read directory file: %w", err)
 		}
 		if all.Len() > MaxEntries*2*1024 {
-			return nil, LineError{n, "the file is larger than 200 MB"}
+			return nil, LineError{n, fmt.Sprintf("the file is larger than %d bytes", MaxEntries*2*1024)}
 		}
 	}
 	b := all.Bytes()
