@@ -13,7 +13,7 @@ DEMO    := var/demo
 GO_TOOLCHAIN ?= go1.27.3
 export GOTOOLCHAIN := $(GO_TOOLCHAIN)
 
-.PHONY: chaos all build run broker deps test prebuild tests race test-race fuzz bench vet lint staticcheck vulncheck clean cross package sign package-test
+.PHONY: chaos all build run broker deps vm-kernel test prebuild tests race test-race fuzz bench vet lint staticcheck vulncheck clean cross package sign package-test
 
 all: build
 
@@ -50,6 +50,8 @@ deps:
 	command -v openssl >/dev/null || need+=(openssl); \
 	command -v file >/dev/null || need+=(file); \
 	command -v fusermount3 >/dev/null || need+=(fuse3); \
+	command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86); \
+	[ -f /bin/busybox ] && ! file -L /bin/busybox | grep -q 'dynamically linked' || need+=(busybox-static); \
 	command -v tesseract >/dev/null || need+=(tesseract-ocr); \
 	ls /usr/share/tesseract-ocr/*/tessdata/deu.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-deu); \
 	ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-eng); \
@@ -58,9 +60,29 @@ deps:
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq "$${need[@]}" >/dev/null; \
 	fi
+	@$(MAKE) --no-print-directory vm-kernel
 	@# The packaged service would hold port 1883 and is not what the tests use.
 	@if command -v systemctl >/dev/null && systemctl is-active -q mosquitto 2>/dev/null; then systemctl stop mosquitto || true; fi
 	@for s in nats-server rabbitmq-server; do if command -v systemctl >/dev/null && systemctl is-active -q $$s 2>/dev/null; then systemctl stop $$s || true; fi; done
+
+## vm-kernel: Debian's current kernel (the package linux-image-amd64 depends
+## on) in var/vm/PACKAGE: its vmlinuz and media modules, for the camera test
+## that runs the binary in a QEMU machine with the kernel's vivid video driver
+VM_DIR := $(CURDIR)/var/vm
+vm-kernel:
+	@set -e; \
+	pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $$2; exit}'; }; \
+	p=$$(pkg); \
+	if [ -z "$$p" ]; then SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; p=$$(pkg); fi; \
+	[ -n "$$p" ] || { echo "vm-kernel: apt knows no linux-image-amd64"; exit 1; }; \
+	if ! ls $(VM_DIR)/$$p/boot/vmlinuz-* >/dev/null 2>&1; then \
+	  echo "vm-kernel: fetching $$p"; \
+	  rm -rf $(VM_DIR)/$$p.tmp; mkdir -p $(VM_DIR)/$$p.tmp/deb; \
+	  (cd $(VM_DIR)/$$p.tmp/deb && apt-get download -q $$p 2>&1 | grep -v '^W: Download is performed unsandboxed' || true); \
+	  dpkg-deb --fsys-tarfile $(VM_DIR)/$$p.tmp/deb/*.deb | tar -x -C $(VM_DIR)/$$p.tmp --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/media/*'; \
+	  rm -rf $(VM_DIR)/$$p.tmp/deb; \
+	  mv $(VM_DIR)/$$p.tmp $(VM_DIR)/$$p; \
+	fi
 
 vet:
 	$(GO) vet ./...

@@ -377,6 +377,10 @@ func (c *Camera) setup(dev Device) (negotiated, error) {
 		return negotiated{}, fmt.Errorf("%s (%s) has no streaming I/O (V4L2_CAP_STREAMING)", path, card)
 	}
 
+	// maxFormats bounds the list, against a driver that never ends it. A
+	// UVC camera offers a few formats; the kernel's own test driver (vivid)
+	// offers about 80.
+	const maxFormats = 1024
 	var offered []uint32
 	for i := uint32(0); ; i++ {
 		d := fmtdesc{Index: i, Type: bufTypeVideoCapture}
@@ -388,7 +392,7 @@ func (c *Camera) setup(dev Device) (negotiated, error) {
 			return negotiated{}, &ioctlError{op: "VIDIOC_ENUM_FMT", path: path, err: err}
 		}
 		offered = append(offered, d.PixelFormat)
-		if i > 64 {
+		if i >= maxFormats {
 			return negotiated{}, fmt.Errorf("VIDIOC_ENUM_FMT %s: the list of formats does not end", path)
 		}
 	}

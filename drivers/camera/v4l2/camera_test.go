@@ -313,6 +313,7 @@ func TestFormatChoice(t *testing.T) {
 		{"nearest size", v4l2test.Config{Sizes: []v4l2test.Size{{Width: 640, Height: 480}, {Width: 1280, Height: 720}, {Width: 1920, Height: 1080}}}, 1200, 700, true, "Fake UVC Camera (1234:5678) 1280x720 MJPEG"},
 		{"default size", v4l2test.Config{Sizes: []v4l2test.Size{{Width: 640, Height: 480}, {Width: 1280, Height: 720}, {Width: 1920, Height: 1080}}}, 0, 0, true, "Fake UVC Camera (1234:5678) 1280x720 MJPEG"},
 		{"no device caps", v4l2test.Config{NoDeviceCaps: true, Card: "Old Cam"}, 0, 0, true, "Old Cam 640x480 MJPEG"},
+		{"YUYV among 80 formats, as the kernel's vivid lists them", v4l2test.Config{Formats: manyFormats(80, v4l2test.YUYV)}, 0, 0, true, "Fake UVC Camera (1234:5678) 640x480 YUYV"},
 		{"neither MJPEG nor YUYV", v4l2test.Config{Formats: []uint32{v4l2test.H264}}, 0, 0, false,
 			`/dev/video0 (Fake UVC Camera (1234:5678)) offers neither MJPEG nor YUYV (offers ["H264"])`},
 	}
@@ -325,6 +326,16 @@ func TestFormatChoice(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyFormats is n pixel formats, none MJPEG or YUYV but the last, which
+// is last.
+func manyFormats(n int, last uint32) []uint32 {
+	out := make([]uint32, 0, n)
+	for i := range n - 1 {
+		out = append(out, v4l2test.H264+uint32(i)<<24)
+	}
+	return append(out, last)
 }
 
 // TestMetadataNodeRefused: a UVC camera's second node (metadata) has no
