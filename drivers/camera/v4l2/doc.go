@@ -23,7 +23,8 @@
 //     V4L2_CAP_STREAMING. When V4L2_CAP_DEVICE_CAPS is set the node's own
 //     device_caps are checked, not the capabilities of the whole device
 //     (which has VIDEO_CAPTURE also on the metadata node).
-//   - VIDIOC_ENUM_FMT, from index 0 until EINVAL: V4L2_PIX_FMT_MJPEG is
+//   - VIDIOC_ENUM_FMT, from index 0 until EINVAL (at most 1,024 formats;
+//     the kernel's vivid lists about 80): V4L2_PIX_FMT_MJPEG is
 //     preferred (the camera compresses, the USB bus carries little, the
 //     frame is a JPEG already), else V4L2_PIX_FMT_YUYV; a camera with
 //     neither is refused.
