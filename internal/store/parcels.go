@@ -489,7 +489,13 @@ func (o *Outbox) parcels(ctx context.Context, q string, args ...any) ([]Parcel, 
 // Group is the open parcels of one recipient or one location.
 type Group struct {
 	// Key is the recipient or location code ("" for parcels without one).
-	Key     string
+	// A recipient group of a directory person holds all the person's
+	// parcels, whatever their recipient codes; Key is then the code of the
+	// oldest, perhaps "" (a parcel matched by name keeps none).
+	Key string
+	// Person is the directory id of a recipient group's person, "" for a
+	// group by code alone.
+	Person  string
 	Count   int64
 	Overdue int64
 	// Oldest is when the longest-waiting parcel of the group was received.
@@ -525,13 +531,18 @@ func (o *Outbox) WaitingParcels(ctx context.Context, overdueBefore time.Time, li
 		return w, err
 	}
 	for _, g := range []struct {
-		col string
+		by  string
 		out *[]Group
-	}{{"recipient_tag", &w.ByRecipient}, {"location_tag", &w.ByLocation}} {
+	}{
+		// The parcels of a directory person form one group, those
+		// without a person one per recipient code.
+		{"CASE WHEN person_tag <> '' THEN 'p' || person_tag ELSE 'r' || recipient_tag END", &w.ByRecipient},
+		{"location_tag", &w.ByLocation},
+	} {
 		// A bare column next to min() comes from the row of the minimum:
 		// the detail of the group's oldest parcel names the group.
 		rows, err := o.rdb.QueryContext(ctx, `SELECT id, detail, key_id, min(received_at), count(*), sum(received_at < ?)
-			FROM parcels WHERE closed_at IS NULL GROUP BY `+g.col+` ORDER BY min(received_at) LIMIT ?`, overdueBefore.UnixMilli(), limit)
+			FROM parcels WHERE closed_at IS NULL GROUP BY `+g.by+` ORDER BY min(received_at) LIMIT ?`, overdueBefore.UnixMilli(), limit)
 		if err != nil {
 			return w, fmt.Errorf("read waiting parcels: %w", err)
 		}
@@ -550,9 +561,9 @@ func (o *Outbox) WaitingParcels(ctx context.Context, overdueBefore time.Time, li
 				rows.Close()
 				return w, fmt.Errorf("read waiting parcels: %w", err)
 			}
-			gr.Key, gr.Oldest = p.Recipient, time.UnixMilli(oldest)
-			if g.col == "location_tag" {
-				gr.Key = p.Location
+			gr.Key, gr.Person, gr.Oldest = p.Recipient, p.Person, time.UnixMilli(oldest)
+			if g.out == &w.ByLocation {
+				gr.Key, gr.Person = p.Location, ""
 			}
 			*g.out = append(*g.out, gr)
 		}

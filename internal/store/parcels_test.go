@@ -344,6 +344,23 @@ func TestWaitingParcelsAndOverdue(t *testing.T) {
 	if len(w.ByLocation) != 2 || w.ByLocation[0].Key != "SHELF-A01" || w.ByLocation[1].Key != "SHELF-B01" {
 		t.Fatalf("by location %+v", w.ByLocation)
 	}
+	// A directory person's parcels are one group, whatever recipient code
+	// each has: one matched by the typed name (no code), one by badge.
+	for i, code := range []string{"", "EMP-4"} {
+		if _, err := o.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: t0.Add(time.Duration(5+i) * time.Hour),
+			Device: "dock", Station: "dock-1", Parcel: &event.Parcel{Carrier: "ups", Tracking: "P" + code}, Recipient: code,
+			RecipientID: "p-42", RecipientMatch: "exact"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	receive(t, o, "E", "", "", t0.Add(7*time.Hour)) // no person, no code
+	if w, err = o.WaitingParcels(ctx, t0.Add(90*time.Minute), 10); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, Group{Person: "p-42", Count: 2, Oldest: t0.Add(5 * time.Hour).Local()}, Group{Count: 1, Oldest: t0.Add(7 * time.Hour).Local()})
+	if !reflect.DeepEqual(w.ByRecipient, want) {
+		t.Fatalf("by recipient with a directory person %+v, want %+v", w.ByRecipient, want)
+	}
 	ps, err := o.OpenParcelsOf(ctx, "EMP-2", 10)
 	if err != nil || len(ps) != 1 || ps[0].ID != c.ID {
 		t.Fatalf("open parcels of EMP-2: %v %v", ps, err)

@@ -308,7 +308,12 @@ func (s *Server) needsRecipient(w http.ResponseWriter, r *http.Request, _ *sessi
 
 // GroupView is one recipient's or location's waiting parcels.
 type GroupView struct {
-	Key     string  `json:"key"`
+	Key string `json:"key"`
+	// Person and Name are the directory person of a recipient group (all
+	// their parcels, whatever recipient code each has), and the person's
+	// name while the directory has them.
+	Person  string  `json:"person,omitempty"`
+	Name    string  `json:"name,omitempty"`
 	Count   int64   `json:"count"`
 	Overdue int64   `json:"overdue"`
 	OldestS float64 `json:"oldest_s"`
@@ -324,10 +329,17 @@ func (s *Server) waiting(w http.ResponseWriter, r *http.Request, _ *session) {
 		jsonError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	x := s.directory(r.Context()) // without it, no names
 	conv := func(gs []store.Group) []GroupView {
 		out := make([]GroupView, 0, len(gs))
 		for _, g := range gs {
-			out = append(out, GroupView{Key: g.Key, Count: g.Count, Overdue: g.Overdue, OldestS: now.Sub(g.Oldest).Seconds()})
+			v := GroupView{Key: g.Key, Person: g.Person, Count: g.Count, Overdue: g.Overdue, OldestS: now.Sub(g.Oldest).Seconds()}
+			if x != nil && g.Person != "" {
+				if e, ok := x.ByID(g.Person); ok {
+					v.Name = e.Name
+				}
+			}
+			out = append(out, v)
 		}
 		return out
 	}

@@ -287,6 +287,21 @@ func TestWaitingAndRecipientList(t *testing.T) {
 	if w.Open != 3 || w.Overdue != 0 || len(w.ByRecipient) != 2 || w.ByRecipient[0].Key != "EMP-1" || w.ByRecipient[0].Count != 2 {
 		t.Fatalf("waiting %+v", w)
 	}
+	// Parcels of a directory person, one matched by the typed name (no
+	// code kept), are the person's group, named.
+	for _, code := range []string{"", "EMP-3"} {
+		if _, err := r.st.Append(context.Background(), event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: time.Now(),
+			Station: "dock-1", Parcel: &event.Parcel{Carrier: "ups", Tracking: "V" + code}, Recipient: code, RecipientID: "E3", RecipientMatch: "exact"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, _ = r.c.Get(r.base + "/api/waiting")
+	w.ByRecipient = nil
+	json.NewDecoder(resp.Body).Decode(&w)
+	resp.Body.Close()
+	if len(w.ByRecipient) != 3 || w.ByRecipient[2].Person != "E3" || w.ByRecipient[2].Name != "Carla Vogt" || w.ByRecipient[2].Count != 2 {
+		t.Fatalf("waiting with a directory person's parcels %+v", w.ByRecipient)
+	}
 	if resp := r.get(r.c, "/api/parcels?recipient="); resp.StatusCode != 400 {
 		t.Fatalf("empty recipient: %d", resp.StatusCode)
 	}

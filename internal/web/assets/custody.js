@@ -491,7 +491,7 @@ async function loadWaiting() {
   $("wt-overdue").className = "big " + (w.overdue > 0 ? "bad" : "ok");
   $("wt-overdue-after").textContent = tf("overdueAfter", fmtAge(w.overdue_after_s));
   const rows = (gs) => gs.map((g) => el("tr", { class: g.overdue > 0 ? "overdue" : "" },
-    el("td", {}, g.key || "–"), el("td", {}, g.count), el("td", {}, g.overdue), el("td", {}, fmtAge(g.oldest_s))));
+    el("td", {}, g.name || g.key || g.person || "–"), el("td", {}, g.count), el("td", {}, g.overdue), el("td", {}, fmtAge(g.oldest_s))));
   $("wt-recipients").tBodies[0].replaceChildren(...rows(w.by_recipient));
   $("wt-locations").tBodies[0].replaceChildren(...rows(w.by_location));
   $("wt-report").hidden = !(session && session.role === "admin");
