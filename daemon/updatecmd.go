@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/update"
 )
 
@@ -62,22 +61,11 @@ func updateApply(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: mailroomd update-apply --artifact FILE --state DIR --buffer DB (--exe BINARY | --deb) -- DAEMON ARGS")
 		return 2
 	}
-	b, err := os.ReadFile(*pubFile)
-	var pub []byte
-	if err == nil {
-		var k []byte
-		k, err = envelope.ParsePublicKey(string(b))
-		pub = k
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "update-apply: release key: %v\n", err)
-		return 2
-	}
 	daemonArgs := fs.Args()
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(stderr, time.Now().UTC().Format(time.RFC3339)+" "+format+"\n", a...)
 	}
-	p := update.Plan{Pub: pub, Artifact: *artifact, StateDir: *state, Buffer: *buffer, Exe: *exe, Deb: *deb,
+	p := update.Plan{PubFile: *pubFile, Artifact: *artifact, StateDir: *state, Buffer: *buffer, Exe: *exe, Deb: *deb,
 		Args: daemonArgs, OldPID: *oldPID, From: *from, RequestID: *reqID, HealthTimeout: *timeout, Log: logf}
 	if *deb {
 		p.Start = func() (int, error) {

@@ -1,7 +1,6 @@
 package update
 
 import (
-	"crypto/ed25519"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,13 +8,17 @@ import (
 	"time"
 
 	"github.com/mailroomd/mailroomd/internal/durable"
+	"github.com/mailroomd/mailroomd/internal/envelope"
 	"github.com/mailroomd/mailroomd/internal/release"
 	"github.com/mailroomd/mailroomd/internal/store"
 )
 
 // Plan is what the updater process does.
 type Plan struct {
-	Pub      ed25519.PublicKey
+	// PubFile is the release public key's file (envelope.ParsePublicKey's
+	// form), read by Apply: a key that cannot be read fails the update
+	// like a bad signature, reported and with the previous version started.
+	PubFile  string
 	Artifact string // verified against SHA256SUMS in its directory
 	StateDir string
 	Buffer   string // the buffer database file
@@ -55,7 +58,7 @@ func Apply(p Plan) Result {
 		}
 		return res
 	}
-	verr := release.VerifyFile(p.Pub, p.Artifact)
+	verr := verify(p.PubFile, p.Artifact)
 	waitExit(p.OldPID, 30*time.Second)
 	if verr != nil {
 		return notInstalled(verr)
@@ -151,4 +154,18 @@ func Apply(p Plan) Result {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return rollback(pid, fmt.Errorf("the new version did not become healthy (buffer open, uplink connected) within %s", p.HealthTimeout))
+}
+
+// verify checks artifact against its signed sums and the release key in
+// pubFile.
+func verify(pubFile, artifact string) error {
+	b, err := os.ReadFile(pubFile)
+	if err != nil {
+		return fmt.Errorf("release key: %w", err)
+	}
+	pub, err := envelope.ParsePublicKey(string(b))
+	if err != nil {
+		return fmt.Errorf("release key %s: %w", pubFile, err)
+	}
+	return release.VerifyFile(pub, artifact)
 }

@@ -3,6 +3,7 @@ package update
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,10 @@ import (
 func TestFailureBeforeInstallStartsThePreviousVersion(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	pubFile := filepath.Join(t.TempDir(), "release.pub")
+	if err := os.WriteFile(pubFile, []byte(base64.StdEncoding.EncodeToString(pub)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name  string
 		setup func(t *testing.T, p *Plan)
@@ -28,6 +33,11 @@ func TestFailureBeforeInstallStartsThePreviousVersion(t *testing.T) {
 			}
 		}, "not signed by the release key"},
 		{"no signed sums", func(t *testing.T, p *Plan) {}, release.SumsFile},
+		{"no release key", func(t *testing.T, p *Plan) { p.PubFile = filepath.Join(t.TempDir(), "absent.pub") }, "release key: open "},
+		{"a release key that is none", func(t *testing.T, p *Plan) {
+			p.PubFile = filepath.Join(t.TempDir(), "bad.pub")
+			os.WriteFile(p.PubFile, []byte("not a key\n"), 0o644)
+		}, "release key " + "/"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			state, rel := t.TempDir(), t.TempDir()
@@ -36,7 +46,7 @@ func TestFailureBeforeInstallStartsThePreviousVersion(t *testing.T) {
 			}
 			exe := filepath.Join(t.TempDir(), "mailroomd")
 			os.WriteFile(exe, []byte("version 1"), 0o755)
-			p := Plan{Pub: pub, Artifact: filepath.Join(rel, "mailroomd"), StateDir: state, Buffer: filepath.Join(state, "buffer.db"),
+			p := Plan{PubFile: pubFile, Artifact: filepath.Join(rel, "mailroomd"), StateDir: state, Buffer: filepath.Join(state, "buffer.db"),
 				Exe: exe, From: "1.0.0", RequestID: "req-9", HealthTimeout: time.Second, Log: t.Logf}
 			os.WriteFile(p.Artifact, []byte("version 2"), 0o755)
 			tc.setup(t, &p)
