@@ -1,7 +1,9 @@
 // Package directory is the recipient directory on the box: the company's
 // people, read from a CSV file, and a fuzzy search over their names that
 // tolerates typos, missing or extra letters, swapped first and last names,
-// letter case and German spellings (Müller = Mueller = Muller, ß = ss).
+// letter case and German spellings (Müller = Mueller, Müller = Muller,
+// ß = ss; Mueller and Muller, written without the umlaut, are a letter
+// apart).
 package directory
 
 import (

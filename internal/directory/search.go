@@ -21,7 +21,7 @@ type Match struct {
 // Index searches the active people of a directory.
 type Index struct {
 	entries []Entry
-	words   [][]string         // folded words of each entry's name
+	words   [][]word           // folded words of each entry's name
 	grams   map[string][]int32 // trigram -> entries whose name has it
 	counts  sync.Pool          // of *[]uint8, one counter per entry
 	badges  map[string]int     // upper-cased badge code -> entry
@@ -42,7 +42,7 @@ func NewIndex(entries []Entry) *Index {
 		x.words = append(x.words, ws)
 		seen := map[string]bool{}
 		for _, w := range ws {
-			for _, g := range trigrams(w) {
+			for _, g := range w.trigrams() {
 				if !seen[g] {
 					seen[g] = true
 					x.grams[g] = append(x.grams[g], int32(i))
@@ -113,7 +113,7 @@ func (x *Index) Search(query string, limit int) []Match {
 
 // candidates returns the entries sharing the most trigrams with the
 // query's words, at most candidates of them.
-func (x *Index) candidates(q []string) []int32 {
+func (x *Index) candidates(q []word) []int32 {
 	// Count the trigrams each name shares with the query, in an array
 	// (a map is ten times slower at 100,000 people), then take the names
 	// with the most, by counting sort.
@@ -125,7 +125,7 @@ func (x *Index) candidates(q []string) []int32 {
 	var touched []int32
 	top := 0
 	for _, w := range q {
-		for _, g := range trigrams(w) {
+		for _, g := range w.trigrams() {
 			for _, i := range x.grams[g] {
 				if counts[i] == 0 {
 					touched = append(touched, i)
@@ -158,7 +158,7 @@ func (x *Index) candidates(q []string) []int32 {
 // each query word counts with its best fit, a word typed so far (a
 // prefix of a name's word) fully; a name's words the query leaves out
 // cost a little.
-func score(q, name []string, prefix bool) float64 {
+func score(q, name []word, prefix bool) float64 {
 	if len(name) == 0 {
 		return 0
 	}
@@ -187,10 +187,20 @@ func score(q, name []string, prefix bool) float64 {
 	return s
 }
 
-// similarity of two folded words: 1 when equal, or (with prefix) when a,
-// of at least two letters, is how b starts; else 1 - edit distance /
-// longer length.
-func similarity(a, b string, prefix bool) float64 {
+// similarity of two folded words: the better of their two-letter forms'
+// and their base-letter forms' (see word).
+func similarity(a, b word, prefix bool) float64 {
+	s := similarityOf(a.pair, b.pair, prefix)
+	if a.base != a.pair || b.base != b.pair {
+		s = max(s, similarityOf(a.base, b.base, prefix))
+	}
+	return s
+}
+
+// similarityOf two spellings: 1 when equal, or (with prefix) when a, of at
+// least two letters, is how b starts; else 1 - edit distance / longer
+// length.
+func similarityOf(a, b string, prefix bool) float64 {
 	if a == b {
 		return 1
 	}
@@ -229,11 +239,11 @@ func distance(a, b []rune) int {
 	return prev[len(b)]
 }
 
-// folds turn letters into what they are written as without diacritics;
-// German umlauts become their two-letter forms first, which fold further
-// below, so that Müller, Mueller and Muller are one word.
+// folds turn letters into what they are written as without diacritics.
+// German umlauts become marks of their own (umlautA, umlautO, umlautU),
+// which a word's two spellings resolve (see word).
 var folds = strings.NewReplacer(
-	"ä", "ae", "ö", "oe", "ü", "ue", "ß", "ss", "ẞ", "ss",
+	"ä", string(umlautA), "ö", string(umlautO), "ü", string(umlautU), "ß", "ss", "ẞ", "ss",
 	"à", "a", "á", "a", "â", "a", "ã", "a", "å", "a", "ā", "a", "ą", "a", "æ", "ae",
 	"ç", "c", "ć", "c", "č", "c",
 	"è", "e", "é", "e", "ê", "e", "ë", "e", "ē", "e", "ę", "e", "ě", "e",
@@ -245,8 +255,43 @@ var folds = strings.NewReplacer(
 	"ý", "y", "ÿ", "y", "ź", "z", "ż", "z", "ž", "z", "đ", "d", "ð", "d", "þ", "th",
 )
 
-// umlautForms folds the two-letter forms of umlauts to their base letter.
-var umlautForms = strings.NewReplacer("ae", "a", "oe", "o", "ue", "u")
+// An umlaut stands in a folded word as a rune of Unicode's private use
+// area, which no name has and which the folding of other accents keeps.
+const (
+	umlautA = '\ue000'
+	umlautO = '\ue001'
+	umlautU = '\ue002'
+)
+
+var (
+	// pairForms and baseForms spell umlauts out as their two-letter
+	// forms (Mueller) and as their base letters (Muller).
+	pairForms = strings.NewReplacer(string(umlautA), "ae", string(umlautO), "oe", string(umlautU), "ue")
+	baseForms = strings.NewReplacer(string(umlautA), "a", string(umlautO), "o", string(umlautU), "u")
+)
+
+// word is a folded word in its two spellings. A word with an umlaut is
+// the same word as its two-letter spelling and as its spelling without
+// the dots: Müller is Mueller and Muller. Words without one are only
+// themselves: Mueller and Muller are one letter apart, and so are
+// Michael and Michal, which reading "ae" as "a" in every word would make
+// one name.
+type word struct {
+	pair, base string // equal when the word has no umlaut
+}
+
+// trigrams of both spellings.
+func (w word) trigrams() []string {
+	g := trigrams(w.pair)
+	if w.base != w.pair {
+		for _, b := range trigrams(w.base) {
+			if !slices.Contains(g, b) {
+				g = append(g, b)
+			}
+		}
+	}
+	return g
+}
 
 // stripMarks removes what is left of Latin diacritics after folds: the
 // letters the table does not name (ğ, ă, ș, ő, …) are decomposed and
@@ -275,14 +320,16 @@ func stripMarks(s string) string {
 
 // words splits a name or query into folded words. Text is composed first
 // (NFC), so a name written with combining marks folds as its letters do.
-func words(s string) []string {
+func words(s string) []word {
 	s = stripMarks(folds.Replace(strings.ToLower(norm.NFC.String(s))))
-	fs := strings.FieldsFunc(s, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
-	out := fs[:0]
+	fs := strings.FieldsFunc(s, func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsDigit(r) && (r < umlautA || r > umlautU)
+	})
+	var out []word
 	for _, f := range fs {
-		f = umlautForms.Replace(f)
-		if f != "" && !slices.Contains(out, f) {
-			out = append(out, f)
+		w := word{pair: pairForms.Replace(f), base: baseForms.Replace(f)}
+		if !slices.Contains(out, w) {
+			out = append(out, w)
 		}
 	}
 	return out
