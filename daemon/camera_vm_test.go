@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,9 @@ var vmModules = []string{"mc", "videodev", "rc-core", "cec", "v4l2-dv-timings", 
 // real kernel, not a fake. vivid draws 75 % colour bars: each of the eight
 // must come out of the JPEG in its colour. The second probe opens the
 // device again after the first closed it, as the daemon does after an
-// unplug.
+// unplug. Then the daemon runs a receiving station with that camera: a
+// still of every parcel received, kept in the blob store, the device
+// open from one still to the next.
 func TestCameraOnLinuxKernel(t *testing.T) {
 	if runtime.GOARCH != "amd64" || len(binaryExec) > 0 {
 		t.Skip("the machine is an amd64 one, for an amd64 binary run by itself")
@@ -95,6 +98,23 @@ devices:
 	if err := os.WriteFile(filepath.Join(root, "camera.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The daemon with a receiving station whose camera is vivid: a parcel
+	// every 700 ms from a simulated scanner, a still of each, the device
+	// kept open between stills. The broker is unreachable: photos wait in
+	// the buffer's blob store.
+	station := `version: 1
+appliance: {id: mr-vm}
+storage: {path: /tmp/box/buffer.db}
+uplink: {brokers: ["mqtt://127.0.0.1:1"], insecure: true}
+devices:
+  - {name: dock-scanner, kind: scanner, driver: sim, interval: 700ms}
+  - {name: dock-camera, kind: camera, driver: v4l2, path: /dev/video0, width: 640, height: 480, warmup: 2}
+stations:
+  - {name: dock-1, scanner: dock-scanner, camera: dock-camera}
+`
+	if err := os.WriteFile(filepath.Join(root, "station.yaml"), []byte(station), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// vivid with one device that has one node, a video capture one.
 	initScript := `#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -107,6 +127,15 @@ for n in 1 2; do
   echo "PROBE-$n-EXIT=$?"
   echo "STILL-$n-BEGIN"; base64 /tmp/still$n.jpg; echo "STILL-$n-END"
 done
+mkdir -p /tmp/box
+/mailroomd run --config /station.yaml > /tmp/daemon.log 2>&1 &
+sleep 12
+kill -TERM $!; wait $!
+echo "DAEMON-EXIT=$?"
+echo "RECEIVED=$(grep -c 'msg="parcel received" ' /tmp/daemon.log)"
+echo "PHOTOS=$(grep -c 'msg="photo taken" .* by=camera:dock-camera' /tmp/daemon.log)"
+echo "LOG-BEGIN"; grep -i -E 'camera|photo|level=(WARN|ERROR)' /tmp/daemon.log; echo "LOG-END"
+echo "BLOB-BEGIN"; base64 $(ls /tmp/box/blobs/*/* | tail -1); echo "BLOB-END"
 poweroff -f
 `
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(initScript), 0o755); err != nil {
@@ -127,22 +156,24 @@ poweroff -f
 	began := time.Now()
 	console, err := vm.CombinedOutput()
 	text := strings.ReplaceAll(string(console), "\r", "")
+	// shown is the console for a failure's message, without the pictures.
+	shown := regexp.MustCompile(`(?s)(STILL-\d-BEGIN|BLOB-BEGIN)\n.*?\n(STILL-\d-END|BLOB-END)`).ReplaceAllString(text, "$1 … $2")
 	if err != nil {
-		t.Fatalf("qemu: %v after %v; its console:\n%s", err, time.Since(began).Round(time.Second), text)
+		t.Fatalf("qemu: %v after %v; its console:\n%s", err, time.Since(began).Round(time.Second), shown)
 	}
 	t.Logf("the machine ran %v", time.Since(began).Round(100*time.Millisecond))
 	if strings.Contains(text, "MODULE-FAILED") {
-		t.Fatalf("a module did not load:\n%s", text)
+		t.Fatalf("a module did not load:\n%s", shown)
 	}
 	for n := 1; n <= 2; n++ {
 		for _, want := range []string{fmt.Sprintf("PROBE-%d-EXIT=0", n), "state: connected: vivid 1280x720 YUYV", "still: 1280x720 JPEG"} {
 			if !strings.Contains(text, want) {
-				t.Fatalf("probe %d: the console lacks %q:\n%s", n, want, text)
+				t.Fatalf("probe %d: the console lacks %q:\n%s", n, want, shown)
 			}
 		}
 		m := regexp.MustCompile(fmt.Sprintf(`(?s)STILL-%d-BEGIN\n(.*)STILL-%d-END`, n, n)).FindStringSubmatch(text)
 		if m == nil {
-			t.Fatalf("probe %d: no still on the console:\n%s", n, text)
+			t.Fatalf("probe %d: no still on the console:\n%s", n, shown)
 		}
 		b, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(m[1], "\n", ""))
 		if err != nil {
@@ -161,6 +192,45 @@ poweroff -f
 			os.WriteFile("../var/test-artifacts/vivid-still.jpg", b, 0o644)
 		}
 	}
+
+	// The station: every parcel its still (identical frames are one blob,
+	// so the log counts them), none failed.
+	log := regexp.MustCompile(`(?s)LOG-BEGIN\n(.*)LOG-END`).FindStringSubmatch(text)
+	num := func(name string) int {
+		m := regexp.MustCompile(`(?m)^` + name + `=(\d+)$`).FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("the console lacks %s=:\n%s", name, shown)
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	received, photos := num("RECEIVED"), num("PHOTOS")
+	if log == nil || num("DAEMON-EXIT") != 0 || received < 4 || photos < received-1 || photos > received ||
+		strings.Contains(log[1], "level=ERROR") || strings.Contains(log[1], "photo not kept") {
+		t.Fatalf("the station's camera: %d parcels received, %d photos kept (every parcel but perhaps the last one, which the stop may cut short); its log:\n%s", received, photos, shown)
+	}
+	m := regexp.MustCompile(`(?s)BLOB-BEGIN\n(.*)BLOB-END`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no photo on the console:\n%s", shown)
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(m[1], "\n", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A blob file is a header line, then the photo's bytes (docs/photos.md).
+	header, photo, _ := bytes.Cut(b, []byte("\n"))
+	if string(header) != "MRBLOB1 -" {
+		t.Fatalf("blob header %q", header)
+	}
+	img, err := jpeg.Decode(bytes.NewReader(photo))
+	if err != nil {
+		t.Fatalf("the station's photo is not a JPEG: %v", err)
+	}
+	if got := img.Bounds().Size(); got != image.Pt(640, 480) {
+		t.Fatalf("the station's photo is %v, want 640x480", got)
+	}
+	checkColourBars(t, img)
+	t.Logf("the station received %d parcels and kept %d photos", received, photos)
 }
 
 // checkColourBars checks the middle row of vivid's 75 % colour bars:
