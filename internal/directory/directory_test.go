@@ -218,8 +218,19 @@ func TestFoldingKeepsLettersWithoutUmlauts(t *testing.T) {
 			t.Errorf("%s against %s: score %v, want below 1", pair[0], pair[1], s)
 		}
 	}
+	// A word with an umlaut is as far from another as without the dots:
+	// its two-letter spelling is longer, but no looser.
+	for _, pair := range [][2]string{{"Jürg", "Jürgen"}, {"Müler", "Müller"}, {"Jürg Müller", "Jürgen Müller"}} {
+		if a, b := score(words(pair[0]), words(pair[1]), false), score(words(baseForms.Replace(folds.Replace(strings.ToLower(pair[0])))), words(baseForms.Replace(folds.Replace(strings.ToLower(pair[1])))), false); a != b {
+			t.Errorf("%s against %s: score %v, without the dots %v", pair[0], pair[1], a, b)
+		}
+	}
+	// The runes that stand for umlauts inside are no letters in a name.
+	if s := score(words("M\ue002ller"), words("Müller"), false); s >= 1 {
+		t.Errorf("a private-use character was read as an umlaut: score %v", s)
+	}
 	x := NewIndex([]Entry{{ID: "M1", Name: "Michael Novak", Active: true}, {ID: "M2", Name: "Michal Novak", Active: true},
-		{ID: "R1", Name: "Rafał Nowak", Active: true}})
+		{ID: "R1", Name: "Rafał Nowak", Active: true}, {ID: "J1", Name: "Jurgen Muller", Active: true}})
 	for _, tc := range []struct {
 		text, id, how string
 	}{
@@ -229,6 +240,9 @@ func TestFoldingKeepsLettersWithoutUmlauts(t *testing.T) {
 		{"Michał Novák", "M2", MatchExact},
 		// Only Rafał: Rafael is a near name, not his.
 		{"Rafael Nowak", "R1", MatchFuzzy},
+		// Two letters short is too far, with the dots or without.
+		{"Jürg Müller", "", MatchNone},
+		{"Jurg Muller", "", MatchNone},
 	} {
 		e, how, score := x.Resolve(tc.text)
 		if e.ID != tc.id || how != tc.how {

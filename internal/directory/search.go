@@ -187,28 +187,26 @@ func score(q, name []word, prefix bool) float64 {
 	return s
 }
 
-// similarity of two folded words: the better of their two-letter forms'
-// and their base-letter forms' (see word).
+// similarity of two folded words: 1 when they are the same word in one of
+// their spellings (see word), or (with prefix) when a, of at least two
+// letters, is how b starts; else 1 - edit distance / longer length. The
+// distance is the smaller of the two spellings', the length always that
+// of the spelling without the dots, so that the longer two-letter forms
+// do not make a word with an umlaut fit more loosely (Jürg is as far
+// from Jürgen as Jurg).
 func similarity(a, b word, prefix bool) float64 {
-	s := similarityOf(a.pair, b.pair, prefix)
-	if a.base != a.pair || b.base != b.pair {
-		s = max(s, similarityOf(a.base, b.base, prefix))
-	}
-	return s
-}
-
-// similarityOf two spellings: 1 when equal, or (with prefix) when a, of at
-// least two letters, is how b starts; else 1 - edit distance / longer
-// length.
-func similarityOf(a, b string, prefix bool) float64 {
-	if a == b {
+	umlauts := a.base != a.pair || b.base != b.pair
+	if a.pair == b.pair || umlauts && a.base == b.base {
 		return 1
 	}
-	if prefix && len(a) >= 2 && strings.HasPrefix(b, a) {
+	if prefix && len(a.pair) >= 2 && (strings.HasPrefix(b.pair, a.pair) || umlauts && len(a.base) >= 2 && strings.HasPrefix(b.base, a.base)) {
 		return 0.98
 	}
-	ra, rb := []rune(a), []rune(b)
+	ra, rb := []rune(a.base), []rune(b.base)
 	d := distance(ra, rb)
+	if umlauts {
+		d = min(d, distance([]rune(a.pair), []rune(b.pair)))
+	}
 	return 1 - float64(d)/float64(max(len(ra), len(rb)))
 }
 
@@ -321,6 +319,14 @@ func stripMarks(s string) string {
 // words splits a name or query into folded words. Text is composed first
 // (NFC), so a name written with combining marks folds as its letters do.
 func words(s string) []word {
+	// The marks of umlauts are folding's own: in the text they are no
+	// letters.
+	s = strings.Map(func(r rune) rune {
+		if r >= umlautA && r <= umlautU {
+			return ' '
+		}
+		return r
+	}, s)
 	s = stripMarks(folds.Replace(strings.ToLower(norm.NFC.String(s))))
 	fs := strings.FieldsFunc(s, func(r rune) bool {
 		return !unicode.IsLetter(r) && !unicode.IsDigit(r) && (r < umlautA || r > umlautU)
