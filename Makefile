@@ -51,7 +51,7 @@ deps:
 	command -v file >/dev/null || need+=(file); \
 	command -v fusermount3 >/dev/null || need+=(fuse3); \
 	command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86); \
-	[ -f /bin/busybox ] && ! file -L /bin/busybox | grep -q 'dynamically linked' || need+=(busybox-static); \
+	ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable' || need+=(busybox-static); \
 	command -v tesseract >/dev/null || need+=(tesseract-ocr); \
 	ls /usr/share/tesseract-ocr/*/tessdata/deu.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-deu); \
 	ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-eng); \
@@ -74,12 +74,12 @@ vm-kernel:
 	pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $$2; exit}'; }; \
 	p=$$(pkg); \
 	if [ -z "$$p" ]; then SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; p=$$(pkg); fi; \
-	[ -n "$$p" ] || { echo "vm-kernel: apt knows no linux-image-amd64"; exit 1; }; \
+	[ -n "$$p" ] || { echo "vm-kernel: apt knows no linux-image-amd64 (Debian's kernel package, which the camera test boots)"; exit 1; }; \
 	if ! ls $(VM_DIR)/$$p/boot/vmlinuz-* >/dev/null 2>&1; then \
 	  echo "vm-kernel: fetching $$p"; \
 	  rm -rf $(VM_DIR)/$$p.tmp; mkdir -p $(VM_DIR)/$$p.tmp/deb; \
 	  (cd $(VM_DIR)/$$p.tmp/deb && apt-get download -q $$p 2>&1 | grep -v '^W: Download is performed unsandboxed' || true); \
-	  dpkg-deb --fsys-tarfile $(VM_DIR)/$$p.tmp/deb/*.deb | tar -x -C $(VM_DIR)/$$p.tmp --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/media/*'; \
+	  dpkg-deb --fsys-tarfile $(VM_DIR)/$$p.tmp/deb/*.deb | tar -x -C $(VM_DIR)/$$p.tmp --wildcards '*/boot/vmlinuz-*' '*/modules/*/kernel/drivers/media/*'; \
 	  rm -rf $(VM_DIR)/$$p.tmp/deb; \
 	  mv $(VM_DIR)/$$p.tmp $(VM_DIR)/$$p; \
 	fi

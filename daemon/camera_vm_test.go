@@ -99,7 +99,7 @@ devices:
 		t.Fatal(err)
 	}
 	// The daemon with a receiving station whose camera is vivid: a parcel
-	// every 700 ms from a simulated scanner, a still of each, the device
+	// every 2 s from a simulated scanner, a still of each, the device
 	// kept open between stills. The broker is unreachable: photos wait in
 	// the buffer's blob store.
 	station := `version: 1
@@ -107,7 +107,7 @@ appliance: {id: mr-vm}
 storage: {path: /tmp/box/buffer.db}
 uplink: {brokers: ["mqtt://127.0.0.1:1"], insecure: true}
 devices:
-  - {name: dock-scanner, kind: scanner, driver: sim, interval: 700ms}
+  - {name: dock-scanner, kind: scanner, driver: sim, interval: 2s}
   - {name: dock-camera, kind: camera, driver: v4l2, path: /dev/video0, width: 640, height: 480, warmup: 2}
 stations:
   - {name: dock-1, scanner: dock-scanner, camera: dock-camera}
@@ -129,7 +129,7 @@ for n in 1 2; do
 done
 mkdir -p /tmp/box
 /mailroomd run --config /station.yaml > /tmp/daemon.log 2>&1 &
-sleep 12
+sleep 14
 kill -TERM $!; wait $!
 echo "DAEMON-EXIT=$?"
 echo "RECEIVED=$(grep -c 'msg="parcel received" ' /tmp/daemon.log)"
