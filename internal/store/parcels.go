@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -530,50 +531,73 @@ func (o *Outbox) WaitingParcels(ctx context.Context, overdueBefore time.Time, li
 	if w.Open, w.Overdue, err = o.OpenCounts(ctx, overdueBefore); err != nil {
 		return w, err
 	}
-	for _, g := range []struct {
-		by  string
-		out *[]Group
-	}{
-		// The parcels of a directory person form one group, those
-		// without a person one per recipient code.
-		{"CASE WHEN person_tag <> '' THEN 'p' || person_tag ELSE 'r' || recipient_tag END", &w.ByRecipient},
-		{"location_tag", &w.ByLocation},
-	} {
-		// A bare column next to min() comes from the row of the minimum:
-		// the detail of the group's oldest parcel names the group.
-		rows, err := o.rdb.QueryContext(ctx, `SELECT id, detail, key_id, min(received_at), count(*), sum(received_at < ?)
-			FROM parcels WHERE closed_at IS NULL GROUP BY `+g.by+` ORDER BY min(received_at) LIMIT ?`, overdueBefore.UnixMilli(), limit)
-		if err != nil {
-			return w, fmt.Errorf("read waiting parcels: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var detail []byte
-			var keyID sql.NullString
-			var oldest int64
-			var gr Group
-			if err := rows.Scan(&id, &detail, &keyID, &oldest, &gr.Count, &gr.Overdue); err != nil {
-				rows.Close()
-				return w, fmt.Errorf("read waiting parcels: %w", err)
-			}
-			p, err := o.openParcel(id, detail, keyID)
-			if err != nil {
-				rows.Close()
-				return w, fmt.Errorf("read waiting parcels: %w", err)
-			}
-			gr.Key, gr.Person, gr.Oldest = p.Recipient, p.Person, time.UnixMilli(oldest)
-			if g.out == &w.ByLocation {
-				gr.Key, gr.Person = p.Location, ""
-			}
-			*g.out = append(*g.out, gr)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return w, fmt.Errorf("read waiting parcels: %w", err)
-		}
+	// The parcels of a directory person form one group, those without a
+	// person one per recipient code: two queries, each grouping along an
+	// index of open parcels, merged by the oldest parcel.
+	persons, err := o.waitingGroups(ctx, "parcels_open_person", "person_tag <> ''", "person_tag", overdueBefore, limit)
+	if err != nil {
+		return w, err
+	}
+	codes, err := o.waitingGroups(ctx, "parcels_open_waiting", "person_tag = ''", "recipient_tag", overdueBefore, limit)
+	if err != nil {
+		return w, err
+	}
+	for _, gr := range append(persons, codes...) {
+		gr.Key = gr.parcel.Recipient
+		w.ByRecipient = append(w.ByRecipient, gr.Group)
+	}
+	slices.SortStableFunc(w.ByRecipient, func(a, b Group) int { return a.Oldest.Compare(b.Oldest) })
+	w.ByRecipient = w.ByRecipient[:min(len(w.ByRecipient), limit)]
+	locations, err := o.waitingGroups(ctx, "parcels_open_location", "1", "location_tag", overdueBefore, limit)
+	if err != nil {
+		return w, err
+	}
+	for _, gr := range locations {
+		gr.Key, gr.Person = gr.parcel.Location, ""
+		w.ByLocation = append(w.ByLocation, gr.Group)
 	}
 	return w, nil
+}
+
+// waitingGroup is a Group and the oldest parcel of it.
+type waitingGroup struct {
+	Group
+	parcel Parcel
+}
+
+// waitingGroups groups the open parcels that where selects by the column
+// by, along index (an index of open parcels that starts with by), the
+// longest waiting first, at most limit groups. Key is left for the
+// caller; Person is the oldest parcel's.
+func (o *Outbox) waitingGroups(ctx context.Context, index, where, by string, overdueBefore time.Time, limit int) ([]waitingGroup, error) {
+	// A bare column next to min() comes from the row of the minimum: the
+	// detail of the group's oldest parcel names the group.
+	rows, err := o.rdb.QueryContext(ctx, `SELECT id, detail, key_id, min(received_at), count(*), sum(received_at < ?)
+		FROM parcels INDEXED BY `+index+` WHERE closed_at IS NULL AND `+where+` GROUP BY `+by+` ORDER BY min(received_at) LIMIT ?`, overdueBefore.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("read waiting parcels: %w", err)
+	}
+	defer rows.Close()
+	var out []waitingGroup
+	for rows.Next() {
+		var id string
+		var detail []byte
+		var keyID sql.NullString
+		var oldest int64
+		var gr waitingGroup
+		if err := rows.Scan(&id, &detail, &keyID, &oldest, &gr.Count, &gr.Overdue); err != nil {
+			return nil, fmt.Errorf("read waiting parcels: %w", err)
+		}
+		if gr.parcel, err = o.openParcel(id, detail, keyID); err != nil {
+			return nil, fmt.Errorf("read waiting parcels: %w", err)
+		}
+		gr.Person, gr.Oldest = gr.parcel.Person, time.UnixMilli(oldest)
+		out = append(out, gr)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read waiting parcels: %w", err)
+	}
+	return out, nil
 }
 
 // EachParcelOf calls fn, in order of receipt, with every parcel received

@@ -317,8 +317,15 @@ func TestParcelStatesSealedAtRestAndRotated(t *testing.T) {
 }
 
 func TestWaitingParcelsAndOverdue(t *testing.T) {
+	k, _ := seal.Parse(seal.NewKeyLine("k1"))
+	for _, opts := range []Options{{}, {Seal: k}} {
+		t.Run(fmt.Sprintf("sealed=%v", opts.Seal != nil), func(t *testing.T) { testWaitingParcelsAndOverdue(t, opts) })
+	}
+}
+
+func testWaitingParcelsAndOverdue(t *testing.T, opts Options) {
 	ctx := context.Background()
-	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), opts)
 	defer o.Close()
 	receive(t, o, "A", "EMP-1", "SHELF-A01", t0)
 	receive(t, o, "B", "EMP-1", "SHELF-A01", t0.Add(time.Hour))

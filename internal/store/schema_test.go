@@ -16,7 +16,7 @@ var releasedMigrations = []string{
 	1: "0632e2910aca8ccd", 2: "818b339ef14e4471", 3: "bc6cdc0d6cf014dc", 4: "fbf57078810203d7",
 	5: "152d1dc49af4246e", 6: "b2249f21c72d2b6e", 7: "e740564fbc21873d", 8: "4e3ae292467df027",
 	9: "aafc9be30a432092", 10: "de70c77c511269f0", 11: "3cafe20ac3f4a06b",
-	12: "f251c426cf168810",
+	12: "f251c426cf168810", 13: "0bf2aeb4704f6735",
 }
 
 func TestReleasedMigrationsNeverChange(t *testing.T) {
