@@ -232,3 +232,28 @@ func TestUpdateUnitCommandLineParses(t *testing.T) {
 		t.Fatalf("%v: exit %d, stderr %q; want the flags accepted and the missing marker reported", args, code, errOut.String())
 	}
 }
+
+// TestUpdateMarkerUnreadable: a marker the updater cannot parse ends the
+// update with a failure on record for the daemon to publish, and is
+// removed, so that the path unit does not start the updater again.
+func TestUpdateMarkerUnreadable(t *testing.T) {
+	state := t.TempDir()
+	if err := os.Mkdir(filepath.Join(state, update.Dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(state, update.Dir, "pending")
+	if err := os.WriteFile(marker, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	if code := Main([]string{"update-apply", "--pending", marker, "--state", state, "--exe", filepath.Join(state, "mailroomd")}, &out, &errOut); code != 2 {
+		t.Fatalf("exit %d, stderr %q; want 2", code, errOut.String())
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("the marker is still there (%v)", err)
+	}
+	r, ok := update.ReadResult(state)
+	if !ok || r.Status != "failed" || !strings.Contains(r.Error, "the update's marker") {
+		t.Fatalf("result on record: %+v %v; want failed, naming the marker", r, ok)
+	}
+}

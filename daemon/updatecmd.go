@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,16 +34,33 @@ func updateApply(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *pending != "" {
-		b, err := os.ReadFile(*pending)
-		if err != nil {
+		// A marker that cannot be read ends the update: its failure is
+		// recorded, and a packaged daemon, which is still running, is
+		// restarted to publish it (the marker is gone, so the path unit
+		// does not start this again).
+		unreadable := func(err error) int {
 			fmt.Fprintf(stderr, "update-apply: %v\n", err)
+			if rerr := update.RecordFailure(*state, fmt.Errorf("the update's marker: %w", err)); rerr != nil {
+				fmt.Fprintf(stderr, "update-apply: record the failure: %v\n", rerr)
+			} else if *deb {
+				if out, err := exec.Command("systemctl", "restart", "mailroomd.service").CombinedOutput(); err != nil {
+					fmt.Fprintf(stderr, "update-apply: systemctl restart: %v %s\n", err, out)
+				}
+			}
+			return 2
+		}
+		b, err := os.ReadFile(*pending)
+		if errors.Is(err, iofs.ErrNotExist) {
+			fmt.Fprintf(stderr, "update-apply: %v: no update waits\n", err)
 			return 2
 		}
 		os.Remove(*pending)
+		if err != nil {
+			return unreadable(err)
+		}
 		m, err := update.ParsePending(b)
 		if err != nil {
-			fmt.Fprintf(stderr, "update-apply: %v\n", err)
-			return 2
+			return unreadable(err)
 		}
 		*artifact = m.Artifact
 		if m.RequestID != "" {

@@ -173,6 +173,10 @@ func (m *Manager) check(path string, b []byte) (*config.Config, error) {
 	same("web.cert_file", cfg.Web.CertFile, l.Web.CertFile)
 	same("web.key_file", cfg.Web.KeyFile, l.Web.KeyFile)
 	same("photos.ocr_command", cfg.Photos.OCRCommand, l.Photos.OCRCommand) // a program the box runs
+	// The release key is the second key of an update, beside the fleet
+	// key that signs the command: a config signed with the fleet key
+	// alone cannot choose it.
+	same("fleet.release_key_file", cfg.Fleet.ReleaseKeyFile, l.Fleet.ReleaseKeyFile)
 	// A simulated camera's picture is a file of the box that goes to the
 	// cloud as every photo: only the box's own config names one.
 	for i, d := range cfg.Devices {

@@ -24,6 +24,26 @@ devices:
 `, filepath.Join(dir, "buffer.db"), interval))
 }
 
+// TestReleaseKeyIsLocalOnly: the release key is an update's second key,
+// beside the fleet key that signs configs and commands; a remote config
+// cannot name another.
+func TestReleaseKeyIsLocalOnly(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)
+	local, err := config.Load(filepath.Join(dir, "local.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(dir, local, func() time.Time { return time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := string(cfgText(dir, "2s")) + "fleet: {release_key_file: /tmp/other-release.pub}\n"
+	if c, r := m.Consider(1, "it", []byte(key)); c != nil || r.Status != StatusRejected || !strings.Contains(strings.Join(r.Errors, "\n"), "fleet.release_key_file: a local-only setting") {
+		t.Fatalf("release key changed remotely: %+v", r)
+	}
+}
+
 func TestTrialConfirmRollback(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "local.yaml"), cfgText(dir, "2s"), 0o600)

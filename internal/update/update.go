@@ -49,6 +49,13 @@ type Result struct {
 	Reported  bool      `json:"reported,omitempty"`
 }
 
+// RecordFailure records an update that failed before the updater could
+// plan it (its marker unreadable), for the daemon to publish at its next
+// start.
+func RecordFailure(stateDir string, err error) error {
+	return writeResult(stateDir, Result{Status: "failed", Error: err.Error(), TS: time.Now().UTC()})
+}
+
 // WriteHealth records that this daemon is healthy.
 func WriteHealth(stateDir, version string, now time.Time) error {
 	b, _ := json.Marshal(Health{PID: os.Getpid(), Version: version, TS: now.UTC()})
