@@ -334,8 +334,8 @@ func words(s string) []word {
 	var out []word
 	for _, f := range fs {
 		w := word{pair: pairForms.Replace(f), base: baseForms.Replace(f)}
-		if !slices.Contains(out, w) {
-			out = append(out, w)
+		if !slices.ContainsFunc(out, func(o word) bool { return similarity(o, w, false) == 1 }) {
+			out = append(out, w) // a word again, in any spelling, counts once
 		}
 	}
 	return out
