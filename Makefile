@@ -78,11 +78,15 @@ vm-kernel:
 	if ! ls $(VM_DIR)/$$p/boot/vmlinuz-* >/dev/null 2>&1; then \
 	  echo "vm-kernel: fetching $$p"; \
 	  rm -rf $(VM_DIR)/$$p.tmp; mkdir -p $(VM_DIR)/$$p.tmp/deb; \
-	  (cd $(VM_DIR)/$$p.tmp/deb && apt-get download -q $$p 2>&1 | grep -v '^W: Download is performed unsandboxed' || true); \
+	  fetch() { (cd $(VM_DIR)/$$p.tmp/deb && apt-get download -q $$p >download.log 2>&1); }; \
+	  if ! fetch; then SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; \
+	    fetch || { cat $(VM_DIR)/$$p.tmp/deb/download.log; echo "vm-kernel: cannot download $$p"; exit 1; }; fi; \
 	  dpkg-deb --fsys-tarfile $(VM_DIR)/$$p.tmp/deb/*.deb | tar -x -C $(VM_DIR)/$$p.tmp --wildcards '*/boot/vmlinuz-*' '*/modules/*/kernel/drivers/media/*'; \
 	  rm -rf $(VM_DIR)/$$p.tmp/deb; \
 	  mv $(VM_DIR)/$$p.tmp $(VM_DIR)/$$p; \
-	fi
+	fi; \
+	echo $$p > $(VM_DIR)/current.tmp && mv $(VM_DIR)/current.tmp $(VM_DIR)/current; \
+	find $(VM_DIR) -mindepth 1 -maxdepth 1 -type d ! -name "$$p" -exec rm -rf {} +
 
 vet:
 	$(GO) vet ./...
