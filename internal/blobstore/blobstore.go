@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -112,33 +113,70 @@ func (s *Store) Put(b []byte) (string, error) {
 
 // Get reads a blob and checks that its bytes are the ones its name says.
 func (s *Store) Get(sha string) ([]byte, error) {
+	body, _, err := s.GetInto(sha, nil)
+	return body, err
+}
+
+// GetInto is Get reading the file into buf, grown when it is too small,
+// so that an uploader of many blobs need not allocate (and clear) each
+// one's bytes anew. It returns the blob's bytes and the buffer the file
+// was read into, for the caller to pass to GetInto again once it no
+// longer uses the bytes (a sealed blob's bytes are a buffer of their own).
+func (s *Store) GetInto(sha string, buf []byte) (body, backing []byte, err error) {
 	if !valid(sha) {
-		return nil, fmt.Errorf("read blob %q: %w", sha, ErrNotFound)
+		return nil, buf, fmt.Errorf("read blob %q: %w", sha, ErrNotFound)
 	}
-	raw, err := os.ReadFile(s.Path(sha))
+	raw, err := readInto(s.Path(sha), buf)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read blob %s: %w", sha, ErrNotFound)
+		return nil, buf, fmt.Errorf("read blob %s: %w", sha, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read blob %s: %w", sha, err)
+		return nil, buf, fmt.Errorf("read blob %s: %w", sha, err)
 	}
 	nl := bytes.IndexByte(raw, '\n')
 	if nl < 0 || !bytes.HasPrefix(raw, []byte(magic)) {
-		return nil, fmt.Errorf("read blob %s: not a blob file", sha)
+		return nil, raw, fmt.Errorf("read blob %s: not a blob file", sha)
 	}
 	keyID, body := string(raw[len(magic):nl]), raw[nl+1:]
 	if keyID != "-" {
 		if s.keys == nil {
-			return nil, fmt.Errorf("read blob %s: sealed with key %q and no storage.encryption_key_file is configured", sha, keyID)
+			return nil, raw, fmt.Errorf("read blob %s: sealed with key %q and no storage.encryption_key_file is configured", sha, keyID)
 		}
 		if body, err = s.keys.Open(keyID, sealID(sha), body); err != nil {
-			return nil, fmt.Errorf("read blob %s: %w", sha, err)
+			return nil, raw, fmt.Errorf("read blob %s: %w", sha, err)
 		}
 	}
 	if Sum(body) != sha {
-		return nil, fmt.Errorf("read blob %s: its bytes do not have that SHA-256 (damaged)", sha)
+		return nil, raw, fmt.Errorf("read blob %s: its bytes do not have that SHA-256 (damaged)", sha)
 	}
-	return body, nil
+	return body, raw, nil
+}
+
+// readInto reads the file at path whole into buf, grown when too small.
+func readInto(path string, buf []byte) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := int(fi.Size())
+	if cap(buf) < size+1 {
+		buf = make([]byte, 0, size+512)
+	}
+	// One byte more than the size, to see the end: a file written by
+	// Put does not change, but a damaged store is no reason to read short.
+	n, err := io.ReadFull(f, buf[:size+1])
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return buf[:n], nil
+	case err != nil:
+		return nil, err
+	}
+	return nil, fmt.Errorf("the file grew while it was read")
 }
 
 // Remove deletes a blob; one already gone is no error.

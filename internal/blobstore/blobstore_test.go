@@ -61,3 +61,32 @@ func TestPutGetSealedAndDamaged(t *testing.T) {
 		}
 	}
 }
+
+// TestGetIntoReusesTheBuffer: GetInto reads into the buffer given when it
+// is large enough, grows it when not, and checks the bytes as Get does:
+// a buffer reused from a larger blob never leaks its tail into a smaller
+// one, and an empty or damaged file is an error.
+func TestGetIntoReusesTheBuffer(t *testing.T) {
+	s := New(t.TempDir(), nil)
+	big := bytes.Repeat([]byte("B"), 100_000)
+	small := []byte("a small photo")
+	shaBig, _ := s.Put(big)
+	shaSmall, _ := s.Put(small)
+	body, backing, err := s.GetInto(shaBig, make([]byte, 10))
+	if err != nil || !bytes.Equal(body, big) || cap(backing) < len(big) {
+		t.Fatalf("into a small buffer: %d bytes, %v", len(body), err)
+	}
+	body, again, err := s.GetInto(shaSmall, backing)
+	if err != nil || !bytes.Equal(body, small) || &again[:1][0] != &backing[:1][0] {
+		t.Fatalf("into the big one again: %q %v (same buffer: %v)", body, err, &again[:1][0] == &backing[:1][0])
+	}
+	os.WriteFile(s.Path(shaSmall), nil, 0o600)
+	if _, _, err := s.GetInto(shaSmall, backing); err == nil || !strings.Contains(err.Error(), "not a blob file") {
+		t.Fatalf("an empty file: %v", err)
+	}
+	raw, _ := os.ReadFile(s.Path(shaBig))
+	os.WriteFile(s.Path(shaBig), raw[:len(raw)-1], 0o600)
+	if _, _, err := s.GetInto(shaBig, backing); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("a file cut short: %v", err)
+	}
+}

@@ -84,6 +84,12 @@ type BlobFiles interface {
 	Each(fn func(sha, path string, mod time.Time) bool) error
 }
 
+// blobReader is BlobFiles that can read a blob into a buffer given, which
+// the uploader then reuses once the broker acknowledged all of the blob.
+type blobReader interface {
+	GetInto(sha string, buf []byte) (body, backing []byte, err error)
+}
+
 // BlobSender uploads the blobs events refer to over the publisher's
 // connection, after the events: it sends only while no event waits, a
 // window of chunks at a time, and resumes a blob with its first chunk the
@@ -251,6 +257,9 @@ type upload struct {
 	next    int // the next chunk to publish
 	acked   int // chunks acknowledged, from the first
 	written int // acked as last recorded in the buffer
+	// backing is the buffer the blob was read into, reused for another
+	// once every publish of the blob is acknowledged.
+	backing []byte
 }
 
 // inflight is a publish awaiting its PUBACK: a manifest (chunk -1) or a
@@ -261,17 +270,24 @@ type inflight struct {
 	chunk int
 }
 
-// loaded is a blob's bytes read ahead of its upload.
+// loaded is a blob's bytes read ahead of its upload, and the buffer they
+// were read into.
 type loaded struct {
-	data []byte
-	err  error
+	data, backing []byte
+	err           error
 }
 
 // readAhead reads a blob's file on a goroutine of its own, so that the
-// next blob is ready when the chunks of the one before are out.
-func (b *BlobSender) readAhead(bl store.Blob) <-chan loaded {
+// next blob is ready when the chunks of the one before are out; into buf
+// when the files can.
+func (b *BlobSender) readAhead(bl store.Blob, buf []byte) <-chan loaded {
 	ch := make(chan loaded, 1)
 	go func() {
+		if r, ok := b.files.(blobReader); ok {
+			d, backing, err := r.GetInto(bl.SHA256, buf)
+			ch <- loaded{data: d, backing: backing, err: err}
+			return
+		}
 		d, err := b.files.Get(bl.SHA256)
 		ch <- loaded{data: d, err: err}
 	}()
@@ -366,7 +382,20 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 		started []*upload // those not finished, in order
 		done    int
 		ahead   <-chan loaded // blobs[0] being read
+		// spare are buffers of blobs the broker acknowledged whole, for
+		// the next ones read: three at most are in use (the blob read
+		// ahead, the one published, the one before still awaiting its
+		// last PUBACKs).
+		spare [][]byte
 	)
+	reuse := func() []byte {
+		if n := len(spare); n > 0 {
+			buf := spare[n-1]
+			spare = spare[:n-1]
+			return buf
+		}
+		return nil
+	}
 	began := time.Now()
 	rec := startProgress(ctx, b.src, b.log)
 	// record queues the write of an upload's acknowledged count.
@@ -412,12 +441,12 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 					blobs = b.next(ctx, &bl)
 				}
 				if ahead == nil {
-					ahead = b.readAhead(bl)
+					ahead = b.readAhead(bl, reuse())
 				}
 				got := <-ahead
 				ahead = nil
 				if len(blobs) > 0 {
-					ahead = b.readAhead(blobs[0])
+					ahead = b.readAhead(blobs[0], reuse())
 				}
 				if got.err != nil {
 					b.unreadableBlob(bl, got.err)
@@ -426,7 +455,7 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 				delete(b.unreadable, bl.SHA256)
 				d := got.data
 				chunks := (len(d) + ChunkSize - 1) / ChunkSize
-				cur, data = &upload{Blob: bl, chunks: chunks, next: bl.Acked, acked: bl.Acked, written: bl.Acked}, d
+				cur, data = &upload{Blob: bl, chunks: chunks, next: bl.Acked, acked: bl.Acked, written: bl.Acked, backing: got.backing}, d
 				started = append(started, cur)
 				if bl.Acked > 0 {
 					b.log.Info("photo upload resumed", "sha256", bl.SHA256, "from_chunk", bl.Acked, "chunks", chunks)
@@ -481,6 +510,12 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 		u.written = u.acked
 		rec.mark(progressMark{up: u, sent: true})
 		done++
+		// Every publish of the blob is acknowledged: neither paho nor the
+		// connection holds its bytes any more.
+		if u.backing != nil && len(spare) < 2 {
+			spare = append(spare, u.backing)
+		}
+		u.backing = nil
 		for len(started) > 0 && started[0].acked >= started[0].chunks {
 			started = started[1:] // finished: nothing left to record of it
 		}
