@@ -51,7 +51,7 @@ deps:
 	command -v file >/dev/null || need+=(file); \
 	command -v fusermount3 >/dev/null || need+=(fuse3); \
 	command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86); \
-	ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable' || need+=(busybox-static); \
+	ldd /bin/busybox 2>&1 | grep -Eq 'not a dynamic executable|statically linked' || need+=(busybox-static); \
 	command -v tesseract >/dev/null || need+=(tesseract-ocr); \
 	ls /usr/share/tesseract-ocr/*/tessdata/deu.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-deu); \
 	ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-eng); \
@@ -79,8 +79,11 @@ vm-kernel:
 	  echo "vm-kernel: fetching $$p"; \
 	  rm -rf $(VM_DIR)/$$p.tmp; mkdir -p $(VM_DIR)/$$p.tmp/deb; \
 	  fetch() { (cd $(VM_DIR)/$$p.tmp/deb && apt-get download -q $$p >download.log 2>&1); }; \
-	  if ! fetch; then SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; \
-	    fetch || { cat $(VM_DIR)/$$p.tmp/deb/download.log; echo "vm-kernel: cannot download $$p"; exit 1; }; fi; \
+	  if ! fetch; then \
+	    SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq; \
+	    rm -rf $(VM_DIR)/$$p.tmp; p=$$(pkg); mkdir -p $(VM_DIR)/$$p.tmp/deb; \
+	    fetch || { cat $(VM_DIR)/$$p.tmp/deb/download.log; echo "vm-kernel: cannot download $$p"; exit 1; }; \
+	  fi; \
 	  dpkg-deb --fsys-tarfile $(VM_DIR)/$$p.tmp/deb/*.deb | tar -x -C $(VM_DIR)/$$p.tmp --wildcards '*/boot/vmlinuz-*' '*/modules/*/kernel/drivers/media/*'; \
 	  rm -rf $(VM_DIR)/$$p.tmp/deb; \
 	  mv $(VM_DIR)/$$p.tmp $(VM_DIR)/$$p; \

@@ -257,3 +257,26 @@ func TestUpdateMarkerUnreadable(t *testing.T) {
 		t.Fatalf("result on record: %+v %v; want failed, naming the marker", r, ok)
 	}
 }
+
+// TestUpdateMarkerSymlinkRefused: the updater runs as root and the
+// marker's directory is the daemon's: a marker that is a symbolic link is
+// not followed.
+func TestUpdateMarkerSymlinkRefused(t *testing.T) {
+	state := t.TempDir()
+	if err := os.Mkdir(filepath.Join(state, update.Dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte(`{"artifact": "/etc/shadow"}`), 0o600)
+	marker := filepath.Join(state, update.Dir, "pending")
+	if err := os.Symlink(secret, marker); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	if code := Main([]string{"update-apply", "--pending", marker, "--state", state, "--exe", filepath.Join(state, "mailroomd")}, &out, &errOut); code != 2 {
+		t.Fatalf("exit %d, stderr %q; want 2", code, errOut.String())
+	}
+	if r, ok := update.ReadResult(state); !ok || r.Status != "failed" || r.Artifact != "" {
+		t.Fatalf("result on record: %+v %v; want failed, no artifact", r, ok)
+	}
+}

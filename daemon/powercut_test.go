@@ -269,7 +269,7 @@ fleet:
 			// WAL), and the parcel states are rebuilt after the last:
 			// the cut comes at the m-th write, fsync or rename after
 			// the start's j-th sync of the WAL, so that it falls into
-			// any of the six migrations or the rebuild.
+			// any of the migrations from schema 5 on or the rebuild.
 			commits, m := rng.IntN(store.SchemaVersion-4+1), 1+rng.IntN(30)
 			fired := pfs.FreezeWhen(func(op powercut.Op) bool {
 				if commits > 0 {

@@ -38,29 +38,33 @@ func updateApply(args []string, stdout, stderr io.Writer) int {
 		// recorded, and a packaged daemon, which is still running, is
 		// restarted to publish it (the marker is gone, so the path unit
 		// does not start this again).
-		unreadable := func(err error) int {
+		unreadable := func(err error, removed bool) int {
 			fmt.Fprintf(stderr, "update-apply: %v\n", err)
 			if rerr := update.RecordFailure(*state, fmt.Errorf("the update's marker: %w", err)); rerr != nil {
 				fmt.Fprintf(stderr, "update-apply: record the failure: %v\n", rerr)
-			} else if *deb {
-				if out, err := exec.Command("systemctl", "restart", "mailroomd.service").CombinedOutput(); err != nil {
-					fmt.Fprintf(stderr, "update-apply: systemctl restart: %v %s\n", err, out)
+			} else if *deb && removed {
+				// A running daemon publishes the outcome when it starts
+				// again; one an admin stopped stays stopped. Without the
+				// marker gone the path unit would start this again, and
+				// the daemon with it, until systemd's start limit.
+				if out, err := exec.Command("systemctl", "try-restart", "mailroomd.service").CombinedOutput(); err != nil {
+					fmt.Fprintf(stderr, "update-apply: systemctl try-restart: %v %s\n", err, out)
 				}
 			}
 			return 2
 		}
-		b, err := os.ReadFile(*pending)
+		b, err := readMarker(*pending)
 		if errors.Is(err, iofs.ErrNotExist) {
 			fmt.Fprintf(stderr, "update-apply: %v: no update waits\n", err)
 			return 2
 		}
-		os.Remove(*pending)
+		removed := os.Remove(*pending) == nil
 		if err != nil {
-			return unreadable(err)
+			return unreadable(err, removed)
 		}
 		m, err := update.ParsePending(b)
 		if err != nil {
-			return unreadable(err)
+			return unreadable(err, removed)
 		}
 		*artifact = m.Artifact
 		if m.RequestID != "" {

@@ -195,11 +195,11 @@ func score(q, name []word, prefix bool) float64 {
 // do not make a word with an umlaut fit more loosely (Jürg is as far
 // from Jürgen as Jurg).
 func similarity(a, b word, prefix bool) float64 {
-	umlauts := a.base != a.pair || b.base != b.pair
-	if a.pair == b.pair || umlauts && a.base == b.base {
+	if a.same(b) {
 		return 1
 	}
-	if prefix && len(a.pair) >= 2 && (strings.HasPrefix(b.pair, a.pair) || umlauts && len(a.base) >= 2 && strings.HasPrefix(b.base, a.base)) {
+	umlauts := a.base != a.pair || b.base != b.pair
+	if prefix && utf8.RuneCountInString(a.base) >= 2 && (strings.HasPrefix(b.pair, a.pair) || umlauts && strings.HasPrefix(b.base, a.base)) {
 		return 0.98
 	}
 	ra, rb := []rune(a.base), []rune(b.base)
@@ -278,6 +278,12 @@ type word struct {
 	pair, base string // equal when the word has no umlaut
 }
 
+// same reports whether w and o are one word: the same letters, or one
+// with an umlaut and the other one of its spellings.
+func (w word) same(o word) bool {
+	return w.pair == o.pair || (w.base != w.pair || o.base != o.pair) && w.base == o.base
+}
+
 // trigrams of both spellings.
 func (w word) trigrams() []string {
 	g := trigrams(w.pair)
@@ -334,7 +340,7 @@ func words(s string) []word {
 	var out []word
 	for _, f := range fs {
 		w := word{pair: pairForms.Replace(f), base: baseForms.Replace(f)}
-		if !slices.ContainsFunc(out, func(o word) bool { return similarity(o, w, false) == 1 }) {
+		if !slices.ContainsFunc(out, w.same) {
 			out = append(out, w) // a word again, in any spelling, counts once
 		}
 	}

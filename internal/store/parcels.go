@@ -547,7 +547,9 @@ func (o *Outbox) WaitingParcels(ctx context.Context, overdueBefore time.Time, li
 		w.ByRecipient = append(w.ByRecipient, gr.Group)
 	}
 	slices.SortStableFunc(w.ByRecipient, func(a, b Group) int { return a.Oldest.Compare(b.Oldest) })
-	w.ByRecipient = w.ByRecipient[:min(len(w.ByRecipient), limit)]
+	if limit >= 0 {
+		w.ByRecipient = w.ByRecipient[:min(len(w.ByRecipient), limit)]
+	}
 	locations, err := o.waitingGroups(ctx, "parcels_open_location", "1", "location_tag", overdueBefore, limit)
 	if err != nil {
 		return w, err

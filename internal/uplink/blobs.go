@@ -382,10 +382,8 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 		started []*upload // those not finished, in order
 		done    int
 		ahead   <-chan loaded // blobs[0] being read
-		// spare are buffers of blobs the broker acknowledged whole, for
-		// the next ones read: three at most are in use (the blob read
-		// ahead, the one published, the one before still awaiting its
-		// last PUBACKs).
+		// spare are buffers of blobs the broker acknowledged whole (at
+		// most two kept), for the next ones read.
 		spare [][]byte
 	)
 	reuse := func() []byte {
@@ -450,6 +448,9 @@ func (b *BlobSender) send(ctx context.Context, blobs []store.Blob) (int, error) 
 				}
 				if got.err != nil {
 					b.unreadableBlob(bl, got.err)
+					if got.backing != nil && len(spare) < 2 {
+						spare = append(spare, got.backing)
+					}
 					continue
 				}
 				delete(b.unreadable, bl.SHA256)

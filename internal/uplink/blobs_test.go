@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -210,4 +212,72 @@ func TestBlobBacklogIsOneStream(t *testing.T) {
 		}
 		return seen == photos
 	})
+}
+
+// TestBlobBytesSurviveBufferReuse: the uploader reads each photo into the
+// buffer of one the broker acknowledged whole; every photo reassembled
+// from its chunks at the broker has its own bytes, whatever the sizes of
+// those read into the same buffers before it.
+func TestBlobBytesSurviveBufferReuse(t *testing.T) {
+	r := newPhotoRig(t, 0, 0)
+	ctx := context.Background()
+	sizes := []int{200_000, 1_000, 150_000, 65_536, 65_537, 300_000, 10, 131_072, 90_000, 5_000, 250_000, 70_000}
+	for i, size := range append(sizes, sizes...) {
+		p := make([]byte, size)
+		rand.Read(p)
+		sha, err := r.files.Put(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.shas = append(r.shas, sha)
+		if _, err := r.o.Append(ctx, event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
+			ParcelID: fmt.Sprint("p", i), Photos: []event.Photo{{SHA256: sha, Size: int64(size), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sender := uplink.NewBlobSender(r.pub, r.o, r.files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); r.pub.Run(ctx) }()
+	go func() { defer wg.Done(); sender.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	waitfor.True(t, 60*time.Second, "every photo recorded as sent", func() bool {
+		left, _ := r.o.BlobsToSend(ctx, 10)
+		return len(left) == 0
+	})
+	msgs := r.chunks.WaitFor(t, 20*time.Second, "every chunk", func(ms []mqtttest.Message) bool {
+		n := 0
+		for _, m := range ms {
+			if strings.Count(m.Topic, "/") == 5 { // a chunk, not a manifest
+				n++
+			}
+		}
+		want := 0
+		for _, s := range append(sizes, sizes...) {
+			want += (s + uplink.ChunkSize - 1) / uplink.ChunkSize
+		}
+		return n >= want
+	})
+	chunks := map[string]map[int][]byte{}
+	for _, m := range msgs {
+		parts := strings.Split(m.Topic, "/") // mailroom/v1/{id}/blobs/{sha}/{n}
+		if len(parts) != 6 {
+			continue
+		}
+		n, _ := strconv.Atoi(parts[5])
+		if chunks[parts[4]] == nil {
+			chunks[parts[4]] = map[int][]byte{}
+		}
+		chunks[parts[4]][n] = m.Payload
+	}
+	for _, sha := range r.shas {
+		var whole []byte
+		for n := 0; n < len(chunks[sha]); n++ {
+			whole = append(whole, chunks[sha][n]...)
+		}
+		if got := blobstore.Sum(whole); got != sha {
+			t.Fatalf("photo %s reassembled from %d chunks has the SHA-256 %s", sha, len(chunks[sha]), got)
+		}
+	}
 }
