@@ -356,7 +356,8 @@ func operator(t *testing.T, b *mqtttest.Broker, cn string) *fleetop.Client {
 
 // TestPhotosFillTheDisk puts the buffer and its photo store on a small
 // tmpfs while the cloud is unreachable, and uploads photos, smaller and
-// smaller, until not even one of 4 KiB fits: every refused upload fails
+// smaller, until not even one of 4 KiB fits (photos leave 16 MiB free for
+// the scans, which are then still taken): every refused upload fails
 // with a 507 disk_full naming the full disk and raises photos.full; every photo a committed event names is
 // kept whole (its bytes have its SHA-256); a refused one is named by no
 // event and left no file behind, not even a temporary one. Once space
@@ -376,7 +377,7 @@ func TestPhotosFillTheDisk(t *testing.T) {
 	if err := os.MkdirAll(vol, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := execCommand("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", vol); err != nil {
+	if out, err := execCommand("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", vol); err != nil {
 		t.Fatalf("mount tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { execCommand("umount", "-l", vol) })
@@ -408,7 +409,7 @@ func TestPhotosFillTheDisk(t *testing.T) {
 	for _, size := range []int{600 << 10, 64 << 10, 16 << 10, 4 << 10} {
 		for i := 0; ; i++ {
 			if i == 200 {
-				t.Fatalf("200 photos of %d KiB fit on a 4 MiB volume", size>>10)
+				t.Fatalf("200 photos of %d KiB fit on a 24 MiB volume", size>>10)
 			}
 			photo := fakeJPEG(size)
 			code, body := page.post("/api/parcels/"+parcel.ID+"/photos?kind=damage", "image/jpeg", photo)
@@ -436,6 +437,18 @@ func TestPhotosFillTheDisk(t *testing.T) {
 	}
 	if len(taken) == 0 {
 		t.Fatal("not one photo fit on the volume")
+	}
+	// The room left is the scans': a scan is still committed.
+	if err := scanDev.Scan("1Z12345E0305271684"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(p.log.String(), `msg="parcel received"`) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) || strings.Contains(p.log.String(), "NOT recorded") {
+			t.Fatalf("a scan after the photos filled the disk was not received:\n%s", p.log.String())
+		}
+	}
+	if strings.Contains(p.log.String(), "NOT recorded") {
+		t.Fatalf("a scan was refused after the photos filled the disk:\n%s", p.log.String())
 	}
 
 	// Every photo a committed event names is kept whole; the refused one
@@ -468,7 +481,7 @@ func TestPhotosFillTheDisk(t *testing.T) {
 
 	// Space returns: the refused photos are taken now, and everything
 	// drains.
-	if out, err := execCommand("mount", "-o", "remount,size=64m", vol); err != nil {
+	if out, err := execCommand("mount", "-o", "remount,size=96m", vol); err != nil {
 		t.Fatalf("remount: %v %s", err, out)
 	}
 	for _, photo := range refused {

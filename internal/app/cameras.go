@@ -7,7 +7,10 @@ import (
 	_ "image/jpeg" // a sim-camera's picture
 	_ "image/png"
 	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/shirou/gopsutil/v4/disk"
 
 	"github.com/mailroomd/mailroomd/drivers/camera"
 	"github.com/mailroomd/mailroomd/drivers/camera/sim"
@@ -42,7 +45,14 @@ func (a *App) photoKeeper(cfg *config.Config) *photo.Keeper {
 	return &photo.Keeper{Store: a.blobs, Index: a.store, Custody: a.store, Alerts: a.health,
 		MaxSize: cfg.Photos.MaxSizeKB << 10, MaxTotal: cfg.Photos.MaxTotalMB << 20,
 		Appliance: cfg.Appliance.ID, Site: cfg.Appliance.Site, Now: a.clock.Now,
-		Log: a.log.With("subsystem", "photos"), OnLabel: a.readLabel, Locks: a.photoLocks}
+		Log: a.log.With("subsystem", "photos"), OnLabel: a.readLabel, Locks: a.photoLocks,
+		Free: func() (uint64, error) {
+			du, err := disk.Usage(filepath.Dir(cfg.Storage.Path))
+			if err != nil {
+				return 0, err
+			}
+			return du.Free, nil
+		}}
 }
 
 // newV4L2Device is a USB (UVC) camera through Linux's V4L2.

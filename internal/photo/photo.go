@@ -116,7 +116,17 @@ type Keeper struct {
 	// blob store must share one. Nil: the Keeper's own.
 	Locks *Locks
 	own   Locks
+	// Free reports the free bytes on the volume of the buffer and its
+	// photos; nil checks nothing. A new photo that would leave less than
+	// ReserveBytes free is refused as for a full disk: that room is the
+	// scans'.
+	Free func() (uint64, error)
 }
+
+// ReserveBytes is the free space on the buffer's volume that photos never
+// take: about 30,000 events' worth, left to the scans when photos fill a
+// disk, while the alerts say so and uploads and pruning make room.
+const ReserveBytes = 16 << 20
 
 // Locks hold the photos being kept, by hash: the same bytes kept twice at
 // once (two cameras, a camera and the page) are kept one after the other,
@@ -235,6 +245,13 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 		k.raise(msg)
 		k.Log.Error("photo refused: the photo store is full", "parcel", p.ParcelID, "used", used, "max", k.MaxTotal)
 		return Kept{}, &Error{CodeFull, msg}
+	}
+	if !known && k.Free != nil {
+		if free, err := k.Free(); err == nil && int64(free)-int64(len(p.Body)) < ReserveBytes {
+			k.raise(DiskFullMessage)
+			k.Log.Error("photo refused: it would take the room kept for scans", "parcel", p.ParcelID, "free", free, "bytes", len(p.Body), "reserve", ReserveBytes)
+			return Kept{}, &Error{CodeDiskFull, DiskFullMessage}
+		}
 	}
 	sha, err := k.Store.Put(p.Body)
 	if err != nil {

@@ -201,3 +201,36 @@ func TestSameBytesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepLeavesRoomForScans: a new photo that would leave less than
+// ReserveBytes free on the volume is refused as for a full disk, so that
+// photos never take the room the scans need; bytes kept already are
+// still named, and room again takes new photos.
+func TestKeepLeavesRoomForScans(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, 1<<30)
+	first, second := jpegOf(t, 64, 64, 1), jpegOf(t, 64, 64, 99)
+	free := uint64(photo.ReserveBytes + len(first) + 100)
+	r.k.Free = func() (uint64, error) { return free, nil }
+	if _, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p1", Kind: "label", Body: first}); err != nil {
+		t.Fatalf("a photo that leaves the reserve free: %v", err)
+	}
+	free = photo.ReserveBytes + 10
+	_, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p2", Kind: "label", Body: second})
+	if e, ok := photo.IsRefused(err); !ok || e.Code != photo.CodeDiskFull || e.Msg != photo.DiskFullMessage {
+		t.Fatalf("a photo into the scans' room: %v", err)
+	}
+	if r.exists(blobstore.Sum(second)) {
+		t.Fatal("the refused photo was kept")
+	}
+	if a := r.alerts.Active(); len(a) != 1 || a[0].Key != photo.ConditionFull {
+		t.Fatalf("conditions: %+v", a)
+	}
+	if _, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p3", Kind: "label", Body: first}); err != nil {
+		t.Fatalf("bytes kept already, named again: %v", err)
+	}
+	free = 1 << 30
+	if _, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p2", Kind: "label", Body: second}); err != nil {
+		t.Fatalf("with room again: %v", err)
+	}
+}

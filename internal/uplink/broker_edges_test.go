@@ -151,7 +151,7 @@ func TestImpostorCannotTakeOverABox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"use_identity_as_username true", "use_username_as_clientid true", "require_certificate true"} {
+	for _, want := range []string{"use_identity_as_username true", "use_username_as_clientid true", "require_certificate true", "persistence true", "autosave_interval 10"} {
 		if !strings.Contains(string(conf), want) {
 			t.Fatalf("configs/mosquitto.conf lacks %q, which the test broker runs with", want)
 		}
