@@ -124,8 +124,8 @@ type Keeper struct {
 }
 
 // ReserveBytes is the free space on the buffer's volume that photos never
-// take: about 30,000 events' worth, left to the scans when photos fill a
-// disk, while the alerts say so and uploads and pruning make room.
+// take: left to the scans when photos fill a disk, while the alerts say
+// so and uploads and pruning make room.
 const ReserveBytes = 16 << 20
 
 // Locks hold the photos being kept, by hash: the same bytes kept twice at
@@ -135,6 +135,24 @@ const ReserveBytes = 16 << 20
 type Locks struct {
 	mu   sync.Mutex
 	held map[string]*heldPhoto
+	// writing is the bytes of new photos being kept now, by every
+	// Keeper sharing these Locks: each leaves ReserveBytes free after
+	// the others' too.
+	writing int64
+}
+
+// claim counts n bytes as being written until release is called, and
+// returns how many the other photos being kept are writing.
+func (l *Locks) claim(n int64) (others int64, release func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	others = l.writing
+	l.writing += n
+	return others, func() {
+		l.mu.Lock()
+		l.writing -= n
+		l.mu.Unlock()
+	}
 }
 
 type heldPhoto struct {
@@ -247,9 +265,16 @@ func (k *Keeper) Keep(ctx context.Context, p Photo) (Kept, error) {
 		return Kept{}, &Error{CodeFull, msg}
 	}
 	if !known && k.Free != nil {
-		if free, err := k.Free(); err == nil && int64(free)-int64(len(p.Body)) < ReserveBytes {
+		others, release := locks.claim(int64(len(p.Body)))
+		defer release()
+		free, err := k.Free()
+		switch {
+		case err != nil:
+			k.Log.Warn("free space on the buffer's volume unknown: the photo is kept without the scans' reserve checked", "err", err)
+		case free < uint64(others)+uint64(len(p.Body))+ReserveBytes:
 			k.raise(DiskFullMessage)
-			k.Log.Error("photo refused: it would take the room kept for scans", "parcel", p.ParcelID, "free", free, "bytes", len(p.Body), "reserve", ReserveBytes)
+			k.Log.Error("photo refused: it would take the room kept for scans", "parcel", p.ParcelID, "free", free, "bytes", len(p.Body),
+				"being_written", others, "reserve", ReserveBytes)
 			return Kept{}, &Error{CodeDiskFull, DiskFullMessage}
 		}
 	}

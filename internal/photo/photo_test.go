@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,5 +234,76 @@ func TestKeepLeavesRoomForScans(t *testing.T) {
 	free = 1 << 30
 	if _, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p2", Kind: "label", Body: second}); err != nil {
 		t.Fatalf("with room again: %v", err)
+	}
+}
+
+// fullPut is a photo store whose disk is full.
+type fullPut struct{ *blobstore.Store }
+
+func (fullPut) Put([]byte) (string, error) {
+	return "", fmt.Errorf("keep blob: write: %w", syscall.ENOSPC)
+}
+
+// fullAppend is a buffer whose disk is full for events.
+type fullAppend struct{ *store.Outbox }
+
+func (fullAppend) Append(context.Context, event.Event) (event.Event, error) {
+	return event.Event{}, fmt.Errorf("commit: %w", syscall.ENOSPC)
+}
+
+// TestKeepOnAFullDisk: a disk that fills anyway (something else wrote to
+// it) refuses the photo as disk_full, whether the photo's file or its
+// event did not fit; a photo kept whose event did not fit is removed.
+func TestKeepOnAFullDisk(t *testing.T) {
+	ctx := context.Background()
+	body := jpegOf(t, 64, 64, 7)
+	for name, set := range map[string]func(r *rig){
+		"the photo's file": func(r *rig) { r.k.Store = fullPut{r.files} },
+		"its event":        func(r *rig) { r.k.Custody = fullAppend{r.st} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, 1<<30)
+			set(r)
+			_, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p1", Kind: "label", Body: body})
+			if e, ok := photo.IsRefused(err); !ok || e.Code != photo.CodeDiskFull || e.Msg != photo.DiskFullMessage {
+				t.Fatalf("on a full disk: %v", err)
+			}
+			if r.exists(blobstore.Sum(body)) {
+				t.Fatal("a photo no event names was left on the disk")
+			}
+			if a := r.alerts.Active(); len(a) != 1 || a[0].Key != photo.ConditionFull {
+				t.Fatalf("conditions: %+v", a)
+			}
+		})
+	}
+}
+
+// TestReserveCountsPhotosBeingKept: photos kept at once by Keepers that
+// share their Locks each leave the reserve free after the others' bytes
+// too; a free space that cannot be read keeps the photo.
+func TestReserveCountsPhotosBeingKept(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, 1<<30)
+	locks := &photo.Locks{}
+	r.k.Locks = locks
+	first, second := jpegOf(t, 64, 64, 1), jpegOf(t, 64, 64, 2)
+	free := uint64(photo.ReserveBytes + len(first) + len(second) - 1)
+	var inner error
+	// While the first photo's free space is read, a second Keeper keeps
+	// another photo: together they would go into the reserve.
+	other := &photo.Keeper{Store: r.k.Store, Index: r.k.Index, Custody: r.k.Custody, Alerts: r.k.Alerts, MaxSize: r.k.MaxSize,
+		MaxTotal: r.k.MaxTotal, Appliance: "mr-test", Now: time.Now, Log: r.k.Log, Locks: locks,
+		Free: func() (uint64, error) { return free, nil }}
+	r.k.Free = func() (uint64, error) {
+		_, inner = other.Keep(ctx, photo.Photo{ParcelID: "p2", Kind: "label", Body: second})
+		return free, nil
+	}
+	_, outer := r.k.Keep(ctx, photo.Photo{ParcelID: "p1", Kind: "label", Body: first})
+	if e, ok := photo.IsRefused(inner); !ok || e.Code != photo.CodeDiskFull || outer != nil {
+		t.Fatalf("two photos that fit only one at a time: the one kept meanwhile %v, the first %v; want the second refused", inner, outer)
+	}
+	r.k.Free = func() (uint64, error) { return 0, errors.New("statfs: no such device") }
+	if _, err := r.k.Keep(ctx, photo.Photo{ParcelID: "p3", Kind: "label", Body: jpegOf(t, 64, 64, 3)}); err != nil {
+		t.Fatalf("free space unknown: %v", err)
 	}
 }
