@@ -64,24 +64,31 @@ func newPhotoRig(t *testing.T, n, size int) *photoRig {
 	}
 	t.Cleanup(func() { r.o.Close() })
 	r.files = blobstore.New(filepath.Join(dir, "blobs"), nil)
-	for i := range n {
-		p := make([]byte, size)
-		rand.Read(p)
-		sha, err := r.files.Put(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.shas = append(r.shas, sha)
-		if _, err := r.o.Append(ctx, event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
-			ParcelID: fmt.Sprint("p", i), Photos: []event.Photo{{SHA256: sha, Size: int64(len(p)), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
-			t.Fatal(err)
-		}
+	for range n {
+		r.add(t, size)
 	}
 	if r.pub, err = uplink.New(r.o, uplink.Options{Brokers: []string{broker.URL()}, TLS: tlsCfg, ClientID: appliance, TopicPrefix: "mailroom/v1",
 		Window: 16, KeepAlive: 30 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// add keeps a photo of size random bytes and commits the event that
+// names it.
+func (r *photoRig) add(t *testing.T, size int) {
+	t.Helper()
+	p := make([]byte, size)
+	rand.Read(p)
+	sha, err := r.files.Put(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.o.Append(context.Background(), event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
+		ParcelID: fmt.Sprint("p", len(r.shas)), Photos: []event.Photo{{SHA256: sha, Size: int64(size), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
+		t.Fatal(err)
+	}
+	r.shas = append(r.shas, sha)
 }
 
 // The uploads' progress is written off the chunks' way; a write that
@@ -222,18 +229,8 @@ func TestBlobBytesSurviveBufferReuse(t *testing.T) {
 	r := newPhotoRig(t, 0, 0)
 	ctx := context.Background()
 	sizes := []int{200_000, 1_000, 150_000, 65_536, 65_537, 300_000, 10, 131_072, 90_000, 5_000, 250_000, 70_000}
-	for i, size := range append(sizes, sizes...) {
-		p := make([]byte, size)
-		rand.Read(p)
-		sha, err := r.files.Put(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.shas = append(r.shas, sha)
-		if _, err := r.o.Append(ctx, event.Event{Appliance: appliance, Type: event.TypeParcelUpdated, Time: time.Now(),
-			ParcelID: fmt.Sprint("p", i), Photos: []event.Photo{{SHA256: sha, Size: int64(size), ContentType: "image/jpeg", Kind: "label"}}}); err != nil {
-			t.Fatal(err)
-		}
+	for _, size := range append(sizes, sizes...) {
+		r.add(t, size)
 	}
 	sender := uplink.NewBlobSender(r.pub, r.o, r.files, time.Hour, clock.Real{}, slog.New(slog.DiscardHandler), nil)
 	ctx, cancel := context.WithCancel(ctx)
