@@ -71,6 +71,9 @@ func TestFleetUsageErrors(t *testing.T) {
 		{[]string{"fleet", "cmd", "--broker", "mqtt://127.0.0.1:1", "--ttl", "0s", "--target", "x", "reboot"}, "--ttl must be positive"},
 		{[]string{"fleet", "status", "--broker", "mqtt://127.0.0.1:1", "--sha256", "x"}, "--sha256 is not a flag of this subcommand"},
 		{[]string{"fleet", "bogus"}, `unknown subcommand "bogus"`},
+		{[]string{"fleet", "blobs"}, `the subcommand is "blobs get"`},
+		{[]string{"fleet", "config", "--broker", "mqtt://127.0.0.1:1"}, `the subcommand is "config push"`},
+		{[]string{"fleet", "directory", "pull"}, `the subcommand is "directory push"`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "mr-1", "--sha256", "abc", "--out", "x"}, `--sha256 "abc" is not a SHA-256`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "mr/1", "--sha256", strings.Repeat("a", 64), "--out", "x"}, `--target "mr/1" is not one appliance id`},
 		{[]string{"fleet", "blobs", "get", "--broker", "mqtt://127.0.0.1:1", "--target", "*", "--sha256", strings.Repeat("a", 64), "--out", "x"}, `--target "*" is not one appliance id`},
@@ -88,6 +91,10 @@ func TestFleetUsageErrors(t *testing.T) {
 		}
 	}
 	var out, errOut strings.Builder
+	if code := Main([]string{"fleet", "blobs", "--help"}, &out, &errOut); code != 0 || !strings.Contains(errOut.String(), "--sha256") {
+		t.Errorf("fleet blobs --help: exit %d, want 0 and the flags of blobs get:\n%s", code, errOut.String())
+	}
+	errOut.Reset()
 	if code := Main([]string{"fleet", "events", "--help"}, &out, &errOut); code != 0 {
 		t.Errorf("fleet events --help: exit %d, want 0", code)
 	}

@@ -83,11 +83,18 @@ func fleetMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, fleetUsage)
 		return 0
 	}
-	if (sub == "config" || sub == "directory") && len(rest) > 0 && rest[0] == "push" {
-		sub, rest = sub+" push", rest[1:]
-	}
-	if sub == "blobs" && len(rest) > 0 && rest[0] == "get" {
-		sub, rest = "blobs get", rest[1:]
+	// Subcommands of two words: the group alone (or with --help) says
+	// which word follows.
+	if verb, ok := map[string]string{"config": "push", "directory": "push", "blobs": "get"}[sub]; ok {
+		switch {
+		case len(rest) > 0 && rest[0] == verb:
+			sub, rest = sub+" "+verb, rest[1:]
+		case len(rest) > 0 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help"):
+			sub = sub + " " + verb // its flags, as `fleet SUB VERB --help` lists them
+		default:
+			fmt.Fprintf(stderr, "mailroomd fleet %s: the subcommand is \"%s %s\" (mailroomd fleet %s %s --help lists its flags)\n", sub, sub, verb, sub, verb)
+			return 2
+		}
 	}
 	fs := flag.NewFlagSet("fleet "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)

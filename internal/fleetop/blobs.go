@@ -96,7 +96,7 @@ func (c *Client) GetBlob(ctx context.Context, appliance, sha string, wait time.D
 	}
 	sum := sha256.Sum256(b.Bytes())
 	if got := hex.EncodeToString(sum[:]); got != sha || int64(b.Len()) != m.Size {
-		return nil, m, fmt.Errorf("blob %s: the chunks make %d bytes with SHA-256 %s, not the %d bytes named", sha, b.Len(), got, m.Size)
+		return nil, m, fmt.Errorf("blob %s is damaged: its chunks make %d bytes with SHA-256 %s, not %d bytes with the SHA-256 asked for", sha, b.Len(), got, m.Size)
 	}
 	return b.Bytes(), m, nil
 }
