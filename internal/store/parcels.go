@@ -534,44 +534,33 @@ func (o *Outbox) WaitingParcels(ctx context.Context, overdueBefore time.Time, li
 	// The parcels of a directory person form one group, those without a
 	// person one per recipient code: two queries, each grouping along an
 	// index of open parcels, merged by the oldest parcel.
-	persons, err := o.waitingGroups(ctx, "parcels_open_person", "person_tag <> ''", "person_tag", overdueBefore, limit)
+	byRecipient := func(p Parcel) (key, person string) { return p.Recipient, p.Person }
+	persons, err := o.waitingGroups(ctx, "parcels_open_person", "person_tag <> ''", "person_tag", byRecipient, overdueBefore, limit)
 	if err != nil {
 		return w, err
 	}
-	codes, err := o.waitingGroups(ctx, "parcels_open_waiting", "person_tag = ''", "recipient_tag", overdueBefore, limit)
+	codes, err := o.waitingGroups(ctx, "parcels_open_waiting", "person_tag = ''", "recipient_tag", byRecipient, overdueBefore, limit)
 	if err != nil {
 		return w, err
 	}
-	for _, gr := range append(persons, codes...) {
-		gr.Key = gr.parcel.Recipient
-		w.ByRecipient = append(w.ByRecipient, gr.Group)
-	}
+	w.ByRecipient = append(persons, codes...)
 	slices.SortStableFunc(w.ByRecipient, func(a, b Group) int { return a.Oldest.Compare(b.Oldest) })
 	if limit >= 0 {
 		w.ByRecipient = w.ByRecipient[:min(len(w.ByRecipient), limit)]
 	}
-	locations, err := o.waitingGroups(ctx, "parcels_open_location", "1", "location_tag", overdueBefore, limit)
-	if err != nil {
+	byLocation := func(p Parcel) (key, person string) { return p.Location, "" }
+	if w.ByLocation, err = o.waitingGroups(ctx, "parcels_open_location", "1", "location_tag", byLocation, overdueBefore, limit); err != nil {
 		return w, err
-	}
-	for _, gr := range locations {
-		gr.Key, gr.Person = gr.parcel.Location, ""
-		w.ByLocation = append(w.ByLocation, gr.Group)
 	}
 	return w, nil
 }
 
-// waitingGroup is a Group and the oldest parcel of it.
-type waitingGroup struct {
-	Group
-	parcel Parcel
-}
-
 // waitingGroups groups the open parcels that where selects by the column
 // by, along index (an index of open parcels that starts with by), the
-// longest waiting first, at most limit groups. Key is left for the
-// caller; Person is the oldest parcel's.
-func (o *Outbox) waitingGroups(ctx context.Context, index, where, by string, overdueBefore time.Time, limit int) ([]waitingGroup, error) {
+// longest waiting first, at most limit groups; name gives a group's Key
+// and Person from its oldest parcel.
+func (o *Outbox) waitingGroups(ctx context.Context, index, where, by string, name func(Parcel) (key, person string),
+	overdueBefore time.Time, limit int) ([]Group, error) {
 	// A bare column next to min() comes from the row of the minimum: the
 	// detail of the group's oldest parcel names the group.
 	rows, err := o.rdb.QueryContext(ctx, `SELECT id, detail, key_id, min(received_at), count(*), sum(received_at < ?)
@@ -580,20 +569,22 @@ func (o *Outbox) waitingGroups(ctx context.Context, index, where, by string, ove
 		return nil, fmt.Errorf("read waiting parcels: %w", err)
 	}
 	defer rows.Close()
-	var out []waitingGroup
+	var out []Group
 	for rows.Next() {
 		var id string
 		var detail []byte
 		var keyID sql.NullString
 		var oldest int64
-		var gr waitingGroup
+		var gr Group
 		if err := rows.Scan(&id, &detail, &keyID, &oldest, &gr.Count, &gr.Overdue); err != nil {
 			return nil, fmt.Errorf("read waiting parcels: %w", err)
 		}
-		if gr.parcel, err = o.openParcel(id, detail, keyID); err != nil {
+		p, err := o.openParcel(id, detail, keyID)
+		if err != nil {
 			return nil, fmt.Errorf("read waiting parcels: %w", err)
 		}
-		gr.Person, gr.Oldest = gr.parcel.Person, time.UnixMilli(oldest)
+		gr.Key, gr.Person = name(p)
+		gr.Oldest = time.UnixMilli(oldest)
 		out = append(out, gr)
 	}
 	if err := rows.Err(); err != nil {
