@@ -37,7 +37,7 @@ type Store interface {
 	Append(ctx context.Context, ev event.Event) (event.Event, error)
 	Resolve(ctx context.Context, scanIDs ...string) error
 	Unresolved(ctx context.Context, station string) ([]event.Event, error)
-	Recent(ctx context.Context, limit int, types ...event.Type) ([]store.Stored, error)
+	EachRecent(ctx context.Context, limit int, fn func(store.Stored) error, types ...event.Type) error
 	QueueLabel(ctx context.Context, station, parcelID string, data []byte, queued time.Time) (int64, error)
 	LabelPrinted(ctx context.Context, jobID int64, ev event.Event) (event.Event, error)
 	DropLabel(ctx context.Context, jobID int64) error
@@ -237,9 +237,10 @@ func (s *Station) Stats() Stats {
 func (s *Station) Recent() []Parcel {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Parcel, 0, len(s.recent))
-	for i := len(s.recent) - 1; i >= 0; i-- {
-		out = append(out, *s.recent[i])
+	kept := s.remembered()
+	out := make([]Parcel, 0, len(kept))
+	for i := len(kept) - 1; i >= 0; i-- {
+		out = append(out, *kept[i])
 	}
 	return out
 }
@@ -248,15 +249,11 @@ func (s *Station) Recent() []Parcel {
 // was committed but not resolved before the last stop. Call it before Run
 // and before the station's scanner starts.
 func (s *Station) Recover(ctx context.Context) error {
-	recent, err := s.store.Recent(ctx, 5000, event.TypeParcelReceived, event.TypeParcelUpdated)
-	if err != nil {
-		return fmt.Errorf("station %s: %w", s.cfg.Name, err)
-	}
 	updates := map[string][]event.Event{}
-	for i := len(recent) - 1; i >= 0; i-- {
-		ev := recent[i].Event
+	err := s.store.EachRecent(ctx, 5000, func(r store.Stored) error {
+		ev := r.Event
 		if ev.Station != s.cfg.Name {
-			continue
+			return nil
 		}
 		switch {
 		case ev.Type == event.TypeParcelUpdated:
@@ -270,6 +267,10 @@ func (s *Station) Recover(ctx context.Context) error {
 			s.last = &lastParcel{id: ev.ID, at: ev.Time, has: map[barcode.Kind]bool{
 				barcode.KindRecipient: hasRecipient(ev), barcode.KindLocation: ev.Location != ""}}
 		}
+		return nil
+	}, event.TypeParcelReceived, event.TypeParcelUpdated)
+	if err != nil {
+		return fmt.Errorf("station %s: %w", s.cfg.Name, err)
 	}
 	for id, ups := range updates {
 		for _, u := range ups {
@@ -657,7 +658,7 @@ func (s *Station) attach(ctx context.Context, scan event.Event, res barcode.Resu
 // applyUpdate records a parcel.updated's recipient, person or location on
 // a remembered parcel.
 func (s *Station) applyUpdate(id string, u event.Event) {
-	for _, p := range s.recent {
+	for _, p := range s.remembered() {
 		if p.ID == id {
 			if u.Recipient != "" {
 				p.Recipient = u.Recipient
@@ -680,10 +681,19 @@ func hasRecipient(ev event.Event) bool {
 	return ev.Recipient != "" || ev.RecipientID != "" && ev.RecipientMatch != directory.MatchNone
 }
 
+// remembered is the last recentLimit parcels, oldest first; s.mu held.
+func (s *Station) remembered() []*Parcel {
+	return s.recent[max(0, len(s.recent)-recentLimit):]
+}
+
 func (s *Station) remember(p *Parcel) {
 	s.recent = append(s.recent, p)
-	if len(s.recent) > recentLimit {
-		s.recent = append(s.recent[:0:0], s.recent[len(s.recent)-recentLimit:]...)
+	// Trimmed in place once it holds twice the limit: a copy per parcel
+	// would cost a new array each time.
+	if len(s.recent) >= 2*recentLimit {
+		n := copy(s.recent, s.recent[len(s.recent)-recentLimit:])
+		clear(s.recent[n:])
+		s.recent = s.recent[:n]
 	}
 }
 
@@ -865,7 +875,7 @@ func (s *Station) Reprint(id string) error {
 	}
 	s.mu.Lock()
 	var found *Parcel
-	for _, p := range s.recent {
+	for _, p := range s.remembered() {
 		if p.ID == id {
 			c := *p
 			found = &c

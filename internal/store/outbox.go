@@ -1344,25 +1344,83 @@ type Stored struct {
 // Recent returns up to limit of the most recent events, newest first,
 // optionally only of the given types. Pruned events are gone.
 func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]Stored, error) {
-	q := "SELECT pos, id, payload, key_id FROM events"
-	args := make([]any, 0, len(types)+1)
-	if len(types) > 0 {
-		q += " WHERE type IN (?" + strings.Repeat(",?", len(types)-1) + ")"
-		for _, t := range types {
-			args = append(args, string(t))
-		}
-	}
-	q += " ORDER BY pos DESC LIMIT ?"
-	args = append(args, limit)
-	o.sentMu.Lock()
-	upTo, acked := o.sentUpTo, maps.Clone(o.acked)
-	o.sentMu.Unlock()
-	rows, err := o.rdb.QueryContext(ctx, q, args...)
+	where, args := typeFilter(types)
+	rows, err := o.rdb.QueryContext(ctx, "SELECT pos, id, payload, key_id FROM events"+where+" ORDER BY pos DESC LIMIT ?", append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("read recent events: %w", err)
 	}
-	defer rows.Close()
 	var out []Stored
+	if err := o.eachStored(rows, func(st Stored) error {
+		out = append(out, st)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read recent events: %w", err)
+	}
+	return out, nil
+}
+
+// EachRecent calls fn with each of up to limit of the most recent events,
+// oldest first, optionally only of the given types. The events are read
+// and decoded one at a time, so that a large limit costs no memory; it
+// stops at the first error fn returns and returns it.
+func (o *Outbox) EachRecent(ctx context.Context, limit int, fn func(Stored) error, types ...event.Type) error {
+	if limit <= 0 {
+		return nil
+	}
+	where, args := typeFilter(types)
+	// The span of positions the newest limit events take, found from
+	// their positions alone, then read in order.
+	var from, to sql.NullInt64
+	if err := o.rdb.QueryRowContext(ctx, "SELECT min(pos), max(pos) FROM (SELECT pos FROM events"+where+" ORDER BY pos DESC LIMIT ?)",
+		append(args, limit)...).Scan(&from, &to); err != nil {
+		return fmt.Errorf("read recent events: %w", err)
+	}
+	if !from.Valid {
+		return nil
+	}
+	q := "SELECT pos, id, payload, key_id FROM events WHERE pos BETWEEN ? AND ?"
+	if len(types) > 0 {
+		q += " AND" + strings.TrimPrefix(where, " WHERE")
+	}
+	rows, err := o.rdb.QueryContext(ctx, q+" ORDER BY pos", append([]any{from.Int64, to.Int64}, args...)...)
+	if err != nil {
+		return fmt.Errorf("read recent events: %w", err)
+	}
+	var fnErr error
+	err = o.eachStored(rows, func(st Stored) error {
+		fnErr = fn(st)
+		return fnErr
+	})
+	switch {
+	case fnErr != nil:
+		return fnErr
+	case err != nil:
+		return fmt.Errorf("read recent events: %w", err)
+	}
+	return nil
+}
+
+// typeFilter is the WHERE clause, and its arguments, that keeps events of
+// the given types; none when no type is given.
+func typeFilter(types []event.Type) (string, []any) {
+	if len(types) == 0 {
+		return "", nil
+	}
+	args := make([]any, 0, len(types)+2)
+	for _, t := range types {
+		args = append(args, string(t))
+	}
+	return " WHERE type IN (?" + strings.Repeat(",?", len(types)-1) + ")", args
+}
+
+// eachStored reads rows of (pos, id, payload, key_id), opens and decodes
+// each event, and calls fn with it, until fn returns an error. It closes
+// rows.
+func (o *Outbox) eachStored(rows *sql.Rows, fn func(Stored) error) error {
+	defer rows.Close()
+	o.sentMu.Lock()
+	upTo, acked := o.sentUpTo, maps.Clone(o.acked)
+	o.sentMu.Unlock()
 	for rows.Next() {
 		var (
 			pos     int64
@@ -1371,24 +1429,23 @@ func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]
 			keyID   sql.NullString
 		)
 		if err := rows.Scan(&pos, &id, &payload, &keyID); err != nil {
-			return nil, fmt.Errorf("read recent events: %w", err)
+			return err
 		}
 		_, sent := acked[pos]
 		sent = sent || pos <= upTo
 		payload, err := o.open(keyID, id, payload)
 		if err != nil {
-			return nil, fmt.Errorf("read recent events: %w", err)
+			return err
 		}
 		ev, err := event.Decode(payload)
 		if err != nil {
-			return nil, fmt.Errorf("read recent events: %w", err)
+			return err
 		}
-		out = append(out, Stored{Event: ev, Sent: sent})
+		if err := fn(Stored{Event: ev, Sent: sent}); err != nil {
+			return err
+		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read recent events: %w", err)
-	}
-	return out, nil
+	return rows.Err()
 }
 
 // Prune deletes sent events older than RetainSent and returns how many.
