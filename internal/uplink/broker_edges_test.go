@@ -142,6 +142,60 @@ func TestAcknowledgementsAreRecordedOnceTheDiskTakesThem(t *testing.T) {
 	}
 }
 
+// slowMarks is a buffer whose MarkSent waits until release is closed, as
+// behind the synced commits of scans arriving during a drain.
+type slowMarks struct {
+	*store.Outbox
+	release chan struct{}
+	calls   atomic.Int64
+}
+
+func (s *slowMarks) MarkSent(ctx context.Context, pos []int64) error {
+	s.calls.Add(1)
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Outbox.MarkSent(ctx, pos)
+}
+
+// TestSlowRecordingDoesNotHoldBackTheDrain: while recording what the
+// broker acknowledged waits for the buffer's writer, the backlog keeps
+// going out; the acknowledgements are recorded once it is free, without a
+// resend.
+func TestSlowRecordingDoesNotHoldBackTheDrain(t *testing.T) {
+	const n = 3000
+	b := mqtttest.StartFake(t)
+	o := newOutbox(t)
+	src := &slowMarks{Outbox: o, release: make(chan struct{})}
+	appendScans(t, o, 0, n)
+	start(t, src, uplink.Options{Brokers: []string{b.URL()}, Window: 16})
+	published := func() int {
+		c := 0
+		for _, topic := range b.Published() {
+			if strings.HasSuffix(topic, "/events") {
+				c++
+			}
+		}
+		return c
+	}
+	waitfor.True(t, 20*time.Second, "the whole backlog published while its first acknowledgements wait to be recorded", func() bool {
+		return published() >= n
+	})
+	if c := src.calls.Load(); c != 1 {
+		t.Fatalf("%d recordings began; want the first one still waiting", c)
+	}
+	close(src.release)
+	waitfor.True(t, 10*time.Second, "every acknowledgement recorded", func() bool {
+		st, _ := o.Stats(context.Background())
+		return st.Pending == 0
+	})
+	if c := published(); c != n {
+		t.Fatalf("%d publishes for %d events: some were sent again", c, n)
+	}
+}
+
 // TestImpostorCannotTakeOverABox runs mosquitto as configs/mosquitto.conf
 // and configs/mosquitto-acl.conf set it up: another box's certificate
 // connecting with this box's client id neither kicks the box off nor

@@ -749,7 +749,12 @@ func (p *Publisher) connectAndServe(ctx context.Context) (connected bool, err er
 func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan error) error {
 	topic := p.Topic(TopicEvents)
 	window := make(chan struct{}, p.opts.Window)
-	acks := make(chan int64, p.opts.Window)
+	// Acknowledgements wait here while the buffer records the ones before
+	// them: a write that waits behind the synced commits of scans must not
+	// hold back the window (a drain of 25,000 events/s fills 64 places in
+	// under 3 ms). A buffer that cannot record at all still stops the
+	// drain, once these are full.
+	acks := make(chan int64, max(p.opts.Window, ackBacklog))
 	failed := make(chan error, 1)
 	fail := func(err error) {
 		select {
@@ -908,6 +913,11 @@ func (p *Publisher) Republish(ctx context.Context, payloads [][]byte) (int, erro
 	}
 	return done, nil
 }
+
+// ackBacklog is how many acknowledgements may wait to be recorded before
+// the publishes awaiting theirs stop freeing their window places: a third
+// of a second of a fast drain, 64 KiB.
+const ackBacklog = 8192
 
 // published is a publish awaiting its PUBACK: one event, or a batch.
 type published struct {
