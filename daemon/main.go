@@ -22,7 +22,9 @@ import (
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/devcert"
-	"github.com/mailroomd/mailroomd/internal/mallocarenas"
+	// Caps the C allocator's arenas for `mailroomd run` as the program
+	// is loaded (see the package).
+	_ "github.com/mailroomd/mailroomd/internal/mallocarenas"
 	"github.com/mailroomd/mailroomd/internal/seal"
 	"github.com/mailroomd/mailroomd/internal/web"
 )
@@ -74,7 +76,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "run":
-		mallocarenas.Limit(2) // before SQLite allocates (see the package)
 		path, ok := configFlag("run", rest, stderr)
 		if !ok {
 			return 2

@@ -2,6 +2,6 @@
 
 package mallocarenas
 
-// Limit does nothing here: the C allocator of this system has no arenas to
-// cap. It reports false.
-func Limit(n int) bool { return false }
+// Capped reports false: the C allocator of this system has no arenas to
+// cap.
+func Capped() bool { return false }

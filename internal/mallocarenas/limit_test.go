@@ -3,36 +3,61 @@
 package mallocarenas
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
 	"testing"
 )
 
-// TestLimit sets the cap, and leaves it to the environment when
-// MALLOC_ARENA_MAX or glibc.malloc.arena_max in GLIBC_TUNABLES is set
-// there. Child processes check those cases, so that this test's own
-// allocator is not touched twice.
-func TestLimit(t *testing.T) {
+// TestCapAtLoad runs this test binary again as a child, with "run" as its
+// first argument as `mailroomd run` has: there the cap is set before any
+// thread starts, and sixteen threads allocating at once share the main
+// arena and one more. Without "run", and with MALLOC_ARENA_MAX or
+// glibc.malloc.arena_max in GLIBC_TUNABLES set, the cap is not set and
+// the same threads make arenas of their own.
+func TestCapAtLoad(t *testing.T) {
 	if os.Getenv("MALLOCARENAS_CHILD") != "" {
-		if Limit(2) {
-			os.Exit(3) // set although the environment had it
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread() // sixteen threads, not goroutines
+				for range 50 {
+					churn(20000)
+				}
+			}()
 		}
+		wg.Wait()
+		fmt.Printf("capped=%v arenas=%d\n", Capped(), arenas())
 		os.Exit(0)
 	}
-	if !supported() {
-		t.Skip("this C library (not glibc) has no arenas to cap; Limit does nothing here")
-	}
-	if Limit(0) {
-		t.Fatal("a cap of 0 arenas was set")
-	}
-	if !Limit(2) {
-		t.Fatal("the cap was not set")
-	}
-	for _, env := range []string{"MALLOC_ARENA_MAX=4", "GLIBC_TUNABLES=glibc.malloc.arena_max=4"} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestLimit$")
-		cmd.Env = append(os.Environ(), "MALLOCARENAS_CHILD=1", env)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("with %s in the environment: %v\n%s", env, err, out)
-		}
+	for _, c := range []struct {
+		name, first, env, want string
+	}{
+		{"mailroomd run", "run", "", "capped=true arenas=2"},
+		{"another subcommand", "version", "", "capped=false"},
+		{"MALLOC_ARENA_MAX set", "run", "MALLOC_ARENA_MAX=4", "capped=false"},
+		{"GLIBC_TUNABLES set", "run", "GLIBC_TUNABLES=glibc.malloc.arena_max=4", "capped=false"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Flag parsing stops at the first argument, which is no
+			// flag: the child runs every test of the package, this one.
+			cmd := exec.Command(os.Args[0], c.first)
+			cmd.Env = append(os.Environ(), "MALLOCARENAS_CHILD=1", c.env)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), c.want) {
+				t.Fatalf("child said %q, want %q", out, c.want)
+			}
+			if c.want == "capped=false" && strings.Contains(string(out), "arenas=2\n") {
+				t.Fatalf("child said %q: sixteen threads without a cap made only two arenas, so the test cannot tell the cap", out)
+			}
+		})
 	}
 }
