@@ -1,6 +1,6 @@
 // Package mallocarenas limits how many heaps the C library's allocator
 // keeps. glibc gives each thread an arena of its own at its first
-// allocation, up to eight per core; SQLite allocates through it from
+// allocation, up to eight per core on 64-bit systems; SQLite allocates through it from
 // whichever thread the Go runtime runs a cgo call on, so a busy daemon
 // ends up with a handful of arenas of page cache and statement memory,
 // each with its own free space. Two arenas (the main one and one more)

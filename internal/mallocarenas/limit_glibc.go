@@ -9,9 +9,10 @@ package mallocarenas
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__GLIBC__) && defined(M_ARENA_MAX)
+
 // mallocarenas_state is what happened when the program was loaded: 1 the
-// cap was set, 0 it was not asked for, -1 this C library has no arenas
-// to cap.
+// cap was set, 0 it was not (not asked for, or refused).
 static int mallocarenas_state;
 
 // mallocarenas_cap runs when the program is loaded, before the Go runtime
@@ -28,11 +29,7 @@ __attribute__((constructor)) static void mallocarenas_cap(int argc, char **argv,
 	if (t != NULL && strstr(t, "glibc.malloc.arena_max") != NULL) {
 		return;
 	}
-#ifdef M_ARENA_MAX
 	mallocarenas_state = mallopt(M_ARENA_MAX, 2) == 1 ? 1 : 0;
-#else
-	mallocarenas_state = -1;
-#endif
 }
 
 static int mallocarenas_capped(void) { return mallocarenas_state; }
@@ -60,6 +57,13 @@ static int mallocarenas_count(void) {
 	return n;
 }
 
+#else
+// Another C library (musl, bionic): no arenas to cap, and constructors
+// are not given the program's arguments.
+static int mallocarenas_capped(void) { return -1; }
+static int mallocarenas_count(void) { return -1; }
+#endif
+
 // mallocarenas_churn allocates and frees from the calling thread.
 static void mallocarenas_churn(int n) {
 	for (int i = 0; i < n; i++) {
@@ -80,7 +84,8 @@ import "C"
 // reads itself and which then wins.
 func Capped() bool { return C.mallocarenas_capped() == 1 }
 
-// arenas is how many arenas the C allocator has made, or -1.
+// arenas is how many arenas the C allocator has made, or -1 where it is
+// not glibc.
 func arenas() int { return int(C.mallocarenas_count()) }
 
 // churn allocates and frees n blocks of C memory from the calling thread.

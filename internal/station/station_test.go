@@ -456,3 +456,31 @@ func TestQueuedLabelSurvivesARestart(t *testing.T) {
 		t.Fatalf("%d label jobs left after printing", n)
 	}
 }
+
+// TestRememberKeepsTheNewest200: the reprint list holds the newest
+// recentLimit parcels however many were remembered, and an update to an
+// older one changes nothing.
+func TestRememberKeepsTheNewest200(t *testing.T) {
+	s := &Station{}
+	for i := range 450 {
+		s.mu.Lock()
+		s.remember(&Parcel{ID: fmt.Sprintf("p%03d", i)})
+		s.mu.Unlock()
+	}
+	got := s.Recent()
+	if len(got) != recentLimit || got[0].ID != "p449" || got[recentLimit-1].ID != "p250" {
+		t.Fatalf("recent: %d parcels from %s to %s; want %d from p449 to p250", len(got), got[0].ID, got[len(got)-1].ID, recentLimit)
+	}
+	s.mu.Lock()
+	s.applyUpdate("p249", event.Event{Location: "MS-1"})
+	s.applyUpdate("p250", event.Event{Location: "MS-2"})
+	s.mu.Unlock()
+	for _, p := range s.Recent() {
+		if (p.ID == "p250") != (p.Location == "MS-2") || p.Location == "MS-1" {
+			t.Fatalf("after updating p249 and p250: %s is at %q", p.ID, p.Location)
+		}
+	}
+	if len(s.recent) >= 2*recentLimit {
+		t.Fatalf("%d parcels held; the list is trimmed at %d", len(s.recent), 2*recentLimit)
+	}
+}

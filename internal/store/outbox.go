@@ -1362,27 +1362,21 @@ func (o *Outbox) Recent(ctx context.Context, limit int, types ...event.Type) ([]
 // EachRecent calls fn with each of up to limit of the most recent events,
 // oldest first, optionally only of the given types. The events are read
 // and decoded one at a time, so that a large limit costs no memory; it
-// stops at the first error fn returns and returns it.
+// stops at the first error fn returns and returns it. fn runs while the
+// read is under way: it must not call the Outbox nor wait long.
 func (o *Outbox) EachRecent(ctx context.Context, limit int, fn func(Stored) error, types ...event.Type) error {
 	if limit <= 0 {
 		return nil
 	}
 	where, args := typeFilter(types)
-	// The span of positions the newest limit events take, found from
-	// their positions alone, then read in order.
-	var from, to sql.NullInt64
-	if err := o.rdb.QueryRowContext(ctx, "SELECT min(pos), max(pos) FROM (SELECT pos FROM events"+where+" ORDER BY pos DESC LIMIT ?)",
-		append(args, limit)...).Scan(&from, &to); err != nil {
-		return fmt.Errorf("read recent events: %w", err)
-	}
-	if !from.Valid {
-		return nil
-	}
-	q := "SELECT pos, id, payload, key_id FROM events WHERE pos BETWEEN ? AND ?"
+	// One statement, one snapshot: from the oldest position among the
+	// newest limit events (found from their positions alone) up.
+	q := "SELECT pos, id, payload, key_id FROM events WHERE pos >= (SELECT min(pos) FROM (SELECT pos FROM events" + where + " ORDER BY pos DESC LIMIT ?))"
+	qargs := append(append(slices.Clone(args), limit), args...)
 	if len(types) > 0 {
 		q += " AND" + strings.TrimPrefix(where, " WHERE")
 	}
-	rows, err := o.rdb.QueryContext(ctx, q+" ORDER BY pos", append([]any{from.Int64, to.Int64}, args...)...)
+	rows, err := o.rdb.QueryContext(ctx, q+" ORDER BY pos", qargs...)
 	if err != nil {
 		return fmt.Errorf("read recent events: %w", err)
 	}

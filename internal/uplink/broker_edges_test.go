@@ -171,6 +171,8 @@ func TestSlowRecordingDoesNotHoldBackTheDrain(t *testing.T) {
 	src := &slowMarks{Outbox: o, release: make(chan struct{})}
 	appendScans(t, o, 0, n)
 	start(t, src, uplink.Options{Brokers: []string{b.URL()}, Window: 16})
+	release := sync.OnceFunc(func() { close(src.release) })
+	t.Cleanup(release) // runs before the publisher is stopped
 	published := func() int {
 		c := 0
 		for _, topic := range b.Published() {
@@ -186,7 +188,7 @@ func TestSlowRecordingDoesNotHoldBackTheDrain(t *testing.T) {
 	if c := src.calls.Load(); c != 1 {
 		t.Fatalf("%d recordings began; want the first one still waiting", c)
 	}
-	close(src.release)
+	release()
 	waitfor.True(t, 10*time.Second, "every acknowledgement recorded", func() bool {
 		st, _ := o.Stats(context.Background())
 		return st.Pending == 0

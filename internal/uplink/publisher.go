@@ -752,8 +752,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 	// Acknowledgements wait here while the buffer records the ones before
 	// them: a write that waits behind the synced commits of scans must not
 	// hold back the window (a drain of 25,000 events/s fills 64 places in
-	// under 3 ms). A buffer that cannot record at all still stops the
-	// drain, once these are full.
+	// under 3 ms).
 	acks := make(chan int64, max(p.opts.Window, ackBacklog))
 	failed := make(chan error, 1)
 	fail := func(err error) {
