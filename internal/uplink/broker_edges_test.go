@@ -97,6 +97,18 @@ func TestRefusedConnectStaysOnMQTT311AndExplainsEachEndpoint(t *testing.T) {
 	}
 }
 
+// eventPublishes is how many events the fake broker has been sent, one
+// publish each.
+func eventPublishes(b *mqtttest.FakeBroker) int {
+	n := 0
+	for _, topic := range b.Published() {
+		if strings.HasSuffix(topic, "/events") {
+			n++
+		}
+	}
+	return n
+}
+
 // failingMarks is a buffer whose MarkSent fails while fail is set, as on a
 // full disk.
 type failingMarks struct {
@@ -121,15 +133,7 @@ func TestAcknowledgementsAreRecordedOnceTheDiskTakesThem(t *testing.T) {
 	src.fail.Store(true)
 	start(t, src, uplink.Options{Brokers: []string{b.URL()}})
 	appendScans(t, o, 0, 10)
-	published := func() int {
-		n := 0
-		for _, topic := range b.Published() {
-			if strings.HasSuffix(topic, "/events") {
-				n++
-			}
-		}
-		return n
-	}
+	published := func() int { return eventPublishes(b) }
 	waitfor.True(t, 10*time.Second, "ten events acknowledged by the broker", func() bool { return published() >= 10 })
 	pending := func() int64 { st, _ := o.Stats(context.Background()); return st.Pending }
 	if n := pending(); n != 10 {
@@ -173,15 +177,7 @@ func TestSlowRecordingDoesNotHoldBackTheDrain(t *testing.T) {
 	start(t, src, uplink.Options{Brokers: []string{b.URL()}, Window: 16})
 	release := sync.OnceFunc(func() { close(src.release) })
 	t.Cleanup(release) // runs before the publisher is stopped
-	published := func() int {
-		c := 0
-		for _, topic := range b.Published() {
-			if strings.HasSuffix(topic, "/events") {
-				c++
-			}
-		}
-		return c
-	}
+	published := func() int { return eventPublishes(b) }
 	waitfor.True(t, 20*time.Second, "the whole backlog published while its first acknowledgements wait to be recorded", func() bool {
 		return published() >= n
 	})
