@@ -830,8 +830,19 @@ func LoadDirectory(ctx context.Context, path string, keys *seal.Keys) ([]directo
 // DirectoryVersion is the version of the directory in the buffer: it
 // changes with every import and erasure.
 func (o *Outbox) DirectoryVersion(ctx context.Context) (int64, error) {
+	const q = "SELECT value FROM meta WHERE key = 'directory_version'"
+	o.dirVersionOnce.Do(func() {
+		// Prepared once, not per call; where that fails, each call
+		// prepares its own.
+		o.dirVersion, _ = o.rdb.PrepareContext(context.Background(), q)
+	})
 	var s string
-	err := o.rdb.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'directory_version'").Scan(&s)
+	var err error
+	if o.dirVersion != nil {
+		err = o.dirVersion.QueryRowContext(ctx).Scan(&s)
+	} else {
+		err = o.rdb.QueryRowContext(ctx, q).Scan(&s)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}

@@ -33,6 +33,11 @@ func TestDirectoryImportAndErasure(t *testing.T) {
 	if err != nil || version != 1 || len(got) != 2 || got[0].Name != "Zacharias Quellenberger" {
 		t.Fatalf("the daemon reads %+v %d %v", got, version, err)
 	}
+	// Asked before and after another connection's change: the version
+	// read again each time, not the first one kept.
+	if v, _ := o.DirectoryVersion(ctx); v != 1 {
+		t.Fatalf("version after import %d, want 1", v)
+	}
 	if _, err := ForgetPerson(ctx, path, nil, "E1"); err != nil {
 		t.Fatal(err)
 	}

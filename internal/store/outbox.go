@@ -164,9 +164,13 @@ type Outbox struct {
 	opts     Options
 	log      *slog.Logger
 	wdb, rdb *sql.DB
-	epoch    string
-	ids      *event.IDGenerator
-	recovery *Recovery
+	// dirVersion reads the directory's version, asked for once per parcel:
+	// prepared once on the readers (see DirectoryVersion).
+	dirVersion     *sql.Stmt
+	dirVersionOnce sync.Once
+	epoch          string
+	ids            *event.IDGenerator
+	recovery       *Recovery
 
 	reqs       chan *request
 	quit       chan struct{}
@@ -1530,6 +1534,10 @@ func (o *Outbox) Close() error {
 		close(o.quit)
 		<-o.writerDone
 		o.wg.Wait()
+		o.dirVersionOnce.Do(func() {}) // waits for a prepare under way; none after
+		if o.dirVersion != nil {
+			o.dirVersion.Close()
+		}
 		err = errors.Join(o.wc.close(), o.cdb.Close(), o.rdb.Close(), o.wdb.Close())
 	})
 	return err
