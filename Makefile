@@ -52,6 +52,8 @@ deps:
 	command -v fusermount3 >/dev/null || need+=(fuse3); \
 	command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86); \
 	ldd /bin/busybox 2>&1 | grep -Eq 'not a dynamic executable|statically linked' || need+=(busybox-static); \
+	command -v xz >/dev/null || need+=(xz-utils); \
+	command -v zstd >/dev/null || need+=(zstd); \
 	command -v tesseract >/dev/null || need+=(tesseract-ocr); \
 	ls /usr/share/tesseract-ocr/*/tessdata/deu.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-deu); \
 	ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 || need+=(tesseract-ocr-eng); \
@@ -85,6 +87,9 @@ vm-kernel:
 	    fetch || { cat $(VM_DIR)/$$p.tmp/deb/download.log; echo "vm-kernel: cannot download $$p"; exit 1; }; \
 	  fi; \
 	  dpkg-deb --fsys-tarfile $(VM_DIR)/$$p.tmp/deb/*.deb | tar -x -C $(VM_DIR)/$$p.tmp --wildcards '*/boot/vmlinuz-*' '*/modules/*/kernel/drivers/media/*'; \
+	  find $(VM_DIR)/$$p.tmp -name '*.ko.xz' -exec xz -d {} +; \
+	  find $(VM_DIR)/$$p.tmp -name '*.ko.zst' -exec zstd -q -d --rm {} +; \
+	  find $(VM_DIR)/$$p.tmp -name '*.ko.gz' -exec gzip -d {} +; \
 	  rm -rf $(VM_DIR)/$$p.tmp/deb; \
 	  mv $(VM_DIR)/$$p.tmp $(VM_DIR)/$$p; \
 	fi; \

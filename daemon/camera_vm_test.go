@@ -285,7 +285,7 @@ func loadOrder(t *testing.T, kdir, module string) []kernelModule {
 			t.Fatalf("the kernel in %s lacks the module %s", kdir, name)
 		}
 		if !strings.HasSuffix(path, ".ko") {
-			t.Fatalf("the module %s is compressed (%s): the test loads uncompressed modules only", name, path)
+			t.Fatalf("the module %s is compressed (%s): `make vm-kernel` unpacks the modules of a new kernel (xz, zstd, gzip); run it again", name, path)
 		}
 		f, err := elf.Open(path)
 		if err != nil {
