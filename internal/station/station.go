@@ -39,6 +39,7 @@ type Store interface {
 	Unresolved(ctx context.Context, station string) ([]event.Event, error)
 	EachRecent(ctx context.Context, limit int, fn func(store.Stored) error, types ...event.Type) error
 	QueueLabel(ctx context.Context, station, parcelID string, data []byte, queued time.Time) (int64, error)
+	AppendWithLabel(ctx context.Context, ev event.Event, station string, queued time.Time, render func(id string) ([]byte, error)) (event.Event, store.LabelJob, error)
 	LabelPrinted(ctx context.Context, jobID int64, ev event.Event) (event.Event, error)
 	DropLabel(ctx context.Context, jobID int64) error
 	LabelJobs(ctx context.Context, station string) ([]store.LabelJob, error)
@@ -580,7 +581,24 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	if s.cfg.PickupPINs {
 		ev.PickupPIN = NewPickupPIN()
 	}
-	committed, err := s.store.Append(ctx, ev)
+	var committed event.Event
+	var job store.LabelJob // the label queued with the parcel
+	var err error
+	if live && s.printer != nil {
+		// The label waits in the buffer from the parcel's own commit on.
+		fields := s.labelFields(Parcel{Time: at, Parcel: *p, Recipient: ev.Recipient, Location: ev.Location, Person: ev.RecipientID})
+		committed, job, err = s.store.AppendWithLabel(ctx, ev, s.cfg.Name, s.cfg.Clock.Now(), func(id string) ([]byte, error) {
+			f := fields
+			f.ID = id
+			return s.cfg.Label.Render(f)
+		})
+		if lerr := (*store.LabelError)(nil); errors.As(err, &lerr) {
+			s.log.Error("label not queued; reprint it from the page", "parcel", committed.ID, "err", lerr.Err)
+			job, err = store.LabelJob{}, nil
+		}
+	} else {
+		committed, err = s.store.Append(ctx, ev)
+	}
 	if err != nil {
 		return err
 	}
@@ -601,8 +619,8 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	s.log.Info("parcel received", "carrier", p.Carrier, trackingAttr(p.Carrier, p.Tracking, p.Check), "check", p.Check,
 		"weight", weightText(p.Weight), "recipient", ev.Recipient, "location", ev.Location, "id", committed.ID)
 	s.emit(committed)
-	if live {
-		s.print(*rec)
+	if job.ID != 0 {
+		s.submit(job.ID, committed.ID, job.Data)
 	}
 	return nil
 }
@@ -778,23 +796,7 @@ func (s *Station) print(p Parcel) {
 	if s.printer == nil {
 		return
 	}
-	w := ""
-	if p.Parcel.Weight != nil {
-		w = weightText(p.Parcel.Weight)
-	}
-	recipient := p.Recipient
-	if p.Person != "" {
-		// The person's name as the directory has it, for the shelf.
-		recipient = p.Person
-		if x := s.directoryIndex(context.Background()); x != nil {
-			if e, ok := x.ByID(p.Person); ok {
-				recipient = e.Name
-			}
-		}
-	}
-	job, err := s.cfg.Label.Render(label.Fields{ID: p.ID, Carrier: p.Parcel.Carrier, Service: p.Parcel.Service,
-		Tracking: p.Parcel.Tracking, Recipient: recipient, Location: p.Location, Station: s.cfg.Name,
-		Weight: w, Time: p.Time.In(time.Local), QR: s.cfg.QR})
+	job, err := s.cfg.Label.Render(s.labelFields(p))
 	if err != nil {
 		s.log.Error("label not printed", "parcel", p.ID, "err", err)
 		return
@@ -809,6 +811,27 @@ func (s *Station) print(p Parcel) {
 		return
 	}
 	s.submit(id, p.ID, job)
+}
+
+// labelFields is what the label of parcel p shows.
+func (s *Station) labelFields(p Parcel) label.Fields {
+	w := ""
+	if p.Parcel.Weight != nil {
+		w = weightText(p.Parcel.Weight)
+	}
+	recipient := p.Recipient
+	if p.Person != "" {
+		// The person's name as the directory has it, for the shelf.
+		recipient = p.Person
+		if x := s.directoryIndex(context.Background()); x != nil {
+			if e, ok := x.ByID(p.Person); ok {
+				recipient = e.Name
+			}
+		}
+	}
+	return label.Fields{ID: p.ID, Carrier: p.Parcel.Carrier, Service: p.Parcel.Service,
+		Tracking: p.Parcel.Tracking, Recipient: recipient, Location: p.Location, Station: s.cfg.Name,
+		Weight: w, Time: p.Time.In(time.Local), QR: s.cfg.QR}
 }
 
 // submit hands a queued label to the printer; once sent, its label.printed

@@ -31,7 +31,7 @@ type LabelJob struct {
 var errNoLabelJob = errors.New("no such label job: recorded already")
 
 // MaxLabelJobs is how many labels may wait for the printers of a box;
-// beyond it QueueLabel refuses (the parcel is recorded all the same; its
+// beyond it QueueLabel refuses and AppendWithLabel queues none (the parcel is recorded all the same; its
 // label is reprinted from the page).
 const MaxLabelJobs = 1000
 
@@ -56,6 +56,73 @@ func (o *Outbox) QueueLabel(ctx context.Context, station, parcelID string, data 
 		return 0, fmt.Errorf("queue label: %w", err)
 	}
 	return res.n, nil
+}
+
+// labelRequest is the label of an event appended with AppendWithLabel.
+type labelRequest struct {
+	station string
+	queued  time.Time
+	render  func(id string) ([]byte, error)
+}
+
+// AppendWithLabel commits ev, as Append does, and in the same transaction
+// queues the label render draws for it, given the event's id: a parcel is
+// never recorded without its label waiting, nor the other way round, and
+// one synced commit does for both. A label that cannot be drawn, or that
+// finds MaxLabelJobs labels waiting, is not queued: the event is
+// committed all the same, and the error is returned with it (as a
+// *LabelError). The job returned has the label as drawn (not sealed).
+func (o *Outbox) AppendWithLabel(ctx context.Context, ev event.Event, station string, queued time.Time, render func(id string) ([]byte, error)) (event.Event, LabelJob, error) {
+	req := request{kind: opAppend, ev: ev, label: &labelRequest{station: station, queued: queued, render: render}}
+	var n int
+	if err := o.rdb.QueryRowContext(ctx, "SELECT count(*) FROM print_jobs").Scan(&n); err == nil && n >= MaxLabelJobs {
+		req.label = nil
+		res, err := o.submit(ctx, req)
+		if err != nil {
+			return event.Event{}, LabelJob{}, fmt.Errorf("commit %s event: %w", ev.Type, err)
+		}
+		return res.ev, LabelJob{}, &LabelError{Err: fmt.Errorf("%d labels already wait for their printers", n)}
+	}
+	res, err := o.submit(ctx, req)
+	if err != nil {
+		return event.Event{}, LabelJob{}, fmt.Errorf("commit %s event: %w", ev.Type, err)
+	}
+	if res.jobErr != nil {
+		return res.ev, LabelJob{}, &LabelError{Err: res.jobErr}
+	}
+	return res.ev, res.job, nil
+}
+
+// LabelError is a label AppendWithLabel did not queue, although its event
+// was committed.
+type LabelError struct{ Err error }
+
+func (e *LabelError) Error() string { return "label not queued: " + e.Err.Error() }
+
+// Unwrap returns why the label was not queued.
+func (e *LabelError) Unwrap() error { return e.Err }
+
+// queueLabelOf draws and inserts the label of the event id within the
+// writer's transaction. A label that cannot be drawn is returned with
+// its Err set and nothing inserted; an error is the transaction's.
+func (o *Outbox) queueLabelOf(l *labelRequest, id string) (LabelJob, error) {
+	data, err := l.render(id)
+	if err != nil {
+		return LabelJob{Err: fmt.Errorf("draw label: %w", err)}, nil
+	}
+	j := LabelJob{Station: l.station, ParcelID: id, Data: data, Queued: l.queued}
+	stored := data
+	if o.opts.Seal != nil {
+		stored, j.keyID = o.opts.Seal.Seal(sealID(j.Station, j.ParcelID, j.Queued), data), o.opts.Seal.Current()
+	}
+	res, err := o.wc.exec("INSERT INTO print_jobs(station, parcel_id, data, key_id, queued_at) VALUES (?,?,?,?,?)",
+		j.Station, j.ParcelID, stored, j.keyID, j.Queued.UnixMilli())
+	if err != nil {
+		return LabelJob{}, err
+	}
+	j.ID, _ = res.LastInsertId()
+	j.keyID = nil
+	return j, nil
 }
 
 // LabelPrinted commits a label.printed event and removes the job in the

@@ -147,6 +147,9 @@ type request struct {
 	n    int64
 	// carry is the chunk of events of opCarry.
 	carry []carried
+	// label, when set, queues the label of an opAppend's event in the
+	// same transaction (AppendWithLabel).
+	label *labelRequest
 	// res is the writer's answer, valid once done has a value.
 	res  result
 	done chan struct{}
@@ -156,6 +159,8 @@ type result struct {
 	ev     event.Event
 	n      int64
 	action ActionRecord // AppendOnce: the record of a replayed key
+	job    LabelJob     // AppendWithLabel: the label queued
+	jobErr error        // AppendWithLabel: why no label was queued
 	err    error
 }
 
@@ -1762,6 +1767,13 @@ func (o *Outbox) commit(batch []*request) {
 						}
 					}
 					r.res.ev = ev
+					if r.label != nil {
+						job, err := o.queueLabelOf(r.label, ev.ID)
+						if err != nil {
+							return err
+						}
+						r.res.job, r.res.jobErr = job, job.Err
+					}
 					lastID = ev.ID
 					appended++
 				case opLabelQueue:
