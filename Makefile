@@ -87,12 +87,15 @@ vm-kernel:
 	    fetch || { cat $(VM_DIR)/$$p.tmp/deb/download.log; echo "vm-kernel: cannot download $$p"; exit 1; }; \
 	  fi; \
 	  dpkg-deb --fsys-tarfile $(VM_DIR)/$$p.tmp/deb/*.deb | tar -x -C $(VM_DIR)/$$p.tmp --wildcards '*/boot/vmlinuz-*' '*/modules/*/kernel/drivers/media/*'; \
-	  find $(VM_DIR)/$$p.tmp -name '*.ko.xz' -exec xz -d {} +; \
-	  find $(VM_DIR)/$$p.tmp -name '*.ko.zst' -exec zstd -q -d --rm {} +; \
-	  find $(VM_DIR)/$$p.tmp -name '*.ko.gz' -exec gzip -d {} +; \
 	  rm -rf $(VM_DIR)/$$p.tmp/deb; \
 	  mv $(VM_DIR)/$$p.tmp $(VM_DIR)/$$p; \
 	fi; \
+	unpack() { \
+	  [ -n "$$(find $(VM_DIR)/$$p -name "*.ko.$$1" -print -quit)" ] || return 0; \
+	  command -v $$2 >/dev/null || { echo "vm-kernel: the kernel's modules are compressed with $$2, which is not installed (make deps installs it)"; exit 1; }; \
+	  find $(VM_DIR)/$$p -name "*.ko.$$1" -exec $$2 -d -q $$3 {} +; \
+	}; \
+	unpack xz xz; unpack zst zstd --rm; unpack gz gzip; \
 	echo $$p > $(VM_DIR)/current.tmp && mv $(VM_DIR)/current.tmp $(VM_DIR)/current; \
 	find $(VM_DIR) -mindepth 1 -maxdepth 1 -type d ! -name "$$p" -exec rm -rf {} +
 

@@ -3,9 +3,12 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,7 +127,7 @@ func TestAppendWithLabel(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opts Options
-	}{{"plain", Options{MaxPending: 4}}, {"sealed", Options{MaxPending: 4, Seal: k}}} {
+	}{{"plain", Options{MaxPending: 5}}, {"sealed", Options{MaxPending: 5, Seal: k}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			o := open(t, filepath.Join(t.TempDir(), "buffer.db"), tc.opts)
@@ -142,6 +145,15 @@ func TestAppendWithLabel(t *testing.T) {
 			if err != nil || len(jobs) != 1 || jobs[0].ID != job.ID || !bytes.Equal(jobs[0].Data, job.Data) {
 				t.Fatalf("queued jobs = %+v, %v; want the one label", jobs, err)
 			}
+			// On disk the label is sealed when the buffer is.
+			var stored []byte
+			var keyID sql.NullString
+			if err := o.rdb.QueryRowContext(ctx, "SELECT data, key_id FROM print_jobs WHERE id = ?", job.ID).Scan(&stored, &keyID); err != nil {
+				t.Fatal(err)
+			}
+			if sealed := tc.opts.Seal != nil; keyID.Valid != sealed || bytes.Equal(stored, job.Data) == sealed {
+				t.Fatalf("stored label %q with key %v; sealed: %v", stored, keyID, sealed)
+			}
 
 			broken := func(string) ([]byte, error) { return nil, errors.New("no font") }
 			ev2, job2, err := o.AppendWithLabel(ctx, rcv("1Z2"), "dock-1", t0, broken)
@@ -153,7 +165,12 @@ func TestAppendWithLabel(t *testing.T) {
 				t.Fatalf("the parcel whose label failed: %+v, %v", p, err)
 			}
 
-			// MaxPending 4: two events are in; two more fit, then none.
+			panicky := func(string) ([]byte, error) { panic("template broken") }
+			if _, _, err := o.AppendWithLabel(ctx, rcv("1Z4"), "dock-1", t0, panicky); !errors.As(err, &lerr) {
+				t.Fatalf("a label whose drawing panics: %v; want a LabelError and the writer alive", err)
+			}
+
+			// MaxPending 5: three events are in; two more fit, then none.
 			appendN(t, o, 2)
 			if _, _, err := o.AppendWithLabel(ctx, rcv("1Z3"), "dock-1", t0, draw); !errors.Is(err, ErrFull) {
 				t.Fatalf("on a full buffer: %v, want ErrFull", err)
@@ -162,5 +179,37 @@ func TestAppendWithLabel(t *testing.T) {
 				t.Fatalf("%d jobs after a refused event; want the first one only", len(jobs))
 			}
 		})
+	}
+}
+
+// TestAppendWithLabelOnAFullQueue: with MaxLabelJobs labels waiting, a
+// parcel is still recorded, and its label is not queued.
+func TestAppendWithLabelOnAFullQueue(t *testing.T) {
+	ctx := context.Background()
+	o := open(t, filepath.Join(t.TempDir(), "buffer.db"), Options{})
+	defer o.Close()
+	var wg sync.WaitGroup
+	for i := range MaxLabelJobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := o.QueueLabel(ctx, "dock-1", fmt.Sprintf("p%d", i), []byte("^XA^XZ"), t0); err != nil {
+				t.Error(err)
+			}
+		}()
+		if i%64 == 63 {
+			wg.Wait() // batches of 64 commits
+		}
+	}
+	wg.Wait()
+	ev, job, err := o.AppendWithLabel(ctx, event.Event{Appliance: "mr-t", Type: event.TypeParcelReceived, Time: t0, Station: "dock-1",
+		Parcel: &event.Parcel{Carrier: "ups", Tracking: "1Z9", Check: "valid"}}, "dock-1", t0,
+		func(id string) ([]byte, error) { return []byte(id), nil })
+	var lerr *LabelError
+	if !errors.As(err, &lerr) || ev.ID == "" || job.ID != 0 || !strings.Contains(err.Error(), "1000 labels already wait") {
+		t.Fatalf("on a full queue: %+v, %+v, %v; want the parcel recorded and a LabelError", ev, job, err)
+	}
+	if jobs, _ := o.LabelJobs(ctx, "dock-1"); len(jobs) != MaxLabelJobs {
+		t.Fatalf("%d jobs; want %d", len(jobs), MaxLabelJobs)
 	}
 }

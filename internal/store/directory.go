@@ -834,7 +834,10 @@ func (o *Outbox) DirectoryVersion(ctx context.Context) (int64, error) {
 	o.dirVersionOnce.Do(func() {
 		// Prepared once, not per call; where that fails, each call
 		// prepares its own.
-		o.dirVersion, _ = o.rdb.PrepareContext(context.Background(), q)
+		var err error
+		if o.dirVersion, err = o.rdb.PrepareContext(context.Background(), q); err != nil {
+			o.log.Warn("prepare the directory version's query; each read prepares its own", "err", err)
+		}
 	})
 	var s string
 	var err error

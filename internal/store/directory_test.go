@@ -21,6 +21,9 @@ func TestDirectoryImportAndErasure(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	o := open(t, path, Options{}) // a running daemon
 	defer o.Close()
+	if v, err := o.DirectoryVersion(ctx); v != 0 || err != nil {
+		t.Fatalf("version before any import: %d, %v; want 0", v, err)
+	}
 	people := []directory.Entry{
 		{ID: "E1", Name: "Zacharias Quellenberger", Badges: []string{"EMP-1"}, Active: true},
 		{ID: "E2", Name: "Anna Weiß", Active: true},
@@ -33,7 +36,7 @@ func TestDirectoryImportAndErasure(t *testing.T) {
 	if err != nil || version != 1 || len(got) != 2 || got[0].Name != "Zacharias Quellenberger" {
 		t.Fatalf("the daemon reads %+v %d %v", got, version, err)
 	}
-	// Asked before and after another connection's change: the version
+	// Asked before and after other connections' changes: the version is
 	// read again each time, not the first one kept.
 	if v, _ := o.DirectoryVersion(ctx); v != 1 {
 		t.Fatalf("version after import %d, want 1", v)

@@ -67,24 +67,22 @@ type labelRequest struct {
 
 // AppendWithLabel commits ev, as Append does, and in the same transaction
 // queues the label render draws for it, given the event's id: a parcel is
-// never recorded without its label waiting, nor the other way round, and
-// one synced commit does for both. A label that cannot be drawn, or that
-// finds MaxLabelJobs labels waiting, is not queued: the event is
-// committed all the same, and the error is returned with it (as a
-// *LabelError). The job returned has the label as drawn (not sealed).
+// never recorded without its label waiting, and one synced commit does
+// for both. A label that cannot be drawn, or that finds MaxLabelJobs
+// labels waiting, is not queued; the event is committed all the same,
+// and returned with a *LabelError: a caller must not take that error for
+// a failed commit (and append the event again). The job returned has the
+// label as drawn, not sealed.
+//
+// render runs on the buffer's writer, inside its transaction: it must be
+// quick, must not call the Outbox (the writer would wait for itself), and
+// a panic in it is reported as the label's error.
 func (o *Outbox) AppendWithLabel(ctx context.Context, ev event.Event, station string, queued time.Time, render func(id string) ([]byte, error)) (event.Event, LabelJob, error) {
-	req := request{kind: opAppend, ev: ev, label: &labelRequest{station: station, queued: queued, render: render}}
-	var n int
-	if err := o.rdb.QueryRowContext(ctx, "SELECT count(*) FROM print_jobs").Scan(&n); err == nil && n >= MaxLabelJobs {
-		req.label = nil
-		res, err := o.submit(ctx, req)
-		if err != nil {
-			return event.Event{}, LabelJob{}, fmt.Errorf("commit %s event: %w", ev.Type, err)
-		}
-		return res.ev, LabelJob{}, &LabelError{Err: fmt.Errorf("%d labels already wait for their printers", n)}
-	}
-	res, err := o.submit(ctx, req)
+	res, err := o.submit(ctx, request{kind: opAppend, ev: ev, label: &labelRequest{station: station, queued: queued, render: render}})
 	if err != nil {
+		if errors.Is(err, ErrFull) || isRefusal(err) {
+			o.refused.Add(1)
+		}
 		return event.Event{}, LabelJob{}, fmt.Errorf("commit %s event: %w", ev.Type, err)
 	}
 	if res.jobErr != nil {
@@ -103,10 +101,18 @@ func (e *LabelError) Error() string { return "label not queued: " + e.Err.Error(
 func (e *LabelError) Unwrap() error { return e.Err }
 
 // queueLabelOf draws and inserts the label of the event id within the
-// writer's transaction. A label that cannot be drawn is returned with
-// its Err set and nothing inserted; an error is the transaction's.
+// writer's transaction. A label that cannot be drawn, or finds the queue
+// full, is returned with its Err set and nothing inserted; an error is the
+// transaction's.
 func (o *Outbox) queueLabelOf(l *labelRequest, id string) (LabelJob, error) {
-	data, err := l.render(id)
+	var n int64
+	if _, err := o.wc.queryRow("SELECT count(*) FROM print_jobs", nil, &n); err != nil {
+		return LabelJob{}, err
+	}
+	if n >= MaxLabelJobs {
+		return LabelJob{Err: fmt.Errorf("%d labels already wait for their printers", n)}, nil
+	}
+	data, err := drawLabel(l.render, id)
 	if err != nil {
 		return LabelJob{Err: fmt.Errorf("draw label: %w", err)}, nil
 	}
@@ -123,6 +129,17 @@ func (o *Outbox) queueLabelOf(l *labelRequest, id string) (LabelJob, error) {
 	j.ID, _ = res.LastInsertId()
 	j.keyID = nil
 	return j, nil
+}
+
+// drawLabel calls render, turning a panic into an error: the writer must
+// not stop for a label.
+func drawLabel(render func(id string) ([]byte, error), id string) (data []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			data, err = nil, fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return render(id)
 }
 
 // LabelPrinted commits a label.printed event and removes the job in the
