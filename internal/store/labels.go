@@ -66,9 +66,9 @@ type labelRequest struct {
 }
 
 // AppendWithLabel commits ev, as Append does, and in the same transaction
-// queues the label render draws for it, given the event's id: a parcel is
-// never recorded without its label waiting, and one synced commit does
-// for both. A label that cannot be drawn, or that finds MaxLabelJobs
+// queues the label render draws for it, given the event's id: the event
+// and its label are recorded together or not at all, and one synced
+// commit does for both. A label that cannot be drawn, or that finds MaxLabelJobs
 // labels waiting, is not queued; the event is committed all the same,
 // and returned with a *LabelError: a caller must not take that error for
 // a failed commit (and append the event again). The job returned has the
