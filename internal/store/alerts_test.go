@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mailroomd/mailroomd/internal/event"
-	"github.com/mailroomd/mailroomd/internal/seal"
 )
 
 func TestAlertStateSurvivesReopenAndKeepsTheLatestPerKey(t *testing.T) {
@@ -120,66 +119,57 @@ func TestLabelPrintedOnce(t *testing.T) {
 // label that cannot be drawn, or one beyond a full queue, leaves the
 // event committed and says so; a refused event queues no label.
 func TestAppendWithLabel(t *testing.T) {
-	k, err := seal.Parse(seal.NewKeyLine("k1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		name string
-		opts Options
-	}{{"plain", Options{MaxPending: 5}}, {"sealed", Options{MaxPending: 5, Seal: k}}} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			o := open(t, filepath.Join(t.TempDir(), "buffer.db"), tc.opts)
-			defer o.Close()
-			rcv := func(tracking string) event.Event {
-				return event.Event{Appliance: "mr-t", Type: event.TypeParcelReceived, Time: t0, Station: "dock-1",
-					Parcel: &event.Parcel{Carrier: "ups", Tracking: tracking, Check: "valid"}}
-			}
-			draw := func(id string) ([]byte, error) { return []byte("^XA^FD" + id + "^FS^XZ"), nil }
-			ev, job, err := o.AppendWithLabel(ctx, rcv("1Z1"), "dock-1", t0, draw)
-			if err != nil || ev.ID == "" || job.ID == 0 || job.ParcelID != ev.ID || string(job.Data) != "^XA^FD"+ev.ID+"^FS^XZ" {
-				t.Fatalf("AppendWithLabel = %+v, %+v, %v; want the event and its label, drawn with its id", ev, job, err)
-			}
-			jobs, err := o.LabelJobs(ctx, "dock-1")
-			if err != nil || len(jobs) != 1 || jobs[0].ID != job.ID || !bytes.Equal(jobs[0].Data, job.Data) {
-				t.Fatalf("queued jobs = %+v, %v; want the one label", jobs, err)
-			}
-			// On disk the label is sealed when the buffer is.
-			var stored []byte
-			var keyID sql.NullString
-			if err := o.rdb.QueryRowContext(ctx, "SELECT data, key_id FROM print_jobs WHERE id = ?", job.ID).Scan(&stored, &keyID); err != nil {
-				t.Fatal(err)
-			}
-			if sealed := tc.opts.Seal != nil; keyID.Valid != sealed || bytes.Equal(stored, job.Data) == sealed {
-				t.Fatalf("stored label %q with key %v; sealed: %v", stored, keyID, sealed)
-			}
+	plainAndSealed(t, Options{MaxPending: 5}, func(t *testing.T, opts Options) {
+		ctx := context.Background()
+		o := open(t, filepath.Join(t.TempDir(), "buffer.db"), opts)
+		defer o.Close()
+		rcv := func(tracking string) event.Event {
+			return event.Event{Appliance: "mr-t", Type: event.TypeParcelReceived, Time: t0, Station: "dock-1",
+				Parcel: &event.Parcel{Carrier: "ups", Tracking: tracking, Check: "valid"}}
+		}
+		draw := func(id string) ([]byte, error) { return []byte("^XA^FD" + id + "^FS^XZ"), nil }
+		ev, job, err := o.AppendWithLabel(ctx, rcv("1Z1"), "dock-1", t0, draw)
+		if err != nil || ev.ID == "" || job.ID == 0 || job.ParcelID != ev.ID || string(job.Data) != "^XA^FD"+ev.ID+"^FS^XZ" {
+			t.Fatalf("AppendWithLabel = %+v, %+v, %v; want the event and its label, drawn with its id", ev, job, err)
+		}
+		jobs, err := o.LabelJobs(ctx, "dock-1")
+		if err != nil || len(jobs) != 1 || jobs[0].ID != job.ID || !bytes.Equal(jobs[0].Data, job.Data) {
+			t.Fatalf("queued jobs = %+v, %v; want the one label", jobs, err)
+		}
+		// On disk the label is sealed when the buffer is.
+		var stored []byte
+		var keyID sql.NullString
+		if err := o.rdb.QueryRowContext(ctx, "SELECT data, key_id FROM print_jobs WHERE id = ?", job.ID).Scan(&stored, &keyID); err != nil {
+			t.Fatal(err)
+		}
+		if sealed := opts.Seal != nil; keyID.Valid != sealed || bytes.Equal(stored, job.Data) == sealed {
+			t.Fatalf("stored label %q with key %v; sealed: %v", stored, keyID, sealed)
+		}
 
-			broken := func(string) ([]byte, error) { return nil, errors.New("no font") }
-			ev2, job2, err := o.AppendWithLabel(ctx, rcv("1Z2"), "dock-1", t0, broken)
-			var lerr *LabelError
-			if !errors.As(err, &lerr) || ev2.ID == "" || job2.ID != 0 || !strings.Contains(err.Error(), "no font") {
-				t.Fatalf("a label that cannot be drawn: %+v, %+v, %v; want the event committed and a LabelError", ev2, job2, err)
-			}
-			if p, err := o.FindParcel(ctx, "1Z2"); err != nil || p.ID != ev2.ID {
-				t.Fatalf("the parcel whose label failed: %+v, %v", p, err)
-			}
+		broken := func(string) ([]byte, error) { return nil, errors.New("no font") }
+		ev2, job2, err := o.AppendWithLabel(ctx, rcv("1Z2"), "dock-1", t0, broken)
+		var lerr *LabelError
+		if !errors.As(err, &lerr) || ev2.ID == "" || job2.ID != 0 || !strings.Contains(err.Error(), "no font") {
+			t.Fatalf("a label that cannot be drawn: %+v, %+v, %v; want the event committed and a LabelError", ev2, job2, err)
+		}
+		if p, err := o.FindParcel(ctx, "1Z2"); err != nil || p.ID != ev2.ID {
+			t.Fatalf("the parcel whose label failed: %+v, %v", p, err)
+		}
 
-			panicky := func(string) ([]byte, error) { panic("template broken") }
-			if _, _, err := o.AppendWithLabel(ctx, rcv("1Z4"), "dock-1", t0, panicky); !errors.As(err, &lerr) {
-				t.Fatalf("a label whose drawing panics: %v; want a LabelError and the writer alive", err)
-			}
+		panicky := func(string) ([]byte, error) { panic("template broken") }
+		if _, _, err := o.AppendWithLabel(ctx, rcv("1Z4"), "dock-1", t0, panicky); !errors.As(err, &lerr) {
+			t.Fatalf("a label whose drawing panics: %v; want a LabelError and the writer alive", err)
+		}
 
-			// MaxPending 5: three events are in; two more fit, then none.
-			appendN(t, o, 2)
-			if _, _, err := o.AppendWithLabel(ctx, rcv("1Z3"), "dock-1", t0, draw); !errors.Is(err, ErrFull) {
-				t.Fatalf("on a full buffer: %v, want ErrFull", err)
-			}
-			if jobs, _ := o.LabelJobs(ctx, "dock-1"); len(jobs) != 1 {
-				t.Fatalf("%d jobs after a refused event; want the first one only", len(jobs))
-			}
-		})
-	}
+		// MaxPending 5: three events are in; two more fit, then none.
+		appendN(t, o, 2)
+		if _, _, err := o.AppendWithLabel(ctx, rcv("1Z3"), "dock-1", t0, draw); !errors.Is(err, ErrFull) {
+			t.Fatalf("on a full buffer: %v, want ErrFull", err)
+		}
+		if jobs, _ := o.LabelJobs(ctx, "dock-1"); len(jobs) != 1 {
+			t.Fatalf("%d jobs after a refused event; want the first one only", len(jobs))
+		}
+	})
 }
 
 // TestAppendWithLabelOnAFullQueue: with MaxLabelJobs labels waiting, a

@@ -861,75 +861,80 @@ func TestRecentNewestFirstWithSentState(t *testing.T) {
 // TestEachRecentOldestFirst reads the newest events of some types one at a
 // time, oldest first, on a plain and on a sealed buffer.
 func TestEachRecentOldestFirst(t *testing.T) {
+	plainAndSealed(t, Options{}, func(t *testing.T, opts Options) {
+		ctx := context.Background()
+		o := open(t, filepath.Join(t.TempDir(), "buffer.db"), opts)
+		defer o.Close()
+		var scans, parcels []string // ids in commit order
+		for i := range 6 {
+			ev, err := o.Append(ctx, scan(fmt.Sprintf("CODE%06d", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			scans = append(scans, ev.ID)
+			if i%2 == 0 {
+				rcv, err := o.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: t0, Station: "s",
+					Parcel: &event.Parcel{Carrier: "ups", Tracking: fmt.Sprintf("1Z%d", i), Check: "valid"}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				parcels = append(parcels, rcv.ID)
+			}
+		}
+		recs, _ := o.Pending(ctx, 0, 1)
+		if err := o.MarkSent(ctx, []int64{recs[0].Pos}); err != nil {
+			t.Fatal(err)
+		}
+		read := func(limit int, types ...event.Type) (ids []string, sent []bool) {
+			t.Helper()
+			if err := o.EachRecent(ctx, limit, func(st Stored) error {
+				ids, sent = append(ids, st.ID), append(sent, st.Sent)
+				return nil
+			}, types...); err != nil {
+				t.Fatal(err)
+			}
+			return ids, sent
+		}
+		for _, c := range []struct {
+			name  string
+			limit int
+			types []event.Type
+			want  []string
+		}{
+			{"the newest scans", 4, []event.Type{event.TypeScan}, scans[2:]},
+			{"fewer than the limit", 10, []event.Type{event.TypeParcelReceived}, parcels},
+			{"two types", 3, []event.Type{event.TypeScan, event.TypeParcelReceived}, []string{scans[4], parcels[2], scans[5]}},
+			{"every type", 1, nil, scans[5:]},
+			{"none asked for", 0, nil, nil},
+			{"a type never committed", 5, []event.Type{event.TypeLabelPrinted}, nil},
+		} {
+			if got, _ := read(c.limit, c.types...); !slices.Equal(got, c.want) {
+				t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+			}
+		}
+		if ids, sent := read(20); len(ids) != 9 || ids[0] != scans[0] || !sent[0] || slices.Contains(sent[1:], true) {
+			t.Errorf("all events: %v, sent %v; want 9, the first one sent", ids, sent)
+		}
+		stop := errors.New("enough")
+		var n int
+		if err := o.EachRecent(ctx, 5, func(Stored) error { n++; return stop }); err != stop || n != 1 {
+			t.Errorf("fn's error: got %v after %d calls, want it after 1", err, n)
+		}
+	})
+}
+
+// plainAndSealed runs f as two subtests, with opts on a plain buffer and
+// with a sealing key added.
+func plainAndSealed(t *testing.T, opts Options, f func(t *testing.T, opts Options)) {
+	t.Helper()
 	k, err := seal.Parse(seal.NewKeyLine("k1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name string
-		opts Options
-	}{{"plain", Options{}}, {"sealed", Options{Seal: k}}} {
-		t.Run(tc.name, func(t *testing.T) {
-			ctx := context.Background()
-			o := open(t, filepath.Join(t.TempDir(), "buffer.db"), tc.opts)
-			defer o.Close()
-			var scans, parcels []string // ids in commit order
-			for i := range 6 {
-				ev, err := o.Append(ctx, scan(fmt.Sprintf("CODE%06d", i)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				scans = append(scans, ev.ID)
-				if i%2 == 0 {
-					rcv, err := o.Append(ctx, event.Event{Appliance: "mr-test", Type: event.TypeParcelReceived, Time: t0, Station: "s",
-						Parcel: &event.Parcel{Carrier: "ups", Tracking: fmt.Sprintf("1Z%d", i), Check: "valid"}})
-					if err != nil {
-						t.Fatal(err)
-					}
-					parcels = append(parcels, rcv.ID)
-				}
-			}
-			recs, _ := o.Pending(ctx, 0, 1)
-			if err := o.MarkSent(ctx, []int64{recs[0].Pos}); err != nil {
-				t.Fatal(err)
-			}
-			read := func(limit int, types ...event.Type) (ids []string, sent []bool) {
-				t.Helper()
-				if err := o.EachRecent(ctx, limit, func(st Stored) error {
-					ids, sent = append(ids, st.ID), append(sent, st.Sent)
-					return nil
-				}, types...); err != nil {
-					t.Fatal(err)
-				}
-				return ids, sent
-			}
-			for _, c := range []struct {
-				name  string
-				limit int
-				types []event.Type
-				want  []string
-			}{
-				{"the newest scans", 4, []event.Type{event.TypeScan}, scans[2:]},
-				{"fewer than the limit", 10, []event.Type{event.TypeParcelReceived}, parcels},
-				{"two types", 3, []event.Type{event.TypeScan, event.TypeParcelReceived}, []string{scans[4], parcels[2], scans[5]}},
-				{"every type", 1, nil, scans[5:]},
-				{"none asked for", 0, nil, nil},
-				{"a type never committed", 5, []event.Type{event.TypeLabelPrinted}, nil},
-			} {
-				if got, _ := read(c.limit, c.types...); !slices.Equal(got, c.want) {
-					t.Errorf("%s: got %v, want %v", c.name, got, c.want)
-				}
-			}
-			if ids, sent := read(20); len(ids) != 9 || ids[0] != scans[0] || !sent[0] || slices.Contains(sent[1:], true) {
-				t.Errorf("all events: %v, sent %v; want 9, the first one sent", ids, sent)
-			}
-			stop := errors.New("enough")
-			var n int
-			if err := o.EachRecent(ctx, 5, func(Stored) error { n++; return stop }); err != stop || n != 1 {
-				t.Errorf("fn's error: got %v after %d calls, want it after 1", err, n)
-			}
-		})
-	}
+	sealed := opts
+	sealed.Seal = k
+	t.Run("plain", func(t *testing.T) { f(t, opts) })
+	t.Run("sealed", func(t *testing.T) { f(t, sealed) })
 }
 
 func TestNoncesSurviveRestart(t *testing.T) {
