@@ -581,12 +581,13 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	if s.cfg.PickupPINs {
 		ev.PickupPIN = NewPickupPIN()
 	}
+	rec := &Parcel{Time: at, Parcel: *p, Recipient: ev.Recipient, Location: ev.Location, Person: ev.RecipientID}
 	var committed event.Event
 	var job store.LabelJob // the label queued with the parcel
 	var err error
 	if live && s.printer != nil {
 		// The label waits in the buffer from the parcel's own commit on.
-		fields := s.labelFields(Parcel{Time: at, Parcel: *p, Recipient: ev.Recipient, Location: ev.Location, Person: ev.RecipientID})
+		fields := s.labelFields(*rec)
 		committed, job, err = s.store.AppendWithLabel(ctx, ev, s.cfg.Name, s.cfg.Clock.Now(), func(id string) ([]byte, error) {
 			f := fields
 			f.ID = id
@@ -611,7 +612,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	s.see(key, at)
 	s.last = &lastParcel{id: committed.ID, at: at, has: map[barcode.Kind]bool{
 		barcode.KindRecipient: hasRecipient(ev), barcode.KindLocation: ev.Location != ""}}
-	rec := &Parcel{ID: committed.ID, Time: at, Parcel: *p, Recipient: ev.Recipient, Location: ev.Location, Person: ev.RecipientID}
+	rec.ID = committed.ID
 	s.mu.Lock()
 	s.stats.Received++
 	s.remember(rec)
