@@ -22,9 +22,6 @@ import (
 	"github.com/mailroomd/mailroomd/internal/barcode"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/devcert"
-	// Caps the C allocator's arenas for `mailroomd run` as the program
-	// is loaded (see the package).
-	_ "github.com/mailroomd/mailroomd/internal/mallocarenas"
 	"github.com/mailroomd/mailroomd/internal/seal"
 	"github.com/mailroomd/mailroomd/internal/web"
 )

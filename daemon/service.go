@@ -19,6 +19,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
 	"github.com/mailroomd/mailroomd/internal/logring"
+	"github.com/mailroomd/mailroomd/internal/mallocarenas"
 	"github.com/mailroomd/mailroomd/internal/sdnotify"
 )
 
@@ -115,6 +116,28 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// logArenaCap says whether the C allocator was capped at two arenas as
+// the program was loaded (see internal/mallocarenas), so that a box's log
+// shows which memory settings it runs with.
+func logArenaCap(log *slog.Logger) {
+	switch {
+	case mallocarenas.Capped():
+		log.Info("C allocator capped at two arenas")
+	case runtime.GOOS != "linux":
+	case hasEnv("MALLOC_ARENA_MAX"):
+		log.Info("C allocator arenas left to the C library", "MALLOC_ARENA_MAX", os.Getenv("MALLOC_ARENA_MAX"))
+	case strings.Contains(os.Getenv("GLIBC_TUNABLES"), "glibc.malloc.arena_max"):
+		log.Info("C allocator arenas left to the C library", "GLIBC_TUNABLES", os.Getenv("GLIBC_TUNABLES"))
+	default:
+		log.Info("C allocator arenas left to the C library", "why", "not glibc, or glibc refused the cap")
+	}
+}
+
+func hasEnv(name string) bool {
+	_, ok := os.LookupEnv(name)
+	return ok
+}
+
 // runService runs the daemon until SIGINT or SIGTERM. A second signal while
 // shutting down aborts the shutdown at once.
 func runService(cfg *config.Config, stderr io.Writer) int {
@@ -125,6 +148,7 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 		out = sysLog // a Windows service has no console: the event log
 	}
 	log := newLogger(cfg.Log, io.MultiWriter(out, ring))
+	logArenaCap(log)
 	restart, handover := make(chan struct{}, 1), make(chan struct{}, 1)
 	signalOnce := func(ch chan struct{}) func() {
 		return func() {

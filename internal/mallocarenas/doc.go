@@ -15,5 +15,5 @@
 // MALLOC_ARENA_MAX nor GLIBC_TUNABLES' glibc.malloc.arena_max is set in
 // the environment (the C library then follows those). Importing the
 // package is all it takes. Capped says whether the cap was set; the
-// daemon neither logs nor exports it.
+// daemon logs it at start.
 package mallocarenas
