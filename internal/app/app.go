@@ -225,7 +225,7 @@ func newApp(ctx context.Context, cfg *config.Config, opts Options, h hooks) (*Ap
 	a.uplink, err = uplink.New(st, uplink.Options{
 		Brokers: cfg.Uplink.Brokers, TLS: a.tlsCfg, ClientID: cfg.Appliance.ID, Site: cfg.Appliance.Site,
 		TopicPrefix: cfg.Uplink.TopicPrefix, Version: opts.Version, ConfigVersion: h.configVersion,
-		Window: cfg.Uplink.InflightWindow, BatchMax: cfg.Uplink.BatchMax,
+		Window: cfg.Uplink.InflightWindow, BatchMax: cfg.Uplink.BatchMax, PersonWaiting: st.PersonWaiting,
 		KeepAlive: cfg.Uplink.KeepAlive.D(), ConnectTimeout: cfg.Uplink.ConnectTimeout.D(),
 		WriteTimeout: cfg.Uplink.WriteTimeout.D(), ReconnectMin: cfg.Uplink.ReconnectMin.D(),
 		ReconnectMax: cfg.Uplink.ReconnectMax.D(), ShutdownTimeout: shutdownTimeout(cfg.Uplink.ShutdownTimeout.D()),

@@ -102,3 +102,46 @@ func holdWriteLock(t *testing.T, path string) (release func()) {
 	t.Cleanup(release) // a test that fails first does not hang the writer
 	return release
 }
+
+// PersonWaiting is true while a scan's Append, or a page's AppendOnce,
+// waits for its commit, and only then: another event waiting the same way
+// does not count (the drain gives way to people, not to what follows
+// their scans).
+func TestPersonWaitingWhileAScanWaits(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	o := open(t, path, Options{})
+	t.Cleanup(func() { o.Close() }) // after the lock is released
+	if o.PersonWaiting() {
+		t.Fatal("a person waiting before any append")
+	}
+	audit := event.Event{Appliance: "a", Type: event.TypeAudit, Time: time.Now()}
+	scan := event.Event{Appliance: "a", Type: event.TypeScan, Time: time.Now(), Barcode: []byte("X")}
+	for _, tc := range []struct {
+		name   string
+		append func() error
+		want   bool
+	}{
+		{"audit", func() error { _, err := o.Append(ctx, audit); return err }, false},
+		{"scan", func() error { _, err := o.Append(ctx, scan); return err }, true},
+		{"action", func() error {
+			_, _, err := o.AppendOnce(ctx, audit, ActionRecord{Key: "k1"})
+			return err
+		}, true},
+	} {
+		release := holdWriteLock(t, path)
+		done := make(chan error, 1)
+		go func() { done <- tc.append() }()
+		waitfor.True(t, 5*time.Second, "the append waiting", func() bool { busy, _ := o.AppendActivity(); return busy })
+		if got := o.PersonWaiting(); got != tc.want {
+			t.Errorf("%s waiting for its commit: PersonWaiting %v, want %v", tc.name, got, tc.want)
+		}
+		release()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if o.PersonWaiting() {
+			t.Fatalf("a person waiting after the %s was answered", tc.name)
+		}
+	}
+}

@@ -223,7 +223,9 @@ type Outbox struct {
 	// appending counts the callers waiting for a commit of events;
 	// lastAppended is when the last of them was answered (Unix ns).
 	appending, lastAppended atomic.Int64
-	refused                 atomic.Int64
+	// attended counts the commits a person waits for (PersonWaiting).
+	attended atomic.Int64
+	refused  atomic.Int64
 	// lastAppendErr is why the last commit with events failed; nil once a
 	// commit of events succeeded.
 	lastAppendErr   atomic.Pointer[error]
@@ -1037,6 +1039,10 @@ func (o *Outbox) Notify() <-chan struct{} { return o.notify }
 // allocating them was most of the garbage, and the collector's pauses a
 // visible part of the commit latency's tail.
 func (o *Outbox) submit(ctx context.Context, req request) (result, error) {
+	if req.kind == opAppend && (req.ev.Type == event.TypeScan || req.action.Key != "") {
+		o.attended.Add(1)
+		defer o.attended.Add(-1)
+	}
 	if req.kind == opAppend || req.kind == opLabelPrinted {
 		o.appending.Add(1)
 		defer func() {
@@ -1088,6 +1094,12 @@ func (o *Outbox) AppendActivity() (busy bool, last time.Time) {
 	}
 	return busy, last
 }
+
+// PersonWaiting reports whether a person waits for an event to be
+// committed: a scan or a manual entry (an Append of a scan), or an action
+// from the page (AppendOnce). The events that follow from them (a parcel
+// received, a label printed) do not count.
+func (o *Outbox) PersonWaiting() bool { return o.attended.Load() > 0 }
 
 // release returns an answered (or never queued) request to the pool.
 func (o *Outbox) release(r *request) {
