@@ -78,9 +78,6 @@ func startProxy(t testing.TB, target string) *proxy {
 	return p
 }
 
-// addr is where the proxy listens.
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
 func (p *proxy) cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
