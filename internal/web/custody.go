@@ -330,6 +330,7 @@ func (s *Server) waiting(w http.ResponseWriter, r *http.Request, _ *session) {
 		return
 	}
 	x := s.directory(r.Context()) // without it, no names
+	wt.ByRecipient = mergeImported(wt.ByRecipient, x)
 	conv := func(gs []store.Group) []GroupView {
 		out := make([]GroupView, 0, len(gs))
 		for _, g := range gs {
@@ -345,6 +346,60 @@ func (s *Server) waiting(w http.ResponseWriter, r *http.Request, _ *session) {
 	}
 	writeJSON(w, map[string]any{"open": wt.Open, "overdue": wt.Overdue, "overdue_after_s": s.opts.Delivery.Overdue.Seconds(),
 		"by_recipient": conv(wt.ByRecipient), "by_location": conv(wt.ByLocation)})
+}
+
+// mergeImported moves each row of a recipient code that is now an active
+// person's badge or id into that person's row, as the person's hand-over
+// list finds those parcels: a parcel received for a code before its person
+// was imported keeps no person of its own. A person without a row of
+// their own among gs gets the code's row. The rows stay in order of their
+// oldest parcel.
+func mergeImported(gs []store.Group, x *directory.Index) []store.Group {
+	if x == nil {
+		return gs
+	}
+	rowOf := map[string]int{} // person id: index in out
+	out := make([]store.Group, 0, len(gs))
+	for _, g := range gs {
+		if g.Person != "" {
+			rowOf[g.Person] = len(out)
+		}
+		out = append(out, g)
+	}
+	merged := false
+	for i := range out {
+		g := &out[i]
+		if g.Person != "" || g.Key == "" {
+			continue
+		}
+		e, ok := x.ByBadge(g.Key)
+		if !ok {
+			e, ok = x.ByID(g.Key)
+		}
+		if !ok {
+			continue
+		}
+		j, has := rowOf[e.ID]
+		if !has {
+			g.Person = e.ID
+			rowOf[e.ID] = i
+			continue
+		}
+		p := &out[j]
+		p.Count += g.Count
+		p.Overdue += g.Overdue
+		if g.Oldest.Before(p.Oldest) {
+			p.Oldest, p.Key = g.Oldest, g.Key
+		}
+		g.Count = -1 // merged away
+		merged = true
+	}
+	if !merged {
+		return out
+	}
+	out = slices.DeleteFunc(out, func(g store.Group) bool { return g.Count < 0 })
+	slices.SortStableFunc(out, func(a, b store.Group) int { return a.Oldest.Compare(b.Oldest) })
+	return out
 }
 
 // CustodyRequest is the body of POST /api/custody: one action on one
