@@ -120,22 +120,14 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 // the program was loaded (see internal/mallocarenas), so that a box's log
 // shows which memory settings it runs with.
 func logArenaCap(log *slog.Logger) {
-	switch {
+	switch by := mallocarenas.SetBy(); {
 	case mallocarenas.Capped():
 		log.Info("C allocator capped at two arenas")
-	case runtime.GOOS != "linux":
-	case hasEnv("MALLOC_ARENA_MAX"):
-		log.Info("C allocator arenas left to the C library", "MALLOC_ARENA_MAX", os.Getenv("MALLOC_ARENA_MAX"))
-	case strings.Contains(os.Getenv("GLIBC_TUNABLES"), "glibc.malloc.arena_max"):
-		log.Info("C allocator arenas left to the C library", "GLIBC_TUNABLES", os.Getenv("GLIBC_TUNABLES"))
-	default:
+	case by != "":
+		log.Info("C allocator arenas left to the C library", by, os.Getenv(by))
+	case runtime.GOOS == "linux":
 		log.Info("C allocator arenas left to the C library", "why", "not glibc, or glibc refused the cap")
 	}
-}
-
-func hasEnv(name string) bool {
-	_, ok := os.LookupEnv(name)
-	return ok
 }
 
 // runService runs the daemon until SIGINT or SIGTERM. A second signal while

@@ -12,27 +12,67 @@ package mallocarenas
 #if defined(__GLIBC__) && defined(M_ARENA_MAX)
 
 // mallocarenas_state is what happened when the program was loaded: 1 the
-// cap was set, 0 it was not (not asked for, or refused).
+// cap was set; 2 MALLOC_ARENA_MAX, 3 GLIBC_TUNABLES' glibc.malloc.arena_max
+// set the number instead; 0 nothing (not asked for, or refused).
 static int mallocarenas_state;
+
+// mallocarenas_count_ok reports whether the n bytes at s are a number of
+// arenas glibc takes: an unsigned integer (decimal, 0x hex or 0 octal, as
+// strtoul reads it) of 1 or more, and nothing else. glibc ignores any
+// other value, and then applies its own default.
+static int mallocarenas_count_ok(const char *s, size_t n) {
+	char buf[32];
+	if (n == 0 || n >= sizeof buf || s[0] == '-' || s[0] == '+' || s[0] == ' ') {
+		return 0;
+	}
+	memcpy(buf, s, n);
+	buf[n] = 0;
+	char *end;
+	unsigned long v = strtoul(buf, &end, 0);
+	return *end == 0 && v >= 1;
+}
+
+// mallocarenas_tunable reports whether GLIBC_TUNABLES (name=value items
+// separated by colons) sets glibc.malloc.arena_max to a number glibc takes.
+static int mallocarenas_tunable(const char *t) {
+	static const char key[] = "glibc.malloc.arena_max=";
+	const size_t kn = sizeof key - 1;
+	while (t != NULL && *t != 0) {
+		const char *end = strchr(t, ':');
+		size_t n = end != NULL ? (size_t)(end - t) : strlen(t);
+		if (n > kn && strncmp(t, key, kn) == 0 && mallocarenas_count_ok(t + kn, n - kn)) {
+			return 1;
+		}
+		t = end != NULL ? end + 1 : NULL;
+	}
+	return 0;
+}
 
 // mallocarenas_cap runs when the program is loaded, before the Go runtime
 // starts its first thread. glibc gives a thread an arena at its first
 // allocation and shares every arena it made among the threads for good,
 // so a cap set later, from main, leaves the arenas of the runtime's first
-// threads in use. glibc passes a constructor the program's arguments.
+// threads in use. glibc passes a constructor the program's arguments. A
+// number of arenas set in the environment wins (GLIBC_TUNABLES over
+// MALLOC_ARENA_MAX, as in glibc); a value glibc would ignore does not.
 __attribute__((constructor)) static void mallocarenas_cap(int argc, char **argv, char **envp) {
 	(void)envp;
-	if (argc < 2 || strcmp(argv[1], "run") != 0 || getenv("MALLOC_ARENA_MAX") != NULL) {
+	if (argc < 2 || strcmp(argv[1], "run") != 0) {
 		return;
 	}
-	const char *t = getenv("GLIBC_TUNABLES");
-	if (t != NULL && strstr(t, "glibc.malloc.arena_max") != NULL) {
+	if (mallocarenas_tunable(getenv("GLIBC_TUNABLES"))) {
+		mallocarenas_state = 3;
+		return;
+	}
+	const char *m = getenv("MALLOC_ARENA_MAX");
+	if (m != NULL && mallocarenas_count_ok(m, strlen(m))) {
+		mallocarenas_state = 2;
 		return;
 	}
 	mallocarenas_state = mallopt(M_ARENA_MAX, 2) == 1 ? 1 : 0;
 }
 
-static int mallocarenas_capped(void) { return mallocarenas_state; }
+static int mallocarenas_decided(void) { return mallocarenas_state; }
 
 // mallocarenas_count is the number of arenas glibc has made, from
 // malloc_info's report (one <heap> element per arena), or -1.
@@ -60,7 +100,7 @@ static int mallocarenas_count(void) {
 #else
 // Another C library (musl, bionic): no arenas to cap, and constructors
 // are not given the program's arguments.
-static int mallocarenas_capped(void) { return -1; }
+static int mallocarenas_decided(void) { return 0; }
 static int mallocarenas_count(void) { return -1; }
 #endif
 
@@ -80,9 +120,22 @@ import "C"
 // Capped reports whether the C allocator was capped at two arenas when
 // the program was loaded: only for `mailroomd run` (its first argument is
 // "run"), and not when MALLOC_ARENA_MAX or GLIBC_TUNABLES'
-// glibc.malloc.arena_max is set in the environment, which the C library
-// reads itself and which then wins.
-func Capped() bool { return C.mallocarenas_capped() == 1 }
+// glibc.malloc.arena_max sets a number of arenas glibc takes (1 or more),
+// which then wins. An empty or invalid value, which glibc ignores, does
+// not keep the cap off.
+func Capped() bool { return C.mallocarenas_decided() == 1 }
+
+// SetBy names the environment variable that set the number of arenas
+// instead of the cap ("MALLOC_ARENA_MAX" or "GLIBC_TUNABLES"), or "".
+func SetBy() string {
+	switch C.mallocarenas_decided() {
+	case 2:
+		return "MALLOC_ARENA_MAX"
+	case 3:
+		return "GLIBC_TUNABLES"
+	}
+	return ""
+}
 
 // arenas is how many arenas the C allocator has made, or -1 where it is
 // not glibc.

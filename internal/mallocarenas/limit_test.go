@@ -33,7 +33,7 @@ func TestCapAtLoad(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		fmt.Printf("capped=%v arenas=%d\n", Capped(), arenas())
+		fmt.Printf("set-by=%q capped=%v arenas=%d\n", SetBy(), Capped(), arenas())
 		os.Exit(0)
 	}
 	if arenas() < 0 {
@@ -48,21 +48,29 @@ func TestCapAtLoad(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		name, first, env, want string
+		name, first, want string
+		env              []string
 	}{
-		{"mailroomd run", "run", "", "capped=true arenas=2\n"},
-		{"another subcommand", "version", "", "capped=false"},
-		{"MALLOC_ARENA_MAX set", "run", "MALLOC_ARENA_MAX=4", "capped=false"},
-		{"GLIBC_TUNABLES set", "run", "GLIBC_TUNABLES=glibc.malloc.arena_max=4", "capped=false"},
+		{"mailroomd run", "run", `set-by="" capped=true arenas=2` + "\n", nil},
+		{"another subcommand", "version", `set-by="" capped=false`, nil},
+		{"MALLOC_ARENA_MAX set", "run", `set-by="MALLOC_ARENA_MAX" capped=false`, []string{"MALLOC_ARENA_MAX=4"}},
+		{"GLIBC_TUNABLES set", "run", `set-by="GLIBC_TUNABLES" capped=false`, []string{"GLIBC_TUNABLES=glibc.malloc.check=0:glibc.malloc.arena_max=3"}},
+		{"GLIBC_TUNABLES over MALLOC_ARENA_MAX", "run", `set-by="GLIBC_TUNABLES" capped=false`,
+			[]string{"MALLOC_ARENA_MAX=4", "GLIBC_TUNABLES=glibc.malloc.arena_max=3"}},
+		// Values glibc ignores leave the cap on.
+		{"MALLOC_ARENA_MAX empty", "run", `set-by="" capped=true arenas=2` + "\n", []string{"MALLOC_ARENA_MAX="}},
+		{"MALLOC_ARENA_MAX 0", "run", `set-by="" capped=true arenas=2` + "\n", []string{"MALLOC_ARENA_MAX=0"}},
+		{"MALLOC_ARENA_MAX not a number", "run", `set-by="" capped=true arenas=2` + "\n", []string{"MALLOC_ARENA_MAX=abc"}},
+		{"GLIBC_TUNABLES of other things", "run", `set-by="" capped=true arenas=2` + "\n", []string{"GLIBC_TUNABLES=glibc.malloc.tcache_count=0"}},
+		{"GLIBC_TUNABLES misspelt", "run", `set-by="" capped=true arenas=2` + "\n", []string{"GLIBC_TUNABLES=glibc.malloc.arena_maxx=3"}},
+		{"GLIBC_TUNABLES empty value", "run", `set-by="" capped=true arenas=2` + "\n", []string{"GLIBC_TUNABLES=glibc.malloc.arena_max="}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			// Flag parsing stops at the first argument, which is no
 			// flag: the child runs every test of the package, this one.
 			cmd := exec.Command(os.Args[0], c.first)
 			cmd.Env = append(slices.Clone(env), "MALLOCARENAS_CHILD=1")
-			if c.env != "" {
-				cmd.Env = append(cmd.Env, c.env)
-			}
+			cmd.Env = append(cmd.Env, c.env...)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out)
@@ -70,7 +78,7 @@ func TestCapAtLoad(t *testing.T) {
 			if !strings.Contains(string(out), c.want) {
 				t.Fatalf("child said %q, want %q", out, c.want)
 			}
-			if c.want == "capped=false" && strings.Contains(string(out), "arenas=2\n") {
+			if strings.Contains(c.want, "capped=false") && strings.Contains(string(out), "arenas=2\n") {
 				t.Fatalf("child said %q: sixteen threads without a cap made only two arenas, so the test cannot tell the cap", out)
 			}
 		})

@@ -112,7 +112,7 @@ func TestPersonWaitingWhileAScanWaits(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "buffer.db")
 	o := open(t, path, Options{})
 	t.Cleanup(func() { o.Close() }) // after the lock is released
-	if o.PersonWaiting() {
+	if o.PersonWaiting() != nil {
 		t.Fatal("a person waiting before any append")
 	}
 	audit := event.Event{Appliance: "a", Type: event.TypeAudit, Time: time.Now()}
@@ -133,15 +133,23 @@ func TestPersonWaitingWhileAScanWaits(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- tc.append() }()
 		waitfor.True(t, 5*time.Second, "the append waiting", func() bool { busy, _ := o.AppendActivity(); return busy })
-		if got := o.PersonWaiting(); got != tc.want {
-			t.Errorf("%s waiting for its commit: PersonWaiting %v, want %v", tc.name, got, tc.want)
+		answered := o.PersonWaiting()
+		if got := answered != nil; got != tc.want {
+			t.Errorf("%s waiting for its commit: a person waiting %v, want %v", tc.name, got, tc.want)
 		}
 		release()
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		if o.PersonWaiting() {
+		if o.PersonWaiting() != nil {
 			t.Fatalf("a person waiting after the %s was answered", tc.name)
+		}
+		if answered != nil {
+			select {
+			case <-answered:
+			default:
+				t.Fatalf("the %s was answered, its channel is still open", tc.name)
+			}
 		}
 	}
 }

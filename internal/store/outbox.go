@@ -223,9 +223,13 @@ type Outbox struct {
 	// appending counts the callers waiting for a commit of events;
 	// lastAppended is when the last of them was answered (Unix ns).
 	appending, lastAppended atomic.Int64
-	// attended counts the commits a person waits for (PersonWaiting).
-	attended atomic.Int64
-	refused  atomic.Int64
+	// attended counts the commits a person waits for (PersonWaiting);
+	// answered is closed when it returns to 0. attendedMu guards both
+	// changes of answered; the count alone is read without it.
+	attended   atomic.Int64
+	attendedMu sync.Mutex
+	answered   chan struct{}
+	refused    atomic.Int64
 	// lastAppendErr is why the last commit with events failed; nil once a
 	// commit of events succeeded.
 	lastAppendErr   atomic.Pointer[error]
@@ -1040,8 +1044,8 @@ func (o *Outbox) Notify() <-chan struct{} { return o.notify }
 // visible part of the commit latency's tail.
 func (o *Outbox) submit(ctx context.Context, req request) (result, error) {
 	if req.kind == opAppend && (req.ev.Type == event.TypeScan || req.action.Key != "") {
-		o.attended.Add(1)
-		defer o.attended.Add(-1)
+		o.attend()
+		defer o.attendedDone()
 	}
 	if req.kind == opAppend || req.kind == opLabelPrinted {
 		o.appending.Add(1)
@@ -1095,11 +1099,38 @@ func (o *Outbox) AppendActivity() (busy bool, last time.Time) {
 	return busy, last
 }
 
-// PersonWaiting reports whether a person waits for an event to be
-// committed: a scan or a manual entry (an Append of a scan), or an action
-// from the page (AppendOnce). The events that follow from them (a parcel
-// received, a label printed) do not count.
-func (o *Outbox) PersonWaiting() bool { return o.attended.Load() > 0 }
+// PersonWaiting returns nil when no person waits for an event to be
+// committed, and otherwise a channel closed once none does. A person
+// waits for a scan or a manual entry (an Append of a scan), or for an
+// action from the page (AppendOnce); the events that follow from them (a
+// parcel received, a label printed) do not count.
+func (o *Outbox) PersonWaiting() <-chan struct{} {
+	if o.attended.Load() == 0 {
+		return nil
+	}
+	o.attendedMu.Lock()
+	defer o.attendedMu.Unlock()
+	if o.attended.Load() == 0 {
+		return nil
+	}
+	return o.answered
+}
+
+func (o *Outbox) attend() {
+	o.attendedMu.Lock()
+	if o.attended.Add(1) == 1 {
+		o.answered = make(chan struct{})
+	}
+	o.attendedMu.Unlock()
+}
+
+func (o *Outbox) attendedDone() {
+	o.attendedMu.Lock()
+	if o.attended.Add(-1) == 0 {
+		close(o.answered)
+	}
+	o.attendedMu.Unlock()
+}
 
 // release returns an answered (or never queued) request to the pool.
 func (o *Outbox) release(r *request) {

@@ -1,54 +1,55 @@
 package uplink
 
 import (
-	"sync/atomic"
+	"context"
 	"testing"
 	"time"
 )
 
 // holdForPerson: no hold without a person waiting; a hold ends when the
-// person is answered, or after holdMax; after a hold, none for holdGap.
+// person is answered, when the drain stops, or after holdMax; after a
+// hold, none for four times as long.
 func TestHoldForPerson(t *testing.T) {
-	var calls, answerAfter atomic.Int32
-	waiting := func() bool { return calls.Add(1) <= answerAfter.Load() }
-	p := &Publisher{opts: Options{PersonWaiting: waiting}}
-
-	// Nobody waiting: no hold, and the next may come at once.
-	answerAfter.Store(0)
-	if next := p.holdForPerson(time.Time{}); !next.IsZero() {
-		t.Fatalf("nobody waiting: next hold at %v, want no change", next)
+	ctx := context.Background()
+	never := make(chan struct{}) // a person waiting who is never answered
+	answered := make(chan struct{})
+	close(answered)
+	waitingOn := func(ch chan struct{}) func() <-chan struct{} {
+		return func() <-chan struct{} { return ch }
 	}
 
-	// Answered on the third look: the hold ends there, well before holdMax.
-	calls.Store(0)
-	answerAfter.Store(2)
+	// Without the option, or with nobody waiting: no hold.
+	for _, p := range []*Publisher{{}, {opts: Options{PersonWaiting: func() <-chan struct{} { return nil }}}} {
+		if next := p.holdForPerson(ctx, time.Time{}); !next.IsZero() {
+			t.Fatalf("nobody waiting: next hold at %v, want no change", next)
+		}
+	}
+
+	// An hour's limit: only the answer, or the end of the drain, ends
+	// these holds (a test that hangs here has found a hold that does not
+	// end).
+	p := &Publisher{holdMax: time.Hour, opts: Options{PersonWaiting: waitingOn(answered)}}
+	p.holdForPerson(ctx, time.Time{})
+	p.opts.PersonWaiting = waitingOn(never)
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	p.holdForPerson(stopped, time.Time{})
+
+	// Before notBefore a person waiting is not waited for.
+	notBefore := time.Now().Add(time.Hour)
+	if got := p.holdForPerson(ctx, notBefore); !got.Equal(notBefore) {
+		t.Fatalf("within the gap: next hold at %v, want %v", got, notBefore)
+	}
+
+	// Someone waiting the whole time: the hold lasts holdMax, and the
+	// next may come after four times as long.
+	p.holdMax = 0
 	began := time.Now()
-	next := p.holdForPerson(time.Time{})
-	if c := calls.Load(); c != 3 {
-		t.Fatalf("%d looks; want the hold to end at the third, which found nobody waiting", c)
-	}
-	if next.Sub(began) < holdGap {
-		t.Fatalf("after a hold the next may come %v later; want at least %v", next.Sub(began), holdGap)
-	}
-
-	// Within holdGap of a hold, a person waiting is not waited for.
-	calls.Store(0)
-	answerAfter.Store(1 << 30)
-	if got := p.holdForPerson(next); !got.Equal(next) || calls.Load() != 1 {
-		t.Fatalf("within the gap: next %v (want %v), %d looks (want 1)", got, next, calls.Load())
-	}
-
-	// Someone waiting the whole time: the hold lasts holdMax, not longer
-	// than the drain can bear.
-	began = time.Now()
-	p.holdForPerson(time.Time{})
+	next := p.holdForPerson(ctx, time.Time{})
 	if took := time.Since(began); took < holdMax {
 		t.Fatalf("hold of %v while a person waited; want %v", took, holdMax)
 	}
-
-	// Without the option, nothing is held.
-	p = &Publisher{}
-	if next := p.holdForPerson(time.Time{}); !next.IsZero() {
-		t.Fatal("held without PersonWaiting")
+	if gap := next.Sub(began); gap < (1+holdGapFactor)*holdMax {
+		t.Fatalf("next hold %v after the last began; want at least %v", gap, (1+holdGapFactor)*holdMax)
 	}
 }

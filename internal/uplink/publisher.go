@@ -92,23 +92,25 @@ type Options struct {
 	// OnAck, if set, is called when the PUBACK for the event at pos arrives,
 	// with the time from handing the publish to the client to its PUBACK.
 	OnAck func(pos int64, latency time.Duration)
-	// PersonWaiting, if set, reports whether a person waits for an event
-	// to be committed (a scan, a hand-over). While one does, the drain
-	// starts no new publish (see holdMax): the cores go to that commit
-	// first.
-	PersonWaiting func() bool
+	// PersonWaiting, if set, returns nil when no person waits for an
+	// event to be committed, and otherwise a channel closed once none
+	// does (a scan or a manual entry, a custody action from the page).
+	// While one does, the uplink starts no new publish of events (see
+	// holdMax): the cores go to that commit first. It is called before
+	// every publish, from one goroutine: it must be cheap.
+	PersonWaiting func() <-chan struct{}
 }
 
 // While Options.PersonWaiting reports a commit a person waits for, the
-// drain holds new publishes back for up to holdMax, and then holds none
-// for holdGap at least: a steady stream of scans slows the drain by a
-// fifth at most.
+// uplink holds new publishes of events back until that commit is answered,
+// for holdMax at most, and then holds none for holdGapFactor times as long
+// as it held: a steady stream of scans slows a drain by a fifth at most.
 // The publishes already in flight go on meanwhile. Under a full drain on
-// two cores this took the scans' commit p99 from 6–11 ms to 3–4 ms
-// (docs/benchmarks.md, Full load).
+// two cores this took the scans' commit p99 from a median of 7.5 ms to
+// 4.5–5 ms (docs/benchmarks.md, Full load).
 const (
-	holdMax = time.Millisecond
-	holdGap = 4 * time.Millisecond
+	holdMax       = time.Millisecond
+	holdGapFactor = 4
 )
 
 // Subscription is a topic filter below {prefix}/{id}/ and the function
@@ -147,8 +149,10 @@ const resubscribeMax = 30 * time.Second
 
 // Publisher owns the MQTT connection.
 type Publisher struct {
-	opts    Options
-	src     Source
+	opts Options
+	src  Source
+	// holdMax replaces the package's holdMax when set (tests).
+	holdMax time.Duration
 	log     *slog.Logger
 	health  health.Reporter
 	started time.Time
@@ -862,7 +866,7 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 			continue
 		}
 		for i := 0; i < len(recs); {
-			nextHold = p.holdForPerson(nextHold)
+			nextHold = p.holdForPerson(ctx, nextHold)
 			select {
 			case window <- struct{}{}:
 			case err := <-failed:
@@ -896,21 +900,34 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 }
 
 // holdForPerson waits while a person waits for a commit, for holdMax at
-// most, unless it is not yet notBefore; it returns when the next hold may
-// begin. It sleeps in real time whatever the Publisher's clock: it gives
-// the cores away, it measures nothing.
-func (p *Publisher) holdForPerson(notBefore time.Time) time.Time {
-	if p.opts.PersonWaiting == nil || !p.opts.PersonWaiting() {
+// most, or until ctx ends; it does not hold before notBefore. It returns
+// when the next hold may begin. It waits in real time whatever the
+// Publisher's clock: it gives the cores away, it measures nothing.
+func (p *Publisher) holdForPerson(ctx context.Context, notBefore time.Time) time.Time {
+	if p.opts.PersonWaiting == nil {
 		return notBefore
+	}
+	answered := p.opts.PersonWaiting()
+	if answered == nil {
+		return notBefore
+	}
+	began := time.Now()
+	if began.Before(notBefore) {
+		return notBefore
+	}
+	limit := holdMax
+	if p.holdMax > 0 {
+		limit = p.holdMax
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-answered:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 	now := time.Now()
-	if now.Before(notBefore) {
-		return notBefore
-	}
-	for end := now.Add(holdMax); p.opts.PersonWaiting() && time.Now().Before(end); {
-		time.Sleep(holdMax / 10)
-	}
-	return time.Now().Add(holdGap)
+	return now.Add(holdGapFactor * now.Sub(began))
 }
 
 // fitsBatch reports whether an event of n bytes still fits a batch whose
