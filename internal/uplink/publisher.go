@@ -107,7 +107,7 @@ type Options struct {
 // as it held: a steady stream of scans slows a drain by a fifth at most.
 // The publishes already in flight go on meanwhile. Under a full drain on
 // two cores this took the scans' commit p99 from a median of 7.5 ms to
-// 4.5–5 ms (docs/benchmarks.md, Full load).
+// one of 5 ms (docs/benchmarks.md, Full load).
 const (
 	holdMax       = time.Millisecond
 	holdGapFactor = 4
