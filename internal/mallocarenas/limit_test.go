@@ -49,7 +49,7 @@ func TestCapAtLoad(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name, first, want string
-		env              []string
+		env               []string
 	}{
 		{"mailroomd run", "run", `set-by="" capped=true arenas=2` + "\n", nil},
 		{"another subcommand", "version", `set-by="" capped=false`, nil},
