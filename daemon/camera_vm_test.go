@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"debug/elf"
 	"encoding/base64"
@@ -152,12 +153,14 @@ poweroff -f
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// Software emulation, also where /dev/kvm exists: a KVM nested in a
+	// Software emulation unless MAILROOMD_VM_ACCEL says otherwise (for
+	// example "kvm:tcg"), also where /dev/kvm exists: a KVM nested in a
 	// virtual machine may hang the guest's kernel right after it is
 	// decompressed (seen on a 2-vCPU AMD EPYC test machine, whose KVM
 	// lacked CPU features qemu asks for); emulated, the machine runs in
 	// about 30 s.
-	vm := exec.CommandContext(ctx, qemu, "-machine", "accel=tcg", "-m", "512", "-smp", "1", "-nic", "none",
+	accel := cmp.Or(os.Getenv("MAILROOMD_VM_ACCEL"), "tcg")
+	vm := exec.CommandContext(ctx, qemu, "-machine", "accel="+accel, "-m", "512", "-smp", "1", "-nic", "none",
 		"-nographic", "-no-reboot", "-kernel", kernel, "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 quiet loglevel=1")
 	began := time.Now()

@@ -4,6 +4,7 @@ package mallocarenas
 
 /*
 #define _GNU_SOURCE
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,19 +18,32 @@ package mallocarenas
 static int mallocarenas_state;
 
 // mallocarenas_count_ok reports whether the n bytes at s are a number of
-// arenas glibc takes: an unsigned integer (decimal, 0x hex or 0 octal, as
-// strtoul reads it) of 1 or more, and nothing else. glibc ignores any
-// other value, and then applies its own default.
+// arenas glibc 2.36 (Debian 12) takes, read as its _dl_strtoul reads it:
+// blanks (spaces, tabs) and a '+' skipped, then a number of 1 or more
+// (decimal, 0x hex or 0 octal) that does not overflow; what follows the
+// number is ignored. glibc ignores any other value and applies its own
+// default. (glibc 2.39 and later refuse trailing characters: there the
+// cap stays off for a value such as "4abc" that glibc then ignores.)
 static int mallocarenas_count_ok(const char *s, size_t n) {
-	char buf[32];
-	if (n == 0 || n >= sizeof buf || s[0] == '-' || s[0] == '+' || s[0] == ' ') {
+	char buf[64];
+	if (n >= sizeof buf) {
 		return 0;
 	}
 	memcpy(buf, s, n);
 	buf[n] = 0;
-	char *end;
-	unsigned long v = strtoul(buf, &end, 0);
-	return *end == 0 && v >= 1;
+	const char *p = buf;
+	while (*p == ' ' || *p == '\t') {
+		p++;
+	}
+	if (*p == '+') {
+		p++;
+	}
+	if (*p < '0' || *p > '9') {
+		return 0;
+	}
+	errno = 0;
+	unsigned long long v = strtoull(p, NULL, 0);
+	return errno == 0 && v >= 1;
 }
 
 // mallocarenas_tunable reports whether GLIBC_TUNABLES (name=value items

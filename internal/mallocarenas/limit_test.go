@@ -61,6 +61,12 @@ func TestCapAtLoad(t *testing.T) {
 		{"MALLOC_ARENA_MAX empty", "run", `set-by="" capped=true arenas=2` + "\n", []string{"MALLOC_ARENA_MAX="}},
 		{"MALLOC_ARENA_MAX 0", "run", `set-by="" capped=true arenas=2` + "\n", []string{"MALLOC_ARENA_MAX=0"}},
 		{"MALLOC_ARENA_MAX not a number", "run", `set-by="" capped=true arenas=2` + "\n", []string{"MALLOC_ARENA_MAX=abc"}},
+		{"MALLOC_ARENA_MAX overflowing", "run", `set-by="" capped=true arenas=2` + "\n", []string{"MALLOC_ARENA_MAX=99999999999999999999999"}},
+		// glibc 2.36 reads a number as strtoul does, blanks and '+' first
+		// and trailing characters ignored: these set the number.
+		{"MALLOC_ARENA_MAX with a tail", "run", `set-by="MALLOC_ARENA_MAX" capped=false`, []string{"MALLOC_ARENA_MAX=4abc"}},
+		{"MALLOC_ARENA_MAX with a blank and a sign", "run", `set-by="MALLOC_ARENA_MAX" capped=false`, []string{"MALLOC_ARENA_MAX= +4"}},
+		{"GLIBC_TUNABLES in hex", "run", `set-by="GLIBC_TUNABLES" capped=false`, []string{"GLIBC_TUNABLES=glibc.malloc.arena_max=0x3"}},
 		{"GLIBC_TUNABLES of other things", "run", `set-by="" capped=true arenas=2` + "\n", []string{"GLIBC_TUNABLES=glibc.malloc.tcache_count=0"}},
 		{"GLIBC_TUNABLES misspelt", "run", `set-by="" capped=true arenas=2` + "\n", []string{"GLIBC_TUNABLES=glibc.malloc.arena_maxx=3"}},
 		{"GLIBC_TUNABLES empty value", "run", `set-by="" capped=true arenas=2` + "\n", []string{"GLIBC_TUNABLES=glibc.malloc.arena_max="}},

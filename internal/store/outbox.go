@@ -224,12 +224,14 @@ type Outbox struct {
 	// lastAppended is when the last of them was answered (Unix ns).
 	appending, lastAppended atomic.Int64
 	// attended counts the commits a person waits for (PersonWaiting);
-	// answered is closed when it returns to 0. attendedMu guards both
-	// changes of answered; the count alone is read without it.
-	attended   atomic.Int64
-	attendedMu sync.Mutex
-	answered   chan struct{}
-	refused    atomic.Int64
+	// answered is closed when it returns to 0, if PersonWaiting handed it
+	// out (answeredOut), and kept for the next one otherwise. attendedMu
+	// guards answered and answeredOut; the count alone is read without it.
+	attended    atomic.Int64
+	attendedMu  sync.Mutex
+	answered    chan struct{}
+	answeredOut bool
+	refused     atomic.Int64
 	// lastAppendErr is why the last commit with events failed; nil once a
 	// commit of events succeeded.
 	lastAppendErr   atomic.Pointer[error]
@@ -1113,20 +1115,21 @@ func (o *Outbox) PersonWaiting() <-chan struct{} {
 	if o.attended.Load() == 0 {
 		return nil
 	}
+	o.answeredOut = true
 	return o.answered
 }
 
 func (o *Outbox) attend() {
 	o.attendedMu.Lock()
-	if o.attended.Add(1) == 1 {
-		o.answered = make(chan struct{})
+	if o.attended.Add(1) == 1 && (o.answered == nil || o.answeredOut) {
+		o.answered, o.answeredOut = make(chan struct{}), false
 	}
 	o.attendedMu.Unlock()
 }
 
 func (o *Outbox) attendedDone() {
 	o.attendedMu.Lock()
-	if o.attended.Add(-1) == 0 {
+	if o.attended.Add(-1) == 0 && o.answeredOut {
 		close(o.answered)
 	}
 	o.attendedMu.Unlock()

@@ -25,15 +25,18 @@ func TestHoldForPerson(t *testing.T) {
 		}
 	}
 
-	// An hour's limit: only the answer, or the end of the drain, ends
-	// these holds (a test that hangs here has found a hold that does not
-	// end).
-	p := &Publisher{holdMax: time.Hour, opts: Options{PersonWaiting: waitingOn(answered)}}
+	// A limit of 20 s: only the answer, or the end of the drain, ends
+	// these holds at once.
+	p := &Publisher{holdMax: 20 * time.Second, opts: Options{PersonWaiting: waitingOn(answered)}}
+	began := time.Now()
 	p.holdForPerson(ctx, time.Time{})
 	p.opts.PersonWaiting = waitingOn(never)
 	stopped, cancel := context.WithCancel(ctx)
 	cancel()
 	p.holdForPerson(stopped, time.Time{})
+	if took := time.Since(began); took > 10*time.Second {
+		t.Fatalf("holds for an answered person and a stopped drain took %v", took)
+	}
 
 	// Before notBefore a person waiting is not waited for.
 	notBefore := time.Now().Add(time.Hour)
@@ -44,7 +47,7 @@ func TestHoldForPerson(t *testing.T) {
 	// Someone waiting the whole time: the hold lasts holdMax, and the
 	// next may come after four times as long.
 	p.holdMax = 0
-	began := time.Now()
+	began = time.Now()
 	next := p.holdForPerson(ctx, time.Time{})
 	if took := time.Since(began); took < holdMax {
 		t.Fatalf("hold of %v while a person waited; want %v", took, holdMax)
