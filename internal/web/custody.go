@@ -353,22 +353,20 @@ func (s *Server) waiting(w http.ResponseWriter, r *http.Request, _ *session) {
 // list finds those parcels: a parcel received for a code before its person
 // was imported keeps no person of its own. A person without a row of
 // their own among gs gets the code's row. The rows stay in order of their
-// oldest parcel.
+// oldest parcel. gs is changed in place.
 func mergeImported(gs []store.Group, x *directory.Index) []store.Group {
 	if x == nil {
 		return gs
 	}
-	rowOf := map[string]int{} // person id: index in out
-	out := make([]store.Group, 0, len(gs))
-	for _, g := range gs {
+	rowOf := map[string]int{} // person id: index in gs
+	for i, g := range gs {
 		if g.Person != "" {
-			rowOf[g.Person] = len(out)
+			rowOf[g.Person] = i
 		}
-		out = append(out, g)
 	}
 	merged := false
-	for i := range out {
-		g := &out[i]
+	for i := range gs {
+		g := &gs[i]
 		if g.Person != "" || g.Key == "" {
 			continue
 		}
@@ -385,7 +383,7 @@ func mergeImported(gs []store.Group, x *directory.Index) []store.Group {
 			rowOf[e.ID] = i
 			continue
 		}
-		p := &out[j]
+		p := &gs[j]
 		p.Count += g.Count
 		p.Overdue += g.Overdue
 		if g.Oldest.Before(p.Oldest) {
@@ -395,11 +393,11 @@ func mergeImported(gs []store.Group, x *directory.Index) []store.Group {
 		merged = true
 	}
 	if !merged {
-		return out
+		return gs
 	}
-	out = slices.DeleteFunc(out, func(g store.Group) bool { return g.Count < 0 })
-	slices.SortStableFunc(out, func(a, b store.Group) int { return a.Oldest.Compare(b.Oldest) })
-	return out
+	gs = slices.DeleteFunc(gs, func(g store.Group) bool { return g.Count < 0 })
+	slices.SortStableFunc(gs, func(a, b store.Group) int { return a.Oldest.Compare(b.Oldest) })
+	return gs
 }
 
 // CustodyRequest is the body of POST /api/custody: one action on one
