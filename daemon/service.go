@@ -18,6 +18,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/app"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/goprocs"
 	"github.com/mailroomd/mailroomd/internal/logring"
 	"github.com/mailroomd/mailroomd/internal/mallocarenas"
 	"github.com/mailroomd/mailroomd/internal/sdnotify"
@@ -141,6 +142,11 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, io.MultiWriter(out, ring))
 	logArenaCap(log)
+	if n, byEnv := goprocs.Set(os.Getenv); byEnv {
+		log.Info("GOMAXPROCS left to the environment", "GOMAXPROCS", n)
+	} else {
+		log.Info("GOMAXPROCS raised above the CPUs for SQLite's blocking calls", "GOMAXPROCS", n, "cpus", n-goprocs.Extra)
+	}
 	restart, handover := make(chan struct{}, 1), make(chan struct{}, 1)
 	signalOnce := func(ch chan struct{}) func() {
 		return func() {

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mailroomd/mailroomd/internal/mqtttest"
+	"github.com/mailroomd/mailroomd/internal/waitfor"
+)
+
+// TestGOMAXPROCS checks what docs/installation.md promises: `mailroomd
+// run` lets Go code run on two threads more than the CPUs it may use, and
+// leaves the number to a GOMAXPROCS the Go runtime takes; the log says
+// which, and /metrics reports the number in force.
+func TestGOMAXPROCS(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS") // restored afterwards by t.Setenv
+	saved := runtime.GOMAXPROCS(0)
+	runtime.SetDefaultGOMAXPROCS()
+	cpus := runtime.GOMAXPROCS(0) // the runtime's default here, as the daemon's
+	runtime.GOMAXPROCS(saved)
+
+	s := newSetup(t, "mr-procs")
+	port := mqtttest.FreePort(t)
+	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
+	cfg := s.config(t, s.broker.URL(), fmt.Sprintf("web:\n  listen: 127.0.0.1:%d\n  users: [{name: clara, role: clerk, password_hash: %q}]", port, hash))
+	raised := fmt.Sprintf(`msg="GOMAXPROCS raised above the CPUs for SQLite's blocking calls" GOMAXPROCS=%d cpus=%d`, cpus+2, cpus)
+	for _, tc := range []struct {
+		env  []string
+		want string
+		n    int
+	}{
+		{nil, raised, cpus + 2},
+		{[]string{"GOMAXPROCS=3"}, `msg="GOMAXPROCS left to the environment" GOMAXPROCS=3`, 3},
+		{[]string{"GOMAXPROCS=1"}, `msg="GOMAXPROCS left to the environment" GOMAXPROCS=1`, 1},
+		// Values the Go runtime ignores.
+		{[]string{"GOMAXPROCS=abc"}, raised, cpus + 2},
+		{[]string{"GOMAXPROCS=0"}, raised, cpus + 2},
+	} {
+		name := strings.Join(tc.env, ",")
+		if name == "" {
+			name = "unset"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := startDaemon(t, cfg, tc.env...)
+			p.waitLog(t, tc.want, 10*time.Second)
+			if strings.Count(p.log.String(), `msg="GOMAXPROCS`) != 1 {
+				t.Fatalf("log:\n%s", p.log.String())
+			}
+			re := regexp.MustCompile(`(?m)^go_sched_gomaxprocs_threads (\d+)$`)
+			got := waitfor.Value(t, 10*time.Second, "go_sched_gomaxprocs_threads in /metrics", func() string {
+				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+				if err != nil {
+					return ""
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				if m := re.FindSubmatch(b); m != nil {
+					return string(m[1])
+				}
+				return ""
+			}, func(v string) bool { return v != "" })
+			if n, _ := strconv.Atoi(got); n != tc.n {
+				t.Fatalf("go_sched_gomaxprocs_threads %s, want %d", got, tc.n)
+			}
+			p.stop(t)
+		})
+	}
+}
