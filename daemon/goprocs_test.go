@@ -20,8 +20,9 @@ import (
 
 // TestGOMAXPROCS checks what docs/installation.md promises: `mailroomd
 // run` lets Go code run on two threads more than the CPUs it may use, and
-// leaves the number to a GOMAXPROCS the Go runtime takes; the log says
-// which, and /metrics reports the number in force.
+// leaves the number to a GOMAXPROCS the Go runtime takes; the log's line
+// after the C allocator's says which, and /metrics reports the number in
+// force.
 func TestGOMAXPROCS(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	os.Unsetenv("GOMAXPROCS") // restored afterwards by t.Setenv
@@ -54,6 +55,13 @@ func TestGOMAXPROCS(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := startDaemon(t, cfg, tc.env...)
 			p.waitLog(t, tc.want, 10*time.Second)
+			// On Linux the line after the C allocator's, the log's second.
+			if runtime.GOOS == "linux" {
+				lines := strings.SplitN(p.log.String(), "\n", 3)
+				if len(lines) < 3 || !strings.Contains(lines[0], "C allocator") || !strings.Contains(lines[1], tc.want) {
+					t.Fatalf("the log's first two lines are not the C allocator's and %q:\n%s", tc.want, p.log.String())
+				}
+			}
 			if strings.Count(p.log.String(), `msg="GOMAXPROCS`) != 1 {
 				t.Fatalf("log:\n%s", p.log.String())
 			}

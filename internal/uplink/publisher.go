@@ -838,7 +838,10 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 	p.onConn.Store(0)
 	var cursor int64
 	var nextHold time.Time // no hold before this
-	batch := max(p.opts.Window, 1024)
+	// A page of 256 events, or the window if larger: pages of 1,024 kept
+	// the Go heap's peak about 2 MiB higher during a drain (its garbage
+	// collector's goal follows the live heap) and drained no faster.
+	batch := max(p.opts.Window, 256)
 	for {
 		// Every event committed up to last is in what the read finds, or
 		// on this connection, or sent before it.
