@@ -86,7 +86,7 @@ func BenchmarkFullLoad(b *testing.B) {
 		rounds = n
 	}
 	for range b.N {
-		var ratios, p99s, ttfbs, rates, idleRates []float64
+		var ratios, p99s, ttfbs, rates, idleRates, rssMedians []float64
 		var worst fullLoadResult // the largest of each maximum over the rounds
 		for r := range rounds {
 			idle := fullLoadRun(b, backlog, false)
@@ -98,8 +98,9 @@ func BenchmarkFullLoad(b *testing.B) {
 			worst.firstMax, worst.laterMax = max(worst.firstMax, busy.firstMax), max(worst.laterMax, busy.laterMax)
 			worst.peakRSS = max(worst.peakRSS, busy.peakRSS, idle.peakRSS)
 			worst.peakHeap = max(worst.peakHeap, busy.peakHeap, idle.peakHeap)
-			b.Logf("round %d of %d, backlog %d: idle drain %.0f ev/s (peak RSS %.1f MiB); under load %.0f ev/s (peak RSS %.1f MiB, heap %.1f MiB), ratio %.3f, %d scans, commit p99 %.1f ms max %.1f ms, TTFB p99 %.1f ms over %d requests",
-				r+1, rounds, backlog, idle.rate, idle.peakRSS, busy.rate, busy.peakRSS, busy.peakHeap, busy.rate/idle.rate, busy.scans, busy.commitP99, busy.commitMax, busy.ttfbP99, busy.requests)
+			rssMedians = append(rssMedians, busy.rssMedian)
+			b.Logf("round %d of %d, backlog %d: idle drain %.0f ev/s (peak RSS %.1f MiB); under load %.0f ev/s (peak RSS %.1f MiB, median %.1f MiB, heap %.1f MiB), ratio %.3f, %d scans, commit p99 %.1f ms max %.1f ms, TTFB p99 %.1f ms over %d requests",
+				r+1, rounds, backlog, idle.rate, idle.peakRSS, busy.rate, busy.peakRSS, busy.rssMedian, busy.peakHeap, busy.rate/idle.rate, busy.scans, busy.commitP99, busy.commitMax, busy.ttfbP99, busy.requests)
 		}
 		b.ReportMetric(median(p99s), "commit-p99-ms")
 		b.ReportMetric(worst.commitMax, "commit-max-ms")
@@ -113,6 +114,7 @@ func BenchmarkFullLoad(b *testing.B) {
 		b.ReportMetric(slices.Max(ratios), "drain-ratio-max")
 		b.ReportMetric(worst.peakRSS, "peak-RSS-MiB")
 		b.ReportMetric(worst.peakHeap, "peak-heap-MiB")
+		b.ReportMetric(median(rssMedians), "drain-RSS-median-MiB")
 	}
 }
 
@@ -127,7 +129,11 @@ func median(xs []float64) float64 {
 }
 
 type fullLoadResult struct {
-	rate, peakRSS, peakHeap       float64
+	rate, peakRSS, peakHeap float64
+	// rssMedian is the median of the daemon's RSS sampled every 100 ms
+	// from its "uplink connected" to the drain's end: what it holds
+	// through a drain, where the peak is the highest moment of it.
+	rssMedian                     float64
 	commitP99, commitMax, ttfbP99 float64
 	// firstMax and laterMax are the longest commit of a scan written in
 	// the first 5 s after the reconnect, and after them.
@@ -321,6 +327,8 @@ web:
 	// 300 ms at most while the broker is down).
 	p.waitLog(b, "uplink connected", 10*time.Second)
 	start := connectedAt(b, p.log.String())
+	rssDone := make(chan float64)
+	go func() { rssDone <- medianRSS(p.cmd.Process.Pid, done) }()
 	// The backlog is what was committed before the link came back; scans
 	// committed since are published behind it. Polled every 10 ms, so
 	// that the drain's end is known to within 1 % of a 1 s drain.
@@ -335,6 +343,7 @@ web:
 	close(done)
 	wg.Wait()
 	res.peakHeap = <-heapDone
+	res.rssMedian = <-rssDone
 	// The codes written last may still wait in the ttys.
 	for deadline := time.Now().Add(30 * time.Second); busy && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		c := commitTimes(p.log.String())
@@ -485,6 +494,34 @@ func ttfb(c *http.Client, u string) (time.Duration, error) {
 		return 0, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}
 	return first.Sub(start), nil
+}
+
+// medianRSS samples the resident set of process pid every 100 ms until
+// done and returns the median, in MiB.
+func medianRSS(pid int, done <-chan struct{}) float64 {
+	var xs []float64
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			if len(xs) == 0 {
+				return 0
+			}
+			return median(xs)
+		case <-t.C:
+		}
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.Atoi(f[1])
+				xs = append(xs, float64(kb)/1024)
+			}
+		}
+	}
 }
 
 // peakHeap polls the daemon's /metrics for the Go heap in use until done,

@@ -19,34 +19,38 @@ import (
 )
 
 // TestGOMAXPROCS checks what docs/installation.md promises: `mailroomd
-// run` lets Go code run on two threads more than the CPUs it may use, and
-// leaves the number to a GOMAXPROCS the Go runtime takes; the log's line
-// after the C allocator's says which, and /metrics reports the number in
-// force.
+// run` lets Go code run on two threads more than the CPUs it may use
+// (unless a CPU quota holds the runtime's default below them), and leaves
+// the number to a GOMAXPROCS the Go runtime takes; the log's line after
+// the C allocator's says which, and /metrics reports the number in force.
 func TestGOMAXPROCS(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	os.Unsetenv("GOMAXPROCS") // restored afterwards by t.Setenv
-	saved := runtime.GOMAXPROCS(0)
+	t.Cleanup(runtime.SetDefaultGOMAXPROCS)
 	runtime.SetDefaultGOMAXPROCS()
-	cpus := runtime.GOMAXPROCS(0) // the runtime's default here, as the daemon's
-	runtime.GOMAXPROCS(saved)
+	def, cpus := runtime.GOMAXPROCS(0), runtime.NumCPU() // the runtime's default here, as the daemon's
 
 	s := newSetup(t, "mr-procs")
 	port := mqtttest.FreePort(t)
 	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
 	cfg := s.config(t, s.broker.URL(), fmt.Sprintf("web:\n  listen: 127.0.0.1:%d\n  users: [{name: clara, role: clerk, password_hash: %q}]", port, hash))
-	raised := fmt.Sprintf(`msg="GOMAXPROCS raised above the CPUs for SQLite's blocking calls" GOMAXPROCS=%d cpus=%d`, cpus+2, cpus)
+	// Where a CPU quota holds the default below the CPUs, it stays.
+	raised, n := fmt.Sprintf(`msg="GOMAXPROCS raised above the CPUs for SQLite's blocking calls" GOMAXPROCS=%d cpus=%d`, def+2, cpus), def+2
+	if def < cpus {
+		raised, n = fmt.Sprintf(`msg="GOMAXPROCS left to the CPU quota" GOMAXPROCS=%d cpus=%d`, def, cpus), def
+	}
 	for _, tc := range []struct {
 		env  []string
 		want string
 		n    int
 	}{
-		{nil, raised, cpus + 2},
+		{nil, raised, n},
 		{[]string{"GOMAXPROCS=3"}, `msg="GOMAXPROCS left to the environment" GOMAXPROCS=3`, 3},
 		{[]string{"GOMAXPROCS=1"}, `msg="GOMAXPROCS left to the environment" GOMAXPROCS=1`, 1},
+		{[]string{"GOMAXPROCS=+5"}, `msg="GOMAXPROCS left to the environment" GOMAXPROCS=5`, 5},
 		// Values the Go runtime ignores.
-		{[]string{"GOMAXPROCS=abc"}, raised, cpus + 2},
-		{[]string{"GOMAXPROCS=0"}, raised, cpus + 2},
+		{[]string{"GOMAXPROCS=abc"}, raised, n},
+		{[]string{"GOMAXPROCS=0"}, raised, n},
 	} {
 		name := strings.Join(tc.env, ",")
 		if name == "" {

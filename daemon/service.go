@@ -45,21 +45,44 @@ func (p *program) Stop(service.Service) error {
 
 // systemLogWriter hands log lines to the service manager's log (the
 // Windows event log). Under systemd stderr already goes to the journal.
+// Lines written before that log is known (the settings logged at start)
+// are kept, up to maxEarlyLines, and handed over when it is.
 type systemLogWriter struct {
-	mu sync.Mutex
-	l  service.Logger
+	mu    sync.Mutex
+	l     service.Logger
+	early []string
 }
 
-func (w *systemLogWriter) set(l service.Logger) { w.mu.Lock(); w.l = l; w.mu.Unlock() }
+// maxEarlyLines is how many lines a systemLogWriter keeps until the
+// service manager's log is known; later ones are only in the ring.
+const maxEarlyLines = 100
+
+func (w *systemLogWriter) set(l service.Logger) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.l = l
+	for _, line := range w.early {
+		systemLog(l, line)
+	}
+	w.early = nil
+}
 
 func (w *systemLogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimRight(string(p), "\n")
 	w.mu.Lock()
-	l := w.l
-	w.mu.Unlock()
-	if l == nil {
+	defer w.mu.Unlock()
+	if w.l == nil {
+		if len(w.early) < maxEarlyLines {
+			w.early = append(w.early, line)
+		}
 		return len(p), nil
 	}
-	line := strings.TrimRight(string(p), "\n")
+	systemLog(w.l, line)
+	return len(p), nil
+}
+
+// systemLog writes line to l at the level the line names.
+func systemLog(l service.Logger, line string) {
 	switch {
 	case strings.Contains(line, "level=ERROR") || strings.Contains(line, `"level":"ERROR"`):
 		l.Error(line)
@@ -68,7 +91,6 @@ func (w *systemLogWriter) Write(p []byte) (int, error) {
 	default:
 		l.Info(line)
 	}
-	return len(p), nil
 }
 
 // testClock returns the system clock, or, when a test names an offset file,
@@ -142,10 +164,13 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, io.MultiWriter(out, ring))
 	logArenaCap(log)
-	if n, byEnv := goprocs.Set(os.Getenv); byEnv {
+	switch n, cpus, why := goprocs.Set(os.Getenv); why {
+	case goprocs.Environment:
 		log.Info("GOMAXPROCS left to the environment", "GOMAXPROCS", n)
-	} else {
-		log.Info("GOMAXPROCS raised above the CPUs for SQLite's blocking calls", "GOMAXPROCS", n, "cpus", n-goprocs.Extra)
+	case goprocs.Quota:
+		log.Info("GOMAXPROCS left to the CPU quota", "GOMAXPROCS", n, "cpus", cpus)
+	default:
+		log.Info("GOMAXPROCS raised above the CPUs for SQLite's blocking calls", "GOMAXPROCS", n, "cpus", cpus)
 	}
 	restart, handover := make(chan struct{}, 1), make(chan struct{}, 1)
 	signalOnce := func(ch chan struct{}) func() {

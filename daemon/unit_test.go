@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -43,5 +44,53 @@ func TestServiceUnitAllowsEveryDeviceClass(t *testing.T) {
 	}
 	if !slices.Contains(groups, "video") || !slices.Contains(groups, "dialout") {
 		t.Errorf("SupplementaryGroups %v: want dialout (serial ports) and video (cameras)", groups)
+	}
+}
+
+// recordingLogger is a service.Logger that records what it is given.
+type recordingLogger struct{ lines []string }
+
+func (r *recordingLogger) rec(level string, v ...any) error {
+	r.lines = append(r.lines, level+" "+fmt.Sprint(v...))
+	return nil
+}
+func (r *recordingLogger) Error(v ...any) error   { return r.rec("error", v...) }
+func (r *recordingLogger) Warning(v ...any) error { return r.rec("warning", v...) }
+func (r *recordingLogger) Info(v ...any) error    { return r.rec("info", v...) }
+func (r *recordingLogger) Errorf(f string, v ...any) error {
+	return r.rec("error", fmt.Sprintf(f, v...))
+}
+func (r *recordingLogger) Warningf(f string, v ...any) error {
+	return r.rec("warning", fmt.Sprintf(f, v...))
+}
+func (r *recordingLogger) Infof(f string, v ...any) error { return r.rec("info", fmt.Sprintf(f, v...)) }
+
+// TestSystemLogKeepsEarlyLines checks that the lines logged at start,
+// before the service manager's log is known, reach it once it is, in
+// order and at their levels, and that at most maxEarlyLines are kept.
+func TestSystemLogKeepsEarlyLines(t *testing.T) {
+	w := &systemLogWriter{}
+	fmt.Fprintln(w, `level=INFO msg="GOMAXPROCS left to the environment" GOMAXPROCS=3`)
+	fmt.Fprintln(w, `level=WARN msg="early warning"`)
+	r := &recordingLogger{}
+	w.set(r)
+	fmt.Fprintln(w, `level=ERROR msg="later"`)
+	want := []string{
+		`info level=INFO msg="GOMAXPROCS left to the environment" GOMAXPROCS=3`,
+		`warning level=WARN msg="early warning"`,
+		`error level=ERROR msg="later"`,
+	}
+	if !slices.Equal(r.lines, want) {
+		t.Fatalf("system log got %q, want %q", r.lines, want)
+	}
+
+	w = &systemLogWriter{}
+	for i := range maxEarlyLines + 10 {
+		fmt.Fprintf(w, "level=INFO msg=line%d\n", i)
+	}
+	r = &recordingLogger{}
+	w.set(r)
+	if len(r.lines) != maxEarlyLines || r.lines[0] != "info level=INFO msg=line0" {
+		t.Fatalf("%d early lines handed over (first %q), want the first %d", len(r.lines), r.lines[0], maxEarlyLines)
 	}
 }

@@ -7,14 +7,14 @@
 // from 20 µs up to 10 ms. A commit that waits for fsync is such a call. On
 // a box of two CPUs that left the rest of the daemon (the uplink's
 // publishes, the status page) half the places for the length of each
-// fsync: under full load the drain ran at 0.78–0.89 of its idle rate.
-// With two places more (four on two CPUs) it runs at 0.95–0.97, and a
-// scan's commit p99 drops from 5–6 ms to 4–5 ms (docs/benchmarks.md).
+// fsync: under full load the drain ran at 0.78–0.89 of its idle rate in
+// one hour's rounds, and with two places more (four on two CPUs) at
+// 0.95–0.97 in the next (docs/benchmarks.md, "Full load").
 package goprocs
 
 import (
-	"math"
 	"runtime"
+	"strconv"
 )
 
 // Extra is how many places Set adds to the runtime's default: one for
@@ -22,40 +22,56 @@ import (
 // call.
 const Extra = 2
 
+// Why says what decided the number Set left in force.
+type Why int
+
+const (
+	// Raised: the runtime's default (the CPUs) plus Extra.
+	Raised Why = iota
+	// Environment: the GOMAXPROCS environment variable, which the runtime
+	// read at start.
+	Environment
+	// Quota: the runtime's default, which is below the CPUs because a CPU
+	// quota (a cgroup's) limits the process. More threads than the quota
+	// would only use it up sooner and be stopped until its next period.
+	Quota
+)
+
 // Set raises GOMAXPROCS to the runtime's default plus Extra, unless the
-// GOMAXPROCS environment variable (read through getenv) is set to a
-// value the runtime takes, in which case the runtime already used it and
-// Set leaves it. It returns the number in force and whether the variable
-// decided it.
+// GOMAXPROCS environment variable (read through getenv) holds a value the
+// runtime takes, or a CPU quota holds the default below the CPUs the
+// process may use; then it leaves the number as it is. It returns the
+// number in force, the CPUs the process may use (runtime.NumCPU) and why.
 //
-// Setting GOMAXPROCS stops the runtime from following later changes of
-// the process's CPU limit (a cgroup's quota changed while running); the
-// daemon reads it once at start.
-func Set(getenv func(string) string) (n int, byEnv bool) {
+// Raising GOMAXPROCS stops the runtime from following later changes of
+// the process's CPU limit (a cgroup's quota or the CPUs it may use,
+// changed while it runs): the number is decided once, at start.
+func Set(getenv func(string) string) (n, cpus int, why Why) {
+	cpus = runtime.NumCPU()
 	if validEnv(getenv("GOMAXPROCS")) {
-		return runtime.GOMAXPROCS(0), true
+		return runtime.GOMAXPROCS(0), cpus, Environment
 	}
-	runtime.SetDefaultGOMAXPROCS()
-	n = runtime.GOMAXPROCS(0) + Extra
-	runtime.GOMAXPROCS(n)
-	return n, false
+	def := runtime.GOMAXPROCS(0) // the default: the variable is unset or ignored
+	n, why = decide(def, cpus)
+	if n != def {
+		runtime.GOMAXPROCS(n)
+	}
+	return n, cpus, why
 }
 
-// validEnv says whether the runtime takes v as GOMAXPROCS, as Go's
-// runtime reads it: digits only (no sign, no blanks), a value from 1 to
-// 2^31-1 (more than 1024 counts as 1024). It ignores anything else.
+// decide is the number for a runtime default of def threads on a process
+// that may use cpus CPUs.
+func decide(def, cpus int) (int, Why) {
+	if def < cpus {
+		return def, Quota
+	}
+	return def + Extra, Raised
+}
+
+// validEnv says whether the Go runtime takes v as GOMAXPROCS. It reads it
+// as the runtime does (Go 1.26 and later: runtime/proc.go), a base-10
+// number that fits 32 bits, sign allowed, above 0.
 func validEnv(v string) bool {
-	if v == "" {
-		return false
-	}
-	var n int64
-	for _, c := range []byte(v) {
-		if c < '0' || c > '9' {
-			return false
-		}
-		if n = n*10 + int64(c-'0'); n > math.MaxInt32 {
-			return false
-		}
-	}
-	return n > 0
+	n, err := strconv.ParseInt(v, 10, 32)
+	return err == nil && n > 0
 }

@@ -1,28 +1,71 @@
 package goprocs
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 )
 
+// TestValidEnvAsTheRuntimeReadsIt runs this test binary with each value
+// of GOMAXPROCS and compares what its runtime took with validEnv.
 func TestValidEnvAsTheRuntimeReadsIt(t *testing.T) {
-	for v, want := range map[string]bool{
-		"": false, "0": false, "1": true, "4": true, "0004": true, "1024": true, "5000": true,
-		"2147483647": true, "2147483648": false, "-3": false, "+3": false, " 3": false, "3 ": false,
-		"3.0": false, "abc": false, "0x4": false,
+	if os.Getenv("GOPROCS_REPORT") != "" {
+		fmt.Printf("gomaxprocs=%d\n", runtime.GOMAXPROCS(0))
+		return
+	}
+	def := func() int {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+		runtime.SetDefaultGOMAXPROCS()
+		return runtime.GOMAXPROCS(0)
+	}()
+	for _, v := range []string{"", "0", "-0", "+0", "1", "3", "+3", "-3", "0003", "5000", " 3", "3 ", "3.0", "abc", "0x4", "3_0", "2147483648"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestValidEnvAsTheRuntimeReadsIt$")
+		cmd.Env = append(os.Environ(), "GOPROCS_REPORT=1", "GOMAXPROCS="+v)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("GOMAXPROCS=%q: %v\n%s", v, err, out)
+		}
+		_, after, ok := strings.Cut(string(out), "gomaxprocs=")
+		if !ok {
+			t.Fatalf("GOMAXPROCS=%q: no report in %q", v, out)
+		}
+		got, _ := strconv.Atoi(strings.Fields(after)[0])
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if n == int64(def) {
+			continue // taken or not, the same number
+		}
+		if taken := got != def; taken != validEnv(v) {
+			t.Errorf("GOMAXPROCS=%q: the runtime runs with %d (default %d), validEnv says %v", v, got, def, validEnv(v))
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	for _, tc := range []struct {
+		def, cpus, want int
+		why             Why
+	}{
+		{def: 2, cpus: 2, want: 4, why: Raised},
+		{def: 1, cpus: 1, want: 3, why: Raised},
+		{def: 8, cpus: 8, want: 10, why: Raised},
+		{def: 2, cpus: 8, want: 2, why: Quota}, // CPUQuota=150% on eight CPUs
+		{def: 3, cpus: 4, want: 3, why: Quota},
 	} {
-		if got := validEnv(v); got != want {
-			t.Errorf("validEnv(%q) = %v, want %v", v, got, want)
+		if n, why := decide(tc.def, tc.cpus); n != tc.want || why != tc.why {
+			t.Errorf("decide(%d, %d) = %d, %v; want %d, %v", tc.def, tc.cpus, n, why, tc.want, tc.why)
 		}
 	}
 }
 
 func TestSet(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	t.Cleanup(runtime.SetDefaultGOMAXPROCS)
 	runtime.SetDefaultGOMAXPROCS()
 	def := runtime.GOMAXPROCS(0)
-	runtime.GOMAXPROCS(def + 5) // as if an earlier call had changed it
-
+	wantN, wantWhy := decide(def, runtime.NumCPU())
 	env := func(v string) func(string) string {
 		return func(name string) string {
 			if name == "GOMAXPROCS" {
@@ -31,18 +74,18 @@ func TestSet(t *testing.T) {
 			return ""
 		}
 	}
-	// Unset or ignored by the runtime: the default plus Extra.
+	// Unset or ignored by the runtime: decided from the default.
 	for _, v := range []string{"", "0", "abc", " 3"} {
-		n, byEnv := Set(env(v))
-		if byEnv || n != def+Extra || runtime.GOMAXPROCS(0) != def+Extra {
-			t.Errorf("GOMAXPROCS=%q: Set = %d, %v; in force %d; want %d, false", v, n, byEnv, runtime.GOMAXPROCS(0), def+Extra)
+		runtime.SetDefaultGOMAXPROCS()
+		n, cpus, why := Set(env(v))
+		if n != wantN || why != wantWhy || cpus != runtime.NumCPU() || runtime.GOMAXPROCS(0) != wantN {
+			t.Errorf("GOMAXPROCS=%q: Set = %d, %d, %v; in force %d; want %d, %d, %v", v, n, cpus, why, runtime.GOMAXPROCS(0), wantN, runtime.NumCPU(), wantWhy)
 		}
 	}
-	// Set to a valid value: the runtime used it at start; Set leaves what
-	// is in force.
+	// Set to a value the runtime takes: it used it at start (here, as if
+	// it had); Set leaves what is in force.
 	runtime.GOMAXPROCS(3)
-	n, byEnv := Set(env("3"))
-	if !byEnv || n != 3 || runtime.GOMAXPROCS(0) != 3 {
-		t.Errorf("GOMAXPROCS=3: Set = %d, %v; in force %d; want 3, true", n, byEnv, runtime.GOMAXPROCS(0))
+	if n, _, why := Set(env("+3")); why != Environment || n != 3 || runtime.GOMAXPROCS(0) != 3 {
+		t.Errorf("GOMAXPROCS=+3: Set = %d, %v; in force %d; want 3, Environment", n, why, runtime.GOMAXPROCS(0))
 	}
 }

@@ -840,8 +840,13 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 	var nextHold time.Time // no hold before this
 	// A page of 256 events, or the window if larger: pages of 1,024 kept
 	// the Go heap's peak about 2 MiB higher during a drain (its garbage
-	// collector's goal follows the live heap) and drained no faster.
+	// collector's goal follows the live heap) and drained no faster. With
+	// batching on, a page holds whole batches: a batch never spans two
+	// pages, so a page of 256 would cut batch_max 100 into 100+100+56.
 	batch := max(p.opts.Window, 256)
+	if n := p.opts.BatchMax; n > 1 {
+		batch = (batch + n - 1) / n * n
+	}
 	for {
 		// Every event committed up to last is in what the read finds, or
 		// on this connection, or sent before it.

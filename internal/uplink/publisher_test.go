@@ -257,6 +257,45 @@ func TestFailoverToSecondBroker(t *testing.T) {
 	}
 }
 
+// TestBatchesAreFull checks that a backlog drains in messages of
+// batch_max events each but the last: a batch is never cut short where
+// the uplink's reads of the buffer end.
+func TestBatchesAreFull(t *testing.T) {
+	for _, batchMax := range []int{100, 300} {
+		t.Run(fmt.Sprint(batchMax), func(t *testing.T) {
+			b := mqtttest.Start(t)
+			sub := b.Subscribe(t, "cloud", "mailroom/v1/"+appliance+"/events/batch")
+			o := newOutbox(t)
+			appendScans(t, o, 0, 1000)
+			start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b), BatchMax: batchMax, Window: 4})
+			msgs := sub.WaitFor(t, 30*time.Second, "1000 events in batches", func(ms []mqtttest.Message) bool {
+				n := 0
+				for _, m := range ms {
+					var arr []json.RawMessage
+					json.Unmarshal(m.Payload, &arr)
+					n += len(arr)
+				}
+				return n >= 1000
+			})
+			var sizes []int
+			for _, m := range msgs {
+				var arr []json.RawMessage
+				if err := json.Unmarshal(m.Payload, &arr); err != nil {
+					t.Fatalf("batch is not a JSON array: %v", err)
+				}
+				sizes = append(sizes, len(arr))
+			}
+			want := slices.Repeat([]int{batchMax}, 1000/batchMax)
+			if r := 1000 % batchMax; r > 0 {
+				want = append(want, r)
+			}
+			if !slices.Equal(sizes, want) {
+				t.Fatalf("batch sizes %v, want %v", sizes, want)
+			}
+		})
+	}
+}
+
 func TestBatchesDrainInOrder(t *testing.T) {
 	b := mqtttest.Start(t)
 	sub := b.Subscribe(t, "cloud", "mailroom/v1/"+appliance+"/events/batch")
