@@ -7,7 +7,7 @@
 // from 20 µs up to 10 ms. A commit that waits for fsync is such a call. On
 // a box of two CPUs that left the rest of the daemon (the uplink's
 // publishes, the status page) half the places for the length of each
-// fsync: under full load the drain ran at 0.78–0.89 of its idle rate in
+// fsync: under full load the drain ran at 0.80–0.89 of its idle rate in
 // one hour's rounds, and with two places more (four on two CPUs) at
 // 0.95–0.97 in the next (docs/benchmarks.md, "Full load").
 package goprocs

@@ -839,8 +839,8 @@ func (p *Publisher) serve(ctx context.Context, client mqtt.Client, lost <-chan e
 	var cursor int64
 	var nextHold time.Time // no hold before this
 	// A page of 256 events, or the window if larger: pages of 1,024 kept
-	// the Go heap's peak about 2 MiB higher during a drain (its garbage
-	// collector's goal follows the live heap) and drained no faster. With
+	// the peak RSS of a drain about 1.5 MiB higher (the collector's goal
+	// follows the live heap) and drained no faster. With
 	// batching on, a page holds whole batches: a batch never spans two
 	// pages, so a page of 256 would cut batch_max 100 into 100+100+56.
 	batch := max(p.opts.Window, 256)
