@@ -26,7 +26,8 @@ import (
 func TestGOMAXPROCS(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	os.Unsetenv("GOMAXPROCS") // restored afterwards by t.Setenv
-	t.Cleanup(runtime.SetDefaultGOMAXPROCS)
+	saved := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(saved) })
 	runtime.SetDefaultGOMAXPROCS()
 	def, cpus := runtime.GOMAXPROCS(0), runtime.NumCPU() // the runtime's default here, as the daemon's
 

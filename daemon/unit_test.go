@@ -91,6 +91,6 @@ func TestSystemLogKeepsEarlyLines(t *testing.T) {
 	r = &recordingLogger{}
 	w.set(r)
 	if len(r.lines) != maxEarlyLines || r.lines[0] != "info level=INFO msg=line0" {
-		t.Fatalf("%d early lines handed over (first %q), want the first %d", len(r.lines), r.lines[0], maxEarlyLines)
+		t.Fatalf("%d early lines handed over (%q), want the first %d", len(r.lines), r.lines, maxEarlyLines)
 	}
 }

@@ -34,6 +34,9 @@ const (
 	// Quota: the runtime's default, which is below the CPUs because a CPU
 	// quota (a cgroup's) limits the process. More threads than the quota
 	// would only use it up sooner and be stopped until its next period.
+	// The runtime's default is never below two (or the CPUs, if fewer), so
+	// a quota under two CPUs is not seen here: the number is raised then.
+	// The runtime goes on following the quota as it changes.
 	Quota
 )
 
@@ -51,7 +54,8 @@ func Set(getenv func(string) string) (n, cpus int, why Why) {
 	if validEnv(getenv("GOMAXPROCS")) {
 		return runtime.GOMAXPROCS(0), cpus, Environment
 	}
-	def := runtime.GOMAXPROCS(0) // the default: the variable is unset or ignored
+	runtime.SetDefaultGOMAXPROCS() // the variable is unset or ignored
+	def := runtime.GOMAXPROCS(0)
 	n, why = decide(def, cpus)
 	if n != def {
 		runtime.GOMAXPROCS(n)

@@ -1,6 +1,7 @@
 package goprocs
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestValidEnvAsTheRuntimeReadsIt runs this test binary with each value
@@ -22,8 +24,11 @@ func TestValidEnvAsTheRuntimeReadsIt(t *testing.T) {
 		runtime.SetDefaultGOMAXPROCS()
 		return runtime.GOMAXPROCS(0)
 	}()
-	for _, v := range []string{"", "0", "-0", "+0", "1", "3", "+3", "-3", "0003", "5000", " 3", "3 ", "3.0", "abc", "0x4", "3_0", "2147483648"} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestValidEnvAsTheRuntimeReadsIt$")
+	for _, v := range []string{"", "0", "-0", "+0", "1", "3", "+3", "-3", "0003", "64", " 3", "3 ", "3.0", "abc", "0x4", "3_0", "2147483648"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestValidEnvAsTheRuntimeReadsIt$")
+		cmd.WaitDelay = time.Second
 		cmd.Env = append(os.Environ(), "GOPROCS_REPORT=1", "GOMAXPROCS="+v)
 		out, err := cmd.Output()
 		if err != nil {
@@ -62,7 +67,8 @@ func TestDecide(t *testing.T) {
 }
 
 func TestSet(t *testing.T) {
-	t.Cleanup(runtime.SetDefaultGOMAXPROCS)
+	saved := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(saved) })
 	runtime.SetDefaultGOMAXPROCS()
 	def := runtime.GOMAXPROCS(0)
 	wantN, wantWhy := decide(def, runtime.NumCPU())

@@ -257,40 +257,60 @@ func TestFailoverToSecondBroker(t *testing.T) {
 	}
 }
 
-// TestBatchesAreFull checks that a backlog drains in messages of
-// batch_max events each but the last: a batch is never cut short where
-// the uplink's reads of the buffer end.
+// TestBatchesAreFull checks that a backlog drains in full messages: each
+// but the last holds batch_max events, or as many as fit under the
+// 120 KiB a message may take (docs/mqtt-api.md); a batch is never cut
+// short where the uplink's reads of the buffer end.
 func TestBatchesAreFull(t *testing.T) {
-	for _, batchMax := range []int{100, 300} {
-		t.Run(fmt.Sprint(batchMax), func(t *testing.T) {
+	for _, tc := range []struct{ batchMax, codeLen, n int }{
+		{100, 0, 1000},
+		{300, 0, 1000},
+		{500, 400, 2000}, // about 300 events fit a message
+	} {
+		t.Run(fmt.Sprint(tc.batchMax), func(t *testing.T) {
 			b := mqtttest.Start(t)
 			sub := b.Subscribe(t, "cloud", "mailroom/v1/"+appliance+"/events/batch")
 			o := newOutbox(t)
-			appendScans(t, o, 0, 1000)
-			start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b), BatchMax: batchMax, Window: 4})
-			msgs := sub.WaitFor(t, 30*time.Second, "1000 events in batches", func(ms []mqtttest.Message) bool {
+			for i := range tc.n {
+				code := fmt.Sprintf("1Z%016d", i)
+				code += strings.Repeat("9", max(0, tc.codeLen-len(code)))
+				if _, err := o.Append(context.Background(), event.Event{Appliance: appliance, Type: event.TypeScan,
+					Time: time.Now(), Device: "dock", Barcode: []byte(code)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start(t, o, uplink.Options{Brokers: []string{b.URL()}, TLS: clientTLS(t, b), BatchMax: tc.batchMax, Window: 4})
+			msgs := sub.WaitFor(t, 30*time.Second, fmt.Sprint(tc.n, " events in batches"), func(ms []mqtttest.Message) bool {
 				n := 0
 				for _, m := range ms {
 					var arr []json.RawMessage
 					json.Unmarshal(m.Payload, &arr)
 					n += len(arr)
 				}
-				return n >= 1000
+				return n >= tc.n
 			})
-			var sizes []int
-			for _, m := range msgs {
+			total, cut := 0, 0
+			for k, m := range msgs {
 				var arr []json.RawMessage
 				if err := json.Unmarshal(m.Payload, &arr); err != nil {
 					t.Fatalf("batch is not a JSON array: %v", err)
 				}
-				sizes = append(sizes, len(arr))
+				total += len(arr)
+				if k == len(msgs)-1 || len(arr) == tc.batchMax {
+					continue
+				}
+				var next []json.RawMessage
+				json.Unmarshal(msgs[k+1].Payload, &next)
+				if len(m.Payload)+1+len(next[0]) < 120<<10 {
+					t.Errorf("message %d of %d holds %d events (%d bytes): the next one (%d bytes) would have fit", k+1, len(msgs), len(arr), len(m.Payload), len(next[0]))
+				}
+				cut++
 			}
-			want := slices.Repeat([]int{batchMax}, 1000/batchMax)
-			if r := 1000 % batchMax; r > 0 {
-				want = append(want, r)
+			if total != tc.n {
+				t.Fatalf("%d events in %d messages, want %d", total, len(msgs), tc.n)
 			}
-			if !slices.Equal(sizes, want) {
-				t.Fatalf("batch sizes %v, want %v", sizes, want)
+			if tc.codeLen > 0 && cut == 0 {
+				t.Fatal("no message was cut by its size: the case does not test it")
 			}
 		})
 	}
