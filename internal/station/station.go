@@ -157,8 +157,7 @@ type Station struct {
 	stats    Stats
 
 	// Owned by the goroutine that resolves scans.
-	seen    map[string]time.Time
-	seenCap int // len(seen) at which see sweeps expired entries
+	seen    *codeWindow
 	seenLen atomic.Int64
 	holds   map[barcode.Kind]hold
 	last    *lastParcel
@@ -200,7 +199,7 @@ func New(cfg Config, st Store, pr LabelPrinter) *Station {
 	}
 	return &Station{cfg: cfg, store: st, printer: pr, log: cfg.Log.With("station", cfg.Name),
 		wake: make(chan struct{}, 1), weightCh: make(chan struct{}),
-		seen: map[string]time.Time{}, seenCap: seenSweepMin, holds: map[barcode.Kind]hold{}, mode: modeState{mode: ModeReceive}}
+		seen: newCodeWindow(cfg.DuplicateWindow), holds: map[barcode.Kind]hold{}, mode: modeState{mode: ModeReceive}}
 }
 
 // Name returns the station's name.
@@ -446,28 +445,11 @@ func trackingAttr(carrier, tracking, check string) slog.Attr {
 func dupKey(carrier, tracking string) string { return carrier + "/" + tracking }
 
 // see records a parcel code for duplicate detection and forgets the codes
-// that fell out of the duplicate window, so that the map holds at most a
-// window's worth of parcels however long the station runs.
+// that fell out of the duplicate window.
 func (s *Station) see(key string, at time.Time) {
-	if s.cfg.DuplicateWindow <= 0 {
-		return // no duplicate detection: nothing to remember
-	}
-	s.seen[key] = at
-	defer func() { s.seenLen.Store(int64(len(s.seen))) }()
-	if len(s.seen) < s.seenCap {
-		return
-	}
-	for k, t := range s.seen {
-		if at.Sub(t) >= s.cfg.DuplicateWindow {
-			delete(s.seen, k)
-		}
-	}
-	// Sweep again only once the map has doubled: amortised O(1) a parcel.
-	s.seenCap = max(2*len(s.seen), seenSweepMin)
+	s.seen.add(key, at)
+	s.seenLen.Store(int64(s.seen.len()))
 }
-
-// seenSweepMin is the map size below which no sweep runs.
-const seenSweepMin = 64
 
 // Remembered returns how many parcel codes are held for duplicate
 // detection.
@@ -526,7 +508,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	key := dupKey(string(res.Carrier), res.Tracking)
 	// A code without a tracking number (a 2D label that could not be
 	// read) is no duplicate of another such code.
-	if prev, ok := s.seen[key]; ok && res.Tracking != "" && at.Sub(prev) >= 0 && at.Sub(prev) < s.cfg.DuplicateWindow {
+	if prev, ok := s.seen.lookup(key); ok && res.Tracking != "" && at.Sub(prev) >= 0 && at.Sub(prev) < s.cfg.DuplicateWindow {
 		if err := s.store.Resolve(ctx, scan.ID); err != nil {
 			return err
 		}

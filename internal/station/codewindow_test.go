@@ -1,0 +1,66 @@
+package station
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestCodeWindow(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	type add struct {
+		code string
+		s    int
+	}
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+		adds   []add
+		want   map[string]int // code → second it is remembered from; absent: forgotten
+	}{
+		{"within the window", 10 * time.Second, []add{{"a", 0}, {"b", 5}, {"c", 9}}, map[string]int{"a": 0, "b": 5, "c": 9}},
+		{"a window old is forgotten", 10 * time.Second, []add{{"a", 0}, {"b", 5}, {"c", 10}}, map[string]int{"b": 5, "c": 10}},
+		{"everything old at once", 10 * time.Second, []add{{"a", 0}, {"b", 1}, {"c", 2}, {"d", 100}}, map[string]int{"d": 100}},
+		{"received again keeps the newer time", 10 * time.Second, []add{{"a", 0}, {"b", 1}, {"a", 8}, {"c", 12}}, map[string]int{"a": 8, "c": 12}},
+		{"received again, then out of the window", 10 * time.Second, []add{{"a", 0}, {"a", 8}, {"c", 18}}, map[string]int{"c": 18}},
+		{"no window remembers nothing", 0, []add{{"a", 0}, {"b", 1}}, map[string]int{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newCodeWindow(tc.window)
+			for _, a := range tc.adds {
+				w.add(a.code, at(a.s))
+			}
+			if w.len() != len(tc.want) {
+				t.Errorf("len = %d, want %d", w.len(), len(tc.want))
+			}
+			for _, code := range []string{"a", "b", "c", "d"} {
+				got, ok := w.lookup(code)
+				want, wantOK := tc.want[code]
+				if ok != wantOK || ok && !got.Equal(at(want)) {
+					t.Errorf("lookup(%q) = %v, %v; want %v, %v", code, got, ok, at(want), wantOK)
+				}
+			}
+		})
+	}
+}
+
+// TestCodeWindowStaysSmall: a station that runs for hours at a steady rate
+// holds one window's codes, and its list of them at most twice that.
+func TestCodeWindowStaysSmall(t *testing.T) {
+	w := newCodeWindow(30 * time.Second)
+	t0 := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	const perSecond = 50
+	for i := range 4 * 3600 * perSecond {
+		w.add(fmt.Sprintf("PKG%09d", i), t0.Add(time.Duration(i)*time.Second/perSecond))
+		if n := len(w.order) - w.head; n != w.len() {
+			t.Fatalf("after %d codes: %d in order, %d remembered", i+1, n, w.len())
+		}
+		if len(w.order) > 2*30*perSecond+1 {
+			t.Fatalf("after %d codes: order holds %d entries, want at most %d", i+1, len(w.order), 2*30*perSecond+1)
+		}
+	}
+	if w.len() != 30*perSecond {
+		t.Fatalf("%d codes remembered, want %d", w.len(), 30*perSecond)
+	}
+}
