@@ -42,7 +42,8 @@ import (
 // again and drains it to mosquitto while two PTY scanners at two
 // receiving stations commit 50 scans/s each, a scale answers and a label
 // printer prints at the first station, and five status pages follow the
-// SSE stream. It reports:
+// SSE stream. That load starts busyWarmUp before the reconnect. It
+// reports:
 //   - commit-p99-ms, commit-max-ms: from a code written to the scanner's
 //     tty to the daemon's "scan committed" for it, for the scans of the
 //     drain (the first seconds after the reconnect included);
@@ -117,6 +118,13 @@ func BenchmarkFullLoad(b *testing.B) {
 		b.ReportMetric(median(rssMedians), "drain-RSS-median-MiB")
 	}
 }
+
+// busyWarmUp is how long the scanners, the scale, the printer and the
+// pages run before the broker comes back: the duplicate window of 30 s
+// (each station remembers the codes of that long) and 5 s more, so that
+// every run's daemon has reached the state that this load keeps it in, and
+// its peak RSS differs from another backlog's by the drain alone.
+const busyWarmUp = 35 * time.Second
 
 // median is the middle of xs (the mean of the two middle ones for an even
 // count).
@@ -239,7 +247,11 @@ web:
 	var wg sync.WaitGroup
 	done := make(chan struct{})
 	var written [2][]time.Time // per scanner, when each code went out
-	var samples []time.Duration
+	type ttfbSample struct {
+		at time.Time // when the request went out
+		d  time.Duration
+	}
+	var samples []ttfbSample
 	var samplesMu sync.Mutex
 	if busy {
 		p.waitLog(b, "printer connected", 20*time.Second)
@@ -261,7 +273,7 @@ web:
 				resp.Body.Close()
 			}()
 		}
-		// Two scanners, 50 scans/s each, from a few seconds before the
+		// Two scanners, 50 scans/s each, from busyWarmUp before the
 		// reconnect until the backlog is gone.
 		for i, dev := range []*serialtest.Scanner{scan1, scan2} {
 			wg.Add(1)
@@ -306,14 +318,15 @@ web:
 				if n%2 == 1 {
 					path = "/api/status"
 				}
+				at := time.Now()
 				if d, err := ttfb(c, base+path); err == nil {
 					samplesMu.Lock()
-					samples = append(samples, d)
+					samples = append(samples, ttfbSample{at, d})
 					samplesMu.Unlock()
 				}
 			}
 		}()
-		time.Sleep(3 * time.Second) // scans committed during the outage
+		time.Sleep(busyWarmUp) // scans committed during the outage
 	}
 
 	lastSeq := maxSeq(b, filepath.Join(s.dir, "buffer.db"))
@@ -385,10 +398,17 @@ web:
 	if len(lat) > 0 {
 		res.commitP99, res.commitMax = lat[len(lat)*99/100], lat[len(lat)-1]
 	}
-	slices.Sort(samples)
-	res.requests = len(samples)
-	if len(samples) > 0 {
-		res.ttfbP99 = float64(samples[len(samples)*99/100]) / 1e6
+	// The drain's requests: those of the warm-up are not.
+	var ttfbs []time.Duration
+	for _, s := range samples {
+		if !s.at.Before(start) {
+			ttfbs = append(ttfbs, s.d)
+		}
+	}
+	slices.Sort(ttfbs)
+	res.requests = len(ttfbs)
+	if len(ttfbs) > 0 {
+		res.ttfbP99 = float64(ttfbs[len(ttfbs)*99/100]) / 1e6
 	}
 	if labels := printer.Labels(); len(labels) == 0 {
 		b.Fatal("the printer printed no label")
