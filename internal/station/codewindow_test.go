@@ -24,7 +24,12 @@ func TestCodeWindow(t *testing.T) {
 		{"everything old at once", 10 * time.Second, []add{{"a", 0}, {"b", 1}, {"c", 2}, {"d", 100}}, map[string]int{"d": 100}},
 		{"received again keeps the newer time", 10 * time.Second, []add{{"a", 0}, {"b", 1}, {"a", 8}, {"c", 12}}, map[string]int{"a": 8, "c": 12}},
 		{"received again, then out of the window", 10 * time.Second, []add{{"a", 0}, {"a", 8}, {"c", 18}}, map[string]int{"c": 18}},
+		{"an add a moment behind is put in its place", 10 * time.Second, []add{{"a", 0}, {"c", 5}, {"b", 3}, {"d", 13}}, map[string]int{"c": 5, "d": 13}},
+		{"an older time does not replace a newer one", 10 * time.Second, []add{{"a", 8}, {"a", 2}, {"c", 15}}, map[string]int{"a": 8, "c": 15}},
+		{"the same code twice at one time", 10 * time.Second, []add{{"a", 0}, {"a", 0}, {"b", 10}}, map[string]int{"b": 10}},
+		{"an add older than the window is not kept", 10 * time.Second, []add{{"b", 20}, {"a", 5}}, map[string]int{"b": 20}},
 		{"no window remembers nothing", 0, []add{{"a", 0}, {"b", 1}}, map[string]int{}},
+		{"a negative window remembers nothing", -time.Second, []add{{"a", 0}, {"b", 1}}, map[string]int{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newCodeWindow(tc.window)
@@ -45,22 +50,23 @@ func TestCodeWindow(t *testing.T) {
 	}
 }
 
-// TestCodeWindowStaysSmall: a station that runs for hours at a steady rate
-// holds one window's codes, and its list of them at most twice that.
+// TestCodeWindowStaysSmall: a station that runs for ten windows at a
+// steady rate holds one window's codes, and its list of them at most twice
+// that.
 func TestCodeWindowStaysSmall(t *testing.T) {
-	w := newCodeWindow(30 * time.Second)
+	const window, perSecond = 30, 50
+	w := newCodeWindow(window * time.Second)
 	t0 := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	const perSecond = 50
-	for i := range 4 * 3600 * perSecond {
+	for i := range 10 * window * perSecond {
 		w.add(fmt.Sprintf("PKG%09d", i), t0.Add(time.Duration(i)*time.Second/perSecond))
 		if n := len(w.order) - w.head; n != w.len() {
 			t.Fatalf("after %d codes: %d in order, %d remembered", i+1, n, w.len())
 		}
-		if len(w.order) > 2*30*perSecond+1 {
-			t.Fatalf("after %d codes: order holds %d entries, want at most %d", i+1, len(w.order), 2*30*perSecond+1)
+		if len(w.order) > 2*window*perSecond+1 {
+			t.Fatalf("after %d codes: order holds %d entries, want at most %d", i+1, len(w.order), 2*window*perSecond+1)
 		}
 	}
-	if w.len() != 30*perSecond {
-		t.Fatalf("%d codes remembered, want %d", w.len(), 30*perSecond)
+	if w.len() != window*perSecond {
+		t.Fatalf("%d codes remembered, want %d", w.len(), window*perSecond)
 	}
 }
