@@ -90,3 +90,65 @@ func TestGOMAXPROCS(t *testing.T) {
 		})
 	}
 }
+
+// TestGOGC checks what docs/installation.md promises: `mailroomd run`
+// puts the Go collector's target at 50 unless GOGC holds a value the Go
+// runtime takes; the log's line after the GOMAXPROCS one says which, and
+// /metrics reports the target in force.
+func TestGOGC(t *testing.T) {
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC") // restored afterwards by t.Setenv
+	s := newSetup(t, "mr-gogc")
+	port := mqtttest.FreePort(t)
+	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
+	cfg := s.config(t, s.broker.URL(), fmt.Sprintf("web:\n  listen: 127.0.0.1:%d\n  users: [{name: clara, role: clerk, password_hash: %q}]", port, hash))
+	const lowered = `msg="GOGC lowered so that the heap's peak stays flat through a drain" GOGC=50`
+	for _, tc := range []struct {
+		env    []string
+		want   string
+		metric string // go_gc_gogc_percent; "" where not checked
+	}{
+		{nil, lowered, "50"},
+		{[]string{"GOGC=80"}, `msg="GOGC left to the environment" GOGC=80`, "80"},
+		{[]string{"GOGC=off"}, `msg="GOGC left to the environment" GOGC=off`, "1.8446744073709552e+19"}, // -1 as the runtime's uint64
+		{[]string{"GOGC=abc"}, lowered, "50"},                                                           // the runtime ignores it
+	} {
+		name := strings.Join(tc.env, ",")
+		if name == "" {
+			name = "unset"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := startDaemon(t, cfg, tc.env...)
+			p.waitLog(t, tc.want, 10*time.Second)
+			// On Linux the line after the GOMAXPROCS one, the log's third.
+			if runtime.GOOS == "linux" {
+				lines := strings.SplitN(p.log.String(), "\n", 4)
+				if len(lines) < 4 || !strings.Contains(lines[1], "GOMAXPROCS") || !strings.Contains(lines[2], tc.want) {
+					t.Fatalf("the log's second and third lines are not the GOMAXPROCS one and %q:\n%s", tc.want, p.log.String())
+				}
+			}
+			if strings.Count(p.log.String(), `msg="GOGC`) != 1 {
+				t.Fatalf("log:\n%s", p.log.String())
+			}
+			if tc.metric != "" {
+				re := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\S+)$`)
+				got := waitfor.Value(t, 10*time.Second, "go_gc_gogc_percent in /metrics", func() string {
+					resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+					if err != nil {
+						return ""
+					}
+					defer resp.Body.Close()
+					b, _ := io.ReadAll(resp.Body)
+					if m := re.FindSubmatch(b); m != nil {
+						return string(m[1])
+					}
+					return ""
+				}, func(v string) bool { return v != "" })
+				if got != tc.metric {
+					t.Fatalf("go_gc_gogc_percent %s, want %s", got, tc.metric)
+				}
+			}
+			p.stop(t)
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/mailroomd/mailroomd/internal/app"
 	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/config"
+	"github.com/mailroomd/mailroomd/internal/gcpercent"
 	"github.com/mailroomd/mailroomd/internal/goprocs"
 	"github.com/mailroomd/mailroomd/internal/logring"
 	"github.com/mailroomd/mailroomd/internal/mallocarenas"
@@ -172,6 +174,11 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 	default:
 		log.Info("GOMAXPROCS raised above the CPUs for SQLite's blocking calls", "GOMAXPROCS", n, "cpus", cpus)
 	}
+	if p, fromEnv := gcpercent.Set(os.Getenv); fromEnv {
+		log.Info("GOGC left to the environment", "GOGC", gogcValue(p))
+	} else {
+		log.Info("GOGC lowered so that the heap's peak stays flat through a drain", "GOGC", p)
+	}
 	restart, handover := make(chan struct{}, 1), make(chan struct{}, 1)
 	signalOnce := func(ch chan struct{}) func() {
 		return func() {
@@ -237,4 +244,12 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 		return reexec(log)
 	}
 	return 0
+}
+
+// gogcValue is a GOGC percent as the log shows it: "off" for -1.
+func gogcValue(p int) string {
+	if p < 0 {
+		return "off"
+	}
+	return strconv.Itoa(p)
 }
