@@ -2,6 +2,7 @@ package station
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,5 +69,39 @@ func TestCodeWindowStaysSmall(t *testing.T) {
 	}
 	if w.len() != window*perSecond {
 		t.Fatalf("%d codes remembered, want %d", w.len(), window*perSecond)
+	}
+}
+
+// TestOnClock: a replayed (wall-only) time becomes a time on the clock of
+// now, with its monotonic reading and not ahead of now; a live one stays.
+func TestOnClock(t *testing.T) {
+	now := time.Now() // with a monotonic reading
+	past := now.Add(-5 * time.Second).Round(0)
+	future := now.Add(time.Hour).Round(0)
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		want time.Time
+	}{
+		{"replayed, in the past", past, past},
+		{"replayed, ahead of the clock", future, now},
+		{"live", now.Add(-time.Millisecond), now.Add(-time.Millisecond)},
+		{"live, ahead of now", now.Add(time.Minute), now.Add(time.Minute)},
+	} {
+		got := onClock(now, tc.at)
+		if !got.Equal(tc.want) {
+			t.Errorf("%s: onClock = %v, want %v", tc.name, got, tc.want)
+		}
+		if !strings.Contains(got.String(), " m=") {
+			t.Errorf("%s: %v has no monotonic reading", tc.name, got)
+		}
+	}
+	// In the window, a live code after a replayed one from ahead of the
+	// clock is kept, and so is the replayed one.
+	w := newCodeWindow(30 * time.Second)
+	w.add("replayed", onClock(now, future))
+	w.add("live", onClock(now.Add(time.Second), now.Add(time.Second)))
+	if _, ok := w.lookup("live"); !ok || w.len() != 2 {
+		t.Fatalf("after a replayed code from ahead of the clock and a live one: %d remembered, live kept %v", w.len(), ok)
 	}
 }

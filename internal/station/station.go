@@ -447,8 +447,23 @@ func dupKey(carrier, tracking string) string { return carrier + "/" + tracking }
 // see records a parcel code for duplicate detection and forgets the codes
 // that fell out of the duplicate window.
 func (s *Station) see(key string, at time.Time) {
-	s.seen.add(key, at)
+	s.seen.add(key, onClock(s.cfg.Clock.Now(), at))
 	s.seenLen.Store(int64(s.seen.len()))
+}
+
+// onClock puts a time replayed from the store on the clock of now: the
+// same instant, with now's monotonic reading, and no later than now. A
+// replayed time carries no monotonic reading, so Go compares it with a
+// live one by the wall clock, and after the wall clock stepped (a box
+// without a real-time clock that starts behind its stored scans) the
+// duplicate window's times would sort in no one order; one ahead of now
+// would stay newest and push every live code out of the window at once.
+// A live time (with a monotonic reading) is returned as it is.
+func onClock(now, at time.Time) time.Time {
+	if at != at.Round(0) { // Round(0) strips only a monotonic reading
+		return at
+	}
+	return now.Add(min(at.Sub(now), 0))
 }
 
 // Remembered returns how many parcel codes are held for duplicate
