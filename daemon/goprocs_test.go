@@ -70,19 +70,7 @@ func TestGOMAXPROCS(t *testing.T) {
 			if strings.Count(p.log.String(), `msg="GOMAXPROCS`) != 1 {
 				t.Fatalf("log:\n%s", p.log.String())
 			}
-			re := regexp.MustCompile(`(?m)^go_sched_gomaxprocs_threads (\d+)$`)
-			got := waitfor.Value(t, 10*time.Second, "go_sched_gomaxprocs_threads in /metrics", func() string {
-				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-				if err != nil {
-					return ""
-				}
-				defer resp.Body.Close()
-				b, _ := io.ReadAll(resp.Body)
-				if m := re.FindSubmatch(b); m != nil {
-					return string(m[1])
-				}
-				return ""
-			}, func(v string) bool { return v != "" })
+			got := metricValue(t, port, "go_sched_gomaxprocs_threads")
 			if n, _ := strconv.Atoi(got); n != tc.n {
 				t.Fatalf("go_sched_gomaxprocs_threads %s, want %d", got, tc.n)
 			}
@@ -93,62 +81,77 @@ func TestGOMAXPROCS(t *testing.T) {
 
 // TestGOGC checks what docs/installation.md promises: `mailroomd run`
 // puts the Go collector's target at 50 unless GOGC holds a value the Go
-// runtime takes; the log's line after the GOMAXPROCS one says which, and
-// /metrics reports the target in force.
+// runtime takes; the log's line after the GOMAXPROCS one says which (a
+// warning where the collector is off with no memory limit), and /metrics
+// reports the target in force.
 func TestGOGC(t *testing.T) {
-	t.Setenv("GOGC", "")
-	os.Unsetenv("GOGC") // restored afterwards by t.Setenv
+	for _, k := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k) // restored afterwards by t.Setenv
+	}
 	s := newSetup(t, "mr-gogc")
 	port := mqtttest.FreePort(t)
 	hash, _ := bcrypt.GenerateFromPassword([]byte("clerk-password"), bcrypt.MinCost)
 	cfg := s.config(t, s.broker.URL(), fmt.Sprintf("web:\n  listen: 127.0.0.1:%d\n  users: [{name: clara, role: clerk, password_hash: %q}]", port, hash))
-	const lowered = `msg="GOGC lowered so that the heap's peak stays flat through a drain" GOGC=50`
+	const (
+		lowered = `level=INFO msg="GOGC lowered to hold down the heap's peak through a drain" GOGC=50`
+		off     = `level=WARN msg="GOGC left to the environment: the collector is off and no GOMEMLIMIT is set, so the heap grows until memory runs out" GOGC=off`
+		offOK   = `level=INFO msg="GOGC left to the environment" GOGC=off`
+		offVal  = "1.8446744073709552e+19" // the runtime's -1 as an unsigned number
+	)
 	for _, tc := range []struct {
 		env    []string
 		want   string
-		metric string // go_gc_gogc_percent; "" where not checked
+		metric string // go_gc_gogc_percent
 	}{
 		{nil, lowered, "50"},
-		{[]string{"GOGC=80"}, `msg="GOGC left to the environment" GOGC=80`, "80"},
-		{[]string{"GOGC=off"}, `msg="GOGC left to the environment" GOGC=off`, "1.8446744073709552e+19"}, // -1 as the runtime's uint64
-		{[]string{"GOGC=abc"}, lowered, "50"},                                                           // the runtime ignores it
+		{[]string{"GOGC=80"}, `level=INFO msg="GOGC left to the environment" GOGC=80`, "80"},
+		{[]string{"GOGC=+80"}, `level=INFO msg="GOGC left to the environment" GOGC=80`, "80"},
+		{[]string{"GOGC=off"}, off, offVal},
+		{[]string{"GOGC=-20"}, off, offVal},
+		{[]string{"GOGC=off", "GOMEMLIMIT=256MiB"}, offOK, offVal},
+		{[]string{"GOGC=abc"}, lowered, "50"}, // the runtime ignores it
 	} {
-		name := strings.Join(tc.env, ",")
-		if name == "" {
-			name = "unset"
-		}
-		t.Run(name, func(t *testing.T) {
+		t.Run(strings.Join(append([]string{"unset"}, tc.env...)[min(len(tc.env), 1):], ","), func(t *testing.T) {
 			p := startDaemon(t, cfg, tc.env...)
 			p.waitLog(t, tc.want, 10*time.Second)
-			// On Linux the line after the GOMAXPROCS one, the log's third.
-			if runtime.GOOS == "linux" {
-				lines := strings.SplitN(p.log.String(), "\n", 4)
-				if len(lines) < 4 || !strings.Contains(lines[1], "GOMAXPROCS") || !strings.Contains(lines[2], tc.want) {
-					t.Fatalf("the log's second and third lines are not the GOMAXPROCS one and %q:\n%s", tc.want, p.log.String())
+			// The line right after the GOMAXPROCS one.
+			var prev string
+			for _, l := range strings.Split(p.log.String(), "\n") {
+				if strings.Contains(l, tc.want) {
+					break
 				}
+				prev = l
+			}
+			if !strings.Contains(prev, `msg="GOMAXPROCS`) {
+				t.Fatalf("the line before %q is not the GOMAXPROCS one:\n%s", tc.want, p.log.String())
 			}
 			if strings.Count(p.log.String(), `msg="GOGC`) != 1 {
 				t.Fatalf("log:\n%s", p.log.String())
 			}
-			if tc.metric != "" {
-				re := regexp.MustCompile(`(?m)^go_gc_gogc_percent (\S+)$`)
-				got := waitfor.Value(t, 10*time.Second, "go_gc_gogc_percent in /metrics", func() string {
-					resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-					if err != nil {
-						return ""
-					}
-					defer resp.Body.Close()
-					b, _ := io.ReadAll(resp.Body)
-					if m := re.FindSubmatch(b); m != nil {
-						return string(m[1])
-					}
-					return ""
-				}, func(v string) bool { return v != "" })
-				if got != tc.metric {
-					t.Fatalf("go_gc_gogc_percent %s, want %s", got, tc.metric)
-				}
+			if got := metricValue(t, port, "go_gc_gogc_percent"); got != tc.metric {
+				t.Fatalf("go_gc_gogc_percent %s, want %s", got, tc.metric)
 			}
 			p.stop(t)
 		})
 	}
+}
+
+// metricValue waits until the daemon's /metrics on port reports the
+// metric name without labels, and returns its value as written there.
+func metricValue(t *testing.T, port int, name string) string {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`)
+	return waitfor.Value(t, 10*time.Second, name+" in /metrics", func() string {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if m := re.FindSubmatch(b); m != nil {
+			return string(m[1])
+		}
+		return ""
+	}, func(v string) bool { return v != "" })
 }

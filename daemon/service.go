@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -174,10 +176,13 @@ func runService(cfg *config.Config, stderr io.Writer) int {
 	default:
 		log.Info("GOMAXPROCS raised above the CPUs for SQLite's blocking calls", "GOMAXPROCS", n, "cpus", cpus)
 	}
-	if p, fromEnv := gcpercent.Set(os.Getenv); fromEnv {
+	switch p, fromEnv := gcpercent.Set(os.Getenv); {
+	case !fromEnv:
+		log.Info("GOGC lowered to hold down the heap's peak through a drain", "GOGC", gogcValue(p))
+	case p < 0 && debug.SetMemoryLimit(-1) == math.MaxInt64:
+		log.Warn("GOGC left to the environment: the collector is off and no GOMEMLIMIT is set, so the heap grows until memory runs out", "GOGC", gogcValue(p))
+	default:
 		log.Info("GOGC left to the environment", "GOGC", gogcValue(p))
-	} else {
-		log.Info("GOGC lowered so that the heap's peak stays flat through a drain", "GOGC", p)
 	}
 	restart, handover := make(chan struct{}, 1), make(chan struct{}, 1)
 	signalOnce := func(ch chan struct{}) func() {

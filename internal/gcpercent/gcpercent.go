@@ -8,9 +8,10 @@
 // moment, so the heap's peak over a drain was the highest of many such
 // moments: up to 10 MiB of heap in use from about 3–5 MiB live, and a
 // peak RSS up to 38.8 MiB under full load, over the 40 MB the daemon is
-// held to. At 50 the heap grows to one and a half times its live part:
-// the peak under the same load was 4 MiB lower, for a drain rate within
-// the spread of the rounds (docs/benchmarks.md, "Full load").
+// held to. At 50 the heap grows to about one and a half times its live
+// part: the peak under the same load was 3–4 MiB lower, and the drain
+// about a tenth slower for the collector's CPU (docs/benchmarks.md, "Full
+// load").
 package gcpercent
 
 import (
@@ -23,7 +24,7 @@ const Target = 50
 
 // Set puts the collector's target at Target, unless the GOGC environment
 // variable (read through getenv) holds a value the runtime takes ("off",
-// or a base-10 number that fits 32 bits); then it leaves the runtime's
+// or a base-10 signed 32-bit number); then it leaves the runtime's
 // setting. It returns the percent in force (-1: collection off) and
 // whether the environment decided it.
 func Set(getenv func(string) string) (percent int, fromEnv bool) {
@@ -35,7 +36,7 @@ func Set(getenv func(string) string) (percent int, fromEnv bool) {
 }
 
 // envPercent reads v as the Go runtime reads GOGC (runtime/mgcpacer.go):
-// "off" is -1, a base-10 number that fits 32 bits is that number (any
+// "off" is -1, a base-10 signed 32-bit number is that number (any
 // negative one turns collection off too), and anything else is not taken.
 func envPercent(v string) (int, bool) {
 	if v == "off" {

@@ -20,13 +20,15 @@ func TestEnvPercent(t *testing.T) {
 		{"50", 50, true},
 		{"0", 0, true},
 		{"+80", 80, true},
+		{"050", 50, true},
 		{"off", -1, true},
 		{"-1", -1, true},
 		{"-20", -1, true},
 		{"OFF", 0, false},
 		{"abc", 0, false},
 		{"50%", 0, false},
-		{"4294967296", 0, false}, // does not fit 32 bits
+		{"2147483647", 2147483647, true},
+		{"2147483648", 0, false}, // not a signed 32-bit number
 	} {
 		got, ok := envPercent(tc.v)
 		if got != tc.want || ok != tc.ok {
@@ -38,16 +40,16 @@ func TestEnvPercent(t *testing.T) {
 // TestEnvPercentAsRuntime runs this test binary again with each GOGC and
 // compares what the Go runtime put in force with what envPercent reads.
 func TestEnvPercentAsRuntime(t *testing.T) {
-	if v := os.Getenv("GCPERCENT_CHILD"); v != "" {
+	if os.Getenv("GCPERCENT_CHILD") == "TestEnvPercentAsRuntime" {
 		// The runtime's setting, read without changing it for long.
 		p := debug.SetGCPercent(100)
 		debug.SetGCPercent(p)
 		os.Stdout.WriteString("percent=" + strconv.Itoa(p) + "\n")
 		return
 	}
-	for _, v := range []string{"", "100", "50", "0", "+80", "off", "-1", "-20", "OFF", "abc", "50%", "4294967296", " 50"} {
+	for _, v := range []string{"", "100", "50", "0", "+80", "050", "off", "-1", "-20", "OFF", "abc", "50%", "2147483647", "2147483648", " 50"} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestEnvPercentAsRuntime$")
-		cmd.Env = append(os.Environ(), "GCPERCENT_CHILD=1", "GOGC="+v)
+		cmd.Env = append(os.Environ(), "GCPERCENT_CHILD=TestEnvPercentAsRuntime", "GOGC="+v)
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("GOGC=%q: %v", v, err)
