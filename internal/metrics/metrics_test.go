@@ -89,3 +89,19 @@ func TestScrapeAllocatesLittle(t *testing.T) {
 		t.Fatalf("a scrape allocated %d KiB, gzipped %d KiB: want at least 512 KiB less", p>>10, g>>10)
 	}
 }
+
+// TestScrapeProtobufWhenAsked: a scraper that asks for protobuf in Accept
+// gets it, uncompressed too.
+func TestScrapeProtobufWhenAsked(t *testing.T) {
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept", "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited")
+	req.Header.Set("Accept-Encoding", "gzip")
+	rec := httptest.NewRecorder()
+	newTestMetrics().Handler().ServeHTTP(rec, req)
+	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/vnd.google.protobuf") {
+		t.Fatalf("Content-Type %q, want protobuf", ct)
+	}
+	if ce := rec.Header().Get("Content-Encoding"); ce != "" {
+		t.Fatalf("Content-Encoding %q, want none", ce)
+	}
+}
