@@ -104,4 +104,7 @@ func TestScrapeProtobufWhenAsked(t *testing.T) {
 	if ce := rec.Header().Get("Content-Encoding"); ce != "" {
 		t.Fatalf("Content-Encoding %q, want none", ce)
 	}
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "mailroomd_events_ingested_total") {
+		t.Fatalf("status %d, body without mailroomd_events_ingested_total: %q", rec.Code, rec.Body.String())
+	}
 }

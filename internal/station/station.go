@@ -451,6 +451,20 @@ func (s *Station) see(key string, at time.Time) {
 	s.seenLen.Store(int64(s.seen.len()))
 }
 
+// seenWithin returns when the parcel code key was last received, and
+// whether that was within the duplicate window before at. Both times are
+// compared on the clock the window keeps its times on (onClock), so that
+// a scan replayed at start is measured against replayed parcels as it was
+// before the restart.
+func (s *Station) seenWithin(key string, at time.Time) (time.Time, bool) {
+	prev, ok := s.seen.lookup(key)
+	if !ok {
+		return time.Time{}, false
+	}
+	since := onClock(s.cfg.Clock.Now(), at).Sub(prev)
+	return prev, since >= 0 && since < s.cfg.DuplicateWindow
+}
+
 // onClock puts a time replayed from the store on the clock of now: the
 // same instant, with now's monotonic reading, and no later than now. A
 // replayed time carries no monotonic reading, so Go compares it with a
@@ -458,7 +472,8 @@ func (s *Station) see(key string, at time.Time) {
 // without a real-time clock that starts behind its stored scans) the
 // duplicate window's times would sort in no one order; one ahead of now
 // would stay newest and push every live code out of the window at once.
-// A live time (with a monotonic reading) is returned as it is.
+// A live time (with a monotonic reading) is returned as it is; a clock
+// whose times carry none (clock.Fake) makes every time count as replayed.
 func onClock(now, at time.Time) time.Time {
 	if at != at.Round(0) { // Round(0) strips only a monotonic reading
 		return at
@@ -523,7 +538,7 @@ func (s *Station) resolve(ctx context.Context, scan event.Event, live bool) erro
 	key := dupKey(string(res.Carrier), res.Tracking)
 	// A code without a tracking number (a 2D label that could not be
 	// read) is no duplicate of another such code.
-	if prev, ok := s.seen.lookup(key); ok && res.Tracking != "" && at.Sub(prev) >= 0 && at.Sub(prev) < s.cfg.DuplicateWindow {
+	if prev, dup := s.seenWithin(key, at); dup && res.Tracking != "" {
 		if err := s.store.Resolve(ctx, scan.ID); err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mailroomd/mailroomd/drivers/scale"
 	"github.com/mailroomd/mailroomd/internal/barcode"
+	"github.com/mailroomd/mailroomd/internal/clock"
 	"github.com/mailroomd/mailroomd/internal/event"
 	"github.com/mailroomd/mailroomd/internal/store"
 	"github.com/mailroomd/mailroomd/internal/waitfor"
@@ -485,5 +486,34 @@ func TestRememberKeepsTheNewest200(t *testing.T) {
 	}
 	if len(s.recent) >= 2*recentLimit {
 		t.Fatalf("%d parcels held; the list is trimmed at %d", len(s.recent), 2*recentLimit)
+	}
+}
+
+// TestRecoverWithTheClockBehind: a box whose wall clock starts an hour
+// behind its stored scans (no real-time clock, no NTP yet) still counts a
+// leftover rescan as a duplicate, and goes on detecting duplicates of live
+// scans after it.
+func TestRecoverWithTheClockBehind(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buffer.db")
+	r := newRig(t, path, func(c *Config) { c.Scale = "" })
+	r.scan(upsCode, 0, false)
+	r.scan(upsCode, 2*time.Second, false) // a duplicate, left unresolved
+	r.store.Close()
+
+	behind := clock.NewOffset(clock.Real{}, -time.Hour)
+	r2 := newRig(t, path, func(c *Config) { c.Scale = ""; c.Clock = behind })
+	r2.run()
+	if n := len(r2.events(event.TypeParcelReceived)); n != 1 || r2.st.Stats().Duplicates != 1 {
+		t.Fatalf("after recovery: %d parcels, %d duplicates; want 1 and 1", n, r2.st.Stats().Duplicates)
+	}
+	// Live scans, on the box's clock: a rescan is a duplicate, a new code
+	// a parcel, and its rescan a duplicate again.
+	r2.t0 = behind.Now()
+	r2.scan(upsCode, time.Second, true)
+	r2.scan(uspsCode, 2*time.Second, true)
+	r2.scan(uspsCode, 3*time.Second, true)
+	waitfor.True(t, 10*time.Second, "three duplicates", func() bool { return r2.st.Stats().Duplicates == 3 })
+	if n := len(r2.events(event.TypeParcelReceived)); n != 2 {
+		t.Fatalf("%d parcels, want 2", n)
 	}
 }
